@@ -1,0 +1,166 @@
+/* Private declarations shared by the library's files: the runtime/app/env/response structs, the
+ * Python types written in C, and the GIL, error and logging helpers. Never installed. */
+#ifndef LIBWSGI_INTERNAL_H
+#define LIBWSGI_INTERNAL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include <libwsgi/libwsgi.h>
+
+#if defined(__GNUC__)
+#define LW_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define LW_LIKELY(x) __builtin_expect(!!(x), 1)
+#define LW_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define LW_PRINTF(a, b)
+#define LW_LIKELY(x) (x)
+#define LW_UNLIKELY(x) (x)
+#endif
+
+/* Interned str constants used on hot paths (created once at runtime start). */
+typedef struct lw_strings {
+    PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *RAW_URI, *REQUEST_URI,
+        *SERVER_NAME, *SERVER_PORT, *SERVER_PROTOCOL, *SERVER_SOFTWARE, *REMOTE_ADDR, *REMOTE_PORT,
+        *CONTENT_TYPE, *CONTENT_LENGTH, *HTTPS, *wsgi_version, *wsgi_url_scheme, *wsgi_input,
+        *wsgi_errors, *wsgi_multithread, *wsgi_multiprocess, *wsgi_run_once,
+        *wsgi_input_terminated, *wsgi_file_wrapper;
+    PyObject *http, *https, *on, *empty, *http10, *http11, *port80, *port443, *localhost;
+    PyObject *close, *read, *fileno, *tell, *comma_sp;
+} lw_strings;
+
+struct wsgi_runtime {
+    int adopted;        /* the host started Python; we never finalize it */
+    unsigned flags;     /* wsgi_runtime_flags */
+    unsigned gen;       /* generation, so stale per-thread state from an older runtime is ignored */
+    wsgi_log_cb log;
+    void *log_user_data;
+    int log_level;
+    PyInterpreterState *interp;
+    PyThreadState *main_tstate; /* the creating thread's state (not owned when adopted) */
+    PyObject *boot;             /* namespace of the embedded bootstrap Python code */
+    PyObject *load_app;         /* boot.load_app(spec) -> (app, is_asgi) */
+    PyObject *LoadError;        /* boot.LoadError (has .code) */
+    PyObject *format_exc;       /* boot.format_exc(type, value, tb) -> str */
+    PyObject *errors_stream;    /* the shared wsgi.errors object */
+    lw_strings s;
+    int n_apps;
+};
+
+struct wsgi_app {
+    wsgi_runtime *rt;
+    PyObject *callable;
+    wsgi_interface iface;
+    unsigned flags;
+    PyObject *environ_template; /* constant keys, copied per request */
+    PyObject *script_name;      /* str */
+    size_t script_name_len;     /* in bytes (latin-1) */
+    char *script_name_c;
+};
+
+/* The process's runtime (at most one). */
+extern wsgi_runtime *lw_rt;
+
+/* ---- GIL (gil.c) ------------------------------------------------------------------------ */
+typedef struct lw_gil {
+    PyThreadState *ts; /* state restored, or NULL if the caller already held the GIL */
+} lw_gil;
+int lw_gil_acquire(lw_gil *g); /* 0, or WSGI_ERR_PYTHON if no runtime / no thread state */
+void lw_gil_release(lw_gil *g);
+void lw_threads_init(wsgi_runtime *rt);
+void lw_threads_fini(wsgi_runtime *rt);
+/* Adopt the calling thread's current state as its cached state (runtime start). */
+void lw_threads_set_current(PyThreadState *ts);
+
+/* ---- errors and logging (errors.c) ------------------------------------------------------- */
+int lw_fail(int code, const char *fmt, ...) LW_PRINTF(2, 3); /* sets wsgi_errmsg(); returns code */
+void lw_clear_error(void);
+void lw_log(int level, const char *fmt, ...) LW_PRINTF(2, 3); /* any thread, GIL or not */
+void lw_logv(int level, const char *fmt, va_list ap);
+/* With the GIL and a Python exception set: logs "<what>:\n<traceback>" at ERROR, clears the
+ * exception, and writes the exception's one-line summary into msg (may be NULL). */
+void lw_log_exception(const char *what, char *msg, size_t msg_size);
+
+/* RFC 9110 token (header name, method) check (environ.c). */
+int lw_is_token(const char *p, size_t n);
+
+/* ---- Python types (input.c, log_stream.c, file_wrapper.c, start_response.c) ---------------- */
+extern PyTypeObject lw_InputType;
+extern PyTypeObject lw_ErrorsType;
+extern PyTypeObject lw_FileWrapperType;
+extern PyTypeObject lw_StartResponseType;
+int lw_types_ready(void);
+
+typedef struct lw_input lw_input;
+lw_input *lw_input_new(const wsgi_request *req);
+void lw_input_detach(lw_input *in); /* the body source is gone: reads raise ValueError */
+
+PyObject *lw_errors_new(void);
+
+typedef struct lw_file_wrapper {
+    PyObject_HEAD PyObject *filelike;
+    Py_ssize_t blksize;
+    int closed;
+} lw_file_wrapper;
+
+/* ---- response (start_response.c, response.c) ---------------------------------------------- */
+typedef struct lw_start_response lw_start_response;
+
+struct wsgi_env {
+    wsgi_app *app;
+    PyObject *environ;
+    lw_input *input; /* strong ref; detached when the response is freed */
+};
+
+typedef enum lw_mode {
+    LW_MODE_ITER = 0, /* generic iterator */
+    LW_MODE_SEQ,      /* exact list or tuple: index without an iterator */
+    LW_MODE_SENDFILE, /* wsgi.file_wrapper over a regular file, host has on_sendfile */
+} lw_mode;
+
+struct wsgi_response {
+    wsgi_app *app;
+    wsgi_response_handler h;
+    void *ud;
+    PyObject *environ;
+    lw_input *input;
+    lw_start_response *sr;
+
+    /* set by start_response (not yet committed) */
+    PyObject *status;      /* str */
+    PyObject *headers;     /* tuple of (name, value) str tuples, validated */
+    int status_code;
+    int64_t content_length; /* -1 if none */
+    int pending_err;       /* code of a start_response rejection the app has not recovered from */
+
+    /* iteration */
+    PyObject *result; /* what the app returned */
+    PyObject *iter;
+    Py_ssize_t seq_idx;
+    lw_mode mode;
+    int sf_fd;
+    int64_t sf_offset, sf_count;
+    PyObject *held; /* chunk whose buffer the host may still be reading */
+
+    int64_t sent; /* body bytes delivered */
+    unsigned started : 1, closed : 1, done : 1, fail_pending : 1, free_pending : 1, sf_sent : 1;
+    int in_cb;
+    int error;    /* first failure, 0 if none */
+    int final_rc; /* what wsgi_iter_next returns once done */
+    char errmsg[512];
+};
+
+lw_start_response *lw_start_response_new(wsgi_response *resp);
+void lw_start_response_detach(lw_start_response *sr);
+/* Record a failure on the response (first one wins) and log it. */
+void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...) LW_PRINTF(3, 4);
+/* Commit status + headers: calls on_start (GIL released around it). 0 or WSGI_ERR_CALLBACK. */
+int lw_response_commit(wsgi_response *resp);
+/* Deliver one body chunk with the GIL held (write()): released around on_body. */
+int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes);
+
+#endif /* LIBWSGI_INTERNAL_H */

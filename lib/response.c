@@ -1,0 +1,507 @@
+/* The WSGI response pump: wsgi_call() runs app(environ, start_response); wsgi_iter_next() pulls
+ * one chunk per call and hands it to the host. Owns the rules that span both: the head is
+ * committed at the first non-empty chunk, Content-Length is enforced, failures become a 500 before
+ * the head and a cut after it, and close() is called exactly once on every path.
+ *
+ * Callbacks always run with the GIL released. wsgi_iter_next() holds the GIL once per call: it
+ * decides what to deliver under the GIL, then releases it and calls the host. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char lw_500_status[] = "500 Internal Server Error";
+static const char lw_500_body[] = "Internal Server Error\n";
+static const wsgi_header lw_500_headers[] = {
+    {"Content-Type", 12, "text/plain; charset=utf-8", 25},
+    {"Content-Length", 14, "22", 2},
+};
+
+void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...)
+{
+    if (resp->error) return;
+    resp->error = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(resp->errmsg, sizeof resp->errmsg, fmt, ap);
+    va_end(ap);
+    lw_log(code == WSGI_ERR_CALLBACK ? WSGI_LOG_INFO : WSGI_LOG_ERROR, "%s", resp->errmsg);
+}
+
+/* Record an app failure from the current Python exception (logged with its traceback). */
+static void lw_response_fail_exc(wsgi_response *resp, int code, const char *what)
+{
+    if (resp->error) {
+        lw_log_exception(what, NULL, 0);
+        return;
+    }
+    resp->error = code;
+    lw_log_exception(what, resp->errmsg, sizeof resp->errmsg);
+}
+
+/* Call the iterable's close() once (GIL held). Exact lists and tuples have none. */
+static void lw_close_locked(wsgi_response *resp)
+{
+    if (resp->closed) return;
+    resp->closed = 1;
+    if (!resp->result || resp->mode == LW_MODE_SEQ) return;
+    PyObject *close = PyObject_GetAttr(resp->result, lw_rt->s.close);
+    if (!close) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        else
+            lw_log_exception("looking up the iterable's close()", NULL, 0);
+        return;
+    }
+    PyObject *r = PyObject_CallNoArgs(close);
+    Py_DECREF(close);
+    if (r)
+        Py_DECREF(r);
+    else
+        lw_response_fail_exc(resp, WSGI_ERR_APP, "the iterable's close() raised");
+}
+
+/* Point a head's fields at the validated status/headers (str objects the response holds, so the
+ * pointers stay valid without the GIL). `hs` must have room for every header. */
+static void lw_fill_head(wsgi_response *resp, wsgi_response_head *head, wsgi_header *hs)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(resp->headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(resp->headers, i);
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        hs[i].name = (const char *)PyUnicode_DATA(name);
+        hs[i].name_len = (size_t)PyUnicode_GET_LENGTH(name);
+        hs[i].value = (const char *)PyUnicode_DATA(value);
+        hs[i].value_len = (size_t)PyUnicode_GET_LENGTH(value);
+    }
+    head->status = resp->status_code;
+    head->status_line = (const char *)PyUnicode_DATA(resp->status);
+    head->status_line_len = (size_t)PyUnicode_GET_LENGTH(resp->status);
+    head->headers = hs;
+    head->n_headers = (size_t)n;
+    head->content_length = resp->content_length;
+}
+
+/* Headers storage: on the stack for ordinary responses. */
+#define LW_STACK_HEADERS 32
+typedef struct lw_headbuf {
+    wsgi_response_head head;
+    wsgi_header stack[LW_STACK_HEADERS];
+    wsgi_header *heap;
+} lw_headbuf;
+
+static int lw_headbuf_fill(wsgi_response *resp, lw_headbuf *b)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(resp->headers);
+    b->heap = NULL;
+    wsgi_header *hs = b->stack;
+    if (n > LW_STACK_HEADERS) {
+        if (!(b->heap = PyMem_Malloc((size_t)n * sizeof *hs))) return -1;
+        hs = b->heap;
+    }
+    lw_fill_head(resp, &b->head, hs);
+    return 0;
+}
+
+static int lw_cb_start(wsgi_response *resp, const wsgi_response_head *head)
+{
+    resp->in_cb++;
+    int r = resp->h.on_start(resp->ud, head);
+    resp->in_cb--;
+    return r < 0 || resp->free_pending ? -1 : 0;
+}
+
+static int lw_cb_body(wsgi_response *resp, const char *p, size_t n)
+{
+    resp->in_cb++;
+    int r = resp->h.on_body(resp->ud, p, n);
+    resp->in_cb--;
+    return r < 0 || resp->free_pending ? -1 : 0;
+}
+
+static int lw_cb_sendfile(wsgi_response *resp, int fd, int64_t off, int64_t count)
+{
+    resp->in_cb++;
+    int r = resp->h.on_sendfile(resp->ud, fd, off, count);
+    resp->in_cb--;
+    return r < 0 || resp->free_pending ? -1 : 0;
+}
+
+/* How much of an n-byte chunk Content-Length still allows. */
+static size_t lw_allowed(wsgi_response *resp, size_t n)
+{
+    if (resp->content_length < 0) return n;
+    int64_t left = resp->content_length - resp->sent;
+    if ((int64_t)n > left) {
+        lw_log(WSGI_LOG_WARNING, "response body longer than its Content-Length %lld: truncated",
+               (long long)resp->content_length);
+        return left > 0 ? (size_t)left : 0;
+    }
+    return n;
+}
+
+static int lw_cl_reached(const wsgi_response *resp)
+{
+    return resp->content_length >= 0 && resp->sent >= resp->content_length;
+}
+
+int lw_response_commit(wsgi_response *resp)
+{
+    lw_headbuf b;
+    if (lw_headbuf_fill(resp, &b) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    resp->started = 1;
+    PyThreadState *save = PyEval_SaveThread();
+    int r = lw_cb_start(resp, &b.head);
+    PyEval_RestoreThread(save);
+    PyMem_Free(b.heap);
+    if (r < 0) {
+        lw_response_fail(resp, WSGI_ERR_CALLBACK, "host on_start failed: response cut");
+        return -1;
+    }
+    return 0;
+}
+
+int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes)
+{
+    size_t n = lw_allowed(resp, (size_t)PyBytes_GET_SIZE(bytes));
+    if (n == 0) return 0;
+    Py_XSETREF(resp->held, Py_NewRef(bytes)); /* valid until the next on_body or call */
+    resp->sent += (int64_t)n;
+    PyThreadState *save = PyEval_SaveThread();
+    int r = lw_cb_body(resp, PyBytes_AS_STRING(bytes), n);
+    PyEval_RestoreThread(save);
+    if (r < 0) {
+        lw_response_fail(resp, WSGI_ERR_CALLBACK, "host on_body failed: response cut");
+        return -1;
+    }
+    return 0;
+}
+
+/* A wsgi.file_wrapper over a regular file becomes a sendfile request. Returns 1 if it does. */
+static int lw_sendfile_prepare(wsgi_response *resp)
+{
+    lw_file_wrapper *fw = (lw_file_wrapper *)resp->result;
+    if (!fw->filelike) return 0;
+    PyObject *r = PyObject_CallMethodNoArgs(fw->filelike, lw_rt->s.fileno);
+    long fd = r && PyLong_Check(r) ? PyLong_AsLong(r) : -1;
+    Py_XDECREF(r);
+    PyErr_Clear(); /* no fileno(): not a real file, iterate instead */
+    struct stat st;
+    if (fd < 0 || fd > INT32_MAX || fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    /* The logical position (a buffered file may have read ahead of the OS offset). */
+    int64_t off = -1;
+    r = PyObject_CallMethodNoArgs(fw->filelike, lw_rt->s.tell);
+    if (r && PyLong_Check(r)) off = PyLong_AsLongLong(r);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    if (off < 0) off = lseek((int)fd, 0, SEEK_CUR);
+    if (off < 0) return 0;
+    resp->sf_fd = (int)fd;
+    resp->sf_offset = off;
+    resp->sf_count = st.st_size > off ? st.st_size - off : 0;
+    return 1;
+}
+
+LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, void *user_data,
+                          wsgi_response **out)
+{
+    lw_clear_error();
+    if (out) *out = NULL;
+    if (!env) return lw_fail(WSGI_ERR_INVAL, "env is NULL");
+    if (!out || !handler || !handler->on_start || !handler->on_body ||
+        handler->struct_size < offsetof(wsgi_response_handler, on_body) + sizeof(void *)) {
+        wsgi_env_free(env);
+        return lw_fail(WSGI_ERR_INVAL, "out or handler is NULL, or on_start/on_body missing");
+    }
+    wsgi_response *resp = calloc(1, sizeof *resp);
+    if (!resp) {
+        wsgi_env_free(env);
+        return lw_fail(WSGI_ERR_NOMEM, "out of memory");
+    }
+    memcpy(&resp->h, handler,
+           handler->struct_size < sizeof resp->h ? handler->struct_size : sizeof resp->h);
+    resp->h.struct_size = sizeof resp->h;
+    resp->ud = user_data;
+    resp->content_length = -1;
+    resp->sf_fd = -1;
+
+    lw_gil g;
+    int rc = lw_gil_acquire(&g);
+    if (rc) {
+        free(resp);
+        wsgi_env_free(env);
+        return lw_fail(rc, "no Python thread state");
+    }
+    wsgi_app *app = env->app;
+    resp->app = app;
+    resp->environ = env->environ; /* ownership moves from the env to the response */
+    resp->input = env->input;
+    free(env);
+    resp->sr = lw_start_response_new(resp);
+    if (!resp->sr) {
+        lw_response_fail_exc(resp, WSGI_ERR_NOMEM, "creating start_response");
+        goto done;
+    }
+    PyObject *args[2] = {resp->environ, (PyObject *)resp->sr};
+    PyObject *result = PyObject_Vectorcall(app->callable, args, 2, NULL);
+    if (!result) {
+        lw_response_fail_exc(resp, resp->pending_err ? resp->pending_err : WSGI_ERR_APP,
+                             "application raised");
+        goto done;
+    }
+    resp->result = result;
+    if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) {
+        resp->mode = LW_MODE_SEQ;
+    } else if (Py_IS_TYPE(result, &lw_FileWrapperType) && resp->h.on_sendfile &&
+               lw_sendfile_prepare(resp)) {
+        resp->mode = LW_MODE_SENDFILE;
+    } else if (!(resp->iter = PyObject_GetIter(result))) {
+        lw_response_fail_exc(resp, WSGI_ERR_BAD_ITERABLE, "application returned a non-iterable");
+        lw_close_locked(resp);
+    }
+done:
+    lw_gil_release(&g);
+    *out = resp;
+    return 0;
+}
+
+/* Deliver the synthesized 500 (no GIL needed) or report the cut. */
+static int lw_finish_failed(wsgi_response *resp)
+{
+    resp->done = 1;
+    if (resp->started) return resp->final_rc = resp->error;
+    resp->started = 1;
+    wsgi_response_head head = {500, lw_500_status, sizeof lw_500_status - 1,
+                               lw_500_headers, 2, sizeof lw_500_body - 1};
+    if (lw_cb_start(resp, &head) < 0 || lw_cb_body(resp, lw_500_body, sizeof lw_500_body - 1) < 0)
+        return resp->final_rc = WSGI_ERR_CALLBACK;
+    return resp->final_rc = 0;
+}
+
+static void lw_response_destroy(wsgi_response *resp);
+
+/* Every exit of wsgi_iter_next goes through here: a free requested from a callback happens now. */
+static int lw_iter_return(wsgi_response *resp, int rc)
+{
+    if (resp->free_pending) {
+        lw_response_destroy(resp);
+        return WSGI_ERR_CALLBACK;
+    }
+    return rc;
+}
+
+/* The host callback failed after we released the GIL: close the iterable and report the cut. */
+static int lw_callback_failed(wsgi_response *resp, const char *which)
+{
+    lw_gil g;
+    if (lw_gil_acquire(&g) == 0) {
+        lw_response_fail(resp, WSGI_ERR_CALLBACK, "host %s failed: response cut", which);
+        lw_close_locked(resp);
+        lw_gil_release(&g);
+    }
+    resp->done = 1;
+    resp->final_rc = WSGI_ERR_CALLBACK;
+    return lw_iter_return(resp, WSGI_ERR_CALLBACK);
+}
+
+/* The iterable is exhausted (GIL held): commit an empty-bodied head if needed and close. */
+static int lw_iter_end_locked(wsgi_response *resp, lw_gil *g)
+{
+    if (!resp->status) {
+        lw_response_fail(resp, WSGI_ERR_NO_START_RESPONSE,
+                         "application returned without calling start_response");
+        lw_close_locked(resp);
+        lw_gil_release(g);
+        return lw_iter_return(resp, lw_finish_failed(resp));
+    }
+    lw_close_locked(resp);
+    int short_body = resp->content_length >= 0 && resp->sent < resp->content_length;
+    if (short_body)
+        lw_response_fail(resp, WSGI_ERR_APP,
+                         "response body shorter than its Content-Length (%lld of %lld bytes)",
+                         (long long)resp->sent, (long long)resp->content_length);
+    lw_headbuf b;
+    int need_head = !resp->started;
+    if (need_head && lw_headbuf_fill(resp, &b) < 0) need_head = -1;
+    resp->started = 1;
+    lw_gil_release(g);
+    resp->done = 1;
+    resp->final_rc = short_body ? WSGI_ERR_APP : 0;
+    if (need_head == -1) return lw_callback_failed(resp, "head allocation");
+    if (need_head) {
+        int r = lw_cb_start(resp, &b.head);
+        PyMem_Free(b.heap);
+        if (r < 0) return lw_callback_failed(resp, "on_start");
+    }
+    return lw_iter_return(resp, resp->final_rc);
+}
+
+LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
+{
+    if (!resp) return lw_fail(WSGI_ERR_INVAL, "response is NULL");
+    if (resp->in_cb) return WSGI_ERR_RECURSIVE;
+    if (resp->done) return resp->final_rc;
+    if (resp->error) return lw_iter_return(resp, lw_finish_failed(resp));
+
+    lw_gil g;
+    if (lw_gil_acquire(&g) != 0) return WSGI_ERR_PYTHON;
+    Py_CLEAR(resp->held);
+
+    if (lw_cl_reached(resp) && resp->started) return lw_iter_end_locked(resp, &g);
+
+    if (resp->mode == LW_MODE_SENDFILE) {
+        if (resp->sf_sent) return lw_iter_end_locked(resp, &g);
+        if (!resp->status) return lw_iter_end_locked(resp, &g); /* no start_response */
+        int64_t count = resp->sf_count;
+        if (resp->content_length >= 0 && count > resp->content_length - resp->sent)
+            count = resp->content_length - resp->sent;
+        lw_headbuf b;
+        int need_head = !resp->started;
+        if (need_head && lw_headbuf_fill(resp, &b) < 0) {
+            lw_gil_release(&g);
+            return lw_callback_failed(resp, "head allocation");
+        }
+        resp->started = 1;
+        resp->sf_sent = 1;
+        resp->sent += count;
+        lw_gil_release(&g);
+        if (need_head) {
+            int r = lw_cb_start(resp, &b.head);
+            PyMem_Free(b.heap);
+            if (r < 0) return lw_callback_failed(resp, "on_start");
+        }
+        if (count > 0 && lw_cb_sendfile(resp, resp->sf_fd, resp->sf_offset, count) < 0)
+            return lw_callback_failed(resp, "on_sendfile");
+        return lw_iter_return(resp, 1);
+    }
+
+    PyObject *chunk;
+    if (resp->mode == LW_MODE_SEQ) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(resp->result);
+        if (resp->seq_idx >= n) return lw_iter_end_locked(resp, &g);
+        chunk = Py_NewRef(PySequence_Fast_GET_ITEM(resp->result, resp->seq_idx));
+        resp->seq_idx++;
+    } else {
+        chunk = PyIter_Next(resp->iter);
+        if (!chunk) {
+            if (!PyErr_Occurred()) return lw_iter_end_locked(resp, &g);
+            lw_response_fail_exc(resp, WSGI_ERR_APP, "application raised while iterating");
+            goto failed;
+        }
+    }
+    if (!PyBytes_Check(chunk)) {
+        lw_response_fail(resp, WSGI_ERR_BAD_CHUNK,
+                         "application yielded %.100s, not bytes (PEP 3333 requires bytes)",
+                         Py_TYPE(chunk)->tp_name);
+        Py_DECREF(chunk);
+        goto failed;
+    }
+    if (resp->error) { /* write() inside a generator failed, or its callback did */
+        Py_DECREF(chunk);
+        goto failed;
+    }
+    size_t len = (size_t)PyBytes_GET_SIZE(chunk);
+    if (len == 0) { /* skipped; the head is not committed by an empty chunk */
+        Py_DECREF(chunk);
+        lw_gil_release(&g);
+        return lw_iter_return(resp, 1);
+    }
+    if (!resp->status) {
+        Py_DECREF(chunk);
+        lw_response_fail(resp, WSGI_ERR_NO_START_RESPONSE,
+                         "application yielded data before calling start_response");
+        goto failed;
+    }
+    len = lw_allowed(resp, len);
+    resp->held = chunk;
+    lw_headbuf b;
+    int need_head = !resp->started;
+    if (need_head && lw_headbuf_fill(resp, &b) < 0) {
+        lw_gil_release(&g);
+        return lw_callback_failed(resp, "head allocation");
+    }
+    resp->started = 1;
+    resp->sent += (int64_t)len;
+    /* A fully delivered exact list needs no further call: it has no close() to run. */
+    int last = resp->mode == LW_MODE_SEQ &&
+               (resp->seq_idx >= PySequence_Fast_GET_SIZE(resp->result) || lw_cl_reached(resp));
+    if (last) {
+        resp->closed = 1;
+        if (resp->content_length >= 0 && resp->sent < resp->content_length) {
+            lw_response_fail(resp, WSGI_ERR_APP,
+                             "response body shorter than its Content-Length (%lld of %lld bytes)",
+                             (long long)resp->sent, (long long)resp->content_length);
+        }
+    }
+    lw_gil_release(&g);
+    if (need_head) {
+        int r = lw_cb_start(resp, &b.head);
+        PyMem_Free(b.heap);
+        if (r < 0) return lw_callback_failed(resp, "on_start");
+    }
+    if (len > 0 && lw_cb_body(resp, PyBytes_AS_STRING(chunk), len) < 0)
+        return lw_callback_failed(resp, "on_body");
+    if (last) {
+        resp->done = 1;
+        resp->final_rc = resp->error ? resp->error : 0;
+        return lw_iter_return(resp, resp->final_rc);
+    }
+    return lw_iter_return(resp, 1);
+
+failed:
+    lw_close_locked(resp);
+    lw_gil_release(&g);
+    return lw_iter_return(resp, lw_finish_failed(resp));
+}
+
+LIBWSGI_API int wsgi_response_error(const wsgi_response *resp)
+{
+    return resp ? resp->error : WSGI_ERR_INVAL;
+}
+
+LIBWSGI_API const char *wsgi_response_errmsg(const wsgi_response *resp)
+{
+    return resp ? resp->errmsg : "";
+}
+
+LIBWSGI_API int wsgi_response_started(const wsgi_response *resp)
+{
+    return resp ? resp->started : 0;
+}
+
+static void lw_response_destroy(wsgi_response *resp)
+{
+    lw_gil g;
+    if (lw_gil_acquire(&g) == 0) {
+        if (!resp->closed && resp->result)
+            lw_log(WSGI_LOG_DEBUG, "response freed before its end: closing the iterable");
+        lw_close_locked(resp);
+        lw_start_response_detach(resp->sr);
+        lw_input_detach(resp->input);
+        Py_CLEAR(resp->held);
+        Py_CLEAR(resp->iter);
+        Py_CLEAR(resp->result);
+        Py_CLEAR(resp->status);
+        Py_CLEAR(resp->headers);
+        Py_CLEAR(resp->sr);
+        Py_CLEAR(resp->input);
+        Py_CLEAR(resp->environ);
+        lw_gil_release(&g);
+    }
+    free(resp);
+}
+
+LIBWSGI_API void wsgi_response_free(wsgi_response *resp)
+{
+    if (!resp) return;
+    if (resp->in_cb) {
+        resp->free_pending = 1; /* finished by the libwsgi call that is running the callback */
+        return;
+    }
+    lw_response_destroy(resp);
+}

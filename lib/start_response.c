@@ -1,0 +1,235 @@
+/* The start_response and write callables handed to a WSGI app, and the validation of what the app
+ * gives them: status line, header list (no response splitting), exc_info rules of PEP 3333. */
+#include "internal.h"
+
+#include <string.h>
+
+struct lw_start_response {
+    PyObject_HEAD
+    wsgi_response *resp; /* NULL once the response is freed: calls then raise */
+};
+
+static PyObject *lw_write(PyObject *self, PyObject *data);
+static PyMethodDef lw_write_def = {"write", (PyCFunction)lw_write, METH_O,
+                                   "write(data: bytes): send data now (legacy PEP 3333 API)."};
+
+lw_start_response *lw_start_response_new(wsgi_response *resp)
+{
+    lw_start_response *sr = PyObject_New(lw_start_response, &lw_StartResponseType);
+    if (!sr) return NULL;
+    sr->resp = resp;
+    return sr;
+}
+
+void lw_start_response_detach(lw_start_response *sr)
+{
+    if (sr) sr->resp = NULL;
+}
+
+static void lw_sr_dealloc(lw_start_response *sr)
+{
+    PyObject_Free(sr);
+}
+
+/* A latin-1 str's bytes without copying (PEP 393 one-byte kind); NULL if it has wider chars. */
+static const char *lw_latin1_view(PyObject *s, Py_ssize_t *len)
+{
+    if (PyUnicode_READY(s) < 0) return NULL;
+    if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) return NULL;
+    *len = PyUnicode_GET_LENGTH(s);
+    return (const char *)PyUnicode_DATA(s);
+}
+
+/* Reject a status; returns 0 if valid, else -1 with an exception set. */
+static int lw_check_status(PyObject *status, int *code)
+{
+    if (!PyUnicode_Check(status)) {
+        PyErr_Format(PyExc_TypeError, "status must be str, not %.100s", Py_TYPE(status)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *p = lw_latin1_view(status, &n);
+    if (!p) {
+        PyErr_SetString(PyExc_ValueError, "status must be latin-1 text");
+        return -1;
+    }
+    if (n < 4 || p[3] != ' ' || p[0] < '1' || p[0] > '9' || p[1] < '0' || p[1] > '9' || p[2] < '0' ||
+        p[2] > '9') {
+        PyErr_Format(PyExc_ValueError, "status must look like '200 OK', got %R", status);
+        return -1;
+    }
+    for (Py_ssize_t i = 4; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            PyErr_Format(PyExc_ValueError, "status contains a control character: %R", status);
+            return -1;
+        }
+    }
+    *code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    return 0;
+}
+
+static int lw_parse_content_length(const char *v, Py_ssize_t n, int64_t *out)
+{
+    while (n && (*v == ' ' || *v == '\t')) v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    if (n == 0 || n > 18) return -1;
+    int64_t x = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9') return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+/* Validate the header list; returns a tuple of the (name, value) tuples and the Content-Length.
+ * The copy protects against the app mutating its list before the headers are committed. */
+static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
+{
+    if (!PyList_Check(headers)) {
+        PyErr_Format(PyExc_TypeError, "response_headers must be a list, not %.100s",
+                     Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    PyObject *copy = PyList_AsTuple(headers);
+    if (!copy) return NULL;
+    *content_length = -1;
+    Py_ssize_t count = PyTuple_GET_SIZE(copy);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(copy, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_Format(PyExc_TypeError, "response header %zd must be a (name, value) tuple, not %R",
+                         i, item);
+            goto fail;
+        }
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        if (!PyUnicode_Check(name) || !PyUnicode_Check(value)) {
+            PyErr_Format(PyExc_TypeError, "response header %zd name and value must be str: %R", i,
+                         item);
+            goto fail;
+        }
+        Py_ssize_t nl, vl;
+        const char *np = lw_latin1_view(name, &nl), *vp = lw_latin1_view(value, &vl);
+        if (!np || !vp) {
+            PyErr_Format(PyExc_ValueError, "response header %zd is not latin-1: %R", i, item);
+            goto fail;
+        }
+        if (!lw_is_token(np, (size_t)nl)) {
+            PyErr_Format(PyExc_ValueError, "invalid response header name %R", name);
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < vl; j++) {
+            unsigned char c = (unsigned char)vp[j];
+            if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                PyErr_Format(PyExc_ValueError,
+                             "response header %R has a control character (CR/LF/NUL) in its value",
+                             name);
+                goto fail;
+            }
+        }
+        if (nl == 14 && PyOS_strnicmp(np, "content-length", 14) == 0) {
+            int64_t cl;
+            if (lw_parse_content_length(vp, vl, &cl) < 0 ||
+                (*content_length >= 0 && *content_length != cl)) {
+                PyErr_Format(PyExc_ValueError, "invalid Content-Length %R", value);
+                goto fail;
+            }
+            *content_length = cl;
+        }
+    }
+    return copy;
+fail:
+    Py_DECREF(copy);
+    return NULL;
+}
+
+/* start_response(status, response_headers, exc_info=None) -> write */
+static PyObject *lw_sr_call(lw_start_response *sr, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"status", "response_headers", "exc_info", NULL};
+    PyObject *status, *headers, *exc_info = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:start_response", kwlist, &status, &headers,
+                                     &exc_info))
+        return NULL;
+    wsgi_response *resp = sr->resp;
+    if (!resp) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response called after the response ended");
+        return NULL;
+    }
+    if (exc_info != Py_None) {
+        if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3) {
+            PyErr_SetString(PyExc_TypeError, "exc_info must be a (type, value, traceback) tuple");
+            return NULL;
+        }
+        if (resp->started) {
+            /* Too late to change the head: re-raise so the app aborts (PEP 3333). */
+            PyObject *t = PyTuple_GET_ITEM(exc_info, 0), *v = PyTuple_GET_ITEM(exc_info, 1),
+                     *tb = PyTuple_GET_ITEM(exc_info, 2);
+            PyErr_Restore(Py_NewRef(t), Py_NewRef(v), tb == Py_None ? NULL : Py_NewRef(tb));
+            return NULL;
+        }
+    } else if (resp->status) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "start_response called a second time without exc_info");
+        return NULL;
+    }
+    int code;
+    if (lw_check_status(status, &code) < 0) {
+        resp->pending_err = WSGI_ERR_BAD_STATUS;
+        return NULL;
+    }
+    int64_t cl;
+    PyObject *checked = lw_check_headers(headers, &cl);
+    if (!checked) {
+        resp->pending_err = WSGI_ERR_BAD_HEADER;
+        return NULL;
+    }
+    Py_XSETREF(resp->status, Py_NewRef(status));
+    Py_XSETREF(resp->headers, checked);
+    resp->status_code = code;
+    resp->content_length = cl;
+    resp->pending_err = 0;
+    /* Not cached on sr: the bound function refers to sr, and a cache would make a cycle of
+     * objects that are not GC-tracked. */
+    return PyCFunction_New(&lw_write_def, (PyObject *)sr);
+}
+
+/* write(data): commit the head if needed and hand data to the host right away. */
+static PyObject *lw_write(PyObject *self, PyObject *data)
+{
+    lw_start_response *sr = (lw_start_response *)self;
+    wsgi_response *resp = sr->resp;
+    if (!resp) {
+        PyErr_SetString(PyExc_RuntimeError, "write() called after the response ended");
+        return NULL;
+    }
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "write() argument must be bytes, not %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (!resp->status) {
+        PyErr_SetString(PyExc_RuntimeError, "write() called before start_response");
+        return NULL;
+    }
+    if (resp->error || resp->done) {
+        PyErr_SetString(PyExc_OSError, "the client connection is gone");
+        return NULL;
+    }
+    if (!resp->started && lw_response_commit(resp) < 0) goto gone;
+    if (PyBytes_GET_SIZE(data) > 0 && lw_response_deliver_locked(resp, data) < 0) goto gone;
+    Py_RETURN_NONE;
+gone:
+    PyErr_SetString(PyExc_OSError, "the client connection is gone");
+    return NULL;
+}
+
+PyTypeObject lw_StartResponseType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "libwsgi.StartResponse",
+    .tp_basicsize = sizeof(lw_start_response),
+    .tp_dealloc = (destructor)lw_sr_dealloc,
+    .tp_call = (ternaryfunc)lw_sr_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "start_response(status, response_headers, exc_info=None) -> write",
+};

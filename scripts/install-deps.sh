@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package libwsgi needs to build, test and run its examples.
+# Idempotent and quiet when everything is already there. Usage: scripts/install-deps.sh
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config python3-dev libpython3.11-dev
+  # unit tests and docs
+  libcmocka-dev doxygen graphviz binutils
+  # example hosts
+  libhttp-parser-dev libwslay-dev
+  # integration tests (Python side runs on Debian's /usr/bin/python3)
+  python3 python3-pytest python3-requests
+  # examples/epoll integration tests: the reference server, the frameworks compared, the benchmark
+  gunicorn python3-flask python3-django python3-falcon python3-bottle python3-pyramid wrk
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
