@@ -47,7 +47,7 @@ static int lw_check_status(PyObject *status, int *code)
         PyErr_Format(PyExc_TypeError, "status must be str, not %.100s", Py_TYPE(status)->tp_name);
         return -1;
     }
-    Py_ssize_t n;
+    Py_ssize_t n = 0;
     const char *p = lw_latin1_view(status, &n);
     if (!p) {
         PyErr_SetString(PyExc_ValueError, "status must be latin-1 text");
@@ -109,7 +109,7 @@ static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
                          item);
             goto fail;
         }
-        Py_ssize_t nl, vl;
+        Py_ssize_t nl = 0, vl = 0;
         const char *np = lw_latin1_view(name, &nl), *vp = lw_latin1_view(value, &vl);
         if (!np || !vp) {
             PyErr_Format(PyExc_ValueError, "response header %zd is not latin-1: %R", i, item);
