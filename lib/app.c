@@ -147,6 +147,8 @@ LIBWSGI_API void wsgi_app_free(wsgi_app *app)
         Py_CLEAR(app->callable);
         Py_CLEAR(app->script_name);
         Py_CLEAR(app->environ_template);
+        Py_CLEAR(app->lifespan);
+        Py_CLEAR(app->state);
         lw_gil_release(&g);
     }
     if (app->rt == lw_rt && app->rt) app->rt->n_apps--;

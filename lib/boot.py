@@ -98,3 +98,123 @@ def is_asgi(app):
 
 def format_exc(etype, value, tb):
     return "".join(traceback.format_exception(etype, value, tb)).rstrip("\n")
+
+
+# ---- ASGI: the host-driven event loop and the lifespan protocol ----------------------------------
+import asyncio
+import math
+import os
+import selectors
+
+
+def make_loop(wake_fd):
+    """A selector loop whose epoll fd the host polls; wake_fd (an eventfd) wakes it from any thread."""
+    selector = selectors.EpollSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    asyncio.set_event_loop(loop)
+
+    def drain():
+        try:
+            os.read(wake_fd, 8)
+        except BlockingIOError:
+            pass
+
+    loop.add_reader(wake_fd, drain)
+    return loop, selector.fileno()
+
+
+def loop_timeout(loop):
+    """Milliseconds until the loop needs a turn: 0 now, -1 never (until its fd is readable).
+
+    asyncio has no public "next deadline" API. This function is the one place that reads loop
+    internals (_ready, _scheduled); if they ever disappear it falls back to a 10 ms tick, and
+    test_asgi_loop checks that the fallback is not what runs on this Python."""
+    try:
+        if loop._ready:
+            return 0
+        scheduled = loop._scheduled
+    except AttributeError:
+        return 10
+    if not scheduled:
+        return -1
+    delay = scheduled[0].when() - loop.time()
+    return 0 if delay <= 0 else math.ceil(delay * 1000)
+
+
+def run_once(loop):
+    """One non-blocking turn, through public API only: stop() is already queued when the turn's
+    select() runs, so it polls with a zero timeout."""
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+class Lifespan:
+    """The server side of the ASGI lifespan protocol for one app (like uvicorn's LifespanOn)."""
+
+    def __init__(self, app, loop, log):
+        self.app, self.loop, self.log = app, loop, log
+        self.state = {}
+        self.queue = asyncio.Queue()
+        self.started = loop.create_future()  # True complete / str failed / None unsupported
+        self.stopped = loop.create_future()  # True complete / str failed
+        self.task = None
+        self.error = ""
+
+    async def receive(self):
+        return await self.queue.get()
+
+    async def send(self, message):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "lifespan.startup.complete" and not self.started.done():
+            self.started.set_result(True)
+        elif kind == "lifespan.startup.failed" and not self.started.done():
+            self.started.set_result(str(message.get("message", "")))
+        elif kind == "lifespan.shutdown.complete" and self.started.done() and not self.stopped.done():
+            self.stopped.set_result(True)
+        elif kind == "lifespan.shutdown.failed" and self.started.done() and not self.stopped.done():
+            self.stopped.set_result(str(message.get("message", "")))
+        else:
+            raise RuntimeError(f"unexpected ASGI lifespan message {message!r}")
+
+    async def main(self):
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as exc:
+            if not self.started.done():
+                # Raised before answering startup: the app does not speak lifespan (auto mode).
+                self.log(6, "ASGI 'lifespan' protocol appears unsupported: "
+                            + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+                self.started.set_result(None)
+            else:
+                self.log(3, "ASGI lifespan raised:\n" + format_exc(type(exc), exc, exc.__traceback__))
+                self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if not self.started.done():
+                self.started.set_result(None)
+            if not self.stopped.done():
+                self.stopped.set_result(self.error or True)
+
+    async def startup(self):
+        self.task = self.loop.create_task(self.main())
+        await self.queue.put({"type": "lifespan.startup"})
+        return await self.started
+
+    async def shutdown(self):
+        if self.task is None or self.task.done() and self.stopped.done():
+            return (await self.stopped) if self.stopped.done() else True
+        await self.queue.put({"type": "lifespan.shutdown"})
+        result = await self.stopped
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), 30)
+        except asyncio.TimeoutError:
+            self.log(4, "ASGI lifespan task still running 30 s after shutdown; cancelling it")
+            self.task.cancel()
+        return result
+
+
+async def run_asgi(app, scope, receive, send):
+    """The task body of one ASGI connection: whatever the app does wrong (raises synchronously,
+    returns a non-awaitable) surfaces as this task's exception, handled in one place."""
+    await app(scope, receive, send)

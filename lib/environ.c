@@ -41,7 +41,7 @@ static int lw_hexval(unsigned char c)
 
 /* Percent-decode src into dst (dst has room for n bytes); returns the decoded length. Invalid
  * escapes are kept literally, as every mainstream server does. */
-static size_t lw_pct_decode(const char *src, size_t n, char *dst)
+size_t lw_pct_decode(const char *src, size_t n, char *dst)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -292,8 +292,10 @@ static int lw_fill(wsgi_app *app, const wsgi_request *req, PyObject *env, lw_inp
     return 0;
 }
 
-/* Reject what would crash or mislead: NULL pointers with lengths, missing method/target. */
-static int lw_check_request(const wsgi_request *req)
+/* Reject what would crash or mislead: NULL pointers with lengths, missing method/target.
+ * Shared with asgi_dispatch(). */
+int lw_check_request(const wsgi_request *req);
+int lw_check_request(const wsgi_request *req)
 {
     if (req->struct_size < offsetof(wsgi_request, body_user_data) + sizeof(void *))
         return lw_fail(WSGI_ERR_INVAL, "wsgi_request.struct_size %zu is too small (use wsgi_request_init)",

@@ -49,6 +49,15 @@ struct wsgi_runtime {
     PyObject *errors_stream;    /* the shared wsgi.errors object */
     lw_strings s;
     int n_apps;
+
+    /* ASGI: the host-driven asyncio loop (asgi_loop.c), created on first use. */
+    PyObject *loop;
+    PyObject *run_once, *loop_timeout_fn, *create_future, *create_task, *lifespan_cls;
+    PyObject *asgi_version; /* {"version": "3.0", "spec_version": "2.4"} template */
+    int loop_fd, wake_fd;
+    pthread_t loop_thread;
+    int loop_turn; /* inside asgi_loop_run / lifespan: re-entry is refused */
+    struct lw_asgi_strings *as;
 };
 
 struct wsgi_app {
@@ -60,6 +69,8 @@ struct wsgi_app {
     PyObject *script_name;      /* str */
     size_t script_name_len;     /* in bytes (latin-1) */
     char *script_name_c;
+    PyObject *lifespan;         /* boot.Lifespan instance once startup ran */
+    PyObject *state;            /* lifespan state dict, copied into each request scope */
 };
 
 /* The process's runtime (at most one). */
@@ -85,6 +96,8 @@ void lw_logv(int level, const char *fmt, va_list ap);
  * exception, and writes the exception's one-line summary into msg (may be NULL). */
 void lw_log_exception(const char *what, char *msg, size_t msg_size);
 
+/* Percent-decoding into a buffer of at least n bytes; returns the decoded length (environ.c). */
+size_t lw_pct_decode(const char *src, size_t n, char *dst);
 /* RFC 9110 token (header name, method) check (environ.c). */
 int lw_is_token(const char *p, size_t n);
 
@@ -162,5 +175,25 @@ void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...) LW_PR
 int lw_response_commit(wsgi_response *resp);
 /* Deliver one body chunk with the GIL held (write()): released around on_body. */
 int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes);
+
+/* ---- ASGI (asgi_loop.c, asgi_scope.c, asgi_conn.c) -------------------------------------- */
+typedef struct lw_asgi_strings {
+    PyObject *type, *asgi, *http, *http_version, *method, *scheme, *path, *raw_path,
+        *query_string, *root_path, *headers, *client, *server, *state, *extensions, *body,
+        *more_body, *status, *trailers, *more_trailers, *http_request, *http_disconnect,
+        *resp_start, *resp_body, *resp_trailers, *resp_pathsend, *ext_trailers, *ext_pathsend,
+        *v10, *v11, *v2, *https;
+} lw_asgi_strings;
+
+/* Loop-thread check + GIL for asgi_* entry points; sets wsgi_errmsg on failure. */
+int lw_asgi_enter(wsgi_runtime *rt, lw_gil *g);
+int lw_asgi_loop_ensure(wsgi_runtime *rt); /* GIL held */
+void lw_asgi_loop_free(wsgi_runtime *rt);  /* GIL held */
+PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, int pathsend);
+extern PyTypeObject lw_AsgiConnType;
+extern PyTypeObject lw_ReadyType;
+int lw_asgi_types_ready(void);
+/* The HTTP reason phrase for a status code ("" if unknown). */
+const char *lw_reason_phrase(int status);
 
 #endif /* LIBWSGI_INTERNAL_H */

@@ -12,12 +12,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char lw_500_status[] = "500 Internal Server Error";
-static const char lw_500_body[] = "Internal Server Error\n";
+/* The response sent for an app failure before anything was sent (also used by ASGI). */
+extern const char lw_500_body[];
+extern const wsgi_response_head lw_500_head;
+const char lw_500_body[] = "Internal Server Error\n";
 static const wsgi_header lw_500_headers[] = {
     {"Content-Type", 12, "text/plain; charset=utf-8", 25},
     {"Content-Length", 14, "22", 2},
 };
+const wsgi_response_head lw_500_head = {
+    500, "500 Internal Server Error", 25, lw_500_headers, 2, sizeof lw_500_body - 1, 0};
 
 void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...)
 {
@@ -82,6 +86,7 @@ static void lw_fill_head(wsgi_response *resp, wsgi_response_head *head, wsgi_hea
     head->headers = hs;
     head->n_headers = (size_t)n;
     head->content_length = resp->content_length;
+    head->flags = 0;
 }
 
 /* Headers storage: on the stack for ordinary responses. */
@@ -276,9 +281,8 @@ static int lw_finish_failed(wsgi_response *resp)
     resp->done = 1;
     if (resp->started) return resp->final_rc = resp->error;
     resp->started = 1;
-    wsgi_response_head head = {500, lw_500_status, sizeof lw_500_status - 1,
-                               lw_500_headers, 2, sizeof lw_500_body - 1};
-    if (lw_cb_start(resp, &head) < 0 || lw_cb_body(resp, lw_500_body, sizeof lw_500_body - 1) < 0)
+    if (lw_cb_start(resp, &lw_500_head) < 0 ||
+        lw_cb_body(resp, lw_500_body, sizeof lw_500_body - 1) < 0)
         return resp->final_rc = WSGI_ERR_CALLBACK;
     return resp->final_rc = 0;
 }

@@ -2,6 +2,7 @@
  * bootstrap code, and finalize on free. There is at most one runtime per process. */
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -184,12 +185,18 @@ LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime 
     rt->log_user_data = opts->log_user_data;
     rt->log_level = opts->log_level;
     rt->gen = ++lw_generation;
+    rt->loop_fd = rt->wake_fd = -1;
     lw_threads_init(rt);
 
     if (opts->chdir && chdir(opts->chdir) != 0) {
         free(rt);
         return lw_fail(WSGI_ERR_INVAL, "cannot change directory to %s", opts->chdir);
     }
+
+    /* Importing Python's signal module (asyncio does, in boot.py) installs a SIGINT handler
+     * whatever install_signal_handlers says; the host owns signals, so put it back after boot. */
+    struct sigaction sigint_before;
+    sigaction(SIGINT, NULL, &sigint_before);
 
     int rc;
     PyGILState_STATE gstate = PyGILState_UNLOCKED;
@@ -216,6 +223,8 @@ LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime 
         goto fail;
     }
 
+    if (!rt->adopted && !(rt->flags & WSGI_RUNTIME_PYTHON_SIGNALS))
+        sigaction(SIGINT, &sigint_before, NULL);
     lw_log(WSGI_LOG_INFO, "libwsgi %s: %s Python %s", LIBWSGI_VERSION,
            rt->adopted ? "adopted" : "started", Py_GetVersion());
     if (rt->adopted) {
@@ -253,6 +262,7 @@ LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt)
         gstate = PyGILState_Ensure();
     else if (!PyGILState_Check())
         PyEval_RestoreThread(rt->main_tstate);
+    lw_asgi_loop_free(rt);
     Py_CLEAR(rt->boot);
     Py_CLEAR(rt->load_app);
     Py_CLEAR(rt->LoadError);

@@ -86,7 +86,8 @@ typedef struct wsgi_header {
  * @param[in] code A ::wsgi_error value (unknown values give "unknown error").
  * @return A NUL-terminated string with static storage; never NULL.
  * @since 0.1.0
- * @par Thread safety: safe from any thread.
+ * @par Thread safety
+ * safe from any thread.
  */
 LIBWSGI_API const char *wsgi_strerror(int code);
 
@@ -98,7 +99,8 @@ LIBWSGI_API const char *wsgi_strerror(int code);
  * @return A NUL-terminated string valid until the next libwsgi call in this thread; "" if the last
  *         call succeeded or set no message; never NULL.
  * @since 0.1.0
- * @par Thread safety: safe from any thread (thread-local).
+ * @par Thread safety
+ * safe from any thread (thread-local).
  */
 LIBWSGI_API const char *wsgi_errmsg(void);
 
@@ -106,7 +108,8 @@ LIBWSGI_API const char *wsgi_errmsg(void);
  * @brief The version of the library actually linked, as ::LIBWSGI_VERSION_NUM (0xMMmmpp).
  * @return The runtime version number; compare with ::LIBWSGI_VERSION_NUM to detect a header mismatch.
  * @since 0.1.0
- * @par Thread safety: safe from any thread.
+ * @par Thread safety
+ * safe from any thread.
  */
 LIBWSGI_API unsigned libwsgi_version_num(void);
 
@@ -114,7 +117,8 @@ LIBWSGI_API unsigned libwsgi_version_num(void);
  * @brief The version of the library actually linked as a string such as "0.1.0".
  * @return A static NUL-terminated string.
  * @since 0.1.0
- * @par Thread safety: safe from any thread.
+ * @par Thread safety
+ * safe from any thread.
  */
 LIBWSGI_API const char *libwsgi_version(void);
 

@@ -12,5 +12,6 @@
 #include <libwsgi/common.h>
 #include <libwsgi/runtime.h>
 #include <libwsgi/wsgi.h>
+#include <libwsgi/asgi.h>
 
 #endif /* LIBWSGI_LIBWSGI_H */

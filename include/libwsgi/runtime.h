@@ -67,13 +67,15 @@ LIBWSGI_API void wsgi_runtime_options_init(wsgi_runtime_options *opts);
  * @param[in] opts Options, or NULL for defaults.
  * @param[out] out The new runtime on success, NULL on failure.
  * @retval WSGI_OK Success.
- * @retval WSGI_ERR_INVAL @p out is NULL or @p opts->struct_size is too small.
+ * @retval WSGI_ERR_INVAL @p out is NULL, @p opts->struct_size is too small, python_path is NULL
+ *         with a count, or chdir failed.
  * @retval WSGI_ERR_STATE A runtime already exists in this process.
  * @retval WSGI_ERR_PYTHON The interpreter failed to start or a path could not be applied
  *         (the reason is logged and available from wsgi_errmsg()).
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
- * @par Thread safety: call from one thread; the thread becomes the interpreter's main thread.
+ * @par Thread safety
+ * call from one thread; the thread becomes the interpreter's main thread.
  */
 LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime **out);
 
@@ -82,7 +84,8 @@ LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime 
  * or ::WSGI_RUNTIME_NO_FINALIZE). All apps must have been freed first.
  * @param[in] rt The runtime, or NULL (no-op).
  * @since 0.1.0
- * @par Thread safety: call from the thread that created it, with no other thread inside libwsgi.
+ * @par Thread safety
+ * call from the thread that created it, with no other thread inside libwsgi.
  */
 LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt);
 
@@ -131,7 +134,8 @@ LIBWSGI_API void wsgi_app_options_init(wsgi_app_options *opts);
  * @param[in] opts Options (spec required). Strings are copied.
  * @param[out] out The loaded app on success, NULL on failure.
  * @retval WSGI_OK Success.
- * @retval WSGI_ERR_INVAL A NULL argument or NULL spec.
+ * @retval WSGI_ERR_INVAL A NULL argument or NULL spec, an unknown interface, or a script_name not
+ *         starting with '/'.
  * @retval WSGI_ERR_APP_SPEC The spec is malformed (empty module, bad attribute path, bad call syntax).
  * @retval WSGI_ERR_MODULE_NOT_FOUND The module (or one of its packages) does not exist.
  * @retval WSGI_ERR_IMPORT The module exists but raised while being imported.
@@ -139,7 +143,8 @@ LIBWSGI_API void wsgi_app_options_init(wsgi_app_options *opts);
  * @retval WSGI_ERR_NOT_CALLABLE The resolved object is not callable.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
- * @par Thread safety: any thread.
+ * @par Thread safety
+ * any thread.
  */
 LIBWSGI_API int wsgi_app_new(wsgi_runtime *rt, const wsgi_app_options *opts, wsgi_app **out);
 
@@ -153,7 +158,7 @@ LIBWSGI_API void wsgi_app_free(wsgi_app *app);
 /**
  * @brief The interface the app was loaded as (never ::WSGI_INTERFACE_AUTO: detection is resolved).
  * @param[in] app The app.
- * @return ::WSGI_INTERFACE_WSGI or ::WSGI_INTERFACE_ASGI.
+ * @return ::WSGI_INTERFACE_WSGI or ::WSGI_INTERFACE_ASGI (::WSGI_INTERFACE_AUTO only for NULL).
  * @since 0.1.0
  */
 LIBWSGI_API wsgi_interface wsgi_app_interface(const wsgi_app *app);

@@ -83,7 +83,7 @@ typedef struct wsgi_request {
 } wsgi_request;
 
 /**
- * @brief Zero @p req and set struct_size and content_length = -1.
+ * @brief Zero @p req, then set struct_size, content_length = -1 and HTTP/1.1.
  * @param[out] req The request to initialise.
  * @since 0.1.0
  */
@@ -100,7 +100,9 @@ typedef struct wsgi_response wsgi_response;
  *
  * Keys: REQUEST_METHOD, SCRIPT_NAME (the app's mount point), PATH_INFO (percent-decoded, latin-1),
  * QUERY_STRING (raw), RAW_URI and REQUEST_URI (raw target), SERVER_NAME, SERVER_PORT,
- * SERVER_PROTOCOL, SERVER_SOFTWARE, REMOTE_ADDR, REMOTE_PORT, CONTENT_TYPE, CONTENT_LENGTH,
+ * SERVER_PROTOCOL, SERVER_SOFTWARE, REMOTE_ADDR and REMOTE_PORT (left out when client_addr is NULL
+ * or client_port 0), CONTENT_TYPE and CONTENT_LENGTH (from the request's headers, left out when
+ * absent; wsgi_request::content_length only bounds wsgi.input),
  * HTTP_* (repeated headers joined by ", "; names containing "_" or invalid bytes are dropped so they
  * cannot spoof a "-" header), HTTPS ("on" for https), wsgi.version, wsgi.url_scheme, wsgi.input,
  * wsgi.input_terminated (True), wsgi.errors, wsgi.multithread, wsgi.multiprocess, wsgi.run_once,
@@ -110,8 +112,9 @@ typedef struct wsgi_response wsgi_response;
  * @param[in] req The request; only borrowed during the call, except its body source.
  * @param[out] out The environ on success, NULL on failure.
  * @retval WSGI_OK Success.
- * @retval WSGI_ERR_INVAL A NULL argument, missing method/target, a target that is not a path, or a
- *         NULL pointer with non-zero length.
+ * @retval WSGI_ERR_INVAL A NULL argument, a missing or non-token method, a missing target or one
+ *         that is neither origin form ("/..."), absolute form ("scheme://...") nor "*", or a NULL
+ *         pointer with a non-zero length.
  * @retval WSGI_ERR_INTERFACE @p app is an ASGI app.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
@@ -148,7 +151,15 @@ typedef struct wsgi_response_head {
     const wsgi_header *headers; /**< Headers in the app's order (validated: token names, no CR/LF/NUL). */
     size_t n_headers;           /**< Number of @c headers. */
     int64_t content_length;     /**< The app's Content-Length, or -1 if it gave none. */
+    unsigned flags;             /**< Bitwise OR of ::wsgi_head_flags. */
 } wsgi_response_head;
+
+/** @brief Flags for wsgi_response_head::flags. */
+enum wsgi_head_flags {
+    /** Trailers follow the body (ASGI http.response.trailers): the host must use chunked framing
+     *  and wait for asgi_handler::on_trailers before ending the response. */
+    WSGI_HEAD_TRAILERS = 1u << 0,
+};
 
 /**
  * @brief Host callbacks that receive the response. Called without the GIL; may block.
@@ -203,12 +214,13 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
  * @param[in] resp The response.
  * @retval 1 A chunk was delivered (or skipped because empty); call again when ready for more.
  * @retval 0 The response is complete (including a 500 delivered for an app failure); further calls
- *         return 0.
- * @retval WSGI_ERR_APP The app raised after the head was sent: cut the connection.
+ *         return 0. The call that delivers the last item of a list or tuple already returns 0.
+ * @retval WSGI_ERR_APP After the head was sent, the app raised (also while a wrapped file was
+ *         read), or the body ended shorter than its Content-Length: cut the connection.
  * @retval WSGI_ERR_BAD_CHUNK The app yielded a non-bytes chunk after the head was sent: cut.
  * @retval WSGI_ERR_CALLBACK A host callback returned an error.
- * @retval WSGI_ERR_IO Reading a wrapped file failed after the head was sent.
  * @retval WSGI_ERR_RECURSIVE Called from inside one of this response's callbacks.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @retval WSGI_ERR_INVAL @p resp is NULL.
  * @since 0.1.0
  */

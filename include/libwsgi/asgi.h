@@ -1,0 +1,223 @@
+/**
+ * @file asgi.h
+ * @brief ASGI 3 over HTTP and lifespan, driven by the host's own event loop.
+ *
+ * libwsgi runs ASGI apps on one asyncio loop per runtime that the **host drives**: it nests
+ * asgi_loop_fd() in its own epoll set, sleeps at most asgi_loop_timeout() milliseconds, and calls
+ * asgi_loop_run() for one non-blocking turn when the fd is readable or the timeout expires. There
+ * is no hidden thread. Every asgi_* function except asgi_loop_wakeup() must be called from one
+ * thread, the loop thread (the first thread that calls an asgi_* function).
+ *
+ * @code
+ *   asgi_lifespan_startup(app);                       // before serving
+ *   epoll_ctl(ep, EPOLL_CTL_ADD, asgi_loop_fd(rt), EPOLLIN);
+ *   for (;;) {
+ *       int n = epoll_wait(ep, evs, 64, asgi_loop_timeout(rt));
+ *       ... for each client socket: parse, then asgi_dispatch(app, &req, &h, conn, &c),
+ *           asgi_conn_feed(c, body, len, more), asgi_conn_disconnect(c) ...
+ *       asgi_loop_run(rt);                           // the app runs here; callbacks fire here
+ *   }
+ * @endcode
+ *
+ * Callbacks run on the loop thread, inside asgi_loop_run() (or asgi_conn_*), with the GIL
+ * released. They must not block.
+ */
+#ifndef LIBWSGI_ASGI_H
+#define LIBWSGI_ASGI_H
+
+#include <libwsgi/common.h>
+#include <libwsgi/runtime.h>
+#include <libwsgi/wsgi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief A callback's answer meaning "accepted, but hold the app's send() until asgi_conn_resume()";
+ *  asgi_conn_feed() returns it to mean "stop reading until on_read_resume". */
+#define ASGI_PAUSE 1
+
+/** @brief One ASGI connection (an HTTP request/response cycle). Opaque. */
+typedef struct asgi_conn asgi_conn;
+
+/**
+ * @brief Host callbacks for an ASGI connection. Called on the loop thread without the GIL.
+ *
+ * on_start, on_body and on_done are required. Return 0 to continue, ::ASGI_PAUSE to keep the
+ * app's send() pending until asgi_conn_resume() (backpressure), or a negative value if the client
+ * is gone (the app's send() raises OSError and receive() reports http.disconnect).
+ */
+typedef struct asgi_handler {
+    size_t struct_size; /**< sizeof(asgi_handler). */
+    /** http.response.start. head->status_line is the code with its standard reason ("404 Not
+     *  Found"); head->flags has ::WSGI_HEAD_TRAILERS when the app announced trailers. */
+    int (*on_start)(void *user_data, const wsgi_response_head *head);
+    /** http.response.body: @p len may be 0 only when @p more is 0 (end of body). @p data stays
+     *  valid until the next callback of this connection or asgi_conn_free(). */
+    int (*on_body)(void *user_data, const char *data, size_t len, int more);
+    /** Optional http.response.trailers; when NULL the extension is not offered in the scope. */
+    int (*on_trailers)(void *user_data, const wsgi_header *headers, size_t n_headers, int more);
+    /** Optional http.response.pathsend: send @p count bytes of @p fd from @p offset; this ends
+     *  the body. The fd stays open until asgi_conn_free(). When NULL the extension is not offered. */
+    int (*on_sendfile)(void *user_data, int fd, int64_t offset, int64_t count);
+    /** Optional: the buffered request body was consumed after asgi_conn_feed() returned
+     *  ::ASGI_PAUSE; the host may read from the client again. */
+    void (*on_read_resume)(void *user_data);
+    /** The app's task finished. @p result is 0 if the response was complete, or a negative
+     *  ::wsgi_error: if nothing had been sent a 500 was delivered first; otherwise the response is
+     *  incomplete and the host must cut the connection. Called exactly once. */
+    void (*on_done)(void *user_data, int result);
+} asgi_handler;
+
+/**
+ * @brief Build the http scope for @p req and start the app's task on the runtime's loop.
+ *
+ * The app starts running at the next asgi_loop_run(). A fully buffered body (req->body) is
+ * delivered as one http.request event; otherwise the host feeds the body with asgi_conn_feed().
+ *
+ * @param[in] app An ASGI app.
+ * @param[in] req The request (borrowed during the call; req->body until asgi_conn_free()).
+ * @param[in] handler Callbacks, copied.
+ * @param[in] user_data Passed to the callbacks.
+ * @param[out] out The connection, to be freed with asgi_conn_free().
+ * @retval WSGI_OK Success.
+ * @retval WSGI_ERR_INVAL A NULL argument, missing required callback or an invalid request.
+ * @retval WSGI_ERR_INTERFACE @p app is not an ASGI app.
+ * @retval WSGI_ERR_STATE Called from a thread other than the loop thread.
+ * @retval WSGI_ERR_RECURSIVE Called from inside a callback of the loop thread.
+ * @retval WSGI_ERR_PYTHON The event loop could not be created.
+ * @retval WSGI_ERR_NOMEM Out of memory.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
+                              void *user_data, asgi_conn **out);
+
+/**
+ * @brief Feed request body bytes (already de-chunked) to the app's receive().
+ * @param[in] conn The connection.
+ * @param[in] data Body bytes (copied), may be NULL when @p len is 0.
+ * @param[in] len Number of bytes.
+ * @param[in] more 1 if more body follows, 0 if this is the end of the body.
+ * @retval 0 Accepted.
+ * @retval ASGI_PAUSE Accepted, but the unread body exceeds the buffer limit: stop reading from the
+ *         client until on_read_resume.
+ * @retval WSGI_ERR_STATE The body already ended.
+ * @retval WSGI_ERR_INVAL NULL conn, or NULL data with len > 0.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, int more);
+
+/**
+ * @brief The client went away: receive() returns http.disconnect and send() raises OSError.
+ * @param[in] conn The connection.
+ * @retval WSGI_OK Success (also if already disconnected).
+ * @retval WSGI_ERR_INVAL NULL conn.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_conn_disconnect(asgi_conn *conn);
+
+/**
+ * @brief Let a send() that a callback paused complete (the host drained its output).
+ * @param[in] conn The connection.
+ * @retval WSGI_OK Success (also if nothing was paused).
+ * @retval WSGI_ERR_INVAL NULL conn.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_conn_resume(asgi_conn *conn);
+
+/**
+ * @brief Release the host's handle. No callback fires after this. If the app is still running it
+ * keeps running detached (background work after the response is allowed): its receive() reports
+ * http.disconnect and send() raises.
+ * @param[in] conn The connection or NULL.
+ * @since 0.1.0
+ */
+LIBWSGI_API void asgi_conn_free(asgi_conn *conn);
+
+/**
+ * @brief The first failure recorded on the connection, 0 if none.
+ * @param[in] conn The connection.
+ * @return 0 or a negative ::wsgi_error.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_conn_error(const asgi_conn *conn);
+
+/**
+ * @brief The message that goes with asgi_conn_error().
+ * @param[in] conn The connection.
+ * @return NUL-terminated text valid until the next call on @p conn; never NULL.
+ * @since 0.1.0
+ */
+LIBWSGI_API const char *asgi_conn_errmsg(const asgi_conn *conn);
+
+/**
+ * @brief The file descriptor of the runtime's event loop (an epoll fd): add it to the host's
+ * poll set for reading. Creates the loop on first use.
+ * @param[in] rt The runtime.
+ * @return The fd (>= 0) or a negative ::wsgi_error.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt);
+
+/**
+ * @brief Milliseconds until the loop needs a turn even if its fd stays quiet.
+ * @param[in] rt The runtime.
+ * @return 0 if work is ready now, -1 if nothing is scheduled (wait for the fd only), else the
+ *         delay to the next timer (rounded up), or a negative ::wsgi_error below -1.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt);
+
+/**
+ * @brief Run one non-blocking turn of the loop: ready callbacks, expired timers, ready I/O.
+ * @param[in] rt The runtime.
+ * @retval WSGI_OK Success.
+ * @retval WSGI_ERR_STATE Not the loop thread.
+ * @retval WSGI_ERR_RECURSIVE Called from inside a callback.
+ * @retval WSGI_ERR_PYTHON The loop raised (logged).
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt);
+
+/**
+ * @brief Make the loop fd readable so the loop thread wakes up. Safe from any thread, any time
+ * after asgi_loop_fd() returned; does not take the GIL.
+ * @param[in] rt The runtime.
+ * @retval WSGI_OK Success.
+ * @retval WSGI_ERR_STATE The loop does not exist yet.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_loop_wakeup(wsgi_runtime *rt);
+
+/** @brief Lifespan result: the app does not implement the lifespan protocol (auto mode). */
+#define ASGI_LIFESPAN_UNSUPPORTED 1
+
+/**
+ * @brief Run the lifespan startup of @p app to completion (drives the loop itself; call before
+ * serving). The app's scope["state"] dict is kept and shallow-copied into every request scope.
+ * @param[in] app An ASGI app.
+ * @retval WSGI_OK lifespan.startup.complete.
+ * @retval ASGI_LIFESPAN_UNSUPPORTED The app raised before answering: it does not speak lifespan
+ *         (like uvicorn's --lifespan auto); serving may go on.
+ * @retval WSGI_ERR_APP lifespan.startup.failed; its message is in wsgi_errmsg() and the log.
+ * @retval WSGI_ERR_INTERFACE @p app is not an ASGI app.
+ * @retval WSGI_ERR_STATE Startup already ran, or not the loop thread.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_lifespan_startup(wsgi_app *app);
+
+/**
+ * @brief Run the lifespan shutdown of @p app to completion (after the last request).
+ * @param[in] app An ASGI app.
+ * @retval WSGI_OK lifespan.shutdown.complete, or startup never ran / was unsupported.
+ * @retval WSGI_ERR_APP lifespan.shutdown.failed or the app raised; message in wsgi_errmsg().
+ * @retval WSGI_ERR_STATE Not the loop thread.
+ * @since 0.1.0
+ */
+LIBWSGI_API int asgi_lifespan_shutdown(wsgi_app *app);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBWSGI_ASGI_H */

@@ -1,0 +1,841 @@
+/* One ASGI HTTP connection: the receive() and send() callables, the request-body queue fed by the
+ * host, response-event validation and ordering, backpressure in both directions, and what happens
+ * when the app's task ends (500 before the head, a cut after it).
+ *
+ * The connection is a Python object; the host's asgi_conn* is one strong reference to it, and the
+ * app's receive/send/done callbacks hold others, so a host free while the app still runs only
+ * detaches the host. Callbacks run with the GIL released, on the loop thread. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Unread request body above which asgi_conn_feed() asks the host to stop reading. */
+#define LW_ASGI_BODY_LIMIT (256 * 1024)
+
+typedef enum { R_START, R_BODY, R_TRAILERS, R_DONE } lw_rstate;
+
+typedef struct lw_asgi_conn {
+    PyObject_HEAD
+    wsgi_app *app;
+    asgi_handler h;
+    void *ud;
+    int attached; /* the host still holds its handle: callbacks may fire */
+    PyObject *task;
+    /* request body */
+    PyObject *body;  /* list of bytes fed but not yet received */
+    size_t buffered; /* their total size */
+    int body_more;   /* the host may feed more */
+    int body_final_sent;
+    int read_paused; /* feed() answered ASGI_PAUSE; on_read_resume is owed */
+    PyObject *recv_waiter;
+    /* response */
+    lw_rstate rstate;
+    int trailers;
+    int64_t cl, sent;
+    PyObject *send_waiter;
+    PyObject *held; /* bytes the host may still be reading */
+    int sf_fd;
+    int disconnected;
+    int done;
+    int error;
+    char errmsg[512];
+} lw_asgi_conn;
+
+extern const char lw_500_body[];
+extern const wsgi_response_head lw_500_head;
+int lw_check_request(const wsgi_request *req);
+
+/* ---- a ready awaitable: `await` returns its value without a Future or a loop turn ---------- */
+typedef struct lw_ready {
+    PyObject_HEAD
+    PyObject *value;
+} lw_ready;
+
+static PyObject *lw_ready_new(PyObject *value) /* steals value */
+{
+    lw_ready *r = PyObject_New(lw_ready, &lw_ReadyType);
+    if (!r) {
+        Py_XDECREF(value);
+        return NULL;
+    }
+    r->value = value;
+    return (PyObject *)r;
+}
+
+static void lw_ready_dealloc(lw_ready *r)
+{
+    Py_XDECREF(r->value);
+    PyObject_Free(r);
+}
+
+static PySendResult lw_ready_send(lw_ready *r, PyObject *arg, PyObject **result)
+{
+    (void)arg;
+    *result = Py_NewRef(r->value ? r->value : Py_None);
+    return PYGEN_RETURN;
+}
+
+static PyObject *lw_ready_iternext(lw_ready *r)
+{
+    if (!r->value || r->value == Py_None) return NULL;
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, r->value);
+    if (stop) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyAsyncMethods lw_ready_async = {
+    .am_await = PyObject_SelfIter,
+    .am_send = (sendfunc)lw_ready_send,
+};
+
+PyTypeObject lw_ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "libwsgi.Ready",
+    .tp_basicsize = sizeof(lw_ready),
+    .tp_dealloc = (destructor)lw_ready_dealloc,
+    .tp_as_async = &lw_ready_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An already-completed awaitable returned by receive()/send().",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)lw_ready_iternext,
+};
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);
+static void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
+{
+    if (c->error) return;
+    c->error = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+static int lw_streq(PyObject *a, PyObject *interned)
+{
+    return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
+}
+
+/* Resolve a pending future unless the app cancelled it. Steals value. */
+static void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
+{
+    PyObject *done = PyObject_CallMethod(fut, "done", NULL);
+    int skip = !done || PyObject_IsTrue(done);
+    Py_XDECREF(done);
+    if (!skip) {
+        PyObject *r = PyObject_CallMethod(fut, is_exception ? "set_exception" : "set_result", "O",
+                                          value);
+        if (!r) lw_log_exception("resolving an ASGI future", NULL, 0);
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
+    Py_DECREF(value);
+}
+
+/* Callback wrappers: GIL released, skipped once the host detached. */
+#define LW_AC_CALL(c, expr)                                                                        \
+    ({                                                                                             \
+        int r_ = -1;                                                                               \
+        if ((c)->attached) {                                                                       \
+            PyThreadState *save_ = PyEval_SaveThread();                                            \
+            r_ = (expr);                                                                           \
+            PyEval_RestoreThread(save_);                                                           \
+        }                                                                                          \
+        r_;                                                                                        \
+    })
+
+static PyObject *lw_ev_request(PyObject *body, int more) /* steals body */
+{
+    lw_asgi_strings *a = lw_rt->as;
+    PyObject *ev = PyDict_New();
+    if (!ev || PyDict_SetItem(ev, a->type, a->http_request) < 0 ||
+        PyDict_SetItem(ev, a->body, body) < 0 ||
+        PyDict_SetItem(ev, a->more_body, more ? Py_True : Py_False) < 0)
+        Py_CLEAR(ev);
+    Py_DECREF(body);
+    return ev;
+}
+
+static PyObject *lw_ev_disconnect(void)
+{
+    PyObject *ev = PyDict_New();
+    if (ev && PyDict_SetItem(ev, lw_rt->as->type, lw_rt->as->http_disconnect) < 0) Py_CLEAR(ev);
+    return ev;
+}
+
+/* All queued body chunks as one bytes object. */
+static PyObject *lw_ac_take_body(lw_asgi_conn *c)
+{
+    Py_ssize_t n = PyList_GET_SIZE(c->body);
+    PyObject *out;
+    if (n == 1) {
+        out = Py_NewRef(PyList_GET_ITEM(c->body, 0));
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)c->buffered);
+        if (!out) return NULL;
+        char *p = PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *b = PyList_GET_ITEM(c->body, i);
+            memcpy(p, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+            p += PyBytes_GET_SIZE(b);
+        }
+    }
+    if (PyList_SetSlice(c->body, 0, n, NULL) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    c->buffered = 0;
+    return out;
+}
+
+/* The next receive() event, or NULL without an exception when the app must wait. */
+static PyObject *lw_ac_next_event(lw_asgi_conn *c)
+{
+    if (c->disconnected) return lw_ev_disconnect();
+    if (PyList_GET_SIZE(c->body) > 0) {
+        PyObject *body = lw_ac_take_body(c);
+        if (!body) return NULL;
+        int more = c->body_more;
+        if (!more) c->body_final_sent = 1;
+        PyObject *ev = lw_ev_request(body, more);
+        if (ev && c->read_paused) {
+            c->read_paused = 0;
+            if (c->h.on_read_resume) LW_AC_CALL(c, (c->h.on_read_resume(c->ud), 0));
+        }
+        return ev;
+    }
+    if (!c->body_more && !c->body_final_sent) {
+        c->body_final_sent = 1;
+        return lw_ev_request(PyBytes_FromStringAndSize("", 0), 0);
+    }
+    if (c->rstate == R_DONE) return lw_ev_disconnect();
+    return NULL;
+}
+
+/* Something changed (body fed, disconnect, response done): complete a pending receive(). */
+static void lw_ac_wake_receiver(lw_asgi_conn *c)
+{
+    if (!c->recv_waiter) return;
+    PyObject *ev = lw_ac_next_event(c);
+    if (!ev) {
+        if (PyErr_Occurred()) lw_log_exception("ASGI receive", NULL, 0);
+        return;
+    }
+    PyObject *fut = c->recv_waiter;
+    c->recv_waiter = NULL;
+    lw_future_set(fut, ev, 0);
+    Py_DECREF(fut);
+}
+
+static void lw_ac_fail_sender(lw_asgi_conn *c)
+{
+    if (!c->send_waiter) return;
+    PyObject *fut = c->send_waiter;
+    c->send_waiter = NULL;
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "s", "client disconnected");
+    if (exc)
+        lw_future_set(fut, exc, 1);
+    else
+        PyErr_Clear();
+    Py_DECREF(fut);
+}
+
+static void lw_ac_disconnect(lw_asgi_conn *c)
+{
+    if (c->disconnected) return;
+    c->disconnected = 1;
+    lw_ac_wake_receiver(c);
+    lw_ac_fail_sender(c);
+}
+
+/* ---- receive() ------------------------------------------------------------------------------ */
+
+static PyObject *lw_ac_receive(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    lw_asgi_conn *c = (lw_asgi_conn *)self;
+    PyObject *ev = lw_ac_next_event(c);
+    if (ev) return lw_ready_new(ev);
+    if (PyErr_Occurred()) return NULL;
+    if (c->recv_waiter) {
+        PyErr_SetString(PyExc_RuntimeError, "receive() awaited twice at the same time");
+        return NULL;
+    }
+    c->recv_waiter = PyObject_CallNoArgs(lw_rt->create_future);
+    return Py_XNewRef(c->recv_waiter);
+}
+
+/* ---- send() --------------------------------------------------------------------------------- */
+
+/* Validated response headers as C pairs pointing into bytes objects kept alive by `keep`. */
+typedef struct lw_hdrs {
+    wsgi_header stack[32];
+    wsgi_header *v;
+    size_t n;
+    PyObject *keep; /* list of the sequences the pointers live in */
+    int64_t cl;
+} lw_hdrs;
+
+static void lw_hdrs_free(lw_hdrs *h)
+{
+    if (h->v != h->stack) PyMem_Free(h->v);
+    Py_CLEAR(h->keep);
+}
+
+static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
+{
+    h->v = h->stack;
+    h->n = 0;
+    h->cl = -1;
+    h->keep = PyList_New(0);
+    if (!h->keep) return -1;
+    if (!headers || headers == Py_None) return 0;
+    PyObject *seq = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
+    if (!seq) return -1;
+    if (PyList_Append(h->keep, seq) < 0) {
+        Py_DECREF(seq);
+        return -1;
+    }
+    Py_DECREF(seq);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > 32 && !(h->v = PyMem_Malloc((size_t)n * sizeof *h->v))) {
+        h->v = h->stack;
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i),
+                                         "each header must be a [name, value] pair");
+        if (!pair) return -1;
+        int r = PyList_Append(h->keep, pair);
+        Py_DECREF(pair);
+        if (r < 0) return -1;
+        if (PySequence_Fast_GET_SIZE(pair) != 2) {
+            PyErr_Format(PyExc_ValueError, "%s header %zd must be a [name, value] pair", what, i);
+            return -1;
+        }
+        PyObject *name = PySequence_Fast_GET_ITEM(pair, 0), *value = PySequence_Fast_GET_ITEM(pair, 1);
+        if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
+            PyErr_Format(PyExc_TypeError, "%s header %zd name and value must be bytes", what, i);
+            return -1;
+        }
+        const char *np = PyBytes_AS_STRING(name), *vp = PyBytes_AS_STRING(value);
+        size_t nl = (size_t)PyBytes_GET_SIZE(name), vl = (size_t)PyBytes_GET_SIZE(value);
+        if (!lw_is_token(np, nl)) {
+            PyErr_Format(PyExc_ValueError, "invalid %s header name %R", what, name);
+            return -1;
+        }
+        for (size_t j = 0; j < vl; j++) {
+            unsigned char ch = (unsigned char)vp[j];
+            if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s header %R has a control character (CR/LF/NUL) in its value", what,
+                             name);
+                return -1;
+            }
+        }
+        if (nl == 14 && PyOS_strnicmp(np, "content-length", 14) == 0) {
+            int64_t x = 0;
+            size_t j = 0;
+            while (j < vl && (vp[j] == ' ' || vp[j] == '\t')) j++;
+            size_t digits = 0;
+            for (; j < vl && vp[j] >= '0' && vp[j] <= '9' && digits < 18; j++, digits++)
+                x = x * 10 + (vp[j] - '0');
+            while (j < vl && (vp[j] == ' ' || vp[j] == '\t')) j++;
+            if (!digits || j != vl || (h->cl >= 0 && h->cl != x)) {
+                PyErr_Format(PyExc_ValueError, "invalid Content-Length %R", value);
+                return -1;
+            }
+            h->cl = x;
+        }
+        h->v[h->n].name = np;
+        h->v[h->n].name_len = nl;
+        h->v[h->n].value = vp;
+        h->v[h->n].value_len = vl;
+        h->n++;
+    }
+    return 0;
+}
+
+/* d.get(key) as a borrowed reference, NULL when missing (no exception). */
+static PyObject *lw_get(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    return v;
+}
+
+static int lw_ac_result(lw_asgi_conn *c, int r, const char *which)
+{
+    if (r < 0) {
+        lw_ac_fail(c, WSGI_ERR_CALLBACK, "host %s failed: client gone", which);
+        lw_ac_disconnect(c);
+        PyErr_SetString(PyExc_OSError, "client disconnected");
+        return -1;
+    }
+    return r == ASGI_PAUSE ? ASGI_PAUSE : 0;
+}
+
+static int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
+{
+    lw_asgi_strings *a = lw_rt->as;
+    if (c->rstate != R_START) {
+        PyErr_SetString(PyExc_RuntimeError, "unexpected ASGI message 'http.response.start': "
+                                            "the response has already started");
+        return -1;
+    }
+    PyObject *status = lw_get(msg, a->status);
+    if (!status || !PyLong_Check(status)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "http.response.start 'status' must be an int");
+        return -1;
+    }
+    long code = PyLong_AsLong(status);
+    if (code < 100 || code > 999) {
+        PyErr_Format(PyExc_ValueError, "invalid HTTP status %R", status);
+        return -1;
+    }
+    lw_hdrs h;
+    PyObject *hv = lw_get(msg, a->headers);
+    if (PyErr_Occurred() || lw_hdrs_parse(hv, &h, "response") < 0) {
+        lw_hdrs_free(&h);
+        return -1;
+    }
+    PyObject *tr = lw_get(msg, a->trailers);
+    int trailers = tr && PyObject_IsTrue(tr) == 1 && c->h.on_trailers;
+    char line[128];
+    const char *reason = lw_reason_phrase((int)code);
+    int ll = snprintf(line, sizeof line, "%ld%s%s", code, reason[0] ? " " : "", reason);
+    wsgi_response_head head = {(int)code, line, (size_t)ll, h.v, h.n, h.cl,
+                               trailers ? WSGI_HEAD_TRAILERS : 0u};
+    c->rstate = R_BODY;
+    c->trailers = trailers;
+    c->cl = h.cl;
+    int r = LW_AC_CALL(c, c->h.on_start(c->ud, &head));
+    lw_hdrs_free(&h);
+    return lw_ac_result(c, r, "on_start");
+}
+
+static void lw_ac_body_ended(lw_asgi_conn *c)
+{
+    c->rstate = c->trailers ? R_TRAILERS : R_DONE;
+    if (c->rstate == R_DONE) lw_ac_wake_receiver(c);
+}
+
+static int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
+{
+    lw_asgi_strings *a = lw_rt->as;
+    if (c->rstate != R_BODY) {
+        PyErr_Format(PyExc_RuntimeError, "unexpected ASGI message 'http.response.body': %s",
+                     c->rstate == R_START ? "http.response.start was not sent"
+                                          : "the response body has already ended");
+        return -1;
+    }
+    PyObject *body = lw_get(msg, a->body);
+    if (!body && PyErr_Occurred()) return -1;
+    if (body && !PyBytes_Check(body)) {
+        PyErr_Format(PyExc_TypeError, "http.response.body 'body' must be bytes, not %.100s",
+                     Py_TYPE(body)->tp_name);
+        return -1;
+    }
+    PyObject *mb = lw_get(msg, a->more_body);
+    if (!mb && PyErr_Occurred()) return -1;
+    int more = mb ? PyObject_IsTrue(mb) : 0;
+    if (more < 0) return -1;
+    size_t len = body ? (size_t)PyBytes_GET_SIZE(body) : 0;
+    if (c->cl >= 0 && c->sent + (int64_t)len > c->cl) {
+        PyErr_SetString(PyExc_RuntimeError, "response content longer than Content-Length");
+        return -1;
+    }
+    if (!more && c->cl >= 0 && c->sent + (int64_t)len < c->cl) {
+        PyErr_SetString(PyExc_RuntimeError, "response content shorter than Content-Length");
+        return -1;
+    }
+    if (len == 0 && more) return 0;
+    c->sent += (int64_t)len;
+    Py_XSETREF(c->held, Py_XNewRef(body));
+    if (!more) lw_ac_body_ended(c);
+    int r = LW_AC_CALL(c, c->h.on_body(c->ud, body ? PyBytes_AS_STRING(body) : "", len, more));
+    return lw_ac_result(c, r, "on_body");
+}
+
+static int lw_ac_trailers(lw_asgi_conn *c, PyObject *msg)
+{
+    lw_asgi_strings *a = lw_rt->as;
+    if (c->rstate != R_TRAILERS) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "unexpected ASGI message 'http.response.trailers': trailers were not "
+                        "announced in http.response.start or the body has not ended");
+        return -1;
+    }
+    lw_hdrs h;
+    PyObject *hv = lw_get(msg, a->headers);
+    if (PyErr_Occurred() || lw_hdrs_parse(hv, &h, "trailer") < 0) {
+        lw_hdrs_free(&h);
+        return -1;
+    }
+    PyObject *mt = lw_get(msg, a->more_trailers);
+    int more = mt ? PyObject_IsTrue(mt) == 1 : 0;
+    if (!more) {
+        c->rstate = R_DONE;
+        lw_ac_wake_receiver(c);
+    }
+    int r = LW_AC_CALL(c, c->h.on_trailers(c->ud, h.v, h.n, more));
+    lw_hdrs_free(&h);
+    return lw_ac_result(c, r, "on_trailers");
+}
+
+static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
+{
+    if (c->rstate != R_BODY || c->sent > 0) {
+        PyErr_SetString(PyExc_RuntimeError, "unexpected ASGI message 'http.response.pathsend': it "
+                                            "must follow http.response.start, with no body");
+        return -1;
+    }
+    PyObject *path = PyDict_GetItemString(msg, "path");
+    if (!path || !PyUnicode_Check(path)) {
+        PyErr_SetString(PyExc_TypeError, "http.response.pathsend 'path' must be a str");
+        return -1;
+    }
+    PyObject *fs = PyUnicode_EncodeFSDefault(path);
+    if (!fs) return -1;
+    const char *p = PyBytes_AS_STRING(fs);
+    if (p[0] != '/') {
+        Py_DECREF(fs);
+        PyErr_Format(PyExc_ValueError, "http.response.pathsend 'path' must be absolute: %R", path);
+        return -1;
+    }
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) {
+            close(fd);
+            errno = EISDIR;
+        }
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(fs);
+        return -1;
+    }
+    Py_DECREF(fs);
+    if (c->cl >= 0 && c->cl != st.st_size) {
+        close(fd);
+        PyErr_Format(PyExc_RuntimeError, "pathsend file is %lld bytes but Content-Length is %lld",
+                     (long long)st.st_size, (long long)c->cl);
+        return -1;
+    }
+    if (c->sf_fd >= 0) close(c->sf_fd);
+    c->sf_fd = fd;
+    c->sent = st.st_size;
+    lw_ac_body_ended(c);
+    int r = LW_AC_CALL(c, c->h.on_sendfile(c->ud, fd, 0, (int64_t)st.st_size));
+    return lw_ac_result(c, r, "on_sendfile");
+}
+
+static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
+{
+    lw_asgi_conn *c = (lw_asgi_conn *)self;
+    lw_asgi_strings *a = lw_rt->as;
+    if (!PyDict_Check(msg)) {
+        PyErr_Format(PyExc_TypeError, "ASGI message must be a dict, not %.100s",
+                     Py_TYPE(msg)->tp_name);
+        return NULL;
+    }
+    PyObject *type = lw_get(msg, a->type);
+    if (!type || !PyUnicode_Check(type)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "ASGI message 'type' must be a str");
+        return NULL;
+    }
+    if (c->send_waiter) {
+        PyErr_SetString(PyExc_RuntimeError, "send() called before the previous send() completed");
+        return NULL;
+    }
+    if (c->disconnected || !c->attached) {
+        PyErr_SetString(PyExc_OSError, "client disconnected");
+        return NULL;
+    }
+    int r;
+    if (lw_streq(type, a->resp_body))
+        r = lw_ac_body(c, msg);
+    else if (lw_streq(type, a->resp_start))
+        r = lw_ac_start(c, msg);
+    else if (c->h.on_trailers && lw_streq(type, a->resp_trailers))
+        r = lw_ac_trailers(c, msg);
+    else if (c->h.on_sendfile && lw_streq(type, a->resp_pathsend))
+        r = lw_ac_pathsend(c, msg);
+    else {
+        PyErr_Format(PyExc_RuntimeError, "unexpected ASGI message type %R", type);
+        r = -1;
+    }
+    if (r < 0) return NULL;
+    if (r == ASGI_PAUSE && !c->disconnected) {
+        c->send_waiter = PyObject_CallNoArgs(lw_rt->create_future);
+        return Py_XNewRef(c->send_waiter);
+    }
+    return lw_ready_new(NULL);
+}
+
+/* ---- the end of the app's task -------------------------------------------------------------- */
+
+static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
+{
+    lw_asgi_conn *c = (lw_asgi_conn *)self;
+    Py_CLEAR(c->task);
+    int result = 0;
+    PyObject *cancelled = PyObject_CallMethod(task, "cancelled", NULL);
+    if (cancelled && PyObject_IsTrue(cancelled)) {
+        result = WSGI_ERR_APP;
+        lw_ac_fail(c, WSGI_ERR_APP, "ASGI app task was cancelled");
+    } else if (cancelled) {
+        PyObject *exc = PyObject_CallMethod(task, "exception", NULL);
+        if (exc && exc != Py_None) {
+            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc),
+                          PyException_GetTraceback(exc));
+            char msg[512];
+            lw_log_exception("Exception in ASGI application", msg, sizeof msg);
+            result = WSGI_ERR_APP;
+            lw_ac_fail(c, WSGI_ERR_APP, "%s", msg);
+        }
+        Py_XDECREF(exc);
+    }
+    Py_XDECREF(cancelled);
+    PyErr_Clear();
+
+    if (c->rstate == R_DONE) {
+        result = 0; /* the response was complete; a later failure was only logged */
+    } else if (c->rstate == R_START) {
+        if (!result) {
+            lw_log(WSGI_LOG_ERROR, "ASGI app returned without sending a response");
+            lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without sending a response");
+        }
+        result = c->error ? c->error : WSGI_ERR_APP;
+        if (!c->disconnected) {
+            c->rstate = R_DONE;
+            int r = LW_AC_CALL(c, c->h.on_start(c->ud, &lw_500_head));
+            if (r >= 0)
+                r = LW_AC_CALL(c, c->h.on_body(c->ud, lw_500_body,
+                                               (size_t)lw_500_head.content_length, 0));
+        }
+    } else {
+        if (!result) {
+            lw_log(WSGI_LOG_ERROR, "ASGI app returned without completing the response");
+            lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without completing the response");
+        }
+        result = c->error ? c->error : WSGI_ERR_APP;
+    }
+    c->done = 1;
+    LW_AC_CALL(c, (c->h.on_done(c->ud, result), 0));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef lw_ac_receive_def = {"receive", lw_ac_receive, METH_NOARGS,
+                                        "await receive() -> the next ASGI event"};
+static PyMethodDef lw_ac_send_def = {"send", lw_ac_send, METH_O, "await send(message)"};
+static PyMethodDef lw_ac_done_def = {"_task_done", lw_ac_task_done, METH_O, NULL};
+
+static void lw_ac_dealloc(lw_asgi_conn *c)
+{
+    Py_XDECREF(c->task);
+    Py_XDECREF(c->body);
+    Py_XDECREF(c->recv_waiter);
+    Py_XDECREF(c->send_waiter);
+    Py_XDECREF(c->held);
+    if (c->sf_fd >= 0) close(c->sf_fd);
+    PyObject_Free(c);
+}
+
+PyTypeObject lw_AsgiConnType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "libwsgi.AsgiConnection",
+    .tp_basicsize = sizeof(lw_asgi_conn),
+    .tp_dealloc = (destructor)lw_ac_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The server side of one ASGI HTTP connection.",
+};
+
+int lw_asgi_types_ready(void)
+{
+    return PyType_Ready(&lw_AsgiConnType) < 0 || PyType_Ready(&lw_ReadyType) < 0 ? -1 : 0;
+}
+
+/* ---- public API ----------------------------------------------------------------------------- */
+
+LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
+                              void *user_data, asgi_conn **out)
+{
+    lw_clear_error();
+    if (!out) return lw_fail(WSGI_ERR_INVAL, "out is NULL");
+    *out = NULL;
+    if (!app || !req || !handler) return lw_fail(WSGI_ERR_INVAL, "app, request or handler is NULL");
+    if (handler->struct_size < offsetof(asgi_handler, on_done) + sizeof(void *) ||
+        !handler->on_start || !handler->on_body || !handler->on_done)
+        return lw_fail(WSGI_ERR_INVAL, "handler needs struct_size, on_start, on_body and on_done");
+    if (app->iface != WSGI_INTERFACE_ASGI)
+        return lw_fail(WSGI_ERR_INTERFACE, "asgi_dispatch on an app that is not ASGI");
+    int rc = lw_check_request(req);
+    if (rc) return rc;
+    lw_gil g;
+    if ((rc = lw_asgi_enter(app->rt, &g)) != 0) return rc;
+    wsgi_runtime *rt = app->rt;
+
+    lw_asgi_conn *c = PyObject_New(lw_asgi_conn, &lw_AsgiConnType);
+    if (!c) {
+        lw_gil_release(&g);
+        return lw_fail(WSGI_ERR_NOMEM, "out of memory");
+    }
+    c->app = app;
+    c->h = *handler;
+    c->ud = user_data;
+    c->attached = 1;
+    c->task = c->recv_waiter = c->send_waiter = c->held = NULL;
+    c->buffered = 0;
+    c->body_final_sent = c->read_paused = 0;
+    c->rstate = R_START;
+    c->trailers = 0;
+    c->cl = -1;
+    c->sent = 0;
+    c->sf_fd = -1;
+    c->disconnected = c->done = c->error = 0;
+    c->errmsg[0] = '\0';
+    c->body = PyList_New(0);
+    /* A buffered body is one event; no body at all is one empty event; else the host feeds. */
+    c->body_more = !req->body && (req->content_length > 0 || (req->flags & WSGI_REQUEST_CHUNKED));
+    if (c->body && req->body && req->body_len) {
+        PyObject *b = PyBytes_FromStringAndSize(req->body, (Py_ssize_t)req->body_len);
+        if (!b || PyList_Append(c->body, b) < 0) Py_CLEAR(c->body);
+        c->buffered = req->body_len;
+        Py_XDECREF(b);
+    }
+    PyObject *scope = c->body ? lw_asgi_scope(app, req, handler->on_trailers != NULL,
+                                              handler->on_sendfile != NULL)
+                              : NULL;
+    PyObject *receive = scope ? PyCFunction_New(&lw_ac_receive_def, (PyObject *)c) : NULL;
+    PyObject *send = receive ? PyCFunction_New(&lw_ac_send_def, (PyObject *)c) : NULL;
+    PyObject *done = send ? PyCFunction_New(&lw_ac_done_def, (PyObject *)c) : NULL;
+    PyObject *coro = NULL, *task = NULL, *r = NULL;
+    if (done) {
+        PyObject *runner = PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi");
+        coro = runner ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send,
+                                                     NULL)
+                      : NULL;
+    }
+    if (coro) task = PyObject_CallOneArg(rt->create_task, coro);
+    if (task) r = PyObject_CallMethod(task, "add_done_callback", "O", done);
+    Py_XDECREF(scope);
+    Py_XDECREF(receive);
+    Py_XDECREF(send);
+    Py_XDECREF(done);
+    Py_XDECREF(coro);
+    if (!r) {
+        char msg[512];
+        lw_log_exception("starting the ASGI app", msg, sizeof msg);
+        if (task) {
+            PyObject *x = PyObject_CallMethod(task, "cancel", NULL);
+            Py_XDECREF(x);
+            PyErr_Clear();
+        }
+        Py_XDECREF(task);
+        c->attached = 0;
+        Py_DECREF(c);
+        lw_gil_release(&g);
+        return lw_fail(WSGI_ERR_NOMEM, "%s", msg);
+    }
+    Py_DECREF(r);
+    c->task = task;
+    lw_gil_release(&g);
+    *out = (asgi_conn *)c;
+    return 0;
+}
+
+/* Entry for the asgi_conn_* calls: loop thread, GIL. */
+static int lw_ac_enter(asgi_conn *conn, lw_gil *g)
+{
+    if (!conn) return lw_fail(WSGI_ERR_INVAL, "conn is NULL");
+    return lw_asgi_enter(((lw_asgi_conn *)conn)->app->rt, g);
+}
+
+LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, int more)
+{
+    if (!data && len) return lw_fail(WSGI_ERR_INVAL, "data is NULL with len > 0");
+    lw_gil g;
+    int rc = lw_ac_enter(conn, &g);
+    if (rc) return rc;
+    lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (!c->body_more) {
+        lw_gil_release(&g);
+        return lw_fail(WSGI_ERR_STATE, "the request body already ended");
+    }
+    if (len && c->rstate != R_DONE && !c->disconnected && !c->done) {
+        PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+        if (!b || PyList_Append(c->body, b) < 0) {
+            Py_XDECREF(b);
+            PyErr_Clear();
+            lw_gil_release(&g);
+            return lw_fail(WSGI_ERR_NOMEM, "out of memory");
+        }
+        Py_DECREF(b);
+        c->buffered += len;
+    }
+    if (!more) c->body_more = 0;
+    lw_ac_wake_receiver(c);
+    if (c->buffered >= LW_ASGI_BODY_LIMIT) {
+        c->read_paused = 1;
+        rc = ASGI_PAUSE;
+    }
+    lw_gil_release(&g);
+    return rc;
+}
+
+LIBWSGI_API int asgi_conn_disconnect(asgi_conn *conn)
+{
+    lw_gil g;
+    int rc = lw_ac_enter(conn, &g);
+    if (rc) return rc;
+    lw_ac_disconnect((lw_asgi_conn *)conn);
+    lw_gil_release(&g);
+    return 0;
+}
+
+LIBWSGI_API int asgi_conn_resume(asgi_conn *conn)
+{
+    lw_gil g;
+    int rc = lw_ac_enter(conn, &g);
+    if (rc) return rc;
+    lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (c->send_waiter) {
+        PyObject *fut = c->send_waiter;
+        c->send_waiter = NULL;
+        lw_future_set(fut, Py_NewRef(Py_None), 0);
+        Py_DECREF(fut);
+    }
+    lw_gil_release(&g);
+    return 0;
+}
+
+LIBWSGI_API void asgi_conn_free(asgi_conn *conn)
+{
+    lw_gil g;
+    if (!conn || lw_ac_enter(conn, &g) != 0) return;
+    lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    c->attached = 0;
+    lw_ac_disconnect(c);
+    Py_DECREF(c);
+    lw_gil_release(&g);
+}
+
+LIBWSGI_API int asgi_conn_error(const asgi_conn *conn)
+{
+    return conn ? ((const lw_asgi_conn *)conn)->error : WSGI_ERR_INVAL;
+}
+
+LIBWSGI_API const char *asgi_conn_errmsg(const asgi_conn *conn)
+{
+    return conn ? ((const lw_asgi_conn *)conn)->errmsg : "";
+}

@@ -1,0 +1,2 @@
+"""A module that exists but fails while being imported."""
+raise RuntimeError("boom")

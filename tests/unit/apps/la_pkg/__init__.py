@@ -1,0 +1,1 @@
+"""Package for dotted app specs (test_app_load)."""

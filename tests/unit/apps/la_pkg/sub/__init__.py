@@ -1,0 +1,1 @@
+"""Subpackage for dotted app specs (test_app_load)."""

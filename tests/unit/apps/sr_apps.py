@@ -1,0 +1,286 @@
+"""Apps that use start_response and write() correctly and incorrectly, for test_start_response.
+
+The bad_* apps pick their invalid argument by QUERY_STRING from BAD_STATUS / BAD_HEADERS.
+"""
+import sys
+
+TEXT = [("Content-Type", "text/plain")]
+
+BAD_STATUS = {
+    "short": "200",
+    "two_digits": "20 OK",
+    "letters": "abc OK",
+    "crlf": "200 OK\r\nX-Injected: yes",
+    "lf": "200 OK\nX-Injected: yes",
+    "nul": "200 OK\0",
+    "bytes": b"200 OK",
+    "int": 200,
+    "none": None,
+    "non_latin1": "200 \u20ac",
+}
+
+BAD_HEADERS = {
+    "tuple_not_list": (("Content-Type", "text/plain"),),
+    "dict": {"Content-Type": "text/plain"},
+    "none": None,
+    "item_list": [["Content-Type", "text/plain"]],
+    "item_3tuple": [("Content-Type", "text/plain", "x")],
+    "item_1tuple": [("Content-Type",)],
+    "item_str": ["Content-Type: text/plain"],
+    "name_bytes": [(b"Content-Type", "text/plain")],
+    "value_bytes": [("Content-Type", b"text/plain")],
+    "value_int": [("Content-Length", 5)],
+    "name_empty": [("", "v")],
+    "name_space": [("X Bad", "v")],
+    "name_colon": [("X:Bad", "v")],
+    "name_cr": [("X\rBad", "v")],
+    "name_lf": [("X\nBad", "v")],
+    "name_nul": [("X\0Bad", "v")],
+    "name_paren": [("X(Bad)", "v")],
+    "name_latin1": [("X-\xe9", "v")],
+    "name_non_latin1": [("X-\u20ac", "v")],
+    "value_cr": [("X-Bad", "a\rb")],
+    "value_lf": [("X-Bad", "a\nb")],
+    "value_splitting": [("X-Bad", "a\r\nSet-Cookie: evil=1")],
+    "value_nul": [("X-Bad", "a\0b")],
+    "value_non_latin1": [("X-Bad", "\u20ac")],
+}
+
+
+def bad_status(environ, start_response):
+    start_response(BAD_STATUS[environ["QUERY_STRING"]], TEXT)
+    return [b"must not be sent"]
+
+
+def bad_status_caught(environ, start_response):
+    try:
+        start_response(BAD_STATUS[environ["QUERY_STRING"]], TEXT)
+    except Exception:
+        pass
+    else:
+        return [b"not raised"]
+    start_response("200 OK", TEXT)
+    return [b"recovered"]
+
+
+def bad_headers(environ, start_response):
+    start_response("200 OK", BAD_HEADERS[environ["QUERY_STRING"]])
+    return [b"must not be sent"]
+
+
+def bad_headers_caught(environ, start_response):
+    try:
+        start_response("200 OK", BAD_HEADERS[environ["QUERY_STRING"]])
+    except Exception:
+        pass
+    else:
+        return [b"not raised"]
+    start_response("200 OK", TEXT)
+    return [b"recovered"]
+
+
+def second_call(environ, start_response):
+    start_response("200 OK", [("X-First", "1")])
+    start_response("201 Created", [("X-Second", "2")])
+    return [b"must not be sent"]
+
+
+def second_call_caught(environ, start_response):
+    start_response("200 OK", [("X-First", "1")] + TEXT)
+    try:
+        start_response("201 Created", [("X-Second", "2")])
+    except Exception:
+        return [b"first kept"]
+    return [b"not raised"]
+
+
+def exc_info_before_body(environ, start_response):
+    start_response("200 OK", [("X-First", "1")] + TEXT)
+    try:
+        raise ValueError("replaced before the body")
+    except ValueError:
+        start_response("500 Oops", [("X-Second", "2")] + TEXT, sys.exc_info())
+    return [b"error page"]
+
+
+def exc_info_after_empty_chunk(environ, start_response):
+    """An empty chunk does not commit the head (PEP 3333), so exc_info may still replace it."""
+    start_response("200 OK", [("X-First", "1")] + TEXT)
+    yield b""
+    try:
+        raise ValueError("replaced after an empty chunk")
+    except ValueError:
+        start_response("503 Later", [("X-Second", "2")] + TEXT, sys.exc_info())
+    yield b"retry later"
+
+
+def exc_info_after_body(environ, start_response):
+    """Once the head was sent, start_response(exc_info) must re-raise the original error."""
+    start_response("200 OK", TEXT)
+    yield b"part one"
+    try:
+        raise ValueError("original error after the body started")
+    except ValueError:
+        start_response("500 Too Late", TEXT, sys.exc_info())
+    yield b"must not be sent"
+
+
+def exc_info_after_write(environ, start_response):
+    write = start_response("200 OK", TEXT)
+    write(b"written")
+    try:
+        raise ValueError("original error after write")
+    except ValueError:
+        start_response("500 Too Late", TEXT, sys.exc_info())
+    return [b"must not be sent"]
+
+
+def writer(environ, start_response):
+    write = start_response("200 OK", TEXT)
+    write(b"hello ")
+    write(b"")
+    return [b"world"]
+
+
+def writer_only(environ, start_response):
+    write = start_response("200 OK", TEXT)
+    write(b"all ")
+    write(b"written")
+    return []
+
+
+def writer_str_caught(environ, start_response):
+    write = start_response("200 OK", TEXT)
+    try:
+        write("text is not bytes")
+    except Exception:
+        return [b"raised"]
+    return [b"not raised"]
+
+
+def no_start(environ, start_response):
+    return [b"body without a head"]
+
+
+def no_start_empty(environ, start_response):
+    return []
+
+
+def lazy_start(environ, start_response):
+    """A generator app: start_response runs on the first iteration, which PEP 3333 allows."""
+    start_response("200 OK", TEXT)
+    yield b"lazy"
+
+
+def lazy_no_start(environ, start_response):
+    yield b"body without a head"
+
+
+def returns_none(environ, start_response):
+    start_response("200 OK", TEXT)
+    return None
+
+
+def returns_int(environ, start_response):
+    start_response("200 OK", TEXT)
+    return 5
+
+
+def str_chunk(environ, start_response):
+    start_response("200 OK", TEXT)
+    return ["text is not bytes"]
+
+
+def str_body(environ, start_response):
+    start_response("200 OK", TEXT)
+    return "text is not bytes"
+
+
+def str_after_bytes(environ, start_response):
+    start_response("200 OK", TEXT)
+    return [b"bytes first", "then text"]
+
+
+def raises(environ, start_response):
+    start_response("200 OK", TEXT)
+    return [str(1 // 0).encode()]
+
+
+def raises_in_generator(environ, start_response):
+    start_response("200 OK", TEXT)
+    raise KeyError("sr_apps generator failure")
+    yield b"never"
+
+
+def head(environ, start_response):
+    start_response("404 Not Found", [
+        ("Content-Type", "text/plain"),
+        ("Set-Cookie", "a=1"),
+        ("X-Latin", "caf\xe9"),
+        ("Set-Cookie", "b=2"),
+        ("content-length", "9"),
+    ])
+    return [b"not found"]
+
+
+def head_custom_reason(environ, start_response):
+    start_response("599 Custom Reason Phrase Here", TEXT)
+    return [b"x"]
+
+
+def head_latin1_reason(environ, start_response):
+    start_response("200 Tr\xe8s bien", TEXT)
+    return [b"x"]
+
+
+def exc_info_none(environ, start_response):
+    start_response("200 OK", TEXT, None)
+    return [b"explicit None"]
+
+
+def raise_after_write(environ, start_response):
+    write = start_response("200 OK", TEXT)
+    write(b"partial")
+    raise ValueError("sr_apps failure after write")
+
+
+def write_beyond_content_length(environ, start_response):
+    write = start_response("200 OK", TEXT + [("Content-Length", "5")])
+    write(b"hello world")
+    return [b"and more"]
+
+
+def many_headers(environ, start_response):
+    start_response("200 OK", [("X-H-%d" % i, "v-%d" % i) for i in range(200)])
+    return [b"many"]
+
+
+# Callables and streams of a finished request, kept to be misused by a later request.
+_stale = {}
+
+
+def stash(environ, start_response):
+    write = start_response("200 OK", TEXT)
+    _stale.update(write=write, start_response=start_response, input=environ["wsgi.input"],
+                  errors=environ["wsgi.errors"])
+    return [b"stashed"]
+
+
+def use_stale(environ, start_response):
+    """Each stale object must fail cleanly (raise) or do nothing; never reach the old response.
+
+    Body: one "name=outcome" per line, outcome "raised" or "returned <repr>".
+    """
+    results = []
+    for name, call in [
+        ("write", lambda: _stale["write"](b"late")),
+        ("start_response", lambda: _stale["start_response"]("200 OK", [])),
+        ("input", lambda: _stale["input"].read()),
+        ("errors", lambda: _stale["errors"].write("stale errors line\n")),
+    ]:
+        try:
+            results.append("%s=returned %r" % (name, call()))
+        except Exception:
+            results.append("%s=raised" % name)
+    start_response("200 OK", TEXT)
+    return ["\n".join(results).encode()]
