@@ -6,14 +6,14 @@ set -euo pipefail
 PACKAGES=(
   # build
   build-essential cmake pkg-config python3-dev libpython3.11-dev
-  # unit tests and docs
-  libcmocka-dev doxygen graphviz binutils
+  # unit tests and docs; clang + its sanitizer runtime for the ASan/UBSan pass
+  libcmocka-dev doxygen graphviz binutils clang libclang-rt-14-dev
   # example hosts
   libhttp-parser-dev libwslay-dev
   # integration tests (Python side runs on Debian's /usr/bin/python3)
   python3 python3-pytest python3-requests
   # examples/epoll integration tests: the reference server, the frameworks compared, the benchmark
-  gunicorn python3-flask python3-django python3-falcon python3-bottle python3-pyramid wrk
+  gunicorn python3-flask python3-django python3-falcon python3-bottle python3-pyramid wrk strace
 )
 
 missing=()
