@@ -79,7 +79,8 @@ LIBWSGI_API int wsgi_app_new(wsgi_runtime *rt, const wsgi_app_options *opts, wsg
         return lw_fail(WSGI_ERR_INVAL, "unknown interface %d", (int)opts->interface);
     const char *sn = opts->script_name ? opts->script_name : "";
     size_t sn_len = strlen(sn);
-    while (sn_len > 0 && sn[sn_len - 1] == '/') sn_len--; /* "/app/" mounts like "/app" */
+    while (sn_len > 0 && sn[sn_len - 1] == '/')
+        sn_len--; /* "/app/" mounts like "/app" */
     if (sn_len > 0 && sn[0] != '/')
         return lw_fail(WSGI_ERR_INVAL, "script_name must start with '/': %s", sn);
 

@@ -20,8 +20,7 @@
 typedef enum { R_START, R_BODY, R_TRAILERS, R_DONE } lw_rstate;
 
 typedef struct lw_asgi_conn {
-    PyObject_HEAD
-    wsgi_app *app;
+    PyObject_HEAD wsgi_app *app;
     asgi_handler h;
     void *ud;
     int attached; /* the host still holds its handle: callbacks may fire */
@@ -52,8 +51,7 @@ int lw_check_request(const wsgi_request *req);
 
 /* ---- a ready awaitable: `await` returns its value without a Future or a loop turn ---------- */
 typedef struct lw_ready {
-    PyObject_HEAD
-    PyObject *value;
+    PyObject_HEAD PyObject *value;
 } lw_ready;
 
 static PyObject *lw_ready_new(PyObject *value) /* steals value */
@@ -132,8 +130,8 @@ static void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
     int skip = !done || PyObject_IsTrue(done);
     Py_XDECREF(done);
     if (!skip) {
-        PyObject *r = PyObject_CallMethod(fut, is_exception ? "set_exception" : "set_result", "O",
-                                          value);
+        PyObject *r =
+            PyObject_CallMethod(fut, is_exception ? "set_exception" : "set_result", "O", value);
         if (!r) lw_log_exception("resolving an ASGI future", NULL, 0);
         Py_XDECREF(r);
     }
@@ -323,7 +321,8 @@ static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
             PyErr_Format(PyExc_ValueError, "%s header %zd must be a [name, value] pair", what, i);
             return -1;
         }
-        PyObject *name = PySequence_Fast_GET_ITEM(pair, 0), *value = PySequence_Fast_GET_ITEM(pair, 1);
+        PyObject *name = PySequence_Fast_GET_ITEM(pair, 0),
+                 *value = PySequence_Fast_GET_ITEM(pair, 1);
         if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
             PyErr_Format(PyExc_TypeError, "%s header %zd name and value must be bytes", what, i);
             return -1;
@@ -346,11 +345,13 @@ static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
         if (nl == 14 && PyOS_strnicmp(np, "content-length", 14) == 0) {
             int64_t x = 0;
             size_t j = 0;
-            while (j < vl && (vp[j] == ' ' || vp[j] == '\t')) j++;
+            while (j < vl && (vp[j] == ' ' || vp[j] == '\t'))
+                j++;
             size_t digits = 0;
             for (; j < vl && vp[j] >= '0' && vp[j] <= '9' && digits < 18; j++, digits++)
                 x = x * 10 + (vp[j] - '0');
-            while (j < vl && (vp[j] == ' ' || vp[j] == '\t')) j++;
+            while (j < vl && (vp[j] == ' ' || vp[j] == '\t'))
+                j++;
             if (!digits || j != vl || (h->cl >= 0 && h->cl != x)) {
                 PyErr_Format(PyExc_ValueError, "invalid Content-Length %R", value);
                 return -1;
@@ -414,8 +415,8 @@ static int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
     char line[128];
     const char *reason = lw_reason_phrase((int)code);
     int ll = snprintf(line, sizeof line, "%ld%s%s", code, reason[0] ? " " : "", reason);
-    wsgi_response_head head = {(int)code, line, (size_t)ll, h.v, h.n, h.cl,
-                               trailers ? WSGI_HEAD_TRAILERS : 0u};
+    wsgi_response_head head = {
+        (int)code, line, (size_t)ll, h.v, h.n, h.cl, trailers ? WSGI_HEAD_TRAILERS : 0u};
     c->rstate = R_BODY;
     c->trailers = trailers;
     c->cl = h.cl;
@@ -621,8 +622,8 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
             c->rstate = R_DONE;
             int r = LW_AC_CALL(c, c->h.on_start(c->ud, &lw_500_head));
             if (r >= 0)
-                r = LW_AC_CALL(c, c->h.on_body(c->ud, lw_500_body,
-                                               (size_t)lw_500_head.content_length, 0));
+                r = LW_AC_CALL(
+                    c, c->h.on_body(c->ud, lw_500_body, (size_t)lw_500_head.content_length, 0));
         }
     } else {
         if (!result) {
@@ -722,9 +723,9 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
     PyObject *coro = NULL, *task = NULL, *r = NULL;
     if (done) {
         PyObject *runner = PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi");
-        coro = runner ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send,
-                                                     NULL)
-                      : NULL;
+        coro = runner
+                   ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send, NULL)
+                   : NULL;
     }
     if (coro) task = PyObject_CallOneArg(rt->create_task, coro);
     if (task) r = PyObject_CallMethod(task, "add_done_callback", "O", done);

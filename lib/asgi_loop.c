@@ -73,7 +73,8 @@ static void lw_asgi_strings_free(wsgi_runtime *rt)
 {
     if (!rt->as) return;
     PyObject **p = (PyObject **)rt->as;
-    for (size_t i = 0; i < sizeof *rt->as / sizeof(PyObject *); i++) Py_CLEAR(p[i]);
+    for (size_t i = 0; i < sizeof *rt->as / sizeof(PyObject *); i++)
+        Py_CLEAR(p[i]);
     free(rt->as);
     rt->as = NULL;
 }
@@ -247,9 +248,9 @@ LIBWSGI_API int asgi_lifespan_startup(wsgi_app *app)
         return lw_fail(WSGI_ERR_STATE, "lifespan startup already ran for this app");
     }
     PyObject *log = PyCFunction_New(&lw_py_log_def, NULL);
-    app->lifespan = log ? PyObject_CallFunctionObjArgs(rt->lifespan_cls, app->callable, rt->loop,
-                                                       log, NULL)
-                        : NULL;
+    app->lifespan =
+        log ? PyObject_CallFunctionObjArgs(rt->lifespan_cls, app->callable, rt->loop, log, NULL)
+            : NULL;
     Py_XDECREF(log);
     PyObject *r = app->lifespan ? lw_lifespan_run(rt, app, "startup") : NULL;
     if (!r) {

@@ -41,10 +41,12 @@ static PyObject *lw_headers_list(const wsgi_request *req)
         }
         const char *v = h->value;
         size_t vl = h->value_len;
-        while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-        PyObject *pair = Py_BuildValue("(y#y#)", low, (Py_ssize_t)h->name_len, v ? v : "",
-                                       (Py_ssize_t)vl);
+        while (vl && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            vl--;
+        PyObject *pair =
+            Py_BuildValue("(y#y#)", low, (Py_ssize_t)h->name_len, v ? v : "", (Py_ssize_t)vl);
         if (low != stackbuf) free(low);
         if (!pair) {
             Py_DECREF(list);
@@ -87,11 +89,13 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
                 break;
             }
         if (!sep) {
-            PyErr_SetString(PyExc_ValueError, "request target is neither a path nor an absolute URI");
+            PyErr_SetString(PyExc_ValueError,
+                            "request target is neither a path nor an absolute URI");
             return NULL;
         }
         start = (size_t)(sep - t) + 3;
-        while (start < n && t[start] != '/' && t[start] != '?') start++;
+        while (start < n && t[start] != '/' && t[start] != '?')
+            start++;
     }
     const char *q = memchr(t + start, '?', n - start);
     size_t pend = q ? (size_t)(q - t) : n;
@@ -108,17 +112,24 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     bad = bad || PyDict_SetItem(s, a->type, a->http) < 0;
     bad = bad || lw_steal(s, a->asgi, PyDict_Copy(rt->asgi_version)) < 0;
     bad = bad || lw_steal(s, a->http_version, lw_http_version(a, req)) < 0;
-    bad = bad || lw_steal(s, a->method, PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL)) < 0;
+    bad =
+        bad || lw_steal(s, a->method,
+                        PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL)) < 0;
     bad = bad || PyDict_SetItem(s, a->scheme, https ? a->https : a->http) < 0;
-    bad = bad || lw_steal(s, a->path, plen ? lw_decoded_path(path, plen) : PyUnicode_FromString("/")) < 0;
+    bad = bad ||
+          lw_steal(s, a->path, plen ? lw_decoded_path(path, plen) : PyUnicode_FromString("/")) < 0;
     bad = bad || lw_steal(s, a->raw_path, PyBytes_FromStringAndSize(path, (Py_ssize_t)plen)) < 0;
     bad = bad || lw_steal(s, a->query_string,
-                          PyBytes_FromStringAndSize(q ? q + 1 : "", q ? (Py_ssize_t)(n - pend - 1) : 0)) < 0;
+                          PyBytes_FromStringAndSize(q ? q + 1 : "",
+                                                    q ? (Py_ssize_t)(n - pend - 1) : 0)) < 0;
     bad = bad || PyDict_SetItem(s, a->root_path, app->script_name) < 0;
     bad = bad || lw_steal(s, a->headers, lw_headers_list(req)) < 0;
     bad = bad || lw_steal(s, a->client, lw_addr(req->client_addr, req->client_port)) < 0;
-    bad = bad || lw_steal(s, a->server, lw_addr(req->server_name ? req->server_name : "localhost",
-                                                 req->server_port ? req->server_port : https ? 443 : 80)) < 0;
+    bad = bad || lw_steal(s, a->server,
+                          lw_addr(req->server_name ? req->server_name : "localhost",
+                                  req->server_port ? req->server_port
+                                  : https          ? 443
+                                                   : 80)) < 0;
     bad = bad || lw_steal(s, a->state, app->state ? PyDict_Copy(app->state) : PyDict_New()) < 0;
     bad = bad || PyDict_SetItem(s, a->extensions, ext) < 0;
     Py_XDECREF(ext);

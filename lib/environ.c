@@ -46,7 +46,8 @@ size_t lw_pct_decode(const char *src, size_t n, char *dst)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         if (src[i] == '%' && i + 2 < n) {
-            int hi = lw_hexval((unsigned char)src[i + 1]), lo = lw_hexval((unsigned char)src[i + 2]);
+            int hi = lw_hexval((unsigned char)src[i + 1]),
+                lo = lw_hexval((unsigned char)src[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 dst[o++] = (char)(hi << 4 | lo);
                 i += 2;
@@ -61,19 +62,16 @@ size_t lw_pct_decode(const char *src, size_t n, char *dst)
 /* RFC 9110 token characters, the only ones allowed in a header name. */
 static const unsigned char lw_tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
-
 
 int lw_is_token(const char *p, size_t n)
 {
@@ -107,8 +105,10 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
                (int)(nlen > 64 ? 64 : nlen), name);
         return 0;
     }
-    while (vlen && (val[0] == ' ' || val[0] == '\t')) val++, vlen--;
-    while (vlen && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t')) vlen--;
+    while (vlen && (val[0] == ' ' || val[0] == '\t'))
+        val++, vlen--;
+    while (vlen && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
+        vlen--;
 
     PyObject *key;
     if (lw_ieq(name, nlen, "content-type")) {
@@ -177,7 +177,8 @@ static int lw_split_target(const char *t, size_t n, const char **path, size_t *p
             }
         if (!sep) return -1;
         i = (size_t)(sep - t) + 3;
-        while (i < n && t[i] != '/' && t[i] != '?') i++;
+        while (i < n && t[i] != '/' && t[i] != '?')
+            i++;
     }
     const char *q = memchr(t + i, '?', n - i);
     size_t end = q ? (size_t)(q - t) : n;
@@ -233,7 +234,8 @@ static int lw_fill(wsgi_app *app, const wsgi_request *req, PyObject *env, lw_inp
     }
     PyObject *uri = lw_latin1(req->target, req->target_len);
     if (!uri) return -1;
-    int bad = PyDict_SetItem(env, s->RAW_URI, uri) < 0 || PyDict_SetItem(env, s->REQUEST_URI, uri) < 0;
+    int bad =
+        PyDict_SetItem(env, s->RAW_URI, uri) < 0 || PyDict_SetItem(env, s->REQUEST_URI, uri) < 0;
     Py_DECREF(uri);
     if (bad) return -1;
 
@@ -298,7 +300,8 @@ int lw_check_request(const wsgi_request *req);
 int lw_check_request(const wsgi_request *req)
 {
     if (req->struct_size < offsetof(wsgi_request, body_user_data) + sizeof(void *))
-        return lw_fail(WSGI_ERR_INVAL, "wsgi_request.struct_size %zu is too small (use wsgi_request_init)",
+        return lw_fail(WSGI_ERR_INVAL,
+                       "wsgi_request.struct_size %zu is too small (use wsgi_request_init)",
                        req->struct_size);
     if (!req->method || req->method_len == 0)
         return lw_fail(WSGI_ERR_INVAL, "request method is missing");

@@ -1,5 +1,6 @@
 /* Error codes and their text, the per-thread "last error" message, the log callback plumbing
- * and Python traceback formatting. The library never prints: everything goes to the log callback. */
+ * and Python traceback formatting. The library never prints: everything goes to the log callback.
+ */
 #include "internal.h"
 
 #include <stdio.h>
@@ -149,9 +150,8 @@ void lw_log_exception(const char *what, char *msg, size_t msg_size)
 
     wsgi_runtime *rt = lw_rt;
     if (rt && rt->log && rt->log_level >= WSGI_LOG_ERROR && rt->format_exc) {
-        PyObject *formatted = PyObject_CallFunctionObjArgs(rt->format_exc, type,
-                                                           value ? value : Py_None,
-                                                           tb ? tb : Py_None, NULL);
+        PyObject *formatted = PyObject_CallFunctionObjArgs(
+            rt->format_exc, type, value ? value : Py_None, tb ? tb : Py_None, NULL);
         if (formatted) {
             const char *utf8 = PyUnicode_AsUTF8(formatted);
             if (utf8)

@@ -11,8 +11,8 @@ static pthread_once_t lw_ts_once = PTHREAD_ONCE_INIT;
 
 typedef struct lw_tls {
     PyThreadState *ts;
-    unsigned gen;  /* runtime generation the state belongs to */
-    int owned;     /* created by us: delete at thread exit */
+    unsigned gen; /* runtime generation the state belongs to */
+    int owned;    /* created by us: delete at thread exit */
 } lw_tls;
 
 static _Thread_local lw_tls lw_tl;

@@ -9,9 +9,8 @@
 #define LW_INPUT_BUFSIZE 65536
 
 struct lw_input {
-    PyObject_HEAD
-    const char *data; /* buffered body, or `own` for streaming */
-    char *own;        /* streaming buffer (LW_INPUT_BUFSIZE), allocated on first read */
+    PyObject_HEAD const char *data; /* buffered body, or `own` for streaming */
+    char *own;         /* streaming buffer (LW_INPUT_BUFSIZE), allocated on first read */
     size_t start, end; /* unread bytes are data[start..end) */
     wsgi_body_read_cb read_cb;
     void *read_ud;
@@ -146,7 +145,8 @@ static PyObject *lw_input_read_impl(lw_input *in, Py_ssize_t size)
         return r;
     }
     if (in->eof && size < 0) {
-        PyObject *r = PyBytes_FromStringAndSize(in->data ? in->data + in->start : "", (Py_ssize_t)avail);
+        PyObject *r =
+            PyBytes_FromStringAndSize(in->data ? in->data + in->start : "", (Py_ssize_t)avail);
         if (r) in->start = in->end;
         return r;
     }
@@ -305,7 +305,8 @@ static PyObject *lw_input_iternext(lw_input *in)
 
 static PyMethodDef lw_input_methods[] = {
     {"read", (PyCFunction)(void (*)(void))lw_input_read, METH_FASTCALL,
-     "read(size=-1) -> bytes: up to size bytes, all remaining when size is -1/None, b'' at the end."},
+     "read(size=-1) -> bytes: up to size bytes, all remaining when size is -1/None, b'' at the "
+     "end."},
     {"readline", (PyCFunction)(void (*)(void))lw_input_readline, METH_FASTCALL,
      "readline(size=-1) -> bytes: one line including b'\\n', at most size bytes."},
     {"readlines", (PyCFunction)(void (*)(void))lw_input_readlines, METH_FASTCALL,

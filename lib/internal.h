@@ -14,11 +14,11 @@
 
 #if defined(__GNUC__)
 #define LW_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define LW_LIKELY(x) __builtin_expect(!!(x), 1)
-#define LW_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LW_LIKELY(x)    __builtin_expect(!!(x), 1)
+#define LW_UNLIKELY(x)  __builtin_expect(!!(x), 0)
 #else
 #define LW_PRINTF(a, b)
-#define LW_LIKELY(x) (x)
+#define LW_LIKELY(x)   (x)
 #define LW_UNLIKELY(x) (x)
 #endif
 
@@ -27,16 +27,16 @@ typedef struct lw_strings {
     PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *RAW_URI, *REQUEST_URI,
         *SERVER_NAME, *SERVER_PORT, *SERVER_PROTOCOL, *SERVER_SOFTWARE, *REMOTE_ADDR, *REMOTE_PORT,
         *CONTENT_TYPE, *CONTENT_LENGTH, *HTTPS, *wsgi_version, *wsgi_url_scheme, *wsgi_input,
-        *wsgi_errors, *wsgi_multithread, *wsgi_multiprocess, *wsgi_run_once,
-        *wsgi_input_terminated, *wsgi_file_wrapper;
+        *wsgi_errors, *wsgi_multithread, *wsgi_multiprocess, *wsgi_run_once, *wsgi_input_terminated,
+        *wsgi_file_wrapper;
     PyObject *http, *https, *on, *empty, *http10, *http11, *port80, *port443, *localhost;
     PyObject *close, *read, *fileno, *tell, *comma_sp;
 } lw_strings;
 
 struct wsgi_runtime {
-    int adopted;        /* the host started Python; we never finalize it */
-    unsigned flags;     /* wsgi_runtime_flags */
-    unsigned gen;       /* generation, so stale per-thread state from an older runtime is ignored */
+    int adopted;    /* the host started Python; we never finalize it */
+    unsigned flags; /* wsgi_runtime_flags */
+    unsigned gen;   /* generation, so stale per-thread state from an older runtime is ignored */
     wsgi_log_cb log;
     void *log_user_data;
     int log_level;
@@ -69,8 +69,8 @@ struct wsgi_app {
     PyObject *script_name;      /* str */
     size_t script_name_len;     /* in bytes (latin-1) */
     char *script_name_c;
-    PyObject *lifespan;         /* boot.Lifespan instance once startup ran */
-    PyObject *state;            /* lifespan state dict, copied into each request scope */
+    PyObject *lifespan; /* boot.Lifespan instance once startup ran */
+    PyObject *state;    /* lifespan state dict, copied into each request scope */
 };
 
 /* The process's runtime (at most one). */
@@ -144,11 +144,11 @@ struct wsgi_response {
     lw_start_response *sr;
 
     /* set by start_response (not yet committed) */
-    PyObject *status;      /* str */
-    PyObject *headers;     /* tuple of (name, value) str tuples, validated */
+    PyObject *status;  /* str */
+    PyObject *headers; /* tuple of (name, value) str tuples, validated */
     int status_code;
     int64_t content_length; /* -1 if none */
-    int pending_err;       /* code of a start_response rejection the app has not recovered from */
+    int pending_err;        /* code of a start_response rejection the app has not recovered from */
 
     /* iteration */
     PyObject *result; /* what the app returned */
@@ -178,11 +178,10 @@ int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes);
 
 /* ---- ASGI (asgi_loop.c, asgi_scope.c, asgi_conn.c) -------------------------------------- */
 typedef struct lw_asgi_strings {
-    PyObject *type, *asgi, *http, *http_version, *method, *scheme, *path, *raw_path,
-        *query_string, *root_path, *headers, *client, *server, *state, *extensions, *body,
-        *more_body, *status, *trailers, *more_trailers, *http_request, *http_disconnect,
-        *resp_start, *resp_body, *resp_trailers, *resp_pathsend, *ext_trailers, *ext_pathsend,
-        *v10, *v11, *v2, *https;
+    PyObject *type, *asgi, *http, *http_version, *method, *scheme, *path, *raw_path, *query_string,
+        *root_path, *headers, *client, *server, *state, *extensions, *body, *more_body, *status,
+        *trailers, *more_trailers, *http_request, *http_disconnect, *resp_start, *resp_body,
+        *resp_trailers, *resp_pathsend, *ext_trailers, *ext_pathsend, *v10, *v11, *v2, *https;
 } lw_asgi_strings;
 
 /* Loop-thread check + GIL for asgi_* entry points; sets wsgi_errmsg on failure. */

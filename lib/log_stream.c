@@ -5,8 +5,7 @@
 #include <string.h>
 
 typedef struct lw_errors {
-    PyObject_HEAD
-    PyObject *pending; /* str: text after the last newline */
+    PyObject_HEAD PyObject *pending; /* str: text after the last newline */
 } lw_errors;
 
 PyObject *lw_errors_new(void)

@@ -20,8 +20,8 @@ static const wsgi_header lw_500_headers[] = {
     {"Content-Type", 12, "text/plain; charset=utf-8", 25},
     {"Content-Length", 14, "22", 2},
 };
-const wsgi_response_head lw_500_head = {
-    500, "500 Internal Server Error", 25, lw_500_headers, 2, sizeof lw_500_body - 1, 0};
+const wsgi_response_head lw_500_head = {500, "500 Internal Server Error", 25, lw_500_headers,
+                                        2,   sizeof lw_500_body - 1,      0};
 
 void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...)
 {

@@ -81,14 +81,16 @@ static int lw_intern_all(lw_strings *s)
 static void lw_strings_clear(lw_strings *s)
 {
     PyObject **p = (PyObject **)s;
-    for (size_t i = 0; i < sizeof *s / sizeof(PyObject *); i++) Py_CLEAR(p[i]);
+    for (size_t i = 0; i < sizeof *s / sizeof(PyObject *); i++)
+        Py_CLEAR(p[i]);
 }
 
 /* Prepend the option's directories to sys.path (first entry ends up first). */
 static int lw_apply_sys_path(const wsgi_runtime_options *o)
 {
     if (!o || !o->n_python_path) return 0;
-    if (!o->python_path) return lw_fail(WSGI_ERR_INVAL, "python_path is NULL with n_python_path > 0");
+    if (!o->python_path)
+        return lw_fail(WSGI_ERR_INVAL, "python_path is NULL with n_python_path > 0");
     PyObject *path = PySys_GetObject("path"); /* borrowed */
     if (!path || !PyList_Check(path)) return lw_fail(WSGI_ERR_PYTHON, "sys.path is not a list");
     for (size_t i = o->n_python_path; i-- > 0;) {
@@ -154,9 +156,8 @@ static int lw_start_python(const wsgi_runtime_options *o)
     if (!PyStatus_Exception(st)) st = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
     if (PyStatus_Exception(st)) {
-        return lw_fail(WSGI_ERR_PYTHON, "Python failed to start: %s%s%s",
-                       st.func ? st.func : "", st.func ? ": " : "",
-                       st.err_msg ? st.err_msg : "unknown error");
+        return lw_fail(WSGI_ERR_PYTHON, "Python failed to start: %s%s%s", st.func ? st.func : "",
+                       st.func ? ": " : "", st.err_msg ? st.err_msg : "unknown error");
     }
     return 0;
 }

@@ -5,8 +5,7 @@
 #include <string.h>
 
 struct lw_start_response {
-    PyObject_HEAD
-    wsgi_response *resp; /* NULL once the response is freed: calls then raise */
+    PyObject_HEAD wsgi_response *resp; /* NULL once the response is freed: calls then raise */
 };
 
 static PyObject *lw_write(PyObject *self, PyObject *data);
@@ -53,8 +52,8 @@ static int lw_check_status(PyObject *status, int *code)
         PyErr_SetString(PyExc_ValueError, "status must be latin-1 text");
         return -1;
     }
-    if (n < 4 || p[3] != ' ' || p[0] < '1' || p[0] > '9' || p[1] < '0' || p[1] > '9' || p[2] < '0' ||
-        p[2] > '9') {
+    if (n < 4 || p[3] != ' ' || p[0] < '1' || p[0] > '9' || p[1] < '0' || p[1] > '9' ||
+        p[2] < '0' || p[2] > '9') {
         PyErr_Format(PyExc_ValueError, "status must look like '200 OK', got %R", status);
         return -1;
     }
@@ -71,8 +70,10 @@ static int lw_check_status(PyObject *status, int *code)
 
 static int lw_parse_content_length(const char *v, Py_ssize_t n, int64_t *out)
 {
-    while (n && (*v == ' ' || *v == '\t')) v++, n--;
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
     if (n == 0 || n > 18) return -1;
     int64_t x = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -99,8 +100,8 @@ static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyTuple_GET_ITEM(copy, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_Format(PyExc_TypeError, "response header %zd must be a (name, value) tuple, not %R",
-                         i, item);
+            PyErr_Format(PyExc_TypeError,
+                         "response header %zd must be a (name, value) tuple, not %R", i, item);
             goto fail;
         }
         PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
@@ -170,8 +171,7 @@ static PyObject *lw_sr_call(lw_start_response *sr, PyObject *args, PyObject *kwd
             return NULL;
         }
     } else if (resp->status) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "start_response called a second time without exc_info");
+        PyErr_SetString(PyExc_RuntimeError, "start_response called a second time without exc_info");
         return NULL;
     }
     int code;

@@ -79,7 +79,8 @@ int main(int argc, char **argv)
     wsgi_response_handler h = {sizeof h, on_start, on_body, NULL};
     wsgi_env *env;
     wsgi_response *resp;
-    if ((rc = wsgi_env_build(app, &req, &env)) == 0 && (rc = wsgi_call(env, &h, stdout, &resp)) == 0) {
+    if ((rc = wsgi_env_build(app, &req, &env)) == 0 &&
+        (rc = wsgi_call(env, &h, stdout, &resp)) == 0) {
         while ((rc = wsgi_iter_next(resp)) == 1) {
         }
         if (rc < 0) fprintf(stderr, "response cut: %s\n", wsgi_response_errmsg(resp));

@@ -33,8 +33,8 @@
 extern "C" {
 #endif
 
-/** @brief A callback's answer meaning "accepted, but hold the app's send() until asgi_conn_resume()";
- *  asgi_conn_feed() returns it to mean "stop reading until on_read_resume". */
+/** @brief A callback's answer meaning "accepted, but hold the app's send() until
+ * asgi_conn_resume()"; asgi_conn_feed() returns it to mean "stop reading until on_read_resume". */
 #define ASGI_PAUSE 1
 
 /** @brief One ASGI connection (an HTTP request/response cycle). Opaque. */
@@ -58,7 +58,8 @@ typedef struct asgi_handler {
     /** Optional http.response.trailers; when NULL the extension is not offered in the scope. */
     int (*on_trailers)(void *user_data, const wsgi_header *headers, size_t n_headers, int more);
     /** Optional http.response.pathsend: send @p count bytes of @p fd from @p offset; this ends
-     *  the body. The fd stays open until asgi_conn_free(). When NULL the extension is not offered. */
+     *  the body. The fd stays open until asgi_conn_free(). When NULL the extension is not offered.
+     */
     int (*on_sendfile)(void *user_data, int fd, int64_t offset, int64_t count);
     /** Optional: the buffered request body was consumed after asgi_conn_feed() returned
      *  ::ASGI_PAUSE; the host may read from the client again. */

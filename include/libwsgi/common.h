@@ -26,33 +26,34 @@ extern "C" {
 #endif
 
 /**
- * @brief Result codes. Every fallible function returns 0 (::WSGI_OK) or one of these negative values.
+ * @brief Result codes. Every fallible function returns 0 (::WSGI_OK) or one of these negative
+ * values.
  *
- * Use wsgi_strerror() for a static description, and wsgi_errmsg() (per thread) or wsgi_response_errmsg()
- * (per response) for the message of the last failure.
+ * Use wsgi_strerror() for a static description, and wsgi_errmsg() (per thread) or
+ * wsgi_response_errmsg() (per response) for the message of the last failure.
  */
 typedef enum wsgi_error {
-    WSGI_OK = 0,                      /**< Success. */
-    WSGI_ERR_INVAL = -1,              /**< An argument was NULL, out of range or malformed. */
-    WSGI_ERR_NOMEM = -2,              /**< Memory allocation failed. */
-    WSGI_ERR_STATE = -3,              /**< The object is not in a state that allows this call. */
-    WSGI_ERR_RECURSIVE = -4,          /**< Called from inside a callback of the same object. */
-    WSGI_ERR_PYTHON = -5,             /**< The Python interpreter could not be started or used. */
-    WSGI_ERR_APP_SPEC = -10,          /**< The app spec is not "module:attr" syntax. */
-    WSGI_ERR_MODULE_NOT_FOUND = -11,  /**< The app's module does not exist. */
-    WSGI_ERR_IMPORT = -12,            /**< Importing the app's module raised an exception. */
-    WSGI_ERR_ATTRIBUTE = -13,         /**< The module has no such attribute (or the factory failed). */
-    WSGI_ERR_NOT_CALLABLE = -14,      /**< The app object is not callable. */
-    WSGI_ERR_INTERFACE = -15,         /**< The app does not speak the interface asked for. */
-    WSGI_ERR_APP = -20,               /**< The application raised an exception. */
+    WSGI_OK = 0,                     /**< Success. */
+    WSGI_ERR_INVAL = -1,             /**< An argument was NULL, out of range or malformed. */
+    WSGI_ERR_NOMEM = -2,             /**< Memory allocation failed. */
+    WSGI_ERR_STATE = -3,             /**< The object is not in a state that allows this call. */
+    WSGI_ERR_RECURSIVE = -4,         /**< Called from inside a callback of the same object. */
+    WSGI_ERR_PYTHON = -5,            /**< The Python interpreter could not be started or used. */
+    WSGI_ERR_APP_SPEC = -10,         /**< The app spec is not "module:attr" syntax. */
+    WSGI_ERR_MODULE_NOT_FOUND = -11, /**< The app's module does not exist. */
+    WSGI_ERR_IMPORT = -12,           /**< Importing the app's module raised an exception. */
+    WSGI_ERR_ATTRIBUTE = -13,    /**< The module has no such attribute (or the factory failed). */
+    WSGI_ERR_NOT_CALLABLE = -14, /**< The app object is not callable. */
+    WSGI_ERR_INTERFACE = -15,    /**< The app does not speak the interface asked for. */
+    WSGI_ERR_APP = -20,          /**< The application raised an exception. */
     WSGI_ERR_NO_START_RESPONSE = -21, /**< The app returned without calling start_response. */
     WSGI_ERR_BAD_STATUS = -22,        /**< The app gave an invalid status line. */
     WSGI_ERR_BAD_HEADER = -23,        /**< The app gave an invalid response header. */
     WSGI_ERR_BAD_ITERABLE = -24,      /**< The app returned something that is not iterable. */
-    WSGI_ERR_BAD_CHUNK = -25,         /**< The app yielded something that is not bytes (e.g. str). */
-    WSGI_ERR_CALLBACK = -30,          /**< A host callback returned an error; the response was cut. */
-    WSGI_ERR_IO = -31,                /**< Reading the request body or a file failed. */
-    WSGI_ERR_TOO_LARGE = -32,         /**< A configured limit was exceeded. */
+    WSGI_ERR_BAD_CHUNK = -25, /**< The app yielded something that is not bytes (e.g. str). */
+    WSGI_ERR_CALLBACK = -30,  /**< A host callback returned an error; the response was cut. */
+    WSGI_ERR_IO = -31,        /**< Reading the request body or a file failed. */
+    WSGI_ERR_TOO_LARGE = -32, /**< A configured limit was exceeded. */
 } wsgi_error;
 
 /** @brief Log levels passed to ::wsgi_log_cb (syslog numbering). */
@@ -64,7 +65,8 @@ typedef enum wsgi_log_level {
 } wsgi_log_level;
 
 /**
- * @brief Log callback. Called without the GIL held, possibly from any thread that calls into libwsgi.
+ * @brief Log callback. Called without the GIL held, possibly from any thread that calls into
+ * libwsgi.
  * @param[in] user_data The pointer given with the callback.
  * @param[in] level One of ::wsgi_log_level.
  * @param[in] msg The message, NUL-terminated, without trailing newline (may contain newlines:
@@ -94,8 +96,8 @@ LIBWSGI_API const char *wsgi_strerror(int code);
 /**
  * @brief Message of the last failed libwsgi call made by the calling thread.
  *
- * Objects shared between threads (runtime, app) cannot hold a "last message" safely, so libwsgi keeps
- * one per thread; responses additionally keep their own (wsgi_response_errmsg()).
+ * Objects shared between threads (runtime, app) cannot hold a "last message" safely, so libwsgi
+ * keeps one per thread; responses additionally keep their own (wsgi_response_errmsg()).
  * @return A NUL-terminated string valid until the next libwsgi call in this thread; "" if the last
  *         call succeeded or set no message; never NULL.
  * @since 0.1.0
@@ -106,7 +108,8 @@ LIBWSGI_API const char *wsgi_errmsg(void);
 
 /**
  * @brief The version of the library actually linked, as ::LIBWSGI_VERSION_NUM (0xMMmmpp).
- * @return The runtime version number; compare with ::LIBWSGI_VERSION_NUM to detect a header mismatch.
+ * @return The runtime version number; compare with ::LIBWSGI_VERSION_NUM to detect a header
+ * mismatch.
  * @since 0.1.0
  * @par Thread safety
  * safe from any thread.

@@ -30,22 +30,23 @@ enum wsgi_runtime_flags {
 };
 
 /**
- * @brief Options for wsgi_runtime_new(). Initialise with wsgi_runtime_options_init(), then set fields.
+ * @brief Options for wsgi_runtime_new(). Initialise with wsgi_runtime_options_init(), then set
+ * fields.
  *
  * All strings are copied by wsgi_runtime_new(); they need not outlive the call. New fields are only
  * ever appended; @c struct_size tells the library which fields the caller knows.
  */
 typedef struct wsgi_runtime_options {
-    size_t struct_size;            /**< sizeof(wsgi_runtime_options), set by the init function. */
-    const char *python_home;       /**< PYTHONHOME equivalent, or NULL for the build-time Python. */
-    const char *virtualenv;        /**< A virtualenv directory whose site-packages are used, or NULL. */
+    size_t struct_size;      /**< sizeof(wsgi_runtime_options), set by the init function. */
+    const char *python_home; /**< PYTHONHOME equivalent, or NULL for the build-time Python. */
+    const char *virtualenv;  /**< A virtualenv directory whose site-packages are used, or NULL. */
     const char *const *python_path; /**< Directories prepended to sys.path, in this order. */
-    size_t n_python_path;          /**< Number of entries in @c python_path. */
-    const char *chdir;             /**< Working directory to change to before anything is imported. */
-    wsgi_log_cb log;               /**< Log callback, or NULL to discard log lines. */
-    void *log_user_data;           /**< Passed to @c log. */
-    int log_level;                 /**< Most verbose level delivered (default ::WSGI_LOG_INFO). */
-    unsigned flags;                /**< Bitwise OR of ::wsgi_runtime_flags. */
+    size_t n_python_path;           /**< Number of entries in @c python_path. */
+    const char *chdir;   /**< Working directory to change to before anything is imported. */
+    wsgi_log_cb log;     /**< Log callback, or NULL to discard log lines. */
+    void *log_user_data; /**< Passed to @c log. */
+    int log_level;       /**< Most verbose level delivered (default ::WSGI_LOG_INFO). */
+    unsigned flags;      /**< Bitwise OR of ::wsgi_runtime_flags. */
 } wsgi_runtime_options;
 
 /**
@@ -59,10 +60,10 @@ LIBWSGI_API void wsgi_runtime_options_init(wsgi_runtime_options *opts);
  * @brief Start (or adopt) the process's Python interpreter.
  *
  * If the host already initialised Python (Py_IsInitialized()), the runtime adopts that interpreter:
- * python_home/virtualenv are ignored, python_path and chdir still apply, and wsgi_runtime_free() will
- * not finalize it. Otherwise an isolated interpreter is started (no PYTHON* environment variables,
- * no user site, no Python signal handlers unless ::WSGI_RUNTIME_PYTHON_SIGNALS). The GIL is released
- * before this function returns.
+ * python_home/virtualenv are ignored, python_path and chdir still apply, and wsgi_runtime_free()
+ * will not finalize it. Otherwise an isolated interpreter is started (no PYTHON* environment
+ * variables, no user site, no Python signal handlers unless ::WSGI_RUNTIME_PYTHON_SIGNALS). The GIL
+ * is released before this function returns.
  *
  * @param[in] opts Options, or NULL for defaults.
  * @param[out] out The new runtime on success, NULL on failure.
@@ -89,7 +90,6 @@ LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime 
  */
 LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt);
 
-
 /** @brief Which server interface an app speaks. */
 typedef enum wsgi_interface {
     WSGI_INTERFACE_AUTO = 0, /**< Detect: coroutine function or ASGI-3 class ⇒ ASGI, else WSGI. */
@@ -108,12 +108,12 @@ enum wsgi_app_flags {
  * @brief Options for wsgi_app_new(). Initialise with wsgi_app_options_init().
  */
 typedef struct wsgi_app_options {
-    size_t struct_size;       /**< sizeof(wsgi_app_options), set by the init function. */
-    const char *spec;         /**< "pkg.module:attr.sub", "module:factory()" or "module:factory(1, x='y')";
-                                   "module" alone means "module:application". Required. */
+    size_t struct_size; /**< sizeof(wsgi_app_options), set by the init function. */
+    const char *spec; /**< "pkg.module:attr.sub", "module:factory()" or "module:factory(1, x='y')";
+                           "module" alone means "module:application". Required. */
     wsgi_interface interface; /**< Interface to use; AUTO detects. */
     unsigned flags;           /**< Bitwise OR of ::wsgi_app_flags. */
-    const char *script_name;  /**< Mount point (SCRIPT_NAME / root_path), "" or NULL for the root. */
+    const char *script_name; /**< Mount point (SCRIPT_NAME / root_path), "" or NULL for the root. */
     const char *server_software; /**< SERVER_SOFTWARE value, NULL for "libwsgi/VERSION". */
 } wsgi_app_options;
 
@@ -136,7 +136,8 @@ LIBWSGI_API void wsgi_app_options_init(wsgi_app_options *opts);
  * @retval WSGI_OK Success.
  * @retval WSGI_ERR_INVAL A NULL argument or NULL spec, an unknown interface, or a script_name not
  *         starting with '/'.
- * @retval WSGI_ERR_APP_SPEC The spec is malformed (empty module, bad attribute path, bad call syntax).
+ * @retval WSGI_ERR_APP_SPEC The spec is malformed (empty module, bad attribute path, bad call
+ * syntax).
  * @retval WSGI_ERR_MODULE_NOT_FOUND The module (or one of its packages) does not exist.
  * @retval WSGI_ERR_IMPORT The module exists but raised while being imported.
  * @retval WSGI_ERR_ATTRIBUTE An attribute on the path is missing, or the factory call raised.

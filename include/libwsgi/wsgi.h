@@ -30,7 +30,8 @@ extern "C" {
  * @brief Streaming body source: read up to @p len bytes of the request body into @p buf.
  *
  * Called without the GIL, from the thread running the app, whenever the app reads wsgi.input and
- * the buffer is empty. It may block until data arrives. The host de-chunks Transfer-Encoding itself.
+ * the buffer is empty. It may block until data arrives. The host de-chunks Transfer-Encoding
+ * itself.
  *
  * @param[in] body_user_data wsgi_request::body_user_data.
  * @param[out] buf Where to put the bytes.
@@ -67,19 +68,19 @@ typedef struct wsgi_request {
     const wsgi_header *headers; /**< Request headers in arrival order, duplicates kept. */
     size_t n_headers;           /**< Number of @c headers. */
     const char *scheme;         /**< "http" or "https"; NULL means "http". */
-    const char *server_name;    /**< Server host name or address (SERVER_NAME); NULL: "localhost". */
-    unsigned server_port;       /**< Server port (SERVER_PORT); 0: 80 or 443 from the scheme. */
-    const char *client_addr;    /**< Peer address (REMOTE_ADDR); NULL for none (unix sockets). */
-    unsigned client_port;       /**< Peer port (REMOTE_PORT); 0 for none. */
-    int64_t content_length;     /**< Body length from Content-Length, or -1 if there is none. */
-    unsigned flags;             /**< Bitwise OR of ::wsgi_request_flags. */
-    const char *body;           /**< Fully buffered body, or NULL to use @c body_read. */
-    size_t body_len;            /**< Length of @c body. */
-    wsgi_body_read_cb body_read; /**< Streaming body source (used when @c body is NULL). */
-    void *body_user_data;       /**< Passed to @c body_read. */
+    const char *server_name; /**< Server host name or address (SERVER_NAME); NULL: "localhost". */
+    unsigned server_port;    /**< Server port (SERVER_PORT); 0: 80 or 443 from the scheme. */
+    const char *client_addr; /**< Peer address (REMOTE_ADDR); NULL for none (unix sockets). */
+    unsigned client_port;    /**< Peer port (REMOTE_PORT); 0 for none. */
+    int64_t content_length;  /**< Body length from Content-Length, or -1 if there is none. */
+    unsigned flags;          /**< Bitwise OR of ::wsgi_request_flags. */
+    const char *body;        /**< Fully buffered body, or NULL to use @c body_read. */
+    size_t body_len;         /**< Length of @c body. */
+    wsgi_body_read_cb body_read;      /**< Streaming body source (used when @c body is NULL). */
+    void *body_user_data;             /**< Passed to @c body_read. */
     const wsgi_header *extra_environ; /**< Extra environ keys set verbatim as latin-1 str (e.g. SCGI
                                            or TLS variables); they override computed keys. */
-    size_t n_extra_environ;     /**< Number of @c extra_environ. */
+    size_t n_extra_environ;           /**< Number of @c extra_environ. */
 } wsgi_request;
 
 /**
@@ -103,10 +104,10 @@ typedef struct wsgi_response wsgi_response;
  * SERVER_PROTOCOL, SERVER_SOFTWARE, REMOTE_ADDR and REMOTE_PORT (left out when client_addr is NULL
  * or client_port 0), CONTENT_TYPE and CONTENT_LENGTH (from the request's headers, left out when
  * absent; wsgi_request::content_length only bounds wsgi.input),
- * HTTP_* (repeated headers joined by ", "; names containing "_" or invalid bytes are dropped so they
- * cannot spoof a "-" header), HTTPS ("on" for https), wsgi.version, wsgi.url_scheme, wsgi.input,
- * wsgi.input_terminated (True), wsgi.errors, wsgi.multithread, wsgi.multiprocess, wsgi.run_once,
- * wsgi.file_wrapper; then @c extra_environ.
+ * HTTP_* (repeated headers joined by ", "; names containing "_" or invalid bytes are dropped so
+ * they cannot spoof a "-" header), HTTPS ("on" for https), wsgi.version, wsgi.url_scheme,
+ * wsgi.input, wsgi.input_terminated (True), wsgi.errors, wsgi.multithread, wsgi.multiprocess,
+ * wsgi.run_once, wsgi.file_wrapper; then @c extra_environ.
  *
  * @param[in] app A WSGI app.
  * @param[in] req The request; only borrowed during the call, except its body source.
@@ -145,13 +146,14 @@ LIBWSGI_API void wsgi_env_free(wsgi_env *env);
 
 /** @brief The response head handed to wsgi_response_handler::on_start. Borrowed for the call. */
 typedef struct wsgi_response_head {
-    int status;                 /**< Status code, 100..999. */
-    const char *status_line;    /**< The status as the app gave it, e.g. "200 OK" (latin-1). */
-    size_t status_line_len;     /**< Length of @c status_line. */
-    const wsgi_header *headers; /**< Headers in the app's order (validated: token names, no CR/LF/NUL). */
-    size_t n_headers;           /**< Number of @c headers. */
-    int64_t content_length;     /**< The app's Content-Length, or -1 if it gave none. */
-    unsigned flags;             /**< Bitwise OR of ::wsgi_head_flags. */
+    int status;              /**< Status code, 100..999. */
+    const char *status_line; /**< The status as the app gave it, e.g. "200 OK" (latin-1). */
+    size_t status_line_len;  /**< Length of @c status_line. */
+    const wsgi_header
+        *headers;     /**< Headers in the app's order (validated: token names, no CR/LF/NUL). */
+    size_t n_headers; /**< Number of @c headers. */
+    int64_t content_length; /**< The app's Content-Length, or -1 if it gave none. */
+    unsigned flags;         /**< Bitwise OR of ::wsgi_head_flags. */
 } wsgi_response_head;
 
 /** @brief Flags for wsgi_response_head::flags. */
@@ -178,9 +180,9 @@ typedef struct wsgi_response_handler {
      *  the host must consume each (write it, block until written, or copy it) before returning —
      *  holding them all would make memory unbounded. */
     int (*on_body)(void *user_data, const char *data, size_t len);
-    /** Optional: send @p count bytes of @p fd from @p offset (wsgi.file_wrapper over a regular file).
-     *  The fd stays open until the next libwsgi call on the response. When NULL, the file is read
-     *  and passed to on_body instead. */
+    /** Optional: send @p count bytes of @p fd from @p offset (wsgi.file_wrapper over a regular
+     * file). The fd stays open until the next libwsgi call on the response. When NULL, the file is
+     * read and passed to on_body instead. */
     int (*on_sendfile)(void *user_data, int fd, int64_t offset, int64_t count);
 } wsgi_response_handler;
 
@@ -193,7 +195,8 @@ typedef struct wsgi_response_handler {
  * 500 response if nothing was sent yet.
  *
  * @param[in] env The environ (ownership passes to the library).
- * @param[in] handler Callbacks; copied, need not outlive the call. on_start and on_body are required.
+ * @param[in] handler Callbacks; copied, need not outlive the call. on_start and on_body are
+ * required.
  * @param[in] user_data Passed to every callback.
  * @param[out] out The response on success (also when the app failed), NULL otherwise.
  * @retval WSGI_OK A response was created; see wsgi_response_error() for app failures.
