@@ -355,6 +355,7 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
         return lw_fail(rc, "no Python thread state");
     }
     env->app = app;
+    env->head_request = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
     env->input = lw_input_new(req);
     env->environ = env->input ? PyDict_Copy(app->environ_template) : NULL;
     if (!env->environ || lw_fill(app, req, env->environ, env->input) < 0) {

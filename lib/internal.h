@@ -127,6 +127,7 @@ struct wsgi_env {
     wsgi_app *app;
     PyObject *environ;
     lw_input *input; /* strong ref; detached when the response is freed */
+    int head_request; /* HEAD: a Content-Length without a body is correct */
 };
 
 typedef enum lw_mode {
@@ -160,6 +161,7 @@ struct wsgi_response {
     PyObject *held; /* chunk whose buffer the host may still be reading */
 
     int64_t sent; /* body bytes delivered */
+    int head_request;
     unsigned started : 1, closed : 1, done : 1, fail_pending : 1, free_pending : 1, sf_sent : 1;
     int in_cb;
     int error;    /* first failure, 0 if none */

@@ -147,6 +147,21 @@ static size_t lw_allowed(wsgi_response *resp, size_t n)
     return n;
 }
 
+/* At the end of the body: fewer bytes than the declared Content-Length is a broken response the
+ * host must cut, except where HTTP has no body at all (HEAD, 1xx, 204, 304: the Content-Length
+ * then describes the entity, which is what frameworks send). Returns 1 if it recorded a failure. */
+static int lw_check_short_body(wsgi_response *resp)
+{
+    int code = resp->status_code;
+    if (resp->content_length < 0 || resp->sent >= resp->content_length || resp->head_request ||
+        code < 200 || code == 204 || code == 304)
+        return 0;
+    lw_response_fail(resp, WSGI_ERR_APP,
+                     "response body shorter than its Content-Length (%lld of %lld bytes)",
+                     (long long)resp->sent, (long long)resp->content_length);
+    return 1;
+}
+
 static int lw_cl_reached(const wsgi_response *resp)
 {
     return resp->content_length >= 0 && resp->sent >= resp->content_length;
@@ -244,6 +259,7 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
     }
     wsgi_app *app = env->app;
     resp->app = app;
+    resp->head_request = env->head_request;
     resp->environ = env->environ; /* ownership moves from the env to the response */
     resp->input = env->input;
     free(env);
@@ -324,11 +340,7 @@ static int lw_iter_end_locked(wsgi_response *resp, lw_gil *g)
         return lw_iter_return(resp, lw_finish_failed(resp));
     }
     lw_close_locked(resp);
-    int short_body = resp->content_length >= 0 && resp->sent < resp->content_length;
-    if (short_body)
-        lw_response_fail(resp, WSGI_ERR_APP,
-                         "response body shorter than its Content-Length (%lld of %lld bytes)",
-                         (long long)resp->sent, (long long)resp->content_length);
+    int short_body = lw_check_short_body(resp);
     lw_headbuf b;
     int need_head = !resp->started;
     if (need_head && lw_headbuf_fill(resp, &b) < 0) need_head = -1;
@@ -436,11 +448,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
                (resp->seq_idx >= PySequence_Fast_GET_SIZE(resp->result) || lw_cl_reached(resp));
     if (last) {
         resp->closed = 1;
-        if (resp->content_length >= 0 && resp->sent < resp->content_length) {
-            lw_response_fail(resp, WSGI_ERR_APP,
-                             "response body shorter than its Content-Length (%lld of %lld bytes)",
-                             (long long)resp->sent, (long long)resp->content_length);
-        }
+        lw_check_short_body(resp);
     }
     lw_gil_release(&g);
     if (need_head) {

@@ -299,6 +299,37 @@ static void test_content_length_enforced(void **state)
     assert_int_equal(count_of("cl2.close"), 1);
 }
 
+/* A declared Content-Length with no body is correct where HTTP has no body (HEAD, 204, 304) and a
+ * broken, cut response everywhere else. */
+static void test_bodiless_content_length(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *target;
+        int status, final_rc;
+    } cases[] = {
+        {"HEAD", "/", 200, 0},
+        {"GET", "/?status=304%20Not%20Modified", 304, 0},
+        {"GET", "/?status=204%20No%20Content", 204, 0},
+        {"GET", "/", 200, WSGI_ERR_APP},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        th_req r;
+        th_rec rec;
+        th_result res;
+        th_req_init(&r, cases[i].method, cases[i].target);
+        th_rec_init(&rec);
+        th_run(th_app(IT("bodiless")), &r, &rec, &res);
+        th_assert_well_formed(&rec);
+        assert_int_equal(rec.status, cases[i].status);
+        assert_int_equal(rec.head_content_length, 100);
+        assert_int_equal(rec.body_len, 0);
+        assert_rc(res.final_rc, cases[i].final_rc);
+        assert_rc(res.resp_error, cases[i].final_rc);
+        th_rec_free(&rec);
+    }
+}
+
 /* When the host's on_body fails during write(), the app's write() raises OSError. */
 static void test_write_raises_oserror_after_host_failure(void **state)
 {
@@ -508,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_close_once_on_abort),
         cmocka_unit_test(test_close_that_raises),
         cmocka_unit_test(test_content_length_enforced),
+        cmocka_unit_test(test_bodiless_content_length),
         cmocka_unit_test(test_write_raises_oserror_after_host_failure),
         cmocka_unit_test(test_free_from_inside_callbacks),
         cmocka_unit_test(test_iter_next_from_callback_is_recursive),

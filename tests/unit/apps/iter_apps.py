@@ -104,3 +104,12 @@ def writer_host_fail(environ, start_response):
         raise
     _bump(name + ".no_exception")
     return Closing(name, [b"more"])
+
+
+def bodiless(environ, start_response):
+    """Declares Content-Length 100 and sends no body: right for HEAD, 1xx, 204 and 304 only."""
+    from urllib.parse import parse_qs
+
+    status = parse_qs(environ["QUERY_STRING"]).get("status", ["200 OK"])[0]
+    start_response(status, [("Content-Length", "100")])
+    return [b""]
