@@ -1,0 +1,22 @@
+/* Signals as file-descriptor events (the self-pipe trick): handlers only write the signal number
+ * to a non-blocking pipe; the event loop reads it like any other fd. Unlike signalfd this needs no
+ * blocked signal mask, which child processes of the app would otherwise inherit. */
+#ifndef WSGI_HOST_SIGNALS_H
+#define WSGI_HOST_SIGNALS_H
+
+#include <stdint.h>
+
+/* Install handlers for the n signals in sigs (SA_RESTART) and return the pipe's read end, or -1.
+ * Calling it again replaces the previous pipe and handlers (e.g. in a forked worker). */
+int host_signals_open(const int *sigs, int n);
+
+/* Drain the pipe: a bit mask with bit (1 << signo) set for each signal received since last time. */
+uint64_t host_signals_read(int fd);
+
+/* Restore default dispositions for the signals and close the pipe (before fork/exec elsewhere). */
+void host_signals_close(void);
+
+/* Block every signal in the calling thread (for helper threads, so the loop thread gets them). */
+void host_signals_block_thread(void);
+
+#endif

@@ -1,0 +1,101 @@
+/* Command-line parsing for libwsgi-epoll: shared options via host_cli_common(), the rest here. */
+#include "cli.h"
+#include "version.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: libwsgi-epoll --app MODULE:CALLABLE [options]\n"
+            "\n"
+            "A minimal HTTP/1.1 server on epoll serving a Python WSGI app through libwsgi.\n"
+            "\n"
+            "options:\n"
+            "%s"
+            "  --bind HOST:PORT | unix:PATH\n"
+            "                          listen here (repeatable; default 127.0.0.1:8000)\n"
+            "  --backlog N             listen backlog (default 1024)\n"
+            "  --max-header-size BYTES request line + headers limit (default 65536) -> 431\n"
+            "  --max-body-size BYTES   request body limit, k/m/g suffixes (default 1g;\n"
+            "                          0: unlimited) -> 413\n"
+            "  --timeout-keepalive S   idle time allowed between requests (default 5)\n"
+            "  --timeout-request S     time to send a request head, and the longest pause\n"
+            "                          while sending a body or reading a response (default 60)\n"
+            "  --help                  show this help and exit\n"
+            "  --version               show the version and exit\n",
+            host_cli_common_help());
+}
+
+int epoll_cli_parse(int argc, char **argv, epoll_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    host_options_init(&o->host);
+    o->max_header_size = 65536;
+    o->max_body_size = 1024ull * 1024 * 1024;
+    o->timeout_keepalive = 5;
+    o->timeout_request = 60;
+    o->backlog = 1024;
+
+    int i = 1;
+    while (i < argc) {
+        const char *v = NULL;
+        uint64_t n;
+        int r;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("libwsgi-epoll %s (libwsgi %s, http_parser %lu.%lu.%lu)\n", EPOLL_SERVER_VERSION,
+                   libwsgi_version(), (http_parser_version() >> 16) & 255,
+                   (http_parser_version() >> 8) & 255, http_parser_version() & 255);
+            return 1;
+        }
+        r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0) return -1;
+            if (o->n_binds == EPOLL_MAX_BINDS) {
+                fprintf(stderr, "error: at most %d --bind options\n", EPOLL_MAX_BINDS);
+                return -1;
+            }
+            o->binds[o->n_binds++] = v;
+            continue;
+        }
+        if ((r = host_cli_match("--backlog", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--backlog", v, 1, 65535, 0, &n) < 0) return -1;
+            o->backlog = (int)n;
+            continue;
+        }
+        if ((r = host_cli_match("--max-header-size", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--max-header-size", v, 256, 16u << 20, 1, &n) < 0)
+                return -1;
+            o->max_header_size = (size_t)n;
+            continue;
+        }
+        if ((r = host_cli_match("--max-body-size", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--max-body-size", v, 0, UINT64_MAX, 1, &n) < 0) return -1;
+            o->max_body_size = n;
+            continue;
+        }
+        if ((r = host_cli_match("--timeout-keepalive", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--timeout-keepalive", v, 0, 86400, 0, &n) < 0) return -1;
+            o->timeout_keepalive = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--timeout-request", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--timeout-request", v, 1, 86400, 0, &n) < 0) return -1;
+            o->timeout_request = (unsigned)n;
+            continue;
+        }
+        fprintf(stderr, "error: unknown argument '%s' (try --help)\n", argv[i]);
+        return -1;
+    }
+    if (host_cli_validate(&o->host) < 0) return -1;
+    if (o->n_binds == 0) o->binds[o->n_binds++] = "127.0.0.1:8000";
+    return 0;
+}

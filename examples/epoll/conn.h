@@ -1,0 +1,206 @@
+/* One client connection of libwsgi-epoll: the input buffer and parser state of the current request,
+ * the response being written and the links that put it in the server's lists.
+ *
+ * Ownership: at any moment a connection belongs either to the event loop thread or to the thread
+ * running its app (a pool thread, or the loop itself with --threads 0); the state says which
+ * (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go through the
+ * pool's queue and the server's completion queue (both mutex-protected), so no field needs a lock.
+ * While the app thread owns the connection the socket is not armed in epoll (EPOLLONESHOT), so the
+ * loop never sees its events. */
+#ifndef EPOLL_CONN_H
+#define EPOLL_CONN_H
+
+#include "listen.h"
+#include "pool.h"
+
+#include <libwsgi/libwsgi.h>
+
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct server server;
+typedef struct conn conn;
+
+/* What an epoll event's data.ptr points to starts with one of these. */
+typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL } ev_kind;
+
+typedef enum conn_state {
+    CONN_IDLE,  /* loop: keep-alive, waiting for the first byte of a request */
+    CONN_HEAD,  /* loop: reading a request head */
+    CONN_BODY,  /* loop: reading a small Content-Length body into the buffer */
+    CONN_APP,   /* app thread: running the app, pulling chunks, writing while the socket takes it */
+    CONN_WRITE, /* loop: socket full; waiting for EPOLLOUT to flush, then back to CONN_APP */
+    CONN_ERROR, /* loop: writing a server-generated error response, then closing */
+    CONN_DRAIN, /* loop: discarding the rest of a body the app did not read, to reuse the socket */
+    CONN_LINGER, /* loop: write side shut down, discarding input until EOF or a short deadline */
+    CONN_CLOSED, /* closed; freed after the current batch of events */
+} conn_state;
+
+typedef enum body_mode {
+    BODY_NONE,     /* no body */
+    BODY_BUFFERED, /* Content-Length <= BODY_BUFFER_MAX: read by the loop before the app runs */
+    BODY_STREAM,  /* chunked or large: read by the app thread through wsgi.input (conn_body_read) */
+    BODY_DISCARD, /* after the response: the unread rest is parsed and dropped (CONN_DRAIN) */
+} body_mode;
+
+typedef enum framing {
+    FRAME_NONE,    /* no body allowed (HEAD, 1xx, 204, 304) */
+    FRAME_LENGTH,  /* the app's Content-Length */
+    FRAME_CHUNKED, /* HTTP/1.1 without Content-Length */
+    FRAME_CLOSE,   /* HTTP/1.0 without Content-Length: the body ends when the connection closes */
+} framing;
+
+/* One piece of output: bytes in the scratch buffer, bytes borrowed from the app (valid until the
+ * next wsgi_iter_next), or a byte range of a file for sendfile. */
+typedef enum out_kind { OUT_SCRATCH, OUT_MEM, OUT_FILE } out_kind;
+typedef struct out_item {
+    out_kind kind;
+    const char *ptr; /* OUT_MEM */
+    size_t off;      /* OUT_SCRATCH: offset in conn.scratch */
+    size_t len;      /* OUT_MEM, OUT_SCRATCH: bytes left */
+    int fd;          /* OUT_FILE */
+    int64_t foff, fcount;
+} out_item;
+
+/* A request header as offsets into conn.in (the buffer may move while it grows). */
+typedef struct hdr_span {
+    size_t name_off, name_len, value_off, value_len;
+} hdr_span;
+
+struct conn {
+    ev_kind kind; /* EV_CONN; first member */
+    server *srv;
+    const listener *lst;
+    int fd;
+    conn_state state;
+
+    /* server lists */
+    conn *all_prev, *all_next; /* every open connection */
+    conn *t_prev, *t_next;     /* the timeout list it is in (t_list >= 0) */
+    int t_list;
+    int64_t deadline;
+    conn *q_next; /* completion queue, ready list or graveyard */
+    int pump_result;
+    int ready_action;
+    int abort_requested;
+    host_job job;
+
+    char peer[INET6_ADDRSTRLEN];
+    unsigned peer_port;
+
+    /* input: [0, in_parsed) consumed by the parser, [in_parsed, in_len) not yet */
+    char *in;
+    size_t in_cap, in_len, in_parsed;
+    http_parser parser;
+
+    /* the request head */
+    hdr_span *hdrs;
+    size_t n_hdrs, hdrs_cap;
+    wsgi_header *hdr_ptrs; /* built from hdrs on the app thread, for wsgi_env_build */
+    size_t hdr_ptrs_cap;
+    int hdr_state; /* 0 none, 1 in a name, 2 in a value */
+    size_t url_off, url_len;
+    int head_done, msg_done;
+    int err_status; /* status chosen by our own checks in the parser callbacks */
+    int64_t content_length;
+    int chunked;
+    int expect_continue, continue_sent;
+    int keep_alive, is_head, http_major, http_minor;
+
+    /* the request body */
+    body_mode body_mode;
+    size_t body_off, body_len; /* BODY_BUFFERED: the body in conn.in */
+    uint64_t body_received;    /* decoded body bytes so far */
+    uint64_t drain_limit;      /* CONN_DRAIN: give up (close) past this many */
+    char *dst;                 /* BODY_STREAM: where on_body copies (conn_body_read's buffer) */
+    size_t dst_cap, dst_len;
+    int body_error; /* 400/408/413 seen while streaming the body: replaces the app's response */
+
+    /* the access log line's request parts ("GET / HTTP/1.1", referer, user agent), copied */
+    char *alog;
+    size_t alog_rl, alog_ref, alog_ua;
+
+    /* the response */
+    wsgi_response *resp;
+    int in_call; /* inside wsgi_call(): data given to on_body must be written before returning */
+    int started; /* head queued */
+    int status;
+    framing framing;
+    int64_t resp_cl;
+    uint64_t body_bytes;
+    int swallow;   /* the app's response is replaced by a server error response */
+    int resp_done; /* nothing more to pull from the app */
+    int cut;       /* the app failed mid-response: send what is queued, then close */
+
+    /* output queue */
+    out_item *outq;
+    size_t oq_head, oq_len, oq_cap;
+    char *scratch;
+    size_t sc_len, sc_cap;
+};
+
+/* Request bodies up to this size (with Content-Length) are read before the app runs. */
+#define BODY_BUFFER_MAX (64 * 1024)
+/* Initial (and usual) size of a connection's input buffer. */
+#define IN_BUF_SIZE (16 * 1024)
+/* At most this much of a body the app left unread is drained to keep the connection. */
+#define DRAIN_MAX (1024 * 1024)
+/* More request headers than this is answered with 431. */
+#define MAX_HEADERS 100
+
+/* ---- http_conn.c: parsing ---------------------------------------------------------------- */
+enum { PARSE_MORE = 0, PARSE_DONE = 1, PARSE_ERROR = -1 };
+/* Start a new request: keep pipelined bytes, reset the parser and the per-request fields. */
+void conn_request_begin(conn *c);
+/* Feed buffered input until the head is complete. PARSE_ERROR sets c->err_status. */
+int conn_parse_head(conn *c);
+/* After the head: choose c->body_mode from the head and the limits. Returns 0, or a status
+ * (413, 417) to answer without calling the app. */
+int conn_choose_body(conn *c);
+/* BODY_NONE / BODY_BUFFERED: feed buffered input until the message ends. PARSE_ERROR sets
+ * c->err_status. */
+int conn_parse_body(conn *c);
+/* Whether a body the app left unread can be drained after the response (so the connection can
+ * be kept); a chunked body may still turn out too long, which then closes the connection. */
+int conn_can_drain(const conn *c);
+/* The wsgi_body_read_cb for BODY_STREAM (runs on the app thread; may block). */
+int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread);
+/* Fill req from the parsed head (pointers into conn.in, valid until the buffer is next touched). */
+void conn_fill_request(conn *c, wsgi_request *req);
+/* Copy what the access log needs (the head's bytes do not live until the response ends). */
+void conn_access_prepare(conn *c);
+void conn_access_log(conn *c);
+/* Grow conn.in to at least want bytes. 0 or -1. */
+int conn_in_reserve(conn *c, size_t want);
+
+/* ---- response_writer.c: output ----------------------------------------------------------- */
+extern const wsgi_response_handler conn_handler;
+enum { OUT_DONE = 0, OUT_AGAIN = 1, OUT_ERR = -1 };
+int out_flush(conn *c); /* non-blocking */
+/* Flush, waiting up to timeout_ms for the socket each time it is full (app thread only). */
+int out_flush_blocking(conn *c, int timeout_ms);
+int out_pending(const conn *c);
+void out_clear(conn *c);
+/* Queue a complete server-generated response (status 100 is the interim "100 Continue"). */
+int conn_queue_status(conn *c, int status);
+/* Queue the last chunk of a chunked body. */
+int conn_queue_chunked_end(conn *c);
+
+/* ---- exchange.c: running the app (on the app thread) ------------------------------------- */
+enum { PUMP_WRITE, PUMP_DONE, PUMP_ABORT, PUMP_YIELD };
+int exchange_run(conn *c);
+int exchange_abort(conn *c);
+
+/* ---- server.c ------------------------------------------------------------------------------ */
+/* Settings needed off the loop thread. */
+wsgi_app *server_app(const server *s);
+int server_draining(const server *s);
+int server_inline(const server *s);
+int server_timeout_ms(const server *s); /* --timeout-request in ms */
+uint64_t server_max_body(const server *s);
+size_t server_max_header(const server *s);
+int server_access_log(const server *s);
+
+#endif

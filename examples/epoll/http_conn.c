@@ -1,0 +1,533 @@
+/* Request parsing for libwsgi-epoll: http_parser callbacks, the request-smuggling and size checks
+ * http_parser does not do itself, and the request body source.
+ *
+ * How bodies reach the app without being buffered whole:
+ *  - no body, or Content-Length <= BODY_BUFFER_MAX: the loop reads the whole message before the
+ *    app is called, and wsgi.input reads from the connection buffer (wsgi_request.body);
+ *  - chunked, or a larger Content-Length: the app is called as soon as the head is complete and
+ *    the thread that runs the app reads the socket itself, inside wsgi.input's read
+ *    (conn_body_read). It owns the connection for the whole call, so no hand-off with the loop is
+ *    needed: it polls the socket (bounded by --timeout-request), parses what arrives with the
+ *    same http_parser (de-chunking) and copies the body bytes straight into the app's buffer.
+ *    With --threads 0 that thread is the loop thread, which is then blocked while an upload is in
+ *    progress: use a pool (the default) for apps that take large or slow uploads.
+ * The parser is fed at most as many input bytes as the caller's buffer has room for (the body is
+ * never longer than the bytes it came in), so nothing needs to be held back between calls. */
+#include "conn.h"
+#include "host_log.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+static int ieq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return alen == n && strncasecmp(a, lit, n) == 0;
+}
+
+static int is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Trim optional whitespace around a header value. */
+static void trim(const char **p, size_t *n)
+{
+    while (*n && (**p == ' ' || **p == '\t')) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+int conn_in_reserve(conn *c, size_t want)
+{
+    if (c->in_cap >= want) return 0;
+    size_t cap = c->in_cap ? c->in_cap : IN_BUF_SIZE;
+    while (cap < want)
+        cap *= 2;
+    char *p = realloc(c->in, cap);
+    if (!p) return -1;
+    c->in = p;
+    c->in_cap = cap;
+    return 0;
+}
+
+/* ---- http_parser callbacks ------------------------------------------------------------------ */
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->url_len == 0) c->url_off = (size_t)(at - c->in);
+    c->url_len += len;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->head_done) return 0; /* a chunked body's trailer: ignored */
+    if (c->hdr_state != 1) {
+        if (c->n_hdrs == MAX_HEADERS) {
+            c->err_status = 431;
+            return -1;
+        }
+        if (c->n_hdrs == c->hdrs_cap) {
+            size_t cap = c->hdrs_cap ? c->hdrs_cap * 2 : 16;
+            hdr_span *h = realloc(c->hdrs, cap * sizeof(*h));
+            if (!h) {
+                c->err_status = 503;
+                return -1;
+            }
+            c->hdrs = h;
+            c->hdrs_cap = cap;
+        }
+        hdr_span *h = &c->hdrs[c->n_hdrs++];
+        h->name_off = (size_t)(at - c->in);
+        h->name_len = 0;
+        h->value_off = h->name_off;
+        h->value_len = 0;
+        c->hdr_state = 1;
+    }
+    c->hdrs[c->n_hdrs - 1].name_len += len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->head_done) return 0;
+    hdr_span *h = &c->hdrs[c->n_hdrs - 1];
+    if (c->hdr_state != 2) {
+        h->value_off = (size_t)(at - c->in);
+        h->value_len = 0;
+        c->hdr_state = 2;
+    }
+    h->value_len += len;
+    return 0;
+}
+
+/* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
+static int check_head(conn *c)
+{
+    int n_cl = 0, n_te = 0, n_host = 0;
+    /* http_parser takes "GET /" (no version) for HTTP/0.9: not a request we serve. */
+    if (c->parser.http_major != 1) return c->parser.http_major == 0 ? 400 : 505;
+    const char *te = NULL;
+    size_t te_len = 0;
+    for (size_t k = 0; k < c->n_hdrs; k++) {
+        const hdr_span *h = &c->hdrs[k];
+        const char *name = c->in + h->name_off;
+        const char *value = c->in + h->value_off;
+        size_t vlen = h->value_len;
+        if (h->name_len == 0) return 400;
+        for (size_t i = 0; i < h->name_len; i++)
+            if (!is_tchar((unsigned char)name[i])) return 400;
+        /* No CR, LF, NUL or other controls in values (this also refuses obs-fold). */
+        for (size_t i = 0; i < vlen; i++) {
+            unsigned char ch = (unsigned char)value[i];
+            if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return 400;
+        }
+        if (ieq(name, h->name_len, "content-length")) {
+            n_cl++;
+        } else if (ieq(name, h->name_len, "transfer-encoding")) {
+            n_te++;
+            te = value;
+            te_len = vlen;
+        } else if (ieq(name, h->name_len, "host")) {
+            n_host++;
+        } else if (ieq(name, h->name_len, "expect")) {
+            trim(&value, &vlen);
+            if (!ieq(value, vlen, "100-continue")) return 417;
+            if (c->parser.http_major == 1 && c->parser.http_minor >= 1) c->expect_continue = 1;
+        }
+    }
+    /* Request smuggling: a message whose length two parties could read differently. */
+    if (n_cl > 1 || (n_cl && n_te) || n_te > 1) return 400;
+    if (n_te) {
+        trim(&te, &te_len);
+        if (!ieq(te, te_len, "chunked"))
+            return 501; /* a coding we cannot decode (or chunked not last) */
+    }
+    if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
+    if (n_host > 1) return 400;
+    if (c->url_len == 0) return 400;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = p->data;
+    c->head_done = 1;
+    int st = check_head(c);
+    if (st) {
+        c->err_status = st;
+        return -1;
+    }
+    c->http_major = p->http_major;
+    c->http_minor = p->http_minor;
+    c->is_head = p->method == HTTP_HEAD;
+    c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    c->chunked = (p->flags & F_CHUNKED) != 0;
+    c->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
+    if (c->chunked) c->content_length = -1;
+    /* Stop here: the caller decides how the body is read. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static int over_limit(conn *c, uint64_t more)
+{
+    uint64_t max = server_max_body(c->srv);
+    return max && c->body_received + more > max;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+    conn *c = p->data;
+    /* Refuse an oversized chunk before reading it. */
+    if (over_limit(c, p->content_length)) {
+        c->body_error = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (over_limit(c, len)) {
+        c->body_error = 413;
+        return -1;
+    }
+    c->body_received += len;
+    if (c->body_mode == BODY_DISCARD) return 0;
+    if (c->body_mode == BODY_STREAM) {
+        /* Cannot overflow: we never feed more input than dst has room for. */
+        memcpy(c->dst + c->dst_len, at, len);
+        c->dst_len += len;
+    } else {
+        if (c->body_len == 0) c->body_off = (size_t)(at - c->in);
+        c->body_len += len;
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    conn *c = p->data;
+    c->msg_done = 1;
+    /* Keep a pipelined next request in the buffer until this one is answered. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings conn_parser_settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
+};
+
+/* ---- driving the parser -------------------------------------------------------------------- */
+
+int conn_can_drain(const conn *c)
+{
+    if (c->msg_done) return 1;
+    /* The client waits for our 100 Continue before sending the body: there is nothing to drain,
+     * and it would not know where its body ends and a next request begins. */
+    if (c->expect_continue && !c->continue_sent) return 0;
+    if (c->content_length >= 0 && (uint64_t)c->content_length - c->body_received > DRAIN_MAX)
+        return 0;
+    return 1;
+}
+
+void conn_request_begin(conn *c)
+{
+    size_t left = c->in_len - c->in_parsed;
+    if (left && c->in_parsed) memmove(c->in, c->in + c->in_parsed, left);
+    c->in_len = left;
+    c->in_parsed = 0;
+    /* Give back the memory of a large buffered body. */
+    if (c->in_cap > 4 * IN_BUF_SIZE && left <= IN_BUF_SIZE) {
+        char *p = realloc(c->in, IN_BUF_SIZE);
+        if (p) {
+            c->in = p;
+            c->in_cap = IN_BUF_SIZE;
+        }
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->n_hdrs = 0;
+    c->hdr_state = 0;
+    c->url_off = c->url_len = 0;
+    c->head_done = c->msg_done = 0;
+    c->err_status = 0;
+    c->content_length = -1;
+    c->chunked = 0;
+    c->expect_continue = c->continue_sent = 0;
+    c->keep_alive = 0;
+    c->is_head = 0;
+    c->http_major = 1;
+    c->http_minor = 1;
+    c->body_mode = BODY_NONE;
+    c->body_off = c->body_len = 0;
+    c->body_received = 0;
+    c->dst = NULL;
+    c->dst_cap = c->dst_len = 0;
+    c->body_error = 0;
+    free(c->alog);
+    c->alog = NULL;
+    c->alog_rl = c->alog_ref = c->alog_ua = 0;
+    c->resp = NULL;
+    c->in_call = 0;
+    c->started = 0;
+    c->status = 0;
+    c->framing = FRAME_NONE;
+    c->resp_cl = -1;
+    c->body_bytes = 0;
+    c->swallow = 0;
+    c->resp_done = 0;
+    c->cut = 0;
+    c->abort_requested = 0;
+}
+
+static int status_for_errno(enum http_errno e)
+{
+    switch (e) {
+    case HPE_HEADER_OVERFLOW: return 431;
+    default: return 400;
+    }
+}
+
+/* Feed [in_parsed, in_parsed + n) to the parser. 0 ok (maybe paused), -1 error (status set). */
+static int feed(conn *c, size_t n)
+{
+    size_t used = http_parser_execute(&c->parser, &conn_parser_settings, c->in + c->in_parsed, n);
+    c->in_parsed += used;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_OK || e == HPE_PAUSED) {
+        /* An upgrade (or CONNECT) stops the parser early: what follows is not HTTP. */
+        if (used < n && e == HPE_OK && c->parser.upgrade) {
+            c->msg_done = 1;
+            c->keep_alive = 0;
+        }
+        return 0;
+    }
+    if (c->body_error)
+        c->err_status = c->body_error;
+    else if (!c->err_status)
+        c->err_status = status_for_errno(e);
+    host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
+             http_errno_description(e), c->err_status);
+    return -1;
+}
+
+int conn_parse_head(conn *c)
+{
+    size_t avail = c->in_len - c->in_parsed;
+    if (avail && feed(c, avail) < 0) return PARSE_ERROR;
+    if (c->head_done) return PARSE_DONE;
+    if (c->in_parsed > server_max_header(c->srv)) {
+        c->err_status = 431;
+        return PARSE_ERROR;
+    }
+    return PARSE_MORE;
+}
+
+int conn_choose_body(conn *c)
+{
+    uint64_t max = server_max_body(c->srv);
+    if (c->chunked) {
+        c->body_mode = BODY_STREAM;
+    } else if (c->content_length > 0) {
+        if (max && (uint64_t)c->content_length > max) return 413;
+        c->body_mode = c->content_length <= BODY_BUFFER_MAX ? BODY_BUFFERED : BODY_STREAM;
+    } else {
+        c->body_mode = BODY_NONE;
+    }
+    http_parser_pause(&c->parser, 0);
+    return 0;
+}
+
+int conn_parse_body(conn *c)
+{
+    size_t avail = c->in_len - c->in_parsed;
+    if (avail && feed(c, avail) < 0) return PARSE_ERROR;
+    return c->msg_done ? PARSE_DONE : PARSE_MORE;
+}
+
+int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
+{
+    conn *c = user_data;
+    *nread = 0;
+    if (c->msg_done) return 0;
+    if (c->body_error || c->err_status) return -1;
+    if (c->expect_continue && !c->continue_sent) {
+        /* The app wants the body: now tell the client to send it. */
+        c->continue_sent = 1;
+        if (conn_queue_status(c, 100) < 0 ||
+            out_flush_blocking(c, server_timeout_ms(c->srv)) != OUT_DONE) {
+            c->body_error = 400;
+            return -1;
+        }
+    }
+    c->dst = buf;
+    c->dst_cap = len;
+    c->dst_len = 0;
+    while (c->dst_len == 0 && !c->msg_done) {
+        size_t avail = c->in_len - c->in_parsed;
+        if (avail) {
+            size_t n = avail < len ? avail : len;
+            if (feed(c, n) < 0) {
+                if (!c->body_error) c->body_error = c->err_status ? c->err_status : 400;
+                c->dst = NULL;
+                return -1;
+            }
+            continue;
+        }
+        /* Everything buffered is parsed (the head is no longer needed): refill from the start. */
+        c->in_parsed = c->in_len = 0;
+        if (conn_in_reserve(c, IN_BUF_SIZE) < 0) {
+            c->body_error = 503;
+            return -1;
+        }
+        ssize_t r = recv(c->fd, c->in, c->in_cap, 0);
+        if (r > 0) {
+            c->in_len = (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            host_log(WSGI_LOG_DEBUG, "client closed the connection in the middle of a body");
+            c->body_error = 400;
+            return -1;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            c->body_error = 400;
+            return -1;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, server_timeout_ms(c->srv));
+        if (pr == 0) {
+            host_log(WSGI_LOG_DEBUG, "timed out waiting for the request body");
+            c->body_error = 408;
+            return -1;
+        }
+        if (pr < 0 && errno != EINTR) {
+            c->body_error = 400;
+            return -1;
+        }
+    }
+    *nread = c->dst_len;
+    c->dst = NULL;
+    return 0;
+}
+
+void conn_fill_request(conn *c, wsgi_request *req)
+{
+    wsgi_request_init(req);
+    if (c->hdr_ptrs_cap < c->n_hdrs) {
+        wsgi_header *h = realloc(c->hdr_ptrs, c->n_hdrs * sizeof(*h));
+        if (h) {
+            c->hdr_ptrs = h;
+            c->hdr_ptrs_cap = c->n_hdrs;
+        }
+    }
+    size_t n = c->hdr_ptrs_cap < c->n_hdrs ? c->hdr_ptrs_cap : c->n_hdrs;
+    for (size_t k = 0; k < n; k++) {
+        const hdr_span *s = &c->hdrs[k];
+        c->hdr_ptrs[k].name = c->in + s->name_off;
+        c->hdr_ptrs[k].name_len = s->name_len;
+        c->hdr_ptrs[k].value = c->in + s->value_off;
+        c->hdr_ptrs[k].value_len = s->value_len;
+        trim(&c->hdr_ptrs[k].value, &c->hdr_ptrs[k].value_len);
+    }
+    const char *m = http_method_str((enum http_method)c->parser.method);
+    req->method = m;
+    req->method_len = strlen(m);
+    req->target = c->in + c->url_off;
+    req->target_len = c->url_len;
+    req->http_major = c->http_major;
+    req->http_minor = c->http_minor;
+    req->headers = c->hdr_ptrs;
+    req->n_headers = n;
+    req->scheme = "http";
+    req->server_name = c->lst->host;
+    req->server_port = c->lst->port;
+    req->client_addr = c->peer[0] ? c->peer : NULL;
+    req->client_port = c->peer_port;
+    req->content_length = c->content_length;
+    if (c->chunked) req->flags |= WSGI_REQUEST_CHUNKED;
+    switch (c->body_mode) {
+    case BODY_NONE:
+    case BODY_DISCARD:
+        req->body = "";
+        req->body_len = 0;
+        break;
+    case BODY_BUFFERED:
+        req->body = c->body_len ? c->in + c->body_off : "";
+        req->body_len = c->body_len;
+        break;
+    case BODY_STREAM:
+        req->body = NULL;
+        req->body_read = conn_body_read;
+        req->body_user_data = c;
+        break;
+    }
+}
+
+void conn_access_prepare(conn *c)
+{
+    const char *m = http_method_str((enum http_method)c->parser.method);
+    size_t mlen = strlen(m);
+    const char *ref = NULL, *ua = NULL;
+    size_t ref_len = 0, ua_len = 0;
+    for (size_t k = 0; k < c->n_hdrs; k++) {
+        const hdr_span *h = &c->hdrs[k];
+        if (ieq(c->in + h->name_off, h->name_len, "referer")) {
+            ref = c->in + h->value_off;
+            ref_len = h->value_len;
+        } else if (ieq(c->in + h->name_off, h->name_len, "user-agent")) {
+            ua = c->in + h->value_off;
+            ua_len = h->value_len;
+        }
+    }
+    size_t rl = mlen + 1 + c->url_len + 9;
+    free(c->alog);
+    c->alog = malloc(rl + ref_len + ua_len + 1);
+    if (!c->alog) return;
+    char *o = c->alog;
+    memcpy(o, m, mlen);
+    o += mlen;
+    *o++ = ' ';
+    memcpy(o, c->in + c->url_off, c->url_len);
+    o += c->url_len;
+    memcpy(o, " HTTP/1.", 8);
+    o += 8;
+    *o++ = (char)('0' + (c->http_minor % 10));
+    c->alog_rl = (size_t)(o - c->alog);
+    if (ref_len) memcpy(o, ref, ref_len);
+    o += ref_len;
+    c->alog_ref = ref_len;
+    if (ua_len) memcpy(o, ua, ua_len);
+    c->alog_ua = ua_len;
+}
+
+void conn_access_log(conn *c)
+{
+    if (!server_access_log(c->srv)) return;
+    const char *a = c->alog;
+    host_access_log(c->peer[0] ? c->peer : NULL, a, a ? c->alog_rl : 0, c->status, c->body_bytes,
+                    a ? a + c->alog_rl : NULL, c->alog_ref, a ? a + c->alog_rl + c->alog_ref : NULL,
+                    c->alog_ua);
+}

@@ -1,0 +1,38 @@
+/* Listening addresses: parsing "HOST:PORT" / "[V6]:PORT" / "unix:PATH", reserving them in the
+ * master and opening the accepting sockets in each worker. */
+#ifndef EPOLL_LISTEN_H
+#define EPOLL_LISTEN_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+typedef struct listener {
+    const char *spec; /* as given on the command line */
+    int is_unix;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char host[64];   /* SERVER_NAME: the bound address ("localhost" for unix) */
+    unsigned port;   /* SERVER_PORT (0 for unix sockets: the library then uses 80) */
+    int reserved_fd; /* bound in the master (TCP: not listening) */
+    int fd;          /* the accepting socket of this process (non-blocking) */
+    int shared;      /* fd is shared by several processes (unix socket in prefork) */
+} listener;
+
+/* Parse spec into l (no socket yet). 0, or -1 with a message on stderr. */
+int listen_parse(const char *spec, listener *l);
+
+/* Master side, before any fork. TCP: bind, with SO_REUSEPORT when prefork so that each worker can
+ * bind its own socket to the same port (the kernel spreads connections across workers); the
+ * master's socket never listens, it only holds the port. unix: bind + listen; workers inherit it.
+ * 0, or -1 with a message on stderr. */
+int listen_reserve(listener *l, int prefork, int backlog);
+
+/* Worker side: make l->fd the socket to accept on. TCP prefork: a new SO_REUSEPORT socket;
+ * otherwise the reserved one, now listening. 0, or -1 (logged). */
+int listen_open(listener *l, int prefork, int backlog);
+
+/* Close the sockets of this process (unix: the master also unlinks the path). */
+void listen_close(listener *l, int unlink_path);
+
+#endif

@@ -1,0 +1,89 @@
+/* libwsgi-epoll: parse the command line, reserve the listening addresses, then either serve in
+ * this process (--workers 1) or become the prefork master of N workers. Each worker loads Python
+ * and the app itself, after fork, before it starts listening, so a connection that is accepted
+ * always finds the app ready. */
+#include "cli.h"
+#include "host_app.h"
+#include "host_log.h"
+#include "listen.h"
+#include "prefork.h"
+#include "server.h"
+#include "version.h"
+
+#include <http_parser.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+typedef struct worker_ctx {
+    const epoll_options *opt;
+    listener *ls;
+    size_t n_ls;
+} worker_ctx;
+
+static int worker_main(void *arg, unsigned index)
+{
+    worker_ctx *w = arg;
+    const epoll_options *o = w->opt;
+    int prefork = o->host.workers > 1;
+    (void)index;
+
+    wsgi_runtime *rt = NULL;
+    wsgi_app *app = NULL;
+    if (host_app_start(&o->host, EPOLL_SERVER_NAME "/" EPOLL_SERVER_VERSION, &rt, &app) != 0)
+        return HOST_EXIT_BOOT_FAILED;
+    for (size_t k = 0; k < w->n_ls; k++) {
+        if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
+            host_app_stop(rt, app);
+            return HOST_EXIT_BOOT_FAILED;
+        }
+    }
+    int r = server_run(o, app, w->ls, w->n_ls);
+    if (r == 1) {
+        /* App threads are still running Python: leave without finalizing under them. */
+        fflush(NULL);
+        _exit(0);
+    }
+    host_app_stop(rt, app);
+    host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());
+    return r == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    epoll_options o;
+    int r = epoll_cli_parse(argc, argv, &o);
+    if (r != 0) return r > 0 ? 0 : 2;
+    host_log_set_level(o.host.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* One descriptor per connection: allow as many as the hard limit does. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* http_parser's own head limit (process-wide), so an endless header line stops early. */
+    http_parser_set_max_header_size((uint32_t)o.max_header_size);
+
+    listener ls[EPOLL_MAX_BINDS];
+    int prefork = o.host.workers > 1;
+    for (size_t k = 0; k < o.n_binds; k++) {
+        if (listen_parse(o.binds[k], &ls[k]) != 0) return 2;
+        if (listen_reserve(&ls[k], prefork, o.backlog) != 0) return 1;
+    }
+    host_log(WSGI_LOG_INFO, "%s %s (libwsgi %s) serving %s", EPOLL_SERVER_NAME,
+             EPOLL_SERVER_VERSION, libwsgi_version(), o.host.app_spec);
+
+    worker_ctx w = {.opt = &o, .ls = ls, .n_ls = o.n_binds};
+    int status;
+    if (prefork)
+        status = prefork_run(o.host.workers, worker_main, &w, o.host.graceful_timeout);
+    else
+        status = worker_main(&w, 0);
+    for (size_t k = 0; k < o.n_binds; k++)
+        listen_close(&ls[k], 1);
+    return status;
+}

@@ -1,0 +1,397 @@
+/* Response output for libwsgi-epoll: the libwsgi response callbacks (status line, Date and Server,
+ * the app's headers without hop-by-hop ones, Content-Length / chunked / close-delimited framing),
+ * the output queue written with one sendmsg (writev) per batch and sendfile for files, and the
+ * server's own short responses (100 Continue, 4xx/5xx).
+ *
+ * Backpressure: callbacks only queue. The app's chunk is queued by pointer (libwsgi keeps it alive
+ * until the next wsgi_iter_next), and exchange.c pulls the next chunk only once the queue is empty,
+ * so a connection holds at most one chunk of the app plus a few framing bytes. The exception is
+ * the legacy write() callable, which PEP 3333 requires to have sent its data when it returns: in
+ * that case (c->in_call) the callback flushes before returning, waiting for the socket. */
+#include "conn.h"
+#include "host_log.h"
+#include "version.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+/* ---- the queue ----------------------------------------------------------------------------- */
+
+static out_item *oq_push(conn *c)
+{
+    if (c->oq_len == c->oq_cap) {
+        size_t cap = c->oq_cap ? c->oq_cap * 2 : 8;
+        out_item *q = realloc(c->outq, cap * sizeof(*q));
+        if (!q) return NULL;
+        c->outq = q;
+        c->oq_cap = cap;
+    }
+    out_item *it = &c->outq[c->oq_len++];
+    memset(it, 0, sizeof(*it));
+    return it;
+}
+
+static int sc_reserve(conn *c, size_t more)
+{
+    if (c->sc_len + more <= c->sc_cap) return 0;
+    size_t cap = c->sc_cap ? c->sc_cap : 1024;
+    while (cap < c->sc_len + more)
+        cap *= 2;
+    char *p = realloc(c->scratch, cap);
+    if (!p) return -1;
+    c->scratch = p;
+    c->sc_cap = cap;
+    return 0;
+}
+
+/* Append bytes to the scratch buffer as (part of) a queued item. */
+static int out_bytes(conn *c, const char *s, size_t n)
+{
+    if (n == 0) return 0;
+    if (sc_reserve(c, n) < 0) return -1;
+    size_t off = c->sc_len;
+    memcpy(c->scratch + off, s, n);
+    c->sc_len += n;
+    if (c->oq_len > c->oq_head) {
+        out_item *last = &c->outq[c->oq_len - 1];
+        if (last->kind == OUT_SCRATCH && last->off + last->len == off) {
+            last->len += n;
+            return 0;
+        }
+    }
+    out_item *it = oq_push(c);
+    if (!it) return -1;
+    it->kind = OUT_SCRATCH;
+    it->off = off;
+    it->len = n;
+    return 0;
+}
+
+static int out_str(conn *c, const char *s)
+{
+    return out_bytes(c, s, strlen(s));
+}
+
+static int out_mem(conn *c, const char *p, size_t n)
+{
+    out_item *it = oq_push(c);
+    if (!it) return -1;
+    it->kind = OUT_MEM;
+    it->ptr = p;
+    it->len = n;
+    return 0;
+}
+
+static int out_file(conn *c, int fd, int64_t off, int64_t count)
+{
+    out_item *it = oq_push(c);
+    if (!it) return -1;
+    it->kind = OUT_FILE;
+    it->fd = fd;
+    it->foff = off;
+    it->fcount = count;
+    return 0;
+}
+
+int out_pending(const conn *c)
+{
+    return c->oq_head < c->oq_len;
+}
+
+void out_clear(conn *c)
+{
+    c->oq_head = c->oq_len = 0;
+    c->sc_len = 0;
+}
+
+int out_flush(conn *c)
+{
+    while (c->oq_head < c->oq_len) {
+        out_item *it = &c->outq[c->oq_head];
+        if (it->kind == OUT_FILE) {
+            if (it->fcount == 0) {
+                c->oq_head++;
+                continue;
+            }
+            off_t off = (off_t)it->foff;
+            size_t want = it->fcount > 0x7ffff000 ? 0x7ffff000 : (size_t)it->fcount;
+            ssize_t n = sendfile(c->fd, it->fd, &off, want);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return OUT_AGAIN;
+                return OUT_ERR;
+            }
+            if (n == 0) {
+                host_log(WSGI_LOG_WARNING, "file ended before the length promised by the app");
+                return OUT_ERR;
+            }
+            it->foff += n;
+            it->fcount -= n;
+            if (it->fcount == 0) c->oq_head++;
+            continue;
+        }
+        struct iovec iov[64];
+        int k = 0;
+        for (size_t i = c->oq_head; i < c->oq_len && k < 64; i++) {
+            const out_item *m = &c->outq[i];
+            if (m->kind == OUT_FILE) break;
+            iov[k].iov_base = (void *)(m->kind == OUT_MEM ? m->ptr : c->scratch + m->off);
+            iov[k].iov_len = m->len;
+            k++;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)k;
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return OUT_AGAIN;
+            return OUT_ERR;
+        }
+        size_t left = (size_t)n;
+        while (left > 0) {
+            out_item *m = &c->outq[c->oq_head];
+            size_t take = left < m->len ? left : m->len;
+            if (m->kind == OUT_MEM)
+                m->ptr += take;
+            else
+                m->off += take;
+            m->len -= take;
+            left -= take;
+            if (m->len == 0) c->oq_head++;
+        }
+        while (c->oq_head < c->oq_len && c->outq[c->oq_head].kind != OUT_FILE &&
+               c->outq[c->oq_head].len == 0)
+            c->oq_head++;
+    }
+    out_clear(c);
+    return OUT_DONE;
+}
+
+int out_flush_blocking(conn *c, int timeout_ms)
+{
+    for (;;) {
+        int r = out_flush(c);
+        if (r != OUT_AGAIN) return r;
+        struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+        int pr = poll(&pfd, 1, timeout_ms);
+        if (pr == 0) {
+            host_log(WSGI_LOG_DEBUG, "timed out writing to a client");
+            return OUT_ERR;
+        }
+        if (pr < 0 && errno != EINTR) return OUT_ERR;
+    }
+}
+
+/* ---- Date ---------------------------------------------------------------------------------- */
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT", formatted once per second per thread (no locale involved). */
+static const char *http_date(void)
+{
+    static __thread time_t last;
+    static __thread char buf[40];
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != last || !buf[0]) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(buf, sizeof(buf), "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        last = now;
+    }
+    return buf;
+}
+
+/* ---- server-generated responses ------------------------------------------------------------ */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+int conn_queue_status(conn *c, int status)
+{
+    char buf[512];
+    int n;
+    if (status == 100) {
+        n = snprintf(buf, sizeof(buf), "HTTP/1.1 100 Continue\r\n\r\n");
+    } else {
+        const char *r = reason(status);
+        n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
+                     status, r, EPOLL_SERVER_NAME, http_date(), strlen(r) + 1, r);
+        c->status = status;
+        c->keep_alive = 0;
+        c->body_bytes = strlen(r) + 1;
+    }
+    if (n < 0 || (size_t)n >= sizeof(buf)) return -1;
+    return out_bytes(c, buf, (size_t)n);
+}
+
+/* ---- the libwsgi response callbacks --------------------------------------------------------- */
+
+static int hop_by_hop(const char *name, size_t len)
+{
+    static const char *const names[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+        "te",         "trailer",    "upgrade"};
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+        if (strlen(names[k]) == len && strncasecmp(name, names[k], len) == 0) return 1;
+    return 0;
+}
+
+static int has_token(const char *v, size_t n, const char *tok)
+{
+    size_t t = strlen(tok);
+    for (size_t i = 0; i + t <= n; i++)
+        if (strncasecmp(v + i, tok, t) == 0) return 1;
+    return 0;
+}
+
+static int after_queue(conn *c)
+{
+    /* write() inside wsgi_call: the app may free the bytes as soon as we return. */
+    if (c->in_call) return out_flush_blocking(c, server_timeout_ms(c->srv)) == OUT_DONE ? 0 : -1;
+    return 0;
+}
+
+static int on_start(void *user_data, const wsgi_response_head *h)
+{
+    conn *c = user_data;
+    if (c->body_error) {
+        /* The request body was bad (too large, malformed, timed out): the app only saw an
+         * OSError from wsgi.input, so answer for what really happened. */
+        host_log(WSGI_LOG_DEBUG, "replacing the app's %d with %d", h->status, c->body_error);
+        c->swallow = 1;
+        c->started = 1;
+        conn_queue_status(c, c->body_error);
+        return -1;
+    }
+    c->started = 1;
+    c->status = h->status;
+    int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
+    int have_server = 0, have_date = 0;
+    for (size_t k = 0; k < h->n_headers; k++) {
+        const wsgi_header *x = &h->headers[k];
+        if (x->name_len == 6 && strncasecmp(x->name, "server", 6) == 0)
+            have_server = 1;
+        else if (x->name_len == 4 && strncasecmp(x->name, "date", 4) == 0)
+            have_date = 1;
+        else if (x->name_len == 10 && strncasecmp(x->name, "connection", 10) == 0 &&
+                 has_token(x->value, x->value_len, "close"))
+            c->keep_alive = 0;
+    }
+    if (no_body)
+        c->framing = FRAME_NONE;
+    else if (h->content_length >= 0)
+        c->framing = FRAME_LENGTH;
+    else if (c->http_minor >= 1)
+        c->framing = FRAME_CHUNKED;
+    else
+        c->framing = FRAME_CLOSE;
+    c->resp_cl = h->content_length;
+    /* A body the app did not read is drained after the response if it is short enough. */
+    if (c->framing == FRAME_CLOSE || !conn_can_drain(c) || server_draining(c->srv))
+        c->keep_alive = 0;
+
+    int rc = 0;
+    rc |= out_str(c, "HTTP/1.1 ");
+    rc |= out_bytes(c, h->status_line, h->status_line_len);
+    rc |= out_str(c, "\r\n");
+    if (!have_server) rc |= out_str(c, "Server: " EPOLL_SERVER_NAME "\r\n");
+    if (!have_date) {
+        rc |= out_str(c, "Date: ");
+        rc |= out_str(c, http_date());
+        rc |= out_str(c, "\r\n");
+    }
+    for (size_t k = 0; k < h->n_headers; k++) {
+        const wsgi_header *x = &h->headers[k];
+        if (hop_by_hop(x->name, x->name_len)) continue;
+        rc |= out_bytes(c, x->name, x->name_len);
+        rc |= out_str(c, ": ");
+        rc |= out_bytes(c, x->value, x->value_len);
+        rc |= out_str(c, "\r\n");
+    }
+    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "Transfer-Encoding: chunked\r\n");
+    if (!c->keep_alive)
+        rc |= out_str(c, "Connection: close\r\n");
+    else if (c->http_minor == 0)
+        rc |= out_str(c, "Connection: keep-alive\r\n");
+    rc |= out_str(c, "\r\n");
+    if (rc) return -1;
+    return after_queue(c);
+}
+
+static int chunk_size_line(conn *c, uint64_t n)
+{
+    char line[32];
+    int k = snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)n);
+    return out_bytes(c, line, (size_t)k);
+}
+
+int conn_queue_chunked_end(conn *c)
+{
+    return out_str(c, "0\r\n\r\n");
+}
+
+static int on_body(void *user_data, const char *data, size_t len)
+{
+    conn *c = user_data;
+    if (c->swallow) return -1;
+    if (c->framing == FRAME_NONE || len == 0)
+        return 0; /* HEAD, 204, 304: the app's bytes are dropped */
+    int rc = 0;
+    if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, len);
+    rc |= out_mem(c, data, len);
+    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "\r\n");
+    if (rc) return -1;
+    c->body_bytes += len;
+    return after_queue(c);
+}
+
+static int on_sendfile(void *user_data, int fd, int64_t offset, int64_t count)
+{
+    conn *c = user_data;
+    if (c->swallow) return -1;
+    if (c->framing == FRAME_NONE || count <= 0) return 0;
+    int rc = 0;
+    if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, (uint64_t)count);
+    rc |= out_file(c, fd, offset, count);
+    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "\r\n");
+    if (rc) return -1;
+    c->body_bytes += (uint64_t)count;
+    return after_queue(c);
+}
+
+const wsgi_response_handler conn_handler = {
+    .struct_size = sizeof(wsgi_response_handler),
+    .on_start = on_start,
+    .on_body = on_body,
+    .on_sendfile = on_sendfile,
+};

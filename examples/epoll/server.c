@@ -1,0 +1,815 @@
+/* The libwsgi-epoll event loop (see server.h). One thread owns all sockets; connections are
+ * armed with EPOLLONESHOT so each arming yields at most one event and a connection handed to an
+ * app thread can never produce events behind its back. Timeouts live in three FIFO lists (idle
+ * keep-alive, request, linger): every entry of a list has the same timeout, so appending keeps each
+ * list sorted by deadline and expiry is O(1). App threads report back through a mutex-protected
+ * completion queue and an eventfd. */
+#include "server.h"
+#include "conn.h"
+#include "host_log.h"
+#include "host_signals.h"
+#include "pool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { TL_IDLE, TL_REQUEST, TL_LINGER, TL_COUNT };
+enum { READY_NONE, READY_PUMP, READY_ADVANCE };
+
+/* How long a closing connection may keep sending before we close anyway. */
+#define LINGER_MS 2000
+
+typedef struct ev_tag {
+    ev_kind kind;
+    size_t index;
+} ev_tag;
+
+typedef struct tlist {
+    conn *head, *tail;
+    int64_t timeout_ms;
+} tlist;
+
+struct server {
+    const epoll_options *opt;
+    wsgi_app *app;
+    listener *ls;
+    size_t n_ls;
+    ev_tag *ls_tags;
+    ev_tag wake_tag, sig_tag;
+    int epfd, wakefd, sigfd;
+    host_pool *pool; /* NULL: --threads 0 */
+
+    pthread_mutex_t done_mu;
+    conn *done_head, *done_tail;
+    conn *ready_head, *ready_tail;
+    conn *graveyard;
+
+    conn *all;
+    size_t n_conns;
+    size_t n_app; /* connections owned by app threads */
+    tlist lists[TL_COUNT];
+
+    atomic_int draining;
+    int quit;
+    int64_t grace_deadline;
+    int accept_paused;
+    int64_t last_emfile_log;
+};
+
+/* ---- accessors used off the loop thread ----------------------------------------------------- */
+
+wsgi_app *server_app(const server *s)
+{
+    return s->app;
+}
+int server_draining(const server *s)
+{
+    return atomic_load_explicit(&((server *)s)->draining, memory_order_relaxed);
+}
+int server_inline(const server *s)
+{
+    return s->pool == NULL;
+}
+int server_timeout_ms(const server *s)
+{
+    return (int)s->opt->timeout_request * 1000;
+}
+uint64_t server_max_body(const server *s)
+{
+    return s->opt->max_body_size;
+}
+size_t server_max_header(const server *s)
+{
+    return s->opt->max_header_size;
+}
+int server_access_log(const server *s)
+{
+    return s->opt->host.access_log;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- timeout lists ---------------------------------------------------------------------- */
+
+static void tl_remove(server *s, conn *c)
+{
+    if (c->t_list < 0) return;
+    tlist *l = &s->lists[c->t_list];
+    if (c->t_prev)
+        c->t_prev->t_next = c->t_next;
+    else
+        l->head = c->t_next;
+    if (c->t_next)
+        c->t_next->t_prev = c->t_prev;
+    else
+        l->tail = c->t_prev;
+    c->t_prev = c->t_next = NULL;
+    c->t_list = -1;
+}
+
+static void tl_add(server *s, conn *c, int list)
+{
+    tl_remove(s, c);
+    tlist *l = &s->lists[list];
+    c->deadline = now_ms() + l->timeout_ms;
+    c->t_list = list;
+    c->t_prev = l->tail;
+    c->t_next = NULL;
+    if (l->tail)
+        l->tail->t_next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+/* ---- connection life cycle --------------------------------------------------------------- */
+
+static void arm(server *s, conn *c, unsigned events)
+{
+    struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = c};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+}
+
+static void listeners_enable(server *s, int on)
+{
+    for (size_t k = 0; k < s->n_ls; k++) {
+        if (s->ls[k].fd < 0) continue;
+        if (on) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->ls_tags[k]};
+            if (s->ls[k].shared) ev.events |= EPOLLEXCLUSIVE;
+            epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->ls[k].fd, &ev);
+        } else {
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->ls[k].fd, NULL);
+        }
+    }
+}
+
+static void conn_close(server *s, conn *c)
+{
+    if (c->state == CONN_CLOSED) return;
+    tl_remove(s, c);
+    close(c->fd); /* also removes it from epoll */
+    c->fd = -1;
+    c->state = CONN_CLOSED;
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        s->all = c->all_next;
+    if (c->all_next) c->all_next->all_prev = c->all_prev;
+    s->n_conns--;
+    /* Events of this batch may still point at it: free after the batch. */
+    c->q_next = s->graveyard;
+    s->graveyard = c;
+    if (s->accept_paused && !s->draining) {
+        s->accept_paused = 0;
+        listeners_enable(s, 1);
+    }
+}
+
+static void conn_free(conn *c)
+{
+    free(c->in);
+    free(c->hdrs);
+    free(c->hdr_ptrs);
+    free(c->alog);
+    free(c->outq);
+    free(c->scratch);
+    free(c);
+}
+
+static void bury(server *s)
+{
+    while (s->graveyard) {
+        conn *c = s->graveyard;
+        s->graveyard = c->q_next;
+        conn_free(c);
+    }
+}
+
+/* Close after the response: shut the write side and discard what the client still sends, so
+ * that closing with unread input does not reset the connection before the client has read it. */
+static void close_graceful(server *s, conn *c)
+{
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        conn_close(s, c);
+        return;
+    }
+    c->state = CONN_LINGER;
+    tl_add(s, c, TL_LINGER);
+    arm(s, c, EPOLLIN);
+}
+
+static void ready_push(server *s, conn *c, int action)
+{
+    c->ready_action = action;
+    c->q_next = NULL;
+    if (s->ready_tail)
+        s->ready_tail->q_next = c;
+    else
+        s->ready_head = c;
+    s->ready_tail = c;
+}
+
+static void on_pump_result(server *s, conn *c, int r);
+
+static void job_run(host_job *j)
+{
+    conn *c = (conn *)((char *)j - offsetof(conn, job));
+    server *s = c->srv;
+    c->pump_result = c->abort_requested ? exchange_abort(c) : exchange_run(c);
+    pthread_mutex_lock(&s->done_mu);
+    c->q_next = NULL;
+    if (s->done_tail)
+        s->done_tail->q_next = c;
+    else
+        s->done_head = c;
+    s->done_tail = c;
+    pthread_mutex_unlock(&s->done_mu);
+    uint64_t one = 1;
+    ssize_t w = write(s->wakefd, &one, sizeof(one));
+    (void)w; /* the counter cannot overflow in practice; a failed wake-up is retried by the next */
+}
+
+/* Hand the connection to its app thread. */
+static void to_app(server *s, conn *c)
+{
+    tl_remove(s, c);
+    if (c->state != CONN_APP) {
+        c->state = CONN_APP;
+        s->n_app++;
+    }
+    if (s->pool) {
+        c->job.run = job_run;
+        host_pool_submit(s->pool, &c->job);
+    } else {
+        int r = c->abort_requested ? exchange_abort(c) : exchange_run(c);
+        on_pump_result(s, c, r);
+    }
+}
+
+/* The loop wants the app thread to drop the response (client gone or too slow). */
+static void request_abort(server *s, conn *c)
+{
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->abort_requested = 1;
+    to_app(s, c);
+}
+
+/* A response generated by the server itself (4xx); the connection closes after it. */
+static void reply_error(server *s, conn *c, int status)
+{
+    out_clear(c);
+    conn_queue_status(c, status);
+    c->state = CONN_ERROR;
+    tl_add(s, c, TL_REQUEST);
+    int f = out_flush(c);
+    if (f == OUT_DONE)
+        close_graceful(s, c);
+    else if (f == OUT_AGAIN)
+        arm(s, c, EPOLLOUT);
+    else
+        conn_close(s, c);
+}
+
+static void next_request(server *s, conn *c)
+{
+    conn_request_begin(c);
+    if (c->in_len > 0) {
+        /* Pipelined: the next request is already (partly) here. Parsed from the ready list (not
+         * here: with --threads 0 that would recurse once per pipelined request). Until then it is
+         * in no timeout list and not armed, so nothing else can close it. */
+        c->state = CONN_HEAD;
+        ready_push(s, c, READY_ADVANCE);
+    } else {
+        c->state = CONN_IDLE;
+        tl_add(s, c, TL_IDLE);
+        arm(s, c, EPOLLIN);
+    }
+}
+
+/* Parse and drop what is buffered of an unread body; the next request follows it. */
+static void drain(server *s, conn *c)
+{
+    int r = conn_parse_body(c);
+    if (r == PARSE_DONE) {
+        next_request(s, c);
+        return;
+    }
+    if (r == PARSE_ERROR || c->body_received > c->drain_limit) {
+        conn_close(s, c);
+        return;
+    }
+    arm(s, c, EPOLLIN);
+}
+
+static void start_drain(server *s, conn *c)
+{
+    c->body_mode = BODY_DISCARD;
+    c->drain_limit = c->body_received + DRAIN_MAX;
+    c->state = CONN_DRAIN;
+    tl_add(s, c, TL_REQUEST);
+    drain(s, c);
+}
+
+static void on_pump_result(server *s, conn *c, int r)
+{
+    if (r == PUMP_YIELD) {
+        ready_push(s, c, READY_PUMP);
+        return;
+    }
+    s->n_app--;
+    switch (r) {
+    case PUMP_WRITE:
+        c->state = CONN_WRITE;
+        tl_add(s, c, TL_REQUEST);
+        arm(s, c, EPOLLOUT);
+        break;
+    case PUMP_DONE:
+        c->state = CONN_HEAD; /* loop-owned again */
+        if (!c->keep_alive || s->draining)
+            close_graceful(s, c);
+        else if (!c->msg_done)
+            start_drain(s, c);
+        else
+            next_request(s, c);
+        break;
+    default: conn_close(s, c); break;
+    }
+}
+
+/* Parse what is buffered and move the request on. */
+static void advance(server *s, conn *c)
+{
+    if (c->state == CONN_IDLE || c->state == CONN_HEAD) {
+        int r = conn_parse_head(c);
+        if (r == PARSE_ERROR) {
+            reply_error(s, c, c->err_status ? c->err_status : 400);
+            return;
+        }
+        if (r == PARSE_MORE) {
+            arm(s, c, EPOLLIN);
+            return;
+        }
+        if (server_access_log(s)) conn_access_prepare(c);
+        if (s->draining) c->keep_alive = 0;
+        int st = conn_choose_body(c);
+        if (st) {
+            reply_error(s, c, st);
+            return;
+        }
+        if (c->body_mode == BODY_STREAM) {
+            to_app(s, c);
+            return;
+        }
+        if (c->body_mode == BODY_BUFFERED) {
+            if (conn_in_reserve(c, c->in_parsed + (size_t)c->content_length + 1) < 0) {
+                reply_error(s, c, 503);
+                return;
+            }
+            if (c->expect_continue && c->in_len - c->in_parsed <= (size_t)c->content_length) {
+                c->continue_sent = 1;
+                conn_queue_status(c, 100);
+            }
+        }
+        c->state = CONN_BODY;
+    }
+    if (c->state == CONN_BODY) {
+        int r = conn_parse_body(c);
+        if (r == PARSE_ERROR) {
+            reply_error(s, c, c->err_status ? c->err_status : 400);
+            return;
+        }
+        if (r == PARSE_DONE && !out_pending(c)) {
+            to_app(s, c);
+            return;
+        }
+        unsigned ev = r == PARSE_DONE ? 0 : EPOLLIN;
+        if (out_pending(c)) {
+            int f = out_flush(c);
+            if (f == OUT_ERR) {
+                conn_close(s, c);
+                return;
+            }
+            if (f == OUT_AGAIN)
+                ev |= EPOLLOUT;
+            else if (r == PARSE_DONE) {
+                to_app(s, c);
+                return;
+            }
+        }
+        arm(s, c, ev);
+    }
+}
+
+static void on_readable(server *s, conn *c)
+{
+    size_t limit = s->opt->max_header_size + 1024;
+    if (c->state == CONN_BODY) limit = c->in_cap; /* reserved for the whole body in advance() */
+    if (c->state == CONN_DRAIN) {
+        limit = c->in_cap;
+        if (c->in_parsed == c->in_len) c->in_parsed = c->in_len = 0;
+        if (conn_in_reserve(c, IN_BUF_SIZE) < 0) {
+            conn_close(s, c);
+            return;
+        }
+    }
+    if (c->in_len == c->in_cap) {
+        if (c->in_cap >= limit || conn_in_reserve(c, c->in_cap ? c->in_cap * 2 : IN_BUF_SIZE)) {
+            reply_error(s, c, c->state == CONN_BODY ? 503 : 431);
+            return;
+        }
+    }
+    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    if (n == 0) {
+        conn_close(s, c); /* the client went away (maybe half-way through a request) */
+        return;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            arm(s, c, EPOLLIN | (out_pending(c) ? EPOLLOUT : 0));
+        else
+            conn_close(s, c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    if (c->state == CONN_DRAIN) {
+        drain(s, c);
+        return;
+    }
+    if (c->state == CONN_IDLE) {
+        /* The clock for the whole head starts with its first byte. */
+        c->state = CONN_HEAD;
+        tl_add(s, c, TL_REQUEST);
+    }
+    advance(s, c);
+}
+
+static void on_linger_readable(server *s, conn *c)
+{
+    char buf[4096];
+    for (int k = 0; k < 16; k++) {
+        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+        if (n > 0) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            arm(s, c, EPOLLIN);
+            return;
+        }
+        conn_close(s, c);
+        return;
+    }
+    arm(s, c, EPOLLIN);
+}
+
+static void on_conn_event(server *s, conn *c, unsigned events)
+{
+    switch (c->state) {
+    case CONN_IDLE:
+    case CONN_HEAD:
+    case CONN_BODY:
+        if (events & EPOLLOUT) {
+            int f = out_flush(c);
+            if (f == OUT_ERR) {
+                conn_close(s, c);
+                return;
+            }
+            if (!(events & EPOLLIN)) {
+                /* Only the 100 Continue was waiting: re-evaluate (it may be all we needed). */
+                advance(s, c);
+                return;
+            }
+        }
+        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            on_readable(s, c);
+        else
+            arm(s, c, EPOLLIN);
+        break;
+    case CONN_WRITE: {
+        if (events & EPOLLERR) {
+            request_abort(s, c);
+            return;
+        }
+        int f = out_flush(c);
+        if (f == OUT_ERR)
+            request_abort(s, c);
+        else if (f == OUT_AGAIN) {
+            tl_add(s, c, TL_REQUEST); /* progress (or not): the clock restarts on each wake-up */
+            arm(s, c, EPOLLOUT);
+        } else
+            to_app(s, c);
+        break;
+    }
+    case CONN_ERROR: {
+        int f = out_flush(c);
+        if (f == OUT_DONE)
+            close_graceful(s, c);
+        else if (f == OUT_AGAIN)
+            arm(s, c, EPOLLOUT);
+        else
+            conn_close(s, c);
+        break;
+    }
+    case CONN_DRAIN: on_readable(s, c); break;
+    case CONN_LINGER: on_linger_readable(s, c); break;
+    case CONN_APP:
+    case CONN_CLOSED: break; /* stale event */
+    }
+}
+
+static void on_timeout(server *s, conn *c)
+{
+    switch (c->state) {
+    case CONN_IDLE:
+    case CONN_DRAIN:
+    case CONN_LINGER:
+    case CONN_ERROR: conn_close(s, c); break;
+    case CONN_HEAD:
+        if (c->in_len > 0) {
+            host_log(WSGI_LOG_DEBUG, "request head timed out (%s)", c->peer);
+            reply_error(s, c, 408);
+        } else {
+            conn_close(s, c);
+        }
+        break;
+    case CONN_BODY: reply_error(s, c, 408); break;
+    case CONN_WRITE:
+        host_log(WSGI_LOG_DEBUG, "client %s stopped reading: dropping the response", c->peer);
+        request_abort(s, c);
+        break;
+    case CONN_APP:
+    case CONN_CLOSED: break;
+    }
+}
+
+static void on_accept(server *s, listener *l)
+{
+    for (int k = 0; k < 64; k++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting until a connection closes. */
+                int64_t now = now_ms();
+                if (now - s->last_emfile_log > 10000) {
+                    host_log(WSGI_LOG_WARNING, "accept: %s: pausing new connections",
+                             strerror(errno));
+                    s->last_emfile_log = now;
+                }
+                if (s->n_conns > 0) {
+                    s->accept_paused = 1;
+                    listeners_enable(s, 0);
+                }
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                host_log(WSGI_LOG_ERROR, "accept: %s", strerror(errno));
+            }
+            return;
+        }
+        conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->kind = EV_CONN;
+        c->srv = s;
+        c->lst = l;
+        c->fd = fd;
+        c->t_list = -1;
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof(c->peer));
+            c->peer_port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
+            c->peer_port = ntohs(a->sin6_port);
+        }
+        if (!l->is_unix) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        conn_request_begin(c);
+        c->all_next = s->all;
+        if (s->all) s->all->all_prev = c;
+        s->all = c;
+        s->n_conns++;
+        /* A new connection gets the request timeout for its first request (not keep-alive's). */
+        c->state = CONN_IDLE;
+        tl_add(s, c, TL_REQUEST);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+            conn_close(s, c);
+        }
+    }
+}
+
+static void on_wake(server *s)
+{
+    uint64_t v;
+    ssize_t r = read(s->wakefd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&s->done_mu);
+    conn *list = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->done_mu);
+    while (list) {
+        conn *c = list;
+        list = c->q_next;
+        c->q_next = NULL;
+        on_pump_result(s, c, c->pump_result);
+    }
+}
+
+static void run_ready(server *s)
+{
+    conn *list = s->ready_head;
+    s->ready_head = s->ready_tail = NULL;
+    while (list) {
+        conn *c = list;
+        list = c->q_next;
+        c->q_next = NULL;
+        if (c->state == CONN_CLOSED) continue;
+        if (c->ready_action == READY_PUMP) {
+            int r = c->abort_requested ? exchange_abort(c) : exchange_run(c);
+            on_pump_result(s, c, r);
+        } else {
+            tl_add(s, c, TL_REQUEST);
+            advance(s, c);
+        }
+    }
+}
+
+static void begin_drain(server *s)
+{
+    if (s->draining) return;
+    atomic_store(&s->draining, 1);
+    s->grace_deadline = now_ms() + (int64_t)s->opt->host.graceful_timeout * 1000;
+    host_log(WSGI_LOG_INFO, "worker %d: shutting down gracefully (%zu connections)", (int)getpid(),
+             s->n_conns);
+    /* Stop accepting: the other workers (or nobody) get the new connections. */
+    for (size_t k = 0; k < s->n_ls; k++) {
+        if (s->ls[k].fd >= 0) {
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->ls[k].fd, NULL);
+            listen_close(&s->ls[k], 0);
+        }
+    }
+    /* Idle keep-alive connections have nothing in flight. */
+    for (conn *c = s->all, *next; c; c = next) {
+        next = c->all_next;
+        if (c->state == CONN_IDLE) conn_close(s, c);
+    }
+}
+
+static int loop(server *s)
+{
+    struct epoll_event evs[256];
+    while (!s->quit) {
+        if (s->draining && s->n_conns == 0) break;
+        int64_t now = now_ms();
+        if (s->draining && now >= s->grace_deadline) {
+            host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections", s->n_conns);
+            break;
+        }
+        int timeout = -1;
+        for (int k = 0; k < TL_COUNT; k++) {
+            if (!s->lists[k].head) continue;
+            int64_t d = s->lists[k].head->deadline - now;
+            if (d < 0) d = 0;
+            if (timeout < 0 || d < timeout) timeout = (int)d;
+        }
+        if (s->draining) {
+            int64_t d = s->grace_deadline - now;
+            if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
+        }
+        if (s->ready_head) timeout = 0;
+        int n = epoll_wait(s->epfd, evs, 256, timeout);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            host_log(WSGI_LOG_ERROR, "epoll_wait: %s", strerror(errno));
+            return -1;
+        }
+        for (int k = 0; k < n; k++) {
+            ev_kind kind = *(ev_kind *)evs[k].data.ptr;
+            switch (kind) {
+            case EV_CONN: on_conn_event(s, evs[k].data.ptr, evs[k].events); break;
+            case EV_LISTENER:
+                if (!s->draining) on_accept(s, &s->ls[((ev_tag *)evs[k].data.ptr)->index]);
+                break;
+            case EV_WAKE: on_wake(s); break;
+            case EV_SIGNAL: {
+                uint64_t sigs = host_signals_read(s->sigfd);
+                if (sigs & (1ull << SIGQUIT)) {
+                    host_log(WSGI_LOG_INFO, "worker %d: quitting now", (int)getpid());
+                    s->quit = 1;
+                } else if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT))) {
+                    /* A second Ctrl-C does not wait for the grace period. */
+                    if (s->draining && (sigs & (1ull << SIGINT))) s->quit = 1;
+                    begin_drain(s);
+                }
+                break;
+            }
+            }
+        }
+        run_ready(s);
+        now = now_ms();
+        for (int k = 0; k < TL_COUNT; k++) {
+            while (s->lists[k].head && s->lists[k].head->deadline <= now) {
+                conn *c = s->lists[k].head;
+                tl_remove(s, c);
+                on_timeout(s, c);
+            }
+        }
+        bury(s);
+    }
+    return 0;
+}
+
+int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
+{
+    server *s = calloc(1, sizeof(*s));
+    if (!s) return -1;
+    int result = -1;
+    s->opt = o;
+    s->app = app;
+    s->ls = ls;
+    s->n_ls = n_ls;
+    s->epfd = s->wakefd = s->sigfd = -1;
+    pthread_mutex_init(&s->done_mu, NULL);
+    s->lists[TL_IDLE].timeout_ms = (int64_t)o->timeout_keepalive * 1000;
+    s->lists[TL_REQUEST].timeout_ms = (int64_t)o->timeout_request * 1000;
+    s->lists[TL_LINGER].timeout_ms = LINGER_MS;
+    s->ls_tags = calloc(n_ls, sizeof(ev_tag));
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT};
+    s->sigfd = host_signals_open(sigs, 3);
+    if (!s->ls_tags || s->epfd < 0 || s->wakefd < 0 || s->sigfd < 0) {
+        host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
+        goto out;
+    }
+    if (o->host.threads > 0 && host_pool_new(o->host.threads, &s->pool) != 0) {
+        host_log(WSGI_LOG_ERROR, "cannot start %u threads: %s", o->host.threads, strerror(errno));
+        goto out;
+    }
+    s->wake_tag.kind = EV_WAKE;
+    s->sig_tag.kind = EV_SIGNAL;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->wake_tag};
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev);
+    ev.data.ptr = &s->sig_tag;
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
+    for (size_t k = 0; k < n_ls; k++) {
+        s->ls_tags[k].kind = EV_LISTENER;
+        s->ls_tags[k].index = k;
+    }
+    listeners_enable(s, 1);
+    for (size_t k = 0; k < n_ls; k++)
+        host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
+                 ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid(), o->host.threads);
+
+    loop(s);
+
+    if (s->n_app > 0) {
+        /* App threads are still inside libwsgi: the runtime must not be torn down under them. */
+        result = 1;
+        goto out_nofree;
+    }
+    result = 0;
+    for (conn *c = s->all, *next; c; c = next) {
+        next = c->all_next;
+        conn_close(s, c);
+    }
+    bury(s);
+out:
+    host_pool_free(s->pool);
+out_nofree:
+    host_signals_close();
+    for (size_t k = 0; k < n_ls; k++)
+        listen_close(&ls[k], 0);
+    if (result != 1) {
+        if (s->epfd >= 0) close(s->epfd);
+        if (s->wakefd >= 0) close(s->wakefd);
+        pthread_mutex_destroy(&s->done_mu);
+        free(s->ls_tags);
+        free(s);
+    }
+    return result;
+}

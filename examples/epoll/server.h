@@ -1,0 +1,17 @@
+/* One libwsgi-epoll worker process: the epoll loop that accepts connections, reads requests,
+ * hands them to the app threads, writes responses as sockets become writable, enforces timeouts
+ * and shuts down gracefully on SIGTERM/SIGINT. */
+#ifndef EPOLL_SERVER_H
+#define EPOLL_SERVER_H
+
+#include "cli.h"
+#include "listen.h"
+
+#include <libwsgi/libwsgi.h>
+
+/* Serve app on the (already listening) listeners until told to stop. Returns 0 after a clean
+ * shutdown, 1 if requests were still running when the grace period ended (the caller must then
+ * not free the runtime: app threads may still be inside it), -1 if the server could not start. */
+int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls);
+
+#endif

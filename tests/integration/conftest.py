@@ -1,0 +1,172 @@
+"""Fixtures that run libwsgi-epoll and gunicorn on free 127.0.0.1 ports.
+
+Servers are started as child processes, are ready when a TCP connect succeeds (the epoll server
+listens only once its app is loaded), and are stopped at teardown by PID (SIGTERM, then SIGKILL as
+a guard) — never by name.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TEST_APPS = os.path.join(HERE, "apps")
+EXAMPLE_APPS = os.path.join(ROOT, "examples", "apps")
+EPOLL = os.environ.get("LIBWSGI_EPOLL") or os.path.join(ROOT, "build", "examples", "epoll", "libwsgi-epoll")
+# gunicorn from Debian, run by Debian's interpreter (the one running these tests).
+GUNICORN = [sys.executable, "-m", "gunicorn"]
+READY_GUARD = 60.0
+STOP_GUARD = 60.0
+# Server logs and files the test apps make live here, removed at the end of the session.
+SESSION_TMP = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tmp():
+    global SESSION_TMP
+    SESSION_TMP = tempfile.mkdtemp(prefix="libwsgi-integration-")
+    os.environ["LIBWSGI_TEST_TMP"] = SESSION_TMP  # inherited by the servers (see apps/corners.py)
+    yield SESSION_TMP
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def can_connect(port=None, unix_path=None):
+    try:
+        if unix_path:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(unix_path)
+        else:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+class Server:
+    """A server process started by a test."""
+
+    def __init__(self, name, argv, port=None, unix_path=None, env=None, cwd=None):
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.unix_path = unix_path
+        self.log_file = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False,
+                                                    dir=SESSION_TMP)
+        full_env = dict(os.environ)
+        full_env.pop("PYTHONPATH", None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=full_env, cwd=cwd)
+        self.pid = self.proc.pid
+        self.returncode = None
+
+    def log(self):
+        with open(self.log_file.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_ready(self):
+        deadline = time.monotonic() + READY_GUARD
+        while not can_connect(self.port, self.unix_path):
+            if self.proc.poll() is not None:
+                raise AssertionError("%s exited with %s before listening:\n%s"
+                                     % (self.name, self.proc.returncode, self.log()))
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError("%s did not start listening:\n%s" % (self.name, self.log()))
+            time.sleep(0.02)
+        return self
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, guard=STOP_GUARD):
+        try:
+            self.returncode = self.proc.wait(guard)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("%s did not exit:\n%s" % (self.name, self.log()))
+        return self.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            self.wait()
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+
+def epoll_argv(app, *args, pythonpath=(TEST_APPS, EXAMPLE_APPS), bind=None):
+    argv = [EPOLL, "--app", app]
+    for p in pythonpath:
+        argv += ["--pythonpath", p]
+    if bind:
+        argv += ["--bind", bind]
+    return argv + list(args)
+
+
+@pytest.fixture
+def spawn():
+    """spawn(kind, app, *args, ...) starts a server and stops it at teardown.
+
+    kind is "epoll" or "gunicorn"; the server is returned once it accepts connections.
+    """
+    started = []
+
+    def _spawn(kind, app, *args, ready=True, unix_path=None, env=None, cwd=None, port=None):
+        port = port or (None if unix_path else free_port())
+        bind = ("unix:" + unix_path) if unix_path else "127.0.0.1:%d" % port
+        if kind == "epoll":
+            argv = epoll_argv(app, *args, bind=bind)
+        elif kind == "gunicorn":
+            argv = GUNICORN + ["--bind", bind, "--pythonpath", TEST_APPS + "," + EXAMPLE_APPS,
+                               "--workers", "1", "--log-level", "warning"] + list(args) + [app]
+        else:
+            raise ValueError(kind)
+        s = Server(kind, argv, port=port, unix_path=unix_path, env=env, cwd=cwd)
+        started.append(s)
+        return s.wait_ready() if ready else s
+
+    yield _spawn
+    errors = []
+    for s in started:
+        try:
+            s.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        raise AssertionError("\n".join(errors))
+
+
+def module_server(request, kind, app, *args):
+    """A server shared by all tests of a module (started once, stopped at module teardown)."""
+    port = free_port()
+    bind = "127.0.0.1:%d" % port
+    if kind == "epoll":
+        argv = epoll_argv(app, *args, bind=bind)
+    else:
+        argv = GUNICORN + ["--bind", bind, "--pythonpath", TEST_APPS + "," + EXAMPLE_APPS,
+                           "--workers", "1", "--log-level", "warning"] + list(args) + [app]
+    s = Server(kind, argv, port=port)
+    request.addfinalizer(s.stop)
+    return s.wait_ready()

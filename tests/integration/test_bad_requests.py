@@ -1,0 +1,211 @@
+"""Requests libwsgi-epoll must refuse before they reach the app: malformed (400), smuggling
+(400), oversized heads (431) and bodies (413), unsupported codings (501), and slow clients (408),
+which must not starve the others."""
+
+import json
+import socket
+
+import pytest
+
+from conftest import module_server
+from httpclient import Conn, build_request, chunked, request
+
+
+@pytest.fixture(scope="module")
+def srv(request):
+    return module_server(request, "epoll", "corners:app", "--threads", "2",
+                         "--max-header-size", "4096", "--max-body-size", "100000",
+                         "--timeout-request", "2")
+
+
+@pytest.fixture(scope="module")
+def srv_inline(request):
+    return module_server(request, "epoll", "corners:app", "--threads", "0",
+                         "--max-header-size", "4096", "--max-body-size", "100000",
+                         "--timeout-request", "2")
+
+
+@pytest.fixture(params=["threads", "inline"])
+def any_srv(request, srv, srv_inline):
+    return srv if request.param == "threads" else srv_inline
+
+
+def app_calls(srv):
+    return json.loads(request(srv.port, "GET", "/state").body)["calls"]
+
+
+def raw(srv, data):
+    """Send raw bytes, return the response and whether the server then closed the connection."""
+    with Conn(srv.port) as c:
+        c.send(data)
+        r = c.read_response()
+        return r, c.is_closed_by_peer()
+
+
+BAD_400 = {
+    "garbage request line": b"HELLO\r\n\r\n",
+    "no version": b"GET /\r\nHost: x\r\n\r\n",
+    "bad version": b"GET / HTTP/9.Z\r\nHost: x\r\n\r\n",
+    "space in header name": b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n",
+    "no colon": b"GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+    "control char in value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n",
+    "missing host (1.1)": b"GET / HTTP/1.1\r\nX-A: a\r\n\r\n",
+    "two hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "CL and TE (smuggling)": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "TE and CL (smuggling)": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             b"Content-Length: 5\r\n\r\n0\r\n\r\n",
+    "duplicate CL (smuggling)": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                b"Content-Length: 5\r\n\r\nhello",
+    "conflicting CL (smuggling)": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                  b"Content-Length: 6\r\n\r\nhello!",
+    "CL list": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "negative CL": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    "CL not a number": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    "two TE headers": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "NUL in target": b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_400))
+def test_malformed_is_400_and_never_reaches_app(any_srv, name):
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, BAD_400[name])
+    assert r.status == 400, (name, r)
+    assert r.header("Connection", "").lower() == "close"
+    assert closed
+    assert app_calls(any_srv) == before + 1  # only the /state call itself
+
+
+def test_http2_version_is_505(any_srv):
+    r, closed = raw(any_srv, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+    assert r.status == 505 and closed
+
+
+def test_bad_chunk_size_is_400(any_srv):
+    # The app was already called (chunked bodies stream): it sees wsgi.input fail, and the
+    # server answers 400 for the malformed body instead of whatever the app made of that.
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) +
+               b"zz\r\nhello\r\n0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400
+        assert c.is_closed_by_peer()
+
+
+def test_unsupported_transfer_coding_is_501(any_srv):
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+    assert r.status in (400, 501)
+    assert closed
+    assert app_calls(any_srv) == before + 1
+
+
+def test_headers_too_large_is_431(any_srv):
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, build_request("GET", "/hello", [("X-Big", "a" * 5000)]))
+    assert r.status == 431 and closed
+    r, closed = raw(any_srv, build_request("GET", "/hello", [("X-H%d" % i, "v" * 60) for i in range(80)]))
+    assert r.status == 431 and closed
+    assert app_calls(any_srv) == before + 1
+
+
+def test_too_many_headers_is_431(any_srv):
+    r, closed = raw(any_srv, build_request("GET", "/hello", [("X-%d" % i, "v") for i in range(150)]))
+    assert r.status == 431 and closed
+
+
+def test_endless_head_is_431_without_waiting_for_its_end(any_srv):
+    with Conn(any_srv.port) as c:
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"a" * 10000)
+        r = c.read_response()
+        assert r.status == 431
+
+
+def test_body_too_large_content_length_is_413(any_srv):
+    before = app_calls(any_srv)
+    with Conn(any_srv.port) as c:
+        # Expect: 100-continue lets the client learn the answer before sending anything.
+        c.send(build_request("POST", "/echo", [("Content-Length", "100001"), ("Expect", "100-continue")]))
+        r = c.read_response(skip_continue=False)
+        assert r.status == 413
+        assert c.is_closed_by_peer()
+    r, closed = raw(any_srv, build_request("POST", "/echo", body=b"x" * 100001))
+    assert r.status == 413 and closed
+    assert app_calls(any_srv) == before + 1
+
+
+def test_body_at_the_limit_is_accepted(any_srv):
+    r = request(any_srv.port, "POST", "/echo", body=b"x" * 100000)
+    assert r.status == 200 and len(r.body) == 100000
+
+
+def test_chunked_body_too_large_is_413(any_srv):
+    # A chunked body has no length up front: the app is called, wsgi.input fails once the limit
+    # is crossed, and the server answers 413 instead of whatever the app made of that.
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]))
+        c.send(chunked(*([b"y" * 30000] * 4)))
+        r = c.read_response()
+        assert r.status == 413
+    with Conn(any_srv.port) as c:
+        # One oversized chunk is refused from its size line.
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"186a1\r\n")
+        r = c.read_response()
+        assert r.status == 413
+
+
+def test_bad_request_after_good_one_on_same_connection(any_srv):
+    with Conn(any_srv.port) as c:
+        assert c.request("GET", "/hello").status == 200
+        c.send(b"BROKEN\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400
+        assert c.is_closed_by_peer()
+
+
+def test_slowloris_head_times_out_with_408_without_starving_others(any_srv):
+    slow = [Conn(any_srv.port) for _ in range(20)]
+    for c in slow:
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    # Others are served while the slow clients hang on.
+    for _ in range(10):
+        assert request(any_srv.port, "GET", "/hello").status == 200
+    for c in slow:
+        # --timeout-request 2: the server gives up on them (the guard is much longer).
+        r = c.read_response()
+        assert r.status == 408
+        assert c.is_closed_by_peer()
+        c.close()
+
+
+def test_slow_body_times_out(any_srv):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Content-Length", "10")]) + b"abc")
+        r = c.read_response()
+        assert r.status == 408
+
+
+def test_slow_streamed_body_times_out(srv):
+    with Conn(srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"3\r\nabc\r\n")
+        r = c.read_response()
+        assert r.status == 408
+
+
+def test_idle_connection_without_request_is_closed(any_srv):
+    with Conn(any_srv.port) as c:
+        assert c.is_closed_by_peer()  # no response bytes, just a close
+
+
+def test_client_closing_mid_body_does_not_break_server(any_srv):
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", any_srv.port))
+        s.sendall(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"5\r\nab")
+        s.close()
+        s = socket.create_connection(("127.0.0.1", any_srv.port))
+        s.sendall(build_request("POST", "/echo", [("Content-Length", "1000")]) + b"abc")
+        s.close()
+    assert request(any_srv.port, "GET", "/hello").status == 200

@@ -1,0 +1,376 @@
+"""HTTP/1.1 behaviour of libwsgi-epoll over real sockets: keep-alive, pipelining, HTTP/1.0, HEAD,
+100-continue, request and response framing, Date/Server, backpressure, client aborts."""
+
+import re
+import socket
+import uuid
+
+import pytest
+
+from conftest import module_server
+from httpclient import Conn, build_request, chunked, request, wait_for
+
+
+@pytest.fixture(scope="module")
+def srv(request):
+    return module_server(request, "epoll", "corners:app", "--threads", "4")
+
+
+@pytest.fixture(scope="module")
+def srv_inline(request):
+    return module_server(request, "epoll", "corners:app", "--threads", "0")
+
+
+@pytest.fixture(params=["threads", "inline"])
+def any_srv(request, srv, srv_inline):
+    return srv if request.param == "threads" else srv_inline
+
+
+def state(srv, token=""):
+    import json
+    return json.loads(request(srv.port, "GET", "/state?token=" + token).body)
+
+
+def test_hello_and_server_headers(any_srv):
+    r = request(any_srv.port, "GET", "/hello")
+    assert r.status == 200
+    assert r.body == b"Hello, World!\n"
+    assert r.header("Content-Length") == "14"
+    assert r.header("Server", "").startswith("libwsgi-epoll")
+    assert re.fullmatch(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", r.header("Date"))
+    assert r.version == "HTTP/1.1"
+
+
+def test_keep_alive_many_requests_one_connection(any_srv):
+    with Conn(any_srv.port) as c:
+        for i in range(20):
+            r = c.request("GET", "/hello?i=%d" % i)
+            assert r.status == 200 and r.body == b"Hello, World!\n"
+            assert r.header("Connection") is None
+
+
+def test_pipelining_answers_in_order(any_srv):
+    with Conn(any_srv.port) as c:
+        reqs = b"".join(build_request("GET", "/stream?n=3&size=%d" % (i + 1)) for i in range(5))
+        reqs += build_request("POST", "/echo", body=b"posted")
+        reqs += build_request("GET", "/hello")
+        c.send(reqs)
+        for i in range(5):
+            r = c.read_response()
+            assert r.status == 200
+            assert r.body == b"".join((b"%d" % k) * (i + 1) for k in range(3))
+        assert c.read_response().body == b"posted"
+        assert c.read_response().body == b"Hello, World!\n"
+
+
+def test_pipelined_requests_sent_byte_by_byte(srv):
+    with Conn(srv.port) as c:
+        data = build_request("GET", "/hello") + build_request("POST", "/echo", body=b"xyz")
+        for b in data:
+            c.send(bytes([b]))
+        assert c.read_response().body == b"Hello, World!\n"
+        assert c.read_response().body == b"xyz"
+
+
+def test_http10_close_delimited_and_closed(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/stream?n=3&size=2", version="HTTP/1.0")
+        assert r.status == 200
+        assert r.framing == "close"
+        assert r.body == b"001122"
+        assert r.header("Transfer-Encoding") is None
+
+
+def test_http10_content_length_closes_by_default(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/hello", version="HTTP/1.0", host=None)
+        assert r.body == b"Hello, World!\n"
+        assert r.header("Connection", "").lower() == "close"
+        assert c.is_closed_by_peer()
+
+
+def test_http10_keep_alive_when_asked(any_srv):
+    with Conn(any_srv.port) as c:
+        for _ in range(3):
+            r = c.request("GET", "/hello", [("Connection", "keep-alive")], version="HTTP/1.0")
+            assert r.body == b"Hello, World!\n"
+            assert r.header("Connection", "").lower() == "keep-alive"
+
+
+def test_connection_close_from_client(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/hello", [("Connection", "close")])
+        assert r.body == b"Hello, World!\n"
+        assert r.header("Connection", "").lower() == "close"
+        assert c.is_closed_by_peer()
+
+
+def test_connection_close_from_app(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/connection-close")
+        assert r.body == b"ok"
+        assert r.header_all("Connection") == ["close"]
+        assert c.is_closed_by_peer()
+
+
+def test_head_has_no_body_and_keeps_connection(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("HEAD", "/hello")
+        assert r.status == 200
+        assert r.header("Content-Length") == "14"
+        r = c.request("HEAD", "/stream?n=2")
+        assert r.status == 200
+        assert r.header("Transfer-Encoding") is None
+        # Nothing of either body was sent: the next response starts right away.
+        r = c.request("GET", "/hello")
+        assert r.body == b"Hello, World!\n"
+
+
+# HEAD and 304 declare the entity's Content-Length with no body: the connection must stay usable.
+@pytest.mark.parametrize("method,target", [("HEAD", "/head-cl"), ("GET", "/not-modified-cl")])
+def test_bodiless_response_with_content_length_keeps_connection(srv, method, target):
+    with Conn(srv.port) as c:
+        r = c.request(method, target)
+        assert r.status in (200, 304)
+        assert r.header("Content-Length") == "10"
+        assert c.request("GET", "/hello").body == b"Hello, World!\n"
+
+
+def test_204_and_304_have_no_body(any_srv):
+    with Conn(any_srv.port) as c:
+        for code in (204, 304):
+            r = c.request("GET", "/status?code=%d" % code)
+            assert r.status == code
+            assert r.header("Transfer-Encoding") is None
+        assert c.request("GET", "/hello").body == b"Hello, World!\n"
+
+
+def test_chunked_response_when_no_content_length(any_srv):
+    r = request(any_srv.port, "GET", "/stream?n=4&size=3")
+    assert r.framing == "chunked"
+    assert r.header("Transfer-Encoding") == "chunked"
+    assert r.body == b"000111222333"
+
+
+def test_empty_chunks_do_not_end_the_chunked_body(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/empty-chunks")
+        assert r.body == b"ab"
+        assert c.request("GET", "/hello").status == 200
+
+
+def test_content_length_response_stops_at_declared_length(any_srv):
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/declared-short")
+        assert r.body == b"01234"
+        # The rest was not sent: the connection is still in sync.
+        assert c.request("GET", "/hello").body == b"Hello, World!\n"
+
+
+def test_app_headers_kept_in_order_with_duplicates(any_srv):
+    r = request(any_srv.port, "GET", "/headers")
+    assert r.header_all("Set-Cookie") == ["a=1", "b=2"]
+    names = [k for k, _ in r.headers]
+    assert names.index("Content-Type") < names.index("Set-Cookie") < names.index("X-Custom")
+
+
+def test_content_length_body(any_srv):
+    body = bytes(range(256)) * 10
+    r = request(any_srv.port, "POST", "/echo", body=body)
+    assert r.status == 200 and r.body == body
+
+
+def test_large_content_length_body_streamed(any_srv):
+    body = (b"0123456789abcdef" * 65536) * 3  # 3 MiB: above the buffering threshold
+    import hashlib
+    r = request(any_srv.port, "POST", "/echo-sha", body=body)
+    import json
+    res = json.loads(r.body)
+    assert res == {"len": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_chunked_request_body(any_srv):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) +
+               chunked("hello ", "chunked ", "world"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello chunked world"
+        assert c.request("GET", "/hello").status == 200
+
+
+def test_chunked_request_body_with_extensions_and_trailers(srv):
+    with Conn(srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) +
+               b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+        assert c.read_response().body == b"abcde"
+        assert c.request("GET", "/hello").status == 200
+
+
+def test_chunked_body_streamed_as_it_arrives(srv):
+    """The app answers with the first line before the client has sent the rest of the body."""
+    with Conn(srv.port) as c:
+        c.send(build_request("POST", "/stream-echo-first", [("Transfer-Encoding", "chunked")]))
+        c.send(b"6\r\nline1\n\r\n")
+        status, _, _, headers, _ = c.read_head()
+        assert status == 200
+        size = int(c.read_line(), 16)
+        assert c.read_exact(size) == b"first:line1\n"
+        assert c.read_exact(2) == b"\r\n"
+        # Only now does the client send the rest.
+        c.send(b"4\r\nmore\r\n0\r\n\r\n")
+        size = int(c.read_line(), 16)
+        assert c.read_exact(size) == b"rest:more"
+
+
+def test_expect_100_continue_small_body(any_srv):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Expect", "100-continue"), ("Content-Length", "5")]))
+        status, reason, _, _, _ = c.read_head()
+        assert status == 100
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"
+
+
+def test_expect_100_continue_streamed_body(any_srv):
+    with Conn(any_srv.port) as c:
+        body = b"z" * (1 << 20)
+        c.send(build_request("POST", "/echo-sha", [("Expect", "100-continue"),
+                                                   ("Content-Length", str(len(body)))]))
+        status, _, _, _, _ = c.read_head()
+        assert status == 100
+        c.send(body)
+        r = c.read_response()
+        assert r.status == 200 and b'"len": 1048576' in r.body
+
+
+def test_expect_100_continue_not_sent_when_app_ignores_body(any_srv):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/hello", [("Expect", "100-continue"),
+                                                ("Content-Length", str(1 << 20))]))
+        r = c.read_response(skip_continue=False)
+        assert r.status == 200
+        # The body was never read, so the connection cannot be reused.
+        assert r.header("Connection", "").lower() == "close"
+
+
+def test_expect_unknown_is_417(any_srv):
+    r = request(any_srv.port, "POST", "/echo", [("Expect", "something-else")], body=b"x")
+    assert r.status == 417
+
+
+def test_large_file_wrapper_response(any_srv):
+    import hashlib, json
+    size = 32 * 1024 * 1024 + 123
+    r = request(any_srv.port, "GET", "/file?size=%d" % size)
+    assert r.status == 200 and len(r.body) == size
+    expected = json.loads(request(any_srv.port, "GET", "/file-sha?size=%d" % size).body)["sha256"]
+    assert hashlib.sha256(r.body).hexdigest() == expected
+
+
+def test_file_wrapper_without_content_length_is_chunked(any_srv):
+    size = 3 * 1024 * 1024 + 7
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/file?size=%d&cl=0" % size)
+        assert r.framing == "chunked" and len(r.body) == size
+        assert c.request("GET", "/hello").status == 200
+
+
+def vm_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_backpressure_generator_not_run_ahead_of_slow_client(any_srv):
+    """A client that does not read: the app's generator is pulled only as the socket drains."""
+    token = uuid.uuid4().hex
+    size = 1 << 20
+    c = Conn(any_srv.port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.send(build_request("GET", "/forever?size=%d&token=%s" % (size, token)))
+    # Let the server fill the socket buffers; however long this takes, the bound must hold.
+    import time
+    time.sleep(1.0)
+    produced = state(any_srv, token)["produced"] if any_srv is not None else 0
+    # Socket buffers on loopback hold a few MiB at most: without backpressure this would be huge.
+    assert produced <= 16, produced
+    # Now read 64 MiB: the stream flows.
+    got = 0
+    c.read_head()
+    while got < 64 * size:
+        c._fill()
+        got += len(c.buf)
+        c.buf = b""
+    c.close()
+    wait_for(lambda: state(any_srv, token)["closes"] == 1, "close() after the client went away")
+
+
+def test_large_streamed_response_uses_bounded_memory(any_srv):
+    total = 1024 * 1024 * 1024  # 1 GiB through a 256 KiB-chunk generator
+    before = vm_rss_kb(any_srv.pid)
+    with Conn(any_srv.port) as c:
+        c.send(build_request("GET", "/stream-big?total=%d" % total))
+        c.read_head()
+        got = 0
+        sock = c.sock
+        data = c.buf
+        c.buf = b""
+        # Read chunked framing loosely: count bytes until the terminating chunk arrives.
+        tail = b""
+        while True:
+            if data:
+                got += len(data)
+                tail = (tail + data)[-16:]
+                if tail.endswith(b"\r\n0\r\n\r\n"):
+                    break
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+        assert got > total
+    after = vm_rss_kb(any_srv.pid)
+    assert after - before < 64 * 1024, (before, after)
+
+
+def test_client_abort_mid_response_calls_close_once(any_srv):
+    token = uuid.uuid4().hex
+    c = Conn(any_srv.port)
+    c.send(build_request("GET", "/forever?size=65536&token=" + token))
+    c.read_head()
+    c.read_exact(100000)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()  # RST
+    wait_for(lambda: state(any_srv, token)["closes"] >= 1, "close() after the client abort")
+    assert state(any_srv, token)["closes"] == 1
+
+
+def test_client_abort_during_slow_app_does_not_break_server(srv):
+    # Many clients that send a request and vanish; the server keeps serving.
+    for i in range(50):
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(build_request("GET", "/stream?n=100&size=1000"))
+        s.close()
+    assert request(srv.port, "GET", "/hello").status == 200
+
+
+def test_absolute_form_target(any_srv):
+    r = request(any_srv.port, "GET", "http://example.com/environ?x=1")
+    import json
+    env = json.loads(r.body)
+    assert env["PATH_INFO"] == "/environ"
+    assert env["QUERY_STRING"] == "x=1"
+
+
+def test_unix_socket(spawn, tmp_path):
+    path = str(tmp_path / "s.sock")
+    s = spawn("epoll", "corners:app", unix_path=path)
+    with Conn(None, unix_path=path) as c:
+        r = c.request("GET", "/environ")
+        assert r.status == 200
+        import json
+        env = json.loads(r.body)
+        assert "REMOTE_ADDR" not in env or env["REMOTE_ADDR"] in ("", "127.0.0.1")
+        assert c.request("GET", "/hello").body == b"Hello, World!\n"
+    s.stop()
