@@ -283,8 +283,8 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
         resp->mode = LW_MODE_SENDFILE;
     } else if (!(resp->iter = PyObject_GetIter(result))) {
         lw_response_fail_exc(resp, WSGI_ERR_BAD_ITERABLE, "application returned a non-iterable");
-        lw_close_locked(resp);
     }
+    if (resp->error) lw_close_locked(resp); /* e.g. write() failed but the app returned anyway */
 done:
     lw_gil_release(&g);
     *out = resp;

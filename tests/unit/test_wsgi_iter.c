@@ -347,6 +347,23 @@ static void test_write_raises_oserror_after_host_failure(void **state)
     assert_int_equal(count_of("whf.no_exception"), 0);
 }
 
+/* The app swallows write()'s OSError and returns an iterable: the response is already cut, but the
+ * iterable it returned must still be closed exactly once. */
+static void test_iterable_closed_after_write_failure(void **state)
+{
+    (void)state;
+    th_rec rec;
+    th_result res;
+    th_rec_init(&rec);
+    rec.fail_body_at = 1;
+    th_get(IT("writer_host_fail_swallow"), "/?name=whfs", &rec, &res);
+    assert_int_equal(rec.body_calls, 1);
+    assert_rc(res.final_rc, WSGI_ERR_CALLBACK);
+    th_rec_free(&rec);
+    assert_int_equal(count_of("whfs.OSError"), 1);
+    assert_int_equal(count_of("whfs.close"), 1);
+}
+
 static int free_in_body(th_rec *rec, const char *data, size_t len)
 {
     (void)data;
@@ -541,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_content_length_enforced),
         cmocka_unit_test(test_bodiless_content_length),
         cmocka_unit_test(test_write_raises_oserror_after_host_failure),
+        cmocka_unit_test(test_iterable_closed_after_write_failure),
         cmocka_unit_test(test_free_from_inside_callbacks),
         cmocka_unit_test(test_iter_next_from_callback_is_recursive),
         cmocka_unit_test(test_callbacks_run_without_gil),

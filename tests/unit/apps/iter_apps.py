@@ -113,3 +113,14 @@ def bodiless(environ, start_response):
     status = parse_qs(environ["QUERY_STRING"]).get("status", ["200 OK"])[0]
     start_response(status, [("Content-Length", "100")])
     return [b""]
+
+
+def writer_host_fail_swallow(environ, start_response):
+    """Ignores write()'s OSError and returns an iterable anyway: it must still be closed once."""
+    name = _query(environ)["name"]
+    write = start_response("200 OK", TEXT)
+    try:
+        write(b"first")
+    except OSError:
+        _bump(name + ".OSError")
+    return Closing(name, [b"more"])
