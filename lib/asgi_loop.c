@@ -153,7 +153,8 @@ int lw_asgi_enter(wsgi_runtime *rt, lw_gil *g)
 
 LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt)
 {
-    if (rt && rt == lw_rt && rt->loop) return rt->loop_fd;
+    if (rt && rt == lw_rt && rt->loop && pthread_equal(rt->loop_thread, pthread_self()))
+        return rt->loop_fd;
     lw_gil g;
     int rc = lw_asgi_enter(rt, &g);
     if (rc) return rc;

@@ -137,7 +137,17 @@ def loop_timeout(loop):
         return 10
     if not scheduled:
         return -1
-    delay = scheduled[0].when() - loop.time()
+    head = scheduled[0]
+    if head.cancelled():
+        # asyncio drops cancelled timers lazily, at its next turn: look past them, or the host
+        # would wake up at a dead deadline (every wait_for leaves one behind).
+        live = [h.when() for h in scheduled if not h.cancelled()]
+        if not live:
+            return -1
+        when = min(live)
+    else:
+        when = head.when()
+    delay = when - loop.time()
     return 0 if delay <= 0 else math.ceil(delay * 1000)
 
 
@@ -217,4 +227,8 @@ class Lifespan:
 async def run_asgi(app, scope, receive, send):
     """The task body of one ASGI connection: whatever the app does wrong (raises synchronously,
     returns a non-awaitable) surfaces as this task's exception, handled in one place."""
-    await app(scope, receive, send)
+    try:
+        await app(scope, receive, send)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # asyncio lets these escape the loop; one request must not take the host down.
+        raise RuntimeError(f"ASGI app raised {type(exc).__name__}") from exc

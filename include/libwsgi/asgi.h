@@ -73,11 +73,13 @@ typedef struct asgi_handler {
 /**
  * @brief Build the http scope for @p req and start the app's task on the runtime's loop.
  *
- * The app starts running at the next asgi_loop_run(). A fully buffered body (req->body) is
- * delivered as one http.request event; otherwise the host feeds the body with asgi_conn_feed().
+ * The app starts running at the next asgi_loop_run(). A fully buffered body (req->body, copied)
+ * is delivered as one http.request event; otherwise the host feeds the body with
+ * asgi_conn_feed(). May be called from inside a callback (e.g. the next pipelined request from
+ * on_done).
  *
  * @param[in] app An ASGI app.
- * @param[in] req The request (borrowed during the call; req->body until asgi_conn_free()).
+ * @param[in] req The request (borrowed during the call only).
  * @param[in] handler Callbacks, copied.
  * @param[in] user_data Passed to the callbacks.
  * @param[out] out The connection, to be freed with asgi_conn_free().
@@ -85,7 +87,6 @@ typedef struct asgi_handler {
  * @retval WSGI_ERR_INVAL A NULL argument, missing required callback or an invalid request.
  * @retval WSGI_ERR_INTERFACE @p app is not an ASGI app.
  * @retval WSGI_ERR_STATE Called from a thread other than the loop thread.
- * @retval WSGI_ERR_RECURSIVE Called from inside a callback of the loop thread.
  * @retval WSGI_ERR_PYTHON The event loop could not be created.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
@@ -155,7 +156,8 @@ LIBWSGI_API const char *asgi_conn_errmsg(const asgi_conn *conn);
  * @brief The file descriptor of the runtime's event loop (an epoll fd): add it to the host's
  * poll set for reading. Creates the loop on first use.
  * @param[in] rt The runtime.
- * @return The fd (>= 0) or a negative ::wsgi_error.
+ * @return The fd (>= 0), or ::WSGI_ERR_STATE from a thread other than the loop thread, or
+ *         ::WSGI_ERR_PYTHON if the loop could not be created.
  * @since 0.1.0
  */
 LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt);
