@@ -95,6 +95,7 @@ typedef struct lw_headbuf {
     wsgi_response_head head;
     wsgi_header stack[LW_STACK_HEADERS];
     wsgi_header *heap;
+    int pending; /* prepared here, on_start still to call */
 } lw_headbuf;
 
 static int lw_headbuf_fill(wsgi_response *resp, lw_headbuf *b)
@@ -116,6 +117,27 @@ static int lw_cb_start(wsgi_response *resp, const wsgi_response_head *head)
     int r = resp->h.on_start(resp->ud, head);
     resp->in_cb--;
     return r < 0 || resp->free_pending ? -1 : 0;
+}
+
+/* GIL held: if the head is not committed yet, point b at it and mark it committed; the caller
+ * calls lw_head_deliver() once it has released the GIL. -1 when out of memory. */
+static int lw_head_prepare(wsgi_response *resp, lw_headbuf *b)
+{
+    b->pending = !resp->started;
+    b->heap = NULL;
+    if (b->pending && lw_headbuf_fill(resp, b) < 0) return -1;
+    resp->started = 1;
+    return 0;
+}
+
+/* GIL released: on_start for a prepared head. 0, or -1 if the host refused it. */
+static int lw_head_deliver(wsgi_response *resp, lw_headbuf *b)
+{
+    if (!b->pending) return 0;
+    int r = lw_cb_start(resp, &b->head);
+    PyMem_Free(b->heap);
+    b->pending = 0;
+    return r;
 }
 
 static int lw_cb_body(wsgi_response *resp, const char *p, size_t n)
@@ -170,15 +192,13 @@ static int lw_cl_reached(const wsgi_response *resp)
 int lw_response_commit(wsgi_response *resp)
 {
     lw_headbuf b;
-    if (lw_headbuf_fill(resp, &b) < 0) {
+    if (lw_head_prepare(resp, &b) < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    resp->started = 1;
     PyThreadState *save = PyEval_SaveThread();
-    int r = lw_cb_start(resp, &b.head);
+    int r = lw_head_deliver(resp, &b);
     PyEval_RestoreThread(save);
-    PyMem_Free(b.heap);
     if (r < 0) {
         lw_response_fail(resp, WSGI_ERR_CALLBACK, "host on_start failed: response cut");
         return -1;
@@ -342,18 +362,12 @@ static int lw_iter_end_locked(wsgi_response *resp, lw_gil *g)
     lw_close_locked(resp);
     int short_body = lw_check_short_body(resp);
     lw_headbuf b;
-    int need_head = !resp->started;
-    if (need_head && lw_headbuf_fill(resp, &b) < 0) need_head = -1;
-    resp->started = 1;
+    int oom = lw_head_prepare(resp, &b) < 0;
     lw_gil_release(g);
     resp->done = 1;
     resp->final_rc = short_body ? WSGI_ERR_APP : 0;
-    if (need_head == -1) return lw_callback_failed(resp, "head allocation");
-    if (need_head) {
-        int r = lw_cb_start(resp, &b.head);
-        PyMem_Free(b.heap);
-        if (r < 0) return lw_callback_failed(resp, "on_start");
-    }
+    if (oom) return lw_callback_failed(resp, "head allocation");
+    if (lw_head_deliver(resp, &b) < 0) return lw_callback_failed(resp, "on_start");
     return lw_iter_return(resp, resp->final_rc);
 }
 
@@ -377,20 +391,14 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
         if (resp->content_length >= 0 && count > resp->content_length - resp->sent)
             count = resp->content_length - resp->sent;
         lw_headbuf b;
-        int need_head = !resp->started;
-        if (need_head && lw_headbuf_fill(resp, &b) < 0) {
+        if (lw_head_prepare(resp, &b) < 0) {
             lw_gil_release(&g);
             return lw_callback_failed(resp, "head allocation");
         }
-        resp->started = 1;
         resp->sf_sent = 1;
         resp->sent += count;
         lw_gil_release(&g);
-        if (need_head) {
-            int r = lw_cb_start(resp, &b.head);
-            PyMem_Free(b.heap);
-            if (r < 0) return lw_callback_failed(resp, "on_start");
-        }
+        if (lw_head_deliver(resp, &b) < 0) return lw_callback_failed(resp, "on_start");
         if (count > 0 && lw_cb_sendfile(resp, resp->sf_fd, resp->sf_offset, count) < 0)
             return lw_callback_failed(resp, "on_sendfile");
         return lw_iter_return(resp, 1);
@@ -436,12 +444,10 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
     len = lw_allowed(resp, len);
     resp->held = chunk;
     lw_headbuf b;
-    int need_head = !resp->started;
-    if (need_head && lw_headbuf_fill(resp, &b) < 0) {
+    if (lw_head_prepare(resp, &b) < 0) {
         lw_gil_release(&g);
         return lw_callback_failed(resp, "head allocation");
     }
-    resp->started = 1;
     resp->sent += (int64_t)len;
     /* A fully delivered exact list needs no further call: it has no close() to run. */
     int last = resp->mode == LW_MODE_SEQ &&
@@ -451,11 +457,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
         lw_check_short_body(resp);
     }
     lw_gil_release(&g);
-    if (need_head) {
-        int r = lw_cb_start(resp, &b.head);
-        PyMem_Free(b.heap);
-        if (r < 0) return lw_callback_failed(resp, "on_start");
-    }
+    if (lw_head_deliver(resp, &b) < 0) return lw_callback_failed(resp, "on_start");
     if (len > 0 && lw_cb_body(resp, PyBytes_AS_STRING(chunk), len) < 0)
         return lw_callback_failed(resp, "on_body");
     if (last) {

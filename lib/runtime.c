@@ -85,6 +85,18 @@ static void lw_strings_clear(lw_strings *s)
         Py_CLEAR(p[i]);
 }
 
+/* Drop every Python object the runtime holds (GIL held). */
+static void lw_runtime_clear(wsgi_runtime *rt)
+{
+    lw_asgi_loop_free(rt);
+    Py_CLEAR(rt->boot);
+    Py_CLEAR(rt->load_app);
+    Py_CLEAR(rt->LoadError);
+    Py_CLEAR(rt->format_exc);
+    Py_CLEAR(rt->errors_stream);
+    lw_strings_clear(&rt->s);
+}
+
 /* Prepend the option's directories to sys.path (first entry ends up first). */
 static int lw_apply_sys_path(const wsgi_runtime_options *o)
 {
@@ -238,12 +250,7 @@ LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime 
     return 0;
 
 fail:
-    Py_CLEAR(rt->boot);
-    Py_CLEAR(rt->load_app);
-    Py_CLEAR(rt->LoadError);
-    Py_CLEAR(rt->format_exc);
-    Py_CLEAR(rt->errors_stream);
-    lw_strings_clear(&rt->s);
+    lw_runtime_clear(rt);
     lw_rt = NULL;
     if (rt->adopted)
         PyGILState_Release(gstate);
@@ -263,13 +270,7 @@ LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt)
         gstate = PyGILState_Ensure();
     else if (!PyGILState_Check())
         PyEval_RestoreThread(rt->main_tstate);
-    lw_asgi_loop_free(rt);
-    Py_CLEAR(rt->boot);
-    Py_CLEAR(rt->load_app);
-    Py_CLEAR(rt->LoadError);
-    Py_CLEAR(rt->format_exc);
-    Py_CLEAR(rt->errors_stream);
-    lw_strings_clear(&rt->s);
+    lw_runtime_clear(rt);
     lw_log(WSGI_LOG_INFO, "libwsgi: runtime stopped");
     lw_threads_fini(rt);
     if (rt->adopted) {
