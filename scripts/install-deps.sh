@@ -14,6 +14,9 @@ PACKAGES=(
   python3 python3-pytest python3-requests
   # examples/epoll integration tests: the reference server, the frameworks compared, the benchmark
   gunicorn python3-flask python3-django python3-falcon python3-bottle python3-pyramid wrk strace
+  # ASGI integration tests: the reference server and the frameworks compared (form parsing needs
+  # python3-multipart)
+  python3-uvicorn python3-fastapi python3-starlette python3-quart python3-multipart
 )
 
 missing=()

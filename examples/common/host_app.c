@@ -59,16 +59,8 @@ int host_app_start(const host_options *o, const char *server_software, wsgi_runt
         *rt = NULL;
         return -1;
     }
-    if (wsgi_app_interface(*app) != WSGI_INTERFACE_WSGI) {
-        host_log(WSGI_LOG_ERROR,
-                 "'%s' is an ASGI app; this server only serves WSGI apps for now (ASGI support is "
-                 "planned)",
-                 o->app_spec);
-        host_app_stop(*rt, *app);
-        *rt = NULL;
-        *app = NULL;
-        return -1;
-    }
+    host_log(WSGI_LOG_DEBUG, "'%s' loaded as a%s app", o->app_spec,
+             wsgi_app_interface(*app) == WSGI_INTERFACE_ASGI ? "n ASGI" : " WSGI");
     return 0;
 }
 

@@ -161,11 +161,6 @@ int host_cli_validate(const host_options *o)
         fprintf(stderr, "error: --app module:callable is required (try --help)\n");
         return -1;
     }
-    if (o->interface == WSGI_INTERFACE_ASGI) {
-        fprintf(stderr, "error: --interface asgi is not supported yet: libwsgi serves WSGI apps "
-                        "only for now (ASGI support is planned)\n");
-        return -1;
-    }
     return 0;
 }
 
@@ -173,12 +168,13 @@ const char *host_cli_common_help(void)
 {
     return "  --app MODULE:CALLABLE   the application, gunicorn syntax (required)\n"
            "  --interface auto|wsgi|asgi\n"
-           "                          interface of the app (default auto; asgi: not yet)\n"
+           "                          interface of the app (default auto: detected)\n"
            "  --chdir DIR             change to DIR before loading the app\n"
            "  --pythonpath DIR        prepend DIR to sys.path (repeatable)\n"
            "  --workers N             worker processes (default 1: no master process)\n"
-           "  --threads N             threads running the app per worker (default 4;\n"
-           "                          0: call the app on the event loop thread)\n"
+           "  --threads N             threads running a WSGI app per worker (default 4;\n"
+           "                          0: call the app on the event loop thread; ASGI\n"
+           "                          apps always run in the event loop thread)\n"
            "  --graceful-timeout S    time in-flight requests get on SIGTERM (default 30)\n"
            "  --access-log            log one line per request to stderr\n"
            "  --log-level LEVEL       debug, info, warning or error (default info)\n";

@@ -1,6 +1,9 @@
 /* One client connection of libwsgi-epoll: the input buffer and parser state of the current request,
  * the response being written and the links that put it in the server's lists.
  *
+ * ASGI apps run on the loop thread (asgi_exchange.c): such a connection never leaves the loop; it
+ * is in CONN_ASGI while the app serves the request, with the per-request state in c->ax.
+ *
  * Ownership: at any moment a connection belongs either to the event loop thread or to the thread
  * running its app (a pool thread, or the loop itself with --threads 0); the state says which
  * (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go through the
@@ -22,9 +25,11 @@
 
 typedef struct server server;
 typedef struct conn conn;
+typedef struct asgi_ex asgi_ex;     /* asgi_exchange.c: one request served by an ASGI app */
+typedef struct asgi_host asgi_host; /* asgi_exchange.c: the worker's ASGI loop and exchanges */
 
 /* What an epoll event's data.ptr points to starts with one of these. */
-typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL } ev_kind;
+typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL, EV_ASGI } ev_kind;
 
 typedef enum conn_state {
     CONN_IDLE,  /* loop: keep-alive, waiting for the first byte of a request */
@@ -35,6 +40,7 @@ typedef enum conn_state {
     CONN_ERROR, /* loop: writing a server-generated error response, then closing */
     CONN_DRAIN, /* loop: discarding the rest of a body the app did not read, to reuse the socket */
     CONN_LINGER, /* loop: write side shut down, discarding input until EOF or a short deadline */
+    CONN_ASGI,   /* loop: an ASGI app serves the request (body in, response out, disconnects) */
     CONN_CLOSED, /* closed; freed after the current batch of events */
 } conn_state;
 
@@ -43,6 +49,7 @@ typedef enum body_mode {
     BODY_BUFFERED, /* Content-Length <= BODY_BUFFER_MAX: read by the loop before the app runs */
     BODY_STREAM,  /* chunked or large: read by the app thread through wsgi.input (conn_body_read) */
     BODY_DISCARD, /* after the response: the unread rest is parsed and dropped (CONN_DRAIN) */
+    BODY_FEED,    /* chunked or large, ASGI: read by the loop, each piece given to body_sink */
 } body_mode;
 
 typedef enum framing {
@@ -117,6 +124,8 @@ struct conn {
     char *dst;                 /* BODY_STREAM: where on_body copies (conn_body_read's buffer) */
     size_t dst_cap, dst_len;
     int body_error; /* 400/408/413 seen while streaming the body: replaces the app's response */
+    /* BODY_FEED: receives the de-chunked body as http_parser finds it; < 0 stops the parser */
+    int (*body_sink)(conn *c, const char *data, size_t len);
 
     /* the access log line's request parts ("GET / HTTP/1.1", referer, user agent), copied */
     char *alog;
@@ -133,6 +142,8 @@ struct conn {
     int swallow;   /* the app's response is replaced by a server error response */
     int resp_done; /* nothing more to pull from the app */
     int cut;       /* the app failed mid-response: send what is queued, then close */
+
+    asgi_ex *ax; /* CONN_ASGI: the exchange with the ASGI app */
 
     /* output queue */
     out_item *outq;
@@ -178,6 +189,14 @@ int conn_in_reserve(conn *c, size_t want);
 /* ---- response_writer.c: output ----------------------------------------------------------- */
 extern const wsgi_response_handler conn_handler;
 enum { OUT_DONE = 0, OUT_AGAIN = 1, OUT_ERR = -1 };
+/* Queue the response head: status line, Server and Date, the app's headers without hop-by-hop
+ * ones, the framing (c->framing) and Connection; decides c->keep_alive. 0 or -1. */
+int conn_queue_head(conn *c, const wsgi_response_head *h);
+/* Queue a piece of the body with its chunk framing; nothing for FRAME_NONE. copy: into the
+ * scratch buffer, else by pointer (the bytes must stay valid until flushed). 0 or -1. */
+int conn_queue_body(conn *c, const char *data, size_t len, int copy);
+/* Queue count bytes of fd from off (sendfile), with chunk framing. 0 or -1. */
+int conn_queue_file(conn *c, int fd, int64_t off, int64_t count);
 int out_flush(conn *c); /* non-blocking */
 /* Flush, waiting up to timeout_ms for the socket each time it is full (app thread only). */
 int out_flush_blocking(conn *c, int timeout_ms);
@@ -193,6 +212,26 @@ enum { PUMP_WRITE, PUMP_DONE, PUMP_ABORT, PUMP_YIELD };
 int exchange_run(conn *c);
 int exchange_abort(conn *c);
 
+/* ---- asgi_exchange.c: serving with an ASGI app (on the loop thread) ---------------------- */
+/* The worker's ASGI side: the app's event loop, the exchanges still running after their response.
+ * NULL if the loop cannot be created (logged). */
+asgi_host *asgi_host_new(server *s, wsgi_app *app);
+/* Free it; exchanges still running are detached (the library lets them finish on their own). */
+void asgi_host_free(asgi_host *h);
+int asgi_host_fd(asgi_host *h); /* the loop's fd, for EPOLLIN */
+/* The most epoll_wait may sleep for the ASGI side (-1: no limit); recompute before every wait. */
+int asgi_host_timeout(asgi_host *h);
+/* One turn: run the app's loop, then move the connections its callbacks touched. */
+void asgi_host_run(asgi_host *h);
+/* Apps still running after their response (background tasks): shutdown waits for them. */
+size_t asgi_host_busy(const asgi_host *h);
+/* The request head (and a buffered body) is complete: start the app (state CONN_ASGI). */
+void asgi_exchange_start(conn *c);
+void asgi_exchange_event(conn *c, unsigned events);
+void asgi_exchange_timeout(conn *c);
+/* The connection is being closed: the app sees http.disconnect; the exchange is detached. */
+void asgi_exchange_drop(conn *c);
+
 /* ---- server.c ------------------------------------------------------------------------------ */
 /* Settings needed off the loop thread. */
 wsgi_app *server_app(const server *s);
@@ -202,5 +241,14 @@ int server_timeout_ms(const server *s); /* --timeout-request in ms */
 uint64_t server_max_body(const server *s);
 size_t server_max_header(const server *s);
 int server_access_log(const server *s);
+asgi_host *server_asgi(const server *s); /* NULL when the app is WSGI */
+/* For asgi_exchange.c (loop thread): arm the socket (EPOLLONESHOT added); start (on) or stop the
+ * request timeout; close now; answer with a server error and close; the response is complete
+ * (keep-alive: next request, drain an unread body, or close). */
+void server_conn_arm(conn *c, unsigned events);
+void server_conn_timer(conn *c, int on);
+void server_conn_close(conn *c);
+void server_conn_reply_error(conn *c, int status);
+void server_conn_done(conn *c);
 
 #endif

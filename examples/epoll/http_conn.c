@@ -11,6 +11,8 @@
  *    same http_parser (de-chunking) and copies the body bytes straight into the app's buffer.
  *    With --threads 0 that thread is the loop thread, which is then blocked while an upload is in
  *    progress: use a pool (the default) for apps that take large or slow uploads.
+ *  - ASGI apps (BODY_FEED): the loop reads the socket as data arrives and the parser hands each
+ *    de-chunked piece to c->body_sink (asgi_conn_feed), straight from the input buffer.
  * The parser is fed at most as many input bytes as the caller's buffer has room for (the body is
  * never longer than the bytes it came in), so nothing needs to be held back between calls. */
 #include "conn.h"
@@ -208,6 +210,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
     }
     c->body_received += len;
     if (c->body_mode == BODY_DISCARD) return 0;
+    if (c->body_mode == BODY_FEED) return c->body_sink(c, at, len) < 0 ? -1 : 0;
     if (c->body_mode == BODY_STREAM) {
         /* Cannot overflow: we never feed more input than dst has room for. */
         memcpy(c->dst + c->dst_len, at, len);
@@ -285,6 +288,7 @@ void conn_request_begin(conn *c)
     c->dst = NULL;
     c->dst_cap = c->dst_len = 0;
     c->body_error = 0;
+    c->body_sink = NULL;
     free(c->alog);
     c->alog = NULL;
     c->alog_rl = c->alog_ref = c->alog_ua = 0;
@@ -483,6 +487,7 @@ void conn_fill_request(conn *c, wsgi_request *req)
         req->body_read = conn_body_read;
         req->body_user_data = c;
         break;
+    case BODY_FEED: req->body = NULL; break; /* fed by asgi_exchange.c */
     }
 }
 

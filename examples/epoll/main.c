@@ -4,6 +4,7 @@
  * always finds the app ready. */
 #include "cli.h"
 #include "host_app.h"
+#include "host_asgi.h"
 #include "host_log.h"
 #include "listen.h"
 #include "prefork.h"
@@ -35,8 +36,16 @@ static int worker_main(void *arg, unsigned index)
     wsgi_app *app = NULL;
     if (host_app_start(&o->host, EPOLL_SERVER_NAME "/" EPOLL_SERVER_VERSION, &rt, &app) != 0)
         return HOST_EXIT_BOOT_FAILED;
+    /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
+     * failed boot (the master stops instead of restarting it). */
+    int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
+    if (asgi && host_asgi_startup(app) != 0) {
+        host_app_stop(rt, app);
+        return HOST_EXIT_BOOT_FAILED;
+    }
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
+            if (asgi) host_asgi_shutdown(app);
             host_app_stop(rt, app);
             return HOST_EXIT_BOOT_FAILED;
         }
@@ -47,6 +56,8 @@ static int worker_main(void *arg, unsigned index)
         fflush(NULL);
         _exit(0);
     }
+    /* In-flight requests (and ASGI apps still running after their response) are done. */
+    if (asgi) host_asgi_shutdown(app);
     host_app_stop(rt, app);
     host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());
     return r == 0 ? 0 : 1;

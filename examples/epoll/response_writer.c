@@ -1,10 +1,12 @@
-/* Response output for libwsgi-epoll: the libwsgi response callbacks (status line, Date and Server,
- * the app's headers without hop-by-hop ones, Content-Length / chunked / close-delimited framing),
+/* Response output for libwsgi-epoll: the response head and body framing shared by the WSGI and
+ * ASGI paths (status line, Date and Server, the app's headers without hop-by-hop ones,
+ * Content-Length / chunked / close-delimited framing), the WSGI response callbacks,
  * the output queue written with one sendmsg (writev) per batch and sendfile for files, and the
  * server's own short responses (100 Continue, 4xx/5xx).
  *
- * Backpressure: callbacks only queue. The app's chunk is queued by pointer (libwsgi keeps it alive
- * until the next wsgi_iter_next), and exchange.c pulls the next chunk only once the queue is empty,
+ * Backpressure (WSGI; ASGI's is in asgi_exchange.c): callbacks only queue. The app's chunk is
+ * queued by pointer (libwsgi keeps it alive until the next wsgi_iter_next), and exchange.c pulls
+ * the next chunk only once the queue is empty,
  * so a connection holds at most one chunk of the app plus a few framing bytes. The exception is
  * the legacy write() callable, which PEP 3333 requires to have sent its data when it returns: in
  * that case (c->in_call) the callback flushes before returning, waiting for the socket. */
@@ -281,18 +283,8 @@ static int after_queue(conn *c)
     return 0;
 }
 
-static int on_start(void *user_data, const wsgi_response_head *h)
+int conn_queue_head(conn *c, const wsgi_response_head *h)
 {
-    conn *c = user_data;
-    if (c->body_error) {
-        /* The request body was bad (too large, malformed, timed out): the app only saw an
-         * OSError from wsgi.input, so answer for what really happened. */
-        host_log(WSGI_LOG_DEBUG, "replacing the app's %d with %d", h->status, c->body_error);
-        c->swallow = 1;
-        c->started = 1;
-        conn_queue_status(c, c->body_error);
-        return -1;
-    }
     c->started = 1;
     c->status = h->status;
     int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
@@ -344,7 +336,22 @@ static int on_start(void *user_data, const wsgi_response_head *h)
     else if (c->http_minor == 0)
         rc |= out_str(c, "Connection: keep-alive\r\n");
     rc |= out_str(c, "\r\n");
-    if (rc) return -1;
+    return rc ? -1 : 0;
+}
+
+static int on_start(void *user_data, const wsgi_response_head *h)
+{
+    conn *c = user_data;
+    if (c->body_error) {
+        /* The request body was bad (too large, malformed, timed out): the app only saw an
+         * OSError from wsgi.input, so answer for what really happened. */
+        host_log(WSGI_LOG_DEBUG, "replacing the app's %d with %d", h->status, c->body_error);
+        c->swallow = 1;
+        c->started = 1;
+        conn_queue_status(c, c->body_error);
+        return -1;
+    }
+    if (conn_queue_head(c, h) < 0) return -1;
     return after_queue(c);
 }
 
@@ -360,18 +367,36 @@ int conn_queue_chunked_end(conn *c)
     return out_str(c, "0\r\n\r\n");
 }
 
+int conn_queue_body(conn *c, const char *data, size_t len, int copy)
+{
+    if (c->framing == FRAME_NONE || len == 0) return 0; /* HEAD, 204, 304: the bytes are dropped */
+    int rc = 0;
+    if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, len);
+    rc |= copy ? out_bytes(c, data, len) : out_mem(c, data, len);
+    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "\r\n");
+    if (rc) return -1;
+    c->body_bytes += len;
+    return 0;
+}
+
+int conn_queue_file(conn *c, int fd, int64_t off, int64_t count)
+{
+    if (c->framing == FRAME_NONE || count <= 0) return 0;
+    int rc = 0;
+    if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, (uint64_t)count);
+    rc |= out_file(c, fd, off, count);
+    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "\r\n");
+    if (rc) return -1;
+    c->body_bytes += (uint64_t)count;
+    return 0;
+}
+
 static int on_body(void *user_data, const char *data, size_t len)
 {
     conn *c = user_data;
     if (c->swallow) return -1;
-    if (c->framing == FRAME_NONE || len == 0)
-        return 0; /* HEAD, 204, 304: the app's bytes are dropped */
-    int rc = 0;
-    if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, len);
-    rc |= out_mem(c, data, len);
-    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "\r\n");
-    if (rc) return -1;
-    c->body_bytes += len;
+    if (c->framing == FRAME_NONE || len == 0) return 0;
+    if (conn_queue_body(c, data, len, 0) < 0) return -1;
     return after_queue(c);
 }
 
@@ -380,12 +405,7 @@ static int on_sendfile(void *user_data, int fd, int64_t offset, int64_t count)
     conn *c = user_data;
     if (c->swallow) return -1;
     if (c->framing == FRAME_NONE || count <= 0) return 0;
-    int rc = 0;
-    if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, (uint64_t)count);
-    rc |= out_file(c, fd, offset, count);
-    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "\r\n");
-    if (rc) return -1;
-    c->body_bytes += (uint64_t)count;
+    if (conn_queue_file(c, fd, offset, count) < 0) return -1;
     return after_queue(c);
 }
 

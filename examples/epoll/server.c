@@ -3,7 +3,9 @@
  * app thread can never produce events behind its back. Timeouts live in three FIFO lists (idle
  * keep-alive, request, linger): every entry of a list has the same timeout, so appending keeps each
  * list sorted by deadline and expiry is O(1). App threads report back through a mutex-protected
- * completion queue and an eventfd. */
+ * completion queue and an eventfd. An ASGI app has no app threads: its event loop's fd sits in the
+ * same epoll set, the loop is run once per iteration, and asgi_exchange.c serves its connections
+ * (the functions under "for asgi_exchange.c" below are its way back into the server). */
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
@@ -47,9 +49,10 @@ struct server {
     listener *ls;
     size_t n_ls;
     ev_tag *ls_tags;
-    ev_tag wake_tag, sig_tag;
+    ev_tag wake_tag, sig_tag, asgi_tag;
     int epfd, wakefd, sigfd;
-    host_pool *pool; /* NULL: --threads 0 */
+    host_pool *pool; /* NULL: --threads 0, or ASGI */
+    asgi_host *asgi; /* NULL: a WSGI app */
 
     pthread_mutex_t done_mu;
     conn *done_head, *done_tail;
@@ -97,6 +100,10 @@ size_t server_max_header(const server *s)
 int server_access_log(const server *s)
 {
     return s->opt->host.access_log;
+}
+asgi_host *server_asgi(const server *s)
+{
+    return s->asgi;
 }
 
 static int64_t now_ms(void)
@@ -165,6 +172,7 @@ static void listeners_enable(server *s, int on)
 static void conn_close(server *s, conn *c)
 {
     if (c->state == CONN_CLOSED) return;
+    if (c->ax) asgi_exchange_drop(c);
     tl_remove(s, c);
     close(c->fd); /* also removes it from epoll */
     c->fd = -1;
@@ -329,6 +337,18 @@ static void start_drain(server *s, conn *c)
     drain(s, c);
 }
 
+/* The response is on the wire: the next request, the rest of an unread body, or close. */
+static void response_done(server *s, conn *c)
+{
+    c->state = CONN_HEAD; /* loop-owned again */
+    if (!c->keep_alive || s->draining)
+        close_graceful(s, c);
+    else if (!c->msg_done)
+        start_drain(s, c);
+    else
+        next_request(s, c);
+}
+
 static void on_pump_result(server *s, conn *c, int r)
 {
     if (r == PUMP_YIELD) {
@@ -342,17 +362,44 @@ static void on_pump_result(server *s, conn *c, int r)
         tl_add(s, c, TL_REQUEST);
         arm(s, c, EPOLLOUT);
         break;
-    case PUMP_DONE:
-        c->state = CONN_HEAD; /* loop-owned again */
-        if (!c->keep_alive || s->draining)
-            close_graceful(s, c);
-        else if (!c->msg_done)
-            start_drain(s, c);
-        else
-            next_request(s, c);
-        break;
+    case PUMP_DONE: response_done(s, c); break;
     default: conn_close(s, c); break;
     }
+}
+
+/* The request is ready for the app: an app thread (WSGI) or the loop's ASGI app. */
+static void start_app(server *s, conn *c)
+{
+    if (s->asgi)
+        asgi_exchange_start(c);
+    else
+        to_app(s, c);
+}
+
+/* ---- for asgi_exchange.c -------------------------------------------------------------------- */
+
+void server_conn_arm(conn *c, unsigned events)
+{
+    arm(c->srv, c, events);
+}
+void server_conn_timer(conn *c, int on)
+{
+    if (on)
+        tl_add(c->srv, c, TL_REQUEST);
+    else
+        tl_remove(c->srv, c);
+}
+void server_conn_close(conn *c)
+{
+    conn_close(c->srv, c);
+}
+void server_conn_reply_error(conn *c, int status)
+{
+    reply_error(c->srv, c, status);
+}
+void server_conn_done(conn *c)
+{
+    response_done(c->srv, c);
 }
 
 /* Parse what is buffered and move the request on. */
@@ -376,7 +423,7 @@ static void advance(server *s, conn *c)
             return;
         }
         if (c->body_mode == BODY_STREAM) {
-            to_app(s, c);
+            start_app(s, c);
             return;
         }
         if (c->body_mode == BODY_BUFFERED) {
@@ -398,7 +445,7 @@ static void advance(server *s, conn *c)
             return;
         }
         if (r == PARSE_DONE && !out_pending(c)) {
-            to_app(s, c);
+            start_app(s, c);
             return;
         }
         unsigned ev = r == PARSE_DONE ? 0 : EPOLLIN;
@@ -411,7 +458,7 @@ static void advance(server *s, conn *c)
             if (f == OUT_AGAIN)
                 ev |= EPOLLOUT;
             else if (r == PARSE_DONE) {
-                to_app(s, c);
+                start_app(s, c);
                 return;
             }
         }
@@ -528,6 +575,7 @@ static void on_conn_event(server *s, conn *c, unsigned events)
     }
     case CONN_DRAIN: on_readable(s, c); break;
     case CONN_LINGER: on_linger_readable(s, c); break;
+    case CONN_ASGI: asgi_exchange_event(c, events); break;
     case CONN_APP:
     case CONN_CLOSED: break; /* stale event */
     }
@@ -553,6 +601,7 @@ static void on_timeout(server *s, conn *c)
         host_log(WSGI_LOG_DEBUG, "client %s stopped reading: dropping the response", c->peer);
         request_abort(s, c);
         break;
+    case CONN_ASGI: asgi_exchange_timeout(c); break;
     case CONN_APP:
     case CONN_CLOSED: break;
     }
@@ -683,7 +732,8 @@ static int loop(server *s)
 {
     struct epoll_event evs[256];
     while (!s->quit) {
-        if (s->draining && s->n_conns == 0) break;
+        /* ASGI apps still running after their response (background tasks) are waited for too. */
+        if (s->draining && s->n_conns == 0 && !(s->asgi && asgi_host_busy(s->asgi))) break;
         int64_t now = now_ms();
         if (s->draining && now >= s->grace_deadline) {
             host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections", s->n_conns);
@@ -700,6 +750,12 @@ static int loop(server *s)
             int64_t d = s->grace_deadline - now;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
+        if (s->asgi) {
+            /* Recomputed before every wait: dispatch, feed and resume make work ready without
+             * making the loop's fd readable. */
+            int t = asgi_host_timeout(s->asgi);
+            if (t >= 0 && (timeout < 0 || t < timeout)) timeout = t;
+        }
         if (s->ready_head) timeout = 0;
         int n = epoll_wait(s->epfd, evs, 256, timeout);
         if (n < 0) {
@@ -715,6 +771,7 @@ static int loop(server *s)
                 if (!s->draining) on_accept(s, &s->ls[((ev_tag *)evs[k].data.ptr)->index]);
                 break;
             case EV_WAKE: on_wake(s); break;
+            case EV_ASGI: break; /* asgi_host_run() below runs the loop every iteration */
             case EV_SIGNAL: {
                 uint64_t sigs = host_signals_read(s->sigfd);
                 if (sigs & (1ull << SIGQUIT)) {
@@ -730,6 +787,7 @@ static int loop(server *s)
             }
         }
         run_ready(s);
+        if (s->asgi) asgi_host_run(s->asgi);
         now = now_ms();
         for (int k = 0; k < TL_COUNT; k++) {
             while (s->lists[k].head && s->lists[k].head->deadline <= now) {
@@ -766,7 +824,10 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
         goto out;
     }
-    if (o->host.threads > 0 && host_pool_new(o->host.threads, &s->pool) != 0) {
+    int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
+    if (asgi && !(s->asgi = asgi_host_new(s, app))) goto out;
+    /* An ASGI app runs on this thread, in its event loop: --threads does not apply. */
+    if (!asgi && o->host.threads > 0 && host_pool_new(o->host.threads, &s->pool) != 0) {
         host_log(WSGI_LOG_ERROR, "cannot start %u threads: %s", o->host.threads, strerror(errno));
         goto out;
     }
@@ -776,14 +837,27 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev);
     ev.data.ptr = &s->sig_tag;
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
+    if (s->asgi) {
+        s->asgi_tag.kind = EV_ASGI;
+        ev.data.ptr = &s->asgi_tag;
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, asgi_host_fd(s->asgi), &ev) != 0) {
+            host_log(WSGI_LOG_ERROR, "epoll_ctl (ASGI loop): %s", strerror(errno));
+            goto out;
+        }
+    }
     for (size_t k = 0; k < n_ls; k++) {
         s->ls_tags[k].kind = EV_LISTENER;
         s->ls_tags[k].index = k;
     }
     listeners_enable(s, 1);
-    for (size_t k = 0; k < n_ls; k++)
-        host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
-                 ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid(), o->host.threads);
+    for (size_t k = 0; k < n_ls; k++) {
+        if (s->asgi)
+            host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, ASGI on the event loop)",
+                     ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid());
+        else
+            host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
+                     ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid(), o->host.threads);
+    }
 
     loop(s);
 
@@ -799,6 +873,7 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     }
     bury(s);
 out:
+    asgi_host_free(s->asgi);
     host_pool_free(s->pool);
 out_nofree:
     host_signals_close();

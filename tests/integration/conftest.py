@@ -1,4 +1,4 @@
-"""Fixtures that run libwsgi-epoll and gunicorn on free 127.0.0.1 ports.
+"""Fixtures that run libwsgi-epoll, gunicorn and uvicorn on free 127.0.0.1 ports.
 
 Servers are started as child processes, are ready when a TCP connect succeeds (the epoll server
 listens only once its app is loaded), and are stopped at teardown by PID (SIGTERM, then SIGKILL as
@@ -23,6 +23,8 @@ EXAMPLE_APPS = os.path.join(ROOT, "examples", "apps")
 EPOLL = os.environ.get("LIBWSGI_EPOLL") or os.path.join(ROOT, "build", "examples", "epoll", "libwsgi-epoll")
 # gunicorn from Debian, run by Debian's interpreter (the one running these tests).
 GUNICORN = [sys.executable, "-m", "gunicorn"]
+# uvicorn 0.17 from Debian (h11, asyncio loop), the ASGI reference.
+UVICORN = [sys.executable, "-m", "uvicorn"]
 READY_GUARD = 60.0
 STOP_GUARD = 60.0
 # Server logs and files the test apps make live here, removed at the end of the session.
@@ -136,14 +138,9 @@ def spawn():
     def _spawn(kind, app, *args, ready=True, unix_path=None, env=None, cwd=None, port=None):
         port = port or (None if unix_path else free_port())
         bind = ("unix:" + unix_path) if unix_path else "127.0.0.1:%d" % port
-        if kind == "epoll":
-            argv = epoll_argv(app, *args, bind=bind)
-        elif kind == "gunicorn":
-            argv = GUNICORN + ["--bind", bind, "--pythonpath", TEST_APPS + "," + EXAMPLE_APPS,
-                               "--workers", "1", "--log-level", "warning"] + list(args) + [app]
-        else:
-            raise ValueError(kind)
-        s = Server(kind, argv, port=port, unix_path=unix_path, env=env, cwd=cwd)
+        argv, extra_env = server_argv(kind, app, bind, port, args)
+        s = Server(kind, argv, port=port, unix_path=unix_path, env=dict(extra_env, **(env or {})),
+                   cwd=cwd)
         started.append(s)
         return s.wait_ready() if ready else s
 
@@ -158,15 +155,33 @@ def spawn():
         raise AssertionError("\n".join(errors))
 
 
-def module_server(request, kind, app, *args):
+def server_argv(kind, app, bind, port, args):
+    """The command line (and environment) of a server of this kind serving app on bind."""
+    if kind == "epoll":
+        return epoll_argv(app, *args, bind=bind), {}
+    if kind == "gunicorn":
+        return GUNICORN + ["--bind", bind, "--pythonpath", TEST_APPS + "," + EXAMPLE_APPS,
+                           "--workers", "1", "--log-level", "warning"] + list(args) + [app], {}
+    if kind == "uvicorn":
+        return (UVICORN + [app, "--host", "127.0.0.1", "--port", str(port), "--lifespan", "auto",
+                           "--log-level", "warning"] + list(args),
+                {"PYTHONPATH": TEST_APPS + os.pathsep + EXAMPLE_APPS})
+    raise ValueError(kind)
+
+
+def module_server(request, kind, app, *args, env=None):
     """A server shared by all tests of a module (started once, stopped at module teardown)."""
     port = free_port()
-    bind = "127.0.0.1:%d" % port
-    if kind == "epoll":
-        argv = epoll_argv(app, *args, bind=bind)
-    else:
-        argv = GUNICORN + ["--bind", bind, "--pythonpath", TEST_APPS + "," + EXAMPLE_APPS,
-                           "--workers", "1", "--log-level", "warning"] + list(args) + [app]
-    s = Server(kind, argv, port=port)
+    argv, extra_env = server_argv(kind, app, "127.0.0.1:%d" % port, port, args)
+    s = Server(kind, argv, port=port, env=dict(extra_env, **(env or {})))
     request.addfinalizer(s.stop)
     return s.wait_ready()
+
+
+def vm_hwm_kib(pid):
+    """Peak resident set size of a process (VmHWM in /proc/PID/status), in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for pid %d" % pid)

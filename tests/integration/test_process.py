@@ -49,18 +49,6 @@ def test_usage_errors(args):
     assert "error" in r.stderr
 
 
-def test_interface_asgi_is_a_clear_error():
-    r = run("--app", "hello:app", "--interface", "asgi")
-    assert r.returncode == 2
-    assert "asgi" in r.stderr.lower() and "not supported yet" in r.stderr
-
-
-def test_asgi_app_detected_is_a_clear_error(spawn):
-    s = spawn("epoll", "asgi_app:app", ready=False)
-    assert s.wait() != 0
-    assert "ASGI" in s.log()
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_broken_app_exits_instead_of_looping(spawn, workers):
     s = spawn("epoll", "broken_app:app", "--workers", workers, ready=False)

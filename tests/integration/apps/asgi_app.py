@@ -1,4 +1,4 @@
-"""A minimal ASGI app: libwsgi-epoll must refuse it clearly until ASGI support lands."""
+"""A minimal ASGI app without lifespan support: detected by --interface auto (test_asgi_process.py)."""
 
 
 async def app(scope, receive, send):
