@@ -597,7 +597,14 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
         lw_ac_fail(c, WSGI_ERR_APP, "ASGI app task was cancelled");
     } else if (cancelled) {
         PyObject *exc = PyObject_CallMethod(task, "exception", NULL);
-        if (exc && exc != Py_None) {
+        if (exc && exc != Py_None && c->disconnected &&
+            PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
+            /* send() raised because the client left and the app let it propagate: that is how
+             * a disconnect ends most apps, not an application error worth a traceback. */
+            lw_log(WSGI_LOG_INFO, "ASGI app ended by the client's disconnect");
+            result = WSGI_ERR_CALLBACK;
+            lw_ac_fail(c, WSGI_ERR_CALLBACK, "client disconnected");
+        } else if (exc && exc != Py_None) {
             PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc),
                           PyException_GetTraceback(exc));
             char msg[512];

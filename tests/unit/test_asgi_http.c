@@ -1282,9 +1282,11 @@ static void test_paused_send_and_disconnect(void **state)
             assert_string_equal(rec.events, "SBBD");
             assert_true(rec.done_result < 0);
         }
-        /* The stream app does not catch: its pending send raised OSError and ended it. */
+        /* The stream app does not catch: its pending send raised OSError and ended it. That is a
+         * disconnect, logged as one, not an application traceback. */
         assert_notes(key, "2");
-        assert_true(th_log_count(mark, WSGI_LOG_ERROR, "OSError") > 0);
+        assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, NULL), 0);
+        assert_int_equal(th_log_count(mark, WSGI_LOG_INFO, "disconnect"), 1);
         ah_rec_free(&rec);
     }
 }
@@ -1357,6 +1359,29 @@ static void test_disconnect_while_streaming(void **state)
     notes(key, got, sizeof got);
     snprintf(want, sizeof want, "send %d OSError\nreceive http.disconnect", bodies);
     assert_string_equal(got, want);
+    ah_rec_free(&rec);
+}
+
+/* Most apps let send()'s OSError propagate once the client is gone: the task ends with
+ * on_done(WSGI_ERR_CALLBACK), logged as a disconnect, not as an application traceback. */
+static void test_disconnect_oserror_is_not_an_app_error(void **state)
+{
+    (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "stream_until_gone"), &r, &rec);
+    ah_drive_until(two_bodies, &rec, AH_MAX_TURNS);
+    size_t mark = th_log_mark();
+    assert_rc(asgi_conn_disconnect(conn), WSGI_OK);
+    ah_drive_done(&rec);
+    assert_rc(rec.done_result, WSGI_ERR_CALLBACK);
+    assert_rc(asgi_conn_error(conn), WSGI_ERR_CALLBACK);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, NULL), 0);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_INFO, "disconnect"), 1);
+    asgi_conn_free(conn);
+    ah_assert_sane(&rec);
     ah_rec_free(&rec);
 }
 
@@ -1496,6 +1521,7 @@ int main(void)
         cmocka_unit_test(test_paused_send_and_disconnect),
         cmocka_unit_test(test_on_body_failure_disconnects),
         cmocka_unit_test(test_disconnect_while_streaming),
+        cmocka_unit_test(test_disconnect_oserror_is_not_an_app_error),
         cmocka_unit_test(test_free_while_app_runs),
         cmocka_unit_test(test_callbacks_run_without_gil),
         cmocka_unit_test(test_conn_error_clean),

@@ -275,3 +275,12 @@ async def system_exit(scope, receive, send):
 async def keyboard_interrupt(scope, receive, send):
     await receive()
     raise KeyboardInterrupt("libwsgi-test interrupt in a request")
+
+
+async def stream_until_gone(scope, receive, send):
+    """Streams until send() raises and lets the OSError propagate, as most apps do."""
+    await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    while True:
+        await send({"type": "http.response.body", "body": b"tick", "more_body": True})
+        await asyncio.sleep(0.001)
