@@ -11,63 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EPOLL=${LIBWSGI_EPOLL:-build/examples/epoll/libwsgi-epoll}
-PY=/usr/bin/python3 # Debian's: the one with gunicorn
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
-WRK_THREADS=${WRK_THREADS:-2}
-APPS=examples/apps
-
-[ -x "$EPOLL" ] || { echo "no $EPOLL: build first (cmake -S . -B build && cmake --build build)" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "wrk is missing: scripts/install-deps.sh" >&2; exit 1; }
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() {
-  local port=$1 pid=$2
-  for _ in $(seq 1 300); do
-    if "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; then
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || { echo "server exited" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "server did not start" >&2
-  return 1
-}
-
-SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-trap stop_server EXIT
-
-# bench NAME COMMAND... : start the server (with PORT substituted), warm up, measure, stop.
-bench() {
-  local name=$1
-  shift
-  local port
-  port=$(free_port)
-  local args=("${@//PORT/$port}")
-  "${args[@]}" >/dev/null 2>&1 &
-  SERVER_PID=$!
-  wait_port "$port" "$SERVER_PID"
-  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
-  local out rps
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  local p50 p99
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  local errors
-  errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr -s ' ' | paste -sd';' - || true)
-  printf '%-44s %12s req/s   p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errors"
-  stop_server
-}
+. bench/wrk_lib.sh
 
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION against hello.py ($(nproc) cores, one server process)"
 bench "libwsgi-epoll --threads 0 (app on the loop)" \

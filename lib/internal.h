@@ -126,7 +126,7 @@ typedef struct lw_start_response lw_start_response;
 struct wsgi_env {
     wsgi_app *app;
     PyObject *environ;
-    lw_input *input; /* strong ref; detached when the response is freed */
+    lw_input *input;  /* strong ref; detached when the response is freed */
     int head_request; /* HEAD: a Content-Length without a body is correct */
 };
 
