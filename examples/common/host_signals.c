@@ -47,10 +47,15 @@ int host_signals_open(const int *sigs, int n)
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
+    sigset_t now_handled;
+    sigemptyset(&now_handled);
     for (int k = 0; k < n && k < 64; k++) {
         if (sigaction(sigs[k], &sa, NULL) != 0) return -1;
         installed[n_installed++] = sigs[k];
+        sigaddset(&now_handled, sigs[k]);
     }
+    /* A prefork child starts with these blocked (prefork.c): take any that arrived meanwhile. */
+    pthread_sigmask(SIG_UNBLOCK, &now_handled, NULL);
     return pipe_fds[0];
 }
 

@@ -7,7 +7,8 @@
 #include <stdint.h>
 
 /* Install handlers for the n signals in sigs (SA_RESTART) and return the pipe's read end, or -1.
- * Calling it again replaces the previous pipe and handlers (e.g. in a forked worker). */
+ * Calling it again replaces the previous pipe and handlers (e.g. in a forked worker). The signals
+ * are then unblocked in the calling thread: prefork children start with them blocked. */
 int host_signals_open(const int *sigs, int n);
 
 /* Drain the pipe: a bit mask with bit (1 << signo) set for each signal received since last time. */

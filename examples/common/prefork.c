@@ -36,7 +36,18 @@ static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP};
 static pid_t spawn(worker *w, unsigned index, prefork_worker_fn fn, void *arg)
 {
     pid_t master = getpid();
+    /* A stop signal must never meet the child between fork and its own handlers (it would die of
+     * the default action mid-boot): the child starts with them blocked and host_signals_open()
+     * unblocks what it installs, so a signal sent meanwhile waits and is handled. */
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGQUIT);
+    sigaddset(&stop, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stop, &old);
     pid_t pid = fork();
+    if (pid != 0) sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         host_log(WSGI_LOG_ERROR, "fork: %s", strerror(errno));
         return -1;
