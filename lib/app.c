@@ -109,7 +109,7 @@ LIBWSGI_API int wsgi_app_new(wsgi_runtime *rt, const wsgi_app_options *opts, wsg
         rc = lw_load_failed(rt, opts->spec);
         goto fail;
     }
-    int is_asgi = PyObject_IsTrue(PyTuple_GET_ITEM(res, 1));
+    int is_asgi = PyObject_IsTrue(PyTuple_GET_ITEM(res, 1)) == 1; /* a bool from boot.py */
     app->callable = Py_NewRef(PyTuple_GET_ITEM(res, 0));
     Py_DECREF(res);
     app->iface = opts->interface != WSGI_INTERFACE_AUTO ? opts->interface

@@ -123,6 +123,18 @@ static int lw_streq(PyObject *a, PyObject *interned)
     return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
 }
 
+/* A waiter the app cancelled (wait_for timeout, task group) is done: forget it, so neither a later
+ * receive()/send() is refused nor body bytes are handed to a future nobody awaits. */
+static void lw_drop_done(PyObject **waiter)
+{
+    if (!*waiter) return;
+    PyObject *done = PyObject_CallMethod(*waiter, "done", NULL);
+    int is_done = done ? PyObject_IsTrue(done) : 1;
+    Py_XDECREF(done);
+    PyErr_Clear();
+    if (is_done) Py_CLEAR(*waiter);
+}
+
 /* Resolve a pending future unless the app cancelled it. Steals value. */
 static void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
 {
@@ -222,6 +234,7 @@ static PyObject *lw_ac_next_event(lw_asgi_conn *c)
 /* Something changed (body fed, disconnect, response done): complete a pending receive(). */
 static void lw_ac_wake_receiver(lw_asgi_conn *c)
 {
+    lw_drop_done(&c->recv_waiter);
     if (!c->recv_waiter) return;
     PyObject *ev = lw_ac_next_event(c);
     if (!ev) {
@@ -261,6 +274,7 @@ static PyObject *lw_ac_receive(PyObject *self, PyObject *unused)
 {
     (void)unused;
     lw_asgi_conn *c = (lw_asgi_conn *)self;
+    lw_drop_done(&c->recv_waiter);
     PyObject *ev = lw_ac_next_event(c);
     if (ev) return lw_ready_new(ev);
     if (PyErr_Occurred()) return NULL;
@@ -289,40 +303,45 @@ static void lw_hdrs_free(lw_hdrs *h)
     Py_CLEAR(h->keep);
 }
 
-static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
+static void lw_hdrs_init(lw_hdrs *h)
 {
     h->v = h->stack;
     h->n = 0;
     h->cl = -1;
+    h->keep = NULL;
+}
+
+static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
+{
     h->keep = PyList_New(0);
     if (!h->keep) return -1;
     if (!headers || headers == Py_None) return 0;
-    PyObject *seq = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
+    /* Tuples, not the app's lists: converting a pair may run app code, and the pointers handed
+     * to the host must outlive anything the app does to its own lists. */
+    PyObject *seq = PySequence_Tuple(headers);
     if (!seq) return -1;
     if (PyList_Append(h->keep, seq) < 0) {
         Py_DECREF(seq);
         return -1;
     }
     Py_DECREF(seq);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     if (n > 32 && !(h->v = PyMem_Malloc((size_t)n * sizeof *h->v))) {
         h->v = h->stack;
         PyErr_NoMemory();
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i),
-                                         "each header must be a [name, value] pair");
+        PyObject *pair = PySequence_Tuple(PyTuple_GET_ITEM(seq, i));
         if (!pair) return -1;
         int r = PyList_Append(h->keep, pair);
         Py_DECREF(pair);
         if (r < 0) return -1;
-        if (PySequence_Fast_GET_SIZE(pair) != 2) {
+        if (PyTuple_GET_SIZE(pair) != 2) {
             PyErr_Format(PyExc_ValueError, "%s header %zd must be a [name, value] pair", what, i);
             return -1;
         }
-        PyObject *name = PySequence_Fast_GET_ITEM(pair, 0),
-                 *value = PySequence_Fast_GET_ITEM(pair, 1);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
         if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
             PyErr_Format(PyExc_TypeError, "%s header %zd name and value must be bytes", what, i);
             return -1;
@@ -404,14 +423,17 @@ static int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
         PyErr_Format(PyExc_ValueError, "invalid HTTP status %R", status);
         return -1;
     }
+    PyObject *tr = lw_get(msg, a->trailers);
+    int trailers = tr ? PyObject_IsTrue(tr) : 0;
+    if (trailers < 0 || (!tr && PyErr_Occurred())) return -1;
+    trailers = trailers && c->h.on_trailers; /* not offered: the flag is ignored */
     lw_hdrs h;
+    lw_hdrs_init(&h);
     PyObject *hv = lw_get(msg, a->headers);
     if (PyErr_Occurred() || lw_hdrs_parse(hv, &h, "response") < 0) {
         lw_hdrs_free(&h);
         return -1;
     }
-    PyObject *tr = lw_get(msg, a->trailers);
-    int trailers = tr && PyObject_IsTrue(tr) == 1 && c->h.on_trailers;
     char line[128];
     const char *reason = lw_reason_phrase((int)code);
     int ll = snprintf(line, sizeof line, "%ld%s%s", code, reason[0] ? " " : "", reason);
@@ -477,14 +499,16 @@ static int lw_ac_trailers(lw_asgi_conn *c, PyObject *msg)
                         "announced in http.response.start or the body has not ended");
         return -1;
     }
+    PyObject *mt = lw_get(msg, a->more_trailers);
+    int more = mt ? PyObject_IsTrue(mt) : 0;
+    if (more < 0 || (!mt && PyErr_Occurred())) return -1;
     lw_hdrs h;
+    lw_hdrs_init(&h);
     PyObject *hv = lw_get(msg, a->headers);
     if (PyErr_Occurred() || lw_hdrs_parse(hv, &h, "trailer") < 0) {
         lw_hdrs_free(&h);
         return -1;
     }
-    PyObject *mt = lw_get(msg, a->more_trailers);
-    int more = mt ? PyObject_IsTrue(mt) == 1 : 0;
     if (!more) {
         c->rstate = R_DONE;
         lw_ac_wake_receiver(c);
@@ -506,8 +530,8 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
         PyErr_SetString(PyExc_TypeError, "http.response.pathsend 'path' must be a str");
         return -1;
     }
-    PyObject *fs = PyUnicode_EncodeFSDefault(path);
-    if (!fs) return -1;
+    PyObject *fs = NULL;
+    if (!PyUnicode_FSConverter(path, &fs)) return -1; /* rejects embedded NULs */
     const char *p = PyBytes_AS_STRING(fs);
     if (p[0] != '/') {
         Py_DECREF(fs);
@@ -555,6 +579,7 @@ static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
             PyErr_SetString(PyExc_TypeError, "ASGI message 'type' must be a str");
         return NULL;
     }
+    lw_drop_done(&c->send_waiter);
     if (c->send_waiter) {
         PyErr_SetString(PyExc_RuntimeError, "send() called before the previous send() completed");
         return NULL;
@@ -621,8 +646,12 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
         result = 0; /* the response was complete; a later failure was only logged */
     } else if (c->rstate == R_START) {
         if (!result) {
-            lw_log(WSGI_LOG_ERROR, "ASGI app returned without sending a response");
-            lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without sending a response");
+            /* After http.disconnect there is nobody to respond to: not an app error. */
+            lw_log(c->disconnected ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
+                   "ASGI app returned without sending a response%s",
+                   c->disconnected ? " (client disconnected)" : "");
+            lw_ac_fail(c, c->disconnected ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
+                       "ASGI app returned without sending a response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
         if (!c->disconnected) {

@@ -83,26 +83,32 @@ static void lw_asgi_strings_free(wsgi_runtime *rt)
 int lw_asgi_loop_ensure(wsgi_runtime *rt)
 {
     if (rt->loop) return 0;
+    int rc = WSGI_ERR_PYTHON;
     PyObject *ns = PyModule_GetDict(rt->boot);
     PyObject *make_loop = PyDict_GetItemString(ns, "make_loop");
     rt->run_once = Py_XNewRef(PyDict_GetItemString(ns, "run_once"));
     rt->loop_timeout_fn = Py_XNewRef(PyDict_GetItemString(ns, "loop_timeout"));
     rt->lifespan_cls = Py_XNewRef(PyDict_GetItemString(ns, "Lifespan"));
-    if (!make_loop || !rt->run_once || !rt->loop_timeout_fn || !rt->lifespan_cls)
-        return lw_fail(WSGI_ERR_PYTHON, "boot code lacks the ASGI loop helpers");
+    if (!make_loop || !rt->run_once || !rt->loop_timeout_fn || !rt->lifespan_cls) {
+        rc = lw_fail(WSGI_ERR_PYTHON, "boot code lacks the ASGI loop helpers");
+        goto fail;
+    }
     if (lw_asgi_strings_init(rt) < 0 || lw_asgi_types_ready() < 0) {
         lw_log_exception("ASGI setup", NULL, 0);
-        return lw_fail(WSGI_ERR_PYTHON, "cannot initialise ASGI support");
+        rc = lw_fail(WSGI_ERR_PYTHON, "cannot initialise ASGI support");
+        goto fail;
     }
     rt->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (rt->wake_fd < 0) return lw_fail(WSGI_ERR_PYTHON, "eventfd: %s", strerror(errno));
+    if (rt->wake_fd < 0) {
+        rc = lw_fail(WSGI_ERR_PYTHON, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
     PyObject *r = PyObject_CallFunction(make_loop, "i", rt->wake_fd);
     if (!r) {
         char msg[512];
         lw_log_exception("creating the asyncio loop", msg, sizeof msg);
-        close(rt->wake_fd);
-        rt->wake_fd = -1;
-        return lw_fail(WSGI_ERR_PYTHON, "%s", msg);
+        rc = lw_fail(WSGI_ERR_PYTHON, "%s", msg);
+        goto fail;
     }
     rt->loop = Py_NewRef(PyTuple_GET_ITEM(r, 0));
     rt->loop_fd = (int)PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
@@ -112,11 +118,15 @@ int lw_asgi_loop_ensure(wsgi_runtime *rt)
     rt->asgi_version = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
     if (!rt->create_future || !rt->create_task || !rt->asgi_version) {
         lw_log_exception("ASGI loop", NULL, 0);
-        return lw_fail(WSGI_ERR_PYTHON, "cannot initialise the asyncio loop");
+        rc = lw_fail(WSGI_ERR_PYTHON, "cannot initialise the asyncio loop");
+        goto fail;
     }
     rt->loop_thread = pthread_self();
     lw_log(WSGI_LOG_DEBUG, "asyncio loop created (fd %d)", rt->loop_fd);
     return 0;
+fail:
+    lw_asgi_loop_free(rt); /* nothing half-built survives: the next call starts over */
+    return rc;
 }
 
 /* Called by wsgi_runtime_free with the GIL held. */
@@ -136,7 +146,7 @@ void lw_asgi_loop_free(wsgi_runtime *rt)
     Py_CLEAR(rt->asgi_version);
     lw_asgi_strings_free(rt);
     if (rt->wake_fd >= 0) close(rt->wake_fd);
-    rt->wake_fd = -1;
+    rt->wake_fd = rt->loop_fd = -1;
 }
 
 int lw_asgi_enter(wsgi_runtime *rt, lw_gil *g)
@@ -212,6 +222,17 @@ LIBWSGI_API int asgi_loop_wakeup(wsgi_runtime *rt)
     return 0; /* EAGAIN means the counter is already non-zero: the loop is awake anyway */
 }
 
+/* The app's lifespan failure message as UTF-8, never NULL and never leaving an exception set. */
+static const char *lw_lifespan_message(PyObject *r)
+{
+    const char *m = PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : "";
+    if (!m) {
+        PyErr_Clear();
+        m = "(message is not UTF-8 encodable)";
+    }
+    return m;
+}
+
 /* Run coroutine method `name` of the app's Lifespan to completion; returns its result. */
 static PyObject *lw_lifespan_run(wsgi_runtime *rt, wsgi_app *app, const char *name)
 {
@@ -264,8 +285,7 @@ LIBWSGI_API int asgi_lifespan_startup(wsgi_app *app)
     } else if (r == Py_None) {
         rc = ASGI_LIFESPAN_UNSUPPORTED;
     } else {
-        const char *m = PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : "";
-        rc = lw_fail(WSGI_ERR_APP, "lifespan startup failed: %s", m ? m : "");
+        rc = lw_fail(WSGI_ERR_APP, "lifespan startup failed: %s", lw_lifespan_message(r));
         lw_log(WSGI_LOG_ERROR, "%s", wsgi_errmsg());
     }
     Py_XDECREF(r);
@@ -292,8 +312,7 @@ LIBWSGI_API int asgi_lifespan_shutdown(wsgi_app *app)
         lw_log_exception("lifespan shutdown", msg, sizeof msg);
         rc = lw_fail(WSGI_ERR_APP, "%s", msg);
     } else if (r != Py_True) {
-        const char *m = PyUnicode_Check(r) ? PyUnicode_AsUTF8(r) : "";
-        rc = lw_fail(WSGI_ERR_APP, "lifespan shutdown failed: %s", m ? m : "");
+        rc = lw_fail(WSGI_ERR_APP, "lifespan shutdown failed: %s", lw_lifespan_message(r));
         lw_log(WSGI_LOG_ERROR, "%s", wsgi_errmsg());
     } else {
         lw_log(WSGI_LOG_INFO, "lifespan shutdown complete");

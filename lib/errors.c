@@ -135,8 +135,9 @@ void lw_log_exception(const char *what, char *msg, size_t msg_size)
     /* One-line summary "ExcType: message" for errmsg. */
     if (msg && msg_size) {
         PyObject *name = PyObject_GetAttrString(type, "__name__");
+        if (!name) PyErr_Clear(); /* never call into Python with an exception set */
         PyObject *text = value ? PyObject_Str(value) : NULL;
-        if (!name || !text) PyErr_Clear();
+        if (!text) PyErr_Clear();
         char n[128] = "", t[768] = "";
         lw_copy_str(name, n, sizeof n);
         lw_copy_str(text, t, sizeof t);

@@ -56,18 +56,17 @@ void lw_threads_set_current(PyThreadState *ts)
 static PyThreadState *lw_thread_state(wsgi_runtime *rt)
 {
     if (LW_LIKELY(lw_tl.ts && lw_tl.gen == rt->gen)) return lw_tl.ts;
+    /* A state the host made for this thread (it embeds Python too) is used but never cached: the
+     * host may delete it at any time, and a cached pointer would then dangle. */
     PyThreadState *ts = PyGILState_GetThisThreadState();
-    int owned = 0;
-    if (!ts) {
-        ts = PyThreadState_New(rt->interp);
-        if (!ts) return NULL;
-        owned = 1;
-        /* Non-NULL value so the destructor runs at thread exit. */
-        pthread_setspecific(lw_ts_key, ts);
-    }
+    if (ts) return ts;
+    ts = PyThreadState_New(rt->interp);
+    if (!ts) return NULL;
+    /* Non-NULL value so the destructor runs at thread exit. */
+    pthread_setspecific(lw_ts_key, ts);
     lw_tl.ts = ts;
     lw_tl.gen = rt->gen;
-    lw_tl.owned = owned;
+    lw_tl.owned = 1;
     return ts;
 }
 

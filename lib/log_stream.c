@@ -46,27 +46,31 @@ static int lw_errors_write_str(lw_errors *e, PyObject *s)
     }
     PyObject *text = PyUnicode_Concat(e->pending, s);
     if (!text) return -1;
-    Py_ssize_t len = PyUnicode_GET_LENGTH(text), start = 0;
-    for (;;) {
-        Py_ssize_t nl = PyUnicode_FindChar(text, '\n', start, len, 1);
-        if (nl == -2) {
-            Py_DECREF(text);
-            return -1;
-        }
-        if (nl < 0) break;
-        PyObject *line = PyUnicode_Substring(text, start, nl);
-        if (!line) {
-            Py_DECREF(text);
-            return -1;
-        }
-        lw_errors_emit(line);
-        Py_DECREF(line);
-        start = nl + 1;
+    /* Take the complete lines and store the rest before logging: emitting releases the GIL, and
+     * another thread may write to this shared stream meanwhile. */
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t last = PyUnicode_FindChar(text, '\n', 0, len, -1);
+    if (last == -2) {
+        Py_DECREF(text);
+        return -1;
     }
-    PyObject *rest = PyUnicode_Substring(text, start, len);
+    PyObject *rest = PyUnicode_Substring(text, last + 1, len);
+    PyObject *lines = rest && last >= 0 ? PyUnicode_Substring(text, 0, last) : NULL;
     Py_DECREF(text);
-    if (!rest) return -1;
+    if (!rest || (last >= 0 && !lines)) {
+        Py_XDECREF(rest);
+        return -1;
+    }
     Py_SETREF(e->pending, rest);
+    if (!lines) return 0;
+    PyObject *nl = PyUnicode_FromStringAndSize("\n", 1);
+    PyObject *split = nl ? PyUnicode_Split(lines, nl, -1) : NULL;
+    Py_XDECREF(nl);
+    Py_DECREF(lines);
+    if (!split) return -1;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(split); k++)
+        lw_errors_emit(PyList_GET_ITEM(split, k));
+    Py_DECREF(split);
     return 0;
 }
 

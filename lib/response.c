@@ -104,7 +104,8 @@ static int lw_headbuf_fill(wsgi_response *resp, lw_headbuf *b)
     b->heap = NULL;
     wsgi_header *hs = b->stack;
     if (n > LW_STACK_HEADERS) {
-        if (!(b->heap = PyMem_Malloc((size_t)n * sizeof *hs))) return -1;
+        /* malloc, not PyMem: it is freed after the GIL was released */
+        if (!(b->heap = malloc((size_t)n * sizeof *hs))) return -1;
         hs = b->heap;
     }
     lw_fill_head(resp, &b->head, hs);
@@ -135,7 +136,7 @@ static int lw_head_deliver(wsgi_response *resp, lw_headbuf *b)
 {
     if (!b->pending) return 0;
     int r = lw_cb_start(resp, &b->head);
-    PyMem_Free(b->heap);
+    free(b->heap);
     b->pending = 0;
     return r;
 }
@@ -442,7 +443,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
         goto failed;
     }
     len = lw_allowed(resp, len);
-    resp->held = chunk;
+    Py_XSETREF(resp->held, chunk); /* write() inside a generator may have set one */
     lw_headbuf b;
     if (lw_head_prepare(resp, &b) < 0) {
         lw_gil_release(&g);
