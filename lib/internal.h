@@ -158,7 +158,7 @@ struct wsgi_response {
     lw_mode mode;
     int sf_fd;
     int64_t sf_offset, sf_count;
-    PyObject *held; /* chunk whose buffer the host may still be reading */
+    PyObject *held[2]; /* the current and the previous chunk: the host may still read both */
 
     int64_t sent; /* body bytes delivered */
     int head_request;

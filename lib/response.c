@@ -185,6 +185,21 @@ static int lw_check_short_body(wsgi_response *resp)
     return 1;
 }
 
+/* Keep a delivered chunk alive (steals it). Within one libwsgi call the previous chunk stays too,
+ * so a host that queued its pointer can still copy it when the next on_body arrives (write()
+ * may deliver several chunks in one call); both go at the next call. GIL held. */
+static void lw_hold(wsgi_response *resp, PyObject *chunk)
+{
+    Py_XSETREF(resp->held[1], resp->held[0]);
+    resp->held[0] = chunk;
+}
+
+static void lw_release_held(wsgi_response *resp)
+{
+    Py_CLEAR(resp->held[0]);
+    Py_CLEAR(resp->held[1]);
+}
+
 static int lw_cl_reached(const wsgi_response *resp)
 {
     return resp->content_length >= 0 && resp->sent >= resp->content_length;
@@ -211,7 +226,7 @@ int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes)
 {
     size_t n = lw_allowed(resp, (size_t)PyBytes_GET_SIZE(bytes));
     if (n == 0) return 0;
-    Py_XSETREF(resp->held, Py_NewRef(bytes)); /* valid until the next on_body or call */
+    lw_hold(resp, Py_NewRef(bytes));
     resp->sent += (int64_t)n;
     PyThreadState *save = PyEval_SaveThread();
     int r = lw_cb_body(resp, PyBytes_AS_STRING(bytes), n);
@@ -381,7 +396,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
 
     lw_gil g;
     if (lw_gil_acquire(&g) != 0) return WSGI_ERR_PYTHON;
-    Py_CLEAR(resp->held);
+    lw_release_held(resp);
 
     if (lw_cl_reached(resp) && resp->started) return lw_iter_end_locked(resp, &g);
 
@@ -443,7 +458,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
         goto failed;
     }
     len = lw_allowed(resp, len);
-    Py_XSETREF(resp->held, chunk); /* write() inside a generator may have set one */
+    lw_hold(resp, chunk); /* write() inside a generator may have delivered some already */
     lw_headbuf b;
     if (lw_head_prepare(resp, &b) < 0) {
         lw_gil_release(&g);
@@ -498,7 +513,7 @@ static void lw_response_destroy(wsgi_response *resp)
         lw_close_locked(resp);
         lw_start_response_detach(resp->sr);
         lw_input_detach(resp->input);
-        Py_CLEAR(resp->held);
+        lw_release_held(resp);
         Py_CLEAR(resp->iter);
         Py_CLEAR(resp->result);
         Py_CLEAR(resp->status);

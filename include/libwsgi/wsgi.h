@@ -173,12 +173,13 @@ typedef struct wsgi_response_handler {
     size_t struct_size; /**< sizeof(wsgi_response_handler). */
     /** The status and headers, exactly once, before the first body byte. */
     int (*on_start)(void *user_data, const wsgi_response_head *head);
-    /** A body chunk (never empty). @p data stays valid until the next on_body call or the next
-     *  libwsgi call on the response (wsgi_iter_next() / wsgi_response_free()), whichever comes
-     *  first. Chunks pulled by wsgi_iter_next() can therefore be queued without copying. Chunks
-     *  from the app's legacy write() callable arrive during wsgi_call(), possibly several in a row:
-     *  the host must consume each (write it, block until written, or copy it) before returning —
-     *  holding them all would make memory unbounded. */
+    /** A body chunk (never empty). @p data stays valid until the next libwsgi call on the
+     *  response (wsgi_iter_next() / wsgi_response_free()), so a chunk can be queued without
+     *  copying. The app's legacy write() may deliver several chunks within one call (during
+     *  wsgi_call(), or from a generator during wsgi_iter_next()); of those only the current and
+     *  the previous one are kept, so when an on_body arrives while an earlier chunk of the same
+     *  call is still queued, the host must copy (or finish writing) that earlier chunk now.
+     *  Holding them all would make memory unbounded for a write()-heavy app. */
     int (*on_body)(void *user_data, const char *data, size_t len);
     /** Optional: send @p count bytes of @p fd from @p offset (wsgi.file_wrapper over a regular
      * file). The fd stays open until the next libwsgi call on the response. When NULL, the file is

@@ -364,6 +364,48 @@ static void test_iterable_closed_after_write_failure(void **state)
     assert_int_equal(count_of("whfs.close"), 1);
 }
 
+/* At every on_body the previous chunk of the same libwsgi call must still be readable through its
+ * original pointer (the contract a pointer-queueing host relies on to copy it in time). Reading a
+ * released chunk is what ASan flags in the sanitizer pass; here its bytes are also compared. */
+typedef struct prev_chunk {
+    const char *ptr;
+    size_t len;
+    char first, ok;
+    int checked;
+} prev_chunk;
+
+static int check_previous_chunk(th_rec *rec, const char *data, size_t len)
+{
+    prev_chunk *p = rec->hook_data;
+    if (p->ptr) {
+        for (size_t i = 0; i < p->len; i++)
+            if (p->ptr[i] != p->first) p->ok = 0;
+        p->checked++;
+    }
+    p->ptr = data;
+    p->len = len;
+    p->first = data[0];
+    return 0;
+}
+
+static void test_previous_chunk_valid_at_next_on_body(void **state)
+{
+    (void)state;
+    prev_chunk p = {NULL, 0, 0, 1, 0};
+    th_rec rec;
+    th_result res;
+    th_rec_init(&rec);
+    rec.body_hook = check_previous_chunk;
+    rec.hook_data = &p;
+    th_get(IT("gen_writes"), "/", &rec, &res);
+    th_assert_well_formed(&rec);
+    assert_rc(res.final_rc, 0);
+    assert_int_equal(rec.body_len, 3 * 300000 + 10);
+    assert_int_equal(p.checked, 3);
+    assert_true(p.ok);
+    th_rec_free(&rec);
+}
+
 static int free_in_body(th_rec *rec, const char *data, size_t len)
 {
     (void)data;
@@ -559,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_bodiless_content_length),
         cmocka_unit_test(test_write_raises_oserror_after_host_failure),
         cmocka_unit_test(test_iterable_closed_after_write_failure),
+        cmocka_unit_test(test_previous_chunk_valid_at_next_on_body),
         cmocka_unit_test(test_free_from_inside_callbacks),
         cmocka_unit_test(test_iter_next_from_callback_is_recursive),
         cmocka_unit_test(test_callbacks_run_without_gil),

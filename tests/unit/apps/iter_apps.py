@@ -124,3 +124,15 @@ def writer_host_fail_swallow(environ, start_response):
     except OSError:
         _bump(name + ".OSError")
     return Closing(name, [b"more"])
+
+
+def gen_writes(environ, start_response):
+    """A generator that calls write() three times within one iteration step, then yields."""
+    write = start_response("200 OK", TEXT)
+
+    def body():
+        for ch in b"abc":
+            write(bytes([ch]) * 300000)
+        yield b"d" * 10
+
+    return body()
