@@ -134,7 +134,8 @@ struct conn {
     /* the response */
     wsgi_response *resp;
     int in_call; /* inside wsgi_call(): data given to on_body must be written before returning */
-    int started; /* head queued */
+    int borrowed_in_call; /* a chunk was queued by pointer during the current wsgi_iter_next() */
+    int started;          /* head queued */
     int status;
     framing framing;
     int64_t resp_cl;

@@ -115,6 +115,28 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Transfer-Encoding of a request: 0 if it is exactly "chunked", else the status to answer. RFC 9112
+ * 6.3: a request whose final coding is not chunked has no reliable length (400, and close), nor has
+ * one that applies chunked twice; chunked after a coding we cannot decode ("gzip, chunked"): 501 */
+static int check_te(const char *te, size_t te_len)
+{
+    int n_codings = 0, n_chunked = 0, last_chunked = 0;
+    const char *end = te + te_len;
+    while (te < end) {
+        const char *comma = memchr(te, ',', (size_t)(end - te));
+        const char *tok = te;
+        size_t tok_len = (size_t)((comma ? comma : end) - te);
+        te = comma ? comma + 1 : end;
+        trim(&tok, &tok_len);
+        if (tok_len == 0) continue; /* an empty list element */
+        n_codings++;
+        last_chunked = ieq(tok, tok_len, "chunked");
+        n_chunked += last_chunked;
+    }
+    if (!last_chunked || n_chunked > 1) return 400;
+    return n_codings > 1 ? 501 : 0;
+}
+
 /* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
 static int check_head(conn *c)
 {
@@ -153,9 +175,8 @@ static int check_head(conn *c)
     /* Request smuggling: a message whose length two parties could read differently. */
     if (n_cl > 1 || (n_cl && n_te) || n_te > 1) return 400;
     if (n_te) {
-        trim(&te, &te_len);
-        if (!ieq(te, te_len, "chunked"))
-            return 501; /* a coding we cannot decode (or chunked not last) */
+        int st = check_te(te, te_len);
+        if (st) return st;
     }
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;
@@ -177,8 +198,14 @@ static int on_headers_complete(http_parser *p)
     c->is_head = p->method == HTTP_HEAD;
     c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
     c->chunked = (p->flags & F_CHUNKED) != 0;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > INT64_MAX) {
+        c->err_status = 413; /* http_parser takes lengths up to ~2^64: more than we can count */
+        return -1;
+    }
     c->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
     if (c->chunked) c->content_length = -1;
+    /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing: close after this request. */
+    if (c->chunked && p->http_minor == 0) c->keep_alive = 0;
     /* Stop here: the caller decides how the body is read. */
     http_parser_pause(p, 1);
     return 0;
@@ -187,7 +214,8 @@ static int on_headers_complete(http_parser *p)
 static int over_limit(conn *c, uint64_t more)
 {
     uint64_t max = server_max_body(c->srv);
-    return max && c->body_received + more > max;
+    /* A chunk size can be close to 2^64: compare without adding to it. */
+    return max && (more > max || c->body_received > max - more);
 }
 
 static int on_chunk_header(http_parser *p)

@@ -93,6 +93,23 @@ static int out_mem(conn *c, const char *p, size_t n)
     return 0;
 }
 
+/* Copy every still-queued borrowed chunk into the scratch buffer. libwsgi keeps only the current
+ * and the previous chunk of one call alive, so when a generator's write() delivers a further
+ * chunk in the same wsgi_iter_next(), the earlier ones must stop being borrowed now. */
+static int out_own_borrowed(conn *c)
+{
+    for (size_t k = c->oq_head; k < c->oq_len; k++) {
+        out_item *it = &c->outq[k];
+        if (it->kind != OUT_MEM) continue;
+        if (sc_reserve(c, it->len) < 0) return -1;
+        memcpy(c->scratch + c->sc_len, it->ptr, it->len);
+        it->kind = OUT_SCRATCH;
+        it->off = c->sc_len;
+        c->sc_len += it->len;
+    }
+    return 0;
+}
+
 static int out_file(conn *c, int fd, int64_t off, int64_t count)
 {
     out_item *it = oq_push(c);
@@ -396,7 +413,9 @@ static int on_body(void *user_data, const char *data, size_t len)
     conn *c = user_data;
     if (c->swallow) return -1;
     if (c->framing == FRAME_NONE || len == 0) return 0;
+    if (c->borrowed_in_call && out_own_borrowed(c) < 0) return -1;
     if (conn_queue_body(c, data, len, 0) < 0) return -1;
+    c->borrowed_in_call = 1;
     return after_queue(c);
 }
 

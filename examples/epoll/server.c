@@ -312,6 +312,9 @@ static void next_request(server *s, conn *c)
          * in no timeout list and not armed, so nothing else can close it. */
         c->state = CONN_HEAD;
         ready_push(s, c, READY_ADVANCE);
+    } else if (s->draining) {
+        /* Idle now (after a drained body): closed like the idle ones when shutdown began. */
+        conn_close(s, c);
     } else {
         c->state = CONN_IDLE;
         tl_add(s, c, TL_IDLE);
@@ -866,6 +869,9 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     result = 0;
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
+        /* A response waiting for a slow reader (CONN_WRITE) still holds the app's iterable: free
+         * it (its close() runs) before the app and the runtime go. */
+        if (c->resp) exchange_abort(c);
         conn_close(s, c);
     }
     bury(s);

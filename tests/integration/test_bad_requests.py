@@ -103,6 +103,20 @@ def test_unsupported_transfer_coding_is_501(any_srv):
     assert app_calls(any_srv) == before + 1
 
 
+@pytest.mark.parametrize("te,status", [
+    ("chunked, gzip", 400),    # chunked not last: the length cannot be known (RFC 9112 6.3)
+    ("gzip", 400),
+    ("chunked, chunked", 400),  # chunked applied twice
+    ("gzip, chunked", 501),    # framed, but a coding we cannot decode
+])
+def test_transfer_coding_lists(any_srv, te, status):
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: %s\r\n\r\n"
+                    b"0\r\n\r\n" % te.encode())
+    assert r.status == status and closed
+    assert app_calls(any_srv) == before + 1
+
+
 def test_headers_too_large_is_431(any_srv):
     before = app_calls(any_srv)
     r, closed = raw(any_srv, build_request("GET", "/hello", [("X-Big", "a" * 5000)]))
@@ -137,6 +151,19 @@ def test_body_too_large_content_length_is_413(any_srv):
     assert app_calls(any_srv) == before + 1
 
 
+@pytest.mark.parametrize("cl", ["9223372036854775808", "18446744073709551600"])
+def test_content_length_beyond_int64_is_413(any_srv, cl):
+    # http_parser accepts lengths up to ~2^64; one past INT64_MAX must not turn negative (and the
+    # request into one without a body whose bytes the server then waits for).
+    before = app_calls(any_srv)
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Content-Length", cl)]) + b"abc")
+        r = c.read_response()
+        assert r.status == 413
+        assert c.is_closed_by_peer()
+    assert app_calls(any_srv) == before + 1
+
+
 def test_body_at_the_limit_is_accepted(any_srv):
     r = request(any_srv.port, "POST", "/echo", body=b"x" * 100000)
     assert r.status == 200 and len(r.body) == 100000
@@ -153,6 +180,17 @@ def test_chunked_body_too_large_is_413(any_srv):
     with Conn(any_srv.port) as c:
         # One oversized chunk is refused from its size line.
         c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"186a1\r\n")
+        r = c.read_response()
+        assert r.status == 413
+
+
+def test_huge_chunk_size_after_some_body_is_413(any_srv):
+    # A chunk size close to 2^64 must not wrap around the body limit check (which would let the
+    # body run on until the limit is crossed by the data itself, or the client gives up).
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) +
+               b"100\r\n" + b"x" * 256 + b"\r\nffffffffffffffe0\r\n" + b"y" * 100)
+        c.sock.shutdown(socket.SHUT_WR)
         r = c.read_response()
         assert r.status == 413
 

@@ -97,6 +97,18 @@ def test_http10_keep_alive_when_asked(any_srv):
             assert r.header("Connection", "").lower() == "keep-alive"
 
 
+def test_http10_transfer_encoding_closes_even_with_keep_alive(any_srv):
+    # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing (an HTTP/1.0
+    # intermediary may not have read it as a body): answer, then close.
+    with Conn(any_srv.port) as c:
+        r = c.request("POST", "/echo", [("Connection", "keep-alive"),
+                                        ("Transfer-Encoding", "chunked")],
+                      body=chunked(b"hello"), version="HTTP/1.0")
+        assert r.status == 200 and r.body == b"hello"
+        assert r.header("Connection", "").lower() == "close"
+        assert c.is_closed_by_peer()
+
+
 def test_connection_close_from_client(any_srv):
     with Conn(any_srv.port) as c:
         r = c.request("GET", "/hello", [("Connection", "close")])

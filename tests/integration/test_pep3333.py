@@ -195,6 +195,15 @@ def test_write_callable(any_srv):
         assert r.body == b"abcdef" and r.header("Content-Length") == "6"
 
 
+def test_write_inside_generator_keeps_every_chunk(any_srv):
+    # Three write()s in one iteration step: each chunk must arrive intact and in order (the
+    # server copies a still-queued chunk when the next one arrives in the same call).
+    r = request(any_srv.port, "GET", "/gen-write")
+    assert r.status == 200
+    expected = b"a" * 300000 + b"b" * 300000 + b"c" * 300000 + b"d" * 10
+    assert len(r.body) == len(expected) and r.body == expected
+
+
 def test_exc_info_before_output_replaces_headers(any_srv):
     r = request(any_srv.port, "GET", "/exc-info")
     assert r.status == 500

@@ -4,6 +4,7 @@ graceful shutdown."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -223,6 +224,42 @@ def test_graceful_timeout_bounds_shutdown(spawn, tmp_path):
     assert s.wait() == 0  # did not wait for the stuck request beyond the grace period
     assert "graceful timeout" in s.log()
     release.touch()
+    c.close()
+
+
+def test_shutdown_closes_connection_idle_after_a_drained_body(spawn):
+    # The app answered without reading the body; the server drains the rest to keep the
+    # connection. Once that is done during a shutdown the connection is idle: it must be closed
+    # like the idle ones, not kept until the graceful timeout.
+    s = spawn("epoll", "corners:app", "--threads", "2", "--timeout-keepalive", "3600",
+              "--graceful-timeout", "20")
+    c = Conn(s.port)
+    c.send(build_request("POST", "/hello", [("Content-Length", "200000")]) + b"x" * 100)
+    r = c.read_response()
+    assert r.status == 200 and r.header("Connection") is None  # kept: the rest is drained
+    s.signal(signal.SIGTERM)
+    wait_for(lambda: not can_serve(s.port), "the listener to close")
+    c.send(b"x" * 199900)
+    assert c.is_closed_by_peer()
+    assert s.wait() == 0
+    assert "graceful timeout" not in s.log()
+    c.close()
+
+
+@pytest.mark.parametrize("threads", ["2", "0"])
+def test_graceful_timeout_closes_response_of_slow_reader(spawn, tmp_path, threads):
+    # A response waiting for a client that does not read (EPOLLOUT) when the grace period ends:
+    # the iterable's close() must still run before the worker exits (PEP 3333).
+    s = spawn("epoll", "corners:app", "--threads", threads, "--graceful-timeout", "1")
+    token, mark = uuid.uuid4().hex, tmp_path / "closed"
+    c = Conn(s.port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.send(build_request("GET", "/forever?token=%s&size=65536&mark=%s" % (token, mark)))
+    c.read_head()  # the response is under way; the body is never read
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+    assert "graceful timeout" in s.log()
+    assert mark.exists(), s.log()
     c.close()
 
 

@@ -52,9 +52,10 @@ class Closing:
 class Forever:
     """An endless stream of chunks (counted), closed when the client goes away."""
 
-    def __init__(self, token, size):
+    def __init__(self, token, size, mark=None):
         self.token = token
         self.chunk = b"x" * size
+        self.mark = mark  # a file close() creates: evidence that outlives the process
 
     def __iter__(self):
         while True:
@@ -65,6 +66,8 @@ class Forever:
     def close(self):
         with _lock:
             _closes[self.token] = _closes.get(self.token, 0) + 1
+        if self.mark:
+            open(self.mark, "w").close()
 
 
 def environ_view(environ):
@@ -200,6 +203,18 @@ def app(environ, start_response):
         write(b"def")
         return []
 
+    if path == "/gen-write":
+        # write() from inside a generator: several chunks within one wsgi_iter_next(), large
+        # enough that the server cannot have sent the first before the third arrives.
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def body():
+            for ch in b"abc":
+                write(bytes([ch]) * 300000)
+            yield b"d" * 10
+
+        return body()
+
     if path == "/exc-info":
         # An error before the body: replace the headers with exc_info (allowed before output).
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-First", "1")])
@@ -247,7 +262,7 @@ def app(environ, start_response):
 
     if path == "/forever":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return Forever(q["token"], int(q.get("size", "65536")))
+        return Forever(q["token"], int(q.get("size", "65536")), q.get("mark"))
 
     if path == "/state":
         token = q.get("token", "")
