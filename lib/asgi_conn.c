@@ -37,7 +37,7 @@ typedef struct lw_asgi_conn {
     int trailers;
     int64_t cl, sent;
     PyObject *send_waiter;
-    PyObject *held; /* bytes the host may still be reading */
+    PyObject *held[2]; /* the current and the previous body: the host may still read both */
     int sf_fd;
     int disconnected;
     int done;
@@ -484,7 +484,10 @@ static int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
     }
     if (len == 0 && more) return 0;
     c->sent += (int64_t)len;
-    Py_XSETREF(c->held, Py_XNewRef(body));
+    /* The previous body stays valid through this on_body, so a host that still has it queued
+     * (e.g. the app cancelled the paused send() and sent again) can copy it now. */
+    Py_XSETREF(c->held[1], c->held[0]);
+    c->held[0] = Py_XNewRef(body);
     if (!more) lw_ac_body_ended(c);
     int r = LW_AC_CALL(c, c->h.on_body(c->ud, body ? PyBytes_AS_STRING(body) : "", len, more));
     return lw_ac_result(c, r, "on_body");
@@ -684,7 +687,8 @@ static void lw_ac_dealloc(lw_asgi_conn *c)
     Py_XDECREF(c->body);
     Py_XDECREF(c->recv_waiter);
     Py_XDECREF(c->send_waiter);
-    Py_XDECREF(c->held);
+    Py_XDECREF(c->held[0]);
+    Py_XDECREF(c->held[1]);
     if (c->sf_fd >= 0) close(c->sf_fd);
     PyObject_Free(c);
 }
@@ -731,7 +735,7 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
     c->h = *handler;
     c->ud = user_data;
     c->attached = 1;
-    c->task = c->recv_waiter = c->send_waiter = c->held = NULL;
+    c->task = c->recv_waiter = c->send_waiter = c->held[0] = c->held[1] = NULL;
     c->buffered = 0;
     c->body_final_sent = c->read_paused = 0;
     c->rstate = R_START;

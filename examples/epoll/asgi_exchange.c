@@ -171,7 +171,7 @@ static int cb_body(void *user_data, const char *data, size_t len, int more)
     /* The bytes are the app's until its next send(): copy what fits under the mark, else queue by
      * pointer and hold the app's send() until they are written. */
     int copy = c->sc_len + len <= ASGI_OUT_HWM;
-    if (conn_queue_body(c, data, len, copy) < 0) return cb_gone(x);
+    if (conn_own_borrowed(c) < 0 || conn_queue_body(c, data, len, copy) < 0) return cb_gone(x);
     if (!more) {
         if (c->framing == FRAME_CHUNKED && conn_queue_chunked_end(c) < 0) return cb_gone(x);
         x->complete = 1;

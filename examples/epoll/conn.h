@@ -134,8 +134,7 @@ struct conn {
     /* the response */
     wsgi_response *resp;
     int in_call; /* inside wsgi_call(): data given to on_body must be written before returning */
-    int borrowed_in_call; /* a chunk was queued by pointer during the current wsgi_iter_next() */
-    int started;          /* head queued */
+    int started; /* head queued */
     int status;
     framing framing;
     int64_t resp_cl;
@@ -196,6 +195,8 @@ int conn_queue_head(conn *c, const wsgi_response_head *h);
 /* Queue a piece of the body with its chunk framing; nothing for FRAME_NONE. copy: into the
  * scratch buffer, else by pointer (the bytes must stay valid until flushed). 0 or -1. */
 int conn_queue_body(conn *c, const char *data, size_t len, int copy);
+/* Copy the borrowed (by-pointer) body bytes still queued, before the library may release them. */
+int conn_own_borrowed(conn *c);
 /* Queue count bytes of fd from off (sendfile), with chunk framing. 0 or -1. */
 int conn_queue_file(conn *c, int fd, int64_t off, int64_t count);
 int out_flush(conn *c); /* non-blocking */

@@ -88,7 +88,6 @@ int exchange_run(conn *c)
             return PUMP_DONE;
         }
         if (budget >= 0 && budget-- == 0) return PUMP_YIELD;
-        c->borrowed_in_call = 0;
         int rc = wsgi_iter_next(c->resp);
         if (rc == 1) continue;
         if (rc == 0) {

@@ -93,10 +93,11 @@ static int out_mem(conn *c, const char *p, size_t n)
     return 0;
 }
 
-/* Copy every still-queued borrowed chunk into the scratch buffer. libwsgi keeps only the current
- * and the previous chunk of one call alive, so when a generator's write() delivers a further
- * chunk in the same wsgi_iter_next(), the earlier ones must stop being borrowed now. */
-static int out_own_borrowed(conn *c)
+/* Copy every still-queued borrowed chunk into the scratch buffer. libwsgi keeps a body chunk
+ * alive only until the on_body after the next one (WSGI: write() called several times in one
+ * call; ASGI: a paused send() the app cancelled), so an on_body that finds borrowed bytes still
+ * queued makes them owned before queueing more. */
+int conn_own_borrowed(conn *c)
 {
     for (size_t k = c->oq_head; k < c->oq_len; k++) {
         out_item *it = &c->outq[k];
@@ -413,9 +414,7 @@ static int on_body(void *user_data, const char *data, size_t len)
     conn *c = user_data;
     if (c->swallow) return -1;
     if (c->framing == FRAME_NONE || len == 0) return 0;
-    if (c->borrowed_in_call && out_own_borrowed(c) < 0) return -1;
-    if (conn_queue_body(c, data, len, 0) < 0) return -1;
-    c->borrowed_in_call = 1;
+    if (conn_own_borrowed(c) < 0 || conn_queue_body(c, data, len, 0) < 0) return -1;
     return after_queue(c);
 }
 

@@ -53,7 +53,9 @@ typedef struct asgi_handler {
      *  Found"); head->flags has ::WSGI_HEAD_TRAILERS when the app announced trailers. */
     int (*on_start)(void *user_data, const wsgi_response_head *head);
     /** http.response.body: @p len may be 0 only when @p more is 0 (end of body). @p data stays
-     *  valid until the next callback of this connection or asgi_conn_free(). */
+     *  valid until the on_body after the next one, or asgi_conn_free(): a host that still has
+     *  it queued when the next on_body arrives (the app may cancel a paused send() and send
+     *  again) must copy it then. */
     int (*on_body)(void *user_data, const char *data, size_t len, int more);
     /** Optional http.response.trailers; when NULL the extension is not offered in the scope. */
     int (*on_trailers)(void *user_data, const wsgi_header *headers, size_t n_headers, int more);

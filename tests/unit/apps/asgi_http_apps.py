@@ -284,3 +284,16 @@ async def stream_until_gone(scope, receive, send):
     while True:
         await send({"type": "http.response.body", "body": b"tick", "more_body": True})
         await asyncio.sleep(0.001)
+
+
+async def cancel_paused_send(scope, receive, send):
+    """Cancels a send() the host paused, then sends again: the host may still have the first
+    chunk queued when the second on_body arrives (bodies large so they are real allocations)."""
+    await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    pending = asyncio.ensure_future(send({"type": "http.response.body",
+                                          "body": b"a" * 100000, "more_body": True}))
+    await asyncio.sleep(0)
+    pending.cancel()
+    await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b"b" * 100000})
