@@ -360,6 +360,8 @@ static void progress(conn *c)
         ev |= EPOLLRDHUP; /* the body is in: only the client going away is of interest */
     else if (!x->read_paused)
         ev |= EPOLLIN;
+    else
+        ev |= EPOLLRDHUP; /* reading is paused: still learn that the client went away */
     /* The client's pace is bounded (--timeout-request), the app's is not (except to end a response
      * the client has already closed). */
     server_conn_timer(c, pending || (reading && !x->read_paused) || x->peer_closed);

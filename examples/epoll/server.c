@@ -32,6 +32,8 @@ enum { READY_NONE, READY_PUMP, READY_ADVANCE };
 
 /* How long a closing connection may keep sending before we close anyway. */
 #define LINGER_MS 2000
+/* Out of descriptors with no connection to close: try accepting again after this long. */
+#define ACCEPT_RETRY_MS 500
 
 typedef struct ev_tag {
     ev_kind kind;
@@ -68,6 +70,7 @@ struct server {
     int quit;
     int64_t grace_deadline;
     int accept_paused;
+    int64_t accept_resume_at; /* accept_paused: listen again at this time (or when a conn closes) */
     int64_t last_emfile_log;
 };
 
@@ -616,17 +619,17 @@ static void on_accept(server *s, listener *l)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop accepting until a connection closes. */
+                /* Out of descriptors: the listener stays readable, so stop accepting until a
+                 * connection closes or, if none does, for a little while. */
                 int64_t now = now_ms();
                 if (now - s->last_emfile_log > 10000) {
                     host_log(WSGI_LOG_WARNING, "accept: %s: pausing new connections",
                              strerror(errno));
                     s->last_emfile_log = now;
                 }
-                if (s->n_conns > 0) {
-                    s->accept_paused = 1;
-                    listeners_enable(s, 0);
-                }
+                s->accept_paused = 1;
+                s->accept_resume_at = now + ACCEPT_RETRY_MS;
+                listeners_enable(s, 0);
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 host_log(WSGI_LOG_ERROR, "accept: %s", strerror(errno));
             }
@@ -756,6 +759,10 @@ static int loop(server *s)
             int t = asgi_host_timeout(s->asgi);
             if (t >= 0 && (timeout < 0 || t < timeout)) timeout = t;
         }
+        if (s->accept_paused && !s->draining) {
+            int64_t d = s->accept_resume_at - now;
+            if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
+        }
         if (s->ready_head) timeout = 0;
         int n = epoll_wait(s->epfd, evs, 256, timeout);
         if (n < 0) {
@@ -795,6 +802,10 @@ static int loop(server *s)
                 tl_remove(s, c);
                 on_timeout(s, c);
             }
+        }
+        if (s->accept_paused && !s->draining && now >= s->accept_resume_at) {
+            s->accept_paused = 0;
+            listeners_enable(s, 1);
         }
         bury(s);
     }
@@ -860,6 +871,13 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     }
 
     loop(s);
+
+    /* With --threads 0, a response that used up its chunk budget waits on the ready list in
+     * CONN_APP (counted in n_app) but no thread is inside the app: the loop owns it, and the
+     * cleanup below closes its iterable. */
+    for (conn *c = s->ready_head; c; c = c->q_next)
+        if (c->state == CONN_APP && c->ready_action == READY_PUMP) s->n_app--;
+    s->ready_head = s->ready_tail = NULL;
 
     if (s->n_app > 0) {
         /* App threads are still inside libwsgi: the runtime must not be torn down under them. */

@@ -345,6 +345,38 @@ def test_client_closing_after_the_whole_response_is_not_an_abort(srv):
         assert f.read() == "ok"
 
 
+def server_closed(srv_port, client_port):
+    """True once the server's end of this connection is closed (gone from /proc/net/tcp, or past
+    CLOSE_WAIT: the server has sent its FIN)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, st = fields[1], fields[2], fields[3]
+            if int(local.split(":")[1], 16) == srv_port and int(remote.split(":")[1], 16) == client_port:
+                return st not in ("01", "08")  # ESTABLISHED, CLOSE_WAIT
+    return True
+
+
+def test_client_gone_while_body_reading_is_paused(srv):
+    """The app has read nothing, so the server stops reading the body once 256 KiB are unread;
+    a client that goes away meanwhile must still be noticed (EPOLLRDHUP), so that the app's next
+    receive() is http.disconnect rather than body the client has abandoned."""
+    t = token()
+    c = Conn(srv.port)
+    client_port = c.sock.getsockname()[1]
+    c.send(build_request("POST", "/receive-when-told?token=" + t,
+                         headers=[("Content-Length", str(4 << 20))]))
+    c.send(b"x" * (288 << 10))  # over the 256 KiB mark: reading pauses, the rest fits in the socket
+    c.close()
+    wait_for(lambda: server_closed(srv.port, client_port), "the server to close the connection")
+    with open(marker("go", t), "w"):
+        pass
+    path = marker("received", t)
+    wait_for(lambda: os.path.exists(path), "the app's receive()")
+    with open(path) as f:
+        assert f.read() == "http.disconnect"
+
+
 def test_receive_after_response_is_disconnect(srv):
     t = token()
     assert request(srv.port, "POST", "/after-response?token=" + t, body=b"b").status == 200

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -260,6 +261,62 @@ def test_graceful_timeout_closes_response_of_slow_reader(spawn, tmp_path, thread
     assert s.wait() == 0
     assert "graceful timeout" in s.log()
     assert mark.exists(), s.log()
+    c.close()
+
+
+def test_graceful_timeout_closes_inline_response_of_fast_reader(spawn, tmp_path):
+    # --threads 0: a response of tiny chunks to a client that reads everything never fills the
+    # socket, so between loop turns the connection waits on the ready list (its chunk budget spent)
+    # rather than for EPOLLOUT. When the grace period ends there, close() must still run.
+    s = spawn("epoll", "corners:app", "--threads", "0", "--graceful-timeout", "1")
+    token, mark = uuid.uuid4().hex, tmp_path / "closed"
+    c = Conn(s.port)
+    c.send(build_request("GET", "/forever?token=%s&size=1&mark=%s" % (token, mark)))
+    c.read_head()
+
+    def drain():
+        try:
+            while c.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+    assert "graceful timeout" in s.log()
+    assert mark.exists(), s.log()
+    reader.join(30)
+    c.close()
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_pauses_accepting(spawn, tmp_path):
+    # accept() failing with EMFILE while no connection is open (nothing will close to free a
+    # descriptor) must not spin on the listener, which stays readable; accepting resumes once
+    # descriptors are free again.
+    s = spawn("epoll", "corners:app")
+    release, ready = tmp_path / "release", tmp_path / "ready"
+    r = request(s.port, "GET", "/hog-fds?release=%s&ready=%s" % (release, ready),
+                headers=[("Connection", "close")])
+    assert r.status == 200 and json.loads(r.body)["hogged"] > 0
+    wait_for(ready.exists, "the app to hold every descriptor, the connection's too")
+    c = Conn(s.port)  # completed by the kernel; the server cannot accept it
+    wait_for(lambda: "pausing new connections" in s.log(), "accept() failing with EMFILE")
+    wall, cpu = time.monotonic(), cpu_seconds(s.pid)
+    time.sleep(2)  # a window to measure, not a wait for anything
+    wall, cpu = time.monotonic() - wall, cpu_seconds(s.pid) - cpu
+    assert cpu < wall / 2, "busy loop: %.2fs of CPU in %.2fs" % (cpu, wall)
+    release.touch()
+    r = c.request("GET", "/hello")
+    assert r.status == 200 and r.body == b"Hello, World!\n"
     c.close()
 
 

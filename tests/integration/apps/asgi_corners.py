@@ -208,6 +208,18 @@ async def r_wait_disconnect(scope, receive, send, args):
             return
 
 
+async def r_receive_when_told(scope, receive, send, args):
+    """Read nothing of the body until marker("go") exists, then record the first event's type."""
+    token = args["token"]
+    while not os.path.exists(marker("go", token)):
+        await asyncio.sleep(0.02)
+    m = await receive()
+    touch(marker("received", token), m["type"])
+    if m["type"] != "http.disconnect":
+        await read_body(receive)
+        await send_json(send, {"ok": True})
+
+
 async def r_after_response(scope, receive, send, args):
     """Receive after the response is complete: the spec says http.disconnect."""
     token = args["token"]
@@ -286,6 +298,7 @@ ROUTES = {
     "/bad-order": r_bad_order,
     "/reject": r_reject,
     "/wait-disconnect": r_wait_disconnect,
+    "/receive-when-told": r_receive_when_told,
     "/after-response": r_after_response,
     "/background": r_background,
     "/slow-stream": r_slow_stream,

@@ -260,6 +260,36 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
         return Closing(token, [b"a", b"b", b"c"])
 
+    if path == "/hog-fds":
+        # Use up the process's file descriptors (under a soft limit lowered to 256) until the file
+        # q["release"] appears; then give them back. Meanwhile the server cannot accept.
+        import resource
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, limits[0]), limits[1]))
+        fds = []
+        try:
+            while True:
+                fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
+
+        def release(flag=q["release"], ready=q["ready"], start=len(fds)):
+            # Also takes the descriptor of this request's connection once it is closed, and says
+            # so by making the directory q["ready"] (mkdir needs no descriptor).
+            while not os.path.exists(flag):
+                try:
+                    fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+                    if len(fds) == start + 1:
+                        os.mkdir(ready)
+                except OSError:
+                    time.sleep(0.02)
+            for fd in fds:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+        threading.Thread(target=release, daemon=True).start()
+        return _json(start_response, {"hogged": len(fds)})
+
     if path == "/forever":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return Forever(q["token"], int(q.get("size", "65536")), q.get("mark"))
