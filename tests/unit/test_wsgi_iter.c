@@ -352,13 +352,21 @@ static void test_write_raises_oserror_after_host_failure(void **state)
 static void test_iterable_closed_after_write_failure(void **state)
 {
     (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/?name=whfs");
     th_rec rec;
-    th_result res;
     th_rec_init(&rec);
     rec.fail_body_at = 1;
-    th_get(IT("writer_host_fail_swallow"), "/?name=whfs", &rec, &res);
+    wsgi_env *env;
+    wsgi_response *resp;
+    assert_rc(wsgi_env_build(th_app(IT("writer_host_fail_swallow")), &r.req, &env), WSGI_OK);
+    wsgi_response_handler h = th_handler(&rec);
+    assert_rc(wsgi_call(env, &h, &rec, &resp), WSGI_OK);
+    /* Closed when wsgi_call returns, not only later by wsgi_response_free. */
+    assert_int_equal(count_of("whfs.close"), 1);
     assert_int_equal(rec.body_calls, 1);
-    assert_rc(res.final_rc, WSGI_ERR_CALLBACK);
+    assert_rc(wsgi_iter_next(resp), WSGI_ERR_CALLBACK);
+    wsgi_response_free(resp);
     th_rec_free(&rec);
     assert_int_equal(count_of("whfs.OSError"), 1);
     assert_int_equal(count_of("whfs.close"), 1);
