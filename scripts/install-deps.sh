@@ -8,8 +8,8 @@ PACKAGES=(
   build-essential cmake pkg-config python3-dev libpython3.11-dev
   # unit tests and docs; clang + its sanitizer runtime for the ASan/UBSan pass
   libcmocka-dev doxygen graphviz binutils clang libclang-rt-14-dev
-  # example hosts
-  libhttp-parser-dev libwslay-dev
+  # example hosts: HTTP parsing, WebSocket framing, SHA-1 for the handshake, permessage-deflate
+  libhttp-parser-dev libwslay-dev libssl-dev zlib1g-dev
   # integration tests (Python side runs on Debian's /usr/bin/python3)
   python3 python3-pytest python3-requests
   # examples/epoll integration tests: the reference server, the frameworks compared, the benchmark
@@ -17,6 +17,9 @@ PACKAGES=(
   # ASGI integration tests: the reference server and the frameworks compared (form parsing needs
   # python3-multipart)
   python3-uvicorn python3-fastapi python3-starlette python3-quart python3-multipart
+  # WebSocket integration tests: the clients, uvicorn as deployed (uvloop, httptools, websockets),
+  # and a Django Channels consumer
+  python3-websockets python3-wsproto python3-uvloop python3-httptools python3-django-channels
 )
 
 missing=()
