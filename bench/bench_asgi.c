@@ -40,7 +40,7 @@ int main(int argc, char **argv)
     if (bench_setup(dir, spec, &rt, &app) < 0) return 1;
     wsgi_request req;
     bench_request(&req);
-    asgi_handler h = {sizeof h, on_start, on_body, NULL, NULL, NULL, on_done};
+    asgi_handler h = {.struct_size = sizeof h, .on_start = on_start, .on_body = on_body, .on_done = on_done};
     asgi_conn **conns = calloc((size_t)batch, sizeof *conns);
     double t0 = bench_now();
     for (long i = 0; i < n; i += batch) {

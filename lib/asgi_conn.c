@@ -5,7 +5,7 @@
  * The connection is a Python object; the host's asgi_conn* is one strong reference to it, and the
  * app's receive/send/done callbacks hold others, so a host free while the app still runs only
  * detaches the host. Callbacks run with the GIL released, on the loop thread. */
-#include "internal.h"
+#include "asgi_conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,34 +17,6 @@
 /* Unread request body above which asgi_conn_feed() asks the host to stop reading. */
 #define LW_ASGI_BODY_LIMIT (256 * 1024)
 
-typedef enum { R_START, R_BODY, R_TRAILERS, R_DONE } lw_rstate;
-
-typedef struct lw_asgi_conn {
-    PyObject_HEAD wsgi_app *app;
-    asgi_handler h;
-    void *ud;
-    int attached; /* the host still holds its handle: callbacks may fire */
-    PyObject *task;
-    /* request body */
-    PyObject *body;  /* list of bytes fed but not yet received */
-    size_t buffered; /* their total size */
-    int body_more;   /* the host may feed more */
-    int body_final_sent;
-    int read_paused; /* feed() answered ASGI_PAUSE; on_read_resume is owed */
-    PyObject *recv_waiter;
-    /* response */
-    lw_rstate rstate;
-    int trailers;
-    int64_t cl, sent;
-    PyObject *send_waiter;
-    PyObject *held[2]; /* the current and the previous body: the host may still read both */
-    int sf_fd;
-    int disconnected;
-    int done;
-    int error;
-    char errmsg[512];
-} lw_asgi_conn;
-
 extern const char lw_500_body[];
 extern const wsgi_response_head lw_500_head;
 int lw_check_request(const wsgi_request *req);
@@ -54,7 +26,7 @@ typedef struct lw_ready {
     PyObject_HEAD PyObject *value;
 } lw_ready;
 
-static PyObject *lw_ready_new(PyObject *value) /* steals value */
+PyObject *lw_ready_new(PyObject *value) /* steals value */
 {
     lw_ready *r = PyObject_New(lw_ready, &lw_ReadyType);
     if (!r) {
@@ -107,8 +79,7 @@ PyTypeObject lw_ReadyType = {
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);
-static void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
+void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
 {
     if (c->error) return;
     c->error = code;
@@ -118,14 +89,14 @@ static void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
     va_end(ap);
 }
 
-static int lw_streq(PyObject *a, PyObject *interned)
+int lw_streq(PyObject *a, PyObject *interned)
 {
     return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
 }
 
 /* A waiter the app cancelled (wait_for timeout, task group) is done: forget it, so neither a later
  * receive()/send() is refused nor body bytes are handed to a future nobody awaits. */
-static void lw_drop_done(PyObject **waiter)
+void lw_drop_done(PyObject **waiter)
 {
     if (!*waiter) return;
     PyObject *done = PyObject_CallMethod(*waiter, "done", NULL);
@@ -136,7 +107,7 @@ static void lw_drop_done(PyObject **waiter)
 }
 
 /* Resolve a pending future unless the app cancelled it. Steals value. */
-static void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
+void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
 {
     PyObject *done = PyObject_CallMethod(fut, "done", NULL);
     int skip = !done || PyObject_IsTrue(done);
@@ -150,18 +121,6 @@ static void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
     PyErr_Clear();
     Py_DECREF(value);
 }
-
-/* Callback wrappers: GIL released, skipped once the host detached. */
-#define LW_AC_CALL(c, expr)                                                                        \
-    ({                                                                                             \
-        int r_ = -1;                                                                               \
-        if ((c)->attached) {                                                                       \
-            PyThreadState *save_ = PyEval_SaveThread();                                            \
-            r_ = (expr);                                                                           \
-            PyEval_RestoreThread(save_);                                                           \
-        }                                                                                          \
-        r_;                                                                                        \
-    })
 
 static PyObject *lw_ev_request(PyObject *body, int more) /* steals body */
 {
@@ -210,6 +169,7 @@ static PyObject *lw_ac_take_body(lw_asgi_conn *c)
 /* The next receive() event, or NULL without an exception when the app must wait. */
 static PyObject *lw_ac_next_event(lw_asgi_conn *c)
 {
+    if (c->kind == LW_AC_WS) return lw_ws_next_event(c);
     if (c->disconnected) return lw_ev_disconnect();
     if (PyList_GET_SIZE(c->body) > 0) {
         PyObject *body = lw_ac_take_body(c);
@@ -232,7 +192,7 @@ static PyObject *lw_ac_next_event(lw_asgi_conn *c)
 }
 
 /* Something changed (body fed, disconnect, response done): complete a pending receive(). */
-static void lw_ac_wake_receiver(lw_asgi_conn *c)
+void lw_ac_wake_receiver(lw_asgi_conn *c)
 {
     lw_drop_done(&c->recv_waiter);
     if (!c->recv_waiter) return;
@@ -260,10 +220,11 @@ static void lw_ac_fail_sender(lw_asgi_conn *c)
     Py_DECREF(fut);
 }
 
-static void lw_ac_disconnect(lw_asgi_conn *c)
+void lw_ac_disconnect(lw_asgi_conn *c)
 {
     if (c->disconnected) return;
     c->disconnected = 1;
+    if (!c->close_code) c->close_code = 1006; /* WebSocket: lost without a Close frame */
     lw_ac_wake_receiver(c);
     lw_ac_fail_sender(c);
 }
@@ -288,22 +249,15 @@ static PyObject *lw_ac_receive(PyObject *self, PyObject *unused)
 
 /* ---- send() --------------------------------------------------------------------------------- */
 
-/* Validated response headers as C pairs pointing into bytes objects kept alive by `keep`. */
-typedef struct lw_hdrs {
-    wsgi_header stack[32];
-    wsgi_header *v;
-    size_t n;
-    PyObject *keep; /* list of the sequences the pointers live in */
-    int64_t cl;
-} lw_hdrs;
-
-static void lw_hdrs_free(lw_hdrs *h)
+void lw_hdrs_free(lw_hdrs *h)
 {
     if (h->v != h->stack) PyMem_Free(h->v);
+    h->v = h->stack;
+    h->n = 0;
     Py_CLEAR(h->keep);
 }
 
-static void lw_hdrs_init(lw_hdrs *h)
+void lw_hdrs_init(lw_hdrs *h)
 {
     h->v = h->stack;
     h->n = 0;
@@ -311,7 +265,7 @@ static void lw_hdrs_init(lw_hdrs *h)
     h->keep = NULL;
 }
 
-static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
+int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
 {
     h->keep = PyList_New(0);
     if (!h->keep) return -1;
@@ -326,7 +280,8 @@ static int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
     }
     Py_DECREF(seq);
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
-    if (n > 32 && !(h->v = PyMem_Malloc((size_t)n * sizeof *h->v))) {
+    if ((size_t)n > sizeof h->stack / sizeof h->stack[0] &&
+        !(h->v = PyMem_Malloc((size_t)n * sizeof *h->v))) {
         h->v = h->stack;
         PyErr_NoMemory();
         return -1;
@@ -393,7 +348,7 @@ static PyObject *lw_get(PyObject *d, PyObject *key)
     return v;
 }
 
-static int lw_ac_result(lw_asgi_conn *c, int r, const char *which)
+int lw_ac_result(lw_asgi_conn *c, int r, const char *which)
 {
     if (r < 0) {
         lw_ac_fail(c, WSGI_ERR_CALLBACK, "host %s failed: client gone", which);
@@ -404,7 +359,7 @@ static int lw_ac_result(lw_asgi_conn *c, int r, const char *which)
     return r == ASGI_PAUSE ? ASGI_PAUSE : 0;
 }
 
-static int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
+int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
 {
     lw_asgi_strings *a = lw_rt->as;
     if (c->rstate != R_START) {
@@ -426,34 +381,46 @@ static int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
     PyObject *tr = lw_get(msg, a->trailers);
     int trailers = tr ? PyObject_IsTrue(tr) : 0;
     if (trailers < 0 || (!tr && PyErr_Occurred())) return -1;
-    trailers = trailers && c->h.on_trailers; /* not offered: the flag is ignored */
-    lw_hdrs h;
-    lw_hdrs_init(&h);
+    trailers = trailers && c->h.on_trailers && c->kind == LW_AC_HTTP; /* else ignored */
     PyObject *hv = lw_get(msg, a->headers);
-    if (PyErr_Occurred() || lw_hdrs_parse(hv, &h, "response") < 0) {
-        lw_hdrs_free(&h);
+    if (PyErr_Occurred() || lw_hdrs_parse(hv, &c->head_h, "response") < 0) {
+        lw_hdrs_free(&c->head_h);
         return -1;
     }
-    char line[128];
+    /* Held until the first body event: the ASGI spec forbids sending the head before it. */
     const char *reason = lw_reason_phrase((int)code);
-    int ll = snprintf(line, sizeof line, "%ld%s%s", code, reason[0] ? " " : "", reason);
-    wsgi_response_head head = {
-        (int)code, line, (size_t)ll, h.v, h.n, h.cl, trailers ? WSGI_HEAD_TRAILERS : 0u};
+    int ll = snprintf(c->head_line, sizeof c->head_line, "%ld%s%s", code, reason[0] ? " " : "",
+                      reason);
+    c->head_line_len = (size_t)ll;
+    c->head_status = (int)code;
+    c->head_pending = 1;
     c->rstate = R_BODY;
     c->trailers = trailers;
-    c->cl = h.cl;
+    c->cl = c->head_h.cl;
+    return 0;
+}
+
+/* Deliver the held head (on_start) right before the first body event. 0, ASGI_PAUSE or -1. */
+static int lw_ac_commit_head(lw_asgi_conn *c)
+{
+    c->head_pending = 0;
+    wsgi_response_head head = {c->head_status,  c->head_line,
+                               c->head_line_len, c->head_h.v,
+                               c->head_h.n,      c->head_h.cl,
+                               c->trailers ? WSGI_HEAD_TRAILERS : 0u};
     int r = LW_AC_CALL(c, c->h.on_start(c->ud, &head));
-    lw_hdrs_free(&h);
+    lw_hdrs_free(&c->head_h);
     return lw_ac_result(c, r, "on_start");
 }
 
 static void lw_ac_body_ended(lw_asgi_conn *c)
 {
     c->rstate = c->trailers ? R_TRAILERS : R_DONE;
+    if (c->kind == LW_AC_WS) c->wstate = WS_CLOSED; /* a denial response: the end */
     if (c->rstate == R_DONE) lw_ac_wake_receiver(c);
 }
 
-static int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
+int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
 {
     lw_asgi_strings *a = lw_rt->as;
     if (c->rstate != R_BODY) {
@@ -482,7 +449,9 @@ static int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
         PyErr_SetString(PyExc_RuntimeError, "response content shorter than Content-Length");
         return -1;
     }
-    if (len == 0 && more) return 0;
+    int hr = 0;
+    if (c->head_pending && (hr = lw_ac_commit_head(c)) < 0) return -1;
+    if (len == 0 && more) return hr;
     c->sent += (int64_t)len;
     /* The previous body stays valid through this on_body, so a host that still has it queued
      * (e.g. the app cancelled the paused send() and sent again) can copy it now. */
@@ -490,7 +459,8 @@ static int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
     c->held[0] = Py_XNewRef(body);
     if (!more) lw_ac_body_ended(c);
     int r = LW_AC_CALL(c, c->h.on_body(c->ud, body ? PyBytes_AS_STRING(body) : "", len, more));
-    return lw_ac_result(c, r, "on_body");
+    r = lw_ac_result(c, r, "on_body");
+    return r < 0 ? r : (r > hr ? r : hr);
 }
 
 static int lw_ac_trailers(lw_asgi_conn *c, PyObject *msg)
@@ -561,10 +531,13 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
     }
     if (c->sf_fd >= 0) close(c->sf_fd);
     c->sf_fd = fd;
+    int hr = 0;
+    if (c->head_pending && (hr = lw_ac_commit_head(c)) < 0) return -1;
     c->sent = st.st_size;
     lw_ac_body_ended(c);
     int r = LW_AC_CALL(c, c->h.on_sendfile(c->ud, fd, 0, (int64_t)st.st_size));
-    return lw_ac_result(c, r, "on_sendfile");
+    r = lw_ac_result(c, r, "on_sendfile");
+    return r < 0 ? r : (r > hr ? r : hr);
 }
 
 static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
@@ -592,7 +565,9 @@ static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
         return NULL;
     }
     int r;
-    if (lw_streq(type, a->resp_body))
+    if (c->kind == LW_AC_WS)
+        r = lw_ws_send(c, type, msg);
+    else if (lw_streq(type, a->resp_body))
         r = lw_ac_body(c, msg);
     else if (lw_streq(type, a->resp_start))
         r = lw_ac_start(c, msg);
@@ -645,9 +620,11 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
     Py_XDECREF(cancelled);
     PyErr_Clear();
 
-    if (c->rstate == R_DONE) {
+    if (c->kind == LW_AC_WS) {
+        result = lw_ws_task_end(c, result);
+    } else if (c->rstate == R_DONE) {
         result = 0; /* the response was complete; a later failure was only logged */
-    } else if (c->rstate == R_START) {
+    } else if (c->rstate == R_START || c->head_pending) {
         if (!result) {
             /* After http.disconnect there is nobody to respond to: not an app error. */
             lw_log(c->disconnected ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
@@ -657,13 +634,10 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
                        "ASGI app returned without sending a response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
-        if (!c->disconnected) {
-            c->rstate = R_DONE;
-            int r = LW_AC_CALL(c, c->h.on_start(c->ud, &lw_500_head));
-            if (r >= 0)
-                r = LW_AC_CALL(
-                    c, c->h.on_body(c->ud, lw_500_body, (size_t)lw_500_head.content_length, 0));
-        }
+        if (c->head_pending && c->rstate == R_BODY)
+            lw_log(WSGI_LOG_ERROR, "ASGI app ended after http.response.start without a body "
+                                   "event: the held head is replaced by a 500");
+        if (!c->disconnected) lw_ac_fixed_response(c, &lw_500_head, lw_500_body);
     } else {
         if (!result) {
             lw_log(WSGI_LOG_ERROR, "ASGI app returned without completing the response");
@@ -674,6 +648,15 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
     c->done = 1;
     LW_AC_CALL(c, (c->h.on_done(c->ud, result), 0));
     Py_RETURN_NONE;
+}
+
+void lw_ac_fixed_response(lw_asgi_conn *c, const wsgi_response_head *head, const char *body)
+{
+    c->head_pending = 0;
+    lw_hdrs_free(&c->head_h);
+    c->rstate = R_DONE;
+    int r = LW_AC_CALL(c, c->h.on_start(c->ud, head));
+    if (r >= 0) LW_AC_CALL(c, c->h.on_body(c->ud, body, (size_t)head->content_length, 0));
 }
 
 static PyMethodDef lw_ac_receive_def = {"receive", lw_ac_receive, METH_NOARGS,
@@ -689,6 +672,8 @@ static void lw_ac_dealloc(lw_asgi_conn *c)
     Py_XDECREF(c->send_waiter);
     Py_XDECREF(c->held[0]);
     Py_XDECREF(c->held[1]);
+    Py_XDECREF(c->close_reason);
+    lw_hdrs_free(&c->head_h);
     if (c->sf_fd >= 0) close(c->sf_fd);
     PyObject_Free(c);
 }
@@ -708,8 +693,8 @@ int lw_asgi_types_ready(void)
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
-LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
-                              void *user_data, asgi_conn **out)
+static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
+                        void *user_data, asgi_conn **out, lw_ac_kind kind)
 {
     lw_clear_error();
     if (!out) return lw_fail(WSGI_ERR_INVAL, "out is NULL");
@@ -718,6 +703,24 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
     if (handler->struct_size < offsetof(asgi_handler, on_done) + sizeof(void *) ||
         !handler->on_start || !handler->on_body || !handler->on_done)
         return lw_fail(WSGI_ERR_INVAL, "handler needs struct_size, on_start, on_body and on_done");
+    asgi_handler hc = {0};
+    memcpy(&hc, handler, handler->struct_size < sizeof hc ? handler->struct_size : sizeof hc);
+    if (kind == LW_AC_WS) {
+        if (handler->struct_size < offsetof(asgi_handler, on_ws_close) + sizeof(void *) ||
+            !hc.on_ws_accept || !hc.on_ws_send || !hc.on_ws_close)
+            return lw_fail(WSGI_ERR_INVAL,
+                           "a WebSocket handler needs on_ws_accept, on_ws_send and on_ws_close");
+        if ((req->body && req->body_len) || req->content_length > 0 ||
+            (req->flags & WSGI_REQUEST_CHUNKED))
+            return lw_fail(WSGI_ERR_INVAL, "a WebSocket upgrade request has no body");
+        /* Not offered on a WebSocket connection. */
+        hc.on_trailers = NULL;
+        hc.on_sendfile = NULL;
+    } else {
+        hc.on_ws_accept = NULL;
+        hc.on_ws_send = NULL;
+        hc.on_ws_close = NULL;
+    }
     if (app->iface != WSGI_INTERFACE_ASGI)
         return lw_fail(WSGI_ERR_INTERFACE, "asgi_dispatch on an app that is not ASGI");
     int rc = lw_check_request(req);
@@ -732,8 +735,16 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
         return lw_fail(WSGI_ERR_NOMEM, "out of memory");
     }
     c->app = app;
-    c->h = *handler;
+    c->h = hc;
     c->ud = user_data;
+    c->kind = kind;
+    c->head_pending = c->head_status = 0;
+    c->head_line_len = 0;
+    lw_hdrs_init(&c->head_h);
+    c->wstate = WS_CONNECTING;
+    c->connect_sent = 0;
+    c->close_code = 0;
+    c->close_reason = NULL;
     c->attached = 1;
     c->task = c->recv_waiter = c->send_waiter = c->held[0] = c->held[1] = NULL;
     c->buffered = 0;
@@ -754,8 +765,9 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
         c->buffered = req->body_len;
         Py_XDECREF(b);
     }
-    PyObject *scope = c->body ? lw_asgi_scope(app, req, handler->on_trailers != NULL,
-                                              handler->on_sendfile != NULL)
+    if (kind == LW_AC_WS) c->body_more = 0, c->body_final_sent = 1;
+    PyObject *scope = c->body ? lw_asgi_scope(app, req, hc.on_trailers != NULL,
+                                              hc.on_sendfile != NULL, kind == LW_AC_WS)
                               : NULL;
     PyObject *receive = scope ? PyCFunction_New(&lw_ac_receive_def, (PyObject *)c) : NULL;
     PyObject *send = receive ? PyCFunction_New(&lw_ac_send_def, (PyObject *)c) : NULL;
@@ -793,6 +805,19 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
     lw_gil_release(&g);
     *out = (asgi_conn *)c;
     return 0;
+}
+
+LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
+                              void *user_data, asgi_conn **out)
+{
+    return lw_ac_create(app, req, handler, user_data, out, LW_AC_HTTP);
+}
+
+LIBWSGI_API int asgi_websocket_dispatch(wsgi_app *app, const wsgi_request *req,
+                                        const asgi_handler *handler, void *user_data,
+                                        asgi_conn **out)
+{
+    return lw_ac_create(app, req, handler, user_data, out, LW_AC_WS);
 }
 
 /* Entry for the asgi_conn_* calls: loop thread, GIL. */

@@ -65,6 +65,24 @@ static int lw_asgi_strings_init(wsgi_runtime *rt)
     I(v11, "1.1");
     I(v2, "2");
     I(https, "https");
+    I(websocket, "websocket");
+    I(ws, "ws");
+    I(wss, "wss");
+    I(subprotocols, "subprotocols");
+    I(subprotocol, "subprotocol");
+    I(text, "text");
+    I(bytes, "bytes");
+    I(code, "code");
+    I(reason, "reason");
+    I(ws_connect, "websocket.connect");
+    I(ws_receive, "websocket.receive");
+    I(ws_disconnect, "websocket.disconnect");
+    I(ws_accept, "websocket.accept");
+    I(ws_send, "websocket.send");
+    I(ws_close, "websocket.close");
+    I(ws_resp_start, "websocket.http.response.start");
+    I(ws_resp_body, "websocket.http.response.body");
+    I(ext_ws_response, "websocket.http.response");
 #undef I
     return 0;
 }
@@ -115,7 +133,7 @@ int lw_asgi_loop_ensure(wsgi_runtime *rt)
     Py_DECREF(r);
     rt->create_future = PyObject_GetAttrString(rt->loop, "create_future");
     rt->create_task = PyObject_GetAttrString(rt->loop, "create_task");
-    rt->asgi_version = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
+    rt->asgi_version = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.5");
     if (!rt->create_future || !rt->create_task || !rt->asgi_version) {
         lw_log_exception("ASGI loop", NULL, 0);
         rc = lw_fail(WSGI_ERR_PYTHON, "cannot initialise the asyncio loop");

@@ -1,5 +1,6 @@
-/* Where a request becomes an ASGI http scope (spec 2.4): decoded path, raw bytes, lowercased
- * header names with order and duplicates kept, client/server, state copy, extensions. */
+/* Where a request becomes an ASGI http or websocket scope (spec 2.5): decoded path, raw bytes,
+ * lowercased header names with order and duplicates kept, client/server, state copy, extensions,
+ * and for WebSocket the subprotocols offered in Sec-WebSocket-Protocol. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -74,7 +75,40 @@ static PyObject *lw_http_version(lw_asgi_strings *a, const wsgi_request *req)
     return PyUnicode_FromFormat("%d.%d", req->http_major, req->http_minor);
 }
 
-PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, int pathsend)
+/* Every token of every Sec-WebSocket-Protocol header, in order (RFC 6455 4.1: a comma-separated
+ * list; empty elements are skipped). */
+static PyObject *lw_subprotocols(const wsgi_request *req)
+{
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const wsgi_header *h = &req->headers[i];
+        if (h->name_len != 22 || PyOS_strnicmp(h->name, "sec-websocket-protocol", 22) != 0)
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *tok = p, *tend = comma ? comma : end;
+            p = comma ? comma + 1 : end;
+            while (tok < tend && (*tok == ' ' || *tok == '\t'))
+                tok++;
+            while (tend > tok && (tend[-1] == ' ' || tend[-1] == '\t'))
+                tend--;
+            if (tok == tend) continue;
+            PyObject *t = PyUnicode_DecodeLatin1(tok, tend - tok, NULL);
+            if (!t || PyList_Append(list, t) < 0) {
+                Py_XDECREF(t);
+                Py_DECREF(list);
+                return NULL;
+            }
+            Py_DECREF(t);
+        }
+    }
+    return list;
+}
+
+PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, int pathsend,
+                        int websocket)
 {
     wsgi_runtime *rt = app->rt;
     lw_asgi_strings *a = rt->as;
@@ -109,13 +143,19 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     int bad = !ext;
     if (!bad && trailers) bad = lw_steal(ext, a->ext_trailers, PyDict_New()) < 0;
     if (!bad && pathsend) bad = lw_steal(ext, a->ext_pathsend, PyDict_New()) < 0;
-    bad = bad || PyDict_SetItem(s, a->type, a->http) < 0;
+    if (!bad && websocket) bad = lw_steal(ext, a->ext_ws_response, PyDict_New()) < 0;
+    bad = bad || PyDict_SetItem(s, a->type, websocket ? a->websocket : a->http) < 0;
     bad = bad || lw_steal(s, a->asgi, PyDict_Copy(rt->asgi_version)) < 0;
     bad = bad || lw_steal(s, a->http_version, lw_http_version(a, req)) < 0;
-    bad =
-        bad || lw_steal(s, a->method,
-                        PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL)) < 0;
-    bad = bad || PyDict_SetItem(s, a->scheme, https ? a->https : a->http) < 0;
+    if (websocket) {
+        bad = bad || PyDict_SetItem(s, a->scheme, https ? a->wss : a->ws) < 0;
+        bad = bad || lw_steal(s, a->subprotocols, lw_subprotocols(req)) < 0;
+    } else {
+        bad = bad ||
+              lw_steal(s, a->method,
+                       PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL)) < 0;
+        bad = bad || PyDict_SetItem(s, a->scheme, https ? a->https : a->http) < 0;
+    }
     bad = bad ||
           lw_steal(s, a->path, plen ? lw_decoded_path(path, plen) : PyUnicode_FromString("/")) < 0;
     bad = bad || lw_steal(s, a->raw_path, PyBytes_FromStringAndSize(path, (Py_ssize_t)plen)) < 0;

@@ -53,7 +53,7 @@ struct wsgi_runtime {
     /* ASGI: the host-driven asyncio loop (asgi_loop.c), created on first use. */
     PyObject *loop;
     PyObject *run_once, *loop_timeout_fn, *create_future, *create_task, *lifespan_cls;
-    PyObject *asgi_version; /* {"version": "3.0", "spec_version": "2.4"} template */
+    PyObject *asgi_version; /* {"version": "3.0", "spec_version": "2.5"} template */
     int loop_fd, wake_fd;
     pthread_t loop_thread;
     int loop_turn; /* inside asgi_loop_run / lifespan: re-entry is refused */
@@ -184,13 +184,20 @@ typedef struct lw_asgi_strings {
         *root_path, *headers, *client, *server, *state, *extensions, *body, *more_body, *status,
         *trailers, *more_trailers, *http_request, *http_disconnect, *resp_start, *resp_body,
         *resp_trailers, *resp_pathsend, *ext_trailers, *ext_pathsend, *v10, *v11, *v2, *https;
+    /* WebSocket (asgi_ws.c) */
+    PyObject *websocket, *ws, *wss, *subprotocols, *subprotocol, *text, *bytes, *code, *reason,
+        *ws_connect, *ws_receive, *ws_disconnect, *ws_accept, *ws_send, *ws_close, *ws_resp_start,
+        *ws_resp_body, *ext_ws_response;
 } lw_asgi_strings;
 
 /* Loop-thread check + GIL for asgi_* entry points; sets wsgi_errmsg on failure. */
 int lw_asgi_enter(wsgi_runtime *rt, lw_gil *g);
 int lw_asgi_loop_ensure(wsgi_runtime *rt); /* GIL held */
 void lw_asgi_loop_free(wsgi_runtime *rt);  /* GIL held */
-PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, int pathsend);
+/* The scope of @p req: an http scope (trailers/pathsend: extensions offered) or, with websocket
+ * set, a websocket scope (subprotocols, ws/wss, the websocket.http.response extension). */
+PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, int pathsend,
+                        int websocket);
 extern PyTypeObject lw_AsgiConnType;
 extern PyTypeObject lw_ReadyType;
 int lw_asgi_types_ready(void);

@@ -49,8 +49,11 @@ typedef struct asgi_conn asgi_conn;
  */
 typedef struct asgi_handler {
     size_t struct_size; /**< sizeof(asgi_handler). */
-    /** http.response.start. head->status_line is the code with its standard reason ("404 Not
-     *  Found"); head->flags has ::WSGI_HEAD_TRAILERS when the app announced trailers. */
+    /** http.response.start, delivered only when the first http.response.body (or pathsend)
+     *  event arrives, right before its on_body / on_sendfile, as the ASGI spec requires (so an app
+     *  that fails between the two still gets a clean 500, and head and first chunk can leave in
+     *  one write). head->status_line is the code with its standard reason ("404 Not Found");
+     *  head->flags has ::WSGI_HEAD_TRAILERS when the app announced trailers. */
     int (*on_start)(void *user_data, const wsgi_response_head *head);
     /** http.response.body: @p len may be 0 only when @p more is 0 (end of body). @p data stays
      *  valid until the on_body after the next one, or asgi_conn_free(): a host that still has
@@ -70,6 +73,27 @@ typedef struct asgi_handler {
      *  ::wsgi_error: if nothing had been sent a 500 was delivered first; otherwise the response is
      *  incomplete and the host must cut the connection. Called exactly once. */
     void (*on_done)(void *user_data, int result);
+
+    /* ---- WebSocket (asgi_websocket_dispatch() only; @since 0.2.0) ---------------------------
+     * The host does the RFC 6455 handshake and framing; the library sees whole messages. A
+     * WebSocket connection that is denied answers over HTTP through on_start/on_body above (403,
+     * or the app's own response with the websocket.http.response extension). */
+
+    /** websocket.accept: complete the handshake (101 Switching Protocols). @p subprotocol is the
+     *  app's choice (UTF-8, not NUL-terminated) or NULL for none; @p headers are the app's extra
+     *  response headers (validated like HTTP ones; never Sec-WebSocket-Protocol). Borrowed for
+     *  the call. @since 0.2.0 */
+    int (*on_ws_accept)(void *user_data, const char *subprotocol, size_t subprotocol_len,
+                        const wsgi_header *headers, size_t n_headers);
+    /** websocket.send: one whole message, @p binary 0 for text (valid UTF-8) or 1 for bytes;
+     *  @p len may be 0. @p data stays valid until the on_ws_send after the next one, or
+     *  asgi_conn_free(): a host that still has it queued when the next on_ws_send arrives must copy
+     *  it then. ::ASGI_PAUSE holds the app's send() until asgi_conn_resume(). @since 0.2.0 */
+    int (*on_ws_send)(void *user_data, int binary, const char *data, size_t len);
+    /** websocket.close after the accept, or the end of the app's task after the accept (1000 if
+     *  it returned, 1011 if it raised): send a Close frame with @p code and @p reason (UTF-8, at
+     *  most 123 bytes, not NUL-terminated) and close. Called at most once. @since 0.2.0 */
+    int (*on_ws_close)(void *user_data, int code, const char *reason, size_t reason_len);
 } asgi_handler;
 
 /**
@@ -95,6 +119,90 @@ typedef struct asgi_handler {
  */
 LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
                               void *user_data, asgi_conn **out);
+
+/** @brief asgi_conn_ws_message(): a text message (UTF-8). */
+#define ASGI_WS_TEXT 0
+/** @brief asgi_conn_ws_message(): a binary message. */
+#define ASGI_WS_BINARY 1
+
+/**
+ * @brief Start a WebSocket connection: build the websocket scope for the upgrade request @p req
+ * and start the app's task; its first receive() returns websocket.connect.
+ *
+ * The host has checked that @p req is a valid RFC 6455 opening handshake (GET, Upgrade,
+ * Connection, Sec-WebSocket-Key, Sec-WebSocket-Version) and answers nothing until the app decides:
+ *  - websocket.accept → on_ws_accept(): the host sends 101 and starts framing; from then on it
+ *    passes each whole client message to asgi_conn_ws_message(), sends what on_ws_send() gives it,
+ *    and reports the end with asgi_conn_ws_closed();
+ *  - websocket.close, or the app returning or raising, before the accept → on_start() with 403
+ *    Forbidden and an empty on_body(): the handshake is denied over HTTP;
+ *  - websocket.http.response.start / .body (the websocket.http.response extension, always
+ *    offered) → on_start() / on_body() exactly as for an HTTP response (the head comes with the
+ *    first body event), then the connection ends.
+ *
+ * The scope has `scheme` "ws" ("wss" when req->scheme is "https"), `subprotocols` parsed from every
+ * Sec-WebSocket-Protocol header, `spec_version` "2.5". req->body must be empty.
+ *
+ * @param[in] app An ASGI app.
+ * @param[in] req The upgrade request (borrowed during the call only).
+ * @param[in] handler Callbacks, copied: on_start, on_body, on_done, on_ws_accept, on_ws_send and
+ *            on_ws_close are required (struct_size must cover them).
+ * @param[in] user_data Passed to the callbacks.
+ * @param[out] out The connection, to be freed with asgi_conn_free().
+ * @retval WSGI_OK Success.
+ * @retval WSGI_ERR_INVAL A NULL argument, a missing callback, a request with a body, or an invalid
+ *         request.
+ * @retval WSGI_ERR_INTERFACE @p app is not an ASGI app.
+ * @retval WSGI_ERR_STATE Called from a thread other than the loop thread.
+ * @retval WSGI_ERR_PYTHON The event loop could not be created.
+ * @retval WSGI_ERR_NOMEM Out of memory.
+ * @since 0.2.0
+ */
+LIBWSGI_API int asgi_websocket_dispatch(wsgi_app *app, const wsgi_request *req,
+                                        const asgi_handler *handler, void *user_data,
+                                        asgi_conn **out);
+
+/**
+ * @brief A whole message arrived from the WebSocket client: the app's receive() returns it as
+ * websocket.receive (`text` for ::ASGI_WS_TEXT, `bytes` for ::ASGI_WS_BINARY).
+ *
+ * Messages wait in a bounded queue: when it holds 32 messages or 1 MiB not yet received by the
+ * app, the call answers ::ASGI_PAUSE (the message is still accepted) and the host stops reading from
+ * the client until on_read_resume.
+ *
+ * @param[in] conn A connection from asgi_websocket_dispatch(), accepted.
+ * @param[in] type ::ASGI_WS_TEXT or ::ASGI_WS_BINARY.
+ * @param[in] data The message (copied), may be NULL when @p len is 0.
+ * @param[in] len Its length.
+ * @retval 0 Queued.
+ * @retval ASGI_PAUSE Queued; stop reading until on_read_resume.
+ * @retval WSGI_ERR_INVAL NULL conn, NULL data with len > 0, a bad @p type, or a text message that
+ *         is not valid UTF-8 (the host closes with 1007).
+ * @retval WSGI_ERR_STATE Not a WebSocket connection, not accepted, or already closed.
+ * @retval WSGI_ERR_NOMEM Out of memory.
+ * @since 0.2.0
+ */
+LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data, size_t len);
+
+/**
+ * @brief The WebSocket connection ended: the app's receive() returns websocket.disconnect with
+ * @p code and @p reason (after the messages still queued), and send() raises OSError.
+ *
+ * Use the code of the client's Close frame (1005 if it had none), 1006 for a connection lost
+ * without a Close frame, or the code the host closed with (1002, 1007, 1009, a ping timeout…).
+ * asgi_conn_disconnect() on a WebSocket connection is this call with 1006. Later calls are no-ops.
+ *
+ * @param[in] conn A connection from asgi_websocket_dispatch().
+ * @param[in] code The close code.
+ * @param[in] reason UTF-8 reason (copied; invalid bytes are replaced), may be NULL.
+ * @param[in] reason_len Its length.
+ * @retval WSGI_OK Success.
+ * @retval WSGI_ERR_INVAL NULL conn, NULL reason with reason_len > 0.
+ * @retval WSGI_ERR_STATE Not a WebSocket connection.
+ * @since 0.2.0
+ */
+LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reason,
+                                    size_t reason_len);
 
 /**
  * @brief Feed request body bytes (already de-chunked) to the app's receive().

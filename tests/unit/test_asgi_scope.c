@@ -1,5 +1,5 @@
 /*
- * test_asgi_scope.c - the ASGI http scope built by asgi_dispatch (HTTP spec 2.4): every key with
+ * test_asgi_scope.c - the ASGI http scope built by asgi_dispatch (HTTP spec 2.5): every key with
  * its exact type and value, percent/UTF-8 decoding of path, raw bytes, header normalisation,
  * client/server, per-request copies of state/asgi/extensions, extensions offered according to
  * the handler, invalid requests, and ASGI/WSGI interface detection.
@@ -95,7 +95,7 @@ static void test_full_scope(void **state)
 
     assert_scope_keys(&rec);
     assert_scope(&rec, "type", "str", "'http'");
-    assert_scope(&rec, "asgi", "dict", "{'spec_version': '2.4', 'version': '3.0'}");
+    assert_scope(&rec, "asgi", "dict", "{'spec_version': '2.5', 'version': '3.0'}");
     assert_scope(&rec, "http_version", "str", "'1.1'");
     assert_scope(&rec, "method", "str", "'GET'");
     assert_scope(&rec, "scheme", "str", "'http'");
@@ -291,7 +291,7 @@ static void test_scope_objects_are_per_request(void **state)
         ah_rec rec;
         ah_rec_init(&rec);
         ah_get("asgi_scope_apps:mutate", "/", &rec);
-        ah_assert_ok(&rec, 200, "state={} asgi={'spec_version': '2.4', 'version': '3.0'}");
+        ah_assert_ok(&rec, 200, "state={} asgi={'spec_version': '2.5', 'version': '3.0'}");
         ah_rec_free(&rec);
     }
     ah_rec rec;

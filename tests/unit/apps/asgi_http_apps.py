@@ -222,6 +222,8 @@ async def detached(scope, receive, send):
     await read_body(receive)
     try:
         await send({"type": "http.response.start", "status": 200, "headers": []})
+        # An empty body event with more_body: the head goes out now (held until a body event).
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
         note(key, "started")
     except OSError as e:
         note(key, "start " + type(e).__name__)
@@ -297,3 +299,13 @@ async def cancel_paused_send(scope, receive, send):
     pending.cancel()
     await asyncio.sleep(0)
     await send({"type": "http.response.body", "body": b"b" * 100000})
+
+
+async def start_then_read(scope, receive, send):
+    """Sends http.response.start, then reads the whole streamed body before sending it back: the
+    head must not reach the host before the first body event. ?raise: fails instead of sending."""
+    await send({"type": "http.response.start", "status": 201, "headers": [(b"x-held", b"1")]})
+    body, _ = await read_body(receive)
+    if "raise" in query(scope):
+        raise RuntimeError("libwsgi-test asgi failure after start, before any body")
+    await send({"type": "http.response.body", "body": body})

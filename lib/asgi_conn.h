@@ -1,0 +1,101 @@
+/* Private to asgi_conn.c (HTTP) and asgi_ws.c (WebSocket): the ASGI connection object both
+ * protocols share, and the helpers they both use (ready awaitables, futures, header validation,
+ * the held response head, the callback wrapper). Never installed. */
+#ifndef LIBWSGI_ASGI_CONN_H
+#define LIBWSGI_ASGI_CONN_H
+
+#include "internal.h"
+
+typedef enum { R_START, R_BODY, R_TRAILERS, R_DONE } lw_rstate;
+typedef enum { LW_AC_HTTP, LW_AC_WS } lw_ac_kind;
+/* WebSocket: before websocket.accept (or a denial), accepted, closed by the app or denied. */
+typedef enum { WS_CONNECTING, WS_OPEN, WS_CLOSED } lw_wsstate;
+
+/* Validated response headers as C pairs pointing into bytes objects kept alive by `keep`. */
+typedef struct lw_hdrs {
+    wsgi_header stack[16];
+    wsgi_header *v;
+    size_t n;
+    PyObject *keep; /* list of the sequences the pointers live in */
+    int64_t cl;
+} lw_hdrs;
+
+typedef struct lw_asgi_conn {
+    PyObject_HEAD wsgi_app *app;
+    asgi_handler h;
+    void *ud;
+    lw_ac_kind kind;
+    int attached; /* the host still holds its handle: callbacks may fire */
+    PyObject *task;
+    /* incoming: HTTP body chunks, or WebSocket receive events, not yet received by the app */
+    PyObject *body;  /* list of bytes (HTTP) or of event dicts (WebSocket) */
+    size_t buffered; /* their total size in bytes */
+    int body_more;   /* the host may feed more */
+    int body_final_sent;
+    int read_paused; /* feed answered ASGI_PAUSE; on_read_resume is owed */
+    PyObject *recv_waiter;
+    /* response */
+    lw_rstate rstate;
+    int trailers;
+    int64_t cl, sent;
+    PyObject *send_waiter;
+    PyObject *held[2]; /* the current and the previous body: the host may still read both */
+    int sf_fd;
+    /* http.response.start, validated, held until the first body event (ASGI spec) */
+    int head_pending;
+    int head_status;
+    char head_line[128];
+    size_t head_line_len;
+    lw_hdrs head_h;
+    /* WebSocket */
+    lw_wsstate wstate;
+    int connect_sent;
+    int close_code;          /* for websocket.disconnect */
+    PyObject *close_reason;  /* str, for websocket.disconnect */
+    int disconnected;
+    int done;
+    int error;
+    char errmsg[512];
+} lw_asgi_conn;
+
+/* Callback wrappers: GIL released, skipped (-1) once the host detached. */
+#define LW_AC_CALL(c, expr)                                                                        \
+    ({                                                                                             \
+        int r_ = -1;                                                                               \
+        if ((c)->attached) {                                                                       \
+            PyThreadState *save_ = PyEval_SaveThread();                                            \
+            r_ = (expr);                                                                           \
+            PyEval_RestoreThread(save_);                                                           \
+        }                                                                                          \
+        r_;                                                                                        \
+    })
+
+/* asgi_conn.c */
+PyObject *lw_ready_new(PyObject *value); /* steals value; an awaitable that returns it at once */
+void lw_future_set(PyObject *fut, PyObject *value, int is_exception); /* steals value */
+void lw_drop_done(PyObject **waiter);
+void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);
+int lw_streq(PyObject *a, PyObject *interned);
+void lw_hdrs_init(lw_hdrs *h);
+void lw_hdrs_free(lw_hdrs *h);
+int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what);
+/* A callback's answer as send()'s: -1 (client gone: OSError set), 0 or ASGI_PAUSE. */
+int lw_ac_result(lw_asgi_conn *c, int r, const char *which);
+/* http.response.start / websocket.http.response.start: validate and hold. 0 or -1. */
+int lw_ac_start(lw_asgi_conn *c, PyObject *msg);
+/* http.response.body / websocket.http.response.body (delivers the held head first). */
+int lw_ac_body(lw_asgi_conn *c, PyObject *msg);
+/* Deliver a fixed response (the 500, the WebSocket 403) when nothing was sent. */
+void lw_ac_fixed_response(lw_asgi_conn *c, const wsgi_response_head *head, const char *body);
+void lw_ac_wake_receiver(lw_asgi_conn *c);
+void lw_ac_disconnect(lw_asgi_conn *c);
+
+/* asgi_ws.c */
+PyObject *lw_ws_next_event(lw_asgi_conn *c); /* NULL without exception: wait */
+/* send() of a WebSocket connection: -1 (exception set), 0 or ASGI_PAUSE. */
+int lw_ws_send(lw_asgi_conn *c, PyObject *type, PyObject *msg);
+/* The app's task ended with @p result (0 or an error already recorded): deliver what the
+ * protocol owes (403 before the accept, a close after it). Returns the on_done result. */
+int lw_ws_task_end(lw_asgi_conn *c, int result);
+
+#endif

@@ -1,0 +1,154 @@
+"""ASGI apps for test_asgi_ws: the websocket scope, every event in and out of order, denial,
+the end of the task, backpressure and disconnects.
+
+`script` runs the steps given in the request header x-script (a Python literal list):
+  "recv"          await receive() and note what came
+  {...}           await send(message) and note "ok" or the exception
+  "raise"         raise RuntimeError
+  "return"        return at once
+With ?catch the app notes send()'s exceptions and goes on; otherwise the first one propagates.
+Apps leave notes in NOTES[key] (key from the query string); the test reads them back with an
+http request to `report` (GET /<key>)."""
+import asyncio
+import ast
+from urllib.parse import parse_qs
+
+NOTES = {}
+
+
+def note(key, text):
+    NOTES.setdefault(key, []).append(str(text))
+
+
+def query(scope):
+    return {k: v[0] for k, v in parse_qs(scope["query_string"].decode(), keep_blank_values=True).items()}
+
+
+async def report(scope, receive, send):
+    body = "\n".join(NOTES.get(scope["path"][1:], [])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def describe(event):
+    t = event["type"]
+    keys = ",".join(sorted(event))
+    if t == "websocket.receive":
+        if event.get("text") is not None:
+            return "%s text=%r keys=%s" % (t, event["text"], keys)
+        b = event["bytes"]
+        return "%s bytes=%s keys=%s" % (t, repr(b) if len(b) <= 64 else "<%d bytes>" % len(b), keys)
+    if t == "websocket.disconnect":
+        return "%s code=%r reason=%r keys=%s" % (t, event["code"], event.get("reason"), keys)
+    return "%s keys=%s" % (t, keys)
+
+
+def header(scope, name):
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode()
+    return None
+
+
+async def script(scope, receive, send):
+    q = query(scope)
+    key, catch = q["key"], "catch" in q
+    for step in ast.literal_eval(header(scope, b"x-script")):
+        if step == "recv":
+            note(key, describe(await receive()))
+        elif step == "raise":
+            raise RuntimeError("libwsgi-test ws failure")
+        elif step == "return":
+            return
+        else:
+            try:
+                await send(step)
+                note(key, "ok")
+            except Exception as e:
+                note(key, "%s: %s" % (type(e).__name__, e))
+                if not catch:
+                    raise
+    note(key, "end")
+
+
+async def scope_dump(scope, receive, send):
+    q = query(scope)
+    s = dict(scope)
+    for k in ("type", "scheme", "path", "raw_path", "query_string", "root_path", "http_version",
+              "subprotocols", "asgi", "extensions", "client", "server", "state"):
+        note(q["key"], "%s=%r" % (k, s.pop(k, "MISSING")))
+    note(q["key"], "headers=%r" % (s.pop("headers"),))
+    note(q["key"], "other=%r" % sorted(s))
+    await receive()
+    await send({"type": "websocket.close"})
+
+
+async def echo(scope, receive, send):
+    """Accepts, echoes every message until the disconnect, notes the disconnect and what a send()
+    after it raises."""
+    key = query(scope)["key"]
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while True:
+        ev = await receive()
+        if ev["type"] == "websocket.disconnect":
+            note(key, describe(ev))
+            try:
+                await send({"type": "websocket.send", "text": "late"})
+                note(key, "late send ok")
+            except OSError as e:
+                note(key, "late send %s" % type(e).__name__)
+            return
+        try:
+            await send({"type": "websocket.send", "text": ev.get("text"), "bytes": ev.get("bytes")})
+        except OSError as e:
+            note(key, "echo %s" % type(e).__name__)
+
+
+async def accept_then_wait(scope, receive, send):
+    """Accepts, then receives only when the test allows (NOTES[key+'go'] set), to let the queue
+    fill up: notes every event it gets."""
+    key = query(scope)["key"]
+    await receive()
+    await send({"type": "websocket.accept"})
+    while not NOTES.get(key + "go"):
+        await asyncio.sleep(0.001)
+    while True:
+        ev = await receive()
+        note(key, describe(ev))
+        if ev["type"] == "websocket.disconnect":
+            return
+
+
+async def go(scope, receive, send):
+    """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
+    NOTES[scope["path"][1:] + "go"] = True
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def sender(scope, receive, send):
+    """Accepts and sends ?n binary messages of 100 KB, noting each completed send()."""
+    q = query(scope)
+    key, n = q["key"], int(q["n"])
+    await receive()
+    await send({"type": "websocket.accept"})
+    for i in range(n):
+        await send({"type": "websocket.send", "bytes": bytes([65 + i]) * 100000})
+        note(key, "sent %d" % i)
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def detached(scope, receive, send):
+    """Accepts, then keeps running after the host freed its handle."""
+    key = query(scope)["key"]
+    await receive()
+    await send({"type": "websocket.accept"})
+    note(key, "accepted")
+    await asyncio.sleep(0.005)
+    note(key, describe(await receive()))
+    try:
+        await send({"type": "websocket.send", "text": "x"})
+    except OSError as e:
+        note(key, "send %s" % type(e).__name__)
+    note(key, "finished")
