@@ -653,6 +653,73 @@ static void test_api_checks(void **state)
     ah_rec_free(&hr);
 }
 
+/* ---- reference leaks ---------------------------------------------------------------------- */
+
+static long allocated_blocks(void)
+{
+    char out[64];
+    ah_get_body(APPS "probe", "/", out, sizeof out);
+    return strtol(out, NULL, 10);
+}
+
+static void leak_once(const char *path, int mode)
+{
+    th_req r;
+    ws_req(&r, path);
+    ws_rec w;
+    ws_rec_init(&w);
+    asgi_conn *c = ws_dispatch(APPS "leak_path", &r, &w);
+    assert_int_equal(ah_settle(), -1);
+    if (w.accepts) {
+        asgi_conn_ws_message(c, ASGI_WS_TEXT, "hello", 5);
+        asgi_conn_ws_message(c, ASGI_WS_BINARY, "\1\2", 2);
+        if (mode == 1) asgi_conn_ws_message(c, ASGI_WS_TEXT, "close", 5);
+        asgi_conn_ws_message(c, ASGI_WS_TEXT, "\xff", 1); /* invalid: refused */
+        ah_settle();
+        if (mode == 0) asgi_conn_ws_closed(c, 1000, "bye", 3);
+        if (mode == 1) asgi_conn_ws_closed(c, 4000, "r", 1); /* the client's answering Close */
+        if (mode == 2) asgi_conn_disconnect(c);
+    }
+    if (mode == 3) {
+        asgi_conn_free(c); /* detached: the app finishes on its own */
+        ah_drive_idle();
+    } else {
+        ah_drive_done(&w.r);
+        asgi_conn_free(c);
+    }
+    ws_rec_free(&w);
+}
+
+/* Every path thousands of times: the interpreter's allocated blocks must not grow with the count
+ * (sys.getallocatedblocks() is exact; no timing involved). */
+static void test_leaks_per_path(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path;
+        int mode; /* 0 client close, 1 app close, 2 drop, 3 host frees while running */
+    } paths[] = {
+        {"/echo", 0},   {"/echo", 1},       {"/echo", 2},         {"/echo", 3},
+        {"/deny", 0},   {"/response", 0},   {"/raise_before", 0}, {"/raise_after", 0},
+        {"/invalid", 0},
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        for (int k = 0; k < 100; k++)
+            leak_once(paths[i].path, paths[i].mode); /* warm */
+        long before = allocated_blocks();
+        for (int k = 0; k < 1500; k++)
+            leak_once(paths[i].path, paths[i].mode);
+        long after = allocated_blocks();
+        print_message("%s mode %d: blocks %ld -> %ld\n", paths[i].path, paths[i].mode, before,
+                      after);
+        if (after - before > 150) {
+            print_error("%s (mode %d): allocated blocks grew by %ld over 1500 connections\n",
+                        paths[i].path, paths[i].mode, after - before);
+            fail();
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_abrupt_drop_is_1006),
         cmocka_unit_test(test_free_while_app_runs),
         cmocka_unit_test(test_api_checks),
+        cmocka_unit_test(test_leaks_per_path),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

@@ -152,3 +152,48 @@ async def detached(scope, receive, send):
     except OSError as e:
         note(key, "send %s" % type(e).__name__)
     note(key, "finished")
+
+
+# ---- reference leaks: the same paths, without notes (test_leaks_per_path) ----------------------
+
+async def probe(scope, receive, send):
+    import gc
+    import sys
+    gc.collect()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d" % sys.getallocatedblocks()})
+
+
+async def leak_path(scope, receive, send):
+    path = scope["path"]
+    await receive()
+    if path == "/deny":
+        await send({"type": "websocket.close"})
+        return
+    if path == "/response":
+        await send({"type": "websocket.http.response.start", "status": 401, "headers": [(b"a", b"b")]})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+        return
+    if path == "/raise_before":
+        raise RuntimeError("leak test")
+    await send({"type": "websocket.accept", "subprotocol": "p", "headers": [(b"x", b"y")]})
+    if path == "/raise_after":
+        raise RuntimeError("leak test")
+    if path == "/invalid":
+        for bad in ({"type": "websocket.send"}, {"type": "websocket.accept"},
+                    {"type": "websocket.close", "code": 1005}, {"type": "websocket.send", "text": 1}):
+            try:
+                await send(bad)
+            except Exception:
+                pass
+    while True:
+        ev = await receive()
+        if ev["type"] == "websocket.disconnect":
+            try:
+                await send({"type": "websocket.send", "bytes": b"late"})
+            except OSError:
+                pass
+            return
+        await send({"type": "websocket.send", "text": ev.get("text"), "bytes": ev.get("bytes")})
+        if ev.get("text") == "close":
+            await send({"type": "websocket.close", "code": 4000, "reason": "r"})
