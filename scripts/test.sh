@@ -2,23 +2,39 @@
 # The whole test suite: install what is needed, build with warnings as errors, run every ctest
 # entry (cmocka unit tests, pytest integration tests over real sockets, the docs build), then
 # rebuild the library and its unit tests with clang under AddressSanitizer + UBSan and run them
-# again. Set LIBWSGI_SKIP_SANITIZERS=1 to skip the second pass.
+# again. Set LIBWSGI_SKIP_SANITIZERS=1 to skip the second pass. Both passes run even if the first
+# fails; the script then exits non-zero, naming the pass(es) that failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 BUILD=${BUILD_DIR:-build-test}
 jobs=$(nproc)
 
-cmake -S . -B "$BUILD" -DLIBWSGI_WERROR=ON >/dev/null
-cmake --build "$BUILD" -j"$jobs"
-ctest --test-dir "$BUILD" --output-on-failure --timeout 900
+# Both passes always run: a failure in the first must not hide the second. Each failed pass is
+# recorded and reported at the end, where the script exits non-zero.
+failed=()
+
+if ! { cmake -S . -B "$BUILD" -DLIBWSGI_WERROR=ON >/dev/null && cmake --build "$BUILD" -j"$jobs"; }; then
+  failed+=("main pass: build ($BUILD)")
+elif ! ctest --test-dir "$BUILD" --output-on-failure --timeout 900; then
+  failed+=("main pass: ctest ($BUILD)")
+fi
 
 if [ "${LIBWSGI_SKIP_SANITIZERS:-0}" != 1 ]; then
   # Python itself is not instrumented and keeps memory until exit: leak detection is the job of
   # unit.leaks, not of LeakSanitizer.
-  CC=clang cmake -S . -B "$BUILD-asan" -DLIBWSGI_WERROR=ON -DLIBWSGI_SANITIZE="address;undefined" \
-    -DLIBWSGI_BUILD_EXAMPLES=OFF -DLIBWSGI_BUILD_DOCS=OFF -DLIBWSGI_BUILD_BENCH=OFF >/dev/null
-  cmake --build "$BUILD-asan" -j"$jobs"
-  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    ctest --test-dir "$BUILD-asan" -L unit --output-on-failure --timeout 900
+  if ! { CC=clang cmake -S . -B "$BUILD-asan" -DLIBWSGI_WERROR=ON -DLIBWSGI_SANITIZE="address;undefined" \
+           -DLIBWSGI_BUILD_EXAMPLES=OFF -DLIBWSGI_BUILD_DOCS=OFF -DLIBWSGI_BUILD_BENCH=OFF >/dev/null &&
+         cmake --build "$BUILD-asan" -j"$jobs"; }; then
+    failed+=("ASan/UBSan pass: build ($BUILD-asan)")
+  elif ! ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      ctest --test-dir "$BUILD-asan" -L unit --output-on-failure --timeout 900; then
+    failed+=("ASan/UBSan pass: unit ctest ($BUILD-asan)")
+  fi
+fi
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "scripts/test.sh: FAILED:" >&2
+  printf '  %s\n' "${failed[@]}" >&2
+  exit 1
 fi

@@ -9,6 +9,7 @@ import socket
 import time
 
 GUARD = 30.0  # seconds; a failure guard only
+COMPACT_MIN = 1 << 16  # see Conn
 
 
 class Response:
@@ -37,7 +38,14 @@ class Response:
 
 
 class Conn:
-    """One client connection; requests and responses are explicit."""
+    """One client connection; requests and responses are explicit.
+
+    Received bytes not consumed yet are self._data[self._pos:] (a bytearray and an offset).
+    Consuming only moves the offset; the consumed prefix is deleted once it is at least
+    COMPACT_MIN bytes and at least as long as what is left, so each byte is copied a bounded
+    number of times whatever the sizes: reading is linear in the bytes received. Large bodies
+    (read_exact beyond what is buffered) are received straight into their final buffer.
+    """
 
     def __init__(self, port, host="127.0.0.1", timeout=GUARD, unix_path=None):
         if unix_path:
@@ -48,6 +56,36 @@ class Conn:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
         self.eof = False
+
+    # self.buf: the received bytes not consumed yet, as bytes (a copy); assigning replaces them
+    # (tests read it after read_head() and clear it with c.buf = b"").
+    @property
+    def buf(self):
+        return bytes(self._data[self._pos:])
+
+    @buf.setter
+    def buf(self, value):
+        self._data = bytearray(value)
+        self._pos = 0
+
+    def _buffered(self):
+        return len(self._data) - self._pos
+
+    def _take(self, n):
+        """The next n buffered bytes (all present), consumed."""
+        start = self._pos
+        out = bytes(self._data[start:start + n])
+        self._consume(n)
+        return out
+
+    def _consume(self, n):
+        self._pos += n
+        if self._pos == len(self._data):
+            self._data.clear()
+            self._pos = 0
+        elif self._pos >= COMPACT_MIN and 2 * self._pos >= len(self._data):
+            del self._data[:self._pos]  # moves at most as many bytes as were consumed
+            self._pos = 0
 
     def close(self):
         try:
@@ -76,27 +114,54 @@ class Conn:
         if not data:
             self.eof = True
             return False
-        self.buf += data
+        self._data += data  # amortised constant time per byte
         return True
 
     def read_exact(self, n):
-        while len(self.buf) < n:
-            if not self._fill():
-                raise EOFError("connection closed after %d of %d bytes" % (len(self.buf), n))
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+        have = self._buffered()
+        if have >= n:
+            return self._take(n)
+        # Receive the rest straight into the result. If the connection ends (or the guard
+        # timeout fires) first, what arrived stays buffered, as if read by _fill().
+        out = bytearray(n)
+        out[:have] = self._data[self._pos:]
+        self.buf = b""
+        try:
+            with memoryview(out) as view:
+                while have < n and not self.eof:
+                    try:
+                        got = self.sock.recv_into(view[have:])
+                    except ConnectionResetError:
+                        got = 0
+                    if not got:
+                        self.eof = True
+                    have += got
+        finally:
+            if have < n:
+                self.buf = out[:have]
+        if have < n:
+            raise EOFError("connection closed after %d of %d bytes" % (have, n))
+        return bytes(out)
 
     def read_line(self):
-        while b"\r\n" not in self.buf:
+        scan = self._pos
+        while True:
+            end = self._data.find(b"\r\n", scan)
+            if end >= 0:
+                break
+            scan = max(self._pos, len(self._data) - 1)  # only new bytes (and a split CRLF)
             if not self._fill():
-                raise EOFError("connection closed in a line: %r" % self.buf[:200])
-        line, self.buf = self.buf.split(b"\r\n", 1)
+                raise EOFError("connection closed in a line: %r"
+                               % bytes(self._data[self._pos:self._pos + 200]))
+        line = self._take(end - self._pos)
+        self._consume(2)
         return line
 
     def read_until_close(self):
         while self._fill():
             pass
-        out, self.buf = self.buf, b""
+        out = self.buf
+        self.buf = b""
         return out
 
     def read_head(self):
@@ -175,12 +240,12 @@ def build_request(method, target, headers=(), body=None, version="HTTP/1.1", hos
 
 
 def chunked(*parts):
-    out = b""
+    out = []
     for p in parts:
         if isinstance(p, str):
             p = p.encode()
-        out += b"%x\r\n%s\r\n" % (len(p), p)
-    return out + b"0\r\n\r\n"
+        out.append(b"%x\r\n%s\r\n" % (len(p), p))
+    return b"".join(out) + b"0\r\n\r\n"
 
 
 def request(port, method, target, headers=(), body=None, version="HTTP/1.1", **kw):
