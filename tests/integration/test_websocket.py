@@ -1,0 +1,789 @@
+"""WebSocket (RFC 6455, RFC 7692, ASGI WebSocket spec 2.5) over real sockets: the same raw ASGI app
+(apps/ws_app.py) served by libwsgi-epoll and by uvicorn 0.17 (`--ws websockets`, the reference),
+every test run against both with the same assertions.
+
+Where uvicorn 0.17 deviates from the spec the test asserts the spec and skips uvicorn, saying why
+(uvicorn 0.17 implements ASGI WebSocket spec 2.3: no websocket.http.response, no `reason` in
+websocket.disconnect, no OSError from send() after a disconnect, raw_path as str, an abrupt TCP
+close instead of 1011 when the app raises after the accept, no Sec-WebSocket-Version on a version
+mismatch).
+
+The client is tests/integration/wsclient.py (raw frames), plus python3-websockets for the
+permessage-deflate checks. What the app saw is reported per token through a JSON file
+(apps/ws_common.py) polled with a failure guard: no timed assertion anywhere; sleeps only ever
+make a "still works after a while" check more lenient.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+import time
+import uuid
+import zlib
+
+import pytest
+
+import conftest
+from conftest import module_server
+from wsclient import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, GUARD, ProtocolViolation,
+                      WSClient, build_frame, close_payload, handshake_request)
+
+KINDS = ["epoll", "uvicorn"]
+APP = "ws_app:app"
+
+
+def server_args(kind, *args):
+    """uvicorn: the websockets implementation (what uvicorn's --ws auto picks too, explicitly)."""
+    return list(args) + (["--ws", "websockets"] if kind == "uvicorn" else [])
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def srv(request):
+    s = module_server(request, request.param, APP, *server_args(request.param))
+    s.kind = request.param
+    return s
+
+
+@pytest.fixture
+def start(spawn):
+    """start(kind, *args): a server of that kind with its own options, stopped at teardown."""
+    def _start(kind, *args, app=APP):
+        s = spawn(kind, app, *server_args(kind, *args))
+        s.kind = kind
+        return s
+    return _start
+
+
+def uvicorn_deviates(srv, why):
+    if srv.kind == "uvicorn":
+        pytest.skip("uvicorn 0.17 deviates from the spec: " + why)
+
+
+def token():
+    return uuid.uuid4().hex[:12]
+
+
+def report(tok):
+    try:
+        with open(os.path.join(conftest.SESSION_TMP, "ws-%s.json" % tok)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def wait_report(tok, pred, what, guard=GUARD):
+    """Poll the app's report until pred(report); the guard only turns a hang into a failure."""
+    deadline = time.monotonic() + guard
+    while True:
+        r = report(tok)
+        if r is not None and pred(r):
+            return r
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app to report %s; last report: %r" % (what, r))
+        time.sleep(0.01)
+
+
+def disconnect_of(tok):
+    return wait_report(tok, lambda r: "disconnect" in r, "websocket.disconnect")["disconnect"]
+
+
+def http_get(port, target):
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as s:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % target.encode())
+        data = bytearray()
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+# ---- messages ---------------------------------------------------------------------------------------
+
+def test_echo_text_binary_empty_unicode(srv):
+    with WSClient.open(srv.port, "/echo") as c:
+        for text in ["hello", "", "h\u00e9llo w\u00f6rld \u2713 \U0001F600 \u4e2d\u6587", "\x00nul inside"]:
+            c.send_text(text)
+            m = c.recv()
+            assert (m.opcode, m.data) == (OP_TEXT, text)
+        for data in [b"\x00\xff" * 10, b"", bytes(range(256))]:
+            c.send_binary(data)
+            m = c.recv()
+            assert (m.opcode, m.data) == (OP_BINARY, data)
+        assert c.close_handshake(1000)[0] == 1000
+
+
+@pytest.mark.parametrize("size", [1, 125, 126, 127, 65535, 65536, 65537])
+def test_length_encodings(srv, size):
+    """Each payload length form (7-bit, 16-bit, 64-bit) both ways; the client checks the server
+    uses the minimal one (RFC 6455 §5.2)."""
+    data = os.urandom(size)
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_binary(data)
+        assert c.recv_data() == data
+        text = ("\u00e9" * size)[:size // 2] + "x" * (size % 2)  # `size` bytes of UTF-8
+        c.send_text(text)
+        assert c.recv_data() == text
+
+
+def test_one_mib_both_ways(srv):
+    data = os.urandom(1 << 20)
+    text = ("\u2713 libwsgi " * 100000)[:(1 << 20) // 3]
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_binary(data)
+        c.send_text(text)
+        assert c.recv_data() == data
+        assert c.recv_data() == text
+        assert c.close_handshake(1000)[0] == 1000
+
+
+def test_fragmented_input(srv):
+    """Messages sent in several frames arrive whole; a ping between fragments is answered at once
+    and does not break the message; a UTF-8 sequence split across fragments is valid."""
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_message(OP_TEXT, "fragmented text message".encode(), fragments=5)
+        assert c.recv_data() == "fragmented text message"
+        data = os.urandom(300000)
+        c.send_message(OP_BINARY, data, fragments=3)
+        assert c.recv_data() == data
+        # first fragment, a ping, the rest
+        c.send_frame(OP_TEXT, "caf", fin=False)
+        c.send_frame(OP_PING, b"between")
+        c.send_frame(OP_CONT, b"\xc3", fin=False)  # "é" split in two frames
+        c.send_frame(OP_CONT, b"\xa9!", fin=True)
+        assert c.recv_data() == "caf\u00e9!"
+        assert c.pongs == [b"between"]
+        # empty fragments, including an empty final one
+        c.send_frame(OP_BINARY, b"", fin=False)
+        c.send_frame(OP_CONT, b"ab", fin=False)
+        c.send_frame(OP_CONT, b"", fin=True)
+        assert c.recv_data() == b"ab"
+
+
+def test_byte_by_byte(srv):
+    """The handshake and a masked frame arrive one byte per segment."""
+    req, _ = handshake_request("/echo")
+    c = WSClient(srv.port)
+    with c:
+        for b in req:
+            c.send_raw(bytes([b]))
+        r = c.read_response_head()
+        assert r.status == 101
+        for b in build_frame(OP_TEXT, "slow bytes"):
+            c.send_raw(bytes([b]))
+        assert c.recv_frame().payload == b"slow bytes"
+
+
+@pytest.mark.parametrize("payload", [b"are you there?", b"", bytes(range(125))])
+def test_client_ping_answered_with_same_payload(srv, payload):
+    with WSClient.open(srv.port, "/echo") as c:
+        c.ping(payload)
+        c.send_text("after the ping")  # the pong comes first, recorded by recv()
+        assert c.recv_data() == "after the ping"
+        assert c.pongs == [payload]
+
+
+def test_unsolicited_pong_ignored(srv):
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_frame(OP_PONG, b"nobody asked")
+        c.send_text("still fine")
+        assert c.recv_data() == "still fine"
+
+
+# ---- handshake: scope, subprotocols, headers ------------------------------------------------------------
+
+def test_scope(srv):
+    with WSClient(srv.port) as c:
+        client_port = c.sock.getsockname()[1]
+        r = c.handshake("/scope/caf%C3%A9%20x?a=1&b=%20", subprotocols=["one", "two"],
+                        headers=[("X-Custom", "v1"), ("x-custom", "v2")])
+        assert r.status == 101
+        s = json.loads(c.recv_data())
+    assert s["type"] == "websocket"
+    assert s["asgi"]["version"] == "3.0"
+    assert s["http_version"] == "1.1"
+    assert s["scheme"] == "ws"
+    assert s["path"] == "/scope/caf\u00e9 x"
+    assert s["query_string"] == ["bytes", "a=1&b=%20"]
+    assert s["root_path"] == ""
+    assert s["client"] == ["127.0.0.1", client_port]
+    assert s["server"] == ["127.0.0.1", srv.port]
+    assert s["subprotocols"] == ["one", "two"]
+    # Header names lowercased only by libwsgi (the spec says "should"; uvicorn keeps their case).
+    headers = [[n.lower(), v] for n, v in s["headers"]]
+    assert ["x-custom", "v1"] in headers and ["x-custom", "v2"] in headers
+    assert headers.index(["x-custom", "v1"]) < headers.index(["x-custom", "v2"])
+    assert ["sec-websocket-protocol", "one, two"] in headers
+    assert ["upgrade", "websocket"] in headers
+    if srv.kind == "uvicorn":
+        return  # what follows is spec 2.5, uvicorn 0.17 says 2.3 and gives raw_path as str
+    assert s["asgi"].get("spec_version") == "2.5"
+    assert s["raw_path"] == ["bytes", "/scope/caf%C3%A9%20x"]
+    assert "websocket.http.response" in s["extensions"]
+    assert all(n == n.lower() for n, _ in s["headers"])
+
+
+@pytest.fixture(scope="module")
+def pair(request):
+    return (module_server(request, "epoll", APP), module_server(request, "uvicorn", APP, "--ws", "websockets"))
+
+
+def test_scope_pair(pair):
+    """The same handshake under both servers: same scope, except the keys uvicorn 0.17 gets wrong
+    or lacks (spec_version, raw_path type, extensions) and header-name case."""
+    scopes = []
+    for s in pair:
+        with WSClient(s.port) as c:
+            c.handshake("/scope/x?q=1", subprotocols=["a", "b"], headers=[("X-One", "1")])
+            scope = json.loads(c.recv_data())
+        for k in ("client", "server", "spec_version"):
+            scope.pop(k, None)
+        scope["asgi"].pop("spec_version", None)
+        scope["raw_path"] = scope["raw_path"][1]
+        scope.pop("extensions", None)
+        scope.pop("state", None)
+        scope["headers"] = [[n.lower(), v] for n, v in scope["headers"] if n.lower() != "sec-websocket-key"]
+        scopes.append(scope)
+    assert scopes[0] == scopes[1]
+
+
+def test_subprotocol_negotiation(srv):
+    with WSClient(srv.port) as c:
+        r = c.handshake("/subprotocols?pick=chat.v1", subprotocols=["chat.v2", "chat.v1"])
+        assert r.status == 101
+        assert r.headers_named("Sec-WebSocket-Protocol") == ["chat.v1"]
+        assert json.loads(c.recv_data()) == ["chat.v2", "chat.v1"]
+
+
+def test_subprotocols_from_several_headers(srv):
+    with WSClient(srv.port) as c:
+        r = c.handshake("/subprotocols?pick=b", headers=[("Sec-WebSocket-Protocol", "a, b"),
+                                                         ("Sec-WebSocket-Protocol", "c")])
+        assert r.status == 101 and r.header("Sec-WebSocket-Protocol") == "b"
+        assert json.loads(c.recv_data()) == ["a", "b", "c"]
+
+
+def test_no_subprotocol_chosen(srv):
+    with WSClient(srv.port) as c:
+        r = c.handshake("/subprotocols", subprotocols=["x"])
+        assert r.status == 101 and r.header("Sec-WebSocket-Protocol") is None
+        assert json.loads(c.recv_data()) == ["x"]
+    with WSClient(srv.port) as c:
+        assert c.handshake("/subprotocols").status == 101
+        assert json.loads(c.recv_data()) == []
+
+
+def test_accept_headers_in_101(srv):
+    with WSClient(srv.port) as c:
+        r = c.handshake("/headers")
+        assert r.status == 101
+        assert r.header("x-extra") == "one"
+        assert r.headers_named("set-cookie") == ["a=1", "b=2"]
+        c.send_text("ok")
+        assert c.recv_data() == "ok"
+
+
+# ---- closing --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query,expected", [
+    ("code=4001&reason=bye%20%E2%9C%93", (4001, "bye \u2713")),
+    ("code=1000", (1000, "")),
+    ("", (1000, "")),
+    ("code=1001&reason=going", (1001, "going")),
+])
+def test_server_close_code_and_reason(srv, query, expected):
+    t = token()
+    with WSClient.open(srv.port, "/close?token=%s&%s" % (t, query)) as c:
+        assert c.server_close() == expected
+    # After its websocket.close, the app's receive() gives websocket.disconnect.
+    assert wait_report(t, lambda r: "after_close" in r, "the event after close")["after_close"] == "websocket.disconnect"
+
+
+@pytest.mark.parametrize("reason", ["x" * 200, "\u00e9" * 100])
+def test_server_close_reason_too_long(srv, reason):
+    """A reason longer than a Close frame holds (123 bytes): whatever the server does (truncate,
+    1011, an error in the app), the frames stay valid: control frame <= 125 bytes, reason valid
+    UTF-8 (a truncation must not split a character). The client checks both."""
+    from urllib.parse import quote
+    with WSClient.open(srv.port, "/close?code=4000&reason=" + quote(reason)) as c:
+        code, got = c.server_close()
+    assert code in (None, 4000, 1011)
+    if code == 4000:
+        assert reason.startswith(got)
+
+
+def test_client_close_seen_by_app(srv):
+    t = token()
+    with WSClient.open(srv.port, "/echo?token=" + t) as c:
+        c.send_text("one")
+        assert c.recv_data() == "one"
+        # The server answers with a Close echoing the code (RFC 6455 §5.5.1), then closes TCP.
+        assert c.close_handshake(4002, "client leaving \u2713")[0] == 4002
+    d = disconnect_of(t)
+    assert d["code"] == 4002
+    if srv.kind == "uvicorn":
+        return  # uvicorn 0.17 (spec 2.3) has no reason in websocket.disconnect
+    assert d["reason"] == "client leaving \u2713"
+
+
+def test_client_close_without_code(srv):
+    t = token()
+    with WSClient.open(srv.port, "/echo?token=" + t) as c:
+        c.send_close()  # empty payload: no status code
+        code, _ = c.recv_close()
+        assert code in (1005, 1000)  # echoed empty, or a plain normal closure
+        assert c.is_closed_by_peer()
+    assert disconnect_of(t)["code"] == 1005
+
+
+def test_client_close_1000_no_reason(srv):
+    t = token()
+    with WSClient.open(srv.port, "/echo?token=" + t) as c:
+        assert c.close_handshake(1000) == (1000, "")
+    d = disconnect_of(t)
+    assert d["code"] == 1000 and d.get("reason") in ("", None)
+
+
+def test_abrupt_drop_is_1006(srv):
+    t = token()
+    c = WSClient.open(srv.port, "/echo?token=" + t)
+    c.send_text("x")
+    assert c.recv_data() == "x"
+    c.close()  # no Close frame
+    assert disconnect_of(t)["code"] == 1006
+
+
+def test_abrupt_drop_with_reset(srv):
+    t = token()
+    c = WSClient.open(srv.port, "/echo?token=" + t)
+    c.send_text("x")
+    assert c.recv_data() == "x"
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST
+    assert disconnect_of(t)["code"] == 1006
+
+
+@pytest.mark.parametrize("how", ["close-frame", "drop"])
+def test_send_after_disconnect_raises_oserror(srv, how):
+    uvicorn_deviates(srv, "send() after the disconnect raises RuntimeError, not OSError (spec 2.4)")
+    t = token()
+    with WSClient.open(srv.port, "/echo?send_after=1&token=" + t) as c:
+        if how == "close-frame":
+            c.close_handshake(1000)
+    r = wait_report(t, lambda r: "send_after" in r, "send() after the disconnect")
+    assert r["send_after"]["is_oserror"], r
+
+
+# ---- denial and app failures -----------------------------------------------------------------------------
+
+def assert_not_upgraded(r):
+    assert r.header("Upgrade") is None and r.header("Sec-WebSocket-Accept") is None
+
+
+def test_close_before_accept_is_403(srv):
+    t = token()
+    with WSClient(srv.port) as c:
+        r = c.handshake("/deny?token=" + t)
+        assert r.status == 403, r
+        assert_not_upgraded(r)
+    # The server is fine afterwards.
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_text("next")
+        assert c.recv_data() == "next"
+
+
+def test_denial_response_extension(srv):
+    uvicorn_deviates(srv, "no websocket.http.response extension (it answers 500)")
+    t = token()
+    with WSClient(srv.port) as c:
+        r = c.handshake("/deny-response?token=" + t)
+    assert r.status == 401, r
+    assert r.body == b"denied by the app"
+    assert r.header("content-type") == "text/plain"
+    assert r.header("www-authenticate") == 'Basic realm="ws"'
+    assert r.headers_named("x-denied") == ["yes", "twice"]
+    assert_not_upgraded(r)
+    assert "websocket.http.response" in report(t)["extensions"]
+
+
+@pytest.mark.parametrize("path", ["/raise-before", "/return-before"])
+def test_app_ending_before_accept_denies_over_http(srv, path):
+    """The spec only says a denied connection gets 403; for an app that raises or returns without
+    deciding, uvicorn (and daphne, hypercorn) answer 500, libwsgi documents 403. Both are an HTTP
+    denial: no 101, a complete response, the server still serving."""
+    with WSClient(srv.port) as c:
+        r = c.handshake(path)
+        assert r.status in (403, 500), r
+        assert_not_upgraded(r)
+    assert http_get(srv.port, "/hello") == (200, b"Hello, World!\n")
+
+
+def test_app_raising_after_accept_closes_1011(srv):
+    uvicorn_deviates(srv, "it drops the TCP connection without a Close frame (1006 for the client)")
+    with WSClient.open(srv.port, "/raise-after") as c:
+        c.send_text("boom")
+        code, _ = c.server_close()
+    assert code == 1011
+
+
+def test_app_returning_after_accept_closes_1000(srv):
+    with WSClient.open(srv.port, "/return-after") as c:
+        assert c.server_close()[0] == 1000
+
+
+# ---- protocol errors --------------------------------------------------------------------------------------
+
+PROTOCOL_ERRORS = {
+    "unmasked": build_frame(OP_TEXT, b"no mask", mask=False),
+    "reserved-opcode-3": build_frame(3, b"x"),
+    "reserved-opcode-0xB": build_frame(0xB, b"x"),
+    "rsv1-without-deflate": build_frame(OP_TEXT, b"x", rsv=4),
+    "rsv2": build_frame(OP_TEXT, b"x", rsv=2),
+    "rsv3": build_frame(OP_BINARY, b"x", rsv=1),
+    "fragmented-ping": build_frame(OP_PING, b"x", fin=False),
+    "ping-126-bytes": build_frame(OP_PING, b"x" * 126),
+    "continuation-first": build_frame(OP_CONT, b"x"),
+    "text-inside-fragmented": build_frame(OP_TEXT, b"a", fin=False) + build_frame(OP_TEXT, b"b"),
+    "close-1-byte": build_frame(OP_CLOSE, b"\x03"),
+    "close-code-999": build_frame(OP_CLOSE, close_payload(999)),
+    "close-code-1004": build_frame(OP_CLOSE, close_payload(1004)),
+    "close-code-1005": build_frame(OP_CLOSE, close_payload(1005)),
+    "close-code-1006": build_frame(OP_CLOSE, close_payload(1006)),
+    "close-code-1015": build_frame(OP_CLOSE, close_payload(1015)),
+    "close-code-2999": build_frame(OP_CLOSE, close_payload(2999)),
+    "close-code-5000": build_frame(OP_CLOSE, close_payload(5000)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL_ERRORS))
+def test_protocol_error_closes_1002(srv, name):
+    t = token()
+    with WSClient.open(srv.port, "/echo?token=" + t) as c:
+        c.send_text("before")
+        assert c.recv_data() == "before"
+        c.send_raw(PROTOCOL_ERRORS[name])
+        code, _ = c.expect_failure_close()
+    assert code == 1002
+    # The app is told (with the code the server closed with, or 1006: the spec leaves it open).
+    assert disconnect_of(t)["code"] in (1002, 1006)
+
+
+INVALID_UTF8 = {
+    "bytes-ff-fe": [(OP_TEXT, b"\xff\xfe", True)],
+    "truncated-at-end": [(OP_TEXT, b"ok\xc3", True)],
+    "overlong-slash": [(OP_TEXT, b"\xc0\xaf", True)],
+    "utf16-surrogate": [(OP_TEXT, b"\xed\xa0\x80", True)],
+    "above-u10ffff": [(OP_TEXT, b"\xf4\x90\x80\x80", True)],
+    "bad-in-last-fragment": [(OP_TEXT, b"fine ", False), (OP_CONT, b"still ", False), (OP_CONT, b"\xc3\x28", True)],
+    "truncated-across-fragments": [(OP_TEXT, b"a\xe2\x82", False), (OP_CONT, b"", True)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVALID_UTF8))
+def test_invalid_utf8_closes_1007(srv, name):
+    t = token()
+    with WSClient.open(srv.port, "/echo?token=" + t) as c:
+        for op, payload, fin in INVALID_UTF8[name]:
+            c.send_frame(op, payload, fin=fin)
+        code, _ = c.expect_failure_close()
+    assert code == 1007
+    d = disconnect_of(t)
+    assert d["code"] in (1007, 1006)
+    assert report(t)["received"] == 0  # nothing of it reached the app
+
+
+def test_invalid_utf8_in_close_reason(srv):
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_frame(OP_CLOSE, struct.pack("!H", 1000) + b"\xff")
+        code, _ = c.expect_failure_close()
+    assert code == 1007
+
+
+# ---- --ws-max-size ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=KINDS)
+def small(request):
+    """A server with --ws-max-size 65536."""
+    s = module_server(request, request.param, APP, *server_args(request.param, "--ws-max-size", "65536"))
+    s.kind = request.param
+    return s
+
+
+@pytest.mark.parametrize("op", [OP_BINARY, OP_TEXT])
+def test_max_size_is_inclusive(small, op):
+    with WSClient.open(small.port, "/echo") as c:
+        c.send_message(op, b"m" * 65536)
+        assert len(c.recv_data()) == 65536
+
+
+OVERSIZED = {
+    "one-frame": lambda c: c.send_binary(b"x" * 65537),
+    "text": lambda c: c.send_text("x" * 65537),
+    "fragments": lambda c: c.send_message(OP_BINARY, b"x" * 90000, fragments=3),
+    "many-small-fragments": lambda c: c.send_message(OP_TEXT, b"y" * 70000, fragments=70),
+    # Only the header: a length above the limit is refused without waiting for the payload.
+    "header-only": lambda c: c.send_raw(build_frame(OP_BINARY, b"", length=1 << 40)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OVERSIZED))
+def test_oversized_message_closes_1009(small, name):
+    t = token()
+    with WSClient.open(small.port, "/echo?token=" + t) as c:
+        OVERSIZED[name](c)
+        code, _ = c.expect_failure_close()
+    assert code == 1009
+    if small.kind == "uvicorn":
+        return  # websockets stopped reading: it sees the TCP close only after its 10 s close_timeout
+    d = disconnect_of(t)
+    assert d["code"] in (1009, 1006)
+    assert report(t)["received"] == 0  # nothing of it reached the app
+
+
+def test_compressed_bomb_closes_1009(small):
+    """8 MiB of zeros deflate to ~8 KiB: the limit applies to the inflated size."""
+    with WSClient.open(small.port, "/echo", deflate=True) as c:
+        assert c.extension is not None
+        c.send_binary(bytes(8 << 20), compress=True)
+        code, _ = c.expect_failure_close()
+    assert code == 1009
+
+
+# ---- permessage-deflate ---------------------------------------------------------------------------------------
+
+def test_deflate_with_websockets_client(srv):
+    import websockets
+
+    big = ("All work and no play makes Jack a dull boy. " * 30000).encode()  # ~1.3 MB, compressible
+    rnd = os.urandom(200000)
+
+    async def run():
+        async with websockets.connect("ws://127.0.0.1:%d/echo" % srv.port, max_size=None,
+                                      ping_interval=None, open_timeout=GUARD) as ws:
+            ext = ws.response_headers.get("Sec-WebSocket-Extensions")
+            for msg in ["small", big.decode(), big, rnd, b""]:
+                await ws.send(msg)
+                assert await asyncio.wait_for(ws.recv(), GUARD) == msg
+            return ext
+
+    ext = asyncio.run(run())
+    assert ext is not None and ext.split(";")[0].strip() == "permessage-deflate"
+
+
+def test_deflate_on_the_wire(srv):
+    """The server really compresses (RSV1, far fewer bytes on the wire) and inflates what the
+    client compressed, fragmented or not."""
+    big = "libwsgi websocket " * 60000  # ~1 MiB
+    with WSClient.open(srv.port, "/echo", deflate=True) as c:
+        assert c.response.header("Sec-WebSocket-Extensions").startswith("permessage-deflate")
+        c.send_text(big)
+        m = c.recv()
+        assert m.data == big and m.compressed and m.wire_len < len(big) // 20
+        c.send_text(big, compress=True)
+        assert c.recv_data() == big
+        data = os.urandom(100000) * 3
+        c.send_message(OP_BINARY, data, fragments=4, compress=True)
+        assert c.recv_data() == data
+        c.send_binary(b"", compress=True)
+        assert c.recv_data() == b""
+        c.send_binary(b"uncompressed in a deflate session")
+        assert c.recv_data() == b"uncompressed in a deflate session"
+        assert c.close_handshake(1000)[0] == 1000
+
+
+def test_deflate_no_context_takeover(srv):
+    """server_no_context_takeover: each message inflates alone (the client resets its inflater),
+    so the same message twice costs the same bytes twice."""
+    msg = "repeat me " * 5000
+    with WSClient.open(srv.port, "/echo", deflate=True,
+                       deflate_params="; server_no_context_takeover; client_no_context_takeover") as c:
+        assert "server_no_context_takeover" in c.extension, c.response
+        sizes = []
+        for _ in range(3):
+            c.send_text(msg, compress=True)
+            m = c.recv()
+            assert m.data == msg and m.compressed
+            sizes.append(m.wire_len)
+        assert sizes[0] == sizes[1] == sizes[2]
+
+
+def test_deflate_server_max_window_bits(srv):
+    """server_max_window_bits=10 offered: the answer keeps it (RFC 7692 §7.1.2.1) and the server's
+    messages inflate with a 1 KiB window (a longer back-reference would fail in the client)."""
+    block = os.urandom(3000)
+    msg = block * 20  # repeats 3000 bytes apart: compressible only with a window above 1 KiB
+    with WSClient.open(srv.port, "/echo", deflate=True, deflate_params="; server_max_window_bits=10") as c:
+        assert c.extension.get("server_max_window_bits") in ("10", "9", "8"), c.response
+        c.send_binary(msg)
+        assert c.recv_data() == msg
+
+
+def test_deflate_unknown_parameter_declined(srv):
+    """An offer with a parameter RFC 7692 does not define must be declined (§5.1), not refused."""
+    with WSClient(srv.port) as c:
+        r = c.handshake("/echo", extensions="permessage-deflate; no_such_param=1")
+        assert r.status == 101
+        assert r.header("Sec-WebSocket-Extensions") is None
+        c.send_text("plain")
+        m = c.recv()
+        assert m.data == "plain" and not m.compressed
+
+
+def test_deflate_second_offer_accepted(srv):
+    """Several offers: the first acceptable one wins."""
+    with WSClient(srv.port) as c:
+        r = c.handshake("/echo", extensions="permessage-deflate; no_such_param=1, permessage-deflate")
+        assert r.status == 101
+        ext = r.header("Sec-WebSocket-Extensions")
+        assert ext is not None and ext.split(";")[0].strip() == "permessage-deflate"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deflate_off(start, kind):
+    s = start(kind, "--ws-per-message-deflate", "off")
+    with WSClient(s.port) as c:
+        r = c.handshake("/echo", deflate=True)
+        assert r.status == 101 and r.header("Sec-WebSocket-Extensions") is None
+        big = "x" * 100000
+        c.send_text(big)
+        m = c.recv()
+        assert m.data == big and not m.compressed and m.wire_len == len(big)
+        c.send_frame(OP_TEXT, b"x", rsv=4)  # RSV1 now means nothing: a protocol error
+        assert c.expect_failure_close()[0] == 1002
+
+
+# ---- other handshakes --------------------------------------------------------------------------------------------
+
+def test_unsupported_version(srv):
+    """RFC 6455 §4.2.2/4.4: an unsupported Sec-WebSocket-Version is refused with a 4xx and a
+    Sec-WebSocket-Version header listing the supported version."""
+    with WSClient(srv.port) as c:
+        r = c.handshake("/echo", version="8")
+        assert 400 <= r.status < 500 and r.status != 404, r
+        assert_not_upgraded(r)
+    uvicorn_deviates(srv, "no Sec-WebSocket-Version in its 400")
+    assert r.header("Sec-WebSocket-Version") == "13"
+
+
+@pytest.mark.parametrize("problem", ["short-key", "no-key", "no-version"])
+def test_invalid_handshake_is_400(srv, problem):
+    with WSClient(srv.port) as c:
+        if problem == "short-key":
+            r = c.handshake("/echo", key="c2hvcnQ=")
+        elif problem == "no-version":
+            r = c.handshake("/echo", version=None)
+        else:
+            req = (b"GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Version: 13\r\n\r\n")
+            c.send_raw(req)
+            r = c.read_response_head()
+        assert r.status in (400, 426), r
+    assert http_get(srv.port, "/hello")[0] == 200
+
+
+def test_http_and_websocket_on_the_same_port(srv):
+    with WSClient.open(srv.port, "/echo") as ws:
+        ws.send_text("one")
+        assert ws.recv_data() == "one"
+        assert http_get(srv.port, "/hello") == (200, b"Hello, World!\n")
+        ws.send_text("two")
+        assert ws.recv_data() == "two"
+
+
+def test_upgrade_after_keep_alive_request(srv):
+    """An HTTP request, then a WebSocket upgrade on the same connection."""
+    with WSClient(srv.port) as c:
+        c.send_raw(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_response_head()
+        assert r.status == 200
+        assert c.read_exact(int(r.header("content-length"))) == b"Hello, World!\n"
+        assert c.handshake("/echo").status == 101
+        c.send_text("upgraded")
+        assert c.recv_data() == "upgraded"
+
+
+def test_wsgi_app_refuses_upgrade(start):
+    """A WSGI app cannot take a WebSocket: 400 or 426 at once, never 101, and no hang (the guard
+    of the client only turns a hang into a failure). uvicorn is not compared: it hands WSGI apps a
+    websocket scope its WSGI middleware rejects (500)."""
+    srv = start("epoll", app="hello:app")
+    with WSClient(srv.port) as c:
+        r = c.handshake("/")
+        assert r.status in (400, 426), r
+        assert_not_upgraded(r)
+    assert http_get(srv.port, "/") == (200, b"Hello, World!\n")
+
+
+# ---- server pings and idle connections ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unanswered_pings_drop_the_client(start, kind):
+    s = start(kind, "--ws-ping-interval", "1", "--ws-ping-timeout", "1")
+    t = token()
+    with WSClient.open(s.port, "/echo?token=" + t) as c:
+        # This client reads but never answers a ping: the server gives up on it and closes.
+        frames = c.wait_closed()
+        assert any(f.opcode == OP_PING for f in frames), frames
+        assert not any(f.opcode in (OP_TEXT, OP_BINARY) for f in frames), frames
+    assert disconnect_of(t)["code"] == 1006
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_answered_pings_keep_the_client(start, kind):
+    s = start(kind, "--ws-ping-interval", "1", "--ws-ping-timeout", "1")
+    t = token()
+    with WSClient.open(s.port, "/echo?token=" + t) as c:
+        # Read (answering each ping at once) until three pings came: more than two timeouts.
+        c.sock.settimeout(GUARD)
+        while len(c.pings) < 3:
+            f = c.recv_frame()
+            assert f.opcode == OP_PING, f
+            c.pings.append(f.payload)
+            c.send_frame(OP_PONG, f.payload)
+        c.send_text("still here")
+        assert c.recv_data() == "still here"
+        assert "disconnect" not in report(t)
+        assert c.close_handshake(1000)[0] == 1000
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_idle_websocket_outlives_http_timeouts(start, kind):
+    """HTTP keep-alive (and, for libwsgi-epoll, request) timeouts do not apply to a WebSocket: it
+    stays open, idle, three times as long (pings are off: 20 s default interval)."""
+    args = ["--timeout-keepalive", "1", "--timeout-request", "1"] if kind == "epoll" else ["--timeout-keep-alive", "1"]
+    s = start(kind, *args)
+    t = token()
+    with WSClient.open(s.port, "/echo?token=" + t) as c:
+        time.sleep(3)
+        c.send_text("after a long silence")
+        assert c.recv_data() == "after a long silence"
+        assert "disconnect" not in report(t)
+
+
+# ---- shutdown --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_with_open_websocket(start, kind):
+    """SIGTERM while a WebSocket is open: the server ends it (a Close frame, 1001 Going Away or
+    1012 Service Restart, or dropping it) and exits; the app sees websocket.disconnect."""
+    s = start(kind, *(["--graceful-timeout", "5"] if kind == "epoll" else []))
+    t = token()
+    c = WSClient.open(s.port, "/echo?token=" + t)
+    try:
+        c.send_text("x")
+        assert c.recv_data() == "x"
+        s.signal(signal.SIGTERM)
+        frames = c.wait_closed()
+        closes = [f for f in frames if f.opcode == OP_CLOSE]
+        if closes:
+            assert struct.unpack("!H", closes[0].payload[:2])[0] in (1001, 1012), closes
+        assert s.wait(GUARD) == 0
+        d = disconnect_of(t)
+        assert d["code"] in (1001, 1012, 1006, 1000), d
+    finally:
+        c.close()

@@ -1,0 +1,206 @@
+"""WebSocket under load, libwsgi-epoll and uvicorn 0.17 (`--ws websockets`) with the same assertions:
+1,000 concurrent connections on one worker, and memory bounded both ways when one side does not
+read (an app sending to a client that does not read; a client flooding an app that does not
+receive). Memory is the server's peak RSS (VmHWM) growth during the test, on a fresh server.
+
+No timed assertion: "the sender is stalled" is decided by seeing no progress for a while, which
+only decides when to stop pushing; the memory bound and the final counts hold however fast the
+machine is (on a slow one the test is merely less strict).
+"""
+
+import asyncio
+import json
+import os
+import resource
+import socket
+import struct
+import time
+import uuid
+
+import pytest
+
+import conftest
+from conftest import vm_hwm_kib
+from wsclient import GUARD, OP_BINARY, WSClient, aopen, arecv, build_frame, close_payload, OP_CLOSE
+
+KINDS = ["epoll", "uvicorn"]
+APP = "ws_app:app"
+STALL = 1.0  # seconds without progress after which a sender is taken as blocked by backpressure
+
+
+def server_args(kind, *args):
+    return list(args) + (["--ws", "websockets"] if kind == "uvicorn" else [])
+
+
+@pytest.fixture
+def start(spawn):
+    def _start(kind, *args):
+        return spawn(kind, APP, *server_args(kind, *args))
+    return _start
+
+
+def token():
+    return uuid.uuid4().hex[:12]
+
+
+def report(tok):
+    try:
+        with open(os.path.join(conftest.SESSION_TMP, "ws-%s.json" % tok)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def wait_report(tok, pred, what, guard=GUARD):
+    deadline = time.monotonic() + guard
+    while True:
+        r = report(tok)
+        if r is not None and pred(r):
+            return r
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app to report %s; last: %r" % (what, r))
+        time.sleep(0.01)
+
+
+def raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        if hard != resource.RLIM_INFINITY and hard < n:
+            pytest.skip("RLIMIT_NOFILE hard limit %d < %d" % (hard, n))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+
+
+# ---- 1,000 concurrent connections ----------------------------------------------------------------------
+
+N_CONC = 1000
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_1000_concurrent_connections(start, kind):
+    raise_nofile(2 * N_CONC + 200)  # before the server starts: it inherits the limit
+    s = start(kind)
+    t = token()
+
+    async def main():
+        sem = asyncio.Semaphore(64)  # handshakes in flight at once; all stay open afterwards
+
+        async def open_one():
+            async with sem:
+                return await aopen(s.port, "/count?token=" + t)
+
+        conns = await asyncio.gather(*(open_one() for _ in range(N_CONC)))
+        # Every connection is open at once: the app counted them all.
+        await asyncio.get_running_loop().run_in_executor(
+            None, wait_report, t, lambda r: r.get("peak", 0) >= N_CONC, "%d open connections" % N_CONC)
+
+        async def exchange(i, reader, writer):
+            msg = b"connection %d says hello" % i
+            writer.write(build_frame(OP_BINARY, msg))
+            op, data = await arecv(reader)
+            assert (op, data) == (OP_BINARY, msg)
+            writer.write(build_frame(OP_CLOSE, close_payload(1000)))
+            op, data = await arecv(reader)
+            assert op == OP_CLOSE and data[:2] == struct.pack("!H", 1000)
+            assert await reader.read() == b""  # the server closes after the close handshake
+            writer.close()
+
+        await asyncio.gather(*(exchange(i, r, w) for i, (r, w) in enumerate(conns)))
+        return len(conns)
+
+    assert asyncio.run(asyncio.wait_for(main(), 3 * GUARD)) == N_CONC
+    assert report(t)["peak"] == N_CONC
+    # Still serving.
+    with WSClient.open(s.port, "/echo") as c:
+        c.send_text("after the crowd")
+        assert c.recv_data() == "after the crowd"
+
+
+# ---- backpressure --------------------------------------------------------------------------------------------
+
+MIB = 1 << 20
+BOUND_MIB = 48
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_app_sending_to_a_client_that_does_not_read(start, kind):
+    """The app sends 128 messages of 1 MiB; the client reads nothing until the app's send() stops
+    making progress. The server must hold the app (send() waits) instead of queueing 128 MiB."""
+    s = start(kind)
+    t = token()
+    n, size = 128, MIB
+    c = WSClient(s.port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    try:
+        assert c.handshake("/flood-out?n=%d&size=%d&token=%s" % (n, size, t)).status == 101
+        before = vm_hwm_kib(s.pid)
+        last, since = -1, time.monotonic()
+        while True:
+            r = report(t) or {}
+            sent = r.get("sent", 0)
+            if r.get("done") or "error" in r:
+                break
+            if sent != last:
+                last, since = sent, time.monotonic()
+            elif time.monotonic() - since > STALL:
+                break
+            time.sleep(0.02)
+        growth = (vm_hwm_kib(s.pid) - before) / 1024
+        assert "error" not in (report(t) or {}), report(t)
+        assert growth < BOUND_MIB, "peak RSS grew by %.1f MiB while the app sent %d MiB to a client " \
+                                   "that did not read (it had sent %d messages)" % (growth, n * size >> 20, last)
+        # Now read everything: all of it arrives, in order, intact.
+        block = bytes(range(256)) * (size // 256)
+        for i in range(n):
+            data = c.recv_data()
+            assert len(data) == size and data[:4] == struct.pack("!I", i) and data[4:] == block[4:]
+        wait_report(t, lambda r: r.get("done"), "the end of the flood")
+        assert c.close_handshake(1000)[0] == 1000
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_client_flooding_an_app_that_does_not_receive(start, kind):
+    """The client sends 512 messages of 256 KiB (128 MiB) to an app that calls receive() only once
+    released; the server must stop reading the socket instead of queueing them."""
+    s = start(kind)
+    t = token()
+    n, size = 512, 256 * 1024
+    frame = build_frame(OP_BINARY, b"\xab" * size, mask_key=b"\0\0\0\0")  # a zero key: no XOR cost
+    c = WSClient.open(s.port, "/hold?token=" + t)
+    try:
+        wait_report(t, lambda r: r.get("accepted"), "the accept")
+        before = vm_hwm_kib(s.pid)
+        c.sock.setblocking(False)
+        view = memoryview(frame)
+        sent_msgs, off = 0, 0
+        since = time.monotonic()
+        while sent_msgs < n:
+            try:
+                k = c.sock.send(view[off:])
+            except BlockingIOError:
+                if time.monotonic() - since > STALL:
+                    break
+                time.sleep(0.005)
+                continue
+            since = time.monotonic()
+            off += k
+            if off == len(frame):
+                sent_msgs, off = sent_msgs + 1, 0
+        growth = (vm_hwm_kib(s.pid) - before) / 1024
+        assert growth < BOUND_MIB, "peak RSS grew by %.1f MiB while a client pushed %d MiB to an app " \
+                                   "that did not receive" % (growth, (sent_msgs * size) >> 20)
+        assert sent_msgs < n, "the server read all %d MiB without the app receiving" % (n * size >> 20)
+        # Release the app; everything still arrives.
+        c.sock.settimeout(GUARD)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=GUARD) as h:
+            h.sendall(b"GET /release?token=%s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % t.encode())
+            assert h.recv(100).startswith(b"HTTP/1.1 200")
+        c.sock.sendall(view[off:])
+        for _ in range(n - sent_msgs - 1):
+            c.sock.sendall(frame)
+        assert c.close_handshake(1000)[0] == 1000
+    finally:
+        c.close()
+    r = wait_report(t, lambda r: "disconnect" in r, "the end")
+    assert (r["count"], r["size"]) == (n, n * size)
