@@ -1,7 +1,6 @@
-/* Serving requests with an ASGI app (include/libwsgi/asgi.h, docs/asgi.md). Everything runs on
- * the loop thread: the app's asyncio loop is nested in the server's epoll set (its fd, its
- * timeout, one asgi_loop_run() per iteration, see server.c's loop), and a connection served by
- * the app stays with the loop in CONN_ASGI for the whole exchange:
+/* One HTTP request/response with an ASGI app (include/libwsgi/asgi.h, docs/asgi.md). Everything
+ * runs on the loop thread (the app's loop is nested in the server's, see asgi_host.c), and a
+ * connection served by the app stays with the loop in CONN_ASGI for the whole exchange:
  *
  *  - request body: a buffered one (Content-Length up to BODY_BUFFER_MAX) goes with the dispatch;
  *    otherwise (BODY_FEED) the loop reads the socket as data arrives and the parser hands each
@@ -26,11 +25,8 @@
  *    --timeout-request) without its last send() raising, as under uvicorn.
  *
  * Callbacks never close or free anything (the library forbids asgi_* calls inside them): they mark
- * the exchange and put it on the host's queue, which asgi_host_run() works through after the loop
- * turn. An exchange outlives its connection's interest in it: once the response is on the wire
- * (or the client is gone) it is detached, and freed when the app's task ends (on_done), so that a
- * graceful shutdown waits for apps still running after their response (Starlette's
- * BackgroundTasks), like uvicorn, before the lifespan shutdown. */
+ * the exchange (an asgi_task) and queue it; asgi_host.c calls progress() after the loop turn, and
+ * keeps the exchange after the response while the app still runs. */
 #include "conn.h"
 #include "host_log.h"
 
@@ -46,81 +42,24 @@
 #define READS_PER_EVENT 8
 
 struct asgi_ex {
-    asgi_host *h;
-    conn *c; /* NULL once detached from the connection */
-    asgi_conn *ac;
+    asgi_task t;      /* first: the callbacks' user_data */
     char *body;       /* our copy of a buffered body (borrowed by the library until the free) */
-    int done;         /* on_done arrived: the app's task has ended */
-    int out_paused;   /* a callback answered ASGI_PAUSE: resume once the queue has drained */
-    int read_paused;  /* asgi_conn_feed answered ASGI_PAUSE: do not read until on_read_resume */
     int body_ended;   /* the end of the body was fed */
-    int complete;     /* the response's last byte is queued */
-    int cut;          /* the app failed after the head: send what is queued, then close */
-    int gone;         /* writing to the client failed inside a callback: close */
     int peer_closed;  /* the client closed after receiving the whole response: let the app end */
     int continue_due; /* Expect: 100-continue, decided after the app's first step */
-    int queued;       /* in h's queue */
-    int parked;       /* in h's detached list */
-    asgi_ex *q_next;
-    asgi_ex *d_prev, *d_next;
 };
 
-struct asgi_host {
-    server *srv;
-    wsgi_app *app;
-    wsgi_runtime *rt;
-    int fd;
-    asgi_ex *q_head, *q_tail; /* exchanges to look at after the loop turn */
-    asgi_ex *detached;        /* exchanges whose app is still running after the response */
-    size_t n_detached;
-    int timeout_warned;
-};
+static void exchange_progress(conn *c);
 
-static void enqueue(asgi_ex *x)
+static void exchange_destroy(asgi_task *t)
 {
-    if (x->queued) return;
-    x->queued = 1;
-    x->q_next = NULL;
-    asgi_host *h = x->h;
-    if (h->q_tail)
-        h->q_tail->q_next = x;
-    else
-        h->q_head = x;
-    h->q_tail = x;
-}
-
-static void destroy(asgi_ex *x)
-{
-    asgi_host *h = x->h;
-    if (x->parked) {
-        if (x->d_prev)
-            x->d_prev->d_next = x->d_next;
-        else
-            h->detached = x->d_next;
-        if (x->d_next) x->d_next->d_prev = x->d_prev;
-        h->n_detached--;
-    }
-    asgi_conn_free(x->ac);
+    asgi_ex *x = (asgi_ex *)t;
     free(x->body);
     free(x);
 }
 
-/* A detached exchange: freed if its app is done, else kept until on_done. */
-static void park(asgi_ex *x)
-{
-    if (x->done) {
-        destroy(x);
-        return;
-    }
-    if (x->parked) return;
-    asgi_host *h = x->h;
-    x->parked = 1;
-    x->d_prev = NULL;
-    x->d_next = h->detached;
-    if (h->detached) h->detached->d_prev = x;
-    h->detached = x;
-    h->n_detached++;
-}
+static const asgi_task_ops exchange_ops = {.progress = exchange_progress,
+                                           .destroy = exchange_destroy};
 
 /* The connection is done with the exchange. */
 static void release(conn *c)
@@ -129,59 +68,58 @@ static void release(conn *c)
     c->ax = NULL;
     c->body_sink = NULL;
     if (c->body_mode == BODY_FEED) c->body_mode = BODY_DISCARD;
-    x->c = NULL;
-    if (!x->queued) park(x); /* else when the queue gets to it */
+    asgi_task_detach(&x->t);
 }
 
 void asgi_exchange_drop(conn *c)
 {
     asgi_ex *x = c->ax;
-    if (!x->complete || out_pending(c))
+    if (!x->t.complete || out_pending(c))
         host_log(WSGI_LOG_DEBUG, "client %s gone before the end of the response",
                  c->peer[0] ? c->peer : "unix");
-    asgi_conn_disconnect(x->ac);
+    asgi_conn_disconnect(x->t.ac);
     if (c->status) conn_access_log(c);
     release(c);
 }
 
 /* ---- the app's callbacks (inside asgi_loop_run; they only queue and mark) ------------------- */
 
-static int cb_gone(asgi_ex *x)
+static int cb_gone(asgi_task *t)
 {
-    x->gone = 1;
-    enqueue(x);
+    t->gone = 1;
+    asgi_task_enqueue(t);
     return -1;
 }
 
-static int cb_start(void *user_data, const wsgi_response_head *head)
+int asgi_response_on_start(void *user_data, const wsgi_response_head *head)
 {
-    asgi_ex *x = user_data;
-    conn *c = x->c;
-    if (!c || x->gone) return -1;
-    if (conn_queue_head(c, head) < 0) return cb_gone(x);
-    enqueue(x);
+    asgi_task *t = user_data;
+    conn *c = t->c;
+    if (!c || t->gone) return -1;
+    if (conn_queue_head(c, head) < 0) return cb_gone(t);
+    asgi_task_enqueue(t);
     return 0;
 }
 
-static int cb_body(void *user_data, const char *data, size_t len, int more)
+int asgi_response_on_body(void *user_data, const char *data, size_t len, int more)
 {
-    asgi_ex *x = user_data;
-    conn *c = x->c;
-    if (!c || x->gone) return -1;
+    asgi_task *t = user_data;
+    conn *c = t->c;
+    if (!c || t->gone) return -1;
     /* The bytes are the app's until its next send(): copy what fits under the mark, else queue by
      * pointer and hold the app's send() until they are written. */
     int copy = c->sc_len + len <= ASGI_OUT_HWM;
-    if (conn_own_borrowed(c) < 0 || conn_queue_body(c, data, len, copy) < 0) return cb_gone(x);
+    if (conn_own_borrowed(c) < 0 || conn_queue_body(c, data, len, copy) < 0) return cb_gone(t);
     if (!more) {
-        if (c->framing == FRAME_CHUNKED && conn_queue_chunked_end(c) < 0) return cb_gone(x);
-        x->complete = 1;
+        if (c->framing == FRAME_CHUNKED && conn_queue_chunked_end(c) < 0) return cb_gone(t);
+        t->complete = 1;
     }
-    enqueue(x);
+    asgi_task_enqueue(t);
     if (copy) return 0;
     int f = out_flush(c);
-    if (f == OUT_ERR) return cb_gone(x);
+    if (f == OUT_ERR) return cb_gone(t);
     if (f == OUT_AGAIN) {
-        x->out_paused = 1;
+        t->out_paused = 1;
         return ASGI_PAUSE;
     }
     return 0;
@@ -189,41 +127,24 @@ static int cb_body(void *user_data, const char *data, size_t len, int more)
 
 static int cb_sendfile(void *user_data, int fd, int64_t offset, int64_t count)
 {
-    asgi_ex *x = user_data;
-    conn *c = x->c;
-    if (!c || x->gone) return -1;
+    asgi_task *t = user_data;
+    conn *c = t->c;
+    if (!c || t->gone) return -1;
     /* The fd stays open until asgi_conn_free(), which waits for the queue to drain. */
-    if (conn_queue_file(c, fd, offset, count) < 0) return cb_gone(x);
-    if (c->framing == FRAME_CHUNKED && conn_queue_chunked_end(c) < 0) return cb_gone(x);
-    x->complete = 1;
-    enqueue(x);
+    if (conn_queue_file(c, fd, offset, count) < 0) return cb_gone(t);
+    if (c->framing == FRAME_CHUNKED && conn_queue_chunked_end(c) < 0) return cb_gone(t);
+    t->complete = 1;
+    asgi_task_enqueue(t);
     return 0;
-}
-
-static void cb_read_resume(void *user_data)
-{
-    asgi_ex *x = user_data;
-    x->read_paused = 0;
-    if (x->c) enqueue(x);
-}
-
-static void cb_done(void *user_data, int result)
-{
-    asgi_ex *x = user_data;
-    x->done = 1;
-    /* Negative with nothing sent: the library delivered a 500 already (complete). Otherwise the
-     * response is unfinished: the client gets it cut short. */
-    if (result < 0 && !x->complete) x->cut = 1;
-    enqueue(x);
 }
 
 static const asgi_handler handler = {
     .struct_size = sizeof(asgi_handler),
-    .on_start = cb_start,
-    .on_body = cb_body,
+    .on_start = asgi_response_on_start,
+    .on_body = asgi_response_on_body,
     .on_sendfile = cb_sendfile,
-    .on_read_resume = cb_read_resume,
-    .on_done = cb_done,
+    .on_read_resume = asgi_task_on_read_resume,
+    .on_done = asgi_task_on_done,
 };
 
 /* ---- the request body ------------------------------------------------------------------------ */
@@ -231,8 +152,8 @@ static const asgi_handler handler = {
 static int body_sink(conn *c, const char *data, size_t len)
 {
     asgi_ex *x = c->ax;
-    int r = asgi_conn_feed(x->ac, data, len, 1);
-    if (r == ASGI_PAUSE) x->read_paused = 1;
+    int r = asgi_conn_feed(x->t.ac, data, len, 1);
+    if (r == ASGI_PAUSE) x->t.read_paused = 1;
     if (r < 0) {
         host_log(WSGI_LOG_ERROR, "asgi_conn_feed: %s: %s", wsgi_strerror(r), wsgi_errmsg());
         c->body_error = 503;
@@ -251,7 +172,7 @@ static void body_failed(conn *c, int status)
         server_conn_close(c);
         return;
     }
-    asgi_conn_disconnect(c->ax->ac);
+    asgi_conn_disconnect(c->ax->t.ac);
     release(c);
     server_conn_reply_error(c, status);
 }
@@ -267,8 +188,8 @@ static int feed_body(conn *c)
     }
     if (c->msg_done && !x->body_ended) {
         x->body_ended = 1;
-        int r = asgi_conn_feed(x->ac, NULL, 0, 0);
-        if (r == ASGI_PAUSE) x->read_paused = 1;
+        int r = asgi_conn_feed(x->t.ac, NULL, 0, 0);
+        if (r == ASGI_PAUSE) x->t.read_paused = 1;
     }
     return 0;
 }
@@ -277,7 +198,7 @@ static int feed_body(conn *c)
 static int read_body(conn *c)
 {
     asgi_ex *x = c->ax;
-    for (int k = 0; k < READS_PER_EVENT && !c->msg_done && !x->read_paused; k++) {
+    for (int k = 0; k < READS_PER_EVENT && !c->msg_done && !x->t.read_paused; k++) {
         /* Everything before in_parsed (the head, earlier body) is no longer needed. */
         if (c->in_parsed == c->in_len) {
             c->in_parsed = c->in_len = 0;
@@ -312,7 +233,7 @@ static int read_body(conn *c)
 static void finish(conn *c)
 {
     asgi_ex *x = c->ax;
-    if (x->cut) {
+    if (x->t.cut) {
         host_log(WSGI_LOG_DEBUG, "response to %s cut: the app failed after the head",
                  c->peer[0] ? c->peer : "unix");
         c->keep_alive = 0;
@@ -335,7 +256,7 @@ static int wire_complete(const conn *c)
 static void progress(conn *c)
 {
     asgi_ex *x = c->ax;
-    if (x->gone) {
+    if (x->t.gone) {
         server_conn_close(c);
         return;
     }
@@ -344,11 +265,11 @@ static void progress(conn *c)
         return;
     }
     int pending = out_pending(c);
-    if (!pending && x->out_paused) {
-        x->out_paused = 0;
-        asgi_conn_resume(x->ac);
+    if (!pending && x->t.out_paused) {
+        x->t.out_paused = 0;
+        asgi_conn_resume(x->t.ac);
     }
-    if (!pending && (x->complete || x->cut)) {
+    if (!pending && (x->t.complete || x->t.cut)) {
         finish(c);
         return;
     }
@@ -358,29 +279,43 @@ static void progress(conn *c)
         ; /* nothing more to learn from the client */
     else if (!reading)
         ev |= EPOLLRDHUP; /* the body is in: only the client going away is of interest */
-    else if (!x->read_paused)
+    else if (!x->t.read_paused)
         ev |= EPOLLIN;
     else
         ev |= EPOLLRDHUP; /* reading is paused: still learn that the client went away */
     /* The client's pace is bounded (--timeout-request), the app's is not (except to end a response
      * the client has already closed). */
-    server_conn_timer(c, pending || (reading && !x->read_paused) || x->peer_closed);
+    int timed = pending || (reading && !x->t.read_paused) || x->peer_closed;
+    server_conn_timer(c, timed ? TL_REQUEST : TL_NONE);
     server_conn_arm(c, ev);
+}
+
+/* After a loop turn that touched the exchange. */
+static void exchange_progress(conn *c)
+{
+    asgi_ex *x = c->ax;
+    if (x->continue_due) {
+        /* After the app's first step: it did not answer at once, so it wants the body. */
+        x->continue_due = 0;
+        if (!c->started && !c->msg_done && !x->t.done) {
+            c->continue_sent = 1;
+            conn_queue_status(c, 100);
+        }
+    }
+    progress(c);
 }
 
 void asgi_exchange_start(conn *c)
 {
-    asgi_host *h = server_asgi(c->srv);
     asgi_ex *x = calloc(1, sizeof(*x));
     if (!x) {
         server_conn_reply_error(c, 503);
         return;
     }
-    x->h = h;
-    x->c = c;
+    asgi_task_init(&x->t, &exchange_ops, c);
     c->ax = x;
     c->state = CONN_ASGI;
-    server_conn_timer(c, 0);
+    server_conn_timer(c, TL_NONE);
     if (c->body_mode == BODY_STREAM) {
         c->body_mode = BODY_FEED;
         c->body_sink = body_sink;
@@ -400,7 +335,7 @@ void asgi_exchange_start(conn *c)
         memcpy(x->body, req.body, req.body_len);
         req.body = x->body;
     }
-    int rc = asgi_dispatch(h->app, &req, &handler, x, &x->ac);
+    int rc = asgi_dispatch(server_app(c->srv), &req, &handler, &x->t, &x->t.ac);
     if (rc != WSGI_OK) {
         int status = rc == WSGI_ERR_INVAL ? 400 : 500;
         host_log(status == 400 ? WSGI_LOG_DEBUG : WSGI_LOG_ERROR, "asgi_dispatch: %s: %s",
@@ -414,14 +349,14 @@ void asgi_exchange_start(conn *c)
     }
     if (c->body_mode == BODY_FEED && c->expect_continue && !c->continue_sent) x->continue_due = 1;
     /* The app runs at the next loop turn; the queue then arms the socket. */
-    enqueue(x);
+    asgi_task_enqueue(&x->t);
     feed_body(c); /* body bytes that came with the head */
 }
 
 void asgi_exchange_event(conn *c, unsigned events)
 {
     asgi_ex *x = c->ax;
-    int reading = c->body_mode == BODY_FEED && !c->msg_done && !x->read_paused;
+    int reading = c->body_mode == BODY_FEED && !c->msg_done && !x->t.read_paused;
     if (events & EPOLLERR) {
         server_conn_close(c); /* reset */
         return;
@@ -453,91 +388,4 @@ void asgi_exchange_timeout(conn *c)
     } else {
         progress(c);
     }
-}
-
-/* ---- the host side of the app's loop ----------------------------------------------------------
- */
-
-asgi_host *asgi_host_new(server *s, wsgi_app *app)
-{
-    asgi_host *h = calloc(1, sizeof(*h));
-    if (!h) return NULL;
-    h->srv = s;
-    h->app = app;
-    h->rt = wsgi_app_runtime(app);
-    h->fd = asgi_loop_fd(h->rt);
-    if (h->fd < 0) {
-        host_log(WSGI_LOG_ERROR, "cannot create the ASGI event loop: %s: %s", wsgi_strerror(h->fd),
-                 wsgi_errmsg());
-        free(h);
-        return NULL;
-    }
-    return h;
-}
-
-int asgi_host_fd(asgi_host *h)
-{
-    return h->fd;
-}
-
-size_t asgi_host_busy(const asgi_host *h)
-{
-    return h->n_detached;
-}
-
-int asgi_host_timeout(asgi_host *h)
-{
-    if (h->q_head) return 0;
-    int t = asgi_loop_timeout(h->rt);
-    if (t >= -1) return t;
-    if (!h->timeout_warned) {
-        host_log(WSGI_LOG_WARNING, "asgi_loop_timeout: %s: polling every 10 ms", wsgi_strerror(t));
-        h->timeout_warned = 1;
-    }
-    return 10;
-}
-
-void asgi_host_run(asgi_host *h)
-{
-    int rc = asgi_loop_run(h->rt);
-    if (rc != WSGI_OK && rc != WSGI_ERR_PYTHON) /* WSGI_ERR_PYTHON: already logged */
-        host_log(WSGI_LOG_ERROR, "asgi_loop_run: %s", wsgi_strerror(rc));
-    asgi_ex *x;
-    while ((x = h->q_head)) {
-        h->q_head = x->q_next;
-        if (!h->q_head) h->q_tail = NULL;
-        x->queued = 0;
-        conn *c = x->c;
-        if (!c) {
-            park(x);
-            continue;
-        }
-        if (x->continue_due) {
-            /* After the app's first step: it did not answer at once, so it wants the body. */
-            x->continue_due = 0;
-            if (!c->started && !c->msg_done && !x->done) {
-                c->continue_sent = 1;
-                conn_queue_status(c, 100);
-            }
-        }
-        progress(c);
-    }
-}
-
-void asgi_host_free(asgi_host *h)
-{
-    if (!h) return;
-    /* Every connection is closed: what is left is detached. */
-    asgi_ex *x;
-    while ((x = h->q_head)) {
-        h->q_head = x->q_next;
-        x->queued = 0;
-        if (!x->c) park(x);
-    }
-    h->q_tail = NULL;
-    while (h->detached) {
-        x = h->detached;
-        destroy(x);
-    }
-    free(h);
 }

@@ -1,8 +1,9 @@
 /* One client connection of libwsgi-epoll: the input buffer and parser state of the current request,
  * the response being written and the links that put it in the server's lists.
  *
- * ASGI apps run on the loop thread (asgi_exchange.c): such a connection never leaves the loop; it
- * is in CONN_ASGI while the app serves the request, with the per-request state in c->ax.
+ * ASGI apps run on the loop thread (asgi_host.c): such a connection never leaves the loop; it is in
+ * CONN_ASGI while the app serves the request, with the per-request state in c->ax
+ * (asgi_exchange.c).
  *
  * Ownership: at any moment a connection belongs either to the event loop thread or to the thread
  * running its app (a pool thread, or the loop itself with --threads 0); the state says which
@@ -25,8 +26,9 @@
 
 typedef struct server server;
 typedef struct conn conn;
+typedef struct asgi_task asgi_task; /* asgi_host.c: what the ASGI host keeps of one app task */
 typedef struct asgi_ex asgi_ex;     /* asgi_exchange.c: one request served by an ASGI app */
-typedef struct asgi_host asgi_host; /* asgi_exchange.c: the worker's ASGI loop and exchanges */
+typedef struct asgi_host asgi_host; /* asgi_host.c: the worker's ASGI loop and tasks */
 
 /* What an epoll event's data.ptr points to starts with one of these. */
 typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL, EV_ASGI } ev_kind;
@@ -43,6 +45,16 @@ typedef enum conn_state {
     CONN_ASGI,   /* loop: an ASGI app serves the request (body in, response out, disconnects) */
     CONN_CLOSED, /* closed; freed after the current batch of events */
 } conn_state;
+
+/* The server's timeout lists (server.c): every entry of a list has the same timeout, so each list
+ * stays sorted by deadline. TL_NONE: in no list. */
+enum {
+    TL_NONE = -1,
+    TL_IDLE,    /* --timeout-keepalive */
+    TL_REQUEST, /* --timeout-request */
+    TL_LINGER,  /* closing: discarding input */
+    TL_COUNT
+};
 
 typedef enum body_mode {
     BODY_NONE,     /* no body */
@@ -214,25 +226,64 @@ enum { PUMP_WRITE, PUMP_DONE, PUMP_ABORT, PUMP_YIELD };
 int exchange_run(conn *c);
 int exchange_abort(conn *c);
 
-/* ---- asgi_exchange.c: serving with an ASGI app (on the loop thread) ---------------------- */
-/* The worker's ASGI side: the app's event loop, the exchanges still running after their response.
+/* ---- asgi_host.c: the worker's ASGI loop and the app tasks it serves (loop thread) ---------- */
+/* What the host keeps of one app task: the head of an asgi_ex or a ws_conn, and the user_data of
+ * the library's callbacks. Callbacks only mark it and asgi_task_enqueue() it; after the loop turn
+ * asgi_host_run() calls ops->progress() on each queued task still attached to its connection. */
+typedef struct asgi_task_ops {
+    void (*progress)(conn *c);     /* move the connection on (write, arm, finish, close) */
+    void (*destroy)(asgi_task *t); /* free the struct (asgi_conn_free() is done) */
+} asgi_task_ops;
+struct asgi_task {
+    const asgi_task_ops *ops;
+    asgi_host *h;
+    conn *c; /* NULL once detached from the connection */
+    asgi_conn *ac;
+    int done;        /* on_done arrived: the app's task has ended */
+    int out_paused;  /* a callback answered ASGI_PAUSE: resume once the output has drained */
+    int read_paused; /* the library answered ASGI_PAUSE: do not read until on_read_resume */
+    int complete;    /* the HTTP response's last byte is queued */
+    int cut;         /* the app failed after the head: send what is queued, then close */
+    int gone;        /* writing to the client failed inside a callback: close */
+    int queued;      /* in h's queue */
+    int parked;      /* in h's detached list */
+    asgi_task *q_next;
+    asgi_task *d_prev, *d_next;
+};
+/* The worker's ASGI side: the app's event loop, the tasks still running after their connection.
  * NULL if the loop cannot be created (logged). */
 asgi_host *asgi_host_new(server *s, wsgi_app *app);
-/* Free it; exchanges still running are detached (the library lets them finish on their own). */
+/* Free it; tasks still running are detached (the library lets them finish on their own). */
 void asgi_host_free(asgi_host *h);
 int asgi_host_fd(asgi_host *h); /* the loop's fd, for EPOLLIN */
 /* The most epoll_wait may sleep for the ASGI side (-1: no limit); recompute before every wait. */
 int asgi_host_timeout(asgi_host *h);
 /* One turn: run the app's loop, then move the connections its callbacks touched. */
 void asgi_host_run(asgi_host *h);
-/* Apps still running after their response (background tasks): shutdown waits for them. */
+/* Apps still running after their connection (background tasks): shutdown waits for them. */
 size_t asgi_host_busy(const asgi_host *h);
+/* A new task of connection c (zeroed by the caller); it is not queued. */
+void asgi_task_init(asgi_task *t, const asgi_task_ops *ops, conn *c);
+/* Look at the task after the loop turn (from a callback, or to run the app's first step). */
+void asgi_task_enqueue(asgi_task *t);
+/* The connection is done with the task: freed now if the app has ended, else when it does. */
+void asgi_task_detach(asgi_task *t);
+/* Callbacks every kind of task uses (user_data: the asgi_task). */
+void asgi_task_on_read_resume(void *user_data);
+void asgi_task_on_done(void *user_data, int result);
+
+/* ---- asgi_exchange.c: one HTTP request/response with an ASGI app (loop thread) ------------- */
 /* The request head (and a buffered body) is complete: start the app (state CONN_ASGI). */
 void asgi_exchange_start(conn *c);
 void asgi_exchange_event(conn *c, unsigned events);
 void asgi_exchange_timeout(conn *c);
 /* The connection is being closed: the app sees http.disconnect; the exchange is detached. */
 void asgi_exchange_drop(conn *c);
+/* The response callbacks (user_data: the asgi_task of connection t->c), also used for a WebSocket
+ * handshake the app denies over HTTP: they queue the head and body, and mark the task complete
+ * when the last byte is queued. */
+int asgi_response_on_start(void *user_data, const wsgi_response_head *head);
+int asgi_response_on_body(void *user_data, const char *data, size_t len, int more);
 
 /* ---- server.c ------------------------------------------------------------------------------ */
 /* Settings needed off the loop thread. */
@@ -244,11 +295,12 @@ uint64_t server_max_body(const server *s);
 size_t server_max_header(const server *s);
 int server_access_log(const server *s);
 asgi_host *server_asgi(const server *s); /* NULL when the app is WSGI */
-/* For asgi_exchange.c (loop thread): arm the socket (EPOLLONESHOT added); start (on) or stop the
- * request timeout; close now; answer with a server error and close; the response is complete
- * (keep-alive: next request, drain an unread body, or close). */
+/* For asgi_exchange.c (loop thread): arm the socket (EPOLLONESHOT added); put the
+ * connection in timeout list TL_* (the clock restarts; TL_NONE: no timeout); close now; answer
+ * with a server error and close; the response is complete (keep-alive: next request, drain an
+ * unread body, or close). */
 void server_conn_arm(conn *c, unsigned events);
-void server_conn_timer(conn *c, int on);
+void server_conn_timer(conn *c, int list);
 void server_conn_close(conn *c);
 void server_conn_reply_error(conn *c, int status);
 void server_conn_done(conn *c);

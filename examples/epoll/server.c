@@ -1,11 +1,12 @@
 /* The libwsgi-epoll event loop (see server.h). One thread owns all sockets; connections are
  * armed with EPOLLONESHOT so each arming yields at most one event and a connection handed to an
  * app thread can never produce events behind its back. Timeouts live in three FIFO lists (idle
- * keep-alive, request, linger): every entry of a list has the same timeout, so appending keeps each
- * list sorted by deadline and expiry is O(1). App threads report back through a mutex-protected
- * completion queue and an eventfd. An ASGI app has no app threads: its event loop's fd sits in the
- * same epoll set, the loop is run once per iteration, and asgi_exchange.c serves its connections
- * (the functions under "for asgi_exchange.c" below are its way back into the server). */
+ * keep-alive, request, linger; TL_* in conn.h): every entry of a list has the same timeout, so
+ * appending keeps each list sorted by deadline and expiry is O(1). App threads report back through
+ * a mutex-protected completion queue and an eventfd. An ASGI app has no app threads: its event
+ * loop's fd sits in the same epoll set, the loop is run once per iteration (asgi_host.c), and
+ * asgi_exchange.c serves its connections (the functions under "for asgi_exchange.c" below are its
+ * way back into the server). */
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
@@ -27,7 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { TL_IDLE, TL_REQUEST, TL_LINGER, TL_COUNT };
 enum { READY_NONE, READY_PUMP, READY_ADVANCE };
 
 /* How long a closing connection may keep sending before we close anyway. */
@@ -394,10 +394,10 @@ void server_conn_arm(conn *c, unsigned events)
 {
     arm(c->srv, c, events);
 }
-void server_conn_timer(conn *c, int on)
+void server_conn_timer(conn *c, int list)
 {
-    if (on)
-        tl_add(c->srv, c, TL_REQUEST);
+    if (list >= 0)
+        tl_add(c->srv, c, list);
     else
         tl_remove(c->srv, c);
 }

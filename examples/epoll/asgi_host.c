@@ -1,0 +1,180 @@
+/* The worker's ASGI side (include/libwsgi/asgi.h, docs/asgi.md): the app's asyncio loop nested in
+ * the server's epoll set (its fd, its timeout, one asgi_loop_run() per iteration, see server.c's
+ * loop), and the app tasks it serves, each an asgi_task at the head of its own struct: an HTTP
+ * exchange (asgi_exchange.c); the WebSocket will be another kind.
+ *
+ * The library's callbacks run inside asgi_loop_run(), where asgi_* calls are forbidden, so they
+ * never close or free anything: they mark their task and put it on the host's queue, which
+ * asgi_host_run() works through after the loop turn, calling each attached task's progress(). A
+ * task outlives its connection's interest in it: once the connection is done with it (response on
+ * the wire, WebSocket closed, client gone) it is detached, and freed when the app's task ends
+ * (on_done), so that a graceful shutdown waits for apps still running after their connection
+ * (Starlette's BackgroundTasks, a WebSocket handler finishing after the disconnect), like uvicorn,
+ * before the lifespan shutdown. */
+#include "conn.h"
+#include "host_log.h"
+
+#include <stdlib.h>
+
+struct asgi_host {
+    server *srv;
+    wsgi_app *app;
+    wsgi_runtime *rt;
+    int fd;
+    asgi_task *q_head, *q_tail; /* tasks to look at after the loop turn */
+    asgi_task *detached;        /* tasks whose app is still running after their connection */
+    size_t n_detached;
+    int timeout_warned;
+};
+
+void asgi_task_init(asgi_task *t, const asgi_task_ops *ops, conn *c)
+{
+    t->ops = ops;
+    t->h = server_asgi(c->srv);
+    t->c = c;
+}
+
+void asgi_task_enqueue(asgi_task *t)
+{
+    if (t->queued) return;
+    t->queued = 1;
+    t->q_next = NULL;
+    asgi_host *h = t->h;
+    if (h->q_tail)
+        h->q_tail->q_next = t;
+    else
+        h->q_head = t;
+    h->q_tail = t;
+}
+
+static void destroy(asgi_task *t)
+{
+    asgi_host *h = t->h;
+    if (t->parked) {
+        if (t->d_prev)
+            t->d_prev->d_next = t->d_next;
+        else
+            h->detached = t->d_next;
+        if (t->d_next) t->d_next->d_prev = t->d_prev;
+        h->n_detached--;
+    }
+    asgi_conn_free(t->ac);
+    t->ops->destroy(t);
+}
+
+/* A detached task: freed if its app is done, else kept until on_done. */
+static void park(asgi_task *t)
+{
+    if (t->done) {
+        destroy(t);
+        return;
+    }
+    if (t->parked) return;
+    asgi_host *h = t->h;
+    t->parked = 1;
+    t->d_prev = NULL;
+    t->d_next = h->detached;
+    if (h->detached) h->detached->d_prev = t;
+    h->detached = t;
+    h->n_detached++;
+}
+
+void asgi_task_detach(asgi_task *t)
+{
+    t->c = NULL;
+    if (!t->queued) park(t); /* else when the queue gets to it */
+}
+
+/* ---- callbacks shared by every kind of task (inside asgi_loop_run: they only mark) ----------- */
+
+void asgi_task_on_read_resume(void *user_data)
+{
+    asgi_task *t = user_data;
+    t->read_paused = 0;
+    if (t->c) asgi_task_enqueue(t);
+}
+
+void asgi_task_on_done(void *user_data, int result)
+{
+    asgi_task *t = user_data;
+    t->done = 1;
+    /* Negative with nothing sent: the library delivered a 500 (or a WebSocket's 403) already
+     * (complete). Otherwise an HTTP response is unfinished: the client gets it cut short. */
+    if (result < 0 && !t->complete) t->cut = 1;
+    asgi_task_enqueue(t);
+}
+
+/* ---- the host side of the app's loop ----------------------------------------------------------
+ */
+
+asgi_host *asgi_host_new(server *s, wsgi_app *app)
+{
+    asgi_host *h = calloc(1, sizeof(*h));
+    if (!h) return NULL;
+    h->srv = s;
+    h->app = app;
+    h->rt = wsgi_app_runtime(app);
+    h->fd = asgi_loop_fd(h->rt);
+    if (h->fd < 0) {
+        host_log(WSGI_LOG_ERROR, "cannot create the ASGI event loop: %s: %s", wsgi_strerror(h->fd),
+                 wsgi_errmsg());
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+int asgi_host_fd(asgi_host *h)
+{
+    return h->fd;
+}
+
+size_t asgi_host_busy(const asgi_host *h)
+{
+    return h->n_detached;
+}
+
+int asgi_host_timeout(asgi_host *h)
+{
+    if (h->q_head) return 0;
+    int t = asgi_loop_timeout(h->rt);
+    if (t >= -1) return t;
+    if (!h->timeout_warned) {
+        host_log(WSGI_LOG_WARNING, "asgi_loop_timeout: %s: polling every 10 ms", wsgi_strerror(t));
+        h->timeout_warned = 1;
+    }
+    return 10;
+}
+
+void asgi_host_run(asgi_host *h)
+{
+    int rc = asgi_loop_run(h->rt);
+    if (rc != WSGI_OK && rc != WSGI_ERR_PYTHON) /* WSGI_ERR_PYTHON: already logged */
+        host_log(WSGI_LOG_ERROR, "asgi_loop_run: %s", wsgi_strerror(rc));
+    asgi_task *t;
+    while ((t = h->q_head)) {
+        h->q_head = t->q_next;
+        if (!h->q_head) h->q_tail = NULL;
+        t->queued = 0;
+        if (t->c)
+            t->ops->progress(t->c);
+        else
+            park(t);
+    }
+}
+
+void asgi_host_free(asgi_host *h)
+{
+    if (!h) return;
+    /* Every connection is closed: what is left is detached. */
+    asgi_task *t;
+    while ((t = h->q_head)) {
+        h->q_head = t->q_next;
+        t->queued = 0;
+        if (!t->c) park(t);
+    }
+    h->q_tail = NULL;
+    while (h->detached)
+        destroy(h->detached);
+    free(h);
+}
