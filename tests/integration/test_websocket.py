@@ -397,6 +397,23 @@ def test_close_before_accept_is_403(srv):
         assert c.recv_data() == "next"
 
 
+def test_receive_after_denial_is_disconnect(srv):
+    """After websocket.close before the accept (403), the app's next receive() returns
+    websocket.disconnect (the server closed the connection): the app can end."""
+    t = token()
+    with WSClient(srv.port) as c:
+        assert c.handshake("/deny?receive_after=1&token=" + t).status == 403
+    assert wait_report(t, lambda r: "after_deny" in r, "receive() after the denial")["after_deny"] == "websocket.disconnect"
+
+
+def test_receive_after_denial_response_is_disconnect(srv):
+    uvicorn_deviates(srv, "no websocket.http.response extension (it answers 500)")
+    t = token()
+    with WSClient(srv.port) as c:
+        assert c.handshake("/deny-response?receive_after=1&token=" + t).status == 401
+    assert wait_report(t, lambda r: "after_deny" in r, "receive() after the denial")["after_deny"] == "websocket.disconnect"
+
+
 def test_denial_response_extension(srv):
     uvicorn_deviates(srv, "no websocket.http.response extension (it answers 500)")
     t = token()
@@ -526,8 +543,8 @@ OVERSIZED = {
     "text": lambda c: c.send_text("x" * 65537),
     "fragments": lambda c: c.send_message(OP_BINARY, b"x" * 90000, fragments=3),
     "many-small-fragments": lambda c: c.send_message(OP_TEXT, b"y" * 70000, fragments=70),
-    # Only the header: a length above the limit is refused without waiting for the payload.
-    "header-only": lambda c: c.send_raw(build_frame(OP_BINARY, b"", length=1 << 40)),
+    # A header announcing 1 TiB and one byte of it: refused without waiting for the payload.
+    "header-only": lambda c: c.send_raw(build_frame(OP_BINARY, b"", length=1 << 40, mask_key=b"\0\0\0\0") + b"x"),
 }
 
 
@@ -594,6 +611,34 @@ def test_deflate_on_the_wire(srv):
         c.send_binary(b"uncompressed in a deflate session")
         assert c.recv_data() == b"uncompressed in a deflate session"
         assert c.close_handshake(1000)[0] == 1000
+
+
+@pytest.mark.parametrize("empty", [b"", ""], ids=["binary", "text"])
+def test_deflate_empty_message_after_a_compressed_one(srv, empty):
+    """An empty message in a deflate session with context takeover: its compressed form is one
+    0x00 byte (RFC 7692 §7.2.3.6), or it goes uncompressed; an empty payload with RSV1 leaves
+    the client's inflater inside a stored block, and the next message fails to inflate."""
+    import websockets
+
+    async def run():
+        async with websockets.connect("ws://127.0.0.1:%d/echo" % srv.port, ping_interval=None,
+                                      open_timeout=GUARD) as ws:
+            assert ws.response_headers.get("Sec-WebSocket-Extensions") is not None
+            got = []
+            for msg in ["hello " * 100, empty, "after the empty one", empty, b"last"]:
+                await ws.send(msg)
+                got.append(await asyncio.wait_for(ws.recv(), GUARD))
+            return got
+
+    assert asyncio.run(run()) == ["hello " * 100, empty, "after the empty one", empty, b"last"]
+    with WSClient.open(srv.port, "/echo", deflate=True) as c:
+        c.send_text("x" * 1000)
+        assert c.recv_data() == "x" * 1000
+        c.send_binary(empty.encode() if isinstance(empty, str) else empty)
+        m = c.recv()
+        assert m.data == b"" and (not m.compressed or m.wire_len > 0), m
+        c.send_text("next")
+        assert c.recv_data() == "next"
 
 
 def test_deflate_no_context_takeover(srv):
@@ -686,6 +731,45 @@ def test_invalid_handshake_is_400(srv, problem):
     assert http_get(srv.port, "/hello")[0] == 200
 
 
+def test_firefox_style_connection_header(srv):
+    """Connection is a list ("keep-alive, Upgrade", as Firefox sends it) and Upgrade is
+    case-insensitive: still a WebSocket handshake."""
+    with WSClient(srv.port) as c:
+        req, _ = handshake_request("/echo")
+        req = req.replace(b"Connection: Upgrade", b"Connection: keep-alive, Upgrade").replace(
+            b"Upgrade: websocket", b"Upgrade: WebSocket")
+        c.send_raw(req)
+        assert c.read_response_head().status == 101
+        c.send_text("firefox")
+        assert c.recv_data() == "firefox"
+
+
+def test_101_has_no_body_framing(srv):
+    """RFC 9110 §8.6/§6.4.1: no Content-Length or Transfer-Encoding in a 1xx response."""
+    with WSClient(srv.port) as c:
+        r = c.handshake("/headers")
+        assert r.status == 101
+        assert r.header("Content-Length") is None and r.header("Transfer-Encoding") is None
+
+
+@pytest.mark.parametrize("problem", ["POST", "HTTP/1.0", "no-Host"])
+def test_not_a_websocket_handshake(srv, problem):
+    """RFC 6455 §4.1/§4.2.1: the method must be GET, the version at least HTTP/1.1, and Host is
+    required (RFC 9112 §3.2: 400 without it)."""
+    if problem != "POST":
+        uvicorn_deviates(srv, "it upgrades an HTTP/1.0 request and one without Host")
+    req, _ = handshake_request("/echo", method="POST" if problem == "POST" else "GET")
+    if problem == "HTTP/1.0":
+        req = req.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    if problem == "no-Host":
+        req = req.replace(b"Host: 127.0.0.1\r\n", b"")
+    with WSClient(srv.port) as c:
+        c.send_raw(req)
+        r = c.read_response_head()
+        assert r.status != 101 and 400 <= r.status < 500, r
+        assert_not_upgraded(r)
+
+
 def test_http_and_websocket_on_the_same_port(srv):
     with WSClient.open(srv.port, "/echo") as ws:
         ws.send_text("one")
@@ -765,7 +849,49 @@ def test_idle_websocket_outlives_http_timeouts(start, kind):
         assert "disconnect" not in report(t)
 
 
+def test_client_that_never_answers_the_close(start):
+    """The server sent its Close; the client neither answers nor closes: the server closes the TCP
+    connection anyway, eventually (libwsgi-epoll only: uvicorn's websockets waits its 10 s
+    close_timeout, too long for this suite)."""
+    s = start("epoll")
+    t = token()
+    with WSClient.open(s.port, "/close?code=4001&token=" + t) as c:
+        f = c.recv_frame()
+        assert f.opcode == OP_CLOSE and f.payload[:2] == struct.pack("!H", 4001)
+        assert c.read_until_close() == b""
+    assert wait_report(t, lambda r: "after_close" in r, "the event after close")["after_close"] == "websocket.disconnect"
+
+
+def test_workers_2(start):
+    """--workers 2 (prefork, SO_REUSEPORT): WebSockets work in whichever worker takes them."""
+    s = start("epoll", "--workers", "2")
+    clients = [WSClient.open(s.port, "/echo") for _ in range(16)]
+    try:
+        for i, c in enumerate(clients):
+            c.send_text("worker test %d" % i)
+        for i, c in enumerate(clients):
+            assert c.recv_data() == "worker test %d" % i
+    finally:
+        for c in clients:
+            c.close()
+    assert http_get(s.port, "/hello") == (200, b"Hello, World!\n")
+
+
 # ---- shutdown --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_after_denied_connections(start, kind):
+    """Denied handshakes leave nothing behind: with no connection open, SIGTERM ends the server
+    at once, not after --graceful-timeout (600 s here; the guard of the wait is 15 s)."""
+    s = start(kind, *(["--graceful-timeout", "600"] if kind == "epoll" else []))
+    for path in ("/deny", "/raise-before", "/return-before") + (("/deny-response",) if kind == "epoll" else ()):
+        with WSClient(s.port) as c:
+            assert c.handshake(path).status in (401, 403, 500)
+    with WSClient.open(s.port, "/echo") as c:
+        assert c.close_handshake(1000)[0] == 1000
+    s.signal(signal.SIGTERM)
+    assert s.wait(GUARD) == 0
+
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_sigterm_with_open_websocket(start, kind):

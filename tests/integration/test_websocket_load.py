@@ -21,7 +21,7 @@ import pytest
 
 import conftest
 from conftest import vm_hwm_kib
-from wsclient import GUARD, OP_BINARY, WSClient, aopen, arecv, build_frame, close_payload, OP_CLOSE
+from wsclient import GUARD, OP_BINARY, OP_CLOSE, OP_PING, WSClient, aopen, arecv, build_frame, close_payload
 
 KINDS = ["epoll", "uvicorn"]
 APP = "ws_app:app"
@@ -204,3 +204,39 @@ def test_client_flooding_an_app_that_does_not_receive(start, kind):
         c.close()
     r = wait_report(t, lambda r: "disconnect" in r, "the end")
     assert (r["count"], r["size"]) == (n, n * size)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ping_flood_from_a_client_that_does_not_read(start, kind):
+    """A client sends pings (125 bytes each) and never reads the pongs: the server must stop
+    reading it once pongs pile up, not queue one pong per ping without limit. Up to 600,000 pings
+    (76 MB on the wire) or until the client cannot send any more."""
+    s = start(kind)
+    batch = build_frame(OP_PING, b"p" * 125, mask_key=b"\0\0\0\0") * 1000
+    c = WSClient.open(s.port, "/echo")
+    try:
+        before = vm_hwm_kib(s.pid)
+        c.sock.setblocking(False)
+        view = memoryview(batch)
+        batches, off = 0, 0
+        since = time.monotonic()
+        while batches < 600:
+            try:
+                k = c.sock.send(view[off:])
+            except BlockingIOError:
+                if time.monotonic() - since > STALL:
+                    break
+                time.sleep(0.005)
+                continue
+            since = time.monotonic()
+            off += k
+            if off == len(batch):
+                batches, off = batches + 1, 0
+        growth = (vm_hwm_kib(s.pid) - before) / 1024
+        assert growth < BOUND_MIB / 2, "peak RSS grew by %.1f MiB while a client sent %d pings without " \
+                                       "reading the pongs" % (growth, batches * 1000)
+    finally:
+        c.close()
+    with WSClient.open(s.port, "/echo") as c:  # still serving
+        c.send_text("after the flood")
+        assert c.recv_data() == "after the flood"

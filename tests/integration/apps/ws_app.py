@@ -10,8 +10,9 @@ WebSocket routes (path):
   /subprotocols  accept with ?pick= (none without), send scope["subprotocols"] as JSON, then echo
   /headers       accept with extra response headers, then echo
   /close         accept, then websocket.close with ?code= and ?reason= (either may be absent)
-  /deny          websocket.close before accept
-  /deny-response websocket.http.response.start/body (401, headers, a body in two parts)
+  /deny          websocket.close before accept (?receive_after=1: then receive(), recorded)
+  /deny-response websocket.http.response.start/body (401, headers, a body in two parts; the same
+                 ?receive_after=1)
   /raise-before  raise before accept;   /return-before  return before accept
   /raise-after   accept, receive one message, raise;   /return-after  accept, return
   /flood-out     accept, send ?n= binary messages of ?size= bytes, recording progress
@@ -89,6 +90,9 @@ async def websocket(scope, receive, send):
 
     if path == "/deny":
         await send({"type": "websocket.close"})
+        if q.get("receive_after"):
+            m = await receive()
+            record(token, after_deny=m["type"])
         return
     if path == "/deny-response":
         record(token, extensions=sorted(scope.get("extensions") or {}))
@@ -98,6 +102,9 @@ async def websocket(scope, receive, send):
                                 (b"x-denied", b"yes"), (b"x-denied", b"twice")]})
         await send({"type": "websocket.http.response.body", "body": b"denied ", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"by the app"})
+        if q.get("receive_after"):
+            m = await receive()
+            record(token, after_deny=m["type"])
         return
     if path == "/raise-before":
         raise RuntimeError("ws_app: raised before accept")
