@@ -26,7 +26,8 @@
  *
  * Callbacks never close or free anything (the library forbids asgi_* calls inside them): they mark
  * the exchange (an asgi_task) and queue it; asgi_host.c calls progress() after the loop turn, and
- * keeps the exchange after the response while the app still runs. */
+ * keeps the exchange after the response while the app still runs. The response callbacks are
+ * shared with ws_conn.c, for a WebSocket handshake the app denies over HTTP. */
 #include "conn.h"
 #include "host_log.h"
 

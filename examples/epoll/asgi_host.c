@@ -1,7 +1,7 @@
 /* The worker's ASGI side (include/libwsgi/asgi.h, docs/asgi.md): the app's asyncio loop nested in
  * the server's epoll set (its fd, its timeout, one asgi_loop_run() per iteration, see server.c's
  * loop), and the app tasks it serves, each an asgi_task at the head of its own struct: an HTTP
- * exchange (asgi_exchange.c); the WebSocket will be another kind.
+ * exchange (asgi_exchange.c) or a WebSocket (ws_conn.c).
  *
  * The library's callbacks run inside asgi_loop_run(), where asgi_* calls are forbidden, so they
  * never close or free anything: they mark their task and put it on the host's queue, which

@@ -11,7 +11,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: libwsgi-epoll --app MODULE:CALLABLE [options]\n"
             "\n"
-            "A minimal HTTP/1.1 server on epoll serving a Python WSGI app through libwsgi.\n"
+            "A minimal HTTP/1.1 server on epoll serving a Python WSGI or ASGI app (with\n"
+            "WebSocket for ASGI) through libwsgi.\n"
             "\n"
             "options:\n"
             "%s"
@@ -24,6 +25,13 @@ static void usage(FILE *f)
             "  --timeout-keepalive S   idle time allowed between requests (default 5)\n"
             "  --timeout-request S     time to send a request head, and the longest pause\n"
             "                          while sending a body or reading a response (default 60)\n"
+            "  --ws-max-size BYTES     largest WebSocket message accepted, k/m/g suffixes\n"
+            "                          (default 16m) -> close 1009\n"
+            "  --ws-ping-interval S    ping open WebSockets this often (default 20; 0: never)\n"
+            "  --ws-ping-timeout S     close a WebSocket whose pong is this late (default 20;\n"
+            "                          0: never); the app sees code 1006\n"
+            "  --ws-per-message-deflate on|off\n"
+            "                          accept permessage-deflate offers (default on)\n"
             "  --help                  show this help and exit\n"
             "  --version               show the version and exit\n",
             host_cli_common_help());
@@ -38,6 +46,10 @@ int epoll_cli_parse(int argc, char **argv, epoll_options *o)
     o->timeout_keepalive = 5;
     o->timeout_request = 60;
     o->backlog = 1024;
+    o->ws_max_size = 16u << 20;
+    o->ws_ping_interval = 20;
+    o->ws_ping_timeout = 20;
+    o->ws_per_message_deflate = 1;
 
     int i = 1;
     while (i < argc) {
@@ -90,6 +102,34 @@ int epoll_cli_parse(int argc, char **argv, epoll_options *o)
         if ((r = host_cli_match("--timeout-request", 1, argc, argv, &i, &v)) != 0) {
             if (r < 0 || host_cli_uint("--timeout-request", v, 1, 86400, 0, &n) < 0) return -1;
             o->timeout_request = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--ws-max-size", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--ws-max-size", v, 1, 1u << 30, 1, &n) < 0) return -1;
+            o->ws_max_size = n;
+            continue;
+        }
+        if ((r = host_cli_match("--ws-ping-interval", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--ws-ping-interval", v, 0, 86400, 0, &n) < 0) return -1;
+            o->ws_ping_interval = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--ws-ping-timeout", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--ws-ping-timeout", v, 0, 86400, 0, &n) < 0) return -1;
+            o->ws_ping_timeout = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--ws-per-message-deflate", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0) return -1;
+            if (strcmp(v, "on") == 0) {
+                o->ws_per_message_deflate = 1;
+            } else if (strcmp(v, "off") == 0) {
+                o->ws_per_message_deflate = 0;
+            } else {
+                fprintf(stderr, "error: --ws-per-message-deflate: expected on or off, got '%s'\n",
+                        v);
+                return -1;
+            }
             continue;
         }
         fprintf(stderr, "error: unknown argument '%s' (try --help)\n", argv[i]);

@@ -1,5 +1,5 @@
 /* The libwsgi-epoll command line: the shared host options plus listening addresses, HTTP limits
- * and timeouts. */
+ * and timeouts, and the WebSocket settings. */
 #ifndef EPOLL_CLI_H
 #define EPOLL_CLI_H
 
@@ -19,6 +19,10 @@ typedef struct epoll_options {
     unsigned timeout_keepalive; /* --timeout-keepalive S: idle time between requests */
     unsigned timeout_request;   /* --timeout-request S: to receive a head; body/write inactivity */
     int backlog;                /* --backlog N */
+    uint64_t ws_max_size;       /* --ws-max-size BYTES: largest incoming message (1009 beyond) */
+    unsigned ws_ping_interval;  /* --ws-ping-interval S: ping an open WebSocket (0: never) */
+    unsigned ws_ping_timeout;   /* --ws-ping-timeout S: drop it if the pong is later (0: never) */
+    int ws_per_message_deflate; /* --ws-per-message-deflate on|off: accept RFC 7692 offers */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error

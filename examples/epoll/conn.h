@@ -2,8 +2,9 @@
  * the response being written and the links that put it in the server's lists.
  *
  * ASGI apps run on the loop thread (asgi_host.c): such a connection never leaves the loop; it is in
- * CONN_ASGI while the app serves the request, with the per-request state in c->ax
- * (asgi_exchange.c).
+ * CONN_ASGI while the app serves an HTTP request, with the per-request state in c->ax
+ * (asgi_exchange.c), and in CONN_WS for the whole life of a WebSocket, with its state in c->ws
+ * (ws_conn.c).
  *
  * Ownership: at any moment a connection belongs either to the event loop thread or to the thread
  * running its app (a pool thread, or the loop itself with --threads 0); the state says which
@@ -14,6 +15,7 @@
 #ifndef EPOLL_CONN_H
 #define EPOLL_CONN_H
 
+#include "cli.h"
 #include "listen.h"
 #include "pool.h"
 
@@ -28,6 +30,7 @@ typedef struct server server;
 typedef struct conn conn;
 typedef struct asgi_task asgi_task; /* asgi_host.c: what the ASGI host keeps of one app task */
 typedef struct asgi_ex asgi_ex;     /* asgi_exchange.c: one request served by an ASGI app */
+typedef struct ws_conn ws_conn;     /* ws_conn.c: one WebSocket served by an ASGI app */
 typedef struct asgi_host asgi_host; /* asgi_host.c: the worker's ASGI loop and tasks */
 
 /* What an epoll event's data.ptr points to starts with one of these. */
@@ -43,6 +46,7 @@ typedef enum conn_state {
     CONN_DRAIN, /* loop: discarding the rest of a body the app did not read, to reuse the socket */
     CONN_LINGER, /* loop: write side shut down, discarding input until EOF or a short deadline */
     CONN_ASGI,   /* loop: an ASGI app serves the request (body in, response out, disconnects) */
+    CONN_WS,     /* loop: a WebSocket with an ASGI app (handshake, frames, closing handshake) */
     CONN_CLOSED, /* closed; freed after the current batch of events */
 } conn_state;
 
@@ -50,9 +54,12 @@ typedef enum conn_state {
  * stays sorted by deadline. TL_NONE: in no list. */
 enum {
     TL_NONE = -1,
-    TL_IDLE,    /* --timeout-keepalive */
-    TL_REQUEST, /* --timeout-request */
-    TL_LINGER,  /* closing: discarding input */
+    TL_IDLE,     /* --timeout-keepalive */
+    TL_REQUEST,  /* --timeout-request */
+    TL_LINGER,   /* closing: discarding input */
+    TL_WS_PING,  /* --ws-ping-interval: time to ping */
+    TL_WS_PONG,  /* --ws-ping-timeout: the pong is late */
+    TL_WS_CLOSE, /* the closing handshake */
     TL_COUNT
 };
 
@@ -156,6 +163,7 @@ struct conn {
     int cut;       /* the app failed mid-response: send what is queued, then close */
 
     asgi_ex *ax; /* CONN_ASGI: the exchange with the ASGI app */
+    ws_conn *ws; /* CONN_WS: the WebSocket */
 
     /* output queue */
     out_item *outq;
@@ -190,6 +198,16 @@ int conn_parse_body(conn *c);
 int conn_can_drain(const conn *c);
 /* The wsgi_body_read_cb for BODY_STREAM (runs on the app thread; may block). */
 int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread);
+/* Whether the comma-separated list v (a header value) holds the token tok (case-insensitive). */
+int conn_token_in_list(const char *v, size_t n, const char *tok);
+/* Whether a header called name (any of them, if repeated) holds the token tok. */
+int conn_header_has_token(const conn *c, const char *name, const char *tok);
+/* The head asks to switch to WebSocket (Upgrade: websocket). */
+int conn_upgrade_websocket(const conn *c);
+/* An upgrade without a body: let the parser pass the end of the head, so [in_parsed, in_len) is
+ * what the client sent after it (the new protocol's bytes). 0, or -1 if the message is not over
+ * there (a body) or malformed. */
+int conn_end_head(conn *c);
 /* Fill req from the parsed head (pointers into conn.in, valid until the buffer is next touched). */
 void conn_fill_request(conn *c, wsgi_request *req);
 /* Copy what the access log needs (the head's bytes do not live until the response ends). */
@@ -220,6 +238,10 @@ void out_clear(conn *c);
 int conn_queue_status(conn *c, int status);
 /* Queue the last chunk of a chunked body. */
 int conn_queue_chunked_end(conn *c);
+/* Queue "101 Switching Protocols": Server and Date (unless the app has them), ours, then the app's
+ * headers except hop-by-hop ones, Content-Length and the names in ours. 0 or -1. */
+int conn_queue_switch(conn *c, const wsgi_header *ours, size_t n_ours, const wsgi_header *app,
+                      size_t n_app);
 
 /* ---- exchange.c: running the app (on the app thread) ------------------------------------- */
 enum { PUMP_WRITE, PUMP_DONE, PUMP_ABORT, PUMP_YIELD };
@@ -285,9 +307,46 @@ void asgi_exchange_drop(conn *c);
 int asgi_response_on_start(void *user_data, const wsgi_response_head *head);
 int asgi_response_on_body(void *user_data, const char *data, size_t len, int more);
 
+/* ---- ws_conn.c: a WebSocket with an ASGI app (loop thread) --------------------------------- */
+/* The head asks for a WebSocket (Upgrade: websocket) and the app is ASGI: check the opening
+ * handshake, then let the app decide (state CONN_WS), or answer 400/426 and close. */
+void ws_conn_start(conn *c);
+void ws_conn_event(conn *c, unsigned events);
+void ws_conn_timeout(conn *c);
+/* Graceful shutdown began: an open WebSocket is closed with 1001 (going away). */
+void ws_conn_shutdown(conn *c);
+/* The connection is being closed: the app sees websocket.disconnect (1006 unless it already knows
+ * the end); framing state is freed and the task detached. */
+void ws_conn_drop(conn *c);
+
+/* ---- ws_deflate.c: permessage-deflate (RFC 7692) ------------------------------------------ */
+struct z_stream_s;
+/* What the handshake agreed (on: the extension is in use), and the zlib streams, made on first
+ * use: zd compresses ours (server_bits), zi inflates the client's (client_bits). */
+typedef struct ws_pmd {
+    unsigned char on, server_no_ctx, client_no_ctx;
+    unsigned char server_bits, client_bits;         /* 9..15, 8..15 */
+    unsigned char server_bits_set, client_bits_set; /* named in the answer */
+    struct z_stream_s *zd, *zi;
+} ws_pmd;
+enum { WS_PMD_TOO_BIG = -2, WS_PMD_BAD = -3, WS_PMD_NOMEM = -4 };
+/* Take the first offer in the request's Sec-WebSocket-Extensions headers that we can honour: 1
+ * (p filled), or 0 (none: no compression). */
+int ws_pmd_negotiate(ws_pmd *p, const wsgi_header *h, size_t n);
+/* The Sec-WebSocket-Extensions value answering it; its length (0: does not fit). */
+size_t ws_pmd_answer(const ws_pmd *p, char *buf, size_t cap);
+/* Compress one message into *out (malloc'd, the caller frees). 0 or -1. */
+int ws_pmd_compress(ws_pmd *p, const char *data, size_t len, char **out, size_t *out_len);
+/* Inflate one message into *out (malloc'd) if it stays within max bytes. 0, WS_PMD_TOO_BIG,
+ * WS_PMD_BAD (not a deflate stream) or WS_PMD_NOMEM. */
+int ws_pmd_inflate(ws_pmd *p, const unsigned char *data, size_t len, uint64_t max, char **out,
+                   size_t *out_len);
+void ws_pmd_free(ws_pmd *p); /* the zlib streams */
+
 /* ---- server.c ------------------------------------------------------------------------------ */
 /* Settings needed off the loop thread. */
 wsgi_app *server_app(const server *s);
+const epoll_options *server_options(const server *s);
 int server_draining(const server *s);
 int server_inline(const server *s);
 int server_timeout_ms(const server *s); /* --timeout-request in ms */
@@ -295,7 +354,7 @@ uint64_t server_max_body(const server *s);
 size_t server_max_header(const server *s);
 int server_access_log(const server *s);
 asgi_host *server_asgi(const server *s); /* NULL when the app is WSGI */
-/* For asgi_exchange.c (loop thread): arm the socket (EPOLLONESHOT added); put the
+/* For asgi_exchange.c and ws_conn.c (loop thread): arm the socket (EPOLLONESHOT added); put the
  * connection in timeout list TL_* (the clock restarts; TL_NONE: no timeout); close now; answer
  * with a server error and close; the response is complete (keep-alive: next request, drain an
  * unread body, or close). */

@@ -1,5 +1,6 @@
 /* Request parsing for libwsgi-epoll: http_parser callbacks, the request-smuggling and size checks
- * http_parser does not do itself, and the request body source.
+ * http_parser does not do itself, the request body source, and header lookups for the WebSocket
+ * handshake (checked by ws_conn.c).
  *
  * How bodies reach the app without being buffered whole:
  *  - no body, or Content-Length <= BODY_BUFFER_MAX: the loop reads the whole message before the
@@ -463,6 +464,43 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
     *nread = c->dst_len;
     c->dst = NULL;
     return 0;
+}
+
+int conn_token_in_list(const char *v, size_t n, const char *tok)
+{
+    const char *end = v + n;
+    while (v < end) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        const char *t = v;
+        size_t t_len = (size_t)((comma ? comma : end) - v);
+        v = comma ? comma + 1 : end;
+        trim(&t, &t_len);
+        if (ieq(t, t_len, tok)) return 1;
+    }
+    return 0;
+}
+
+int conn_header_has_token(const conn *c, const char *name, const char *tok)
+{
+    for (size_t k = 0; k < c->n_hdrs; k++) {
+        const hdr_span *h = &c->hdrs[k];
+        if (ieq(c->in + h->name_off, h->name_len, name) &&
+            conn_token_in_list(c->in + h->value_off, h->value_len, tok))
+            return 1;
+    }
+    return 0;
+}
+
+int conn_upgrade_websocket(const conn *c)
+{
+    return conn_header_has_token(c, "upgrade", "websocket");
+}
+
+int conn_end_head(conn *c)
+{
+    http_parser_pause(&c->parser, 0);
+    if (conn_parse_body(c) == PARSE_ERROR) return -1;
+    return c->msg_done ? 0 : -1;
 }
 
 void conn_fill_request(conn *c, wsgi_request *req)

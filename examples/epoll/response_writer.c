@@ -1,8 +1,8 @@
 /* Response output for libwsgi-epoll: the response head and body framing shared by the WSGI and
  * ASGI paths (status line, Date and Server, the app's headers without hop-by-hop ones,
  * Content-Length / chunked / close-delimited framing), the WSGI response callbacks,
- * the output queue written with one sendmsg (writev) per batch and sendfile for files, and the
- * server's own short responses (100 Continue, 4xx/5xx).
+ * the output queue written with one sendmsg (writev) per batch and sendfile for files, the
+ * server's own short responses (100 Continue, 4xx/5xx), and the 101 that starts a WebSocket.
  *
  * Backpressure (WSGI; ASGI's is in asgi_exchange.c): callbacks only queue. The app's chunk is
  * queued by pointer (libwsgi keeps it alive until the next wsgi_iter_next), and exchange.c pulls
@@ -245,6 +245,7 @@ static const char *reason(int status)
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
@@ -262,10 +263,12 @@ int conn_queue_status(conn *c, int status)
         n = snprintf(buf, sizeof(buf), "HTTP/1.1 100 Continue\r\n\r\n");
     } else {
         const char *r = reason(status);
+        /* 426 answers a WebSocket handshake with another version (RFC 6455 4.4). */
+        const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "";
         n = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\nContent-Type: text/plain\r\n"
+                     "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n%sContent-Type: text/plain\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
-                     status, r, EPOLL_SERVER_NAME, http_date(), strlen(r) + 1, r);
+                     status, r, EPOLL_SERVER_NAME, http_date(), extra, strlen(r) + 1, r);
         c->status = status;
         c->keep_alive = 0;
         c->body_bytes = strlen(r) + 1;
@@ -353,6 +356,46 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
         rc |= out_str(c, "Connection: close\r\n");
     else if (c->http_minor == 0)
         rc |= out_str(c, "Connection: keep-alive\r\n");
+    rc |= out_str(c, "\r\n");
+    return rc ? -1 : 0;
+}
+
+static int named_in(const wsgi_header *x, const wsgi_header *set, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (set[k].name_len == x->name_len && strncasecmp(set[k].name, x->name, x->name_len) == 0)
+            return 1;
+    return 0;
+}
+
+int conn_queue_switch(conn *c, const wsgi_header *ours, size_t n_ours, const wsgi_header *app,
+                      size_t n_app)
+{
+    c->status = 101;
+    int have_server = 0, have_date = 0;
+    for (size_t k = 0; k < n_app; k++) {
+        const wsgi_header *x = &app[k];
+        if (x->name_len == 6 && strncasecmp(x->name, "server", 6) == 0) have_server = 1;
+        if (x->name_len == 4 && strncasecmp(x->name, "date", 4) == 0) have_date = 1;
+    }
+    int rc = out_str(c, "HTTP/1.1 101 Switching Protocols\r\n");
+    if (!have_server) rc |= out_str(c, "Server: " EPOLL_SERVER_NAME "\r\n");
+    if (!have_date) {
+        rc |= out_str(c, "Date: ");
+        rc |= out_str(c, http_date());
+        rc |= out_str(c, "\r\n");
+    }
+    for (size_t k = 0; k < n_ours + n_app; k++) {
+        const wsgi_header *x = k < n_ours ? &ours[k] : &app[k - n_ours];
+        /* The app cannot frame a 101 (no body: RFC 9110 8.6) nor redo the handshake. */
+        if (k >= n_ours && (hop_by_hop(x->name, x->name_len) || named_in(x, ours, n_ours) ||
+                            (x->name_len == 14 && strncasecmp(x->name, "content-length", 14) == 0)))
+            continue;
+        rc |= out_bytes(c, x->name, x->name_len);
+        rc |= out_str(c, ": ");
+        rc |= out_bytes(c, x->value, x->value_len);
+        rc |= out_str(c, "\r\n");
+    }
     rc |= out_str(c, "\r\n");
     return rc ? -1 : 0;
 }

@@ -1,12 +1,13 @@
 /* The libwsgi-epoll event loop (see server.h). One thread owns all sockets; connections are
  * armed with EPOLLONESHOT so each arming yields at most one event and a connection handed to an
- * app thread can never produce events behind its back. Timeouts live in three FIFO lists (idle
- * keep-alive, request, linger; TL_* in conn.h): every entry of a list has the same timeout, so
- * appending keeps each list sorted by deadline and expiry is O(1). App threads report back through
- * a mutex-protected completion queue and an eventfd. An ASGI app has no app threads: its event
- * loop's fd sits in the same epoll set, the loop is run once per iteration (asgi_host.c), and
- * asgi_exchange.c serves its connections (the functions under "for asgi_exchange.c" below are its
- * way back into the server). */
+ * app thread can never produce events behind its back. Timeouts live in FIFO lists (idle
+ * keep-alive, request, linger, and the WebSocket ping, pong and close timers; TL_* in conn.h):
+ * every entry of a list has the same timeout, so appending keeps each list sorted by deadline and
+ * expiry is O(1). App threads report back through a mutex-protected completion queue and an
+ * eventfd. An ASGI app has no app threads: its event loop's fd sits in the same epoll set, the loop
+ * is run once per iteration (asgi_host.c), and asgi_exchange.c and ws_conn.c serve its connections
+ * (the functions under "for asgi_exchange.c and ws_conn.c" below are their way back into the
+ * server). */
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
@@ -32,6 +33,8 @@ enum { READY_NONE, READY_PUMP, READY_ADVANCE };
 
 /* How long a closing connection may keep sending before we close anyway. */
 #define LINGER_MS 2000
+/* How long a WebSocket waits for the client's Close frame once ours is queued. */
+#define WS_CLOSE_MS 5000
 /* Out of descriptors with no connection to close: try accepting again after this long. */
 #define ACCEPT_RETRY_MS 500
 
@@ -79,6 +82,10 @@ struct server {
 wsgi_app *server_app(const server *s)
 {
     return s->app;
+}
+const epoll_options *server_options(const server *s)
+{
+    return s->opt;
 }
 int server_draining(const server *s)
 {
@@ -176,6 +183,7 @@ static void conn_close(server *s, conn *c)
 {
     if (c->state == CONN_CLOSED) return;
     if (c->ax) asgi_exchange_drop(c);
+    if (c->ws) ws_conn_drop(c);
     tl_remove(s, c);
     close(c->fd); /* also removes it from epoll */
     c->fd = -1;
@@ -388,7 +396,7 @@ static void start_app(server *s, conn *c)
         to_app(s, c);
 }
 
-/* ---- for asgi_exchange.c -------------------------------------------------------------------- */
+/* ---- for asgi_exchange.c and ws_conn.c ------------------------------------------------------ */
 
 void server_conn_arm(conn *c, unsigned events)
 {
@@ -429,6 +437,16 @@ static void advance(server *s, conn *c)
         }
         if (server_access_log(s)) conn_access_prepare(c);
         if (s->draining) c->keep_alive = 0;
+        if (conn_upgrade_websocket(c)) {
+            if (s->asgi) {
+                ws_conn_start(c);
+            } else {
+                host_log(WSGI_LOG_DEBUG, "WebSocket upgrade from %s: the app is WSGI (400)",
+                         c->peer[0] ? c->peer : "unix");
+                reply_error(s, c, 400);
+            }
+            return;
+        }
         int st = conn_choose_body(c);
         if (st) {
             reply_error(s, c, st);
@@ -579,6 +597,7 @@ static void on_conn_event(server *s, conn *c, unsigned events)
     case CONN_DRAIN: on_readable(s, c); break;
     case CONN_LINGER: on_linger_readable(s, c); break;
     case CONN_ASGI: asgi_exchange_event(c, events); break;
+    case CONN_WS: ws_conn_event(c, events); break;
     case CONN_APP:
     case CONN_CLOSED: break; /* stale event */
     }
@@ -605,6 +624,7 @@ static void on_timeout(server *s, conn *c)
         request_abort(s, c);
         break;
     case CONN_ASGI: asgi_exchange_timeout(c); break;
+    case CONN_WS: ws_conn_timeout(c); break;
     case CONN_APP:
     case CONN_CLOSED: break;
     }
@@ -724,10 +744,13 @@ static void begin_drain(server *s)
             listen_close(&s->ls[k], 0);
         }
     }
-    /* Idle keep-alive connections have nothing in flight. */
+    /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away. */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if (c->state == CONN_IDLE) conn_close(s, c);
+        if (c->state == CONN_IDLE)
+            conn_close(s, c);
+        else if (c->state == CONN_WS)
+            ws_conn_shutdown(c);
     }
 }
 
@@ -826,6 +849,9 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     s->lists[TL_IDLE].timeout_ms = (int64_t)o->timeout_keepalive * 1000;
     s->lists[TL_REQUEST].timeout_ms = (int64_t)o->timeout_request * 1000;
     s->lists[TL_LINGER].timeout_ms = LINGER_MS;
+    s->lists[TL_WS_PING].timeout_ms = (int64_t)o->ws_ping_interval * 1000;
+    s->lists[TL_WS_PONG].timeout_ms = (int64_t)o->ws_ping_timeout * 1000;
+    s->lists[TL_WS_CLOSE].timeout_ms = WS_CLOSE_MS;
     s->ls_tags = calloc(n_ls, sizeof(ev_tag));
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
