@@ -196,8 +196,10 @@ def test_client_flooding_an_app_that_does_not_receive(start, kind):
         with socket.create_connection(("127.0.0.1", s.port), timeout=GUARD) as h:
             h.sendall(b"GET /release?token=%s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % t.encode())
             assert h.recv(100).startswith(b"HTTP/1.1 200")
-        c.sock.sendall(view[off:])
-        for _ in range(n - sent_msgs - 1):
+        if off:
+            c.sock.sendall(view[off:])
+            sent_msgs += 1
+        for _ in range(n - sent_msgs):
             c.sock.sendall(frame)
         assert c.close_handshake(1000)[0] == 1000
     finally:
@@ -240,3 +242,61 @@ def test_ping_flood_from_a_client_that_does_not_read(start, kind):
     with WSClient.open(s.port, "/echo") as c:  # still serving
         c.send_text("after the flood")
         assert c.recv_data() == "after the flood"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compressed_flood_to_an_app_that_does_not_receive(start, kind):
+    """permessage-deflate: 400 messages of 1 MiB of zeros, about 1 KiB each on the wire (all of it
+    fits in the socket buffers), to an app that does not receive until released. The server must
+    stop inflating once its queue is full, not inflate 400 MiB into memory."""
+    s = start(kind)
+    t = token()
+    n, size = 400, MIB
+    c = WSClient.open(s.port, "/hold?token=" + t, deflate=True)
+    try:
+        assert c.extension is not None, c.response
+        wait_report(t, lambda r: r.get("accepted"), "the accept")
+        payload = c.deflate(bytes(size))
+        frame = build_frame(OP_BINARY, payload, rsv=4, mask_key=b"\0\0\0\0")
+        before = vm_hwm_kib(s.pid)
+        c.sock.setblocking(False)
+        view = memoryview(frame)
+        sent_msgs, off = 0, 0
+        since = time.monotonic()
+        while sent_msgs < n:
+            try:
+                k = c.sock.send(view[off:])
+            except BlockingIOError:
+                if time.monotonic() - since > STALL:
+                    break
+                time.sleep(0.005)
+                continue
+            since = time.monotonic()
+            off += k
+            if off == len(frame):
+                sent_msgs, off = sent_msgs + 1, 0
+        # Give the server the time to (wrongly) inflate what sits in its socket buffer: poll the
+        # peak RSS until it stops moving, then judge it.
+        last, since = -1, time.monotonic()
+        while time.monotonic() - since < STALL:
+            hwm = vm_hwm_kib(s.pid)
+            if hwm != last:
+                last, since = hwm, time.monotonic()
+            time.sleep(0.05)
+        growth = (vm_hwm_kib(s.pid) - before) / 1024
+        assert growth < BOUND_MIB, "peak RSS grew by %.1f MiB while a client sent %d compressed MiB to " \
+                                   "an app that did not receive" % (growth, sent_msgs)
+        c.sock.settimeout(GUARD)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=GUARD) as h:
+            h.sendall(b"GET /release?token=%s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % t.encode())
+            assert h.recv(100).startswith(b"HTTP/1.1 200")
+        if off:
+            c.sock.sendall(view[off:])
+            sent_msgs += 1
+        for _ in range(n - sent_msgs):
+            c.sock.sendall(frame)
+        assert c.close_handshake(1000)[0] == 1000
+    finally:
+        c.close()
+    r = wait_report(t, lambda r: "disconnect" in r, "the end")
+    assert (r["count"], r["size"]) == (n, n * size)
