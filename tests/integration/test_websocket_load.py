@@ -9,6 +9,7 @@ machine is (on a slow one the test is merely less strict).
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -166,12 +167,17 @@ def test_client_flooding_an_app_that_does_not_receive(start, kind):
     s = start(kind)
     t = token()
     n, size = 512, 256 * 1024
-    frame = build_frame(OP_BINARY, b"\xab" * size, mask_key=b"\0\0\0\0")  # a zero key: no XOR cost
+    filler = b"\xab" * (size - 8)
+
+    def frame_of(i):  # numbered, so the app can tell order and duplicates; a zero key: no XOR cost
+        return build_frame(OP_BINARY, struct.pack("!Q", i) + filler, mask_key=b"\0\0\0\0")
+
     c = WSClient.open(s.port, "/hold?token=" + t)
     try:
         wait_report(t, lambda r: r.get("accepted"), "the accept")
         before = vm_hwm_kib(s.pid)
         c.sock.setblocking(False)
+        frame = frame_of(0)
         view = memoryview(frame)
         sent_msgs, off = 0, 0
         since = time.monotonic()
@@ -187,6 +193,8 @@ def test_client_flooding_an_app_that_does_not_receive(start, kind):
             off += k
             if off == len(frame):
                 sent_msgs, off = sent_msgs + 1, 0
+                frame = frame_of(sent_msgs)
+                view = memoryview(frame)
         growth = (vm_hwm_kib(s.pid) - before) / 1024
         assert growth < BOUND_MIB, "peak RSS grew by %.1f MiB while a client pushed %d MiB to an app " \
                                    "that did not receive" % (growth, (sent_msgs * size) >> 20)
@@ -199,13 +207,15 @@ def test_client_flooding_an_app_that_does_not_receive(start, kind):
         if off:
             c.sock.sendall(view[off:])
             sent_msgs += 1
-        for _ in range(n - sent_msgs):
-            c.sock.sendall(frame)
+        for i in range(sent_msgs, n):
+            c.sock.sendall(frame_of(i))
         assert c.close_handshake(1000)[0] == 1000
     finally:
         c.close()
     r = wait_report(t, lambda r: "disconnect" in r, "the end")
     assert (r["count"], r["size"]) == (n, n * size)
+    assert r["seq"] == hashlib.sha256(b"".join(struct.pack("!Q", i) for i in range(n))).hexdigest(), \
+        "messages reordered, lost or repeated across the pause"
 
 
 @pytest.mark.parametrize("kind", KINDS)

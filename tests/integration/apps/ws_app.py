@@ -18,10 +18,12 @@ WebSocket routes (path):
   /flood-out     accept, send ?n= binary messages of ?size= bytes, recording progress
   /hold          accept, receive nothing until GET /release?token=, then count what arrives
   /count         accept and echo, keeping the number of open connections and its peak
+  /burst-close   accept, send ?n= messages of ?size= bytes, then websocket.close(4000) at once
 HTTP routes: /hello, /release?token=, anything else 404.
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import struct
@@ -157,16 +159,26 @@ async def websocket(scope, receive, send):
     elif path == "/hold":
         await release_event(token).wait()
         count = size = 0
+        seq = hashlib.sha256()  # of every message's first 8 bytes: order and duplicates show
         while True:
             m = await receive()
             if m["type"] == "websocket.disconnect":
-                record(token, count=count, size=size, disconnect={"code": m.get("code")})
+                record(token, count=count, size=size, seq=seq.hexdigest(), disconnect={"code": m.get("code")})
                 return
             data = m.get("bytes") if m.get("bytes") is not None else m["text"].encode()
             count += 1
             size += len(data)
+            seq.update(data[:8])
             if count % 64 == 0:
                 record(token, count=count, size=size)
+    elif path == "/burst-close":
+        n, size = int(q.get("n", 10)), int(q.get("size", 100000))
+        for i in range(n):
+            await send({"type": "websocket.send", "bytes": struct.pack("!I", i) + bytes(size - 4)})
+        await send({"type": "websocket.close", "code": 4000, "reason": "after the burst"})
+        m = await receive()
+        record(token, after_close=m["type"])
+        return
     elif path == "/count":
         _conc["open"] += 1
         _conc["peak"] = max(_conc["peak"], _conc["open"])
