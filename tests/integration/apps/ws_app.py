@@ -15,7 +15,8 @@ WebSocket routes (path):
                  ?receive_after=1)
   /raise-before  raise before accept;   /return-before  return before accept
   /raise-after   accept, receive one message, raise;   /return-after  accept, return
-  /flood-out     accept, send ?n= binary messages of ?size= bytes, recording progress
+  /flood-out     accept, send ?n= binary messages of ?size= bytes (numbered; empty for size 0),
+                 recording progress
   /hold          accept, receive nothing until GET /release?token=, then count what arrives
   /count         accept and echo, keeping the number of open connections and its peak
   /burst-close   accept, send ?n= messages of ?size= bytes, then websocket.close(4000) at once
@@ -146,10 +147,13 @@ async def websocket(scope, receive, send):
     elif path == "/flood-out":
         n, size = int(q.get("n", 64)), int(q.get("size", 1 << 20))
         block = bytes(range(256)) * (size // 256)
+        every = max(1, n // 256)  # at most ~256 progress records
         try:
             for i in range(n):
-                await send({"type": "websocket.send", "bytes": struct.pack("!I", i) + block[4:]})
-                record(token, sent=i + 1)
+                data = struct.pack("!I", i) + block[4:] if size else b""
+                await send({"type": "websocket.send", "bytes": data})
+                if (i + 1) % every == 0 or i + 1 == n:
+                    record(token, sent=i + 1)
         except OSError as e:
             record(token, error=exc_info(e))
             return
