@@ -226,6 +226,7 @@ def test_scope(srv):
     assert s["raw_path"] == ["bytes", "/scope/caf%C3%A9%20x"]
     assert "websocket.http.response" in s["extensions"]
     assert all(n == n.lower() for n, _ in s["headers"])
+    assert s["state"] == ["greeting"]  # a copy of the lifespan state, as for HTTP
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +339,30 @@ def test_server_close_reason_too_long(srv, reason):
     assert code in (None, 4000, 1011)
     if code == 4000:
         assert reason.startswith(got)
+
+
+@pytest.mark.parametrize("code", [999, 1005, 1006, 1015, 2999, 5000])
+def test_app_close_with_a_code_that_must_not_be_sent(srv, code):
+    """RFC 6455 §7.4.1: 1005, 1006, 1015 and codes outside the registry never go on the wire.
+    Whatever the server does with the app's close (an error in the app: 1011, or dropping the
+    connection), the client's parser rejects an invalid code in the Close it gets."""
+    with WSClient.open(srv.port, "/close?code=%d" % code) as c:
+        got, _ = c.server_close()
+    assert got in (None, 1011), got
+
+
+def test_other_upgrades_are_plain_http(srv):
+    """Upgrade: h2c (or anything but websocket) is ignored: a plain HTTP response (RFC 9110 §7.8
+    lets a server ignore an upgrade it does not do)."""
+    uvicorn_deviates(srv, "with httptools it answers 400 'Unsupported upgrade request' instead of "
+                          "ignoring the Upgrade header")
+    req = (b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+           b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    with WSClient(srv.port) as c:
+        c.send_raw(req)
+        r = c.read_response_head()
+        assert r.status == 200
+        assert c.read_exact(int(r.header("Content-Length"))) == b"Hello, World!\n"
 
 
 def test_client_close_seen_by_app(srv):

@@ -73,13 +73,25 @@ def close_payload(code=None, reason=""):
     return struct.pack("!H", code) + reason
 
 
+def valid_close_code(code):
+    """A code an endpoint may put in a Close frame (RFC 6455 §7.4; IANA registry up to 1014)."""
+    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
+
+
 def parse_close(payload):
-    """(code, reason) of a Close frame's payload; (1005, "") when it has none."""
+    """(code, reason) of a Close frame's payload; (1005, "") when it has none. A code that must
+    not be sent, or a reason that is not UTF-8, is a ProtocolViolation."""
     if len(payload) == 0:
         return 1005, ""
     if len(payload) == 1:
         raise ProtocolViolation("server sent a 1-byte Close payload")
-    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8")
+    code = struct.unpack("!H", payload[:2])[0]
+    if not valid_close_code(code):
+        raise ProtocolViolation("server sent close code %d" % code)
+    try:
+        return code, payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolViolation("server sent a Close reason that is not UTF-8: %r" % bytes(payload[2:]))
 
 
 class ProtocolViolation(AssertionError):

@@ -223,6 +223,8 @@ async def app(scope, receive, send):
         while True:
             m = await receive()
             if m["type"] == "lifespan.startup":
+                if "state" in scope:  # lifespan state (uvicorn 0.17 has none)
+                    scope["state"]["greeting"] = "set at startup"
                 await send({"type": "lifespan.startup.complete"})
             elif m["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
