@@ -15,7 +15,8 @@
  *    client's Close. Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c)
  *    when permessage-deflate was agreed; ASGI_PAUSE stops reading the socket until on_read_resume.
  *    The app's messages are copied into wslay's queue (compressed first if agreed); when more than
- *    WS_OUT_HWM bytes wait for the socket, the app's send() is held until EPOLLOUT drains them.
+ *    WS_OUT_HWM bytes wait for the socket (WS_MSG_COST more per message), the app's send() is held
+ *    until EPOLLOUT drains them.
  *
  * Like the HTTP exchange, the callbacks only queue and mark (asgi_host.c runs progress() after the
  * loop turn), and a connection that ends while its app still runs leaves the task detached until
@@ -42,6 +43,9 @@
 
 /* Bytes of outgoing messages a connection may hold before the app's send() waits. */
 #define WS_OUT_HWM (64 * 1024)
+/* What a queued message costs beyond its payload (wslay's message and queue entry), so that a
+ * flood of empty messages is held back too. */
+#define WS_MSG_COST 64
 /* At most this many reads (of up to 4 KiB, wslay's buffer) per readiness event (fairness). */
 #define READS_PER_EVENT 16
 
@@ -98,6 +102,13 @@ static void free_io(ws_conn *ws)
 }
 
 static void ws_progress(conn *c);
+
+/* The memory wslay holds for messages waiting for the socket. */
+static size_t out_cost(wslay_event_context_ptr ctx)
+{
+    return wslay_event_get_queued_msg_length(ctx) +
+           WS_MSG_COST * wslay_event_get_queued_msg_count(ctx);
+}
 
 static void ws_destroy(asgi_task *t)
 {
@@ -328,7 +339,7 @@ static void on_msg_recv_cb(wslay_event_context_ptr ctx,
     case WSLAY_PING:
         /* wslay has queued the pong. A client that pings without reading would make us queue
          * pongs without end: reading stops while too many wait (see open_progress). */
-        ws->pong_bytes += arg->msg_length + 2;
+        ws->pong_bytes += arg->msg_length + WS_MSG_COST;
         break;
     default: break;
     }
@@ -506,8 +517,7 @@ static void open_progress(conn *c)
     /* wslay's own failures: the app learns the code once the Close is out. */
     if (ws->failed && close_sent)
         report(ws, ws->raw_close_sent ? 1002 : wslay_event_get_status_code_sent(ctx), NULL, 0);
-    if (ws->t.out_paused && !out_pending(c) &&
-        wslay_event_get_queued_msg_length(ctx) <= WS_OUT_HWM / 2) {
+    if (ws->t.out_paused && !out_pending(c) && out_cost(ctx) <= WS_OUT_HWM / 2) {
         ws->t.out_paused = 0;
         asgi_conn_resume(ws->t.ac);
     }
@@ -648,10 +658,10 @@ static int cb_send(void *user_data, int binary, const char *data, size_t len)
     free(z);
     if (r != 0) return -1; /* closing: the app's send() raises */
     asgi_task_enqueue(&ws->t);
-    if (wslay_event_get_queued_msg_length(ws->ctx) <= WS_OUT_HWM) return 0;
+    if (out_cost(ws->ctx) <= WS_OUT_HWM) return 0;
     /* Over the mark: write now, and hold the app's send() if the socket does not take enough. */
     if (write_out(c) < 0) return cb_gone(ws);
-    if (wslay_event_get_queued_msg_length(ws->ctx) <= WS_OUT_HWM) return 0;
+    if (out_cost(ws->ctx) <= WS_OUT_HWM) return 0;
     ws->t.out_paused = 1;
     return ASGI_PAUSE;
 }
