@@ -839,6 +839,25 @@ def test_firefox_style_connection_header(srv):
         assert c.recv_data() == "firefox"
 
 
+@pytest.mark.parametrize("offer_deflate", [False, True], ids=["no-extension-offered", "deflate-offered"])
+def test_app_cannot_override_handshake_headers(srv, offer_deflate):
+    """Accept headers that belong to the handshake (Connection, Upgrade, Content-Length,
+    Transfer-Encoding, Sec-WebSocket-Accept, Sec-WebSocket-Extensions) do not reach the 101: the
+    client gets one valid handshake, and an extension only if it offered one (RFC 6455 §4.1: a
+    client must fail the connection otherwise). The client checks all of it; x-kept stays."""
+    uvicorn_deviates(srv, "it copies every accept header into the 101 (a second Connection, "
+                          "Sec-WebSocket-Accept, ...)")
+    with WSClient(srv.port) as c:
+        r = c.handshake("/handshake-headers", deflate=offer_deflate)
+        assert r.status == 101
+        assert r.headers_named("Upgrade") == ["websocket"]
+        assert [v.lower() for v in r.headers_named("Connection")] == ["upgrade"]
+        assert r.header("Content-Length") is None and r.header("Transfer-Encoding") is None
+        assert r.header("x-kept") == "yes"
+        c.send_text("still framed")
+        assert c.recv_data() == "still framed"
+
+
 def test_101_has_no_body_framing(srv):
     """RFC 9110 §8.6/§6.4.1: no Content-Length or Transfer-Encoding in a 1xx response."""
     with WSClient(srv.port) as c:

@@ -313,8 +313,13 @@ class WSClient:
         self.send_raw(req + send_after)
         r = self.read_response_head()
         if r.status == 101:
-            if r.header("sec-websocket-accept") != accept_key(key):
-                raise ProtocolViolation("bad Sec-WebSocket-Accept %r" % r.header("sec-websocket-accept"))
+            if r.headers_named("sec-websocket-accept") != [accept_key(key)]:
+                raise ProtocolViolation("bad Sec-WebSocket-Accept %r" % r.headers_named("sec-websocket-accept"))
+            exts = r.headers_named("sec-websocket-extensions")
+            if exts and not extensions:  # RFC 6455 §4.1: an extension the client did not offer
+                raise ProtocolViolation("extension %r answered but none offered" % exts)
+            if len(exts) > 1:
+                raise ProtocolViolation("several Sec-WebSocket-Extensions answers: %r" % exts)
             if (r.header("upgrade") or "").lower() != "websocket":
                 raise ProtocolViolation("101 without Upgrade: websocket: %r" % (r,))
             if "upgrade" not in (r.header("connection") or "").lower():

@@ -9,6 +9,8 @@ WebSocket routes (path):
   /scope         accept, send the scope as JSON text, then echo
   /subprotocols  accept with ?pick= (none without), send scope["subprotocols"] as JSON, then echo
   /headers       accept with extra response headers, then echo
+  /handshake-headers  accept with headers only the server may set (Connection, Upgrade,
+                 Content-Length, Sec-WebSocket-Accept/-Extensions...), then echo
   /close         accept, then websocket.close with ?code= and ?reason= (either may be absent)
   /deny          websocket.close before accept (?receive_after=1: then receive(), recorded)
   /deny-response websocket.http.response.start/body (401, headers, a body in two parts; the same
@@ -122,6 +124,10 @@ async def websocket(scope, receive, send):
         accept["subprotocol"] = q["subprotocol"]
     if path == "/headers":
         accept["headers"] = [(b"x-extra", b"one"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    if path == "/handshake-headers":  # headers that belong to the server's handshake, not the app
+        accept["headers"] = [(b"connection", b"close"), (b"upgrade", b"h2c"), (b"content-length", b"5"),
+                             (b"transfer-encoding", b"chunked"), (b"sec-websocket-accept", b"bogus"),
+                             (b"sec-websocket-extensions", b"permessage-deflate"), (b"x-kept", b"yes")]
     await send(accept)
     record(token, accepted=True)
 
