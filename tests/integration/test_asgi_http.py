@@ -366,7 +366,10 @@ def test_client_gone_while_body_reading_is_paused(srv):
     client_port = c.sock.getsockname()[1]
     c.send(build_request("POST", "/receive-when-told?token=" + t,
                          headers=[("Content-Length", str(4 << 20))]))
-    c.send(b"x" * (288 << 10))  # over the 256 KiB mark: reading pauses, the rest fits in the socket
+    # Just over the 256 KiB mark: reading pauses with at most 1 KiB left unread. More than that
+    # can fill the server's receive window (it is not reading), and then the client's FIN is never
+    # delivered, so no server could notice the close: that made this test fail under load.
+    c.send(b"x" * (257 << 10))
     c.close()
     wait_for(lambda: server_closed(srv.port, client_port), "the server to close the connection")
     with open(marker("go", t), "w"):
