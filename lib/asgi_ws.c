@@ -2,7 +2,8 @@
  * of asgi_conn.c. The host does the handshake and the framing (RFC 6455); here are the state machine
  * of the app's side (connect → accept or denial → messages → close), the bounded queue of
  * incoming messages, the validation of every event the app sends, and what the end of the app's
- * task means for the client (403 before the accept, a Close frame with 1000 or 1011 after it).
+ * task means for the client (403 — 500 if it raised — before the accept, a Close frame with 1000 or
+ * 1011 after it).
  *
  * The denial response of the websocket.http.response extension is an HTTP response: it goes
  * through asgi_conn.c's start/body code and the host's on_start/on_body, like http.response.*. */
@@ -21,6 +22,9 @@ static const wsgi_header lw_403_headers[] = {
 static const char lw_403_body[] = "Forbidden\n";
 static const wsgi_response_head lw_403_head = {403, "403 Forbidden", 13, lw_403_headers,
                                                2,   sizeof lw_403_body - 1, 0};
+
+extern const char lw_500_body[];
+extern const wsgi_response_head lw_500_head;
 
 /* {"type": type} plus up to two more keys (stolen values). */
 static PyObject *lw_ws_event(PyObject *type, PyObject *k1, PyObject *v1, PyObject *k2,
@@ -291,11 +295,15 @@ int lw_ws_task_end(lw_asgi_conn *c, int result)
         }
         return c->error ? c->error : WSGI_ERR_APP;
     }
+    /* Returning without an answer is a denial (403, as for websocket.close); an exception is an
+     * application error, answered like one on HTTP: 500, since nothing was sent. */
     if (!result)
         lw_log(WSGI_LOG_INFO, "ASGI app returned without accepting the WebSocket: 403%s",
                c->disconnected ? " (client disconnected)" : "");
     c->wstate = WS_CLOSED;
-    if (!c->disconnected) lw_ac_fixed_response(c, &lw_403_head, lw_403_body);
+    if (!c->disconnected)
+        lw_ac_fixed_response(c, result ? &lw_500_head : &lw_403_head,
+                             result ? lw_500_body : lw_403_body);
     return result;
 }
 

@@ -134,8 +134,9 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
  *  - websocket.accept → on_ws_accept(): the host sends 101 and starts framing; from then on it
  *    passes each whole client message to asgi_conn_ws_message(), sends what on_ws_send() gives it,
  *    and reports the end with asgi_conn_ws_closed();
- *  - websocket.close, or the app returning or raising, before the accept → on_start() with 403
- *    Forbidden and an empty on_body(): the handshake is denied over HTTP;
+ *  - websocket.close, or the app returning, before the accept → on_start() with 403 Forbidden and
+ *    its on_body(): the handshake is denied over HTTP; an app that raises before the accept gets
+ *    the 500 an HTTP app would (and on_done(::WSGI_ERR_APP));
  *  - websocket.http.response.start / .body (the websocket.http.response extension, always
  *    offered) → on_start() / on_body() exactly as for an HTTP response (the head comes with the
  *    first body event), then the connection ends.

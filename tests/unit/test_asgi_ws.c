@@ -300,7 +300,7 @@ static void test_task_end(void **state)
         {"[" CONNECT ", " CLOSE "]", "SbD", 403, 0, 0},
         {"[" CONNECT ", 'return']", "SbD", 403, 0, 0},
         {"['return']", "SbD", 403, 0, 0},
-        {"[" CONNECT ", 'raise']", "SbD", 403, 0, 1},
+        {"[" CONNECT ", 'raise']", "SbD", 500, 0, 1},
         {"[" CONNECT ", " ACCEPT ", 'return']", "ACD", 0, 1000, 0},
         {"[" CONNECT ", " ACCEPT ", 'raise']", "ACD", 0, 1011, 1},
         {"[" CONNECT ", " ACCEPT ", {'type': 'websocket.close', 'code': 3000}, 'raise']", "ACD", 0,
@@ -312,7 +312,7 @@ static void test_task_end(void **state)
          "SBbD", 401, 0, 0},
         {"[" CONNECT ", {'type': 'websocket.http.response.start', 'status': 401, 'headers': []}, "
          "'raise']",
-         "SbD", 403, 0, 1},
+         "SbD", 500, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char key[32];
