@@ -23,7 +23,8 @@ EXAMPLE_APPS = os.path.join(ROOT, "examples", "apps")
 EPOLL = os.environ.get("LIBWSGI_EPOLL") or os.path.join(ROOT, "build", "examples", "epoll", "libwsgi-epoll")
 # gunicorn from Debian, run by Debian's interpreter (the one running these tests).
 GUNICORN = [sys.executable, "-m", "gunicorn"]
-# uvicorn 0.17 from Debian (h11, asyncio loop), the ASGI reference.
+# uvicorn 0.17 from Debian, the ASGI reference: it picks httptools and uvloop (python3-httptools,
+# python3-uvloop, installed by scripts/install-deps.sh), as it is deployed.
 UVICORN = [sys.executable, "-m", "uvicorn"]
 READY_GUARD = 60.0
 STOP_GUARD = 60.0

@@ -1,5 +1,5 @@
-"""Real ASGI frameworks (Debian packages) served by libwsgi-epoll and by uvicorn 0.17 (Debian, h11,
---lifespan auto), with the same requests sent to both: status, body and headers must match.
+"""Real ASGI frameworks (Debian packages) served by libwsgi-epoll and by uvicorn 0.17 (Debian, with
+httptools and uvloop, --lifespan auto), with the same requests sent to both: status, body and headers must match.
 FastAPI 0.92, Starlette 0.26, Django 3.2 (django.core.asgi) and Quart 0.18, each with JSON routes,
 path and query parameters, form, multipart and JSON bodies, streamed bodies, StreamingResponse,
 FileResponse, background tasks and exception handlers (a custom one, HTTP errors, and an unhandled
