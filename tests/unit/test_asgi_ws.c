@@ -712,7 +712,9 @@ static void test_leaks_per_path(void **state)
         long after = allocated_blocks();
         print_message("%s mode %d: blocks %ld -> %ld\n", paths[i].path, paths[i].mode, before,
                       after);
-        if (after - before > 150) {
+        /* One leaked object per connection would show as >= 1500 blocks; the exception paths
+         * move by up to ~200 between runs (caches that grow and settle), so the bound is 500. */
+        if (after - before > 500) {
             print_error("%s (mode %d): allocated blocks grew by %ld over 1500 connections\n",
                         paths[i].path, paths[i].mode, after - before);
             fail();
