@@ -249,11 +249,14 @@ static PyObject *lw_ac_receive(PyObject *self, PyObject *unused)
 
 /* ---- send() --------------------------------------------------------------------------------- */
 
+/* Back to the lw_hdrs_init() state: the connection's held head is parsed again into the same
+ * lw_hdrs after a refused http.response.start, so nothing of that one (its Content-Length) stays. */
 void lw_hdrs_free(lw_hdrs *h)
 {
     if (h->v != h->stack) PyMem_Free(h->v);
     h->v = h->stack;
     h->n = 0;
+    h->cl = -1;
     Py_CLEAR(h->keep);
 }
 

@@ -907,6 +907,11 @@ static const bad_event bad_events[] = {
      "{'type': 'http.response.start', 'status': 200, 'headers': [(b'content-length', b'2'), "
      "(b'content-length', b'3')]}",
      ", " START ", " BODY("b'ok'"), "ValueError", "ok"},
+    /* The refused start's Content-Length must not stick to the next one. */
+    {"content-length then a bad header", "",
+     "{'type': 'http.response.start', 'status': 200, 'headers': [(b'content-length', b'5'), "
+     "(b'bad name', b'v')]}",
+     ", " START ", " BODY("b'ok'"), "ValueError", "ok"},
     {"body is a str", START ", ", "{'type': 'http.response.body', 'body': 'text'}",
      ", " BODY("b'ok'"), "TypeError", "ok"},
     {"body is None", START ", ", "{'type': 'http.response.body', 'body': None}", ", " BODY("b'ok'"),
