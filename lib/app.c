@@ -34,6 +34,23 @@ static PyObject *lw_environ_template(wsgi_runtime *rt, wsgi_app *app, const char
                                 (app->flags & WSGI_APP_MULTIPROCESS) ? Py_True : Py_False) < 0;
     bad = bad || PyDict_SetItem(t, s->wsgi_run_once,
                                 (app->flags & WSGI_APP_RUN_ONCE) ? Py_True : Py_False) < 0;
+    /* The keys every request sets, with placeholders: the copy then replaces values instead of
+     * growing. Then a few throw-away keys, deleted again, so that the template's hash table (and
+     * every copy of it, which PyDict_Copy clones as is) has room for the client's address and a
+     * typical set of HTTP_* headers without a resize per request. Only speed depends on this. */
+    PyObject *always[] = {s->REQUEST_METHOD, s->PATH_INFO,   s->QUERY_STRING, s->RAW_URI,
+                          s->REQUEST_URI,    s->SERVER_PROTOCOL, s->SERVER_NAME, s->SERVER_PORT,
+                          s->wsgi_input};
+    for (size_t i = 0; !bad && i < sizeof always / sizeof always[0]; i++)
+        bad = PyDict_SetItem(t, always[i], s->empty) < 0;
+    /* A dict of n (11..21) keys made without deletions has 32 slots of which 21 usable: the
+     * (22 - n)th insertion grows it to 64 (42 usable); deletions do not shrink it. */
+    Py_ssize_t n0 = bad ? 0 : PyDict_Size(t);
+    for (Py_ssize_t i = 0; !bad && i < 22 - n0; i++) {
+        PyObject *k = PyUnicode_FromFormat("libwsgi.reserved.%zd", i);
+        bad = !k || PyDict_SetItem(t, k, Py_None) < 0 || PyDict_DelItem(t, k) < 0;
+        Py_XDECREF(k);
+    }
     Py_XDECREF(version);
     Py_XDECREF(sw);
     if (bad) Py_CLEAR(t);

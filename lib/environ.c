@@ -21,6 +21,62 @@ static PyObject *lw_latin1(const char *p, size_t n)
     return PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
 }
 
+/* ---- the per-runtime caches (see lw_env_cache in internal.h) --------------------------------- */
+
+/* Whether str @v holds exactly the latin-1 decoding of p[:n]. */
+static int lw_same_latin1(PyObject *v, const char *p, size_t n)
+{
+    return PyUnicode_GET_LENGTH(v) == (Py_ssize_t)n && PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND &&
+           memcmp(PyUnicode_1BYTE_DATA(v), p, n) == 0;
+}
+
+/* latin1(p[:n]) as a new reference, reusing *slot when it holds the same text (else replacing it).
+ * Only short values are kept. */
+static PyObject *lw_cached_latin1(PyObject **slot, const char *p, size_t n)
+{
+    if (*slot && lw_same_latin1(*slot, p, n)) return Py_NewRef(*slot);
+    PyObject *v = lw_latin1(p, n);
+    if (v && n <= 256) Py_XSETREF(*slot, Py_NewRef(v));
+    return v;
+}
+
+static PyObject *lw_cached_port(PyObject **slot, unsigned *num, unsigned port)
+{
+    if (*slot && *num == port) return Py_NewRef(*slot);
+    PyObject *v = PyUnicode_FromFormat("%u", port);
+    if (v) {
+        Py_XSETREF(*slot, Py_NewRef(v));
+        *num = port;
+    }
+    return v;
+}
+
+/* Set d[key] = v, stealing v; -1 on error (v NULL: an error is set). */
+static int lw_set_steal(PyObject *d, PyObject *key, PyObject *v)
+{
+    if (!v) return -1;
+    int r = PyDict_SetItem(d, key, v);
+    Py_DECREF(v);
+    return r;
+}
+
+void lw_env_cache_clear(lw_env_cache *c)
+{
+    for (size_t i = 0; i < LW_HKEY_SLOTS; i++) {
+        Py_CLEAR(c->hkeys[i].key);
+        Py_CLEAR(c->hkeys[i].last);
+        c->hkeys[i].len = 0;
+    }
+    Py_CLEAR(c->method);
+    Py_CLEAR(c->server_name);
+    Py_CLEAR(c->remote_addr);
+    Py_CLEAR(c->uri);
+    Py_CLEAR(c->path);
+    Py_CLEAR(c->query);
+    Py_CLEAR(c->server_port);
+    Py_CLEAR(c->remote_port);
+}
+
 /* Set d[key] = latin1(p[:n]), consuming nothing; -1 on error. */
 static int lw_set_latin1(PyObject *d, PyObject *key, const char *p, size_t n)
 {
@@ -110,8 +166,38 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
     while (vlen && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
         vlen--;
 
+    /* The key, from the cache when this name was seen before (lowercased, FNV-1a hashed). */
+    lw_hkey *slot = NULL;
+    if (nlen <= LW_HKEY_NAME_MAX) {
+        char low[LW_HKEY_NAME_MAX];
+        uint32_t hsh = 2166136261u;
+        for (size_t i = 0; i < nlen; i++) {
+            char c = name[i];
+            low[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+            hsh = (hsh ^ (unsigned char)low[i]) * 16777619u;
+        }
+        /* Two candidate slots (two-choice hashing): a name is in one of them or in neither. */
+        lw_hkey *a = &rt->ec.hkeys[hsh % LW_HKEY_SLOTS];
+        lw_hkey *b = &rt->ec.hkeys[(hsh >> 16) % LW_HKEY_SLOTS];
+        if (a->len == nlen && memcmp(a->name, low, nlen) == 0) {
+            slot = a;
+        } else if (b->len == nlen && memcmp(b->name, low, nlen) == 0) {
+            slot = b;
+        } else {
+            /* A miss: this name takes over the emptier or less used slot (bounded cache). */
+            slot = !a->len ? a : !b->len ? b : a->hits <= b->hits ? a : b;
+            Py_CLEAR(slot->key);
+            Py_CLEAR(slot->last);
+            slot->len = 0;
+            slot->hits = 0;
+            memcpy(slot->name, low, nlen);
+        }
+        slot->hits++;
+    }
     PyObject *key;
-    if (lw_ieq(name, nlen, "content-type")) {
+    if (slot && slot->len) {
+        key = Py_NewRef(slot->key);
+    } else if (lw_ieq(name, nlen, "content-type")) {
         key = Py_NewRef(rt->s.CONTENT_TYPE);
     } else if (lw_ieq(name, nlen, "content-length")) {
         key = Py_NewRef(rt->s.CONTENT_LENGTH);
@@ -130,6 +216,11 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
         key = PyUnicode_FromStringAndSize(k, (Py_ssize_t)nlen + 5); /* ASCII: tokens only */
         if (k != stackbuf) free(k);
         if (!key) return -1;
+        PyUnicode_InternInPlace(&key);
+    }
+    if (slot && !slot->len) {
+        slot->key = Py_NewRef(key);
+        slot->len = (unsigned char)nlen;
     }
     PyObject *old = PyDict_GetItemWithError(env, key); /* borrowed */
     int r;
@@ -150,6 +241,8 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
         Py_XDECREF(joined);
     } else if (PyErr_Occurred()) {
         r = -1;
+    } else if (slot) {
+        r = lw_set_steal(env, key, lw_cached_latin1(&slot->last, val, vlen));
     } else {
         r = lw_set_latin1(env, key, val, vlen);
     }
@@ -205,17 +298,11 @@ static int lw_set_path(wsgi_app *app, PyObject *env, const char *path, size_t pl
     if (sl && dlen >= sl && memcmp(p, app->script_name_c, sl) == 0 && (dlen == sl || p[sl] == '/'))
         p += sl, dlen -= sl;
     int r = dlen == 0 ? PyDict_SetItem(env, rt->s.PATH_INFO, rt->s.empty)
-                      : lw_set_latin1(env, rt->s.PATH_INFO, p, dlen);
+                      : lw_set_steal(env, rt->s.PATH_INFO, lw_cached_latin1(&rt->ec.path, p, dlen));
     if (dec != stackbuf) free(dec);
     return r;
 }
 
-static int lw_set_port(PyObject *env, PyObject *key, unsigned port)
-{
-    char buf[16];
-    int n = snprintf(buf, sizeof buf, "%u", port);
-    return lw_set_latin1(env, key, buf, (size_t)n);
-}
 
 static int lw_fill(wsgi_app *app, const wsgi_request *req, PyObject *env, lw_input *input)
 {
@@ -225,14 +312,18 @@ static int lw_fill(wsgi_app *app, const wsgi_request *req, PyObject *env, lw_inp
     size_t plen, qlen;
     lw_split_target(req->target, req->target_len, &path, &plen, &query, &qlen);
 
-    if (lw_set_latin1(env, s->REQUEST_METHOD, req->method, req->method_len) < 0) return -1;
+    lw_env_cache *ec = &rt->ec;
+    if (lw_set_steal(env, s->REQUEST_METHOD,
+                     lw_cached_latin1(&ec->method, req->method, req->method_len)) < 0)
+        return -1;
     if (lw_set_path(app, env, path, plen) < 0) return -1;
     if (query && qlen) {
-        if (lw_set_latin1(env, s->QUERY_STRING, query, qlen) < 0) return -1;
+        if (lw_set_steal(env, s->QUERY_STRING, lw_cached_latin1(&ec->query, query, qlen)) < 0)
+            return -1;
     } else if (PyDict_SetItem(env, s->QUERY_STRING, s->empty) < 0) {
         return -1;
     }
-    PyObject *uri = lw_latin1(req->target, req->target_len);
+    PyObject *uri = lw_cached_latin1(&ec->uri, req->target, req->target_len);
     if (!uri) return -1;
     int bad =
         PyDict_SetItem(env, s->RAW_URI, uri) < 0 || PyDict_SetItem(env, s->REQUEST_URI, uri) < 0;
@@ -259,20 +350,31 @@ static int lw_fill(wsgi_app *app, const wsgi_request *req, PyObject *env, lw_inp
         if (lw_set_latin1(env, s->wsgi_url_scheme, req->scheme, strlen(req->scheme)) < 0) return -1;
     }
     if (req->server_name) {
-        if (lw_set_latin1(env, s->SERVER_NAME, req->server_name, strlen(req->server_name)) < 0)
+        if (lw_set_steal(env, s->SERVER_NAME,
+                         lw_cached_latin1(&ec->server_name, req->server_name,
+                                          strlen(req->server_name))) < 0)
             return -1;
     } else if (PyDict_SetItem(env, s->SERVER_NAME, s->localhost) < 0) {
         return -1;
     }
     if (req->server_port) {
-        if (lw_set_port(env, s->SERVER_PORT, req->server_port) < 0) return -1;
+        if (lw_set_steal(env, s->SERVER_PORT,
+                         lw_cached_port(&ec->server_port, &ec->server_port_n, req->server_port)) <
+            0)
+            return -1;
     } else if (PyDict_SetItem(env, s->SERVER_PORT, https ? s->port443 : s->port80) < 0) {
         return -1;
     }
     if (req->client_addr) {
-        if (lw_set_latin1(env, s->REMOTE_ADDR, req->client_addr, strlen(req->client_addr)) < 0)
+        if (lw_set_steal(env, s->REMOTE_ADDR,
+                         lw_cached_latin1(&ec->remote_addr, req->client_addr,
+                                          strlen(req->client_addr))) < 0)
             return -1;
-        if (req->client_port && lw_set_port(env, s->REMOTE_PORT, req->client_port) < 0) return -1;
+        if (req->client_port &&
+            lw_set_steal(env, s->REMOTE_PORT,
+                         lw_cached_port(&ec->remote_port, &ec->remote_port_n, req->client_port)) <
+                0)
+            return -1;
     }
 
     for (size_t i = 0; i < req->n_headers; i++)

@@ -33,6 +33,27 @@ typedef struct lw_strings {
     PyObject *close, *read, *fileno, *tell, *comma_sp;
 } lw_strings;
 
+/* Per-runtime caches of environ keys and values (environ.c), guarded by the GIL. A keep-alive
+ * client sends the same headers, host, port and address request after request: the str objects of
+ * the previous request are reused when the bytes are the same (str is immutable, so sharing one
+ * between environs is invisible to apps). Bounded: fixed slots, replaced on a miss. */
+#define LW_HKEY_SLOTS 128
+#define LW_HKEY_NAME_MAX 32
+typedef struct lw_hkey {
+    unsigned char len;             /* 0: empty slot */
+    unsigned hits;                 /* uses since it was filled: the less used of two is replaced */
+    char name[LW_HKEY_NAME_MAX];   /* lowercased header name */
+    PyObject *key;                 /* "HTTP_..." (or CONTENT_TYPE / CONTENT_LENGTH) */
+    PyObject *last;                /* the value of the last header with this name */
+} lw_hkey;
+typedef struct lw_env_cache {
+    lw_hkey hkeys[LW_HKEY_SLOTS];
+    PyObject *method, *server_name, *remote_addr, *uri, *path, *query;
+    PyObject *server_port, *remote_port;
+    unsigned server_port_n, remote_port_n;
+} lw_env_cache;
+void lw_env_cache_clear(lw_env_cache *c); /* GIL held */
+
 struct wsgi_runtime {
     int adopted;    /* the host started Python; we never finalize it */
     unsigned flags; /* wsgi_runtime_flags */
@@ -48,6 +69,7 @@ struct wsgi_runtime {
     PyObject *format_exc;       /* boot.format_exc(type, value, tb) -> str */
     PyObject *errors_stream;    /* the shared wsgi.errors object */
     lw_strings s;
+    lw_env_cache ec;
     int n_apps;
 
     /* ASGI: the host-driven asyncio loop (asgi_loop.c), created on first use. */

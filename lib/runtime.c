@@ -94,6 +94,7 @@ static void lw_runtime_clear(wsgi_runtime *rt)
     Py_CLEAR(rt->LoadError);
     Py_CLEAR(rt->format_exc);
     Py_CLEAR(rt->errors_stream);
+    lw_env_cache_clear(&rt->ec);
     lw_strings_clear(&rt->s);
 }
 

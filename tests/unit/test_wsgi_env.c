@@ -655,6 +655,63 @@ static void test_big_request_parts(void **state)
     th_rec_free(&rec);
 }
 
+/* The runtime reuses the str objects of the previous request for repeated header names, values,
+ * addresses and ports (a bounded cache): whatever the sequence, each environ must hold exactly
+ * this request's values. Many names (evictions), names differing only in case, values that change
+ * from one request to the next, repeated headers, long names (not cached) and latin-1 bytes. */
+static void test_value_caches_never_leak_across_requests(void **state)
+{
+    (void)state;
+    wsgi_app *app = th_app(DUMP);
+    for (int i = 0; i < 600; i++) {
+        char n1[48], v1[32], v2[32], lname[80], addr[32], target[64];
+        snprintf(n1, sizeof n1, i % 2 ? "X-Name-%d" : "x-NAME-%d", i % 300);
+        snprintf(v1, sizeof v1, "v%d", i % 7);
+        snprintf(v2, sizeof v2, "\xe9t\xe9-%d", i % 3);
+        snprintf(lname, sizeof lname, "X-A-Rather-Long-Header-Name-Over-32-Bytes-%d", i % 5);
+        snprintf(addr, sizeof addr, "10.0.0.%d", i % 4);
+        snprintf(target, sizeof target, "/p%d?q=%d", i % 3, i % 2);
+        th_req r;
+        th_req_init(&r, i % 5 ? "GET" : "POST", target);
+        th_req_header(&r, "Host", i % 2 ? "a.example" : "b.example");
+        th_req_header(&r, n1, v1);
+        th_req_header(&r, "Accept", v2);
+        th_req_header(&r, lname, v1);
+        if (i % 4 == 0) th_req_header(&r, "accept", "second");
+        r.req.client_addr = addr;
+        r.req.client_port = (unsigned)(1000 + i % 3);
+        r.req.server_port = (unsigned)(8000 + i % 2);
+        th_rec rec;
+        run_dump(app, &r, &rec);
+        char key[64], want[64];
+        snprintf(key, sizeof key, "HTTP_X_NAME_%d", i % 300);
+        assert_env_str(&rec, key, v1);
+        assert_env_str(&rec, "HTTP_HOST", i % 2 ? "a.example" : "b.example");
+        if (i % 4 == 0) {
+            snprintf(want, sizeof want, "%s, second", v2);
+            assert_env_str(&rec, "HTTP_ACCEPT", want);
+        } else {
+            assert_env_str(&rec, "HTTP_ACCEPT", v2);
+        }
+        snprintf(key, sizeof key, "HTTP_X_A_RATHER_LONG_HEADER_NAME_OVER_32_BYTES_%d", i % 5);
+        assert_env_str(&rec, key, v1);
+        assert_env_str(&rec, "REMOTE_ADDR", addr);
+        snprintf(want, sizeof want, "%d", 1000 + i % 3);
+        assert_env_str(&rec, "REMOTE_PORT", want);
+        snprintf(want, sizeof want, "%d", 8000 + i % 2);
+        assert_env_str(&rec, "SERVER_PORT", want);
+        assert_env_str(&rec, "REQUEST_METHOD", i % 5 ? "GET" : "POST");
+        snprintf(want, sizeof want, "/p%d", i % 3);
+        assert_env_str(&rec, "PATH_INFO", want);
+        snprintf(want, sizeof want, "q=%d", i % 2);
+        assert_env_str(&rec, "QUERY_STRING", want);
+        assert_env_str(&rec, "RAW_URI", target);
+        /* Exactly one key per distinct header name: no stale keys from earlier requests. */
+        assert_int_equal(env_count_prefix(&rec, "HTTP_"), 4);
+        th_rec_free(&rec);
+    }
+}
+
 static size_t log_exact(size_t from, int level, const char *msg)
 {
     size_t n = 0;
@@ -720,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_env_free_without_call),
         cmocka_unit_test(test_invalid_host_input),
         cmocka_unit_test(test_big_request_parts),
+        cmocka_unit_test(test_value_caches_never_leak_across_requests),
         cmocka_unit_test(test_wsgi_errors_to_log),
     };
     return cmocka_run_group_tests_name("wsgi_env", tests, th_group_setup, th_group_teardown);
