@@ -2,11 +2,16 @@
  * gives them: status line, header list (no response splitting), exc_info rules of PEP 3333. */
 #include "internal.h"
 
+#include <stddef.h>
 #include <string.h>
 
 struct lw_start_response {
     PyObject_HEAD wsgi_response *resp; /* NULL once the response is freed: calls then raise */
+    vectorcallfunc vectorcall;         /* lw_sr_vectorcall: no argument tuple per call */
 };
+
+static PyObject *lw_sr_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames);
 
 static PyObject *lw_write(PyObject *self, PyObject *data);
 static PyMethodDef lw_write_def = {"write", (PyCFunction)lw_write, METH_O,
@@ -17,6 +22,7 @@ lw_start_response *lw_start_response_new(wsgi_response *resp)
     lw_start_response *sr = PyObject_New(lw_start_response, &lw_StartResponseType);
     if (!sr) return NULL;
     sr->resp = resp;
+    sr->vectorcall = lw_sr_vectorcall;
     return sr;
 }
 
@@ -146,13 +152,9 @@ fail:
 }
 
 /* start_response(status, response_headers, exc_info=None) -> write */
-static PyObject *lw_sr_call(lw_start_response *sr, PyObject *args, PyObject *kwds)
+static PyObject *lw_sr_call(lw_start_response *sr, PyObject *status, PyObject *headers,
+                            PyObject *exc_info)
 {
-    static char *kwlist[] = {"status", "response_headers", "exc_info", NULL};
-    PyObject *status, *headers, *exc_info = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:start_response", kwlist, &status, &headers,
-                                     &exc_info))
-        return NULL;
     wsgi_response *resp = sr->resp;
     if (!resp) {
         PyErr_SetString(PyExc_RuntimeError, "start_response called after the response ended");
@@ -195,6 +197,46 @@ static PyObject *lw_sr_call(lw_start_response *sr, PyObject *args, PyObject *kwd
     return PyCFunction_New(&lw_write_def, (PyObject *)sr);
 }
 
+/* start_response(status, response_headers, exc_info=None), by the vectorcall protocol: the
+ * arguments are read in place, without the tuple and dict a tp_call would build. */
+static PyObject *lw_sr_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"status", "response_headers", "exc_info"};
+    PyObject *v[3] = {NULL, NULL, NULL};
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (n > 3) {
+        PyErr_Format(PyExc_TypeError, "start_response() takes at most 3 arguments (%zd given)", n);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        v[i] = args[i];
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int j = 0; j < 3 && slot < 0; j++)
+            if (PyUnicode_CompareWithASCIIString(name, names[j]) == 0) slot = j;
+        if (slot < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "start_response() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+        if (v[slot]) {
+            PyErr_Format(PyExc_TypeError, "start_response() got multiple values for argument '%s'",
+                         names[slot]);
+            return NULL;
+        }
+        v[slot] = args[n + k];
+    }
+    if (!v[0] || !v[1]) {
+        PyErr_Format(PyExc_TypeError, "start_response() missing required argument '%s'",
+                     v[0] ? names[1] : names[0]);
+        return NULL;
+    }
+    return lw_sr_call((lw_start_response *)self, v[0], v[1], v[2] ? v[2] : Py_None);
+}
+
 /* write(data): commit the head if needed and hand data to the host right away. */
 static PyObject *lw_write(PyObject *self, PyObject *data)
 {
@@ -229,7 +271,8 @@ PyTypeObject lw_StartResponseType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "libwsgi.StartResponse",
     .tp_basicsize = sizeof(lw_start_response),
     .tp_dealloc = (destructor)lw_sr_dealloc,
-    .tp_call = (ternaryfunc)lw_sr_call,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_vectorcall_offset = offsetof(lw_start_response, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "start_response(status, response_headers, exc_info=None) -> write",
 };

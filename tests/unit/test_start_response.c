@@ -270,6 +270,20 @@ static void test_exc_info_none_on_first_call(void **state)
     expect_ok(SR("exc_info_none"), "/", 200, "explicit None");
 }
 
+/* start_response takes its three arguments by position or keyword (it is called through the
+ * vectorcall protocol) and refuses every other shape with TypeError. */
+static void test_keyword_arguments(void **state)
+{
+    (void)state;
+    expect_ok(SR("keyword_arguments"), "/", 200,
+              "TypeError: start_response() missing required argument 'status'\n"
+              "TypeError: start_response() missing required argument 'response_headers'\n"
+              "TypeError: start_response() takes at most 3 arguments (4 given)\n"
+              "TypeError: start_response() got an unexpected keyword argument 'headers'\n"
+              "TypeError: start_response() got multiple values for argument 'status'\n"
+              "TypeError: start_response() missing required argument 'response_headers'");
+}
+
 static void test_exception_after_write_cuts(void **state)
 {
     (void)state;
@@ -410,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_str_chunk_after_bytes_cuts),
         cmocka_unit_test(test_app_exception_gives_500_and_traceback),
         cmocka_unit_test(test_exc_info_none_on_first_call),
+        cmocka_unit_test(test_keyword_arguments),
         cmocka_unit_test(test_exception_after_write_cuts),
         cmocka_unit_test(test_write_within_content_length),
         cmocka_unit_test(test_response_head),

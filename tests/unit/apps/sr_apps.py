@@ -284,3 +284,18 @@ def use_stale(environ, start_response):
             results.append("%s=raised" % name)
     start_response("200 OK", TEXT)
     return ["\n".join(results).encode()]
+
+
+def keyword_arguments(environ, start_response):
+    """start_response by keyword, and every wrong call it must refuse with TypeError."""
+    out = []
+    for args, kwargs in [((), {}), (("200 OK",), {}), (("200 OK", TEXT, None, 1), {}),
+                         (("200 OK",), {"headers": TEXT}), (("200 OK", TEXT), {"status": "x"}),
+                         ((), {"status": "200 OK"})]:
+        try:
+            start_response(*args, **kwargs)
+            out.append(b"accepted")
+        except TypeError as e:
+            out.append(("TypeError: %s" % e).encode())
+    start_response(response_headers=TEXT, status="200 OK", exc_info=None)
+    return [b"\n".join(out)]
