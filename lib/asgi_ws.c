@@ -184,6 +184,18 @@ static int lw_ws_data(lw_asgi_conn *c, PyObject *msg)
     return lw_ac_result(c, r, "on_ws_send");
 }
 
+/* Our Close goes out (the app's, or ours at the end of its task): from now on what the client
+ * sends is dropped, not queued, so a host that stopped reading on a full queue reads again, to see
+ * the client's answering Close (the app may never take what is queued). */
+static void lw_ws_closing(lw_asgi_conn *c)
+{
+    c->wstate = WS_CLOSED;
+    if (c->read_paused) {
+        c->read_paused = 0;
+        if (c->h.on_read_resume) LW_AC_CALL(c, (c->h.on_read_resume(c->ud), 0));
+    }
+}
+
 /* Codes an endpoint may put in a Close frame (RFC 6455 7.4; 1004-1006 and 1015 are reserved). */
 static int lw_ws_code_ok(long code)
 {
@@ -243,7 +255,7 @@ static int lw_ws_close(lw_asgi_conn *c, PyObject *msg)
         c->wstate = WS_CLOSED;
         return 0;
     }
-    c->wstate = WS_CLOSED;
+    lw_ws_closing(c);
     int r = LW_AC_CALL(c, c->h.on_ws_close(c->ud, (int)cv, rp, (size_t)rl));
     return lw_ac_result(c, r, "on_ws_close");
 }
@@ -281,7 +293,7 @@ int lw_ws_task_end(lw_asgi_conn *c, int result)
             int code = result ? 1011 : 1000;
             lw_log(result ? WSGI_LOG_ERROR : WSGI_LOG_DEBUG,
                    "ASGI app ended without closing the WebSocket: closing with %d", code);
-            c->wstate = WS_CLOSED;
+            lw_ws_closing(c);
             LW_AC_CALL(c, c->h.on_ws_close(c->ud, code, "", 0));
         }
         return result;

@@ -169,7 +169,8 @@ LIBWSGI_API int asgi_websocket_dispatch(wsgi_app *app, const wsgi_request *req,
  *
  * Messages wait in a bounded queue: when it holds 32 messages or 1 MiB not yet received by the
  * app, the call answers ::ASGI_PAUSE (the message is still accepted) and the host stops reading from
- * the client until on_read_resume.
+ * the client until on_read_resume (the app has taken half of them, or has closed: what comes after
+ * its websocket.close is dropped, and the client's answering Close must be read).
  *
  * @param[in] conn A connection from asgi_websocket_dispatch(), accepted.
  * @param[in] type ::ASGI_WS_TEXT or ::ASGI_WS_BINARY.

@@ -473,6 +473,48 @@ static void test_incoming_queue_is_bounded(void **state)
     ws_rec_free(&w);
 }
 
+/* Reading paused on a full queue, then the app closes (or returns) without receiving: what the
+ * client still sends is dropped from then on, so the host must read again (on_read_resume) to see
+ * the client's answering Close; otherwise the closing handshake cannot complete. */
+static void test_read_resumes_when_the_app_closes(void **state)
+{
+    (void)state;
+    for (int ret = 0; ret < 2; ret++) {
+        char key[32], target[64];
+        new_key(key, sizeof key);
+        snprintf(target, sizeof target, "/?key=%s%s", key, ret ? "&return" : "");
+        th_req r;
+        ws_req(&r, target);
+        ws_rec w;
+        ws_rec_init(&w);
+        w.r.with_read_resume = 1;
+        asgi_conn *c = ws_dispatch(APPS "accept_then_close", &r, &w);
+        ah_drive_until(pred_events, &w, AH_MAX_TURNS);
+        int rc = 0;
+        for (int i = 1; i <= 32; i++)
+            rc = asgi_conn_ws_message(c, ASGI_WS_TEXT, "m", 1);
+        assert_rc(rc, ASGI_PAUSE); /* the host stops reading */
+        char go[64];
+        snprintf(go, sizeof go, "/%s", key);
+        ah_rec g;
+        ah_rec_init(&g);
+        ah_get(APPS "go", go, &g);
+        ah_rec_free(&g);
+        ah_drive_done(&w.r);
+        assert_int_equal(w.closes, 1);
+        assert_int_equal(w.close_code, ret ? 1000 : 4000);
+        assert_int_equal(w.r.read_resumes, 1);
+        assert_non_null(strchr(w.r.events, 'R'));
+        /* Reading again: what comes now is dropped, and never pauses. */
+        for (int i = 0; i < 40; i++)
+            assert_rc(asgi_conn_ws_message(c, ASGI_WS_TEXT, "m", 1), WSGI_ERR_STATE);
+        assert_rc(asgi_conn_ws_closed(c, 4000, "", 0), WSGI_OK);
+        asgi_conn_free(c);
+        assert_notes(key, "closed");
+        ws_rec_free(&w);
+    }
+}
+
 static int pred_sent(void *arg)
 {
     ws_rec *w = arg;
@@ -731,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_task_end),
         cmocka_unit_test(test_invalid_events),
         cmocka_unit_test(test_incoming_queue_is_bounded),
+        cmocka_unit_test(test_read_resumes_when_the_app_closes),
         cmocka_unit_test(test_send_pause_holds_the_app),
         cmocka_unit_test(test_abrupt_drop_is_1006),
         cmocka_unit_test(test_free_while_app_runs),

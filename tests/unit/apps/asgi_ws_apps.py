@@ -120,6 +120,20 @@ async def accept_then_wait(scope, receive, send):
             return
 
 
+async def accept_then_close(scope, receive, send):
+    """Accepts, then, once the test allows (NOTES[key+'go'] set), ends without receiving what
+    came: websocket.close, or with ?return the task just returns (the library closes)."""
+    q = query(scope)
+    key = q["key"]
+    await receive()
+    await send({"type": "websocket.accept"})
+    while not NOTES.get(key + "go"):
+        await asyncio.sleep(0.001)
+    if "return" not in q:
+        await send({"type": "websocket.close", "code": 4000})
+    note(key, "closed")
+
+
 async def go(scope, receive, send):
     """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
     NOTES[scope["path"][1:] + "go"] = True
