@@ -637,7 +637,8 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
                        "ASGI app returned without sending a response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
-        if (c->head_pending && c->rstate == R_BODY)
+        /* After a disconnect nothing is sent: no 500 replaces the head, and no app error. */
+        if (c->head_pending && c->rstate == R_BODY && !c->disconnected)
             lw_log(WSGI_LOG_ERROR, "ASGI app ended after http.response.start without a body "
                                    "event: the held head is replaced by a 500");
         if (!c->disconnected) lw_ac_fixed_response(c, &lw_500_head, lw_500_body);

@@ -1073,6 +1073,22 @@ static void test_head_held_until_first_body(void **state)
     assert_null(ah_rec_header(&rec, "x-held"));
     assert_true(th_log_count(mark, WSGI_LOG_ERROR, "before any body") > 0);
     ah_rec_free(&rec);
+
+    /* The client leaves while the head is held: nothing is sent (no 500 either), and that is a
+     * disconnect, logged at INFO, not an application error. */
+    stream_req(&r, "/", 4);
+    ah_rec_init(&rec);
+    mark = th_log_mark();
+    conn = ah_dispatch(th_app(APPS "start_then_read"), &r, &rec);
+    assert_int_equal(ah_settle(), -1);
+    assert_rc(asgi_conn_disconnect(conn), WSGI_OK);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    assert_string_equal(rec.events, "D");
+    assert_rc(rec.done_result, WSGI_ERR_CALLBACK);
+    if (th_log_count(mark, WSGI_LOG_ERROR, NULL) != 0) th_log_dump(mark);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, NULL), 0);
+    ah_rec_free(&rec);
 }
 
 static void test_app_returns_without_response(void **state)
