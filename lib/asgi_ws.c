@@ -307,6 +307,14 @@ int lw_ws_task_end(lw_asgi_conn *c, int result)
         }
         return c->error ? c->error : WSGI_ERR_APP;
     }
+    /* A denial response started but never given a body: an application error, as on HTTP (the
+     * held head is replaced by a 500). */
+    if (!result && c->head_pending && !c->disconnected) {
+        lw_log(WSGI_LOG_ERROR, "ASGI app ended after websocket.http.response.start without a body "
+                               "event: the held head is replaced by a 500");
+        lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without completing the response");
+        result = WSGI_ERR_APP;
+    }
     /* Returning without an answer is a denial (403, as for websocket.close); an exception is an
      * application error, answered like one on HTTP: 500, since nothing was sent. */
     if (!result)

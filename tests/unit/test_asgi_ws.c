@@ -295,7 +295,8 @@ static void test_task_end(void **state)
         const char *events;
         int status;     /* HTTP denial status, 0 if accepted */
         int close_code; /* after the accept, 0 if none */
-        int error;      /* 1: on_done negative and a traceback logged */
+        int error;      /* 1: on_done negative and a traceback logged; 2: WSGI_ERR_APP, no
+                           traceback */
     } cases[] = {
         {"[" CONNECT ", " CLOSE "]", "SbD", 403, 0, 0},
         {"[" CONNECT ", 'return']", "SbD", 403, 0, 0},
@@ -313,6 +314,11 @@ static void test_task_end(void **state)
         {"[" CONNECT ", {'type': 'websocket.http.response.start', 'status': 401, 'headers': []}, "
          "'raise']",
          "SbD", 500, 0, 1},
+        /* A denial response started and never given its body: an app error, as on HTTP (the held
+         * head is replaced by a 500), not a quiet 403. */
+        {"[" CONNECT ", {'type': 'websocket.http.response.start', 'status': 401, 'headers': []}, "
+         "'return']",
+         "SbD", 500, 0, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char key[32];
@@ -333,7 +339,10 @@ static void test_task_end(void **state)
             assert_string_equal(w.r.body, "nope");
             assert_string_equal(ah_rec_header(&w.r, "www-authenticate"), "Basic");
         }
-        if (cases[i].error) {
+        if (cases[i].error == 2) {
+            assert_rc(w.r.done_result, WSGI_ERR_APP);
+            assert_true(th_log_count(mark, WSGI_LOG_ERROR, "without a body event") > 0);
+        } else if (cases[i].error) {
             assert_true(w.r.done_result < 0);
             assert_true(th_log_count(mark, WSGI_LOG_ERROR, "Traceback") > 0);
         } else {
