@@ -105,17 +105,22 @@ static int lw_ws_accept(lw_asgi_conn *c, PyObject *msg)
             return -1;
         }
     }
+    /* Converting the headers may run app code (an iterable), which may drop the message's
+     * reference to the subprotocol: spp points into it, so keep it until the callback is done. */
+    PyObject *sp_keep = spp ? Py_NewRef(sp) : NULL;
     lw_hdrs h;
     lw_hdrs_init(&h);
     PyObject *hv = PyDict_GetItemWithError(msg, a->headers);
     if (PyErr_Occurred() || lw_hdrs_parse(hv, &h, "websocket.accept") < 0) {
         lw_hdrs_free(&h);
+        Py_XDECREF(sp_keep);
         return -1;
     }
     for (size_t i = 0; i < h.n; i++) {
         if (h.v[i].name_len == 22 &&
             PyOS_strnicmp(h.v[i].name, "sec-websocket-protocol", 22) == 0) {
             lw_hdrs_free(&h);
+            Py_XDECREF(sp_keep);
             PyErr_SetString(PyExc_ValueError, "websocket.accept 'headers' must not contain "
                                               "sec-websocket-protocol: use 'subprotocol'");
             return -1;
@@ -124,6 +129,7 @@ static int lw_ws_accept(lw_asgi_conn *c, PyObject *msg)
     c->wstate = WS_OPEN;
     int r = LW_AC_CALL(c, c->h.on_ws_accept(c->ud, spp, (size_t)spl, h.v, h.n));
     lw_hdrs_free(&h);
+    Py_XDECREF(sp_keep);
     return lw_ac_result(c, r, "on_ws_accept");
 }
 

@@ -285,6 +285,28 @@ static void test_accept_subprotocol_and_headers(void **state)
     ws_rec_free(&w);
 }
 
+/* App code runs while the accept headers are converted (a generator): the subprotocol the
+ * library validated must stay alive until on_ws_accept, whatever the app does to its message. */
+static void test_accept_subprotocol_outlives_app_code(void **state)
+{
+    (void)state;
+    th_req r;
+    ws_req(&r, "/?n=600");
+    ws_rec w;
+    ws_rec_init(&w);
+    asgi_conn *c = ws_dispatch(APPS "accept_mutating", &r, &w);
+    ah_drive_done(&w.r);
+    asgi_conn_free(c);
+    assert_string_equal(w.r.events, "ACD");
+    assert_int_equal(w.has_subprotocol, 1);
+    char want[64];
+    memset(want, 'x', sizeof want - 1);
+    want[sizeof want - 1] = '\0';
+    assert_string_equal(w.subprotocol, want);
+    assert_string_equal(w.accept_headers[0].name, "x-a");
+    ws_rec_free(&w);
+}
+
 /* ---- the end of the app's task ------------------------------------------------------------- */
 
 static void test_task_end(void **state)
@@ -779,6 +801,7 @@ int main(void)
         cmocka_unit_test(test_scope),
         cmocka_unit_test(test_echo_and_client_close),
         cmocka_unit_test(test_accept_subprotocol_and_headers),
+        cmocka_unit_test(test_accept_subprotocol_outlives_app_code),
         cmocka_unit_test(test_task_end),
         cmocka_unit_test(test_invalid_events),
         cmocka_unit_test(test_incoming_queue_is_bounded),

@@ -134,6 +134,27 @@ async def accept_then_close(scope, receive, send):
     note(key, "closed")
 
 
+KEEP = []
+
+
+async def accept_mutating(scope, receive, send):
+    """websocket.accept whose headers are a generator that replaces the message's subprotocol
+    while the library converts them (app code runs there): the subprotocol the host gets is the
+    one the library validated, 600 'x' (a str only the message held, big enough for malloc)."""
+    n = int(query(scope)["n"])
+    await receive()
+    msg = {"type": "websocket.accept", "subprotocol": "x" * n}
+
+    def headers():
+        msg["subprotocol"] = None  # the only reference to the validated str goes
+        KEEP.append("y" * n)  # same size: glibc hands this one the freed block
+        yield (b"x-a", b"1")
+
+    msg["headers"] = headers()
+    await send(msg)
+    await send({"type": "websocket.close"})
+
+
 async def go(scope, receive, send):
     """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
     NOTES[scope["path"][1:] + "go"] = True
