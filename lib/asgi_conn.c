@@ -432,6 +432,12 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
                                           : "the response body has already ended");
         return -1;
     }
+    /* more_body first: its truth test is app code, which may change the message, and body is a
+     * borrowed reference used until the callback returns. */
+    PyObject *mb = lw_get(msg, a->more_body);
+    if (!mb && PyErr_Occurred()) return -1;
+    int more = mb ? PyObject_IsTrue(mb) : 0;
+    if (more < 0) return -1;
     PyObject *body = lw_get(msg, a->body);
     if (!body && PyErr_Occurred()) return -1;
     if (body && !PyBytes_Check(body)) {
@@ -439,10 +445,6 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
                      Py_TYPE(body)->tp_name);
         return -1;
     }
-    PyObject *mb = lw_get(msg, a->more_body);
-    if (!mb && PyErr_Occurred()) return -1;
-    int more = mb ? PyObject_IsTrue(mb) : 0;
-    if (more < 0) return -1;
     size_t len = body ? (size_t)PyBytes_GET_SIZE(body) : 0;
     if (c->cl >= 0 && c->sent + (int64_t)len > c->cl) {
         PyErr_SetString(PyExc_RuntimeError, "response content longer than Content-Length");

@@ -307,6 +307,25 @@ static void test_accept_subprotocol_outlives_app_code(void **state)
     ws_rec_free(&w);
 }
 
+/* The same for a denial response's body: more_body's truth test is app code, run after the body
+ * was looked up; the bytes handed to on_body must still be the message's. */
+static void test_denial_body_outlives_app_code(void **state)
+{
+    (void)state;
+    th_req r;
+    ws_req(&r, "/?n=600");
+    ws_rec w;
+    ws_rec_init(&w);
+    asgi_conn *c = ws_dispatch(APPS "deny_mutating", &r, &w);
+    ah_drive_done(&w.r);
+    asgi_conn_free(c);
+    assert_string_equal(w.r.events, "SbD");
+    assert_int_equal(w.r.status, 401);
+    assert_null(strchr(w.r.body, 'y'));
+    assert_true(w.r.body_len == 0 || strspn(w.r.body, "x") == 600);
+    ws_rec_free(&w);
+}
+
 /* ---- the end of the app's task ------------------------------------------------------------- */
 
 static void test_task_end(void **state)
@@ -802,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_echo_and_client_close),
         cmocka_unit_test(test_accept_subprotocol_and_headers),
         cmocka_unit_test(test_accept_subprotocol_outlives_app_code),
+        cmocka_unit_test(test_denial_body_outlives_app_code),
         cmocka_unit_test(test_task_end),
         cmocka_unit_test(test_invalid_events),
         cmocka_unit_test(test_incoming_queue_is_bounded),

@@ -155,6 +155,26 @@ async def accept_mutating(scope, receive, send):
     await send({"type": "websocket.close"})
 
 
+async def deny_mutating(scope, receive, send):
+    """A denial response whose body event's more_body is an object whose truth test (app code,
+    run by the library while it reads the event) replaces the event's body of 600 'x' (a bytes
+    only the event held) with b"": the host must get one of the two, never the freed block (which
+    the 600 'y' made here take over)."""
+    n = int(query(scope)["n"])
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+    msg = {"type": "websocket.http.response.body", "body": b"x" * n}
+
+    class Last:
+        def __bool__(self):
+            msg["body"] = b""  # the only reference to the validated bytes goes
+            KEEP.append(b"y" * n)  # same size: glibc hands this one the freed block
+            return False
+
+    msg["more_body"] = Last()
+    await send(msg)
+
+
 async def go(scope, receive, send):
     """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
     NOTES[scope["path"][1:] + "go"] = True
