@@ -459,9 +459,13 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
     if (len == 0 && more) return hr;
     c->sent += (int64_t)len;
     /* The previous body stays valid through this on_body, so a host that still has it queued
-     * (e.g. the app cancelled the paused send() and sent again) can copy it now. */
-    Py_XSETREF(c->held[1], c->held[0]);
+     * (e.g. the app cancelled the paused send() and sent again) can copy it now. The new one is
+     * held before the oldest is released: that may run app code (a __del__), which may drop the
+     * message's own reference to body. */
+    PyObject *oldest = c->held[1];
+    c->held[1] = c->held[0];
     c->held[0] = Py_XNewRef(body);
+    Py_XDECREF(oldest);
     if (!more) lw_ac_body_ended(c);
     int r = LW_AC_CALL(c, c->h.on_body(c->ud, body ? PyBytes_AS_STRING(body) : "", len, more));
     r = lw_ac_result(c, r, "on_body");

@@ -181,9 +181,13 @@ static int lw_ws_data(lw_asgi_conn *c, PyObject *msg)
         if (!(p = PyUnicode_AsUTF8AndSize(text, &n))) return -1;
         keep = text;
     }
-    /* The previous message stays valid through this callback (the host may still queue it). */
-    Py_XSETREF(c->held[1], c->held[0]);
+    /* The previous message stays valid through this callback (the host may still queue it). The
+     * new one is held before the oldest is released: that may run app code (a __del__), which may
+     * drop the message's own reference to keep. */
+    PyObject *oldest = c->held[1];
+    c->held[1] = c->held[0];
     c->held[0] = Py_NewRef(keep);
+    Py_XDECREF(oldest);
     c->sent += n;
     int r = LW_AC_CALL(c, c->h.on_ws_send(c->ud, bytes ? ASGI_WS_BINARY : ASGI_WS_TEXT, p,
                                           (size_t)n));

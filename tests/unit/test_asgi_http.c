@@ -1091,6 +1091,21 @@ static void test_head_held_until_first_body(void **state)
     ah_rec_free(&rec);
 }
 
+/* Releasing the body before the previous one can run app code (a bytes subclass's __del__) that
+ * drops the current message's body: the library must hold the new one first. */
+static void test_body_outlives_app_code(void **state)
+{
+    (void)state;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    ah_get(APPS "body_dropper", "/?n=600", &rec);
+    char want[603] = "ab";
+    memset(want + 2, 'x', 600);
+    want[602] = '\0';
+    ah_assert_ok(&rec, 200, want);
+    ah_rec_free(&rec);
+}
+
 static void test_app_returns_without_response(void **state)
 {
     (void)state;
@@ -1610,6 +1625,7 @@ int main(void)
         cmocka_unit_test(test_invalid_events_uncaught),
         cmocka_unit_test(test_app_raises_before_start),
         cmocka_unit_test(test_head_held_until_first_body),
+        cmocka_unit_test(test_body_outlives_app_code),
         cmocka_unit_test(test_app_returns_without_response),
         cmocka_unit_test(test_app_raises_after_start),
         cmocka_unit_test(test_non_awaitable_app),

@@ -326,6 +326,27 @@ static void test_denial_body_outlives_app_code(void **state)
     ws_rec_free(&w);
 }
 
+/* Releasing the message before the previous one can run app code (a bytes subclass's __del__)
+ * that drops the current message's payload: the library must hold the new one first. */
+static void test_sent_message_outlives_app_code(void **state)
+{
+    (void)state;
+    th_req r;
+    ws_req(&r, "/?n=600");
+    ws_rec w;
+    ws_rec_init(&w);
+    asgi_conn *c = ws_dispatch(APPS "send_dropper", &r, &w);
+    ah_drive_done(&w.r);
+    asgi_conn_free(c);
+    assert_string_equal(w.r.events, "AMMMCD");
+    assert_string_equal(w.msgs, "b:1|b:1|b:600|");
+    char xs[600];
+    memset(xs, 'x', sizeof xs);
+    assert_int_equal(w.prev_len, sizeof xs);
+    assert_memory_equal(w.prev_copy, xs, sizeof xs);
+    ws_rec_free(&w);
+}
+
 /* ---- the end of the app's task ------------------------------------------------------------- */
 
 static void test_task_end(void **state)
@@ -822,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_accept_subprotocol_and_headers),
         cmocka_unit_test(test_accept_subprotocol_outlives_app_code),
         cmocka_unit_test(test_denial_body_outlives_app_code),
+        cmocka_unit_test(test_sent_message_outlives_app_code),
         cmocka_unit_test(test_task_end),
         cmocka_unit_test(test_invalid_events),
         cmocka_unit_test(test_incoming_queue_is_bounded),

@@ -309,3 +309,31 @@ async def start_then_read(scope, receive, send):
     if "raise" in query(scope):
         raise RuntimeError("libwsgi-test asgi failure after start, before any body")
     await send({"type": "http.response.body", "body": body})
+
+
+KEEP = []
+HOLD = {}
+
+
+class Dropper(bytes):
+    """A bytes whose destruction (app code: the library lets go of a body two sends later)
+    replaces the body of the message being sent then (HOLD["msg"], a bytes only it held)."""
+
+    def __del__(self):
+        msg = HOLD.pop("msg", None)
+        if msg is not None:
+            n = len(msg["body"])
+            msg["body"] = b""
+            KEEP.append(b"y" * n)  # same size: glibc hands this one the freed block
+
+
+async def body_dropper(scope, receive, send):
+    """Sends a Dropper body, then b"b", then 600 'x' while the Dropper is released: the host must
+    get the 600 'x' it was handed."""
+    await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": Dropper(b"a"), "more_body": True})
+    await send({"type": "http.response.body", "body": b"b", "more_body": True})
+    msg = {"type": "http.response.body", "body": b"x" * int(query(scope)["n"])}
+    HOLD["msg"] = msg
+    await send(msg)

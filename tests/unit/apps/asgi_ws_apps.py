@@ -175,6 +175,35 @@ async def deny_mutating(scope, receive, send):
     await send(msg)
 
 
+HOLD = {}
+
+
+class Dropper(bytes):
+    """A bytes whose destruction (app code: the library lets go of a message two sends later)
+    replaces the payload of the message being sent then (HOLD["msg"], a bytes only it held)."""
+
+    def __del__(self):
+        msg = HOLD.pop("msg", None)
+        if msg is not None:
+            n = len(msg["bytes"])
+            msg["bytes"] = b""
+            KEEP.append(b"y" * n)  # same size: glibc hands this one the freed block
+
+
+async def send_dropper(scope, receive, send):
+    """Sends a Dropper, then b"b", then 600 'x' while the Dropper is released: the host must get
+    the 600 'x' it was handed."""
+    n = int(query(scope)["n"])
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "bytes": Dropper(b"a")})
+    await send({"type": "websocket.send", "bytes": b"b"})
+    msg = {"type": "websocket.send", "bytes": b"x" * n}
+    HOLD["msg"] = msg
+    await send(msg)
+    await send({"type": "websocket.close"})
+
+
 async def go(scope, receive, send):
     """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
     NOTES[scope["path"][1:] + "go"] = True
