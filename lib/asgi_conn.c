@@ -454,9 +454,14 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
         PyErr_SetString(PyExc_RuntimeError, "response content shorter than Content-Length");
         return -1;
     }
-    int hr = 0;
-    if (c->head_pending && (hr = lw_ac_commit_head(c)) < 0) return -1;
-    if (len == 0 && more) return hr;
+    /* Ours from here: the held head's on_start runs without the GIL, when another Python thread
+     * may change the message. */
+    Py_XINCREF(body);
+    int hr = c->head_pending ? lw_ac_commit_head(c) : 0;
+    if (hr < 0 || (len == 0 && more)) {
+        Py_XDECREF(body);
+        return hr;
+    }
     c->sent += (int64_t)len;
     /* The previous body stays valid through this on_body, so a host that still has it queued
      * (e.g. the app cancelled the paused send() and sent again) can copy it now. The new one is
@@ -464,7 +469,7 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
      * message's own reference to body. */
     PyObject *oldest = c->held[1];
     c->held[1] = c->held[0];
-    c->held[0] = Py_XNewRef(body);
+    c->held[0] = body; /* our reference */
     Py_XDECREF(oldest);
     if (!more) lw_ac_body_ended(c);
     int r = LW_AC_CALL(c, c->h.on_body(c->ud, body ? PyBytes_AS_STRING(body) : "", len, more));

@@ -265,8 +265,12 @@ static int lw_ws_close(lw_asgi_conn *c, PyObject *msg)
         c->wstate = WS_CLOSED;
         return 0;
     }
+    /* rp points into reason, borrowed from the message: callbacks run without the GIL, when
+     * another thread may change the message, so hold it until they are done. */
+    PyObject *reason_keep = Py_XNewRef(reason);
     lw_ws_closing(c);
     int r = LW_AC_CALL(c, c->h.on_ws_close(c->ud, (int)cv, rp, (size_t)rl));
+    Py_XDECREF(reason_keep);
     return lw_ac_result(c, r, "on_ws_close");
 }
 

@@ -1106,6 +1106,43 @@ static void test_body_outlives_app_code(void **state)
     ah_rec_free(&rec);
 }
 
+/* The held head's on_start runs without the GIL right before the first body's on_body: another
+ * Python thread may change the app's message meanwhile, so the body must be held, not borrowed. */
+static int start_hook_race(ah_rec *rec, const wsgi_response_head *head)
+{
+    (void)head;
+    const int *fds = rec->hook_data;
+    char b;
+    assert_int_equal(write(fds[0], "g", 1), 1); /* the app's thread replaces the body */
+    assert_int_equal(read(fds[1], &b, 1), 1);   /* ... and says it did */
+    return 0;
+}
+
+static void test_body_outlives_other_threads(void **state)
+{
+    (void)state;
+    int go[2], done[2];
+    assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(done), 0);
+    int fds[2] = {go[1], done[0]};
+    char target[128];
+    snprintf(target, sizeof target, "/?n=600&go=%d&done=%d", go[0], done[1]);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    rec.start_hook = start_hook_race;
+    rec.hook_data = fds;
+    ah_get(APPS "body_raced", target, &rec);
+    char want[601];
+    memset(want, 'x', 600);
+    want[600] = '\0';
+    ah_assert_ok(&rec, 200, want);
+    for (int i = 0; i < 2; i++) {
+        close(go[i]);
+        close(done[i]);
+    }
+    ah_rec_free(&rec);
+}
+
 static void test_app_returns_without_response(void **state)
 {
     (void)state;
@@ -1626,6 +1663,7 @@ int main(void)
         cmocka_unit_test(test_app_raises_before_start),
         cmocka_unit_test(test_head_held_until_first_body),
         cmocka_unit_test(test_body_outlives_app_code),
+        cmocka_unit_test(test_body_outlives_other_threads),
         cmocka_unit_test(test_app_returns_without_response),
         cmocka_unit_test(test_app_raises_after_start),
         cmocka_unit_test(test_non_awaitable_app),

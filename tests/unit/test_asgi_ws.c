@@ -29,6 +29,8 @@ typedef struct ws_rec {
     char *prev_copy;
     size_t prev_len;
     int prev_ok;       /* 1 while every previous message was intact at the next on_ws_send */
+    void (*close_hook)(struct ws_rec *); /* called by on_ws_close before it reads the reason */
+    int hook_fds[2];                     /* for close_hook: write to [0], then read from [1] */
 } ws_rec;
 
 static void ws_ev(ws_rec *w, char ev)
@@ -69,6 +71,7 @@ static int ws_on_close(void *ud, int code, const char *reason, size_t len)
 {
     ws_rec *w = ud;
     ws_ev(w, 'C');
+    if (w->close_hook) w->close_hook(w);
     w->closes++;
     w->close_code = code;
     snprintf(w->close_reason, sizeof w->close_reason, "%.*s", (int)len, reason);
@@ -344,6 +347,46 @@ static void test_sent_message_outlives_app_code(void **state)
     memset(xs, 'x', sizeof xs);
     assert_int_equal(w.prev_len, sizeof xs);
     assert_memory_equal(w.prev_copy, xs, sizeof xs);
+    ws_rec_free(&w);
+}
+
+/* Callbacks run without the GIL, so another Python thread may change the app's message while
+ * on_ws_close reads the reason it was handed: the library must hold it, not borrow it. */
+static void close_hook_race(ws_rec *w)
+{
+    char b;
+    assert_int_equal(write(w->hook_fds[0], "g", 1), 1); /* the app's thread replaces the reason */
+    assert_int_equal(read(w->hook_fds[1], &b, 1), 1);   /* ... and says it did */
+}
+
+static void test_close_reason_outlives_other_threads(void **state)
+{
+    (void)state;
+    int go[2], done[2];
+    assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(done), 0);
+    char target[128];
+    snprintf(target, sizeof target, "/?n=120&go=%d&done=%d", go[0], done[1]);
+    th_req r;
+    ws_req(&r, target);
+    ws_rec w;
+    ws_rec_init(&w);
+    w.close_hook = close_hook_race;
+    w.hook_fds[0] = go[1];
+    w.hook_fds[1] = done[0];
+    asgi_conn *c = ws_dispatch(APPS "close_raced", &r, &w);
+    ah_drive_done(&w.r);
+    asgi_conn_free(c);
+    assert_string_equal(w.r.events, "ACD");
+    assert_int_equal(w.close_code, 4000);
+    char want[121];
+    memset(want, 'x', 120);
+    want[120] = '\0';
+    assert_string_equal(w.close_reason, want);
+    for (int i = 0; i < 2; i++) {
+        close(go[i]);
+        close(done[i]);
+    }
     ws_rec_free(&w);
 }
 
@@ -844,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_accept_subprotocol_outlives_app_code),
         cmocka_unit_test(test_denial_body_outlives_app_code),
         cmocka_unit_test(test_sent_message_outlives_app_code),
+        cmocka_unit_test(test_close_reason_outlives_other_threads),
         cmocka_unit_test(test_task_end),
         cmocka_unit_test(test_invalid_events),
         cmocka_unit_test(test_incoming_queue_is_bounded),

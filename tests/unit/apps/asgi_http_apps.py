@@ -337,3 +337,29 @@ async def body_dropper(scope, receive, send):
     msg = {"type": "http.response.body", "body": b"x" * int(query(scope)["n"])}
     HOLD["msg"] = msg
     await send(msg)
+
+
+async def body_raced(scope, receive, send):
+    """The first body event (600 'x', held only by the message) while another thread replaces it:
+    the thread waits on pipe ?go= (written by the host's on_start, which runs without the GIL and
+    before the body's on_body), replaces the body and answers on pipe ?done=. The body the host
+    then gets must still be the one the library was handed."""
+    import os
+    import threading
+
+    q = query(scope)
+    n, go_fd, done_fd = int(q["n"]), int(q["go"]), int(q["done"])
+    await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    msg = {"type": "http.response.body", "body": b"x" * n}
+
+    def other():
+        os.read(go_fd, 1)
+        msg["body"] = b""  # the only reference to the bytes the library was handed goes
+        KEEP.append(b"y" * n)  # same size: glibc hands this one the freed block
+        os.write(done_fd, b"d")
+
+    t = threading.Thread(target=other)
+    t.start()
+    await send(msg)
+    t.join()

@@ -204,6 +204,32 @@ async def send_dropper(scope, receive, send):
     await send({"type": "websocket.close"})
 
 
+async def close_raced(scope, receive, send):
+    """websocket.close with a reason only the message holds (600 'x'), while another thread
+    replaces it: the thread waits on pipe ?go= (written by the host's on_ws_close, which runs
+    without the GIL), replaces the reason and answers on pipe ?done=. The reason the host reads
+    after that must still be the one it was handed."""
+    import os
+    import threading
+
+    q = query(scope)
+    n, go_fd, done_fd = int(q["n"]), int(q["go"]), int(q["done"])
+    await receive()
+    await send({"type": "websocket.accept"})
+    msg = {"type": "websocket.close", "code": 4000, "reason": "x" * n}
+
+    def other():
+        os.read(go_fd, 1)
+        msg["reason"] = ""  # the only reference to the str the host was handed goes
+        KEEP.append("y" * n)  # same size: glibc hands this one the freed block
+        os.write(done_fd, b"d")
+
+    t = threading.Thread(target=other)
+    t.start()
+    await send(msg)
+    t.join()
+
+
 async def go(scope, receive, send):
     """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
     NOTES[scope["path"][1:] + "go"] = True
