@@ -554,45 +554,118 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
     return r < 0 ? r : (r > hr ? r : hr);
 }
 
-static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
+/* Deliver one message (type already checked): -1 (exception set), 0 or ASGI_PAUSE. */
+static int lw_ac_send_now(lw_asgi_conn *c, PyObject *type, PyObject *msg)
 {
-    lw_asgi_conn *c = (lw_asgi_conn *)self;
     lw_asgi_strings *a = lw_rt->as;
+    if (c->disconnected || !c->attached) {
+        PyErr_SetString(PyExc_OSError, "client disconnected");
+        return -1;
+    }
+    if (c->kind == LW_AC_WS) return lw_ws_send(c, type, msg);
+    if (lw_streq(type, a->resp_body)) return lw_ac_body(c, msg);
+    if (lw_streq(type, a->resp_start)) return lw_ac_start(c, msg);
+    if (c->h.on_trailers && lw_streq(type, a->resp_trailers)) return lw_ac_trailers(c, msg);
+    if (c->h.on_sendfile && lw_streq(type, a->resp_pathsend)) return lw_ac_pathsend(c, msg);
+    PyErr_Format(PyExc_RuntimeError, "unexpected ASGI message type %R", type);
+    return -1;
+}
+
+/* The message's type, borrowed; NULL with an exception if it is not a dict with a str type. */
+static PyObject *lw_ac_msg_type(PyObject *msg)
+{
     if (!PyDict_Check(msg)) {
         PyErr_Format(PyExc_TypeError, "ASGI message must be a dict, not %.100s",
                      Py_TYPE(msg)->tp_name);
         return NULL;
     }
-    PyObject *type = lw_get(msg, a->type);
+    PyObject *type = lw_get(msg, lw_rt->as->type);
     if (!type || !PyUnicode_Check(type)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "ASGI message 'type' must be a str");
         return NULL;
     }
+    return type;
+}
+
+/* A send() made while an earlier one is held (ASGI_PAUSE) waits its turn, as under uvicorn,
+ * hypercorn or daphne (apps send from several tasks: a broadcast, a heartbeat): its future gets a
+ * done callback on the held one, which delivers the message then (lw_ac_send_turn). */
+static PyMethodDef lw_ac_send_turn_def;
+
+/* The raised exception as an object (cleared), to hand to a future. */
+static PyObject *lw_take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value && tb) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value ? value : PyObject_CallNoArgs(PyExc_MemoryError);
+}
+
+static int lw_ac_send_queue(lw_asgi_conn *c, PyObject *turn)
+{
+    PyObject *cb = PyCFunction_New(&lw_ac_send_turn_def, turn);
+    PyObject *r = cb ? PyObject_CallMethod(c->send_waiter, "add_done_callback", "O", cb) : NULL;
+    Py_XDECREF(cb);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* turn: (conn, message, future the app awaits). The send it waited for is done: deliver. */
+static PyObject *lw_ac_send_turn(PyObject *turn, PyObject *unused)
+{
+    (void)unused;
+    lw_asgi_conn *c = (lw_asgi_conn *)PyTuple_GET_ITEM(turn, 0);
+    PyObject *msg = PyTuple_GET_ITEM(turn, 1), *fut = PyTuple_GET_ITEM(turn, 2);
+    PyObject *done = PyObject_CallMethod(fut, "done", NULL);
+    int skip = !done || PyObject_IsTrue(done); /* the app cancelled it: nothing is sent */
+    Py_XDECREF(done);
+    PyErr_Clear();
+    if (skip) Py_RETURN_NONE;
     lw_drop_done(&c->send_waiter);
     if (c->send_waiter) {
-        PyErr_SetString(PyExc_RuntimeError, "send() called before the previous send() completed");
-        return NULL;
+        /* Another message went out before this one and is held in turn: wait for it. */
+        if (lw_ac_send_queue(c, turn) < 0) {
+            PyObject *exc = lw_take_exception();
+            if (exc) lw_future_set(fut, exc, 1);
+            PyErr_Clear();
+        }
+        Py_RETURN_NONE;
     }
-    if (c->disconnected || !c->attached) {
-        PyErr_SetString(PyExc_OSError, "client disconnected");
-        return NULL;
+    PyObject *type = lw_ac_msg_type(msg);
+    int r = type ? lw_ac_send_now(c, type, msg) : -1;
+    if (r < 0) {
+        PyObject *exc = lw_take_exception();
+        if (exc) lw_future_set(fut, exc, 1);
+        PyErr_Clear();
+    } else if (r == ASGI_PAUSE && !c->disconnected) {
+        c->send_waiter = Py_NewRef(fut); /* resolved by asgi_conn_resume() */
+    } else {
+        lw_future_set(fut, Py_NewRef(Py_None), 0);
     }
-    int r;
-    if (c->kind == LW_AC_WS)
-        r = lw_ws_send(c, type, msg);
-    else if (lw_streq(type, a->resp_body))
-        r = lw_ac_body(c, msg);
-    else if (lw_streq(type, a->resp_start))
-        r = lw_ac_start(c, msg);
-    else if (c->h.on_trailers && lw_streq(type, a->resp_trailers))
-        r = lw_ac_trailers(c, msg);
-    else if (c->h.on_sendfile && lw_streq(type, a->resp_pathsend))
-        r = lw_ac_pathsend(c, msg);
-    else {
-        PyErr_Format(PyExc_RuntimeError, "unexpected ASGI message type %R", type);
-        r = -1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef lw_ac_send_turn_def = {"_send_turn", lw_ac_send_turn, METH_O, NULL};
+
+static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
+{
+    lw_asgi_conn *c = (lw_asgi_conn *)self;
+    PyObject *type = lw_ac_msg_type(msg);
+    if (!type) return NULL;
+    lw_drop_done(&c->send_waiter);
+    if (c->send_waiter) {
+        PyObject *fut = PyObject_CallNoArgs(lw_rt->create_future);
+        PyObject *turn = fut ? PyTuple_Pack(3, self, msg, fut) : NULL;
+        int rc = turn ? lw_ac_send_queue(c, turn) : -1;
+        Py_XDECREF(turn);
+        if (rc < 0) Py_CLEAR(fut);
+        return fut;
     }
+    int r = lw_ac_send_now(c, type, msg);
     if (r < 0) return NULL;
     if (r == ASGI_PAUSE && !c->disconnected) {
         c->send_waiter = PyObject_CallNoArgs(lw_rt->create_future);

@@ -680,6 +680,52 @@ static void test_send_pause_holds_the_app(void **state)
     ws_rec_free(&w);
 }
 
+/* send() from several tasks at once (uvicorn, hypercorn and daphne accept it): while one is held
+ * by ASGI_PAUSE the others wait their turn instead of raising, and each message goes out once,
+ * in the order of the calls. */
+static void test_concurrent_sends_wait_their_turn(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req r;
+    ws_req(&r, target);
+    ws_rec w;
+    ws_rec_init(&w);
+    w.send_rc = ASGI_PAUSE;
+    asgi_conn *c = ws_dispatch(APPS "concurrent_senders", &r, &w);
+    ah_drive_until(pred_sent, &w, AH_MAX_TURNS);
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(ah_settle(), -1);
+        assert_int_equal(w.n_msgs, i); /* one at a time: the next waits for the resume */
+        assert_rc(asgi_conn_resume(c), WSGI_OK);
+    }
+    ah_drive_done(&w.r);
+    asgi_conn_free(c);
+    assert_string_equal(w.msgs, "t:m1|t:m2|t:m3|");
+    assert_int_equal(w.r.done_result, 0);
+    assert_notes(key, "sent 1\nsent 2\nsent 3");
+    ws_rec_free(&w);
+
+    /* The client leaves while they wait: each raises OSError, nothing more is delivered. */
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    ws_req(&r, target);
+    ws_rec_init(&w);
+    w.send_rc = ASGI_PAUSE;
+    c = ws_dispatch(APPS "concurrent_senders", &r, &w);
+    ah_drive_until(pred_sent, &w, AH_MAX_TURNS);
+    assert_int_equal(ah_settle(), -1);
+    assert_rc(asgi_conn_ws_closed(c, 1001, NULL, 0), WSGI_OK);
+    ah_drive_done(&w.r);
+    asgi_conn_free(c);
+    assert_int_equal(w.n_msgs, 1);
+    assert_notes(key, "1 OSError: client disconnected\n2 OSError: client disconnected\n"
+                      "3 OSError: client disconnected");
+    ws_rec_free(&w);
+}
+
 /* ---- disconnects and freeing --------------------------------------------------------------- */
 
 static void test_abrupt_drop_is_1006(void **state)
@@ -893,6 +939,7 @@ int main(void)
         cmocka_unit_test(test_incoming_queue_is_bounded),
         cmocka_unit_test(test_read_resumes_when_the_app_closes),
         cmocka_unit_test(test_send_pause_holds_the_app),
+        cmocka_unit_test(test_concurrent_sends_wait_their_turn),
         cmocka_unit_test(test_abrupt_drop_is_1006),
         cmocka_unit_test(test_free_while_app_runs),
         cmocka_unit_test(test_api_checks),

@@ -230,6 +230,24 @@ async def close_raced(scope, receive, send):
     t.join()
 
 
+async def concurrent_senders(scope, receive, send):
+    """Accepts, then three tasks send at once (a broadcast, a heartbeat...), as apps do under any
+    ASGI server; notes each completed send() (or its exception), then closes."""
+    key = query(scope)["key"]
+    await receive()
+    await send({"type": "websocket.accept"})
+
+    async def one(i):
+        try:
+            await send({"type": "websocket.send", "text": "m%d" % i})
+            note(key, "sent %d" % i)
+        except Exception as e:
+            note(key, "%d %s: %s" % (i, type(e).__name__, e))
+
+    await asyncio.gather(one(1), one(2), one(3))
+    await send({"type": "websocket.close"})
+
+
 async def go(scope, receive, send):
     """HTTP: sets NOTES[<path>+'go'] so accept_then_wait starts receiving."""
     NOTES[scope["path"][1:] + "go"] = True
