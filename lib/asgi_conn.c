@@ -676,17 +676,16 @@ static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
 
 /* ---- the end of the app's task -------------------------------------------------------------- */
 
-static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
+/* How the app ended: @cancelled, or @exc (None: it returned). Logs, records, and answers what
+ * the protocol still owes (500, 403, a Close), then on_done. Once per connection. */
+static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
 {
-    lw_asgi_conn *c = (lw_asgi_conn *)self;
-    Py_CLEAR(c->task);
+    if (c->done) return;
     int result = 0;
-    PyObject *cancelled = PyObject_CallMethod(task, "cancelled", NULL);
-    if (cancelled && PyObject_IsTrue(cancelled)) {
+    if (cancelled) {
         result = WSGI_ERR_APP;
         lw_ac_fail(c, WSGI_ERR_APP, "ASGI app task was cancelled");
-    } else if (cancelled) {
-        PyObject *exc = PyObject_CallMethod(task, "exception", NULL);
+    } else {
         if (exc && exc != Py_None && c->disconnected &&
             PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
             /* send() raised because the client left and the app let it propagate: that is how
@@ -702,9 +701,7 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
             result = WSGI_ERR_APP;
             lw_ac_fail(c, WSGI_ERR_APP, "%s", msg);
         }
-        Py_XDECREF(exc);
     }
-    Py_XDECREF(cancelled);
     PyErr_Clear();
 
     if (c->kind == LW_AC_WS) {
@@ -735,6 +732,51 @@ static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
     }
     c->done = 1;
     LW_AC_CALL(c, (c->h.on_done(c->ud, result), 0));
+}
+
+/* run_asgi's last step (boot.py), still inside the task: report(None) if the app returned, else
+ * report(exception). The end is delivered now, so a request that never blocks is complete after
+ * one loop turn; the task's done callback (the safety net for a task cancelled before its first
+ * step, which never reaches this) is removed so that finishing schedules nothing. */
+static PyObject *lw_ac_report(PyObject *self, PyObject *exc)
+{
+    lw_asgi_conn *c = (lw_asgi_conn *)self;
+    int cancelled = 0;
+    if (exc != Py_None) {
+        PyObject *asyncio = PyImport_ImportModule("asyncio");
+        PyObject *ce = asyncio ? PyObject_GetAttrString(asyncio, "CancelledError") : NULL;
+        cancelled = ce && PyErr_GivenExceptionMatches(exc, ce);
+        Py_XDECREF(ce);
+        Py_XDECREF(asyncio);
+        PyErr_Clear();
+    }
+    lw_ac_end(c, cancelled, exc);
+    if (c->task && c->done_cb) {
+        PyObject *r = PyObject_CallMethod(c->task, "remove_done_callback", "O", c->done_cb);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    Py_CLEAR(c->done_cb);
+    Py_CLEAR(c->task); /* breaks task -> callback -> conn -> task */
+    Py_RETURN_NONE;
+}
+
+/* The task's done callback: only reached when run_asgi could not report (cancelled before it
+ * ever ran). */
+static PyObject *lw_ac_task_done(PyObject *self, PyObject *task)
+{
+    lw_asgi_conn *c = (lw_asgi_conn *)self;
+    Py_CLEAR(c->task);
+    Py_CLEAR(c->done_cb);
+    if (!c->done) {
+        PyObject *cancelled = PyObject_CallMethod(task, "cancelled", NULL);
+        int is_cancelled = cancelled && PyObject_IsTrue(cancelled) == 1;
+        PyObject *exc = !is_cancelled ? PyObject_CallMethod(task, "exception", NULL) : NULL;
+        PyErr_Clear();
+        lw_ac_end(c, is_cancelled, exc ? exc : Py_None);
+        Py_XDECREF(exc);
+        Py_XDECREF(cancelled);
+    }
     Py_RETURN_NONE;
 }
 
@@ -751,10 +793,12 @@ static PyMethodDef lw_ac_receive_def = {"receive", lw_ac_receive, METH_NOARGS,
                                         "await receive() -> the next ASGI event"};
 static PyMethodDef lw_ac_send_def = {"send", lw_ac_send, METH_O, "await send(message)"};
 static PyMethodDef lw_ac_done_def = {"_task_done", lw_ac_task_done, METH_O, NULL};
+static PyMethodDef lw_ac_report_def = {"_report", lw_ac_report, METH_O, NULL};
 
 static void lw_ac_dealloc(lw_asgi_conn *c)
 {
     Py_XDECREF(c->task);
+    Py_XDECREF(c->done_cb);
     Py_XDECREF(c->body);
     Py_XDECREF(c->recv_waiter);
     Py_XDECREF(c->send_waiter);
@@ -834,7 +878,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->close_code = 0;
     c->close_reason = NULL;
     c->attached = 1;
-    c->task = c->recv_waiter = c->send_waiter = c->held[0] = c->held[1] = NULL;
+    c->task = c->done_cb = c->recv_waiter = c->send_waiter = c->held[0] = c->held[1] = NULL;
     c->buffered = 0;
     c->body_final_sent = c->read_paused = 0;
     c->rstate = R_START;
@@ -860,21 +904,23 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     PyObject *receive = scope ? PyCFunction_New(&lw_ac_receive_def, (PyObject *)c) : NULL;
     PyObject *send = receive ? PyCFunction_New(&lw_ac_send_def, (PyObject *)c) : NULL;
     PyObject *done = send ? PyCFunction_New(&lw_ac_done_def, (PyObject *)c) : NULL;
+    PyObject *report = done ? PyCFunction_New(&lw_ac_report_def, (PyObject *)c) : NULL;
     PyObject *coro = NULL, *task = NULL, *r = NULL;
-    if (done) {
+    if (report) {
         PyObject *runner = PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi");
-        coro = runner
-                   ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send, NULL)
-                   : NULL;
+        coro = runner ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send,
+                                                     report, NULL)
+                      : NULL;
     }
     if (coro) task = PyObject_CallOneArg(rt->create_task, coro);
     if (task) r = PyObject_CallMethod(task, "add_done_callback", "O", done);
     Py_XDECREF(scope);
     Py_XDECREF(receive);
     Py_XDECREF(send);
-    Py_XDECREF(done);
+    Py_XDECREF(report);
     Py_XDECREF(coro);
     if (!r) {
+        Py_XDECREF(done);
         char msg[512];
         lw_log_exception("starting the ASGI app", msg, sizeof msg);
         if (task) {
@@ -890,6 +936,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     }
     Py_DECREF(r);
     c->task = task;
+    c->done_cb = done;
     lw_gil_release(&g);
     *out = (asgi_conn *)c;
     return 0;

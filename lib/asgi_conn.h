@@ -27,6 +27,7 @@ typedef struct lw_asgi_conn {
     lw_ac_kind kind;
     int attached; /* the host still holds its handle: callbacks may fire */
     PyObject *task;
+    PyObject *done_cb; /* the task's done callback, removed once run_asgi reported the end */
     /* incoming: HTTP body chunks, or WebSocket receive events, not yet received by the app */
     PyObject *body;  /* list of bytes (HTTP) or of event dicts (WebSocket) */
     size_t buffered; /* their total size in bytes */

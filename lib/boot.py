@@ -224,11 +224,20 @@ class Lifespan:
         return result
 
 
-async def run_asgi(app, scope, receive, send):
-    """The task body of one ASGI connection: whatever the app does wrong (raises synchronously,
-    returns a non-awaitable) surfaces as this task's exception, handled in one place."""
+async def run_asgi(app, scope, receive, send, report):
+    """The task body of one ASGI connection: however the app ends (returns, raises synchronously
+    or later, returns a non-awaitable, is cancelled), report() hears it here, in the task's last
+    step, so the host learns the end in the same loop turn."""
     try:
         await app(scope, receive, send)
+    except GeneratorExit:
+        raise  # the task is being destroyed: nothing to report to
     except (KeyboardInterrupt, SystemExit) as exc:
         # asyncio lets these escape the loop; one request must not take the host down.
-        raise RuntimeError(f"ASGI app raised {type(exc).__name__}") from exc
+        err = RuntimeError(f"ASGI app raised {type(exc).__name__}")
+        err.__cause__ = exc
+        report(err)
+    except BaseException as exc:
+        report(exc)
+    else:
+        report(None)

@@ -1225,6 +1225,41 @@ static void test_cancelled_task(void **state)
     ah_rec_free(&rec);
 }
 
+/* A task cancelled before its first step never runs the app (nor the code that reports its end
+ * from inside the task): the done callback must still answer 500 and call on_done. And a request
+ * that never blocks is complete after one loop turn, with nothing scheduled after it. */
+static void test_task_cancelled_before_it_ran(void **state)
+{
+    (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec first, second;
+    ah_rec_init(&first);
+    ah_rec_init(&second);
+    asgi_conn *a = ah_dispatch(th_app(APPS "cancel_others"), &r, &first);
+    asgi_conn *b = ah_dispatch(th_app(APPS "echo"), &r, &second);
+    ah_drive_done(&first);
+    ah_drive_done(&second);
+    asgi_conn_free(a);
+    asgi_conn_free(b);
+    assert_rc(first.done_result, 0);
+    assert_int_equal(first.status, 204);
+    ah_assert_500(&second, WSGI_ERR_APP);
+    ah_rec_free(&first);
+    ah_rec_free(&second);
+
+    ah_rec one;
+    ah_rec_init(&one);
+    asgi_conn *c = ah_dispatch(th_app(APPS "echo"), &r, &one);
+    assert_int_equal(asgi_loop_timeout(th_rt), 0);
+    assert_rc(asgi_loop_run(th_rt), WSGI_OK);
+    assert_int_equal(one.done_calls, 1); /* answered and ended in that one turn */
+    ah_assert_ok(&one, 200, "");
+    assert_int_equal(asgi_loop_timeout(th_rt), -1); /* and nothing left to run */
+    asgi_conn_free(c);
+    ah_rec_free(&one);
+}
+
 /* SystemExit / KeyboardInterrupt raised by a request handler fail that request (a 500 and
  * on_done(WSGI_ERR_APP)); they must not escape asgi_loop_run() into the host's loop. */
 static void test_base_exceptions_in_app(void **state)
@@ -1668,6 +1703,7 @@ int main(void)
         cmocka_unit_test(test_app_raises_after_start),
         cmocka_unit_test(test_non_awaitable_app),
         cmocka_unit_test(test_cancelled_task),
+        cmocka_unit_test(test_task_cancelled_before_it_ran),
         cmocka_unit_test(test_base_exceptions_in_app),
         cmocka_unit_test(test_done_after_background_work),
         cmocka_unit_test(test_send_pause_holds_the_app),
