@@ -11,7 +11,6 @@ Apps leave notes in NOTES[key] (key from the query string); the test reads them 
 http request to `report` (GET /<key>)."""
 import asyncio
 import ast
-from urllib.parse import parse_qs
 
 # The notes and the report app are asgi_http_apps' own (one NOTES dict for both modules).
 from asgi_http_apps import NOTES, note, query, report  # noqa: E402,F401
