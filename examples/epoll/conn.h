@@ -11,7 +11,9 @@
  * (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go through the
  * pool's queue and the server's completion queue (both mutex-protected), so no field needs a lock.
  * While the app thread owns the connection the socket is not armed in epoll (EPOLLONESHOT), so the
- * loop never sees its events. */
+ * loop never sees its events. The one exception is the output queue of a WSGI response while its
+ * app thread is inside wsgi_iter_next: the loop may write what has waited there for LATE_US
+ * (exchange_late_flush); out_owner says who holds the queue then. */
 #ifndef EPOLL_CONN_H
 #define EPOLL_CONN_H
 
@@ -23,6 +25,7 @@
 
 #include <http_parser.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -170,6 +173,13 @@ struct conn {
     size_t oq_head, oq_len, oq_cap;
     char *scratch;
     size_t sc_len, sc_cap;
+
+    /* WSGI: wait_since: since when queued output waits for more to join it (us; 0: nothing
+     * queued). out_owner (OWN_*): who holds the output queue (exchange.c). */
+    _Atomic int64_t wait_since;
+    atomic_int out_owner;
+    conn *l_prev, *l_next; /* loop: the connections lent to app threads (server.c) */
+    int lent;
 };
 
 /* Request bodies up to this size (with Content-Length) are read before the app runs. */
@@ -180,6 +190,17 @@ struct conn {
 #define DRAIN_MAX (1024 * 1024)
 /* More request headers than this is answered with 431. */
 #define MAX_HEADERS 100
+/* WSGI: queued output waits at most about this long (us) while the app produces more: then it is
+ * written (by the loop, if the app thread is still in the app). */
+#define LATE_US 1000
+/* WSGI: small chunks are gathered into batches of up to this many bytes (one sendmsg). */
+#define OUT_BATCH_BYTES (64 * 1024)
+/* The scratch buffer of a batch: the batch, the framing of the chunk that ends it, some head. */
+#define OUT_BATCH_SCRATCH (OUT_BATCH_BYTES + 4096)
+/* The chunked framing around one chunk: "%llx\r\n" and "\r\n". */
+#define CHUNK_FRAMING_MAX 24
+/* A scratch buffer grown beyond this by a response is given back when the response ends. */
+#define SCRATCH_KEEP (16 * 1024)
 
 /* ---- http_conn.c: parsing ---------------------------------------------------------------- */
 enum { PARSE_MORE = 0, PARSE_DONE = 1, PARSE_ERROR = -1 };
@@ -227,9 +248,18 @@ int conn_queue_head(conn *c, const wsgi_response_head *h);
 int conn_queue_body(conn *c, const char *data, size_t len, int copy);
 /* Copy the borrowed (by-pointer) body bytes still queued, before the library may release them. */
 int conn_own_borrowed(conn *c);
+/* WSGI: whether the next chunk may be pulled before the queue is written: less than
+ * OUT_BATCH_BYTES queued and no file range (its fd is the library's only until the next call);
+ * borrowed bytes are then copied (the library releases them at the next wsgi_iter_next).
+ * 1 (pull), 0 (write first) or -1 (out of memory). */
+int conn_batch_ready(conn *c);
+/* The response is over and its output written: give back a scratch buffer it grew large. */
+void conn_scratch_trim(conn *c);
 /* Queue count bytes of fd from off (sendfile), with chunk framing. 0 or -1. */
 int conn_queue_file(conn *c, int fd, int64_t off, int64_t count);
 int out_flush(conn *c); /* non-blocking */
+/* One write call (sendmsg or sendfile) at most: OUT_AGAIN if anything is left. */
+int out_flush_once(conn *c);
 /* Flush, waiting up to timeout_ms for the socket each time it is full (app thread only). */
 int out_flush_blocking(conn *c, int timeout_ms);
 int out_pending(const conn *c);
@@ -247,6 +277,18 @@ int conn_queue_switch(conn *c, const wsgi_header *ours, size_t n_ours, const wsg
 enum { PUMP_WRITE, PUMP_DONE, PUMP_ABORT, PUMP_YIELD };
 int exchange_run(conn *c);
 int exchange_abort(conn *c);
+/* Who holds a WSGI connection's output queue. OWN_APP: its owner (the app thread, or the loop),
+ * as for every other field. While the app thread is inside wsgi_iter_next: OWN_FREE (it runs app
+ * code), and whoever swaps OWN_FREE for OWN_CB (the app thread's callbacks) or OWN_LOOP (the
+ * loop, to write) holds it until it puts OWN_FREE back. */
+enum { OWN_APP, OWN_FREE, OWN_CB, OWN_LOOP };
+/* Callbacks (and anything else the app thread does to the queue from inside the app) are
+ * bracketed by these. */
+void conn_out_lock(conn *c);
+void conn_out_unlock(conn *c);
+/* Loop thread, for a connection lent to an app thread: write the output that has waited LATE_US
+ * or more while the app thread is in the app. Returns 1 if output still waits (look again). */
+int exchange_late_flush(conn *c, int64_t now);
 
 /* ---- asgi_host.c: the worker's ASGI loop and the app tasks it serves (loop thread) ---------- */
 /* What the host keeps of one app task: the head of an asgi_ex or a ws_conn, and the user_data of
@@ -350,6 +392,9 @@ const epoll_options *server_options(const server *s);
 int server_draining(const server *s);
 int server_inline(const server *s);
 int server_timeout_ms(const server *s); /* --timeout-request in ms */
+int64_t server_now_us(void);            /* CLOCK_MONOTONIC */
+/* An app thread: output of a lent connection began to wait; the loop looks every LATE_US. */
+void server_late_wake(server *s);
 uint64_t server_max_body(const server *s);
 size_t server_max_header(const server *s);
 int server_access_log(const server *s);

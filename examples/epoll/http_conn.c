@@ -408,8 +408,11 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
     if (c->expect_continue && !c->continue_sent) {
         /* The app wants the body: now tell the client to send it. */
         c->continue_sent = 1;
-        if (conn_queue_status(c, 100) < 0 ||
-            out_flush_blocking(c, server_timeout_ms(c->srv)) != OUT_DONE) {
+        conn_out_lock(c); /* a generator reading the body: the loop may be writing (conn.h) */
+        int bad = conn_queue_status(c, 100) < 0 ||
+                  out_flush_blocking(c, server_timeout_ms(c->srv)) != OUT_DONE;
+        conn_out_unlock(c);
+        if (bad) {
             c->body_error = 400;
             return -1;
         }

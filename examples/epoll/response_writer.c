@@ -4,12 +4,15 @@
  * the output queue written with one sendmsg (writev) per batch and sendfile for files, the
  * server's own short responses (100 Continue, 4xx/5xx), and the 101 that starts a WebSocket.
  *
- * Backpressure (WSGI; ASGI's is in asgi_exchange.c): callbacks only queue. The app's chunk is
- * queued by pointer (libwsgi keeps it alive until the next wsgi_iter_next), and exchange.c pulls
- * the next chunk only once the queue is empty,
- * so a connection holds at most one chunk of the app plus a few framing bytes. The exception is
- * the legacy write() callable, which PEP 3333 requires to have sent its data when it returns: in
- * that case (c->in_call) the callback flushes before returning, waiting for the socket. */
+ * Backpressure (WSGI; ASGI's is in asgi_exchange.c): callbacks only queue. The app's first chunk,
+ * and any that does not fit in the batch, is queued by pointer (libwsgi keeps it alive until the
+ * next wsgi_iter_next); later small ones are copied into the scratch buffer (the batch, up to
+ * OUT_BATCH_BYTES). exchange.c pulls the next chunk only while the batch has room and holds no
+ * file range, after copying what is borrowed (conn_batch_ready), and writes it all before it
+ * waits for the socket, so a connection holds at most one batch and one chunk of the app. The
+ * exception is the legacy write() callable during wsgi_call(), which PEP 3333 requires to have
+ * sent its data when it returns: in that case (c->in_call) the callback flushes before returning,
+ * waiting for the socket. */
 #include "conn.h"
 #include "host_log.h"
 #include "version.h"
@@ -111,6 +114,37 @@ int conn_own_borrowed(conn *c)
     return 0;
 }
 
+int conn_batch_ready(conn *c)
+{
+    size_t queued = 0;
+    int borrowed = 0;
+    for (size_t k = c->oq_head; k < c->oq_len; k++) {
+        const out_item *it = &c->outq[k];
+        if (it->kind == OUT_FILE) return 0;
+        if (it->kind == OUT_MEM) borrowed = 1;
+        queued += it->len;
+    }
+    if (queued >= OUT_BATCH_BYTES) return 0;
+    if (queued && c->sc_cap < OUT_BATCH_SCRATCH) {
+        /* A batch begins: one allocation for all of it (below malloc's mmap threshold), not a
+         * doubling series per response. */
+        char *p = realloc(c->scratch, OUT_BATCH_SCRATCH);
+        if (!p) return -1;
+        c->scratch = p;
+        c->sc_cap = OUT_BATCH_SCRATCH;
+    }
+    if (borrowed && conn_own_borrowed(c) < 0) return -1;
+    return 1;
+}
+
+void conn_scratch_trim(conn *c)
+{
+    if (c->sc_cap <= SCRATCH_KEEP || out_pending(c)) return;
+    free(c->scratch);
+    c->scratch = NULL;
+    c->sc_cap = c->sc_len = 0;
+}
+
 static int out_file(conn *c, int fd, int64_t off, int64_t count)
 {
     out_item *it = oq_push(c);
@@ -133,9 +167,11 @@ void out_clear(conn *c)
     c->sc_len = 0;
 }
 
-int out_flush(conn *c)
+/* Write the queue with at most calls system calls (< 0: no limit). OUT_AGAIN: something is left. */
+static int flush_calls(conn *c, int calls)
 {
     while (c->oq_head < c->oq_len) {
+        if (calls >= 0 && calls-- == 0) return OUT_AGAIN;
         out_item *it = &c->outq[c->oq_head];
         if (it->kind == OUT_FILE) {
             if (it->fcount == 0) {
@@ -196,6 +232,16 @@ int out_flush(conn *c)
     }
     out_clear(c);
     return OUT_DONE;
+}
+
+int out_flush(conn *c)
+{
+    return flush_calls(c, -1);
+}
+
+int out_flush_once(conn *c)
+{
+    return flush_calls(c, 1);
 }
 
 int out_flush_blocking(conn *c, int timeout_ms)
@@ -403,9 +449,8 @@ int conn_queue_switch(conn *c, const wsgi_header *ours, size_t n_ours, const wsg
     return rc ? -1 : 0;
 }
 
-static int on_start(void *user_data, const wsgi_response_head *h)
+static int start_locked(conn *c, const wsgi_response_head *h)
 {
-    conn *c = user_data;
     if (c->body_error) {
         /* The request body was bad (too large, malformed, timed out): the app only saw an
          * OSError from wsgi.input, so answer for what really happened. */
@@ -421,9 +466,16 @@ static int on_start(void *user_data, const wsgi_response_head *h)
 
 static int chunk_size_line(conn *c, uint64_t n)
 {
-    char line[32];
-    int k = snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)n);
-    return out_bytes(c, line, (size_t)k);
+    /* Once per chunk: no snprintf. */
+    char line[20];
+    size_t k = sizeof(line);
+    line[--k] = '\n';
+    line[--k] = '\r';
+    do {
+        line[--k] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n);
+    return out_bytes(c, line + k, sizeof(line) - k);
 }
 
 int conn_queue_chunked_end(conn *c)
@@ -455,22 +507,54 @@ int conn_queue_file(conn *c, int fd, int64_t off, int64_t count)
     return 0;
 }
 
+static int body_locked(conn *c, const char *data, size_t len)
+{
+    if (c->swallow) return -1;
+    if (c->framing == FRAME_NONE || len == 0) return 0;
+    /* The first chunk goes by pointer (the head and a one-chunk body leave in one sendmsg without
+     * a copy); later ones are copied while they fit in the batch, next to their framing, so a run
+     * of small chunks is one iovec and exchange.c can pull the next chunk before writing. */
+    int copy =
+        !c->in_call && c->body_bytes > 0 && c->sc_len + len + CHUNK_FRAMING_MAX <= OUT_BATCH_BYTES;
+    if (conn_own_borrowed(c) < 0 || conn_queue_body(c, data, len, copy) < 0) return -1;
+    return after_queue(c);
+}
+
+static int sendfile_locked(conn *c, int fd, int64_t offset, int64_t count)
+{
+    if (c->swallow) return -1;
+    if (c->framing == FRAME_NONE || count <= 0) return 0;
+    if (conn_queue_file(c, fd, offset, count) < 0) return -1;
+    return after_queue(c);
+}
+
+/* The callbacks run on the app thread; while it is inside wsgi_iter_next the loop may be writing
+ * the queue (exchange_late_flush), hence the lock. */
+static int on_start(void *user_data, const wsgi_response_head *h)
+{
+    conn *c = user_data;
+    conn_out_lock(c);
+    int r = start_locked(c, h);
+    conn_out_unlock(c);
+    return r;
+}
+
 static int on_body(void *user_data, const char *data, size_t len)
 {
     conn *c = user_data;
-    if (c->swallow) return -1;
-    if (c->framing == FRAME_NONE || len == 0) return 0;
-    if (conn_own_borrowed(c) < 0 || conn_queue_body(c, data, len, 0) < 0) return -1;
-    return after_queue(c);
+    conn_out_lock(c);
+    int r = body_locked(c, data, len);
+    conn_out_unlock(c);
+    return r;
 }
 
 static int on_sendfile(void *user_data, int fd, int64_t offset, int64_t count)
 {
     conn *c = user_data;
-    if (c->swallow) return -1;
-    if (c->framing == FRAME_NONE || count <= 0) return 0;
-    if (conn_queue_file(c, fd, offset, count) < 0) return -1;
-    return after_queue(c);
+    conn_out_lock(c);
+    int r = sendfile_locked(c, fd, offset, count);
+    conn_out_unlock(c);
+    return r;
 }
 
 const wsgi_response_handler conn_handler = {

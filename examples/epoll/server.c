@@ -4,10 +4,13 @@
  * keep-alive, request, linger, and the WebSocket ping, pong and close timers; TL_* in conn.h):
  * every entry of a list has the same timeout, so appending keeps each list sorted by deadline and
  * expiry is O(1). App threads report back through a mutex-protected completion queue and an
- * eventfd. An ASGI app has no app threads: its event loop's fd sits in the same epoll set, the loop
- * is run once per iteration (asgi_host.c), and asgi_exchange.c and ws_conn.c serve its connections
- * (the functions under "for asgi_exchange.c and ws_conn.c" below are their way back into the
- * server). */
+ * eventfd. While a WSGI app thread is inside the app, the loop writes the output of its response
+ * that has waited about 1 ms (exchange.c batches small chunks; PEP 3333 forbids holding them until
+ * the next): it looks at the connections lent to app threads every LATE_US while some may have
+ * output waiting (late_scan). An ASGI app has no app threads: its event loop's fd sits in the
+ * same epoll set, the loop is run once per iteration (asgi_host.c), and asgi_exchange.c and
+ * ws_conn.c serve its connections (the functions under "for asgi_exchange.c and ws_conn.c" below
+ * are their way back into the server). */
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
@@ -67,6 +70,11 @@ struct server {
     conn *all;
     size_t n_conns;
     size_t n_app; /* connections owned by app threads */
+    /* With a pool: the connections lent to app threads, whose waiting output the loop writes
+     * (exchange_late_flush); late_on: some may have output waiting, so look every LATE_US. */
+    conn *lent;
+    atomic_int late_on;
+    int64_t late_next; /* us */
     tlist lists[TL_COUNT];
 
     atomic_int draining;
@@ -99,6 +107,14 @@ int server_timeout_ms(const server *s)
 {
     return (int)s->opt->timeout_request * 1000;
 }
+void server_late_wake(server *s)
+{
+    /* Seen by the loop before it stops looking (late_scan): no wake-up needed. */
+    if (atomic_load(&s->late_on) || atomic_exchange(&s->late_on, 1)) return;
+    uint64_t one = 1;
+    ssize_t w = write(s->wakefd, &one, sizeof(one));
+    (void)w;
+}
 uint64_t server_max_body(const server *s)
 {
     return s->opt->max_body_size;
@@ -121,6 +137,13 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t server_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- timeout lists ---------------------------------------------------------------------- */
@@ -267,6 +290,47 @@ static void job_run(host_job *j)
     (void)w; /* the counter cannot overflow in practice; a failed wake-up is retried by the next */
 }
 
+static void lend(server *s, conn *c)
+{
+    if (c->lent) return;
+    c->lent = 1;
+    c->l_prev = NULL;
+    c->l_next = s->lent;
+    if (s->lent) s->lent->l_prev = c;
+    s->lent = c;
+}
+
+static void unlend(server *s, conn *c)
+{
+    if (!c->lent) return;
+    c->lent = 0;
+    if (c->l_prev)
+        c->l_prev->l_next = c->l_next;
+    else
+        s->lent = c->l_next;
+    if (c->l_next) c->l_next->l_prev = c->l_prev;
+    c->l_prev = c->l_next = NULL;
+}
+
+/* Write what waits on connections whose app thread is in the app; stop looking when nothing
+ * does (an app thread whose output begins to wait then wakes the loop: server_late_wake). */
+static void late_scan(server *s)
+{
+    int64_t now = server_now_us();
+    s->late_next = now + LATE_US;
+    int waiting = 0;
+    for (conn *c = s->lent; c; c = c->l_next)
+        waiting |= exchange_late_flush(c, now);
+    if (waiting) return;
+    atomic_store(&s->late_on, 0);
+    for (conn *c = s->lent; c; c = c->l_next) {
+        if (atomic_load(&c->wait_since)) {
+            atomic_store(&s->late_on, 1);
+            break;
+        }
+    }
+}
+
 /* Hand the connection to its app thread. */
 static void to_app(server *s, conn *c)
 {
@@ -276,6 +340,7 @@ static void to_app(server *s, conn *c)
         s->n_app++;
     }
     if (s->pool) {
+        lend(s, c);
         c->job.run = job_run;
         host_pool_submit(s->pool, &c->job);
     } else {
@@ -376,6 +441,7 @@ static void on_pump_result(server *s, conn *c, int r)
         return;
     }
     s->n_app--;
+    unlend(s, c);
     switch (r) {
     case PUMP_WRITE:
         c->state = CONN_WRITE;
@@ -786,6 +852,10 @@ static int loop(server *s)
             int64_t d = s->accept_resume_at - now;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
+        if (atomic_load_explicit(&s->late_on, memory_order_relaxed)) {
+            int64_t d = (s->late_next - server_now_us() + 999) / 1000;
+            if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
+        }
         if (s->ready_head) timeout = 0;
         int n = epoll_wait(s->epfd, evs, 256, timeout);
         if (n < 0) {
@@ -819,6 +889,9 @@ static int loop(server *s)
         run_ready(s);
         if (s->asgi) asgi_host_run(s->asgi);
         now = now_ms();
+        if (atomic_load_explicit(&s->late_on, memory_order_relaxed) &&
+            server_now_us() >= s->late_next)
+            late_scan(s);
         for (int k = 0; k < TL_COUNT; k++) {
             while (s->lists[k].head && s->lists[k].head->deadline <= now) {
                 conn *c = s->lists[k].head;

@@ -70,6 +70,11 @@ class Forever:
             open(self.mark, "w").close()
 
 
+def numbered_chunk(i, size):
+    """Chunk i of /numbered: its index repeated, cut to size bytes."""
+    return (b"%d." % i * (size // 2 + 1))[:size]
+
+
 def environ_view(environ):
     out = {}
     for k, v in environ.items():
@@ -308,6 +313,48 @@ def app(environ, start_response):
         def gen():
             for i in range(n):
                 yield (b"%d" % (i % 10)) * size
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
+
+    if path == "/numbered":
+        # q["n"] chunks that carry their index, of the sizes in q["sizes"] (cycled), from a
+        # generator: the server batches the small ones, and they must arrive complete and in
+        # order. cl=1: with a Content-Length; raise=1: the generator fails after the last one;
+        # pause=k: 2 ms of sleep after every k-th chunk (the server writes what waits meanwhile);
+        # write=1: every third chunk goes through the legacy write() instead.
+        n = int(q.get("n", "1000"))
+        pause = int(q.get("pause", "0"))
+        sizes = [int(x) for x in q.get("sizes", "100").split(",")]
+        chunks = [numbered_chunk(i, sizes[i % len(sizes)]) for i in range(n)]
+        headers = [("Content-Type", "application/octet-stream")]
+        if q.get("cl") == "1":
+            headers.append(("Content-Length", str(sum(map(len, chunks)))))
+
+        def gen():
+            for i, chunk in enumerate(chunks):
+                if q.get("write") == "1" and i % 3 == 1:
+                    write(chunk)
+                else:
+                    yield chunk
+                if pause and i % pause == pause - 1:
+                    time.sleep(0.002)
+            if q.get("raise") == "1":
+                raise RuntimeError("failure after the numbered chunks")
+        write = start_response("200 OK", headers)
+        return gen()
+
+    if path == "/then-wait":
+        # q["n"] small chunks at once, then nothing until the test creates q["release"] (once it
+        # has read them: PEP 3333 forbids holding a chunk back until the app yields the next).
+        n = int(q.get("n", "3"))
+
+        def gen():
+            for i in range(n):
+                yield b"chunk%d;" % i
+            deadline = time.monotonic() + 60
+            while not os.path.exists(q["release"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            yield b"end"
         start_response("200 OK", [("Content-Type", "text/plain")])
         return gen()
 
