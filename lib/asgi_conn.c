@@ -250,7 +250,8 @@ static PyObject *lw_ac_receive(PyObject *self, PyObject *unused)
 /* ---- send() --------------------------------------------------------------------------------- */
 
 /* Back to the lw_hdrs_init() state: the connection's held head is parsed again into the same
- * lw_hdrs after a refused http.response.start, so nothing of that one (its Content-Length) stays. */
+ * lw_hdrs after a refused http.response.start, so nothing of that one (its Content-Length) stays.
+ */
 void lw_hdrs_free(lw_hdrs *h)
 {
     if (h->v != h->stack) PyMem_Free(h->v);
@@ -392,8 +393,8 @@ int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
     }
     /* Held until the first body event: the ASGI spec forbids sending the head before it. */
     const char *reason = lw_reason_phrase((int)code);
-    int ll = snprintf(c->head_line, sizeof c->head_line, "%ld%s%s", code, reason[0] ? " " : "",
-                      reason);
+    int ll =
+        snprintf(c->head_line, sizeof c->head_line, "%ld%s%s", code, reason[0] ? " " : "", reason);
     c->head_line_len = (size_t)ll;
     c->head_status = (int)code;
     c->head_pending = 1;
@@ -407,9 +408,12 @@ int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
 static int lw_ac_commit_head(lw_asgi_conn *c)
 {
     c->head_pending = 0;
-    wsgi_response_head head = {c->head_status,  c->head_line,
-                               c->head_line_len, c->head_h.v,
-                               c->head_h.n,      c->head_h.cl,
+    wsgi_response_head head = {c->head_status,
+                               c->head_line,
+                               c->head_line_len,
+                               c->head_h.v,
+                               c->head_h.n,
+                               c->head_h.cl,
                                c->trailers ? WSGI_HEAD_TRAILERS : 0u};
     int r = LW_AC_CALL(c, c->h.on_start(c->ud, &head));
     lw_hdrs_free(&c->head_h);

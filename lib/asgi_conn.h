@@ -51,8 +51,8 @@ typedef struct lw_asgi_conn {
     /* WebSocket */
     lw_wsstate wstate;
     int connect_sent;
-    int close_code;          /* for websocket.disconnect */
-    PyObject *close_reason;  /* str, for websocket.disconnect */
+    int close_code;         /* for websocket.disconnect */
+    PyObject *close_reason; /* str, for websocket.disconnect */
     int disconnected;
     int done;
     int error;

@@ -436,9 +436,10 @@ int conn_queue_switch(conn *c, const wsgi_header *ours, size_t n_ours, const wsg
         /* The app cannot frame a 101 (no body: RFC 9110 8.6) nor redo the handshake: the
          * Sec-WebSocket-* headers are the server's (an extension the client did not offer would
          * make it fail the connection, RFC 6455 4.1). */
-        if (k >= n_ours && (hop_by_hop(x->name, x->name_len) || named_in(x, ours, n_ours) ||
-                            (x->name_len == 14 && strncasecmp(x->name, "content-length", 14) == 0) ||
-                            (x->name_len > 14 && strncasecmp(x->name, "sec-websocket-", 14) == 0)))
+        if (k >= n_ours &&
+            (hop_by_hop(x->name, x->name_len) || named_in(x, ours, n_ours) ||
+             (x->name_len == 14 && strncasecmp(x->name, "content-length", 14) == 0) ||
+             (x->name_len > 14 && strncasecmp(x->name, "sec-websocket-", 14) == 0)))
             continue;
         rc |= out_bytes(c, x->name, x->name_len);
         rc |= out_str(c, ": ");
