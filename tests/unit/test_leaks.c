@@ -100,13 +100,20 @@ static void check_path(const char *attr, int with_sendfile, int abort_after, int
     wsgi_app *app = leak_app(attr);
     for (int i = 0; i < 300; i++)
         run_one(app, with_sendfile, abort_after, free_early); /* warm */
+    /* Two windows of 3000 requests: a leak of one object per request shows as >= 3000 blocks in
+     * each, while a one-off growth (a cache of CPython's settling, seen once at 372 blocks on the
+     * error paths of a loaded machine) shows in one window only. The smaller growth is judged. */
     long before = allocated_blocks();
     for (int i = 0; i < 3000; i++)
         run_one(app, with_sendfile, abort_after, free_early);
+    long mid = allocated_blocks();
+    for (int i = 0; i < 3000; i++)
+        run_one(app, with_sendfile, abort_after, free_early);
     long after = allocated_blocks();
-    /* A leak of one object per request would show as >= 3000 blocks. */
-    if (after - before > 300) {
-        print_error("%s: allocated blocks grew by %ld over 3000 requests\n", attr, after - before);
+    long growth = mid - before < after - mid ? mid - before : after - mid;
+    if (growth > 300) {
+        print_error("%s: allocated blocks grew by %ld and %ld over two runs of 3000 requests\n",
+                    attr, mid - before, after - mid);
         fail();
     }
     wsgi_app_free(app);
