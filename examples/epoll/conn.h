@@ -6,10 +6,11 @@
  * (asgi_exchange.c), and in CONN_WS for the whole life of a WebSocket, with its state in c->ws
  * (ws_conn.c).
  *
- * Ownership: at any moment a connection belongs either to the event loop thread or to the thread
- * running its app (a pool thread, or the loop itself with --threads 0); the state says which
- * (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go through the
- * pool's queue and the server's completion queue (both mutex-protected), so no field needs a lock.
+ * Ownership: at any moment a connection belongs either to the event loop or to the thread running
+ * its app (the loop's own thread for as long as it is not replaced, see server.c); the state says
+ * which (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go
+ * through the server's queues (mutex-protected) or the leader hand-over (server.c), so no field
+ * needs a lock.
  * While the app thread owns the connection the socket is not armed in epoll (EPOLLONESHOT), so the
  * loop never sees its events. The one exception is the output queue of a WSGI response while its
  * app thread is inside wsgi_iter_next: the loop may write what has waited there for LATE_US
@@ -19,7 +20,6 @@
 
 #include "cli.h"
 #include "listen.h"
-#include "pool.h"
 
 #include <libwsgi/libwsgi.h>
 
@@ -110,11 +110,10 @@ struct conn {
     conn *t_prev, *t_next;     /* the timeout list it is in (t_list >= 0) */
     int t_list;
     int64_t deadline;
-    conn *q_next; /* completion queue, ready list or graveyard */
+    conn *q_next; /* completion queue, pending queue, ready list or graveyard */
     int pump_result;
     int ready_action;
     int abort_requested;
-    host_job job;
 
     char peer[INET6_ADDRSTRLEN];
     unsigned peer_port;

@@ -1,9 +1,9 @@
 /* One request/response exchange with the app, run by the thread that owns the connection while it
- * is in CONN_APP (a pool thread, or the loop thread with --threads 0): build the environ, call the
- * app, then pull chunks with wsgi_iter_next() for as long as the socket takes them. When the
- * socket is full the connection goes back to the loop, which waits for EPOLLOUT, flushes, and
- * hands it back for the next chunk: a slow client holds no thread, and memory stays bounded.
- * Every libwsgi call of a response happens here, on the owning thread.
+ * is in CONN_APP (a team thread, see server.c, or the loop thread with --threads 0): build the
+ * environ, call the app, then pull chunks with wsgi_iter_next() for as long as the socket takes
+ * them. When the socket is full the connection goes back to the loop, which waits for EPOLLOUT,
+ * flushes, and hands it back for the next chunk: a slow client holds no thread, and memory stays
+ * bounded. Every libwsgi call of a response happens here, on the owning thread.
  *
  * Batches: small chunks are copied into the scratch buffer as they come (response_writer.c) and
  * written together, up to OUT_BATCH_BYTES per sendmsg: one TCP segment per chunk would cost far

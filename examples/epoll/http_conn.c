@@ -11,7 +11,7 @@
  *    needed: it polls the socket (bounded by --timeout-request), parses what arrives with the
  *    same http_parser (de-chunking) and copies the body bytes straight into the app's buffer.
  *    With --threads 0 that thread is the loop thread, which is then blocked while an upload is in
- *    progress: use a pool (the default) for apps that take large or slow uploads.
+ *    progress: use app threads (the default) for apps that take large or slow uploads.
  *  - ASGI apps (BODY_FEED): the loop reads the socket as data arrives and the parser hands each
  *    de-chunked piece to c->body_sink (asgi_conn_feed), straight from the input buffer.
  * The parser is fed at most as many input bytes as the caller's buffer has room for (the body is

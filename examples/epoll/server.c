@@ -1,21 +1,34 @@
-/* The libwsgi-epoll event loop (see server.h). One thread owns all sockets; connections are
- * armed with EPOLLONESHOT so each arming yields at most one event and a connection handed to an
- * app thread can never produce events behind its back. Timeouts live in FIFO lists (idle
- * keep-alive, request, linger, and the WebSocket ping, pong and close timers; TL_* in conn.h):
- * every entry of a list has the same timeout, so appending keeps each list sorted by deadline and
- * expiry is O(1). App threads report back through a mutex-protected completion queue and an
- * eventfd. While a WSGI app thread is inside the app, the loop writes the output of its response
- * that has waited about 1 ms (exchange.c batches small chunks; PEP 3333 forbids holding them until
- * the next): it looks at the connections lent to app threads every LATE_US while some may have
- * output waiting (late_scan). An ASGI app has no app threads: its event loop's fd sits in the
- * same epoll set, the loop is run once per iteration (asgi_host.c), and asgi_exchange.c and
- * ws_conn.c serve its connections (the functions under "for asgi_exchange.c and ws_conn.c" below
- * are their way back into the server). */
+/* The libwsgi-epoll event loop (see server.h). Connections are armed with EPOLLONESHOT so each
+ * arming yields at most one event and a connection handed to an app thread can never produce
+ * events behind its back. Timeouts live in FIFO lists (idle keep-alive, request, linger, and the
+ * WebSocket ping, pong and close timers; TL_* in conn.h): every entry of a list has the same
+ * timeout, so appending keeps each list sorted by deadline and expiry is O(1).
+ *
+ * Who runs the loop. With --threads 0 (and for ASGI apps) it is the worker's main thread, which
+ * also calls the app. With --threads N (WSGI) a team of N + 1 threads takes turns (leader and
+ * standby, see "the team" below): the thread running the loop (the leader) calls the app itself,
+ * with no hand-off to another thread and back, as long as another thread (the standby) watches
+ * it; when the standby sees the leader still inside the same app call after about a millisecond
+ * (an app that blocks: a slow query, time.sleep, a slow upload), it takes the loop over, and the
+ * old leader finishes its request as an app thread and reports through a mutex-protected
+ * completion queue and an eventfd, as the pool threads of earlier versions did. So at most N
+ * requests are in the app at once, the loop never waits for one, and a request that does not
+ * block costs no thread switch at all. Everything the loop owns is in struct server (the event
+ * batch included), so a new leader continues exactly where the old one stopped; a leader that
+ * finds itself replaced when its app call returns unwinds without touching anything
+ * (t_leader).
+ *
+ * While a WSGI app thread is inside the app, the loop writes the output of its response that has
+ * waited about 1 ms (exchange.c batches small chunks; PEP 3333 forbids holding them until the
+ * next): it looks at the connections lent to app threads every LATE_US while some may have output
+ * waiting (late_scan). An ASGI app has no app threads: its event loop's fd sits in the same epoll
+ * set, the loop is run once per iteration (asgi_host.c), and asgi_exchange.c and ws_conn.c serve
+ * its connections (the functions under "for asgi_exchange.c and ws_conn.c" below are their way
+ * back into the server). */
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
 #include "host_signals.h"
-#include "pool.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,23 +72,40 @@ struct server {
     ev_tag *ls_tags;
     ev_tag wake_tag, sig_tag, asgi_tag;
     int epfd, wakefd, sigfd;
-    host_pool *pool; /* NULL: --threads 0, or ASGI */
+    int team;        /* WSGI with --threads N > 0: a team of threads runs the loop (see the top) */
     asgi_host *asgi; /* NULL: a WSGI app */
 
     pthread_mutex_t done_mu;
     conn *done_head, *done_tail;
     conn *ready_head, *ready_tail;
+    conn *batch_head; /* run_ready's batch, taken from the ready list */
     conn *graveyard;
 
     conn *all;
     size_t n_conns;
     size_t n_app; /* connections owned by app threads */
-    /* With a pool: the connections lent to app threads, whose waiting output the loop writes
+    /* With a team: the connections lent to app threads, whose waiting output the loop writes
      * (exchange_late_flush); late_on: some may have output waiting, so look every LATE_US. */
     conn *lent;
     atomic_int late_on;
     int64_t late_next; /* us */
     tlist lists[TL_COUNT];
+
+    /* The current batch of events: the leader that replaces another continues it. */
+    struct epoll_event evs[256];
+    int ev_n, ev_i;
+
+    /* The team (see the top). lstate: the leader's app call, (generation << 1) | 1 while it is in
+     * the app, (generation << 1) when not; the standby takes the loop over by changing it. */
+    _Atomic uint64_t lstate;
+    uint64_t app_gen;
+    pthread_mutex_t tmu; /* the fields below */
+    pthread_cond_t spare_cv, standby_cv, main_cv;
+    int has_leader, has_standby, finished;
+    atomic_int standby_sleeping, stopping;
+    conn *pend_head, *pend_tail; /* requests waiting for an app thread (no standby was free) */
+    pthread_t *threads;
+    unsigned n_threads;
 
     atomic_int draining;
     int quit;
@@ -101,7 +131,7 @@ int server_draining(const server *s)
 }
 int server_inline(const server *s)
 {
-    return s->pool == NULL;
+    return !s->team;
 }
 int server_timeout_ms(const server *s)
 {
@@ -272,11 +302,14 @@ static void ready_push(server *s, conn *c, int action)
 
 static void on_pump_result(server *s, conn *c, int r);
 
-static void job_run(host_job *j)
+/* Whether this thread runs the loop. A leader replaced while it was in the app returns from
+ * every function of the loop without touching anything once its call to the app is over. */
+static __thread int t_leader;
+
+/* An app thread (not the leader) is done with the connection: report to the loop. */
+static void report_done(server *s, conn *c, int r)
 {
-    conn *c = (conn *)((char *)j - offsetof(conn, job));
-    server *s = c->srv;
-    c->pump_result = c->abort_requested ? exchange_abort(c) : exchange_run(c);
+    c->pump_result = r;
     pthread_mutex_lock(&s->done_mu);
     c->q_next = NULL;
     if (s->done_tail)
@@ -288,6 +321,11 @@ static void job_run(host_job *j)
     uint64_t one = 1;
     ssize_t w = write(s->wakefd, &one, sizeof(one));
     (void)w; /* the counter cannot overflow in practice; a failed wake-up is retried by the next */
+}
+
+static int run_exchange(conn *c)
+{
+    return c->abort_requested ? exchange_abort(c) : exchange_run(c);
 }
 
 static void lend(server *s, conn *c)
@@ -331,7 +369,17 @@ static void late_scan(server *s)
     }
 }
 
-/* Hand the connection to its app thread. */
+/* Wake the standby if it stopped watching (the worker was idle). */
+static void standby_wake(server *s)
+{
+    pthread_mutex_lock(&s->tmu);
+    atomic_store(&s->standby_sleeping, 0);
+    pthread_cond_signal(&s->standby_cv);
+    pthread_mutex_unlock(&s->tmu);
+}
+
+/* Hand the connection to the app: run it here, or (team, no standby free) queue it for the next
+ * team thread to come back from the app. */
 static void to_app(server *s, conn *c)
 {
     tl_remove(s, c);
@@ -339,14 +387,36 @@ static void to_app(server *s, conn *c)
         c->state = CONN_APP;
         s->n_app++;
     }
-    if (s->pool) {
-        lend(s, c);
-        c->job.run = job_run;
-        host_pool_submit(s->pool, &c->job);
-    } else {
-        int r = c->abort_requested ? exchange_abort(c) : exchange_run(c);
-        on_pump_result(s, c, r);
+    if (!s->team) {
+        on_pump_result(s, c, run_exchange(c));
+        return;
     }
+    lend(s, c);
+    pthread_mutex_lock(&s->tmu);
+    if (!s->has_standby) {
+        /* Nobody could take the loop over if the app blocked: every other thread is in the app. */
+        c->q_next = NULL;
+        if (s->pend_tail)
+            s->pend_tail->q_next = c;
+        else
+            s->pend_head = c;
+        s->pend_tail = c;
+        pthread_cond_signal(&s->spare_cv);
+        pthread_mutex_unlock(&s->tmu);
+        return;
+    }
+    pthread_mutex_unlock(&s->tmu);
+    uint64_t busy = (++s->app_gen << 1) | 1;
+    atomic_store(&s->lstate, busy); /* publishes the loop's state to the standby */
+    if (atomic_load(&s->standby_sleeping)) standby_wake(s);
+    int r = run_exchange(c);
+    if (atomic_compare_exchange_strong(&s->lstate, &busy, busy - 1)) {
+        on_pump_result(s, c, r); /* still the leader */
+        return;
+    }
+    /* The standby took the loop over while the app ran: this is an app thread now. */
+    t_leader = 0;
+    report_done(s, c, r);
 }
 
 /* The loop wants the app thread to drop the response (client gone or too slow). */
@@ -773,27 +843,33 @@ static void on_wake(server *s)
         conn *c = list;
         list = c->q_next;
         c->q_next = NULL;
-        on_pump_result(s, c, c->pump_result);
+        on_pump_result(s, c, c->pump_result); /* never calls the app: the leader stays */
     }
 }
 
-static void run_ready(server *s)
+/* The connections that were ready when this starts (those made ready meanwhile wait for the next
+ * iteration, so a response that yields is not pumped again before other events). Returns 0 if
+ * this thread is no longer the leader: the rest of the batch stays for the new one. */
+static int run_ready(server *s)
 {
-    conn *list = s->ready_head;
-    s->ready_head = s->ready_tail = NULL;
-    while (list) {
-        conn *c = list;
-        list = c->q_next;
+    if (!s->batch_head) {
+        s->batch_head = s->ready_head;
+        s->ready_head = s->ready_tail = NULL;
+    }
+    while (s->batch_head) {
+        conn *c = s->batch_head;
+        s->batch_head = c->q_next;
         c->q_next = NULL;
         if (c->state == CONN_CLOSED) continue;
         if (c->ready_action == READY_PUMP) {
-            int r = c->abort_requested ? exchange_abort(c) : exchange_run(c);
-            on_pump_result(s, c, r);
+            on_pump_result(s, c, run_exchange(c));
         } else {
             tl_add(s, c, TL_REQUEST);
             advance(s, c);
         }
+        if (!t_leader) return 0;
     }
+    return 1;
 }
 
 static void begin_drain(server *s)
@@ -820,13 +896,67 @@ static void begin_drain(server *s)
     }
 }
 
+static void on_event(server *s, struct epoll_event *e)
+{
+    ev_kind kind = *(ev_kind *)e->data.ptr;
+    switch (kind) {
+    case EV_CONN: on_conn_event(s, e->data.ptr, e->events); break;
+    case EV_LISTENER:
+        if (!s->draining) on_accept(s, &s->ls[((ev_tag *)e->data.ptr)->index]);
+        break;
+    case EV_WAKE: on_wake(s); break;
+    case EV_ASGI: break; /* asgi_host_run() below runs the loop every iteration */
+    case EV_SIGNAL: {
+        uint64_t sigs = host_signals_read(s->sigfd);
+        if (sigs & (1ull << SIGQUIT)) {
+            host_log(WSGI_LOG_INFO, "worker %d: quitting now", (int)getpid());
+            s->quit = 1;
+        } else if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT))) {
+            /* A second Ctrl-C does not wait for the grace period. */
+            if (s->draining && (sigs & (1ull << SIGINT))) s->quit = 1;
+            begin_drain(s);
+        }
+        break;
+    }
+    }
+}
+
+enum { LOOP_DONE, LOOP_REPLACED };
+
+/* Run the loop until the worker stops (LOOP_DONE) or, in a team, until this thread comes back
+ * from an app call to find the loop taken over (LOOP_REPLACED). Each iteration first finishes
+ * what the previous leader left: the rest of its event batch, then the ready list. */
 static int loop(server *s)
 {
-    struct epoll_event evs[256];
-    while (!s->quit) {
+    for (;;) {
+        while (s->ev_i < s->ev_n) {
+            on_event(s, &s->evs[s->ev_i++]);
+            if (!t_leader) return LOOP_REPLACED;
+        }
+        if (!run_ready(s)) return LOOP_REPLACED;
+        if (s->asgi) asgi_host_run(s->asgi);
+        int64_t now = now_ms();
+        if (atomic_load_explicit(&s->late_on, memory_order_relaxed) &&
+            server_now_us() >= s->late_next)
+            late_scan(s);
+        for (int k = 0; k < TL_COUNT; k++) {
+            while (s->lists[k].head && s->lists[k].head->deadline <= now) {
+                conn *c = s->lists[k].head;
+                tl_remove(s, c);
+                on_timeout(s, c);
+                if (!t_leader) return LOOP_REPLACED;
+            }
+        }
+        if (s->accept_paused && !s->draining && now >= s->accept_resume_at) {
+            s->accept_paused = 0;
+            listeners_enable(s, 1);
+        }
+        bury(s);
+
+        if (s->quit) break;
         /* ASGI apps still running after their response (background tasks) are waited for too. */
         if (s->draining && s->n_conns == 0 && !(s->asgi && asgi_host_busy(s->asgi))) break;
-        int64_t now = now_ms();
+        now = now_ms();
         if (s->draining && now >= s->grace_deadline) {
             host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections", s->n_conns);
             break;
@@ -857,55 +987,149 @@ static int loop(server *s)
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
         if (s->ready_head) timeout = 0;
-        int n = epoll_wait(s->epfd, evs, 256, timeout);
+        int n = epoll_wait(s->epfd, s->evs, 256, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             host_log(WSGI_LOG_ERROR, "epoll_wait: %s", strerror(errno));
-            return -1;
+            return LOOP_DONE;
         }
-        for (int k = 0; k < n; k++) {
-            ev_kind kind = *(ev_kind *)evs[k].data.ptr;
-            switch (kind) {
-            case EV_CONN: on_conn_event(s, evs[k].data.ptr, evs[k].events); break;
-            case EV_LISTENER:
-                if (!s->draining) on_accept(s, &s->ls[((ev_tag *)evs[k].data.ptr)->index]);
-                break;
-            case EV_WAKE: on_wake(s); break;
-            case EV_ASGI: break; /* asgi_host_run() below runs the loop every iteration */
-            case EV_SIGNAL: {
-                uint64_t sigs = host_signals_read(s->sigfd);
-                if (sigs & (1ull << SIGQUIT)) {
-                    host_log(WSGI_LOG_INFO, "worker %d: quitting now", (int)getpid());
-                    s->quit = 1;
-                } else if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT))) {
-                    /* A second Ctrl-C does not wait for the grace period. */
-                    if (s->draining && (sigs & (1ull << SIGINT))) s->quit = 1;
-                    begin_drain(s);
-                }
-                break;
-            }
-            }
-        }
-        run_ready(s);
-        if (s->asgi) asgi_host_run(s->asgi);
-        now = now_ms();
-        if (atomic_load_explicit(&s->late_on, memory_order_relaxed) &&
-            server_now_us() >= s->late_next)
-            late_scan(s);
-        for (int k = 0; k < TL_COUNT; k++) {
-            while (s->lists[k].head && s->lists[k].head->deadline <= now) {
-                conn *c = s->lists[k].head;
-                tl_remove(s, c);
-                on_timeout(s, c);
-            }
-        }
-        if (s->accept_paused && !s->draining && now >= s->accept_resume_at) {
-            s->accept_paused = 0;
-            listeners_enable(s, 1);
-        }
-        bury(s);
+        s->ev_n = n;
+        s->ev_i = 0;
     }
+    return LOOP_DONE;
+}
+
+/* ---- the team ---------------------------------------------------------------------------- */
+
+/* How often the standby looks at the leader, and how many looks with no app call at all before
+ * it sleeps until the leader's next one. */
+#define WATCH_NS   1000000L
+#define WATCH_IDLE 200
+
+/* The standby: watch the leader; take the loop over when it has been inside the same app call
+ * for a whole look (1 to 2 ms). Returns 1 when this thread is the leader now, 0 to stop. */
+static int standby(server *s)
+{
+    uint64_t last = atomic_load(&s->lstate);
+    int idle = 0;
+    for (;;) {
+        struct timespec ts = {0, WATCH_NS};
+        nanosleep(&ts, NULL);
+        if (atomic_load(&s->stopping)) return 0;
+        uint64_t w = atomic_load(&s->lstate);
+        if ((w & 1) && w == last) {
+            if (atomic_compare_exchange_strong(&s->lstate, &w, w - 1)) {
+                pthread_mutex_lock(&s->tmu);
+                s->has_standby = 0;
+                pthread_cond_signal(&s->spare_cv); /* a spare thread becomes the standby */
+                pthread_mutex_unlock(&s->tmu);
+                host_log(WSGI_LOG_DEBUG, "an app call blocks: another thread runs the event loop");
+                return 1;
+            }
+        }
+        idle = w == last ? idle + 1 : 0;
+        last = w;
+        if (idle < WATCH_IDLE) continue;
+        /* Nothing happened for a while: sleep until the leader calls an app (to_app wakes us). */
+        pthread_mutex_lock(&s->tmu);
+        atomic_store(&s->standby_sleeping, 1);
+        if (atomic_load(&s->lstate) == last) {
+            while (atomic_load(&s->standby_sleeping) && !atomic_load(&s->stopping))
+                pthread_cond_wait(&s->standby_cv, &s->tmu);
+        }
+        atomic_store(&s->standby_sleeping, 0);
+        pthread_mutex_unlock(&s->tmu);
+        idle = 0;
+        last = atomic_load(&s->lstate);
+    }
+}
+
+static void lead(server *s)
+{
+    t_leader = 1;
+    if (loop(s) == LOOP_REPLACED) return;
+    t_leader = 0;
+    pthread_mutex_lock(&s->tmu);
+    s->finished = 1;
+    atomic_store(&s->stopping, 1);
+    pthread_cond_broadcast(&s->spare_cv);
+    pthread_cond_broadcast(&s->standby_cv);
+    pthread_cond_broadcast(&s->main_cv);
+    pthread_mutex_unlock(&s->tmu);
+}
+
+/* A team thread: the leader, the standby, an app thread for a queued request, or spare. */
+static void *team_main(void *arg)
+{
+    server *s = arg;
+    pthread_mutex_lock(&s->tmu);
+    while (!atomic_load(&s->stopping)) {
+        if (s->pend_head) {
+            conn *c = s->pend_head;
+            s->pend_head = c->q_next;
+            if (!s->pend_head) s->pend_tail = NULL;
+            c->q_next = NULL;
+            pthread_mutex_unlock(&s->tmu);
+            report_done(s, c, run_exchange(c));
+        } else if (!s->has_leader) {
+            s->has_leader = 1;
+            pthread_mutex_unlock(&s->tmu);
+            lead(s);
+        } else if (!s->has_standby) {
+            s->has_standby = 1;
+            pthread_mutex_unlock(&s->tmu);
+            if (standby(s)) lead(s);
+        } else {
+            pthread_cond_wait(&s->spare_cv, &s->tmu);
+            continue;
+        }
+        pthread_mutex_lock(&s->tmu);
+    }
+    pthread_mutex_unlock(&s->tmu);
+    return NULL;
+}
+
+/* Start the team (signals stay with the main thread) and wait until the loop ends. */
+static int team_run(server *s, unsigned n)
+{
+    s->threads = calloc(n, sizeof(pthread_t));
+    if (!s->threads) return -1;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_mutex_lock(&s->tmu); /* the threads start once all are there */
+    int e = 0;
+    for (unsigned k = 0; k < n && !e; k++) {
+        e = pthread_create(&s->threads[k], NULL, team_main, s);
+        if (!e) s->n_threads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) {
+        host_log(WSGI_LOG_ERROR, "cannot start %u threads: %s", n, strerror(e));
+        atomic_store(&s->stopping, 1);
+        pthread_mutex_unlock(&s->tmu);
+        for (unsigned k = 0; k < s->n_threads; k++)
+            pthread_join(s->threads[k], NULL);
+        s->n_threads = 0;
+        return -1;
+    }
+    while (!s->finished)
+        pthread_cond_wait(&s->main_cv, &s->tmu);
+    pthread_mutex_unlock(&s->tmu);
     return 0;
+}
+
+/* After the loop ended with no request in the app: every team thread is leaving. */
+static void team_join(server *s)
+{
+    pthread_mutex_lock(&s->tmu);
+    atomic_store(&s->stopping, 1);
+    pthread_cond_broadcast(&s->spare_cv);
+    pthread_cond_broadcast(&s->standby_cv);
+    pthread_mutex_unlock(&s->tmu);
+    for (unsigned k = 0; k < s->n_threads; k++)
+        pthread_join(s->threads[k], NULL);
+    s->n_threads = 0;
 }
 
 int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
@@ -919,6 +1143,10 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     s->n_ls = n_ls;
     s->epfd = s->wakefd = s->sigfd = -1;
     pthread_mutex_init(&s->done_mu, NULL);
+    pthread_mutex_init(&s->tmu, NULL);
+    pthread_cond_init(&s->spare_cv, NULL);
+    pthread_cond_init(&s->standby_cv, NULL);
+    pthread_cond_init(&s->main_cv, NULL);
     s->lists[TL_IDLE].timeout_ms = (int64_t)o->timeout_keepalive * 1000;
     s->lists[TL_REQUEST].timeout_ms = (int64_t)o->timeout_request * 1000;
     s->lists[TL_LINGER].timeout_ms = LINGER_MS;
@@ -937,10 +1165,7 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && !(s->asgi = asgi_host_new(s, app))) goto out;
     /* An ASGI app runs on this thread, in its event loop: --threads does not apply. */
-    if (!asgi && o->host.threads > 0 && host_pool_new(o->host.threads, &s->pool) != 0) {
-        host_log(WSGI_LOG_ERROR, "cannot start %u threads: %s", o->host.threads, strerror(errno));
-        goto out;
-    }
+    s->team = !asgi && o->host.threads > 0;
     s->wake_tag.kind = EV_WAKE;
     s->sig_tag.kind = EV_SIGNAL;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->wake_tag};
@@ -969,7 +1194,13 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
                      ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid(), o->host.threads);
     }
 
-    loop(s);
+    if (s->team) {
+        /* N app threads, plus one so that the loop runs while N requests are in the app. */
+        if (team_run(s, o->host.threads + 1) != 0) goto out;
+    } else {
+        t_leader = 1;
+        loop(s);
+    }
 
     /* With --threads 0, a response that used up its chunk budget waits on the ready list in
      * CONN_APP (counted in n_app) but no thread is inside the app: the loop owns it, and the
@@ -983,6 +1214,7 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         result = 1;
         goto out_nofree;
     }
+    if (s->team) team_join(s);
     result = 0;
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
@@ -994,7 +1226,6 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     bury(s);
 out:
     asgi_host_free(s->asgi);
-    host_pool_free(s->pool);
 out_nofree:
     host_signals_close();
     for (size_t k = 0; k < n_ls; k++)
@@ -1003,6 +1234,11 @@ out_nofree:
         if (s->epfd >= 0) close(s->epfd);
         if (s->wakefd >= 0) close(s->wakefd);
         pthread_mutex_destroy(&s->done_mu);
+        pthread_mutex_destroy(&s->tmu);
+        pthread_cond_destroy(&s->spare_cv);
+        pthread_cond_destroy(&s->standby_cv);
+        pthread_cond_destroy(&s->main_cv);
+        free(s->threads);
         free(s->ls_tags);
         free(s);
     }

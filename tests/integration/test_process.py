@@ -130,6 +130,65 @@ def test_slow_app_does_not_block_the_loop(spawn, tmp_path):
     c.close()
 
 
+def test_every_thread_in_the_app_the_loop_still_serves(spawn, tmp_path):
+    # --threads 2: two requests block in the app; the loop (run by the third thread of the team)
+    # still answers what needs no app, and a request for the app waits its turn.
+    s = spawn("epoll", "corners:app", "--threads", "2")
+    conns = []
+    for k in range(2):
+        started, release = tmp_path / ("started%d" % k), tmp_path / "release"
+        c = Conn(s.port)
+        c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+        wait_for(started.exists, "slow request %d to start" % k)
+        conns.append(c)
+    with Conn(s.port) as bad:
+        bad.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        assert bad.read_response().status == 400
+    queued = Conn(s.port)
+    queued.send(build_request("GET", "/hello"))
+    (tmp_path / "release").touch()
+    for c in conns:
+        assert c.read_response().body == b"released"
+        c.close()
+    assert queued.read_response().status == 200
+    queued.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_mixed_fast_and_blocking_requests(spawn, threads):
+    # Fast requests run on the loop's thread; blocking ones make the standby take the loop over
+    # (a pipelined batch continues on the new leader). Every answer must come, right and in order.
+    s = spawn("epoll", "corners:app", "--threads", threads)
+    errors = []
+
+    def client(i):
+        try:
+            with Conn(s.port) as c:
+                for k in range(30):
+                    if k % 5 == 0:
+                        tags = ["c%dk%dp%d" % (i, k, p) for p in range(3)]
+                        c.send(b"".join(build_request("GET", "/sleep?ms=3&tag=" + t) if p == 0 else
+                                        build_request("GET", "/environ?tag=" + t)
+                                        for p, t in enumerate(tags)))
+                        first = c.read_response()
+                        assert first.body == tags[0].encode(), first.body
+                        for t in tags[1:]:
+                            r = c.read_response()
+                            assert json.loads(r.body)["QUERY_STRING"] == "tag=" + t
+                    else:
+                        assert c.request("GET", "/hello").status == 200
+        except Exception as e:  # reported below: an assert in a thread would be lost
+            errors.append("client %d: %r" % (i, e))
+
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors
+    assert all(not t.is_alive() for t in ts)
+
+
 def test_threads_zero_serves_inline(spawn):
     s = spawn("epoll", "corners:app", "--threads", "0")
     env = json.loads(request(s.port, "GET", "/environ").body)

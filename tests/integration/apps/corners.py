@@ -447,6 +447,14 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
 
+    if path == "/sleep":
+        # Blocks for q["ms"] milliseconds (long enough for libwsgi-epoll's standby to take the
+        # loop over), then answers with q["tag"].
+        time.sleep(int(q["ms"]) / 1000.0)
+        body = q.get("tag", "slept").encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
     if path == "/pid":
         body = str(os.getpid()).encode()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
