@@ -155,6 +155,12 @@ static int lw_start_python(const wsgi_runtime_options *o)
     config.install_signal_handlers = (o && (o->flags & WSGI_RUNTIME_PYTHON_SIGNALS)) ? 1 : 0;
     config.parse_argv = 0;
     config.buffered_stdio = 1;
+#ifdef LIBWSGI_PROFILE_HASH_SEED
+    /* Profiling builds only: str hashes (and so dict probe sequences) the same in every run, so
+     * two callgrind runs give comparable instruction counts. */
+    config.use_hash_seed = 1;
+    config.hash_seed = LIBWSGI_PROFILE_HASH_SEED;
+#endif
 
     /* Pin the executable so getpath never searches PATH (where a pyenv shim may come first) and
      * finds a virtualenv's pyvenv.cfg when one is given. */

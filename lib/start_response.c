@@ -90,6 +90,16 @@ static int lw_parse_content_length(const char *v, Py_ssize_t n, int64_t *out)
     return 0;
 }
 
+/* Whether a 14-byte header name is "Content-Length" in any case (ASCII only: PyOS_strnicmp goes
+ * through the C locale's tolower() per byte, which showed in profiles). */
+static int lw_is_content_length(const char *p)
+{
+    static const char want[14] = "content-length";
+    for (int i = 0; i < 14; i++)
+        if (i == 7 ? p[i] != '-' : (p[i] | 0x20) != want[i]) return 0; /* letters: any case */
+    return 1;
+}
+
 /* Validate the header list; returns a tuple of the (name, value) tuples and the Content-Length.
  * The copy protects against the app mutating its list before the headers are committed. */
 static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
@@ -135,7 +145,7 @@ static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
                 goto fail;
             }
         }
-        if (nl == 14 && PyOS_strnicmp(np, "content-length", 14) == 0) {
+        if (nl == 14 && lw_is_content_length(np)) {
             int64_t cl;
             if (lw_parse_content_length(vp, vl, &cl) < 0 ||
                 (*content_length >= 0 && *content_length != cl)) {
