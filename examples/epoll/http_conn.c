@@ -8,8 +8,10 @@
  *  - chunked, or a larger Content-Length: the app is called as soon as the head is complete and
  *    the thread that runs the app reads the socket itself, inside wsgi.input's read
  *    (conn_body_read). It owns the connection for the whole call, so no hand-off with the loop is
- *    needed: it polls the socket (bounded by --timeout-request), parses what arrives with the
- *    same http_parser (de-chunking) and copies the body bytes straight into the app's buffer.
+ *    needed: it polls the socket (bounded by --timeout-request) and parses what arrives with the
+ *    same http_parser. A Content-Length body is received straight into the app's buffer (the
+ *    bytes object wsgi.input.read() returns) and parsed in place, never past its end; a chunked
+ *    one goes through the input buffer and the parser copies the de-chunked bytes.
  *    With --threads 0 that thread is the loop thread, which is then blocked while an upload is in
  *    progress: use app threads (the default) for apps that take large or slow uploads.
  *  - ASGI apps (BODY_FEED): the loop reads the socket as data arrives and the parser hands each
@@ -241,8 +243,9 @@ static int on_body(http_parser *p, const char *at, size_t len)
     if (c->body_mode == BODY_DISCARD) return 0;
     if (c->body_mode == BODY_FEED) return c->body_sink(c, at, len) < 0 ? -1 : 0;
     if (c->body_mode == BODY_STREAM) {
-        /* Cannot overflow: we never feed more input than dst has room for. */
-        memcpy(c->dst + c->dst_len, at, len);
+        /* Cannot overflow: we never feed more input than dst has room for. Received straight
+         * into dst (conn_body_read), the bytes are already where they belong. */
+        if (at != c->dst + c->dst_len) memmove(c->dst + c->dst_len, at, len);
         c->dst_len += len;
     } else {
         if (c->body_len == 0) c->body_off = (size_t)(at - c->in);
@@ -343,10 +346,11 @@ static int status_for_errno(enum http_errno e)
 }
 
 /* Feed [in_parsed, in_parsed + n) to the parser. 0 ok (maybe paused), -1 error (status set). */
-static int feed(conn *c, size_t n)
+/* Parse n bytes at p (the input buffer, or the app's buffer for a body read straight into it);
+ * returns how many were used, or -1 (err_status set). */
+static ssize_t parse(conn *c, const char *p, size_t n)
 {
-    size_t used = http_parser_execute(&c->parser, &conn_parser_settings, c->in + c->in_parsed, n);
-    c->in_parsed += used;
+    size_t used = http_parser_execute(&c->parser, &conn_parser_settings, p, n);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_OK || e == HPE_PAUSED) {
         /* An upgrade (or CONNECT) stops the parser early: what follows is not HTTP. */
@@ -354,7 +358,7 @@ static int feed(conn *c, size_t n)
             c->msg_done = 1;
             c->keep_alive = 0;
         }
-        return 0;
+        return (ssize_t)used;
     }
     if (c->body_error)
         c->err_status = c->body_error;
@@ -363,6 +367,14 @@ static int feed(conn *c, size_t n)
     host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
              http_errno_description(e), c->err_status);
     return -1;
+}
+
+static int feed(conn *c, size_t n)
+{
+    ssize_t used = parse(c, c->in + c->in_parsed, n);
+    if (used < 0) return -1;
+    c->in_parsed += (size_t)used;
+    return 0;
 }
 
 int conn_parse_head(conn *c)
@@ -433,14 +445,32 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
         }
         /* Everything buffered is parsed (the head is no longer needed): refill from the start. */
         c->in_parsed = c->in_len = 0;
-        if (conn_in_reserve(c, IN_BUF_SIZE) < 0) {
-            c->body_error = 503;
-            return -1;
-        }
-        ssize_t r = recv(c->fd, c->in, c->in_cap, 0);
-        if (r > 0) {
-            c->in_len = (size_t)r;
-            continue;
+        ssize_t r;
+        if (c->content_length >= 0) {
+            /* A body of known length: receive straight into the app's buffer (into the bytes
+             * object wsgi.input returns), never past the body's end (a pipelined request may
+             * follow), and parse it there. */
+            uint64_t left = (uint64_t)c->content_length - c->body_received;
+            size_t want = len < left ? len : (size_t)left;
+            r = recv(c->fd, buf, want, 0);
+            if (r > 0) {
+                if (parse(c, buf, (size_t)r) != r) {
+                    if (!c->body_error) c->body_error = c->err_status ? c->err_status : 400;
+                    c->dst = NULL;
+                    return -1;
+                }
+                continue;
+            }
+        } else {
+            if (conn_in_reserve(c, IN_BUF_SIZE) < 0) {
+                c->body_error = 503;
+                return -1;
+            }
+            r = recv(c->fd, c->in, c->in_cap, 0);
+            if (r > 0) {
+                c->in_len = (size_t)r;
+                continue;
+            }
         }
         if (r == 0) {
             host_log(WSGI_LOG_DEBUG, "client closed the connection in the middle of a body");

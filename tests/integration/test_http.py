@@ -64,6 +64,22 @@ def test_pipelining_answers_in_order(any_srv):
         assert c.read_response().body == b"Hello, World!\n"
 
 
+@pytest.mark.parametrize("size", [65537, 300000])
+def test_large_body_then_pipelined_request(any_srv, size):
+    # A body over the buffered limit is received by the app thread straight into wsgi.input's
+    # bytes: never past its end, so the pipelined request behind it survives, whole.
+    import hashlib
+    import json
+    body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo-sha", body=body) + build_request("POST", "/echo", body=b"next")
+               + build_request("POST", "/echo", body=body))
+        r = json.loads(c.read_response().body)
+        assert r == {"len": size, "sha256": hashlib.sha256(body).hexdigest()}
+        assert c.read_response().body == b"next"
+        assert c.read_response().body == body
+
+
 def test_pipelined_requests_sent_byte_by_byte(srv):
     with Conn(srv.port) as c:
         data = build_request("GET", "/hello") + build_request("POST", "/echo", body=b"xyz")
