@@ -38,9 +38,9 @@ static PyObject *lw_environ_template(wsgi_runtime *rt, wsgi_app *app, const char
      * growing. Then a few throw-away keys, deleted again, so that the template's hash table (and
      * every copy of it, which PyDict_Copy clones as is) has room for the client's address and a
      * typical set of HTTP_* headers without a resize per request. Only speed depends on this. */
-    PyObject *always[] = {s->REQUEST_METHOD, s->PATH_INFO,   s->QUERY_STRING, s->RAW_URI,
-                          s->REQUEST_URI,    s->SERVER_PROTOCOL, s->SERVER_NAME, s->SERVER_PORT,
-                          s->wsgi_input};
+    PyObject *always[] = {s->REQUEST_METHOD, s->PATH_INFO,   s->QUERY_STRING,
+                          s->RAW_URI,        s->REQUEST_URI, s->SERVER_PROTOCOL,
+                          s->SERVER_NAME,    s->SERVER_PORT, s->wsgi_input};
     for (size_t i = 0; !bad && i < sizeof always / sizeof always[0]; i++)
         bad = PyDict_SetItem(t, always[i], s->empty) < 0;
     /* A dict of n (11..21) keys made without deletions has 32 slots of which 21 usable: the
@@ -165,6 +165,7 @@ LIBWSGI_API void wsgi_app_free(wsgi_app *app)
         Py_CLEAR(app->callable);
         Py_CLEAR(app->script_name);
         Py_CLEAR(app->environ_template);
+        lw_shapes_free(app);
         Py_CLEAR(app->lifespan);
         Py_CLEAR(app->state);
         lw_gil_release(&g);

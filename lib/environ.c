@@ -1,6 +1,16 @@
 /* Where a request becomes a WSGI environ: a copy of the app's template plus the per-request CGI
  * keys, HTTP_* headers, wsgi.input and the host's extra keys. All str values are latin-1 decoded
- * from the wire bytes, as PEP 3333 requires. */
+ * from the wire bytes, as PEP 3333 requires.
+ *
+ * wsgi_env_build() needs no Python: it validates the request and copies its wire data, and the
+ * environ is made when wsgi_call() holds the GIL anyway (one GIL acquisition less per request).
+ *
+ * The environ of a request is a copy of a "shape": a private dict per app and request layout
+ * (the same header names in the same order, the same optional parts), holding the values of the
+ * last request of that layout. A keep-alive client sends request after request of one layout
+ * with mostly the same bytes, so only the values that differ are replaced before the copy, and a
+ * request costs one dict copy instead of a dozen insertions. The copy holds exactly this
+ * request's values (every one is compared); str is immutable, so sharing them is invisible. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -51,15 +61,6 @@ static PyObject *lw_cached_port(PyObject **slot, unsigned *num, unsigned port)
     return v;
 }
 
-/* Set d[key] = v, stealing v; -1 on error (v NULL: an error is set). */
-static int lw_set_steal(PyObject *d, PyObject *key, PyObject *v)
-{
-    if (!v) return -1;
-    int r = PyDict_SetItem(d, key, v);
-    Py_DECREF(v);
-    return r;
-}
-
 void lw_env_cache_clear(lw_env_cache *c)
 {
     for (size_t i = 0; i < LW_HKEY_SLOTS; i++) {
@@ -75,16 +76,6 @@ void lw_env_cache_clear(lw_env_cache *c)
     Py_CLEAR(c->query);
     Py_CLEAR(c->server_port);
     Py_CLEAR(c->remote_port);
-}
-
-/* Set d[key] = latin1(p[:n]), consuming nothing; -1 on error. */
-static int lw_set_latin1(PyObject *d, PyObject *key, const char *p, size_t n)
-{
-    PyObject *v = lw_latin1(p, n);
-    if (!v) return -1;
-    int r = PyDict_SetItem(d, key, v);
-    Py_DECREF(v);
-    return r;
 }
 
 static int lw_hexval(unsigned char c)
@@ -149,8 +140,27 @@ static int lw_ieq(const char *a, size_t an, const char *lit)
     return 1;
 }
 
-/* Add one request header to the environ, joining repeats with ", ". */
-static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
+/* Trim the optional whitespace around a header value (RFC 9110 §5.5). */
+static void lw_trim(const char **val, size_t *vlen)
+{
+    const char *v = *val;
+    size_t n = *vlen;
+    while (n && (v[0] == ' ' || v[0] == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    *val = v;
+    *vlen = n;
+}
+
+/* What lw_add_header() did with a header. */
+enum { LW_HDR_NEW = 0, LW_HDR_JOINED = 1, LW_HDR_DROPPED = 2 };
+
+/* Add one request header to the environ, joining repeats with ", ". Returns -1 on error, or an
+ * LW_HDR_* code; for LW_HDR_NEW, *key_out and *val_out are the key and value now in env
+ * (borrowed). */
+static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h, PyObject **key_out,
+                         PyObject **val_out)
 {
     const char *name = h->name, *val = h->value;
     size_t nlen = h->name_len, vlen = h->value_len;
@@ -159,12 +169,9 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
     if (!lw_is_token(name, nlen) || memchr(name, '_', nlen)) {
         lw_log(WSGI_LOG_DEBUG, "dropping request header %.*s (not a token or contains '_')",
                (int)(nlen > 64 ? 64 : nlen), name);
-        return 0;
+        return LW_HDR_DROPPED;
     }
-    while (vlen && (val[0] == ' ' || val[0] == '\t'))
-        val++, vlen--;
-    while (vlen && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
-        vlen--;
+    lw_trim(&val, &vlen);
 
     /* The key, from the cache when this name was seen before (lowercased, FNV-1a hashed). */
     lw_hkey *slot = NULL;
@@ -224,9 +231,10 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
     }
     PyObject *old = PyDict_GetItemWithError(env, key); /* borrowed */
     int r;
+    PyObject *v = NULL;
     if (old) {
         /* Repeated header: "a, b" in arrival order (RFC 9110 §5.3). */
-        PyObject *v = lw_latin1(val, vlen);
+        v = lw_latin1(val, vlen);
         PyObject *joined = NULL;
         if (v) {
             PyObject *parts[3] = {old, rt->s.comma_sp, v};
@@ -239,15 +247,21 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h)
         }
         r = joined ? PyDict_SetItem(env, key, joined) : -1;
         Py_XDECREF(joined);
-    } else if (PyErr_Occurred()) {
-        r = -1;
-    } else if (slot) {
-        r = lw_set_steal(env, key, lw_cached_latin1(&slot->last, val, vlen));
-    } else {
-        r = lw_set_latin1(env, key, val, vlen);
+        Py_DECREF(key);
+        return r < 0 ? -1 : LW_HDR_JOINED;
     }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return -1;
+    }
+    v = slot ? lw_cached_latin1(&slot->last, val, vlen) : lw_latin1(val, vlen);
+    r = v ? PyDict_SetItem(env, key, v) : -1;
+    /* Both stay alive in env: the key is interned and env holds the value. */
+    *key_out = key;
+    *val_out = v;
     Py_DECREF(key);
-    return r;
+    Py_XDECREF(v);
+    return r < 0 ? -1 : LW_HDR_NEW;
 }
 
 /* Split the request-target into the path and the query; absolute form loses scheme+authority. */
@@ -282,118 +296,405 @@ static int lw_split_target(const char *t, size_t n, const char **path, size_t *p
     return 0;
 }
 
-static int lw_set_path(wsgi_app *app, PyObject *env, const char *path, size_t plen)
-{
-    wsgi_runtime *rt = app->rt;
-    char stackbuf[1024];
-    char *dec = plen <= sizeof stackbuf ? stackbuf : malloc(plen ? plen : 1);
-    if (!dec) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t dlen = lw_pct_decode(path, plen, dec);
-    const char *p = dec;
-    /* Mounted app: SCRIPT_NAME is the mount point, PATH_INFO the rest (only on a '/' boundary). */
-    size_t sl = app->script_name_len;
-    if (sl && dlen >= sl && memcmp(p, app->script_name_c, sl) == 0 && (dlen == sl || p[sl] == '/'))
-        p += sl, dlen -= sl;
-    int r = dlen == 0 ? PyDict_SetItem(env, rt->s.PATH_INFO, rt->s.empty)
-                      : lw_set_steal(env, rt->s.PATH_INFO, lw_cached_latin1(&rt->ec.path, p, dlen));
-    if (dec != stackbuf) free(dec);
-    return r;
-}
+/* ---- the request's values, computed once ---------------------------------------------------- */
 
+enum { LW_SCHEME_HTTP = 0, LW_SCHEME_HTTPS = 1, LW_SCHEME_OTHER = 2 };
 
-static int lw_fill(wsgi_app *app, const wsgi_request *req, PyObject *env, lw_input *input)
+/* Which optional parts a request has: with the header names, what makes two requests the same
+ * layout (the same keys in the same order). */
+enum {
+    LW_HAS_SERVER_NAME = 1 << 2, /* bits 0-1: LW_SCHEME_* */
+    LW_HAS_SERVER_PORT = 1 << 3,
+    LW_HAS_CLIENT_ADDR = 1 << 4,
+    LW_HAS_CLIENT_PORT = 1 << 5,
+};
+
+typedef struct lw_view {
+    const wsgi_request *req;
+    const char *path; /* percent-decoded, SCRIPT_NAME stripped */
+    size_t path_len;
+    const char *query; /* "" when absent */
+    size_t query_len;
+    size_t scheme_len, server_name_len, client_addr_len;
+    unsigned flags; /* LW_SCHEME_* | LW_HAS_* */
+    char *heap;     /* the decoded path when it did not fit `stack` */
+    char stack[1024];
+} lw_view;
+
+static int lw_view_init(wsgi_app *app, const wsgi_request *req, lw_view *v)
 {
-    wsgi_runtime *rt = app->rt;
-    lw_strings *s = &rt->s;
+    v->req = req;
+    v->heap = NULL;
     const char *path, *query;
     size_t plen, qlen;
     lw_split_target(req->target, req->target_len, &path, &plen, &query, &qlen);
-
-    lw_env_cache *ec = &rt->ec;
-    if (lw_set_steal(env, s->REQUEST_METHOD,
-                     lw_cached_latin1(&ec->method, req->method, req->method_len)) < 0)
-        return -1;
-    if (lw_set_path(app, env, path, plen) < 0) return -1;
-    if (query && qlen) {
-        if (lw_set_steal(env, s->QUERY_STRING, lw_cached_latin1(&ec->query, query, qlen)) < 0)
+    char *dec = v->stack;
+    if (plen > sizeof v->stack) {
+        if (!(dec = v->heap = malloc(plen))) {
+            PyErr_NoMemory();
             return -1;
-    } else if (PyDict_SetItem(env, s->QUERY_STRING, s->empty) < 0) {
-        return -1;
+        }
     }
-    PyObject *uri = lw_cached_latin1(&ec->uri, req->target, req->target_len);
-    if (!uri) return -1;
-    int bad =
-        PyDict_SetItem(env, s->RAW_URI, uri) < 0 || PyDict_SetItem(env, s->REQUEST_URI, uri) < 0;
-    Py_DECREF(uri);
-    if (bad) return -1;
-
-    PyObject *proto;
-    if (req->http_major == 1 && req->http_minor == 1)
-        proto = Py_NewRef(s->http11);
-    else if (req->http_major == 1 && req->http_minor == 0)
-        proto = Py_NewRef(s->http10);
-    else
-        proto = PyUnicode_FromFormat("HTTP/%d.%d", req->http_major, req->http_minor);
-    if (!proto) return -1;
-    bad = PyDict_SetItem(env, s->SERVER_PROTOCOL, proto) < 0;
-    Py_DECREF(proto);
-    if (bad) return -1;
-
-    int https = req->scheme && strcmp(req->scheme, "https") == 0;
-    if (https) {
-        if (PyDict_SetItem(env, s->wsgi_url_scheme, s->https) < 0) return -1;
-        if (PyDict_SetItem(env, s->HTTPS, s->on) < 0) return -1;
+    size_t dlen = lw_pct_decode(path, plen, dec);
+    /* Mounted app: SCRIPT_NAME is the mount point, PATH_INFO the rest (only on a '/' boundary). */
+    size_t sl = app->script_name_len;
+    if (sl && dlen >= sl && memcmp(dec, app->script_name_c, sl) == 0 &&
+        (dlen == sl || dec[sl] == '/'))
+        dec += sl, dlen -= sl;
+    v->path = dec;
+    v->path_len = dlen;
+    v->query = query && qlen ? query : "";
+    v->query_len = query ? qlen : 0;
+    unsigned f = LW_SCHEME_HTTP;
+    v->scheme_len = 0;
+    if (req->scheme && strcmp(req->scheme, "https") == 0) {
+        f = LW_SCHEME_HTTPS;
     } else if (req->scheme && strcmp(req->scheme, "http") != 0) {
-        if (lw_set_latin1(env, s->wsgi_url_scheme, req->scheme, strlen(req->scheme)) < 0) return -1;
+        f = LW_SCHEME_OTHER;
+        v->scheme_len = strlen(req->scheme);
+    }
+    v->server_name_len = req->server_name ? strlen(req->server_name) : 0;
+    v->client_addr_len = req->client_addr ? strlen(req->client_addr) : 0;
+    if (req->server_name) f |= LW_HAS_SERVER_NAME;
+    if (req->server_port) f |= LW_HAS_SERVER_PORT;
+    if (req->client_addr) f |= LW_HAS_CLIENT_ADDR;
+    if (req->client_addr && req->client_port) f |= LW_HAS_CLIENT_PORT;
+    v->flags = f;
+    return 0;
+}
+
+static void lw_view_free(lw_view *v)
+{
+    free(v->heap);
+}
+
+/* ---- shapes ------------------------------------------------------------------------------------
+ */
+
+#define LW_SHAPES            4    /* layouts kept per app */
+#define LW_SHAPE_SEEN        16   /* layouts seen once, by hash: a shape is made at the second */
+#define LW_SHAPE_MAX_HEADERS 64   /* larger requests are built in full */
+#define LW_SHAPE_MAX_NAMES   2048 /* bytes of header names */
+
+typedef struct lw_shape {
+    PyObject *dict;     /* the template plus the last request's values; never handed out */
+    unsigned long used; /* clock of its last use: the least recently used is replaced */
+    unsigned flags;     /* lw_view.flags */
+    int major, minor;
+    int busy;    /* being copied: PyDict_Copy may run the GC, and with it other threads */
+    int complex; /* a header was dropped or repeated: requests of this layout are built in full */
+    size_t n_headers;
+    /* The values in dict (borrowed: dict holds them), compared with the next request's bytes. */
+    PyObject *method, *path, *query, *uri, *scheme, *server_name, *client_addr;
+    unsigned server_port, client_port;
+    PyObject **hkey, **hval; /* per header */
+    size_t *name_len;        /* per header */
+    char *names;             /* the header names, as sent, one after the other */
+} lw_shape;
+
+typedef struct lw_shapes {
+    lw_shape s[LW_SHAPES];
+    unsigned long clock;
+    uint32_t seen[LW_SHAPE_SEEN];
+} lw_shapes;
+
+static void lw_shape_clear(lw_shape *sh)
+{
+    Py_CLEAR(sh->dict);
+    free(sh->hkey); /* the one allocation behind hkey, hval, name_len and names */
+    memset(sh, 0, sizeof *sh);
+}
+
+void lw_shapes_free(wsgi_app *app)
+{
+    if (!app->shapes) return;
+    for (size_t i = 0; i < LW_SHAPES; i++)
+        lw_shape_clear(&app->shapes->s[i]);
+    free(app->shapes);
+    app->shapes = NULL;
+}
+
+static int lw_shape_matches(const lw_shape *sh, const lw_view *v)
+{
+    const wsgi_request *r = v->req;
+    if (!sh->dict || sh->flags != v->flags || sh->n_headers != r->n_headers ||
+        sh->major != r->http_major || sh->minor != r->http_minor)
+        return 0;
+    const char *names = sh->names;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        size_t n = r->headers[i].name_len;
+        if (sh->name_len[i] != n || (n && memcmp(names, r->headers[i].name, n) != 0)) return 0;
+        names += n;
+    }
+    return 1;
+}
+
+/* FNV-1a over a request's layout. */
+static uint32_t lw_layout_hash(const lw_view *v)
+{
+    const wsgi_request *r = v->req;
+    uint32_t h = 2166136261u;
+    h = (h ^ v->flags) * 16777619u;
+    h = (h ^ (uint32_t)r->n_headers) * 16777619u;
+    h = (h ^ (uint32_t)r->http_minor) * 16777619u;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const unsigned char *p = (const unsigned char *)r->headers[i].name;
+        for (size_t j = 0; j < r->headers[i].name_len; j++)
+            h = (h ^ p[j]) * 16777619u;
+        h = (h ^ 0xffu) * 16777619u;
+    }
+    return h;
+}
+
+/* The record of a new shape for v's layout (no dict yet); 0, or -1 if the layout is too large
+ * to keep or memory is short (then the request is built in full). */
+static int lw_shape_alloc(lw_shape *sh, const lw_view *v)
+{
+    const wsgi_request *r = v->req;
+    size_t n = r->n_headers, names = 0;
+    memset(sh, 0, sizeof *sh);
+    if (n > LW_SHAPE_MAX_HEADERS) return -1;
+    for (size_t i = 0; i < n; i++)
+        names += r->headers[i].name_len;
+    if (names > LW_SHAPE_MAX_NAMES) return -1;
+    char *mem = malloc(n * (2 * sizeof(PyObject *) + sizeof(size_t)) + names + 1);
+    if (!mem) return -1;
+    sh->hkey = (PyObject **)mem;
+    sh->hval = sh->hkey + n;
+    sh->name_len = (size_t *)(sh->hval + n);
+    sh->names = (char *)(sh->name_len + n);
+    char *o = sh->names;
+    for (size_t i = 0; i < n; i++) {
+        sh->name_len[i] = r->headers[i].name_len;
+        if (sh->name_len[i]) memcpy(o, r->headers[i].name, sh->name_len[i]);
+        o += sh->name_len[i];
+    }
+    sh->n_headers = n;
+    sh->flags = v->flags;
+    sh->major = r->http_major;
+    sh->minor = r->http_minor;
+    return 0;
+}
+
+/* d[key] = latin1(p[:n]) unless *cur already holds exactly that text; *cur then follows. */
+static int lw_shape_set(PyObject *d, PyObject *key, PyObject **cur, const char *p, size_t n)
+{
+    if (lw_same_latin1(*cur, p, n)) return 0;
+    PyObject *v = lw_latin1(p, n);
+    if (!v) return -1;
+    int r = PyDict_SetItem(d, key, v);
+    if (r == 0) *cur = v; /* d holds it */
+    Py_DECREF(v);
+    return r;
+}
+
+static int lw_shape_set_port(PyObject *d, PyObject *key, unsigned *cur, unsigned port)
+{
+    if (*cur == port) return 0;
+    PyObject *v = PyUnicode_FromFormat("%u", port);
+    if (!v) return -1;
+    int r = PyDict_SetItem(d, key, v);
+    if (r == 0) *cur = port;
+    Py_DECREF(v);
+    return r;
+}
+
+/* Bring a shape's values up to this request's (same layout). No Python code runs here: the
+ * values are str, the keys interned str that are all present already. */
+static int lw_shape_update(wsgi_runtime *rt, lw_shape *sh, const lw_view *v)
+{
+    lw_strings *s = &rt->s;
+    const wsgi_request *r = v->req;
+    PyObject *d = sh->dict;
+    if (lw_shape_set(d, s->REQUEST_METHOD, &sh->method, r->method, r->method_len) < 0 ||
+        lw_shape_set(d, s->PATH_INFO, &sh->path, v->path, v->path_len) < 0 ||
+        lw_shape_set(d, s->QUERY_STRING, &sh->query, v->query, v->query_len) < 0)
+        return -1;
+    if (!lw_same_latin1(sh->uri, r->target, r->target_len)) {
+        PyObject *uri = lw_latin1(r->target, r->target_len);
+        if (!uri) return -1;
+        int bad =
+            PyDict_SetItem(d, s->RAW_URI, uri) < 0 || PyDict_SetItem(d, s->REQUEST_URI, uri) < 0;
+        if (!bad) sh->uri = uri;
+        Py_DECREF(uri);
+        if (bad) {
+            /* RAW_URI may hold the new value and REQUEST_URI the old: rebuild this shape. */
+            sh->complex = 1;
+            return -1;
+        }
+    }
+    if ((v->flags & 3) == LW_SCHEME_OTHER &&
+        lw_shape_set(d, s->wsgi_url_scheme, &sh->scheme, r->scheme, v->scheme_len) < 0)
+        return -1;
+    if ((v->flags & LW_HAS_SERVER_NAME) &&
+        lw_shape_set(d, s->SERVER_NAME, &sh->server_name, r->server_name, v->server_name_len) < 0)
+        return -1;
+    if ((v->flags & LW_HAS_SERVER_PORT) &&
+        lw_shape_set_port(d, s->SERVER_PORT, &sh->server_port, r->server_port) < 0)
+        return -1;
+    if ((v->flags & LW_HAS_CLIENT_ADDR) &&
+        lw_shape_set(d, s->REMOTE_ADDR, &sh->client_addr, r->client_addr, v->client_addr_len) < 0)
+        return -1;
+    if ((v->flags & LW_HAS_CLIENT_PORT) &&
+        lw_shape_set_port(d, s->REMOTE_PORT, &sh->client_port, r->client_port) < 0)
+        return -1;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const char *val = r->headers[i].value;
+        size_t vlen = r->headers[i].value_len;
+        lw_trim(&val, &vlen);
+        if (lw_shape_set(d, sh->hkey[i], &sh->hval[i], val, vlen) < 0) return -1;
+    }
+    return 0;
+}
+
+/* ---- building in full ------------------------------------------------------------------------ */
+
+/* Set the per-request keys in d, a copy of the template. With sh, note there the values (and
+ * whether the layout can be reused: no header dropped or repeated). */
+static int lw_fill(wsgi_app *app, const lw_view *v, PyObject *d, lw_shape *sh)
+{
+    wsgi_runtime *rt = app->rt;
+    lw_strings *s = &rt->s;
+    lw_env_cache *ec = &rt->ec;
+    const wsgi_request *req = v->req;
+    PyObject *x;
+    lw_shape dummy;
+    if (!sh) sh = &dummy;
+
+#define LW_SET(key, expr, rec)                                                                     \
+    do {                                                                                           \
+        if (!(x = (expr))) return -1;                                                              \
+        int bad_ = PyDict_SetItem(d, (key), x) < 0;                                                \
+        (rec) = x; /* borrowed: d holds it */                                                      \
+        Py_DECREF(x);                                                                              \
+        if (bad_) return -1;                                                                       \
+    } while (0)
+
+    LW_SET(s->REQUEST_METHOD, lw_cached_latin1(&ec->method, req->method, req->method_len),
+           sh->method);
+    LW_SET(s->PATH_INFO,
+           v->path_len ? lw_cached_latin1(&ec->path, v->path, v->path_len) : Py_NewRef(s->empty),
+           sh->path);
+    LW_SET(s->QUERY_STRING,
+           v->query_len ? lw_cached_latin1(&ec->query, v->query, v->query_len)
+                        : Py_NewRef(s->empty),
+           sh->query);
+    LW_SET(s->RAW_URI, lw_cached_latin1(&ec->uri, req->target, req->target_len), sh->uri);
+    if (PyDict_SetItem(d, s->REQUEST_URI, sh->uri) < 0) return -1;
+
+    if (req->http_major == 1 && req->http_minor == 1)
+        x = Py_NewRef(s->http11);
+    else if (req->http_major == 1 && req->http_minor == 0)
+        x = Py_NewRef(s->http10);
+    else
+        x = PyUnicode_FromFormat("HTTP/%d.%d", req->http_major, req->http_minor);
+    if (!x) return -1;
+    int bad = PyDict_SetItem(d, s->SERVER_PROTOCOL, x) < 0;
+    Py_DECREF(x);
+    if (bad) return -1;
+
+    unsigned scheme = v->flags & 3;
+    if (scheme == LW_SCHEME_HTTPS) {
+        if (PyDict_SetItem(d, s->wsgi_url_scheme, s->https) < 0) return -1;
+        if (PyDict_SetItem(d, s->HTTPS, s->on) < 0) return -1;
+    } else if (scheme == LW_SCHEME_OTHER) {
+        LW_SET(s->wsgi_url_scheme, lw_latin1(req->scheme, v->scheme_len), sh->scheme);
     }
     if (req->server_name) {
-        if (lw_set_steal(env, s->SERVER_NAME,
-                         lw_cached_latin1(&ec->server_name, req->server_name,
-                                          strlen(req->server_name))) < 0)
-            return -1;
-    } else if (PyDict_SetItem(env, s->SERVER_NAME, s->localhost) < 0) {
+        LW_SET(s->SERVER_NAME,
+               lw_cached_latin1(&ec->server_name, req->server_name, v->server_name_len),
+               sh->server_name);
+    } else if (PyDict_SetItem(d, s->SERVER_NAME, s->localhost) < 0) {
         return -1;
     }
     if (req->server_port) {
-        if (lw_set_steal(env, s->SERVER_PORT,
-                         lw_cached_port(&ec->server_port, &ec->server_port_n, req->server_port)) <
-            0)
-            return -1;
-    } else if (PyDict_SetItem(env, s->SERVER_PORT, https ? s->port443 : s->port80) < 0) {
+        LW_SET(s->SERVER_PORT,
+               lw_cached_port(&ec->server_port, &ec->server_port_n, req->server_port), x);
+        sh->server_port = req->server_port;
+    } else if (PyDict_SetItem(d, s->SERVER_PORT,
+                              scheme == LW_SCHEME_HTTPS ? s->port443 : s->port80) < 0) {
         return -1;
     }
     if (req->client_addr) {
-        if (lw_set_steal(env, s->REMOTE_ADDR,
-                         lw_cached_latin1(&ec->remote_addr, req->client_addr,
-                                          strlen(req->client_addr))) < 0)
-            return -1;
-        if (req->client_port &&
-            lw_set_steal(env, s->REMOTE_PORT,
-                         lw_cached_port(&ec->remote_port, &ec->remote_port_n, req->client_port)) <
-                0)
-            return -1;
+        LW_SET(s->REMOTE_ADDR,
+               lw_cached_latin1(&ec->remote_addr, req->client_addr, v->client_addr_len),
+               sh->client_addr);
+        if (req->client_port) {
+            LW_SET(s->REMOTE_PORT,
+                   lw_cached_port(&ec->remote_port, &ec->remote_port_n, req->client_port), x);
+            sh->client_port = req->client_port;
+        }
     }
+#undef LW_SET
 
-    for (size_t i = 0; i < req->n_headers; i++)
-        if (lw_add_header(rt, env, &req->headers[i]) < 0) return -1;
-
-    if (PyDict_SetItem(env, s->wsgi_input, (PyObject *)input) < 0) return -1;
-
-    if (req->struct_size >= offsetof(wsgi_request, n_extra_environ) + sizeof(size_t)) {
-        for (size_t i = 0; i < req->n_extra_environ; i++) {
-            const wsgi_header *x = &req->extra_environ[i];
-            PyObject *k = lw_latin1(x->name, x->name_len);
-            PyObject *v = k ? lw_latin1(x->value, x->value_len) : NULL;
-            int r = v ? PyDict_SetItem(env, k, v) : -1;
-            Py_XDECREF(k);
-            Py_XDECREF(v);
-            if (r < 0) return -1;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        PyObject *key = NULL, *val = NULL;
+        int r = lw_add_header(rt, d, &req->headers[i], &key, &val);
+        if (r < 0) return -1;
+        if (r != LW_HDR_NEW) sh->complex = 1;
+        if (sh != &dummy) {
+            sh->hkey[i] = key;
+            sh->hval[i] = val;
         }
     }
     return 0;
+}
+
+/* The environ of a request, without wsgi.input and extra_environ: a copy of its layout's shape,
+ * or built in full. GIL held. */
+static PyObject *lw_environ_new(wsgi_app *app, const lw_view *v)
+{
+    lw_shapes *ss = app->shapes;
+    if (!ss && !(ss = app->shapes = calloc(1, sizeof *ss))) return PyErr_NoMemory();
+    lw_shape *sh = NULL;
+    for (size_t i = 0; i < LW_SHAPES && !sh; i++)
+        if (lw_shape_matches(&ss->s[i], v)) sh = &ss->s[i];
+    if (sh) {
+        sh->used = ++ss->clock;
+        if (!sh->complex && !sh->busy) {
+            sh->busy = 1;
+            PyObject *d = lw_shape_update(app->rt, sh, v) < 0 ? NULL : PyDict_Copy(sh->dict);
+            sh->busy = 0;
+            return d;
+        }
+    } else {
+        /* A layout seen for the first time is built in full: a shape is made the second time. */
+        uint32_t h = lw_layout_hash(v);
+        uint32_t *seen = &ss->seen[h % LW_SHAPE_SEEN];
+        if (*seen == h) {
+            lw_shape fresh;
+            if (lw_shape_alloc(&fresh, v) == 0) {
+                PyObject *d = PyDict_Copy(app->environ_template);
+                if (!d || lw_fill(app, v, d, &fresh) < 0) {
+                    Py_XDECREF(d);
+                    lw_shape_clear(&fresh);
+                    return NULL;
+                }
+                fresh.dict = d;
+                /* The copy above may have run other threads: place the shape only now, into
+                 * the least recently used slot not being copied. */
+                lw_shape *slot = NULL;
+                for (size_t i = 0; i < LW_SHAPES; i++) {
+                    lw_shape *c = &ss->s[i];
+                    if (!c->busy && (!slot || !c->dict || (slot->dict && c->used < slot->used)))
+                        slot = c;
+                }
+                if (!slot) return d; /* all busy: this request's dict is its environ */
+                lw_shape_clear(slot);
+                *slot = fresh;
+                slot->used = ++ss->clock;
+                if (slot->complex) return PyDict_Copy(slot->dict);
+                slot->busy = 1;
+                PyObject *env = PyDict_Copy(slot->dict);
+                slot->busy = 0;
+                return env;
+            }
+        }
+        *seen = h;
+    }
+    PyObject *d = PyDict_Copy(app->environ_template);
+    if (d && lw_fill(app, v, d, NULL) < 0) Py_CLEAR(d);
+    return d;
 }
 
 /* Reject what would crash or mislead: NULL pointers with lengths, missing method/target.
@@ -438,6 +739,27 @@ int lw_check_request(const wsgi_request *req)
     return 0;
 }
 
+/* A wsgi_env_set() call, kept until the environ is made. */
+typedef struct lw_env_set {
+    struct lw_env_set *next;
+    size_t name_len, value_len;
+    char data[]; /* name, then value */
+} lw_env_set;
+
+/* Room for a copy of @p n bytes at *p (NULL stays NULL when n is 0 and src is NULL). */
+static const char *lw_copy(char **p, const char *src, size_t n)
+{
+    char *dst = *p;
+    if (n) memcpy(dst, src, n);
+    *p += n;
+    return dst;
+}
+
+static const char *lw_copy_str(char **p, const char *src)
+{
+    return src ? lw_copy(p, src, strlen(src) + 1) : NULL;
+}
+
 LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env **out)
 {
     lw_clear_error();
@@ -449,30 +771,58 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
     int rc = lw_check_request(req);
     if (rc) return rc;
 
-    wsgi_env *env = malloc(sizeof *env);
+    /* The wire data is only borrowed for this call: copy it, in one block with the env. */
+    size_t nh = req->n_headers;
+    size_t nx = req->struct_size >= offsetof(wsgi_request, n_extra_environ) + sizeof(size_t)
+                    ? req->n_extra_environ
+                    : 0;
+    size_t bytes = req->method_len + req->target_len;
+    for (size_t i = 0; i < nh; i++)
+        bytes += req->headers[i].name_len + req->headers[i].value_len;
+    for (size_t i = 0; i < nx; i++)
+        bytes += req->extra_environ[i].name_len + req->extra_environ[i].value_len;
+    if (req->scheme) bytes += strlen(req->scheme) + 1;
+    if (req->server_name) bytes += strlen(req->server_name) + 1;
+    if (req->client_addr) bytes += strlen(req->client_addr) + 1;
+    wsgi_env *env = malloc(sizeof *env + (nh + nx) * sizeof(wsgi_header) + bytes);
     if (!env) return lw_fail(WSGI_ERR_NOMEM, "out of memory");
-    lw_gil g;
-    if ((rc = lw_gil_acquire(&g)) != 0) {
-        free(env);
-        return lw_fail(rc, "no Python thread state");
-    }
+    wsgi_header *hs = (wsgi_header *)(env + 1);
+    char *p = (char *)(hs + nh + nx);
     env->app = app;
     env->head_request = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
-    env->input = lw_input_new(req);
-    env->environ = env->input ? PyDict_Copy(app->environ_template) : NULL;
-    if (!env->environ || lw_fill(app, req, env->environ, env->input) < 0) {
-        char msg[512];
-        lw_log_exception("building environ", msg, sizeof msg);
-        Py_CLEAR(env->environ);
-        if (env->input) {
-            lw_input_detach(env->input);
-            Py_CLEAR(env->input);
-        }
-        lw_gil_release(&g);
-        free(env);
-        return lw_fail(WSGI_ERR_NOMEM, "%s", msg);
+    env->sets = NULL;
+    env->sets_tail = &env->sets;
+    wsgi_request *r = &env->req;
+    wsgi_request_init(r);
+    r->method = lw_copy(&p, req->method, req->method_len);
+    r->method_len = req->method_len;
+    r->target = lw_copy(&p, req->target, req->target_len);
+    r->target_len = req->target_len;
+    r->http_major = req->http_major;
+    r->http_minor = req->http_minor;
+    for (size_t i = 0; i < nh + nx; i++) {
+        const wsgi_header *h = i < nh ? &req->headers[i] : &req->extra_environ[i - nh];
+        hs[i].name = lw_copy(&p, h->name, h->name_len);
+        hs[i].name_len = h->name_len;
+        hs[i].value = lw_copy(&p, h->value, h->value_len);
+        hs[i].value_len = h->value_len;
     }
-    lw_gil_release(&g);
+    r->headers = hs;
+    r->n_headers = nh;
+    r->extra_environ = hs + nh;
+    r->n_extra_environ = nx;
+    r->scheme = lw_copy_str(&p, req->scheme);
+    r->server_name = lw_copy_str(&p, req->server_name);
+    r->server_port = req->server_port;
+    r->client_addr = lw_copy_str(&p, req->client_addr);
+    r->client_port = req->client_port;
+    /* The body source must outlive the response: kept as it is. */
+    r->content_length = req->content_length;
+    r->flags = req->flags;
+    r->body = req->body;
+    r->body_len = req->body_len;
+    r->body_read = req->body_read;
+    r->body_user_data = req->body_user_data;
     *out = env;
     return 0;
 }
@@ -483,30 +833,67 @@ LIBWSGI_API int wsgi_env_set(wsgi_env *env, const char *name, size_t name_len, c
     lw_clear_error();
     if (!env || !name || !name_len || (!value && value_len))
         return lw_fail(WSGI_ERR_INVAL, "wsgi_env_set: NULL env/name, empty name or NULL value");
-    lw_gil g;
-    int rc = lw_gil_acquire(&g);
-    if (rc) return lw_fail(rc, "no Python thread state");
-    PyObject *k = lw_latin1(name, name_len);
-    PyObject *v = k ? lw_latin1(value ? value : "", value_len) : NULL;
-    if (!v || PyDict_SetItem(env->environ, k, v) < 0) {
-        PyErr_Clear();
-        rc = lw_fail(WSGI_ERR_NOMEM, "out of memory");
-    }
-    Py_XDECREF(k);
-    Py_XDECREF(v);
-    lw_gil_release(&g);
-    return rc;
+    lw_env_set *e = malloc(sizeof *e + name_len + value_len);
+    if (!e) return lw_fail(WSGI_ERR_NOMEM, "out of memory");
+    e->next = NULL;
+    e->name_len = name_len;
+    e->value_len = value_len;
+    memcpy(e->data, name, name_len);
+    if (value_len) memcpy(e->data + name_len, value, value_len);
+    *env->sets_tail = e;
+    env->sets_tail = &e->next;
+    return 0;
 }
 
 LIBWSGI_API void wsgi_env_free(wsgi_env *env)
 {
     if (!env) return;
-    lw_gil g;
-    if (lw_gil_acquire(&g) == 0) {
-        lw_input_detach(env->input);
-        Py_CLEAR(env->input);
-        Py_CLEAR(env->environ);
-        lw_gil_release(&g);
+    for (lw_env_set *e = env->sets, *next; e; e = next) {
+        next = e->next;
+        free(e);
     }
     free(env);
+}
+
+/* Set d[latin1(name)] = latin1(value); -1 on error. */
+static int lw_set_pair(PyObject *d, const char *name, size_t name_len, const char *value,
+                       size_t value_len)
+{
+    PyObject *k = lw_latin1(name, name_len);
+    PyObject *v = k ? lw_latin1(value, value_len) : NULL;
+    int r = v ? PyDict_SetItem(d, k, v) : -1;
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    return r;
+}
+
+int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input)
+{
+    wsgi_app *app = env->app;
+    const wsgi_request *req = &env->req;
+    *environ = NULL;
+    *input = NULL;
+    lw_view v;
+    if (lw_view_init(app, req, &v) < 0) return -1;
+    lw_input *in = lw_input_new(req);
+    PyObject *d = in ? lw_environ_new(app, &v) : NULL;
+    lw_view_free(&v);
+    int bad = !d || PyDict_SetItem(d, app->rt->s.wsgi_input, (PyObject *)in) < 0;
+    for (size_t i = 0; !bad && i < req->n_extra_environ; i++) {
+        const wsgi_header *x = &req->extra_environ[i];
+        bad = lw_set_pair(d, x->name, x->name_len, x->value, x->value_len) < 0;
+    }
+    for (lw_env_set *e = env->sets; !bad && e; e = e->next)
+        bad = lw_set_pair(d, e->data, e->name_len, e->data + e->name_len, e->value_len) < 0;
+    if (bad) {
+        Py_XDECREF(d);
+        if (in) {
+            lw_input_detach(in);
+            Py_DECREF(in);
+        }
+        return -1;
+    }
+    *environ = d;
+    *input = in;
+    return 0;
 }

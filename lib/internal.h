@@ -37,14 +37,14 @@ typedef struct lw_strings {
  * client sends the same headers, host, port and address request after request: the str objects of
  * the previous request are reused when the bytes are the same (str is immutable, so sharing one
  * between environs is invisible to apps). Bounded: fixed slots, replaced on a miss. */
-#define LW_HKEY_SLOTS 128
+#define LW_HKEY_SLOTS    128
 #define LW_HKEY_NAME_MAX 32
 typedef struct lw_hkey {
-    unsigned char len;             /* 0: empty slot */
-    unsigned hits;                 /* uses since it was filled: the less used of two is replaced */
-    char name[LW_HKEY_NAME_MAX];   /* lowercased header name */
-    PyObject *key;                 /* "HTTP_..." (or CONTENT_TYPE / CONTENT_LENGTH) */
-    PyObject *last;                /* the value of the last header with this name */
+    unsigned char len;           /* 0: empty slot */
+    unsigned hits;               /* uses since it was filled: the less used of two is replaced */
+    char name[LW_HKEY_NAME_MAX]; /* lowercased header name */
+    PyObject *key;               /* "HTTP_..." (or CONTENT_TYPE / CONTENT_LENGTH) */
+    PyObject *last;              /* the value of the last header with this name */
 } lw_hkey;
 typedef struct lw_env_cache {
     lw_hkey hkeys[LW_HKEY_SLOTS];
@@ -91,8 +91,9 @@ struct wsgi_app {
     PyObject *script_name;      /* str */
     size_t script_name_len;     /* in bytes (latin-1) */
     char *script_name_c;
-    PyObject *lifespan; /* boot.Lifespan instance once startup ran */
-    PyObject *state;    /* lifespan state dict, copied into each request scope */
+    PyObject *lifespan;       /* boot.Lifespan instance once startup ran */
+    PyObject *state;          /* lifespan state dict, copied into each request scope */
+    struct lw_shapes *shapes; /* environ layouts of recent requests (environ.c), GIL-guarded */
 };
 
 /* The process's runtime (at most one). */
@@ -145,12 +146,19 @@ typedef struct lw_file_wrapper {
 /* ---- response (start_response.c, response.c) ---------------------------------------------- */
 typedef struct lw_start_response lw_start_response;
 
+/* A request between wsgi_env_build() (no GIL: the host's wire data copied into this block) and
+ * wsgi_call(), which makes the environ from it under the GIL it takes anyway. */
 struct wsgi_env {
     wsgi_app *app;
-    PyObject *environ;
-    lw_input *input;  /* strong ref; detached when the response is freed */
-    int head_request; /* HEAD: a Content-Length without a body is correct */
+    int head_request;        /* HEAD: a Content-Length without a body is correct */
+    wsgi_request req;        /* wire data points into this block; the body source is the host's */
+    struct lw_env_set *sets; /* wsgi_env_set() calls, applied in order after the build */
+    struct lw_env_set **sets_tail;
 };
+/* GIL held: the environ and wsgi.input of env (new references); -1 with an exception set. */
+int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input);
+/* GIL held: drop the app's environ layouts (wsgi_app_free). */
+void lw_shapes_free(wsgi_app *app);
 
 typedef enum lw_mode {
     LW_MODE_ITER = 0, /* generic iterator */

@@ -296,9 +296,15 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
     wsgi_app *app = env->app;
     resp->app = app;
     resp->head_request = env->head_request;
-    resp->environ = env->environ; /* ownership moves from the env to the response */
-    resp->input = env->input;
-    free(env);
+    int built = lw_env_materialize(env, &resp->environ, &resp->input);
+    wsgi_env_free(env);
+    if (built < 0) {
+        char msg[512];
+        lw_log_exception("building environ", msg, sizeof msg);
+        lw_gil_release(&g);
+        free(resp);
+        return lw_fail(WSGI_ERR_NOMEM, "%s", msg);
+    }
     resp->sr = lw_start_response_new(resp);
     if (!resp->sr) {
         lw_response_fail_exc(resp, WSGI_ERR_NOMEM, "creating start_response");

@@ -13,8 +13,10 @@
  * @endcode
  *
  * Threads: an env or response is used by one thread at a time, but may move between threads
- * (e.g. built on the event loop, called on a worker). Every function takes the GIL itself; host
- * callbacks always run with the GIL released, so they may block.
+ * (e.g. built on the event loop, called on a worker). Every function that needs Python takes the
+ * GIL itself; wsgi_env_build(), wsgi_env_set() and wsgi_env_free() need none (they copy the
+ * request; the environ dict is made inside wsgi_call()). Host callbacks always run with the GIL
+ * released, so they may block.
  */
 #ifndef LIBWSGI_WSGI_H
 #define LIBWSGI_WSGI_H
@@ -109,6 +111,9 @@ typedef struct wsgi_response wsgi_response;
  * wsgi.input, wsgi.input_terminated (True), wsgi.errors, wsgi.multithread, wsgi.multiprocess,
  * wsgi.run_once, wsgi.file_wrapper; then @c extra_environ.
  *
+ * The request is validated and its wire data copied; the Python dict itself is made by
+ * wsgi_call(), under the GIL that call takes anyway, so this function does not take the GIL.
+ *
  * @param[in] app A WSGI app.
  * @param[in] req The request; only borrowed during the call, except its body source.
  * @param[out] out The environ on success, NULL on failure.
@@ -202,7 +207,7 @@ typedef struct wsgi_response_handler {
  * @param[out] out The response on success (also when the app failed), NULL otherwise.
  * @retval WSGI_OK A response was created; see wsgi_response_error() for app failures.
  * @retval WSGI_ERR_INVAL A NULL argument or missing required callback.
- * @retval WSGI_ERR_NOMEM Out of memory.
+ * @retval WSGI_ERR_NOMEM Out of memory (also while making the environ dict).
  * @since 0.1.0
  */
 LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, void *user_data,

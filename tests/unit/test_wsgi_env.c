@@ -712,6 +712,223 @@ static void test_value_caches_never_leak_across_requests(void **state)
     }
 }
 
+/* wsgi_env_build() copies what it borrows: the host may reuse its buffers (method, target, header
+ * names and values, addresses, extra_environ) before wsgi_call(), and wsgi_env_set() keys too. */
+static void test_request_copied_at_build(void **state)
+{
+    (void)state;
+    char *method = strdup("PATCH"), *target = strdup("/copied/p%41th?q=1");
+    char *hn = strdup("X-Copied"), *hv = strdup(" copied value "), *host = strdup("Host");
+    char *hostv = strdup("copy.example"), *addr = strdup("192.0.2.7"), *sname = strdup("srv");
+    char *scheme = strdup("https"), *xn = strdup("SSL_PROTOCOL"), *xv = strdup("TLSv1.3");
+    char *sk = strdup("SET_KEY"), *sv = strdup("set value");
+    assert_true(method && target && hn && hv && host && hostv && addr && sname && scheme && xn &&
+                xv && sk && sv);
+    wsgi_header hs[2] = {{host, 4, hostv, strlen(hostv)}, {hn, strlen(hn), hv, strlen(hv)}};
+    wsgi_header xs[1] = {{xn, strlen(xn), xv, strlen(xv)}};
+    wsgi_request req;
+    wsgi_request_init(&req);
+    req.method = method;
+    req.method_len = strlen(method);
+    req.target = target;
+    req.target_len = strlen(target);
+    req.headers = hs;
+    req.n_headers = 2;
+    req.extra_environ = xs;
+    req.n_extra_environ = 1;
+    req.client_addr = addr;
+    req.client_port = 4242;
+    req.server_name = sname;
+    req.server_port = 8443;
+    req.scheme = scheme;
+    wsgi_env *env = NULL;
+    assert_rc(wsgi_env_build(th_app(DUMP), &req, &env), WSGI_OK);
+    assert_rc(wsgi_env_set(env, sk, strlen(sk), sv, strlen(sv)), WSGI_OK);
+    char *all[] = {method, target, hn, hv, host, hostv, addr, sname, scheme, xn, xv, sk, sv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        memset(all[i], 'Z', strlen(all[i]));
+        free(all[i]);
+    }
+    memset(hs, 0, sizeof hs);
+    memset(xs, 0, sizeof xs);
+    memset(&req, 0, sizeof req);
+
+    th_rec rec;
+    th_result res;
+    th_rec_init(&rec);
+    memset(&res, 0, sizeof res);
+    th_call_drain(env, &rec, &res);
+    assert_rc(res.call_rc, WSGI_OK);
+    th_assert_ok(&rec, &res, 200, NULL);
+    assert_env_str(&rec, "REQUEST_METHOD", "PATCH");
+    assert_env_str(&rec, "PATH_INFO", "/copied/pAth");
+    assert_env_str(&rec, "QUERY_STRING", "q=1");
+    assert_env_str(&rec, "RAW_URI", "/copied/p%41th?q=1");
+    assert_env_str(&rec, "HTTP_HOST", "copy.example");
+    assert_env_str(&rec, "HTTP_X_COPIED", "copied value");
+    assert_env_str(&rec, "REMOTE_ADDR", "192.0.2.7");
+    assert_env_str(&rec, "REMOTE_PORT", "4242");
+    assert_env_str(&rec, "SERVER_NAME", "srv");
+    assert_env_str(&rec, "SERVER_PORT", "8443");
+    assert_env_str(&rec, "wsgi.url_scheme", "https");
+    assert_env_str(&rec, "HTTPS", "on");
+    assert_env_str(&rec, "SSL_PROTOCOL", "TLSv1.3");
+    assert_env_str(&rec, "SET_KEY", "set value");
+    assert_null(strstr(rec.body, "5a5a5a")); /* no "ZZZ" anywhere */
+    th_rec_free(&rec);
+}
+
+/* One request of a layout family: which optional parts it has and its header names in order.
+ * Values change from request to request so that a reused layout must replace them. */
+typedef struct layout {
+    const char *scheme; /* NULL, "http", "https", "ftp" */
+    int server_name;    /* set server_name */
+    int server_port;    /* set server_port */
+    int client_addr;    /* set client_addr */
+    int client_port;    /* and client_port */
+    int minor;          /* HTTP/1.minor */
+    const char *names[6];
+} layout;
+
+static const layout layouts[] = {
+    {NULL, 1, 1, 1, 1, 1, {"Host", "User-Agent", "Accept", "Accept-Encoding", "Connection"}},
+    {"https", 1, 1, 1, 1, 1, {"Host", "User-Agent", "Accept", "Accept-Encoding", "Connection"}},
+    {NULL, 1, 1, 1, 1, 1, {"Host", "Accept", "User-Agent", "Accept-Encoding", "Connection"}},
+    {"ftp", 0, 0, 1, 0, 0, {"Host", "Content-Type", "Content-Length"}},
+    {NULL, 1, 0, 0, 0, 1, {"Host", "Cookie", "X-A", "Cookie"}}, /* repeated: joined */
+    {"http", 1, 1, 1, 1, 1, {"Host", "X_Dropped", "X-Kept"}},   /* dropped: '_' */
+    {NULL, 0, 1, 1, 1, 1, {NULL}},                              /* no headers at all */
+    {NULL, 1, 1, 1, 1, 1, {"host", "user-agent", "accept", "accept-encoding", "connection"}},
+};
+
+static void header_key(const char *name, char *key, size_t size)
+{
+    if (strcasecmp(name, "Content-Type") == 0 || strcasecmp(name, "Content-Length") == 0) {
+        snprintf(key, size, "%s",
+                 strcasecmp(name, "Content-Type") == 0 ? "CONTENT_TYPE" : "CONTENT_LENGTH");
+        return;
+    }
+    size_t o = (size_t)snprintf(key, size, "HTTP_");
+    for (const char *p = name; *p && o + 1 < size; p++)
+        key[o++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    key[o] = '\0';
+}
+
+/* The environ is a copy of the last environ of the same request layout, with the values that
+ * differ replaced: whatever the order of layouts and values, each environ holds exactly this
+ * request's keys and values. 8 layouts (more than the 4 kept per app, so they are replaced),
+ * seen in runs and interleaved; values that change in one field at a time, in many, or not at
+ * all; empty values, padded values, latin-1 bytes; a mounted app. */
+static void test_layouts_reused_with_exact_values(void **state)
+{
+    (void)state;
+    wsgi_app *apps[2] = {th_app(DUMP), app_with("/mnt", 0, NULL)};
+    static const char *const methods[] = {"GET", "POST", "GET", "DELETE"};
+    static const char *const targets[] = {"/a?x=1", "/a?x=2", "/b", "/mnt/c%20d?", "/mnt", "/a"};
+    static const char *const values[] = {"v", "", "  padded\t", "caf\xe9", "v", "longer value"};
+    unsigned seed = 12345;
+    for (int i = 0; i < 1500; i++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned rnd = seed >> 8;
+        /* Runs of one layout, then jumps: shapes are made, reused and replaced. */
+        size_t li = (i / 7) % 3 == 0 ? rnd % 8 : (unsigned)(i / 5) % 8;
+        const layout *L = &layouts[li];
+        int vary = (int)(rnd % 4); /* 0: same values as a neighbour; else change some */
+        th_req r;
+        const char *target = targets[(vary ? rnd >> 3 : (unsigned)i / 50) % 6];
+        th_req_init(&r, methods[(vary > 1 ? rnd >> 5 : 0) % 4], target);
+        r.req.http_minor = L->minor;
+        r.req.scheme = L->scheme;
+        char sname[32], addr[32];
+        snprintf(sname, sizeof sname, "s%u.example", vary == 3 ? (rnd >> 7) % 3 : 0);
+        snprintf(addr, sizeof addr, "10.0.0.%u", vary ? (rnd >> 9) % 3 : 1);
+        if (L->server_name) r.req.server_name = sname;
+        if (L->server_port) r.req.server_port = 8000 + (vary == 2 ? (rnd >> 11) % 2 : 0);
+        if (L->client_addr) r.req.client_addr = addr;
+        if (L->client_port) r.req.client_port = 50000 + (vary ? (rnd >> 13) % 3 : 0);
+        char vals[6][32];
+        size_t nh = 0;
+        for (; nh < 6 && L->names[nh]; nh++) {
+            unsigned k = vary ? (rnd >> (15 + nh)) % 6 : 0;
+            snprintf(vals[nh], sizeof vals[nh], "%s", values[k]);
+            th_req_header(&r, L->names[nh], vals[nh]);
+        }
+        wsgi_app *app = apps[(i / 11) % 2];
+        th_rec rec;
+        run_dump(app, &r, &rec);
+
+        /* Every expected key with its value; then the count, so there is nothing else. */
+        size_t keys = 19; /* template 10 + per request 9 */
+        assert_env_str(&rec, "REQUEST_METHOD", r.req.method);
+        assert_env_str(&rec, "RAW_URI", target);
+        assert_env_str(&rec, "REQUEST_URI", target);
+        const char *q = strchr(target, '?');
+        assert_env_str(&rec, "QUERY_STRING", q ? q + 1 : "");
+        char path[64];
+        snprintf(path, sizeof path, "%.*s", (int)(q ? (size_t)(q - target) : strlen(target)),
+                 target);
+        if (strcmp(path, "/mnt/c%20d") == 0) snprintf(path, sizeof path, "/mnt/c d");
+        const char *want_path = path;
+        if (app == apps[1] && strncmp(path, "/mnt", 4) == 0) want_path = path + 4;
+        assert_env_str(&rec, "PATH_INFO", want_path);
+        assert_env_str(&rec, "SERVER_PROTOCOL", L->minor ? "HTTP/1.1" : "HTTP/1.0");
+        int https = L->scheme && strcmp(L->scheme, "https") == 0;
+        assert_env_str(&rec, "wsgi.url_scheme", L->scheme ? L->scheme : "http");
+        if (https) {
+            assert_env_str(&rec, "HTTPS", "on");
+            keys++;
+        } else {
+            assert_env_absent(&rec, "HTTPS");
+        }
+        assert_env_str(&rec, "SERVER_NAME", L->server_name ? sname : "localhost");
+        char want[64];
+        snprintf(want, sizeof want, "%u", L->server_port ? r.req.server_port : https ? 443u : 80u);
+        assert_env_str(&rec, "SERVER_PORT", want);
+        if (L->client_addr) {
+            assert_env_str(&rec, "REMOTE_ADDR", addr);
+            keys++;
+        } else {
+            assert_env_absent(&rec, "REMOTE_ADDR");
+        }
+        if (L->client_port) {
+            snprintf(want, sizeof want, "%u", r.req.client_port);
+            assert_env_str(&rec, "REMOTE_PORT", want);
+            keys++;
+        } else {
+            assert_env_absent(&rec, "REMOTE_PORT");
+        }
+        for (size_t h = 0; h < nh; h++) {
+            if (strchr(L->names[h], '_')) continue; /* dropped */
+            char key[64], joined[128] = "";
+            header_key(L->names[h], key, sizeof key);
+            int first = 1, seen = 0;
+            for (size_t j = 0; j < nh; j++) {
+                if (strcasecmp(L->names[j], L->names[h]) != 0) continue;
+                if (j < h) first = 0;
+                const char *sep = seen++ ? ", " : "";
+                const char *v = vals[j];
+                size_t n = strlen(v);
+                while (n && (*v == ' ' || *v == '\t'))
+                    v++, n--;
+                while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+                    n--;
+                size_t o = strlen(joined);
+                snprintf(joined + o, sizeof joined - o, "%s%.*s", sep, (int)n, v);
+            }
+            if (!first) continue;
+            assert_env_str(&rec, key, joined);
+            keys++;
+        }
+        size_t lines = env_count_prefix(&rec, "");
+        if (lines != keys + 1) {
+            print_error("request %d (layout %zu): %zu environ keys, expected %zu:\n%s\n", i, li,
+                        lines - 1, keys, rec.body);
+        }
+        assert_int_equal(lines, keys + 1);
+        th_rec_free(&rec);
+    }
+}
+
 static size_t log_exact(size_t from, int level, const char *msg)
 {
     size_t n = 0;
@@ -778,6 +995,8 @@ int main(void)
         cmocka_unit_test(test_invalid_host_input),
         cmocka_unit_test(test_big_request_parts),
         cmocka_unit_test(test_value_caches_never_leak_across_requests),
+        cmocka_unit_test(test_request_copied_at_build),
+        cmocka_unit_test(test_layouts_reused_with_exact_values),
         cmocka_unit_test(test_wsgi_errors_to_log),
     };
     return cmocka_run_group_tests_name("wsgi_env", tests, th_group_setup, th_group_teardown);
