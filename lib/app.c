@@ -162,6 +162,7 @@ LIBWSGI_API void wsgi_app_free(wsgi_app *app)
     if (!app) return;
     lw_gil g;
     if (lw_gil_acquire(&g) == 0) {
+        lw_responses_drain(); /* freed responses may still hold objects of this app */
         Py_CLEAR(app->callable);
         Py_CLEAR(app->script_name);
         Py_CLEAR(app->environ_template);

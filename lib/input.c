@@ -57,6 +57,11 @@ void lw_input_detach(lw_input *in)
     in->eof = 1;
 }
 
+int lw_input_idle(const lw_input *in)
+{
+    return !in || (in->start >= in->end && (!in->read_cb || in->eof));
+}
+
 static void lw_input_dealloc(lw_input *in)
 {
     free(in->own);

@@ -134,6 +134,9 @@ int lw_types_ready(void);
 typedef struct lw_input lw_input;
 lw_input *lw_input_new(const wsgi_request *req);
 void lw_input_detach(lw_input *in); /* the body source is gone: reads raise ValueError */
+/* GIL held: 1 if no read can reach the host's body any more (nothing buffered is left unread and
+ * the source has ended or there is none). Once true it stays true. */
+int lw_input_idle(const lw_input *in);
 
 PyObject *lw_errors_new(void);
 
@@ -193,6 +196,14 @@ struct wsgi_response {
     int64_t sent; /* body bytes delivered */
     int head_request;
     unsigned started : 1, closed : 1, done : 1, fail_pending : 1, free_pending : 1, sf_sent : 1;
+    /* Prefetched by wsgi_call (GIL held): the first item of an exact list/tuple, held in held[0],
+     * delivered by the next wsgi_iter_next without the GIL; pre_last: it ends the response. */
+    unsigned pre : 1, pre_last : 1;
+    unsigned
+        head_locked : 1; /* status/headers final (prefetched): start_response may not change them */
+    unsigned input_idle : 1; /* wsgi.input can no longer reach the host (lw_input_idle) */
+    size_t pre_len;
+    struct wsgi_response *deferred_next; /* in the queue of responses freed without the GIL */
     int in_cb;
     int error;    /* first failure, 0 if none */
     int final_rc; /* what wsgi_iter_next returns once done */
@@ -207,6 +218,8 @@ void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...) LW_PR
 int lw_response_commit(wsgi_response *resp);
 /* Deliver one body chunk with the GIL held (write()): released around on_body. */
 int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes);
+/* GIL held: finish freeing the responses wsgi_response_free() queued without the GIL. */
+void lw_responses_drain(void);
 
 /* ---- ASGI (asgi_loop.c, asgi_scope.c, asgi_conn.c) -------------------------------------- */
 typedef struct lw_asgi_strings {

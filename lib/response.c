@@ -7,6 +7,7 @@
  * decides what to deliver under the GIL, then releases it and calls the host. */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -263,6 +264,44 @@ static int lw_sendfile_prepare(wsgi_response *resp)
     return 1;
 }
 
+/* Release the GIL taken for resp, first noting whether its wsgi.input can still reach the host
+ * (read under the GIL, so that wsgi_response_free() can decide without it). */
+static void lw_resp_release(wsgi_response *resp, lw_gil *g)
+{
+    resp->input_idle = (unsigned)lw_input_idle(resp->input);
+    lw_gil_release(g);
+}
+
+/* GIL held, in wsgi_call: take the first item of an exact list/tuple now, so that the first
+ * wsgi_iter_next() delivers it without taking the GIL, and a one-item body (the usual
+ * `return [body]`) needs no GIL after wsgi_call() at all. Only when nothing about it can fail or
+ * be logged later than it would have been: bytes, not empty, start_response called, within
+ * Content-Length, and if it is the last item, not shorter than Content-Length. */
+static void lw_seq_prefetch(wsgi_response *resp)
+{
+    PyObject *seq = resp->result;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0 || !resp->status || resp->error || resp->done) return;
+    PyObject *chunk = PySequence_Fast_GET_ITEM(seq, 0);
+    if (!PyBytes_Check(chunk)) return;
+    size_t len = (size_t)PyBytes_GET_SIZE(chunk);
+    int64_t cl = resp->content_length, after = resp->sent + (int64_t)len;
+    if (len == 0 || (cl >= 0 && after > cl)) return;
+    int last = n == 1 || (cl >= 0 && after == cl);
+    int code = resp->status_code;
+    if (last && cl >= 0 && after < cl && !resp->head_request && code >= 200 && code != 204 &&
+        code != 304)
+        return; /* short body: reported where it always is */
+    lw_hold(resp, Py_NewRef(chunk));
+    resp->seq_idx = 1;
+    resp->sent = after;
+    resp->pre = 1;
+    resp->pre_len = len;
+    resp->pre_last = last;
+    resp->head_locked = 1;
+    if (last) resp->closed = 1; /* an exact list/tuple has no close() */
+}
+
 LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, void *user_data,
                           wsgi_response **out)
 {
@@ -293,6 +332,7 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
         wsgi_env_free(env);
         return lw_fail(rc, "no Python thread state");
     }
+    lw_responses_drain();
     wsgi_app *app = env->app;
     resp->app = app;
     resp->head_request = env->head_request;
@@ -301,7 +341,7 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
     if (built < 0) {
         char msg[512];
         lw_log_exception("building environ", msg, sizeof msg);
-        lw_gil_release(&g);
+        lw_resp_release(resp, &g);
         free(resp);
         return lw_fail(WSGI_ERR_NOMEM, "%s", msg);
     }
@@ -320,6 +360,7 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
     resp->result = result;
     if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) {
         resp->mode = LW_MODE_SEQ;
+        lw_seq_prefetch(resp);
     } else if (Py_IS_TYPE(result, &lw_FileWrapperType) && resp->h.on_sendfile &&
                lw_sendfile_prepare(resp)) {
         resp->mode = LW_MODE_SENDFILE;
@@ -328,7 +369,7 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
     }
     if (resp->error) lw_close_locked(resp); /* e.g. write() failed but the app returned anyway */
 done:
-    lw_gil_release(&g);
+    lw_resp_release(resp, &g);
     *out = resp;
     return 0;
 }
@@ -364,7 +405,7 @@ static int lw_callback_failed(wsgi_response *resp, const char *which)
     if (lw_gil_acquire(&g) == 0) {
         lw_response_fail(resp, WSGI_ERR_CALLBACK, "host %s failed: response cut", which);
         lw_close_locked(resp);
-        lw_gil_release(&g);
+        lw_resp_release(resp, &g);
     }
     resp->done = 1;
     resp->final_rc = WSGI_ERR_CALLBACK;
@@ -378,14 +419,14 @@ static int lw_iter_end_locked(wsgi_response *resp, lw_gil *g)
         lw_response_fail(resp, WSGI_ERR_NO_START_RESPONSE,
                          "application returned without calling start_response");
         lw_close_locked(resp);
-        lw_gil_release(g);
+        lw_resp_release(resp, g);
         return lw_iter_return(resp, lw_finish_failed(resp));
     }
     lw_close_locked(resp);
     int short_body = lw_check_short_body(resp);
     lw_headbuf b;
     int oom = lw_head_prepare(resp, &b) < 0;
-    lw_gil_release(g);
+    lw_resp_release(resp, g);
     resp->done = 1;
     resp->final_rc = short_body ? WSGI_ERR_APP : 0;
     if (oom) return lw_callback_failed(resp, "head allocation");
@@ -393,15 +434,39 @@ static int lw_iter_end_locked(wsgi_response *resp, lw_gil *g)
     return lw_iter_return(resp, resp->final_rc);
 }
 
+/* wsgi_iter_next for a prefetched chunk: no GIL. The head's fields point into str objects the
+ * response owns and nobody may change any more (head_locked). */
+static int lw_deliver_prefetched(wsgi_response *resp)
+{
+    resp->pre = 0;
+    lw_headbuf b;
+    b.pending = !resp->started;
+    b.heap = NULL;
+    if (b.pending && lw_headbuf_fill(resp, &b) < 0)
+        return lw_callback_failed(resp, "head allocation");
+    resp->started = 1;
+    if (lw_head_deliver(resp, &b) < 0) return lw_callback_failed(resp, "on_start");
+    if (lw_cb_body(resp, PyBytes_AS_STRING(resp->held[0]), resp->pre_len) < 0)
+        return lw_callback_failed(resp, "on_body");
+    if (resp->pre_last) {
+        resp->done = 1;
+        resp->final_rc = 0;
+        return lw_iter_return(resp, 0);
+    }
+    return lw_iter_return(resp, 1);
+}
+
 LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
 {
     if (!resp) return lw_fail(WSGI_ERR_INVAL, "response is NULL");
     if (resp->in_cb) return WSGI_ERR_RECURSIVE;
     if (resp->done) return resp->final_rc;
+    if (resp->pre) return lw_deliver_prefetched(resp);
     if (resp->error) return lw_iter_return(resp, lw_finish_failed(resp));
 
     lw_gil g;
     if (lw_gil_acquire(&g) != 0) return WSGI_ERR_PYTHON;
+    lw_responses_drain();
     lw_release_held(resp);
 
     if (lw_cl_reached(resp) && resp->started) return lw_iter_end_locked(resp, &g);
@@ -414,12 +479,12 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
             count = resp->content_length - resp->sent;
         lw_headbuf b;
         if (lw_head_prepare(resp, &b) < 0) {
-            lw_gil_release(&g);
+            lw_resp_release(resp, &g);
             return lw_callback_failed(resp, "head allocation");
         }
         resp->sf_sent = 1;
         resp->sent += count;
-        lw_gil_release(&g);
+        lw_resp_release(resp, &g);
         if (lw_head_deliver(resp, &b) < 0) return lw_callback_failed(resp, "on_start");
         if (count > 0 && lw_cb_sendfile(resp, resp->sf_fd, resp->sf_offset, count) < 0)
             return lw_callback_failed(resp, "on_sendfile");
@@ -454,7 +519,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
     size_t len = (size_t)PyBytes_GET_SIZE(chunk);
     if (len == 0) { /* skipped; the head is not committed by an empty chunk */
         Py_DECREF(chunk);
-        lw_gil_release(&g);
+        lw_resp_release(resp, &g);
         return lw_iter_return(resp, 1);
     }
     if (!resp->status) {
@@ -467,7 +532,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
     lw_hold(resp, chunk); /* write() inside a generator may have delivered some already */
     lw_headbuf b;
     if (lw_head_prepare(resp, &b) < 0) {
-        lw_gil_release(&g);
+        lw_resp_release(resp, &g);
         return lw_callback_failed(resp, "head allocation");
     }
     resp->sent += (int64_t)len;
@@ -478,7 +543,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
         resp->closed = 1;
         lw_check_short_body(resp);
     }
-    lw_gil_release(&g);
+    lw_resp_release(resp, &g);
     if (lw_head_deliver(resp, &b) < 0) return lw_callback_failed(resp, "on_start");
     if (len > 0 && lw_cb_body(resp, PyBytes_AS_STRING(chunk), len) < 0)
         return lw_callback_failed(resp, "on_body");
@@ -491,7 +556,7 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp)
 
 failed:
     lw_close_locked(resp);
-    lw_gil_release(&g);
+    lw_resp_release(resp, &g);
     return lw_iter_return(resp, lw_finish_failed(resp));
 }
 
@@ -510,26 +575,62 @@ LIBWSGI_API int wsgi_response_started(const wsgi_response *resp)
     return resp ? resp->started : 0;
 }
 
+/* Close the iterable if needed and drop every Python object of the response; GIL held. */
+static void lw_response_clear_locked(wsgi_response *resp)
+{
+    if (!resp->closed && resp->result)
+        lw_log(WSGI_LOG_DEBUG, "response freed before its end: closing the iterable");
+    lw_close_locked(resp);
+    lw_start_response_detach(resp->sr);
+    lw_input_detach(resp->input);
+    lw_release_held(resp);
+    Py_CLEAR(resp->iter);
+    Py_CLEAR(resp->result);
+    Py_CLEAR(resp->status);
+    Py_CLEAR(resp->headers);
+    Py_CLEAR(resp->sr);
+    Py_CLEAR(resp->input);
+    Py_CLEAR(resp->environ);
+}
+
 static void lw_response_destroy(wsgi_response *resp)
 {
     lw_gil g;
     if (lw_gil_acquire(&g) == 0) {
-        if (!resp->closed && resp->result)
-            lw_log(WSGI_LOG_DEBUG, "response freed before its end: closing the iterable");
-        lw_close_locked(resp);
-        lw_start_response_detach(resp->sr);
-        lw_input_detach(resp->input);
-        lw_release_held(resp);
-        Py_CLEAR(resp->iter);
-        Py_CLEAR(resp->result);
-        Py_CLEAR(resp->status);
-        Py_CLEAR(resp->headers);
-        Py_CLEAR(resp->sr);
-        Py_CLEAR(resp->input);
-        Py_CLEAR(resp->environ);
+        lw_responses_drain();
+        lw_response_clear_locked(resp);
         lw_gil_release(&g);
     }
     free(resp);
+}
+
+/* Responses freed without the GIL, whose Python objects are released by the next libwsgi call
+ * that takes the GIL anyway (wsgi_call, a wsgi_iter_next that needs Python, wsgi_app_free,
+ * wsgi_runtime_free). A lock-free stack: pushed by any thread, taken whole by the drain. Bounded:
+ * a free that finds LW_DEFER_MAX waiting takes the GIL and releases them all. */
+#define LW_DEFER_MAX 64
+static _Atomic(wsgi_response *) lw_deferred;
+static atomic_int lw_deferred_n;
+
+void lw_responses_drain(void)
+{
+    if (!atomic_load_explicit(&lw_deferred, memory_order_relaxed)) return;
+    wsgi_response *r = atomic_exchange_explicit(&lw_deferred, NULL, memory_order_acquire);
+    while (r) {
+        wsgi_response *next = r->deferred_next;
+        atomic_fetch_sub_explicit(&lw_deferred_n, 1, memory_order_relaxed);
+        lw_response_clear_locked(r); /* may run Python code (__del__), and so other threads */
+        free(r);
+        r = next;
+    }
+}
+
+/* Whether freeing resp needs Python only to drop references: the iterable is closed (or there
+ * is none), and wsgi.input can no longer reach the host's body, which may be gone once this
+ * returns. Then the references can wait for the next GIL holder. */
+static int lw_deferrable(const wsgi_response *resp)
+{
+    return resp->done && (resp->closed || !resp->result) && resp->input_idle && lw_rt;
 }
 
 LIBWSGI_API void wsgi_response_free(wsgi_response *resp)
@@ -539,5 +640,16 @@ LIBWSGI_API void wsgi_response_free(wsgi_response *resp)
         resp->free_pending = 1; /* finished by the libwsgi call that is running the callback */
         return;
     }
-    lw_response_destroy(resp);
+    int defer = lw_deferrable(resp);
+    if (defer &&
+        atomic_fetch_add_explicit(&lw_deferred_n, 1, memory_order_relaxed) < LW_DEFER_MAX) {
+        wsgi_response *head = atomic_load_explicit(&lw_deferred, memory_order_relaxed);
+        do {
+            resp->deferred_next = head;
+        } while (!atomic_compare_exchange_weak_explicit(
+            &lw_deferred, &head, resp, memory_order_release, memory_order_relaxed));
+        return;
+    }
+    if (defer) atomic_fetch_sub_explicit(&lw_deferred_n, 1, memory_order_relaxed);
+    lw_response_destroy(resp); /* takes the GIL: releases the waiting ones too */
 }

@@ -277,6 +277,7 @@ LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt)
         gstate = PyGILState_Ensure();
     else if (!PyGILState_Check())
         PyEval_RestoreThread(rt->main_tstate);
+    lw_responses_drain();
     lw_runtime_clear(rt);
     lw_log(WSGI_LOG_INFO, "libwsgi: runtime stopped");
     lw_threads_fini(rt);

@@ -175,7 +175,7 @@ static PyObject *lw_sr_call(lw_start_response *sr, PyObject *status, PyObject *h
             PyErr_SetString(PyExc_TypeError, "exc_info must be a (type, value, traceback) tuple");
             return NULL;
         }
-        if (resp->started) {
+        if (resp->started || resp->head_locked) {
             /* Too late to change the head: re-raise so the app aborts (PEP 3333). */
             PyObject *t = PyTuple_GET_ITEM(exc_info, 0), *v = PyTuple_GET_ITEM(exc_info, 1),
                      *tb = PyTuple_GET_ITEM(exc_info, 2);
@@ -267,6 +267,12 @@ static PyObject *lw_write(PyObject *self, PyObject *data)
     }
     if (resp->error || resp->done) {
         PyErr_SetString(PyExc_OSError, "the client connection is gone");
+        return NULL;
+    }
+    if (resp->pre) {
+        /* Only another thread can get here: the app returned a list whose first item waits for
+         * wsgi_iter_next(); data written now would overtake it. */
+        PyErr_SetString(PyExc_RuntimeError, "write() called after the application returned");
         return NULL;
     }
     if (!resp->started && lw_response_commit(resp) < 0) goto gone;

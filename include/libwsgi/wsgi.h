@@ -262,6 +262,11 @@ LIBWSGI_API int wsgi_response_started(const wsgi_response *resp);
 /**
  * @brief Free the response, calling the iterable's close() if it was not called yet (abort).
  *
+ * A response that has ended, whose wsgi.input can no longer read the request body, is freed
+ * without taking the GIL: its Python objects (the environ, the iterable) are released by the next
+ * libwsgi call that takes the GIL anyway, before any app code runs (see docs/threading.md). The
+ * host may reuse or free the body source as soon as this returns, in every case.
+ *
  * May be called from inside one of the response's callbacks: the free then happens when the
  * callback returns and the running libwsgi call returns ::WSGI_ERR_CALLBACK.
  * @param[in] resp The response or NULL.

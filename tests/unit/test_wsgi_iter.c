@@ -330,6 +330,133 @@ static void test_bodiless_content_length(void **state)
     }
 }
 
+/* An exact list or tuple: its first item is taken while wsgi_call holds the GIL, so a one-item
+ * body is delivered by one wsgi_iter_next that needs no GIL (and returns 0 at once). Whatever the
+ * shape, the host sees the same callbacks and results as with any other iterable. */
+static void test_sequence_bodies(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *query;
+        int status;
+        const char *body;
+        int final_rc, iter_calls;
+    } cases[] = {
+        {"kind=list&chunks=hello", 200, "hello", 0, 1},
+        {"kind=tuple&chunks=hello", 200, "hello", 0, 1},
+        {"kind=list&chunks=hello&cl=5", 200, "hello", 0, 1},
+        {"kind=tuple&chunks=he,llo", 200, "hello", 0, 2},
+        {"kind=list&chunks=he,,llo", 200, "hello", 0, 3},
+        {"kind=list&chunks=,hello", 200, "hello", 0, 2},             /* an empty first item */
+        {"kind=list&chunks=", 200, "", 0, 2},                        /* [b""] */
+        {"kind=tuple", 200, "", 0, 1},                               /* () */
+        {"kind=list&chunks=hello%20world&cl=5", 200, "hello", 0, 1}, /* truncated */
+        {"kind=tuple&chunks=hel,lo,!!&cl=5", 200, "hello", 0, 2},    /* ends at Content-Length */
+        {"kind=list&chunks=hello,more&cl=5", 200, "hello", 0, 1},    /* the first item is all */
+        {"kind=list&chunks=hel&cl=5", 200, "hel", WSGI_ERR_APP, 1},  /* short: cut */
+        {"kind=list&chunks=hel,lo&cl=9", 200, "hello", WSGI_ERR_APP, 2},
+        {"kind=list&chunks=hello&str_at=0", 500, NULL, 0, 1},                /* str first: 500 */
+        {"kind=tuple&chunks=a,b&str_at=1", 200, "a", WSGI_ERR_BAD_CHUNK, 2}, /* str later: cut */
+        {"kind=list&chunks=abc&cl=9&status=204%20No%20Content", 204, "abc", 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char target[160];
+        snprintf(target, sizeof target, "/?%s", cases[i].query);
+        th_rec rec;
+        th_result res;
+        get(IT("seq"), target, &rec, &res);
+        if (res.final_rc != cases[i].final_rc || res.iter_calls != cases[i].iter_calls ||
+            rec.status != cases[i].status)
+            print_error("case %s: final_rc %d, %d calls, status %d\n", cases[i].query, res.final_rc,
+                        res.iter_calls, rec.status);
+        th_assert_well_formed(&rec);
+        assert_int_equal(res.starts_after_call, 0);
+        assert_int_equal(res.started_after_call, 0);
+        assert_int_equal(rec.status, cases[i].status);
+        if (cases[i].body) assert_string_equal(rec.body, cases[i].body);
+        assert_rc(res.final_rc, cases[i].final_rc);
+        assert_rc(res.again_rc, cases[i].final_rc);
+        assert_int_equal(res.iter_calls, cases[i].iter_calls);
+        if (cases[i].status == 500) assert_rc(res.resp_error, WSGI_ERR_BAD_CHUNK);
+        th_rec_free(&rec);
+    }
+}
+
+/* A HEAD answered with a list: Content-Length without the body is right. */
+static void test_sequence_head(void **state)
+{
+    (void)state;
+    th_req r;
+    th_rec rec;
+    th_result res;
+    th_req_init(&r, "HEAD", "/?kind=list&chunks=abc&cl=9");
+    th_rec_init(&rec);
+    th_run(th_app(IT("seq")), &r, &rec, &res);
+    th_assert_ok(&rec, &res, 200, "abc");
+    assert_int_equal(res.iter_calls, 1);
+    th_rec_free(&rec);
+}
+
+/* A prefetched response freed before wsgi_iter_next: nothing delivered, nothing leaked. */
+static void test_sequence_freed_before_iteration(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        th_rec rec;
+        th_rec_init(&rec);
+        wsgi_response *resp =
+            start(IT("seq"), i == 2 ? "/?kind=tuple&chunks=a,b" : "/?chunks=a", &rec);
+        if (i == 1) assert_rc(wsgi_iter_next(resp), 0);
+        wsgi_response_free(resp);
+        assert_int_equal(rec.starts, i == 1 ? 1 : 0);
+        th_rec_free(&rec);
+    }
+}
+
+/* A generator of one chunk: delivered, then closed exactly once. */
+static void test_one_chunk_generator(void **state)
+{
+    (void)state;
+    th_rec rec;
+    th_result res;
+    get(IT("as_generator"), "/?name=gen_one&n=1&size=5", &rec, &res);
+    th_assert_ok(&rec, &res, 200, "AAAAA");
+    th_rec_free(&rec);
+    assert_int_equal(count_of("gen_one.next"), 1);
+    assert_int_equal(count_of("gen_one.finally"), 1);
+}
+
+/* A finished response is freed without the GIL: its Python objects are released by the next
+ * call that takes the GIL, before any app code runs. Also when many are freed in a row (the
+ * queue is bounded: a free that finds it full releases them all). */
+static void test_freed_responses_release_their_objects(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    for (int i = 0; i < N; i++) {
+        th_rec rec;
+        th_result res;
+        get(IT("tracked"), "/?name=tr1", &rec, &res);
+        th_assert_ok(&rec, &res, 200, "tracked");
+        th_rec_free(&rec);
+    }
+    assert_int_equal(count_of("tr1.del"), N);
+
+    static wsgi_response *resps[N];
+    static th_rec recs[N];
+    for (int i = 0; i < N; i++) {
+        th_rec_init(&recs[i]);
+        resps[i] = start(IT("tracked"), "/?name=tr2", &recs[i]);
+        assert_rc(wsgi_iter_next(resps[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        wsgi_response_free(resps[i]);
+        assert_string_equal(recs[i].body, "tracked");
+        th_rec_free(&recs[i]);
+    }
+    assert_int_equal(count_of("tr2.del"), N);
+}
+
 /* When the host's on_body fails during write(), the app's write() raises OSError. */
 static void test_write_raises_oserror_after_host_failure(void **state)
 {
@@ -607,6 +734,11 @@ int main(void)
         cmocka_unit_test(test_close_that_raises),
         cmocka_unit_test(test_content_length_enforced),
         cmocka_unit_test(test_bodiless_content_length),
+        cmocka_unit_test(test_sequence_bodies),
+        cmocka_unit_test(test_sequence_head),
+        cmocka_unit_test(test_sequence_freed_before_iteration),
+        cmocka_unit_test(test_one_chunk_generator),
+        cmocka_unit_test(test_freed_responses_release_their_objects),
         cmocka_unit_test(test_write_raises_oserror_after_host_failure),
         cmocka_unit_test(test_iterable_closed_after_write_failure),
         cmocka_unit_test(test_previous_chunk_valid_at_next_on_body),

@@ -136,3 +136,35 @@ def gen_writes(environ, start_response):
         yield b"d" * 10
 
     return body()
+
+
+def seq(environ, start_response):
+    """?kind=list|tuple&chunks=a,,b&cl=L&str_at=I: an exact list or tuple of the chunks, with an
+    optional Content-Length and a str item at index I (not bytes: an app error)."""
+    q = _query(environ)
+    headers = list(TEXT)
+    if "cl" in q:
+        headers.append(("Content-Length", q["cl"]))
+    start_response(q.get("status", "200 OK"), headers)
+    items = _chunks(q)
+    if "str_at" in q:
+        items[int(q["str_at"])] = "not bytes"
+    return tuple(items) if q.get("kind") == "tuple" else items
+
+
+class _Tracked:
+    """Counts its own deallocation under the name given."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __del__(self):
+        _bump(self.name + ".del")
+
+
+def tracked(environ, start_response):
+    """?name=N: keeps an object in the environ (and one in a chunk's reach) whose deallocation
+    is counted, so a test sees when the response's references are released."""
+    environ["x.tracked"] = _Tracked(_query(environ)["name"])
+    start_response("200 OK", TEXT)
+    return [b"tracked"]
