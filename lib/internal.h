@@ -212,6 +212,9 @@ struct wsgi_response {
 
 lw_start_response *lw_start_response_new(wsgi_response *resp);
 void lw_start_response_detach(lw_start_response *sr);
+/* Drop the response's reference (GIL held): back to a pool if the app kept none. */
+void lw_start_response_release(lw_start_response *sr);
+void lw_start_response_pool_clear(void); /* GIL held: wsgi_runtime_free */
 /* Record a failure on the response (first one wins) and log it. */
 void lw_response_fail(wsgi_response *resp, int code, const char *fmt, ...) LW_PRINTF(3, 4);
 /* Commit status + headers: calls on_start (GIL released around it). 0 or WSGI_ERR_CALLBACK. */

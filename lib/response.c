@@ -588,9 +588,11 @@ static void lw_response_clear_locked(wsgi_response *resp)
     Py_CLEAR(resp->result);
     Py_CLEAR(resp->status);
     Py_CLEAR(resp->headers);
-    Py_CLEAR(resp->sr);
     Py_CLEAR(resp->input);
     Py_CLEAR(resp->environ);
+    /* Last: the environ may have held the app's references to start_response. */
+    lw_start_response_release(resp->sr);
+    resp->sr = NULL;
 }
 
 static void lw_response_destroy(wsgi_response *resp)

@@ -8,6 +8,8 @@
 struct lw_start_response {
     PyObject_HEAD wsgi_response *resp; /* NULL once the response is freed: calls then raise */
     vectorcallfunc vectorcall;         /* lw_sr_vectorcall: no argument tuple per call */
+    PyObject *write; /* the write callable start_response returns, made once; it refers to this
+                      * object, so the pair is a cycle that lw_start_response_release breaks */
 };
 
 static PyObject *lw_sr_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
@@ -17,12 +19,24 @@ static PyObject *lw_write(PyObject *self, PyObject *data);
 static PyMethodDef lw_write_def = {"write", (PyCFunction)lw_write, METH_O,
                                    "write(data: bytes): send data now (legacy PEP 3333 API)."};
 
+/* start_response objects (with their write callable) of finished responses that nothing else
+ * refers to, for the next responses: an object and a bound method less to make and free per
+ * request. GIL-guarded; emptied by wsgi_runtime_free. */
+#define LW_SR_POOL 16
+static lw_start_response *lw_sr_pool[LW_SR_POOL];
+static int lw_sr_pool_n;
+
 lw_start_response *lw_start_response_new(wsgi_response *resp)
 {
-    lw_start_response *sr = PyObject_New(lw_start_response, &lw_StartResponseType);
-    if (!sr) return NULL;
+    lw_start_response *sr;
+    if (lw_sr_pool_n > 0) {
+        sr = lw_sr_pool[--lw_sr_pool_n];
+    } else {
+        if (!(sr = PyObject_New(lw_start_response, &lw_StartResponseType))) return NULL;
+        sr->vectorcall = lw_sr_vectorcall;
+        sr->write = NULL;
+    }
     sr->resp = resp;
-    sr->vectorcall = lw_sr_vectorcall;
     return sr;
 }
 
@@ -31,8 +45,34 @@ void lw_start_response_detach(lw_start_response *sr)
     if (sr) sr->resp = NULL;
 }
 
+/* Drop the response's reference (GIL held, detached). If the app kept neither start_response
+ * nor write, the pair goes back to the pool; else the cycle is broken and the app's references
+ * decide when they go. */
+void lw_start_response_release(lw_start_response *sr)
+{
+    if (!sr) return;
+    sr->resp = NULL;
+    int ours = sr->write ? Py_REFCNT(sr) == 2 && Py_REFCNT(sr->write) == 1 : Py_REFCNT(sr) == 1;
+    if (ours && lw_sr_pool_n < LW_SR_POOL) {
+        lw_sr_pool[lw_sr_pool_n++] = sr;
+        return;
+    }
+    Py_CLEAR(sr->write);
+    Py_DECREF(sr);
+}
+
+void lw_start_response_pool_clear(void)
+{
+    while (lw_sr_pool_n > 0) {
+        lw_start_response *sr = lw_sr_pool[--lw_sr_pool_n];
+        Py_CLEAR(sr->write);
+        Py_DECREF(sr);
+    }
+}
+
 static void lw_sr_dealloc(lw_start_response *sr)
 {
+    Py_XDECREF(sr->write); /* NULL here: a write callable keeps its start_response alive */
     PyObject_Free(sr);
 }
 
@@ -202,9 +242,8 @@ static PyObject *lw_sr_call(lw_start_response *sr, PyObject *status, PyObject *h
     resp->status_code = code;
     resp->content_length = cl;
     resp->pending_err = 0;
-    /* Not cached on sr: the bound function refers to sr, and a cache would make a cycle of
-     * objects that are not GC-tracked. */
-    return PyCFunction_New(&lw_write_def, (PyObject *)sr);
+    if (!sr->write && !(sr->write = PyCFunction_New(&lw_write_def, (PyObject *)sr))) return NULL;
+    return Py_NewRef(sr->write);
 }
 
 /* start_response(status, response_headers, exc_info=None), by the vectorcall protocol: the

@@ -364,6 +364,40 @@ static void test_stale_objects_of_finished_request(void **state)
     free(body);
 }
 
+/* start_response and its write callable are reused by later requests only when the app kept
+ * neither: the ones an app keeps stay tied to their finished request (calls raise) and are never
+ * handed to another request. */
+static void test_kept_callables_never_reused(void **state)
+{
+    (void)state;
+    th_rec rec;
+    th_result res;
+    th_rec_init(&rec);
+    th_get(SR("keep_write"), "/", &rec, &res);
+    th_assert_ok(&rec, &res, 200, "kept write");
+    th_rec_free(&rec);
+    th_rec_init(&rec);
+    th_get(SR("keep_start_response"), "/", &rec, &res);
+    th_assert_ok(&rec, &res, 200, "kept start_response");
+    th_rec_free(&rec);
+    for (int i = 0; i < 40; i++) { /* cycle the pool */
+        th_rec_init(&rec);
+        th_get(SR("plain"), "/", &rec, &res);
+        th_assert_ok(&rec, &res, 200, "plain");
+        th_rec_free(&rec);
+    }
+    th_rec_init(&rec);
+    th_get(SR("check_fresh"), "/", &rec, &res);
+    th_assert_ok(&rec, &res, 200, NULL);
+    assert_string_equal(rec.body, "write_is_kept=False\n"
+                                  "start_response_is_kept=False\n"
+                                  "write_of_kept_start_response=False\n"
+                                  "kept_write_of_this=False\n"
+                                  "kept_write=raised\n"
+                                  "kept_start_response=raised");
+    th_rec_free(&rec);
+}
+
 static void assert_header_at(const th_rec *rec, size_t i, const char *name, const char *value)
 {
     assert_true(i < rec->n_headers);
@@ -430,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_response_head),
         cmocka_unit_test(test_many_response_headers),
         cmocka_unit_test(test_stale_objects_of_finished_request),
+        cmocka_unit_test(test_kept_callables_never_reused),
     };
     return cmocka_run_group_tests_name("start_response", tests, th_group_setup, th_group_teardown);
 }

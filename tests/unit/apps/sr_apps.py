@@ -299,3 +299,42 @@ def keyword_arguments(environ, start_response):
             out.append(("TypeError: %s" % e).encode())
     start_response(response_headers=TEXT, status="200 OK", exc_info=None)
     return [b"\n".join(out)]
+
+
+# start_response objects (and their write) are reused for later requests when the app kept
+# neither: one the app did keep must never be handed to another request.
+_kept = {}
+
+
+def keep_write(environ, start_response):
+    _kept["write"] = start_response("200 OK", TEXT)
+    return [b"kept write"]
+
+
+def keep_start_response(environ, start_response):
+    _kept["start_response"] = start_response
+    start_response("200 OK", TEXT)
+    return [b"kept start_response"]
+
+
+def plain(environ, start_response):
+    start_response("200 OK", TEXT)
+    return [b"plain"]
+
+
+def check_fresh(environ, start_response):
+    """Whether this request's callables are ones an earlier request left with the app, and what
+    the kept ones do now. Body: one "name=value" per line."""
+    write = start_response("200 OK", TEXT)
+    out = ["write_is_kept=%s" % (write is _kept.get("write")),
+           "start_response_is_kept=%s" % (start_response is _kept.get("start_response")),
+           "write_of_kept_start_response=%s" % (write.__self__ is _kept.get("start_response")),
+           "kept_write_of_this=%s" % (_kept["write"].__self__ is start_response)]
+    for name, call in [("kept_write", lambda: _kept["write"](b"late")),
+                       ("kept_start_response", lambda: _kept["start_response"]("200 OK", []))]:
+        try:
+            call()
+            out.append("%s=returned" % name)
+        except Exception:
+            out.append("%s=raised" % name)
+    return ["\n".join(out).encode()]
