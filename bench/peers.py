@@ -18,6 +18,10 @@ Per workload and interface a table: req/s (messages/s for WebSocket), p50/p99 la
 run, the whole process tree), requests per server CPU-second, peak RSS (sum of VmHWM over the
 process tree), the CPU 0 time used by other processes during the run (noise: other jobs on the
 server's core), and libwsgi-epoll / best peer in req/s and in requests per CPU-second.
+For the framework workload (json: Flask, FastAPI) a second table: each server's host overhead per
+request = its CPU time per request - the app's own cost, measured in-process by
+bench/apps/appcost.py (on python3, and inside libwsgi's runtime), with the ratio to the lowest
+peer; --instructions counts the same in instructions under callgrind.
 bench/README.md explains the servers, the workloads and how to read the numbers.
 """
 
@@ -55,11 +59,14 @@ def log(*a):
 
 class Workload:
     def __init__(self, name, desc, apps, conns=64, path="/", lua=None, method="GET", body=None,
-                 check=None, kind="http", size=0, needs=None):
+                 check=None, kind="http", size=0, needs=None, appcost=False):
         self.name, self.desc, self.apps, self.conns, self.path = name, desc, apps, conns, path
         self.lua, self.method, self.body, self.check = lua, method, body, check
         self.kind, self.size = kind, size
         self.needs = needs or {}  # iface -> [(python module, Debian package)]
+        # a framework workload: also measure the app's own cost in-process (bench/apps/appcost.py)
+        # and print each server's host overhead per request
+        self.appcost = appcost
 
 
 def _len_is(n):
@@ -89,7 +96,7 @@ WORKLOADS = [
              check=lambda s, h, b: s == 200 and b == POST_BODY),
     Workload("json", "GET /items?limit=20: Flask jsonify / FastAPI + pydantic response model, 64 connections",
              {"wsgi": "peers_flask:app", "asgi": "peers_fastapi:app"}, path="/items?limit=20",
-             check=_json_page,
+             check=_json_page, appcost=True,
              needs={"wsgi": [("flask", "python3-flask")],
                     "asgi": [("fastapi", "python3-fastapi"), ("pydantic", "python3-pydantic")]}),
     Workload("stream", "100 x 1 KiB chunks (WSGI generator / ASGI more_body), 64 connections",
@@ -121,9 +128,12 @@ class Ctx:
 
 class Server:
     def __init__(self, key, label, ifaces, command, requires, ws=False, stop_sig=signal.SIGTERM,
-                 note="", closes=False):
+                 note="", closes=False, binary=None):
         self.key, self.label, self.ifaces, self.command = key, label, ifaces, command
         self.closes = closes  # closes the connection after every response (no keep-alive)
+        # what embeds CPython: the executable or module whose linkage (libpython3.11.so or not) says
+        # which interpreter build runs the app; None: the server is a python3 program
+        self.binary = binary
         self.requires = requires  # [(check(), what is missing / the Debian package)]
         self.ws, self.stop_sig, self.note = ws, stop_sig, note
 
@@ -239,8 +249,11 @@ def _uwsgi_ok():
     return shutil.which("uwsgi") is not None
 
 
+UWSGI_PY = "/usr/lib/uwsgi/plugins/python3_plugin.so"
+
+
 def _uwsgi_py():
-    return any(os.path.exists(f"/usr/lib/uwsgi/plugins/{p}_plugin.so") for p in ("python3",))
+    return os.path.exists(UWSGI_PY)
 
 
 def make_servers(build):
@@ -248,9 +261,9 @@ def make_servers(build):
     epoll_req = [(lambda: os.access(ebin, os.X_OK), f"{ebin} (build it: cmake --build {build})")]
     return [
         Server("epoll", "libwsgi-epoll", ("wsgi", "asgi"), cmd_epoll(None), epoll_req, ws=True,
-               note="default options: --threads 4 for WSGI; ASGI on the event loop"),
+               note="default options: --threads 4 for WSGI; ASGI on the event loop", binary=ebin),
         Server("epoll-t0", "libwsgi-epoll --threads 0", ("wsgi",), cmd_epoll(0), epoll_req,
-               note="WSGI app called on the event loop thread"),
+               note="WSGI app called on the event loop thread", binary=ebin),
         Server("gunicorn-sync", "gunicorn sync", ("wsgi",), cmd_gunicorn(False),
                [(lambda: has_module("gunicorn"), "gunicorn")],
                note="master + 1 sync worker (no keep-alive: Connection: close)", closes=True),
@@ -258,23 +271,24 @@ def make_servers(build):
                [(lambda: has_module("gunicorn"), "gunicorn")], note="master + 1 gthread worker"),
         Server("uwsgi-http-socket", "uWSGI --http-socket", ("wsgi",), cmd_uwsgi("http-socket"),
                [(_uwsgi_ok, "uwsgi-core"), (_uwsgi_py, "uwsgi-plugin-python3")],
-               stop_sig=signal.SIGINT,
+               stop_sig=signal.SIGINT, binary=UWSGI_PY,
                note="1 process, 1 thread; HTTP/1.0-style: closes after every response", closes=True),
         Server("uwsgi-http11", "uWSGI --http11-socket", ("wsgi",), cmd_uwsgi("http11-socket"),
                [(_uwsgi_ok, "uwsgi-core"), (_uwsgi_py, "uwsgi-plugin-python3")],
-               stop_sig=signal.SIGINT, note="1 process, 1 thread; the http-socket with keep-alive"),
+               stop_sig=signal.SIGINT, note="1 process, 1 thread; the http-socket with keep-alive",
+               binary=UWSGI_PY),
         Server("uwsgi-http", "uWSGI --http router", ("wsgi",), cmd_uwsgi("http"),
                [(_uwsgi_ok, "uwsgi-core"), (_uwsgi_py, "uwsgi-plugin-python3")],
-               stop_sig=signal.SIGINT,
+               stop_sig=signal.SIGINT, binary=UWSGI_PY,
                note="http router process + 1 worker (1 thread), --http-keepalive --http-auto-chunked"),
         Server("mod_wsgi", "Apache mod_wsgi (embedded)", ("wsgi",), cmd_mod_wsgi(False),
                [(lambda: os.access(APACHE, os.X_OK), "apache2-bin"),
                 (lambda: os.path.exists(MOD_WSGI), "libapache2-mod-wsgi-py3")],
-               note="mpm_event, parent + 1 child with 64 threads, app in the child"),
+               note="mpm_event, parent + 1 child with 64 threads, app in the child", binary=MOD_WSGI),
         Server("mod_wsgi-daemon", "Apache mod_wsgi (daemon, 4 threads)", ("wsgi",), cmd_mod_wsgi(True),
                [(lambda: os.access(APACHE, os.X_OK), "apache2-bin"),
                 (lambda: os.path.exists(MOD_WSGI), "libapache2-mod-wsgi-py3")],
-               note="mpm_event parent + 1 child, app in 1 daemon process with 4 threads"),
+               note="mpm_event parent + 1 child, app in 1 daemon process with 4 threads", binary=MOD_WSGI),
         Server("uvicorn", "uvicorn httptools+uvloop", ("asgi",), cmd_uvicorn(True),
                [(lambda: has_module("uvicorn"), "python3-uvicorn"),
                 (lambda: has_module("httptools"), "python3-httptools"),
@@ -425,7 +439,7 @@ def wait_port(port, proc, timeout=40.0):
     return "did not listen within %.0f s" % timeout
 
 
-def stop(proc, sig):
+def stop(proc, sig, timeout=15):
     """Stop the server by its PID (and whatever of its tree is left, by PID)."""
     if proc.poll() is None:
         pids = tree(proc.pid)
@@ -434,7 +448,7 @@ def stop(proc, sig):
         except ProcessLookupError:
             pass
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             log(f"  pid {proc.pid} ignored signal {sig}: SIGKILL")
             os.kill(proc.pid, signal.SIGKILL)
@@ -705,6 +719,301 @@ def print_table(title, w, iface, servers, agg, args, rats, labels):
         print(line)
 
 
+# ---------------------------------------------------------------- framework workloads: host overhead
+
+APPCOST = os.path.join(APPS, "appcost.py")
+APPCOST_N = {"wsgi": 2000, "asgi": 400}  # requests per round (5 rounds): about 1.5 s each
+CG_WARM = 20  # --instructions: requests before the counted ones, in every run
+# --instructions: two runs of warm-up + N requests each, the difference counted; --quick: (20, 120).
+# The difference must be large: a full collection of Python's GC (of the whole framework's objects,
+# 10-20 M instructions) falls in one run or the other, and spreads over these requests.
+CG_N = (20, 320)
+_ldd = {}
+
+
+def links_libpython(path):
+    """Whether an executable or module loads libpython*.so (ldd); cached."""
+    if path not in _ldd:
+        try:
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        _ldd[path] = "libpython" in out
+    return _ldd[path]
+
+
+def interpreter(path):
+    """The CPython build a server runs its app on: "python3" (a Python program, run by Debian's
+    executable), "libpython.so" (an embedder loading libpython3.11.so) or "static" (an embedder
+    with libpython linked into it, as python3 is)."""
+    if path is None:
+        return "python3"
+    return "libpython.so" if links_libpython(path) else "static"
+
+
+def _appcost_env():
+    env = dict(os.environ, PYTHONPATH=APPS)
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def measure_app_cost(iface, args):
+    """One measurement of a framework app's own CPU time per request (bench/apps/appcost.py),
+    pinned to the servers' CPU: on the python3 executable, and inside libwsgi's runtime (bench_wsgi,
+    linked as libwsgi-epoll is, importing appcost). {"python3": result, "libwsgi": result}."""
+    n = APPCOST_N[iface] // (2 if args.quick else 1)
+    env = _appcost_env()
+    out = {}
+    try:
+        r = subprocess.run(["taskset", "-c", SERVER_CPU, PY, APPCOST, iface, "--n", str(n)],
+                           capture_output=True, text=True, env=env, cwd=APPS, timeout=900)
+        lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        out["python3"] = lines[0] if lines else {"error": (r.stdout + r.stderr).strip()[-300:]}
+    except subprocess.TimeoutExpired:
+        out["python3"] = {"error": "timed out"}
+    bw = os.path.join(args.build, "bench", "bench_wsgi")
+    if os.access(bw, os.X_OK):
+        try:
+            r = subprocess.run(["taskset", "-c", SERVER_CPU, bw, APPS, "appcost:app", "1"],
+                               capture_output=True, text=True, cwd=APPS, timeout=900,
+                               env=dict(env, APPCOST=iface, APPCOST_N=str(n)))
+            m = re.search(r"^APPCOST (.*)$", r.stderr, re.M)
+            out["libwsgi"] = json.loads(m.group(1)) if m else {
+                "error": (r.stdout + r.stderr).strip()[-300:]}
+        except subprocess.TimeoutExpired:
+            out["libwsgi"] = {"error": "timed out"}
+    for k, v in out.items():
+        if "error" in v:
+            log(f"   app cost ({k}) failed: {v['error']}")
+    return out
+
+
+def _callgrind_total(files):
+    """Instructions executed, summed over callgrind output files (one per process)."""
+    total = 0
+    for f in files:
+        with open(f, errors="replace") as fh:
+            for line in fh:
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def _callgrind_argv(outfile, children=False):
+    return ["valgrind", "--tool=callgrind", "--trace-children=" + ("yes" if children else "no"),
+            f"--callgrind-out-file={outfile}"]
+
+
+def cg_n(args):
+    return (CG_N[0], 120) if args.quick else CG_N
+
+
+def app_instructions(iface, args, tmp):
+    """The app's own cost in instructions per request (callgrind): appcost on python3 and inside
+    libwsgi's runtime, each run twice (warm-up + N1, warm-up + N2 requests): the difference / (N2 -
+    N1). {"python3": instr, "libwsgi": instr} (missing where a run failed)."""
+    out = {}
+    bw = os.path.join(args.build, "bench", "bench_wsgi")
+    env = _appcost_env()
+    ns = cg_n(args)
+    for where in ("python3", "libwsgi"):
+        if where == "libwsgi" and not os.access(bw, os.X_OK):
+            continue
+        totals = []
+        for n in ns:
+            d = tempfile.mkdtemp(prefix=f"cg-app-{where}-", dir=tmp)
+            outfile = os.path.join(d, "cg.%p")
+            if where == "python3":
+                argv, e = [PY, APPCOST, iface, "--n", str(n), "--warmup", str(CG_WARM), "--rounds", "1"], env
+            else:
+                argv = [bw, APPS, "appcost:app", "1"]
+                e = dict(env, APPCOST=iface, APPCOST_N=str(n), APPCOST_WARMUP=str(CG_WARM), APPCOST_ROUNDS="1")
+            r = subprocess.run(["taskset", "-c", SERVER_CPU] + _callgrind_argv(outfile) + argv,
+                               capture_output=True, text=True, env=e, cwd=APPS, timeout=3600)
+            files = [os.path.join(d, f) for f in os.listdir(d) if f.startswith("cg.")]
+            ok = r.returncode == 0 and ('"error"' not in r.stdout + r.stderr) and files
+            if not ok:
+                log(f"   callgrind of the app ({where}) failed: {(r.stdout + r.stderr).strip()[-300:]}")
+                break
+            totals.append(_callgrind_total(files))
+            shutil.rmtree(d, ignore_errors=True)
+        if len(totals) == 2:
+            out[where] = (totals[1] - totals[0]) / (ns[1] - ns[0])
+    return out
+
+
+def _requests(port, w, n):
+    """n requests of workload w one after another on a keep-alive connection (a new one whenever
+    the server closes it); each answer checked."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+    headers = {"Content-Type": "application/octet-stream"} if w.body else {}
+    try:
+        for _ in range(n):
+            c.request(w.method, w.path, body=w.body, headers=headers)
+            r = c.getresponse()
+            body = r.read()
+            if not w.check(r.status, r.getheaders(), body):
+                raise RuntimeError(f"wrong answer: {r.status}, {len(body)} bytes")
+    finally:
+        c.close()
+
+
+def server_instructions(server, w, iface, args, tmp):
+    """Instructions per request of a server's whole process tree under callgrind (children followed),
+    serving warm-up + N1 and warm-up + N2 requests in two runs: the difference / (N2 - N1)."""
+    totals = []
+    ns = cg_n(args)
+    for n in ns:
+        port = free_port()
+        rundir = tempfile.mkdtemp(prefix=f"cg-{server.key}-", dir=tmp)
+        os.chmod(rundir, 0o777)  # Apache's children (www-data) write their callgrind files here
+        argv, extra_env = server.command(Ctx(w.apps[iface], port, rundir, iface, args.build))
+        env = dict(os.environ)
+        env.pop("PYTHONHOME", None)
+        env["PYTHONPATH"] = APPS
+        env.update(extra_env)
+        outfile = os.path.join(rundir, "cg.%p")
+        logpath = os.path.join(rundir, "server.log")
+        with open(logpath, "w") as logf:
+            proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + _callgrind_argv(outfile, True) + argv,
+                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=APPS)
+        err = None
+        try:
+            err = wait_port(port, proc, timeout=900)
+            if not err:
+                _requests(port, w, CG_WARM + n)
+        except (OSError, http.client.HTTPException, RuntimeError) as e:
+            err = repr(e)
+        finally:
+            stop(proc, server.stop_sig, timeout=900)  # callgrind writes its files at exit
+        files = [os.path.join(rundir, f) for f in os.listdir(rundir) if f.startswith("cg.")]
+        if err or not files:
+            with open(logpath, errors="replace") as fh:
+                tail = fh.read()[-300:].replace("\n", " / ")
+            return {"error": f"{err or 'no callgrind output'} | {tail}"}
+        totals.append(_callgrind_total(files))
+        shutil.rmtree(rundir, ignore_errors=True)
+    return {"instr_per_req": (totals[1] - totals[0]) / (ns[1] - ns[0]), "totals": totals, "n": ns}
+
+
+def _app_cost(costs, where):
+    """(median, min, max, count) of the app's cost over the measurements, or None."""
+    vals = [c[where]["us_median"] if isinstance(c.get(where), dict) else c.get(where) for c in costs]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return (med(vals), min(vals), max(vals), len(vals)) if vals else None
+
+
+def host_overhead(per_req, py3, lib, servers, args):
+    """Per server (per_req: key -> its cost per request, CPU us or instructions): the app's own
+    cost (py3, lib: (median, min, max, count) on the python3 executable / inside libwsgi's
+    runtime) and what is left, the host's own cost: against the python3 app cost for every server
+    (the definition of issue 10), and against the app cost on the server's own interpreter build
+    where it was measured. Ratios of the libwsgi-epoll rows to the lowest peer."""
+    bw = os.path.join(args.build, "bench", "bench_wsgi")
+    lib_interp = interpreter(bw) if lib else None
+    rows = {}
+    for s in servers:
+        cost = per_req.get(s.key)
+        if not cost:
+            continue
+        interp = interpreter(s.binary)
+        row = {"per_req": cost, "interpreter": interp}
+        if py3:
+            row["app"] = py3[0]
+            row["host"] = cost - py3[0]
+        same = py3 if interp == "python3" else (lib if interp == lib_interp else None)
+        if same:
+            row["app_same"] = same[0]
+            row["host_same"] = cost - same[0]
+        rows[s.key] = row
+    out = {"app_python3": py3, "app_libwsgi": lib, "libwsgi_interpreter": lib_interp, "rows": rows,
+           "ratios": []}
+    for key in ("host", "host_same"):
+        peers = {k: r[key] for k, r in rows.items() if not k.startswith("epoll") and r.get(key) is not None}
+        pos = {k: v for k, v in peers.items() if v > 0}
+        for ek in ("epoll", "epoll-t0"):
+            e = rows.get(ek, {}).get(key)
+            if e is None or not pos:
+                continue
+            best = min(pos, key=pos.get)
+            out["ratios"].append({"measure": key, "epoll": ek, "best_peer": best, "epoll_cost": e,
+                                  "best_peer_cost": pos[best], "ratio": e / pos[best] if e > 0 else None,
+                                  "every_peer_higher": all(e < v for v in peers.values())})
+    return out
+
+
+def print_host_overhead(h, servers, labels, unit, scale, spec, how):
+    """The host-overhead table of a framework workload; costs are divided by scale for printing."""
+    py3, lib = h["app_python3"], h["app_libwsgi"]
+
+    def f(v, width):
+        return fmt(None if v is None else v / scale, spec, width)
+
+    def rng(x):
+        if not x:
+            return "not measured"
+        if x[3] == 1:
+            return f"{x[0] / scale:{spec}} {unit}"
+        return f"{x[0] / scale:{spec}} {unit} (median of {x[3]} measurements, {x[1] / scale:{spec}}-{x[2] / scale:{spec}})"
+
+    print(f"   host overhead = {how} - the app's own cost in-process (bench/apps/appcost.py):")
+    print(f"     the app alone on the python3 executable: {rng(py3)}")
+    print(f"     the app alone inside libwsgi's runtime (bench_wsgi, {h['libwsgi_interpreter'] or '-'}): {rng(lib)}")
+    print(f"   {'server':<38} {'per req':>10} {'host':>10} {'x best':>6}   {'runs on':<12} {'app':>10} "
+          f"{'host':>10} {'x best':>6}")
+    print(f"   {'':<38} {'(' + unit + ')':>10} {'(server - python3 app)':>24}   {'':<12} "
+          f"{'(server - app on its interpreter)':>35}")
+    best = {}
+    for r in h["ratios"]:
+        best.setdefault(r["measure"], r["best_peer_cost"])
+    for s in servers:
+        r = h["rows"].get(s.key)
+        if not r:
+            continue
+
+        def ratio(key):
+            v, b = r.get(key), best.get(key)
+            return f"{v / b:5.2f}x" if v is not None and b and v > 0 else f"{'-':>6}"
+
+        print(f"   {labels[s.key]:<38} {f(r['per_req'], 10)} {f(r.get('host'), 10)} {ratio('host')}   "
+              f"{r['interpreter']:<12} {f(r.get('app_same'), 10)} {f(r.get('host_same'), 10)} {ratio('host_same')}")
+    for r in h["ratios"]:
+        what = "the python3 app cost" if r["measure"] == "host" else "the app cost on each server's interpreter"
+        verdict = "below every peer" if r["every_peer_higher"] else "NOT below every peer"
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "n/a"
+        print(f"   {labels[r['epoll']]} host overhead / lowest peer ({labels[r['best_peer']]}), against {what}: "
+              f"{r['epoll_cost'] / scale:{spec}} / {r['best_peer_cost'] / scale:{spec}} {unit} = {ratio}: {verdict}")
+    print("   (x best: host / the lowest peer's host; a host overhead <= 0 means the noise is larger than it)")
+
+
+def instructions_table(w, iface, ss, args, tmp, labels):
+    """--instructions: the host overhead in instructions per request (callgrind), for a framework
+    workload; returns what it printed, for the JSON."""
+    log(f"   callgrind: the app's own instructions per request ({iface})")
+    app = app_instructions(iface, args, tmp)
+    per_req, runs = {}, {}
+    for s in ss:
+        log(f"   callgrind: {s.label}")
+        r = server_instructions(s, w, iface, args, tmp)
+        runs[s.key] = r
+        if "error" in r:
+            log(f"   ... FAILED: {r['error'][:300]}")
+        else:
+            per_req[s.key] = r["instr_per_req"]
+    ns = cg_n(args)
+    print(f"   -- the same in instructions (valgrind --tool=callgrind, whole process tree; runs of {CG_WARM} + "
+          f"{ns[0]} and {CG_WARM} + {ns[1]} requests on one connection, the difference counted):")
+    for s in ss:
+        if "error" in runs.get(s.key, {}):
+            print(f"   {labels[s.key]:<38} FAILED under callgrind: {runs[s.key]['error'][:200]}")
+    h = host_overhead(per_req, _app_cost([app], "python3"), _app_cost([app], "libwsgi"), ss, args)
+    print_host_overhead(h, ss, labels, "M instr", 1e6, ".3f", "server instructions per request")
+    h["runs"] = runs
+    return h
+
+
 # ---------------------------------------------------------------- in-process part
 
 def inproc(args):
@@ -829,6 +1138,9 @@ def main():
                     "included): see --list")
     ap.add_argument("--list", action="store_true", help="list servers and workloads and exit")
     ap.add_argument("--json", help="write every run and the aggregates here")
+    ap.add_argument("--instructions", action="store_true", help="framework workloads (json): also count "
+                    "the host overhead in instructions per request under valgrind --tool=callgrind (slow: "
+                    "minutes per server; immune to the machine's noise)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.warmup = min(args.duration, 2), 1
@@ -885,6 +1197,9 @@ def main():
     if not shutil.which("wrk"):
         tools_missing.append("wrk")
         print("SKIPPED every HTTP workload: wrk is missing (apt-get install wrk)")
+    if args.instructions and not shutil.which("valgrind"):
+        print("SKIPPED --instructions: valgrind is missing (apt-get install valgrind)")
+        args.instructions = False
     if not os.access(args.loadgen, os.X_OK):
         print(f"SKIPPED the WebSocket workloads: no {args.loadgen} (cmake --build {args.build} "
               "--target ws_echo_load)")
@@ -931,6 +1246,7 @@ def main():
                "skipped_servers": skipped, "duration": args.duration, "warmup": args.warmup,
                "repeat": args.repeat, "tests": []}
     summary = []
+    host_summary = []
     tmp = tempfile.mkdtemp(prefix="libwsgi-peers-")
     os.chmod(tmp, 0o755)  # Apache's children (www-data) reach mod_wsgi's daemon socket below it
     try:
@@ -938,7 +1254,11 @@ def main():
             title = f"{w.name} / {iface.upper()}"
             log(f"-- {title}")
             runs = {s.key: [] for s in ss}
+            costs = []  # framework workloads: the app's own cost, before every pass and after the last
             for rep in range(args.repeat):
+                if w.appcost:
+                    log(f"   the app's own cost, in-process (pass {rep + 1}/{args.repeat})")
+                    costs.append(measure_app_cost(iface, args))
                 order = ss[rep % len(ss):] + ss[:rep % len(ss)]
                 for s in order:
                     log(f"   {s.label} (run {rep + 1}/{args.repeat})")
@@ -946,6 +1266,9 @@ def main():
                     if "error" in r:
                         log(f"   ... FAILED: {r['error'][:300]}")
                     runs[s.key].append(r)
+            if w.appcost:
+                log("   the app's own cost, in-process (after the last pass)")
+                costs.append(measure_app_cost(iface, args))
             agg = {k: aggregate(v) for k, v in runs.items()}
             lab = dict(labels)
             if iface == "asgi":
@@ -954,9 +1277,24 @@ def main():
             if "epoll-t0" in agg:
                 rats.append(ratios(agg, "epoll-t0"))
             print_table(title, w, iface, ss, agg, args, rats, lab)
-            sys.stdout.flush()
             results["tests"].append({"workload": w.name, "iface": iface, "desc": w.desc, "runs": runs,
                                      "aggregate": agg, "ratios": [r for r in rats if r]})
+            if w.appcost:
+                per_req = {k: 1e6 / a["per_cpu_s"] for k, a in agg.items() if "error" not in a and a.get("per_cpu_s")}
+                host = host_overhead(per_req, _app_cost(costs, "python3"), _app_cost(costs, "libwsgi"), ss, args)
+                host["app_cost_measurements"] = costs
+                print_host_overhead(host, ss, lab, "us", 1, ".1f",
+                                    "server CPU time per request (1e6 / per CPU-s)")
+                results["tests"][-1]["host_overhead_cpu_us"] = host
+                for r in host["ratios"]:
+                    host_summary.append((title, "CPU us", r, lab))
+                if args.instructions:
+                    sys.stdout.flush()
+                    hi = instructions_table(w, iface, ss, args, tmp, lab)
+                    results["tests"][-1]["host_overhead_instructions"] = hi
+                    for r in hi["ratios"]:
+                        host_summary.append((title, "M instr", r, lab))
+            sys.stdout.flush()
             for r in rats:
                 if r:
                     summary.append((title, lab[r["epoll"]], r, lab))
@@ -975,6 +1313,18 @@ def main():
                 flag = "  <- NOT AHEAD"
             print(f"{title:<18} {name:<38} {r['ratio_rps'] or 0:6.2f}  {lab[r['best_peer']]:<36} "
                   f"{r.get('ratio_per_cpu_s', float('nan')):9.2f}  {lab.get(r.get('best_peer_cpu'), '-')}{flag}")
+    if host_summary:
+        print("\n== host overhead per request (framework workloads): libwsgi-epoll / lowest peer "
+              "(below 1.00 = libwsgi-epoll's own cost is the lowest) ==")
+        print(f"{'test':<18} {'libwsgi-epoll row':<38} {'unit':<8} {'app cost on':<17} {'host':>8} {'peer':>8} "
+              f"{'ratio':>6}  lowest peer")
+        for title, unit, r, lab in host_summary:
+            flag = "" if r["every_peer_higher"] else "  <- NOT BELOW EVERY PEER"
+            ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'n/a':>6}"
+            app = "python3" if r["measure"] == "host" else "its interpreter"
+            scale, spec = (1e6, ".3f") if unit == "M instr" else (1, ".1f")
+            print(f"{title:<18} {lab[r['epoll']]:<38} {unit:<8} {app:<17} {r['epoll_cost'] / scale:8{spec}} "
+                  f"{r['best_peer_cost'] / scale:8{spec}} {ratio}  {lab[r['best_peer']]}{flag}")
     with open("/proc/loadavg") as fh:
         load1 = fh.read().split()[:3]
     results["load_after"] = load1
