@@ -375,6 +375,7 @@ static void lw_view_free(lw_view *v)
 #define LW_SHAPE_SEEN        16   /* layouts seen once, by hash: a shape is made at the second */
 #define LW_SHAPE_MAX_HEADERS 64   /* larger requests are built in full */
 #define LW_SHAPE_MAX_NAMES   2048 /* bytes of header names */
+#define LW_SHAPE_MAX_IMAGE   8192 /* bytes of a request kept to recognise it the next time */
 
 typedef struct lw_shape {
     PyObject *dict;     /* the template plus the last request's values; never handed out */
@@ -387,9 +388,15 @@ typedef struct lw_shape {
     /* The values in dict (borrowed: dict holds them), compared with the next request's bytes. */
     PyObject *method, *path, *query, *uri, *scheme, *server_name, *client_addr;
     unsigned server_port, client_port;
-    PyObject **hkey, **hval; /* per header */
-    size_t *name_len;        /* per header */
-    char *names;             /* the header names, as sent, one after the other */
+    PyObject **hkey, **hval;      /* per header */
+    size_t *name_len, *value_len; /* per header (value_len: of the request in image) */
+    char *names;                  /* the header names, as sent, one after the other */
+    /* The last request of this layout byte for byte (wsgi_env.bytes up to image_len, with the
+     * lengths and numbers that delimit and complete it): the same request again needs no
+     * comparison value by value. image_len 0: none. */
+    char *image;
+    size_t image_len, image_cap, method_len, target_len;
+    unsigned present, req_server_port, req_client_port;
 } lw_shape;
 
 typedef struct lw_shapes {
@@ -401,8 +408,50 @@ typedef struct lw_shapes {
 static void lw_shape_clear(lw_shape *sh)
 {
     Py_CLEAR(sh->dict);
-    free(sh->hkey); /* the one allocation behind hkey, hval, name_len and names */
+    free(sh->hkey); /* the one allocation behind hkey, hval, name_len, value_len and names */
+    free(sh->image);
     memset(sh, 0, sizeof *sh);
+}
+
+/* Whether env is byte for byte the request the shape's dict was last brought up to. */
+static int lw_shape_same(const lw_shape *sh, const wsgi_env *env)
+{
+    const wsgi_request *r = &env->req;
+    if (!sh->image_len || sh->image_len != env->image_len || sh->present != env->present ||
+        sh->n_headers != r->n_headers || sh->method_len != r->method_len ||
+        sh->target_len != r->target_len || sh->req_server_port != r->server_port ||
+        sh->req_client_port != r->client_port || sh->major != r->http_major ||
+        sh->minor != r->http_minor)
+        return 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (sh->name_len[i] != r->headers[i].name_len ||
+            sh->value_len[i] != r->headers[i].value_len)
+            return 0;
+    return memcmp(sh->image, env->bytes, env->image_len) == 0;
+}
+
+/* Remember env as the request the shape's dict now holds (nothing if it is large or memory is
+ * short: the next request is then compared value by value). */
+static void lw_shape_note(lw_shape *sh, const wsgi_env *env)
+{
+    const wsgi_request *r = &env->req;
+    sh->image_len = 0;
+    if (sh->complex || env->image_len > LW_SHAPE_MAX_IMAGE) return;
+    if (sh->image_cap < env->image_len) {
+        char *p = realloc(sh->image, env->image_len);
+        if (!p) return;
+        sh->image = p;
+        sh->image_cap = env->image_len;
+    }
+    memcpy(sh->image, env->bytes, env->image_len);
+    for (size_t i = 0; i < r->n_headers; i++)
+        sh->value_len[i] = r->headers[i].value_len;
+    sh->method_len = r->method_len;
+    sh->target_len = r->target_len;
+    sh->present = env->present;
+    sh->req_server_port = r->server_port;
+    sh->req_client_port = r->client_port;
+    sh->image_len = env->image_len;
 }
 
 void lw_shapes_free(wsgi_app *app)
@@ -457,12 +506,13 @@ static int lw_shape_alloc(lw_shape *sh, const lw_view *v)
     for (size_t i = 0; i < n; i++)
         names += r->headers[i].name_len;
     if (names > LW_SHAPE_MAX_NAMES) return -1;
-    char *mem = malloc(n * (2 * sizeof(PyObject *) + sizeof(size_t)) + names + 1);
+    char *mem = malloc(n * (2 * sizeof(PyObject *) + 2 * sizeof(size_t)) + names + 1);
     if (!mem) return -1;
     sh->hkey = (PyObject **)mem;
     sh->hval = sh->hkey + n;
     sh->name_len = (size_t *)(sh->hval + n);
-    sh->names = (char *)(sh->name_len + n);
+    sh->value_len = sh->name_len + n;
+    sh->names = (char *)(sh->value_len + n);
     char *o = sh->names;
     for (size_t i = 0; i < n; i++) {
         sh->name_len[i] = r->headers[i].name_len;
@@ -640,12 +690,19 @@ static int lw_fill(wsgi_app *app, const lw_view *v, PyObject *d, lw_shape *sh)
     return 0;
 }
 
-/* The environ of a request, without wsgi.input and extra_environ: a copy of its layout's shape,
- * or built in full. GIL held. */
-static PyObject *lw_environ_new(wsgi_app *app, const lw_view *v)
+/* Copy a shape's dict; no other thread may change it meanwhile (the copy may run the GC). */
+static PyObject *lw_shape_copy(lw_shape *sh)
 {
-    lw_shapes *ss = app->shapes;
-    if (!ss && !(ss = app->shapes = calloc(1, sizeof *ss))) return PyErr_NoMemory();
+    sh->busy = 1;
+    PyObject *d = PyDict_Copy(sh->dict);
+    sh->busy = 0;
+    return d;
+}
+
+/* lw_environ_new() for a request that is not its shape's last one. */
+static PyObject *lw_environ_layout(wsgi_app *app, lw_shapes *ss, const lw_view *v,
+                                   const wsgi_env *env)
+{
     lw_shape *sh = NULL;
     for (size_t i = 0; i < LW_SHAPES && !sh; i++)
         if (lw_shape_matches(&ss->s[i], v)) sh = &ss->s[i];
@@ -653,7 +710,13 @@ static PyObject *lw_environ_new(wsgi_app *app, const lw_view *v)
         sh->used = ++ss->clock;
         if (!sh->complex && !sh->busy) {
             sh->busy = 1;
-            PyObject *d = lw_shape_update(app->rt, sh, v) < 0 ? NULL : PyDict_Copy(sh->dict);
+            if (lw_shape_update(app->rt, sh, v) < 0) {
+                sh->busy = 0;
+                sh->image_len = 0; /* partly updated: no request's image */
+                return NULL;
+            }
+            lw_shape_note(sh, env);
+            PyObject *d = PyDict_Copy(sh->dict);
             sh->busy = 0;
             return d;
         }
@@ -679,21 +742,43 @@ static PyObject *lw_environ_new(wsgi_app *app, const lw_view *v)
                     if (!c->busy && (!slot || !c->dict || (slot->dict && c->used < slot->used)))
                         slot = c;
                 }
-                if (!slot) return d; /* all busy: this request's dict is its environ */
+                if (!slot) { /* all busy: this request's dict is its environ */
+                    free(fresh.hkey);
+                    return d;
+                }
                 lw_shape_clear(slot);
                 *slot = fresh;
                 slot->used = ++ss->clock;
                 if (slot->complex) return PyDict_Copy(slot->dict);
-                slot->busy = 1;
-                PyObject *env = PyDict_Copy(slot->dict);
-                slot->busy = 0;
-                return env;
+                lw_shape_note(slot, env);
+                return lw_shape_copy(slot);
             }
         }
         *seen = h;
     }
     PyObject *d = PyDict_Copy(app->environ_template);
     if (d && lw_fill(app, v, d, NULL) < 0) Py_CLEAR(d);
+    return d;
+}
+
+/* The environ of a request, without wsgi.input and extra_environ: a copy of its layout's shape,
+ * or built in full. GIL held. */
+static PyObject *lw_environ_new(wsgi_app *app, const wsgi_env *env)
+{
+    lw_shapes *ss = app->shapes;
+    if (!ss && !(ss = app->shapes = calloc(1, sizeof *ss))) return PyErr_NoMemory();
+    /* A keep-alive client repeating its last request: the shape is already right. */
+    for (size_t i = 0; i < LW_SHAPES; i++) {
+        lw_shape *sh = &ss->s[i];
+        if (!sh->busy && lw_shape_same(sh, env)) {
+            sh->used = ++ss->clock;
+            return lw_shape_copy(sh);
+        }
+    }
+    lw_view v;
+    if (lw_view_init(app, &env->req, &v) < 0) return NULL;
+    PyObject *d = lw_environ_layout(app, ss, &v, env);
+    lw_view_free(&v);
     return d;
 }
 
@@ -794,14 +879,29 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
     env->sets_tail = &env->sets;
     wsgi_request *r = &env->req;
     wsgi_request_init(r);
+    env->bytes = p;
     r->method = lw_copy(&p, req->method, req->method_len);
     r->method_len = req->method_len;
     r->target = lw_copy(&p, req->target, req->target_len);
     r->target_len = req->target_len;
     r->http_major = req->http_major;
     r->http_minor = req->http_minor;
-    for (size_t i = 0; i < nh + nx; i++) {
-        const wsgi_header *h = i < nh ? &req->headers[i] : &req->extra_environ[i - nh];
+    /* In this order: what makes the environ's shape (compared as one image), then the extras. */
+    for (size_t i = 0; i < nh; i++) {
+        const wsgi_header *h = &req->headers[i];
+        hs[i].name = lw_copy(&p, h->name, h->name_len);
+        hs[i].name_len = h->name_len;
+        hs[i].value = lw_copy(&p, h->value, h->value_len);
+        hs[i].value_len = h->value_len;
+    }
+    r->scheme = lw_copy_str(&p, req->scheme);
+    r->server_name = lw_copy_str(&p, req->server_name);
+    r->client_addr = lw_copy_str(&p, req->client_addr);
+    env->image_len = (size_t)(p - env->bytes);
+    env->present =
+        (req->scheme ? 1u : 0u) | (req->server_name ? 2u : 0u) | (req->client_addr ? 4u : 0u);
+    for (size_t i = nh; i < nh + nx; i++) {
+        const wsgi_header *h = &req->extra_environ[i - nh];
         hs[i].name = lw_copy(&p, h->name, h->name_len);
         hs[i].name_len = h->name_len;
         hs[i].value = lw_copy(&p, h->value, h->value_len);
@@ -811,10 +911,7 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
     r->n_headers = nh;
     r->extra_environ = hs + nh;
     r->n_extra_environ = nx;
-    r->scheme = lw_copy_str(&p, req->scheme);
-    r->server_name = lw_copy_str(&p, req->server_name);
     r->server_port = req->server_port;
-    r->client_addr = lw_copy_str(&p, req->client_addr);
     r->client_port = req->client_port;
     /* The body source must outlive the response: kept as it is. */
     r->content_length = req->content_length;
@@ -873,11 +970,8 @@ int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input)
     const wsgi_request *req = &env->req;
     *environ = NULL;
     *input = NULL;
-    lw_view v;
-    if (lw_view_init(app, req, &v) < 0) return -1;
     lw_input *in = lw_input_new(req);
-    PyObject *d = in ? lw_environ_new(app, &v) : NULL;
-    lw_view_free(&v);
+    PyObject *d = in ? lw_environ_new(app, env) : NULL;
     int bad = !d || PyDict_SetItem(d, app->rt->s.wsgi_input, (PyObject *)in) < 0;
     for (size_t i = 0; !bad && i < req->n_extra_environ; i++) {
         const wsgi_header *x = &req->extra_environ[i];

@@ -155,6 +155,9 @@ struct wsgi_env {
     wsgi_app *app;
     int head_request;        /* HEAD: a Content-Length without a body is correct */
     wsgi_request req;        /* wire data points into this block; the body source is the host's */
+    const char *bytes;       /* the copied bytes: method, target, headers, addresses, extras */
+    size_t image_len;        /* of them, those before the extras */
+    unsigned present;        /* 1 scheme, 2 server_name, 4 client_addr: not NULL */
     struct lw_env_set *sets; /* wsgi_env_set() calls, applied in order after the build */
     struct lw_env_set **sets_tail;
 };

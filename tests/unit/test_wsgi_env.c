@@ -929,6 +929,49 @@ static void test_layouts_reused_with_exact_values(void **state)
     }
 }
 
+/* A request that repeats the previous one of its layout byte for byte reuses that environ as it
+ * is. Requests whose copied bytes are the same but that differ in how they are cut (method and
+ * target, header values), in which optional parts are set, in a port or in the HTTP version are
+ * different requests: each alternates with the base request and must get its own values. */
+static void test_same_bytes_different_request(void **state)
+{
+    (void)state;
+    wsgi_app *app = th_app(DUMP);
+    for (int variant = 0; variant < 7; variant++) {
+        for (int round = 0; round < 3; round++) {
+            int v = round == 1 ? variant : -1; /* base, variant, base */
+            th_req r;
+            th_req_init(&r, v == 5 ? "GETht" : "GET", v == 5 ? "tp://h/p" : "http://h/p");
+            th_req_header(&r, "A", v == 4 ? "x" : "xy");
+            th_req_header(&r, v == 4 ? "y" : "B", v == 4 ? "Bz" : "z");
+            r.req.server_name = v == 3 ? NULL : "http";
+            r.req.scheme = v == 3 ? "http" : NULL;
+            r.req.server_port = v == 1 ? 8081 : 8080;
+            r.req.client_addr = "10.1.1.1";
+            r.req.client_port = v == 0 ? 4001 : 4000;
+            r.req.http_minor = v == 2 ? 0 : 1;
+            th_rec rec;
+            run_dump(app, &r, &rec);
+            assert_env_str(&rec, "REMOTE_PORT", v == 0 ? "4001" : "4000");
+            assert_env_str(&rec, "SERVER_PORT", v == 1 ? "8081" : "8080");
+            assert_env_str(&rec, "SERVER_PROTOCOL", v == 2 ? "HTTP/1.0" : "HTTP/1.1");
+            assert_env_str(&rec, "SERVER_NAME", v == 3 ? "localhost" : "http");
+            assert_env_str(&rec, "HTTP_A", v == 4 ? "x" : "xy");
+            if (v == 4) {
+                assert_env_str(&rec, "HTTP_Y", "Bz");
+                assert_env_absent(&rec, "HTTP_B");
+            } else {
+                assert_env_str(&rec, "HTTP_B", "z");
+                assert_env_absent(&rec, "HTTP_Y");
+            }
+            assert_env_str(&rec, "REQUEST_METHOD", v == 5 ? "GETht" : "GET");
+            assert_env_str(&rec, "RAW_URI", v == 5 ? "tp://h/p" : "http://h/p");
+            assert_env_str(&rec, "PATH_INFO", "/p");
+            th_rec_free(&rec);
+        }
+    }
+}
+
 static size_t log_exact(size_t from, int level, const char *msg)
 {
     size_t n = 0;
@@ -997,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_value_caches_never_leak_across_requests),
         cmocka_unit_test(test_request_copied_at_build),
         cmocka_unit_test(test_layouts_reused_with_exact_values),
+        cmocka_unit_test(test_same_bytes_different_request),
         cmocka_unit_test(test_wsgi_errors_to_log),
     };
     return cmocka_run_group_tests_name("wsgi_env", tests, th_group_setup, th_group_teardown);
