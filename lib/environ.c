@@ -819,7 +819,8 @@ int lw_check_request(const wsgi_request *req)
     if (req->content_length < -1) return lw_fail(WSGI_ERR_INVAL, "content_length is negative");
     const char *p, *q;
     size_t pl, ql;
-    if (lw_split_target(req->target, req->target_len, &p, &pl, &q, &ql) < 0)
+    if (req->target[0] != '/' && /* origin form always splits */
+        lw_split_target(req->target, req->target_len, &p, &pl, &q, &ql) < 0)
         return lw_fail(WSGI_ERR_INVAL, "request target is neither a path nor an absolute URI");
     return 0;
 }

@@ -18,9 +18,16 @@ struct lw_input {
     int eof, failed, detached;
 };
 
+/* Input objects of finished requests that nothing else refers to, for the next requests.
+ * GIL-guarded; emptied by wsgi_runtime_free. */
+#define LW_INPUT_POOL 16
+static lw_input *lw_input_pool[LW_INPUT_POOL];
+static int lw_input_pool_n;
+
 lw_input *lw_input_new(const wsgi_request *req)
 {
-    lw_input *in = PyObject_New(lw_input, &lw_InputType);
+    lw_input *in = lw_input_pool_n > 0 ? lw_input_pool[--lw_input_pool_n]
+                                       : PyObject_New(lw_input, &lw_InputType);
     if (!in) return NULL;
     in->own = NULL;
     in->start = 0;
@@ -55,6 +62,25 @@ void lw_input_detach(lw_input *in)
     in->start = in->end = 0;
     in->read_cb = NULL;
     in->eof = 1;
+}
+
+void lw_input_release(lw_input *in)
+{
+    if (!in) return;
+    lw_input_detach(in);
+    if (Py_REFCNT(in) == 1 && lw_input_pool_n < LW_INPUT_POOL) {
+        free(in->own);
+        in->own = NULL;
+        lw_input_pool[lw_input_pool_n++] = in;
+        return;
+    }
+    Py_DECREF(in);
+}
+
+void lw_input_pool_clear(void)
+{
+    while (lw_input_pool_n > 0)
+        Py_DECREF(lw_input_pool[--lw_input_pool_n]);
 }
 
 int lw_input_idle(const lw_input *in)

@@ -134,6 +134,9 @@ int lw_types_ready(void);
 typedef struct lw_input lw_input;
 lw_input *lw_input_new(const wsgi_request *req);
 void lw_input_detach(lw_input *in); /* the body source is gone: reads raise ValueError */
+/* GIL held: detach and drop the response's reference; back to a pool if nothing else has one. */
+void lw_input_release(lw_input *in);
+void lw_input_pool_clear(void); /* GIL held: wsgi_runtime_free */
 /* GIL held: 1 if no read can reach the host's body any more (nothing buffered is left unread and
  * the source has ended or there is none). Once true it stays true. */
 int lw_input_idle(const lw_input *in);
@@ -226,6 +229,7 @@ int lw_response_commit(wsgi_response *resp);
 int lw_response_deliver_locked(wsgi_response *resp, PyObject *bytes);
 /* GIL held: finish freeing the responses wsgi_response_free() queued without the GIL. */
 void lw_responses_drain(void);
+void lw_responses_free_spare(void); /* wsgi_runtime_free, after the drain */
 
 /* ---- ASGI (asgi_loop.c, asgi_scope.c, asgi_conn.c) -------------------------------------- */
 typedef struct lw_asgi_strings {

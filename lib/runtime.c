@@ -278,7 +278,9 @@ LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt)
     else if (!PyGILState_Check())
         PyEval_RestoreThread(rt->main_tstate);
     lw_responses_drain();
+    lw_responses_free_spare();
     lw_start_response_pool_clear();
+    lw_input_pool_clear();
     lw_runtime_clear(rt);
     lw_log(WSGI_LOG_INFO, "libwsgi: runtime stopped");
     lw_threads_fini(rt);

@@ -364,9 +364,9 @@ static void test_stale_objects_of_finished_request(void **state)
     free(body);
 }
 
-/* start_response and its write callable are reused by later requests only when the app kept
- * neither: the ones an app keeps stay tied to their finished request (calls raise) and are never
- * handed to another request. */
+/* start_response with its write callable, and wsgi.input, are reused by later requests only
+ * when the app kept none of them: the ones an app keeps stay tied to their finished request
+ * (calls raise) and are never handed to another request. */
 static void test_kept_callables_never_reused(void **state)
 {
     (void)state;
@@ -393,8 +393,10 @@ static void test_kept_callables_never_reused(void **state)
                                   "start_response_is_kept=False\n"
                                   "write_of_kept_start_response=False\n"
                                   "kept_write_of_this=False\n"
+                                  "input_is_kept=False\n"
                                   "kept_write=raised\n"
-                                  "kept_start_response=raised");
+                                  "kept_start_response=raised\n"
+                                  "kept_input=raised");
     th_rec_free(&rec);
 }
 

@@ -308,6 +308,7 @@ _kept = {}
 
 def keep_write(environ, start_response):
     _kept["write"] = start_response("200 OK", TEXT)
+    _kept["input"] = environ["wsgi.input"]
     return [b"kept write"]
 
 
@@ -329,9 +330,11 @@ def check_fresh(environ, start_response):
     out = ["write_is_kept=%s" % (write is _kept.get("write")),
            "start_response_is_kept=%s" % (start_response is _kept.get("start_response")),
            "write_of_kept_start_response=%s" % (write.__self__ is _kept.get("start_response")),
-           "kept_write_of_this=%s" % (_kept["write"].__self__ is start_response)]
+           "kept_write_of_this=%s" % (_kept["write"].__self__ is start_response),
+           "input_is_kept=%s" % (environ["wsgi.input"] is _kept["input"])]
     for name, call in [("kept_write", lambda: _kept["write"](b"late")),
-                       ("kept_start_response", lambda: _kept["start_response"]("200 OK", []))]:
+                       ("kept_start_response", lambda: _kept["start_response"]("200 OK", [])),
+                       ("kept_input", lambda: _kept["input"].read())]:
         try:
             call()
             out.append("%s=returned" % name)
