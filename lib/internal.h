@@ -155,6 +155,7 @@ typedef struct lw_start_response lw_start_response;
 /* A request between wsgi_env_build() (no GIL: the host's wire data copied into this block) and
  * wsgi_call(), which makes the environ from it under the GIL it takes anyway. */
 struct wsgi_env {
+    size_t cap; /* bytes allocated for the block */
     wsgi_app *app;
     int head_request;        /* HEAD: a Content-Length without a body is correct */
     wsgi_request req;        /* wire data points into this block; the body source is the host's */
@@ -168,6 +169,7 @@ struct wsgi_env {
 int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input);
 /* GIL held: drop the app's environ layouts (wsgi_app_free). */
 void lw_shapes_free(wsgi_app *app);
+void lw_env_free_spare(void); /* wsgi_runtime_free */
 
 typedef enum lw_mode {
     LW_MODE_ITER = 0, /* generic iterator */

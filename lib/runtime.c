@@ -279,6 +279,7 @@ LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt)
         PyEval_RestoreThread(rt->main_tstate);
     lw_responses_drain();
     lw_responses_free_spare();
+    lw_env_free_spare();
     lw_start_response_pool_clear();
     lw_input_pool_clear();
     lw_runtime_clear(rt);
