@@ -19,6 +19,13 @@ static PyObject *lw_write(PyObject *self, PyObject *data);
 static PyMethodDef lw_write_def = {"write", (PyCFunction)lw_write, METH_O,
                                    "write(data: bytes): send data now (legacy PEP 3333 API)."};
 
+/* Header names already validated, by identity: apps pass the same str constants request after
+ * request. The cache holds a reference to each, so an address is never another object's while
+ * it is cached. Direct-mapped, GIL-guarded, emptied by wsgi_runtime_free. */
+#define LW_NAME_CACHE 32
+static PyObject *lw_names[LW_NAME_CACHE];
+static unsigned char lw_name_is_cl[LW_NAME_CACHE];
+
 /* start_response objects (with their write callable) of finished responses that nothing else
  * refers to, for the next responses: an object and a bound method less to make and free per
  * request. GIL-guarded; emptied by wsgi_runtime_free. */
@@ -63,6 +70,8 @@ void lw_start_response_release(lw_start_response *sr)
 
 void lw_start_response_pool_clear(void)
 {
+    for (size_t i = 0; i < LW_NAME_CACHE; i++)
+        Py_CLEAR(lw_names[i]);
     while (lw_sr_pool_n > 0) {
         lw_start_response *sr = lw_sr_pool[--lw_sr_pool_n];
         Py_CLEAR(sr->write);
@@ -140,6 +149,38 @@ static int lw_is_content_length(const char *p)
     return 1;
 }
 
+/* Whether a header value has a byte that may not appear in one: controls other than tab, DEL.
+ * Eight bytes at a time; a word that may hold one is looked at byte by byte. */
+static int lw_has_ctl(const unsigned char *p, Py_ssize_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, d;
+        memcpy(&x, p + i, 8);
+        d = x ^ (0x7f * ones);
+        if (!(((x - 0x20 * ones) & ~x & highs) | ((d - ones) & ~d & highs))) continue;
+        break; /* some byte < 0x20 (maybe a tab) or 0x7f: check them one by one */
+    }
+    for (; i < n; i++)
+        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) return 1;
+    return 0;
+}
+
+/* 1 if the name is Content-Length, 0 if another valid name, -1 if not a token. */
+static int lw_name_checked(PyObject *name, const char *np, Py_ssize_t nl)
+{
+    size_t slot = ((uintptr_t)name >> 4) % LW_NAME_CACHE;
+    if (lw_names[slot] == name) return lw_name_is_cl[slot];
+    if (!lw_is_token(np, (size_t)nl)) return -1;
+    int is_cl = nl == 14 && lw_is_content_length(np);
+    if (PyUnicode_CheckExact(name)) {
+        Py_XSETREF(lw_names[slot], Py_NewRef(name));
+        lw_name_is_cl[slot] = (unsigned char)is_cl;
+    }
+    return is_cl;
+}
+
 /* Validate the header list; returns a tuple of the (name, value) tuples and the Content-Length.
  * The copy protects against the app mutating its list before the headers are committed. */
 static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
@@ -172,20 +213,18 @@ static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
             PyErr_Format(PyExc_ValueError, "response header %zd is not latin-1: %R", i, item);
             goto fail;
         }
-        if (!lw_is_token(np, (size_t)nl)) {
+        int is_cl = lw_name_checked(name, np, nl);
+        if (is_cl < 0) {
             PyErr_Format(PyExc_ValueError, "invalid response header name %R", name);
             goto fail;
         }
-        for (Py_ssize_t j = 0; j < vl; j++) {
-            unsigned char c = (unsigned char)vp[j];
-            if ((c < 0x20 && c != '\t') || c == 0x7f) {
-                PyErr_Format(PyExc_ValueError,
-                             "response header %R has a control character (CR/LF/NUL) in its value",
-                             name);
-                goto fail;
-            }
+        if (lw_has_ctl((const unsigned char *)vp, vl)) {
+            PyErr_Format(PyExc_ValueError,
+                         "response header %R has a control character (CR/LF/NUL) in its value",
+                         name);
+            goto fail;
         }
-        if (nl == 14 && lw_is_content_length(np)) {
+        if (is_cl) {
             int64_t cl;
             if (lw_parse_content_length(vp, vl, &cl) < 0 ||
                 (*content_length >= 0 && *content_length != cl)) {

@@ -400,6 +400,24 @@ static void test_kept_callables_never_reused(void **state)
     th_rec_free(&rec);
 }
 
+/* Header values are checked eight bytes at a time: a control byte (not tab) or DEL is refused at
+ * every position of every length, and nothing else is. Header names are remembered once valid:
+ * the same objects, valid or not, keep their verdict. */
+static void test_header_bytes_checked(void **state)
+{
+    (void)state;
+    th_rec rec;
+    th_result res;
+    th_rec_init(&rec);
+    th_get(SR("value_bytes_checked"), "/", &rec, &res);
+    th_assert_ok(&rec, &res, 200, "ok");
+    th_rec_free(&rec);
+    th_rec_init(&rec);
+    th_get(SR("names_checked"), "/", &rec, &res);
+    th_assert_ok(&rec, &res, 200, "ok");
+    th_rec_free(&rec);
+}
+
 static void assert_header_at(const th_rec *rec, size_t i, const char *name, const char *value)
 {
     assert_true(i < rec->n_headers);
@@ -467,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_many_response_headers),
         cmocka_unit_test(test_stale_objects_of_finished_request),
         cmocka_unit_test(test_kept_callables_never_reused),
+        cmocka_unit_test(test_header_bytes_checked),
     };
     return cmocka_run_group_tests_name("start_response", tests, th_group_setup, th_group_teardown);
 }

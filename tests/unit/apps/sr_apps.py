@@ -341,3 +341,54 @@ def check_fresh(environ, start_response):
         except Exception:
             out.append("%s=raised" % name)
     return ["\n".join(out).encode()]
+
+
+def value_bytes_checked(environ, start_response):
+    """Every header value of lengths 0..24 with one byte of each kind at each position: the
+    controls (other than tab) and DEL are refused, everything else accepted. Body: "ok", or the
+    cases that went the wrong way."""
+    try:
+        raise ValueError("replace the head on every call")
+    except ValueError:
+        exc_info = sys.exc_info()
+    wrong = []
+    for length in range(25):
+        for pos in range(max(length, 1)):
+            for code in (0, 9, 10, 13, 31, 32, 65, 126, 127, 128, 255):
+                value = "v" * length
+                if length:
+                    value = value[:pos] + chr(code) + value[pos + 1:]
+                bad = length > 0 and ((code < 32 and code != 9) or code == 127)
+                try:
+                    start_response("200 OK", [("X-Value", value)], exc_info)
+                    refused = False
+                except ValueError:
+                    refused = True
+                if refused != bad:
+                    wrong.append("%d/%d/%d" % (length, pos, code))
+    start_response("200 OK", TEXT, exc_info)
+    return [(" ".join(wrong) or "ok").encode()]
+
+
+def names_checked(environ, start_response):
+    """The same name objects, valid and invalid, offered again and again: the validity of each
+    never changes. Body: "ok", or what went the wrong way."""
+    try:
+        raise ValueError("replace the head on every call")
+    except ValueError:
+        exc_info = sys.exc_info()
+    names = [("X-Good", False), ("Content-Length", False), ("Bad Name", True), ("X:Colon", True),
+             ("", True), ("x-good", False), ("X\x01", True), ("caf\xe9", True)]
+    wrong = []
+    for _ in range(3):
+        for name, bad in names:
+            for fresh in (name, "".join(list(name))):  # the constant and a new equal str
+                try:
+                    start_response("200 OK", [(fresh, "1")], exc_info)
+                    refused = False
+                except ValueError:
+                    refused = True
+                if refused != bad:
+                    wrong.append(repr(fresh))
+    start_response("200 OK", TEXT, exc_info)
+    return [(" ".join(wrong) or "ok").encode()]
