@@ -1022,12 +1022,12 @@ static int lw_set_pair(PyObject *d, const char *name, size_t name_len, const cha
     return r;
 }
 
-int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input)
+int lw_env_materialize(wsgi_env *env, PyObject **environ_out, lw_input **input_out)
 {
     wsgi_app *app = env->app;
     const wsgi_request *req = &env->req;
-    *environ = NULL;
-    *input = NULL;
+    *environ_out = NULL;
+    *input_out = NULL;
     lw_input *in = lw_input_new(req);
     PyObject *d = in ? lw_environ_new(app, env) : NULL;
     int bad = !d || PyDict_SetItem(d, app->rt->s.wsgi_input, (PyObject *)in) < 0;
@@ -1045,7 +1045,7 @@ int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input)
         }
         return -1;
     }
-    *environ = d;
-    *input = in;
+    *environ_out = d;
+    *input_out = in;
     return 0;
 }

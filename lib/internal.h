@@ -166,7 +166,7 @@ struct wsgi_env {
     struct lw_env_set **sets_tail;
 };
 /* GIL held: the environ and wsgi.input of env (new references); -1 with an exception set. */
-int lw_env_materialize(wsgi_env *env, PyObject **environ, lw_input **input);
+int lw_env_materialize(wsgi_env *env, PyObject **environ_out, lw_input **input_out);
 /* GIL held: drop the app's environ layouts (wsgi_app_free). */
 void lw_shapes_free(wsgi_app *app);
 void lw_env_free_spare(void); /* wsgi_runtime_free */
