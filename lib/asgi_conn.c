@@ -907,24 +907,39 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
                               : NULL;
     PyObject *receive = scope ? PyCFunction_New(&lw_ac_receive_def, (PyObject *)c) : NULL;
     PyObject *send = receive ? PyCFunction_New(&lw_ac_send_def, (PyObject *)c) : NULL;
-    PyObject *done = send ? PyCFunction_New(&lw_ac_done_def, (PyObject *)c) : NULL;
-    PyObject *report = done ? PyCFunction_New(&lw_ac_report_def, (PyObject *)c) : NULL;
-    PyObject *coro = NULL, *task = NULL, *r = NULL;
+    PyObject *report = send ? PyCFunction_New(&lw_ac_report_def, (PyObject *)c) : NULL;
+    PyObject *coro = NULL, *task = NULL, *done = NULL, *step = NULL, *ctx = NULL;
+    int entered = -1, ok = 0;
     if (report) {
         PyObject *runner = PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi");
         coro = runner ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send,
                                                      report, NULL)
                       : NULL;
     }
-    if (coro) task = PyObject_CallOneArg(rt->create_task, coro);
-    if (task) r = PyObject_CallMethod(task, "add_done_callback", "O", done);
     Py_XDECREF(scope);
     Py_XDECREF(receive);
     Py_XDECREF(send);
     Py_XDECREF(report);
+    if (coro && lw_eager_enabled()) entered = lw_eager_begin();
+    if (coro && entered >= 0)
+        task = lw_eager_task(coro, &step, &ctx); /* its first step caught, to run below */
+    else if (coro)
+        task = PyObject_CallOneArg(rt->create_task, coro);
     Py_XDECREF(coro);
-    if (!r) {
+    if (task && step) {
+        ok = 1; /* the first step runs now: nothing can cancel the task before it ran */
+    } else if (task) {
+        /* Deferred: the done callback is the safety net for a task cancelled before its first
+         * step (which never reaches run_asgi's report). */
+        done = PyCFunction_New(&lw_ac_done_def, (PyObject *)c);
+        PyObject *r = done ? PyObject_CallMethod(task, "add_done_callback", "O", done) : NULL;
+        ok = r != NULL;
+        Py_XDECREF(r);
+    }
+    if (!ok) {
         Py_XDECREF(done);
+        Py_XDECREF(step);
+        Py_XDECREF(ctx);
         char msg[512];
         lw_log_exception("starting the ASGI app", msg, sizeof msg);
         if (task) {
@@ -933,16 +948,24 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
             PyErr_Clear();
         }
         Py_XDECREF(task);
+        lw_eager_end(entered);
         c->attached = 0;
         Py_DECREF(c);
         lw_gil_release(&g);
         return lw_fail(WSGI_ERR_NOMEM, "%s", msg);
     }
-    Py_DECREF(r);
     c->task = task;
     c->done_cb = done;
+    *out = (asgi_conn *)c; /* before any callback: the host may free it from on_done */
+    if (step) {
+        Py_INCREF(c); /* the host may free its handle during the step */
+        lw_eager_step(step, ctx);
+        Py_DECREF(step);
+        Py_DECREF(ctx);
+        Py_DECREF(c);
+    }
+    lw_eager_end(entered);
     lw_gil_release(&g);
-    *out = (asgi_conn *)c;
     return 0;
 }
 

@@ -71,6 +71,25 @@ typedef struct lw_asgi_conn {
         r_;                                                                                        \
     })
 
+/* An exception set aside while cleaning up. */
+typedef struct lw_exc_saved {
+    PyObject *t, *v, *tb;
+} lw_exc_saved;
+#define LW_EXC_SAVE(s)    PyErr_Fetch(&(s).t, &(s).v, &(s).tb)
+#define LW_EXC_RESTORE(s) PyErr_Restore((s).t, (s).v, (s).tb)
+
+/* asgi_loop.c: eager start (asgi_loop_set_eager) */
+int lw_eager_enabled(void);
+/* -1: start the next task the deferred way; 0: eagerly (the loop runs here already); 1: eagerly,
+ * the loop was marked running here until lw_eager_end(1). */
+int lw_eager_begin(void);
+void lw_eager_end(int entered);
+/* asyncio.Task(coro, loop=loop) with its first step caught in *step, *ctx (new references), or
+ * both NULL if it was scheduled the usual way. NULL on error. */
+PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx);
+/* Run a caught first step now, in its context (failures of the machinery are logged). */
+void lw_eager_step(PyObject *step, PyObject *ctx);
+
 /* asgi_conn.c */
 PyObject *lw_ready_new(PyObject *value); /* steals value; an awaitable that returns it at once */
 void lw_future_set(PyObject *fut, PyObject *value, int is_exception); /* steals value */

@@ -1,7 +1,7 @@
 /* The host-driven asyncio loop behind ASGI: created on first use from boot.make_loop(), exposed as
  * an fd + timeout + "one turn" call, woken from any thread through an eventfd. Also runs the
  * lifespan protocol (boot.Lifespan) to completion at startup and shutdown. */
-#include "internal.h"
+#include "asgi_conn.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -97,6 +97,302 @@ static void lw_asgi_strings_free(wsgi_runtime *rt)
     rt->as = NULL;
 }
 
+/* ---- eager start: a request's first step inside asgi_dispatch (asgi_loop_set_eager) ----------
+ *
+ * Python 3.12's eager_task_factory is the model: a real asyncio.Task whose first step runs at once,
+ * synchronously, instead of at the next loop turn. Python 3.11 has no such option, so the step is
+ * caught where Task.__init__ schedules it: for the length of the Task() call the loop's call_soon
+ * is overridden in the loop's instance __dict__ by a C function that keeps the step callback and
+ * its context instead of scheduling them (anything else it is given goes to the real call_soon).
+ * The step then runs inside that context with the loop marked running on this thread, as
+ * run_forever would: asyncio.get_running_loop(), current_task() (the Task itself: its step enters
+ * and leaves it), contextvars, cancellation and timeouts are the Task's own. A probe at loop
+ * creation checks that this works on the running Python; if not, dispatch starts tasks the deferred
+ * way.
+ *
+ * One runtime per process, so one instance; reset with the loop. GIL held for every access. */
+static struct {
+    int on;                  /* asgi_loop_set_eager(rt, 1) */
+    int usable;              /* the probe worked on this Python */
+    PyObject *loop_dict;     /* the loop's __dict__: call_soon is overridden there briefly */
+    PyObject *catcher;       /* the C function put there */
+    PyObject *task_type;     /* asyncio.Task */
+    PyObject *task_kwnames;  /* ("loop",) */
+    PyTypeObject *step_type; /* the type of the callback Task.__init__ schedules */
+    PyObject *current_task;  /* asyncio.current_task */
+    PyObject *get_running, *set_running; /* asyncio._get_running_loop / _set_running_loop */
+    PyObject *get_hooks, *set_hooks;     /* sys.get_asyncgen_hooks / set_asyncgen_hooks */
+    PyObject *hooks_kwnames;             /* ("firstiter", "finalizer") */
+    PyObject *hooks[2];                  /* the loop's _asyncgen_firstiter_hook, _finalizer_hook */
+    PyObject *old_hooks;                 /* what lw_eager_hooks(1) replaced */
+    PyObject *thread_id;                 /* threading.get_ident() of the loop thread */
+    PyObject *s_call_soon, *s_thread_id, *s_context;
+    int catching;         /* inside the Task() call */
+    PyObject *step, *ctx; /* what the catcher kept */
+} lw_eg;
+
+/* loop.call_soon while a Task is being created: keep its first step, pass anything else on. */
+static PyObject *lw_eg_catch(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    (void)self;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *ctx = NULL;
+    int other = 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (lw_streq(PyTuple_GET_ITEM(kwnames, i), lw_eg.s_context))
+            ctx = args[nargs + i];
+        else
+            other = 1;
+    }
+    if (lw_eg.catching && !lw_eg.step && nargs == 1 && !other && ctx &&
+        (!lw_eg.step_type || Py_TYPE(args[0]) == lw_eg.step_type)) {
+        lw_eg.step = Py_NewRef(args[0]);
+        lw_eg.ctx = Py_NewRef(ctx);
+        Py_RETURN_NONE; /* Task.__init__ drops the handle */
+    }
+    /* type(loop).call_soon(loop, *args, **kwargs) */
+    PyObject *fn = PyObject_GetAttr((PyObject *)Py_TYPE(lw_rt->loop), lw_eg.s_call_soon);
+    if (!fn) return NULL;
+    PyObject *small[8], **stack = small;
+    size_t n = (size_t)(nargs + nkw) + 1;
+    if (n > sizeof small / sizeof small[0] && !(stack = PyMem_Malloc(n * sizeof *stack))) {
+        Py_DECREF(fn);
+        return PyErr_NoMemory();
+    }
+    stack[0] = lw_rt->loop;
+    memcpy(stack + 1, args, (n - 1) * sizeof *stack);
+    PyObject *r = PyObject_Vectorcall(fn, stack, (size_t)nargs + 1, kwnames);
+    if (stack != small) PyMem_Free(stack);
+    Py_DECREF(fn);
+    return r;
+}
+static PyMethodDef lw_eg_catch_def = {"call_soon", (PyCFunction)(void (*)(void))lw_eg_catch,
+                                      METH_FASTCALL | METH_KEYWORDS, NULL};
+
+static int lw_eager_hooks(int install);
+
+/* With the loop: eager start ends with it (a new runtime's loop starts without). */
+static void lw_eager_free(void)
+{
+    if (lw_eg.old_hooks && lw_rt && lw_rt->loop &&
+        pthread_equal(lw_rt->loop_thread, pthread_self()) && lw_eager_hooks(0) < 0)
+        lw_log_exception("restoring the async generator hooks", NULL, 0);
+    PyObject **objs[] = {
+        &lw_eg.loop_dict,    &lw_eg.catcher,       &lw_eg.task_type,   &lw_eg.task_kwnames,
+        &lw_eg.current_task, &lw_eg.get_running,   &lw_eg.set_running, &lw_eg.get_hooks,
+        &lw_eg.set_hooks,    &lw_eg.hooks_kwnames, &lw_eg.hooks[0],    &lw_eg.hooks[1],
+        &lw_eg.old_hooks,    &lw_eg.thread_id,     &lw_eg.s_call_soon, &lw_eg.s_thread_id,
+        &lw_eg.s_context,    &lw_eg.step,          &lw_eg.ctx};
+    for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
+        Py_CLEAR(*objs[i]);
+    memset(&lw_eg, 0, sizeof lw_eg);
+}
+
+/* Leave the running state lw_eager_begin() entered (@entered == 1); nothing otherwise. */
+void lw_eager_end(int entered)
+{
+    if (entered != 1) return;
+    lw_exc_saved exc;
+    LW_EXC_SAVE(exc);
+    PyObject *r = NULL;
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_thread_id, Py_None) == 0)
+        r = PyObject_CallOneArg(lw_eg.set_running, Py_None);
+    if (!r) lw_log_exception("leaving the eager start of an ASGI task", NULL, 0);
+    Py_XDECREF(r);
+    LW_EXC_RESTORE(exc);
+}
+
+/* Whether the next task may start eagerly (lw_eager_enabled() said it is on), and the running
+ * state for it: -1 no (another task is being stepped, or another loop runs on this thread), 0 yes
+ * (the loop already runs here: inside a turn), 1 yes (the loop was marked running here, until
+ * lw_eager_end()). What run_forever sets up besides (the async generator hooks) is installed
+ * once, by asgi_loop_set_eager(). */
+int lw_eager_begin(void)
+{
+    wsgi_runtime *rt = lw_rt;
+    if (rt->loop_turn) {
+        /* Inside a turn or an eager step (a dispatch from a callback): the loop runs here, and
+         * a task may be in the middle of a step, which another task's step cannot interrupt. */
+        PyObject *cur = PyObject_CallOneArg(lw_eg.current_task, rt->loop);
+        int st = cur == Py_None ? 0 : -1;
+        Py_XDECREF(cur);
+        PyErr_Clear();
+        return st;
+    }
+    /* Outside our turns no task of this loop can be running; but a host that embeds Python may
+     * call from inside a loop of its own. */
+    PyObject *running = PyObject_CallNoArgs(lw_eg.get_running);
+    int st = running == Py_None ? 1 : running == rt->loop ? 0 : -1;
+    Py_XDECREF(running);
+    PyErr_Clear();
+    if (st != 1) return st;
+    /* What run_forever sets up for each run: the running loop (asyncio._get_running_loop,
+     * get_running_loop, current_task without a loop) and its thread (loop.is_running()). */
+    PyObject *r = PyObject_CallOneArg(lw_eg.set_running, rt->loop);
+    if (!r) {
+        lw_log_exception("marking the loop running for an eager start", NULL, 0);
+        return -1;
+    }
+    Py_DECREF(r);
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_thread_id, lw_eg.thread_id) < 0) {
+        lw_log_exception("marking the loop running for an eager start", NULL, 0);
+        lw_eager_end(1);
+        return -1;
+    }
+    return 1;
+}
+
+/* The loop's async generator hooks on the loop thread (what run_forever installs for each run,
+ * installed once while eager start is on, as eager steps run outside run_forever): an async
+ * generator first iterated in an eager step is finalized by the loop like any other. The hooks
+ * that were there before are put back when eager start is turned off or the loop is freed. */
+static int lw_eager_hooks(int install)
+{
+    if (install && !lw_eg.old_hooks) {
+        if (!(lw_eg.old_hooks = PyObject_CallNoArgs(lw_eg.get_hooks))) return -1;
+        PyObject *r = PyObject_Vectorcall(lw_eg.set_hooks, lw_eg.hooks, 0, lw_eg.hooks_kwnames);
+        Py_XDECREF(r);
+        if (!r) Py_CLEAR(lw_eg.old_hooks);
+        return r ? 0 : -1;
+    }
+    if (!install && lw_eg.old_hooks) {
+        PyObject *r = PyObject_Call(lw_eg.set_hooks, lw_eg.old_hooks, NULL);
+        Py_XDECREF(r);
+        Py_CLEAR(lw_eg.old_hooks);
+        return r ? 0 : -1;
+    }
+    return 0;
+}
+
+/* asyncio.Task(coro, loop=loop) with its first step caught: *step and *ctx are set (new
+ * references) when it was, else the task was scheduled the usual way. NULL on error. */
+PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
+{
+    *step = *ctx = NULL;
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, lw_eg.catcher) < 0) return NULL;
+    lw_eg.catching = 1;
+    PyObject *argv[2] = {coro, lw_rt->loop};
+    PyObject *task = PyObject_Vectorcall(lw_eg.task_type, argv, 1, lw_eg.task_kwnames);
+    lw_eg.catching = 0;
+    lw_exc_saved exc;
+    LW_EXC_SAVE(exc);
+    if (PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon) < 0)
+        lw_log_exception("restoring loop.call_soon", NULL, 0);
+    LW_EXC_RESTORE(exc);
+    *step = lw_eg.step;
+    *ctx = lw_eg.ctx;
+    lw_eg.step = lw_eg.ctx = NULL;
+    if (!task) {
+        Py_CLEAR(*step);
+        Py_CLEAR(*ctx);
+    }
+    return task;
+}
+
+/* Run a caught first step now, in the task's context, as a loop turn would (asgi_loop_run and the
+ * lifespan calls are refused meanwhile). A failure of the step machinery itself is logged. */
+void lw_eager_step(PyObject *step, PyObject *ctx)
+{
+    wsgi_runtime *rt = lw_rt;
+    int turn = rt->loop_turn;
+    rt->loop_turn = 1;
+    PyObject *r = NULL;
+    if (PyContext_Enter(ctx) == 0) {
+        r = PyObject_CallNoArgs(step);
+        lw_exc_saved exc;
+        LW_EXC_SAVE(exc);
+        if (PyContext_Exit(ctx) < 0) PyErr_Clear();
+        LW_EXC_RESTORE(exc);
+    }
+    rt->loop_turn = turn;
+    if (!r) lw_log_exception("the first step of an ASGI task", NULL, 0);
+    Py_XDECREF(r);
+}
+
+/* Called once the loop exists: gather what eager start needs and probe it. Never fails: eager
+ * start is only an optimisation, and without it tasks start at the next turn. */
+static void lw_eager_init(wsgi_runtime *rt)
+{
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *probe = PyDict_GetItemString(PyModule_GetDict(rt->boot), "eager_probe");
+    if (!asyncio || !sys || !probe) goto out;
+    lw_eg.loop_dict = PyObject_GenericGetDict(rt->loop, NULL);
+    lw_eg.catcher = PyCFunction_New(&lw_eg_catch_def, NULL);
+    lw_eg.task_type = PyObject_GetAttrString(asyncio, "Task");
+    lw_eg.task_kwnames = Py_BuildValue("(s)", "loop");
+    lw_eg.current_task = PyObject_GetAttrString(asyncio, "current_task");
+    lw_eg.get_running = PyObject_GetAttrString(asyncio, "_get_running_loop");
+    lw_eg.set_running = PyObject_GetAttrString(asyncio, "_set_running_loop");
+    lw_eg.get_hooks = PyObject_GetAttrString(sys, "get_asyncgen_hooks");
+    lw_eg.set_hooks = PyObject_GetAttrString(sys, "set_asyncgen_hooks");
+    lw_eg.hooks_kwnames = Py_BuildValue("(ss)", "firstiter", "finalizer");
+    lw_eg.hooks[0] = PyObject_GetAttrString(rt->loop, "_asyncgen_firstiter_hook");
+    lw_eg.hooks[1] = PyObject_GetAttrString(rt->loop, "_asyncgen_finalizer_hook");
+    lw_eg.thread_id = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    lw_eg.s_call_soon = PyUnicode_InternFromString("call_soon");
+    lw_eg.s_thread_id = PyUnicode_InternFromString("_thread_id");
+    lw_eg.s_context = PyUnicode_InternFromString("context");
+    if (PyErr_Occurred() || !lw_eg.loop_dict || !PyDict_Check(lw_eg.loop_dict)) goto out;
+
+    /* The probe: boot.eager_probe() returns the task it ran in. */
+    lw_eg.usable = 1;
+    int entered = lw_eager_begin();
+    PyObject *coro = entered >= 0 ? PyObject_CallNoArgs(probe) : NULL;
+    PyObject *step = NULL, *ctx = NULL;
+    PyObject *task = coro ? lw_eager_task(coro, &step, &ctx) : NULL;
+    lw_eg.usable = 0;
+    if (task && step) {
+        lw_eg.step_type = Py_TYPE(step);
+        lw_eager_step(step, ctx);
+        PyObject *done = PyObject_CallMethod(task, "done", NULL);
+        PyObject *res = done == Py_True ? PyObject_CallMethod(task, "result", NULL) : NULL;
+        lw_eg.usable = res == task;
+        Py_XDECREF(res);
+        Py_XDECREF(done);
+    }
+    lw_eager_end(entered);
+    if (task && !lw_eg.usable) {
+        PyObject *r = PyObject_CallMethod(task, "cancel", NULL); /* scheduled: let it end */
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(step);
+    Py_XDECREF(ctx);
+    Py_XDECREF(task);
+    Py_XDECREF(coro);
+out:
+    if (PyErr_Occurred()) lw_log_exception("probing the eager start of ASGI tasks", NULL, 0);
+    if (!lw_eg.usable)
+        lw_log(WSGI_LOG_DEBUG, "eager start of ASGI tasks is not available on this Python: "
+                               "tasks start at the next loop turn");
+    Py_XDECREF(asyncio);
+    Py_XDECREF(sys);
+}
+
+int lw_eager_enabled(void)
+{
+    return lw_eg.on && lw_eg.usable;
+}
+
+LIBWSGI_API int asgi_loop_set_eager(wsgi_runtime *rt, int eager)
+{
+    lw_gil g;
+    int rc = lw_asgi_enter(rt, &g);
+    if (rc) return rc;
+    if (eager && !lw_eg.usable) {
+        rc = lw_fail(WSGI_ERR_STATE, "eager start of ASGI tasks is not available on this Python");
+    } else if (lw_eager_hooks(eager != 0) < 0) {
+        char msg[512];
+        lw_log_exception("installing the loop's async generator hooks", msg, sizeof msg);
+        rc = lw_fail(WSGI_ERR_PYTHON, "%s", msg);
+    } else {
+        lw_eg.on = eager != 0;
+    }
+    lw_gil_release(&g);
+    return rc;
+}
+
 /* Create the loop on first use; the calling thread becomes the loop thread. GIL held. */
 int lw_asgi_loop_ensure(wsgi_runtime *rt)
 {
@@ -140,6 +436,7 @@ int lw_asgi_loop_ensure(wsgi_runtime *rt)
         goto fail;
     }
     rt->loop_thread = pthread_self();
+    lw_eager_init(rt);
     lw_log(WSGI_LOG_DEBUG, "asyncio loop created (fd %d)", rt->loop_fd);
     return 0;
 fail:
@@ -150,6 +447,7 @@ fail:
 /* Called by wsgi_runtime_free with the GIL held. */
 void lw_asgi_loop_free(wsgi_runtime *rt)
 {
+    lw_eager_free();
     if (rt->loop) {
         PyObject *r = PyObject_CallMethod(rt->loop, "close", NULL);
         if (!r) lw_log_exception("closing the asyncio loop", NULL, 0);

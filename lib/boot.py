@@ -224,6 +224,12 @@ class Lifespan:
         return result
 
 
+async def eager_probe():
+    """Run once at loop creation by libwsgi (asgi_loop.c) to check that a task's first step can be
+    run eagerly on this Python: it must run inside its own task."""
+    return asyncio.current_task()
+
+
 async def run_asgi(app, scope, receive, send, report):
     """The task body of one ASGI connection: however the app ends (returns, raises synchronously
     or later, returns a non-awaitable, is cancelled), report() hears it here, in the task's last

@@ -1,7 +1,13 @@
 /* The worker's ASGI side (include/libwsgi/asgi.h, docs/asgi.md): the app's asyncio loop nested in
- * the server's epoll set (its fd, its timeout, one asgi_loop_run() per iteration, see server.c's
- * loop), and the app tasks it serves, each an asgi_task at the head of its own struct: an HTTP
- * exchange (asgi_exchange.c) or a WebSocket (ws_conn.c).
+ * the server's epoll set (its fd, its timeout, a turn after an iteration that has work for it, see
+ * server.c's loop), and the app tasks it serves, each an asgi_task at the head of its own struct:
+ * an HTTP exchange (asgi_exchange.c) or a WebSocket (ws_conn.c).
+ *
+ * Apps start eagerly (asgi_loop_set_eager): asgi_dispatch() runs the app's first step at once, so a
+ * handler that does not wait has answered (its callbacks have queued the response) when the
+ * dispatch returns, and needs no loop turn. A turn runs only when the loop has work: ready
+ * callbacks, a timer due, or its fd readable (the apps' own I/O, a wakeup); each idle turn would
+ * cost a run_forever(), its epoll_wait and two getpid (asyncio's running-loop bookkeeping).
  *
  * The library's callbacks run inside asgi_loop_run(), where asgi_* calls are forbidden, so they
  * never close or free anything: they mark their task and put it on the host's queue, which
@@ -14,6 +20,8 @@
 #include "conn.h"
 #include "host_log.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 
 struct asgi_host {
@@ -121,6 +129,10 @@ asgi_host *asgi_host_new(server *s, wsgi_app *app)
         free(h);
         return NULL;
     }
+    /* Callbacks may then fire inside asgi_dispatch(): they only mark and queue, as in a turn, and
+     * the exchange's handle is written (asgi_dispatch's out) before the first of them. */
+    if (asgi_loop_set_eager(h->rt, 1) != WSGI_OK)
+        host_log(WSGI_LOG_INFO, "ASGI apps start at the next loop turn: %s", wsgi_errmsg());
     return h;
 }
 
@@ -146,11 +158,24 @@ int asgi_host_timeout(asgi_host *h)
     return 10;
 }
 
+/* The loop's fd has events (the apps' sockets, a wakeup, a signal) without waiting. */
+static int loop_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n;
+    do {
+        n = poll(&p, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    return n != 0; /* an error: let the turn find out */
+}
+
 void asgi_host_run(asgi_host *h)
 {
-    int rc = asgi_loop_run(h->rt);
-    if (rc != WSGI_OK && rc != WSGI_ERR_PYTHON) /* WSGI_ERR_PYTHON: already logged */
-        host_log(WSGI_LOG_ERROR, "asgi_loop_run: %s", wsgi_strerror(rc));
+    if (asgi_loop_timeout(h->rt) == 0 || loop_readable(h->fd)) {
+        int rc = asgi_loop_run(h->rt);
+        if (rc != WSGI_OK && rc != WSGI_ERR_PYTHON) /* WSGI_ERR_PYTHON: already logged */
+            host_log(WSGI_LOG_ERROR, "asgi_loop_run: %s", wsgi_strerror(rc));
+    }
     asgi_task *t;
     while ((t = h->q_head)) {
         h->q_head = t->q_next;

@@ -304,6 +304,37 @@ LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt);
  */
 LIBWSGI_API int asgi_loop_wakeup(wsgi_runtime *rt);
 
+/**
+ * @brief Start apps eagerly: asgi_dispatch() and asgi_websocket_dispatch() run the app's first step
+ * at once, inside the call, instead of at the next asgi_loop_run().
+ *
+ * Each connection still runs in a real asyncio Task (as with Python 3.12's eager_task_factory):
+ * the task is created and its first step runs synchronously, in the task's own copy of the
+ * context, with the loop marked running on the loop thread, so asyncio.current_task(),
+ * asyncio.get_running_loop(), contextvars, cancellation and timeouts behave as in a loop turn. An
+ * app that never waits (its receive() has data, its send() is accepted by the host) runs to its
+ * end inside asgi_dispatch(): no loop turn is needed, and asgi_loop_timeout() does not ask for one.
+ * At its first real wait (I/O, a timer, a receive() with nothing buffered, a paused send()) the
+ * task continues on the loop, from where it stopped.
+ *
+ * What changes for the host: callbacks (on_start, on_body, on_done, on_ws_accept, …) may fire
+ * before asgi_dispatch() returns. @p *out is set before the first of them, so a host that keeps
+ * the handle where @p out points may free it from on_done as usual (asgi_dispatch() then still
+ * returns ::WSGI_OK). A dispatch made while another app's task is being stepped (from inside one
+ * of its callbacks) starts the deferred way, at the next turn.
+ *
+ * Off by default. Takes effect for the next dispatch.
+ *
+ * @param[in] rt The runtime.
+ * @param[in] eager 1 to start apps eagerly, 0 to start them at the next turn.
+ * @retval WSGI_OK Success.
+ * @retval WSGI_ERR_STATE Not the loop thread, or eager start is not available on this Python
+ *         (the probe at loop creation failed; apps then start at the next turn).
+ * @retval WSGI_ERR_PYTHON The event loop could not be created.
+ * @since 0.3.0
+ */
+LIBWSGI_API int asgi_loop_set_eager(wsgi_runtime *rt, int eager);
+
 /** @brief Lifespan result: the app does not implement the lifespan protocol (auto mode). */
 #define ASGI_LIFESPAN_UNSUPPORTED 1
 

@@ -277,6 +277,38 @@ static inline asgi_conn *ah_dispatch(wsgi_app *app, const th_req *r, ah_rec *rec
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Start mode. Every ASGI binary runs twice under ctest: as is (tasks start at the next loop   */
+/* turn) and with LIBWSGI_TEST_ASGI_EAGER=1 (asgi_loop_set_eager: the app's first step runs    */
+/* inside asgi_dispatch). ah_test_setup, every test's setup, applies the binary's mode; a test  */
+/* about one mode only switches with ah_set_eager() (the next test's setup switches back).     */
+
+static inline int ah_env_eager(void)
+{
+    const char *e = getenv("LIBWSGI_TEST_ASGI_EAGER");
+    return e != NULL && e[0] == '1';
+}
+
+static inline void ah_set_eager(int eager)
+{
+    assert_rc(asgi_loop_set_eager(th_rt, eager), WSGI_OK);
+}
+
+/* Per-test setup (creates the loop, on the main thread: the loop thread). */
+static inline int ah_test_setup(void **state)
+{
+    (void)state;
+    int eager = ah_env_eager();
+    int rc = asgi_loop_set_eager(th_rt, eager);
+    if (rc != WSGI_OK) {
+        print_error("asgi_loop_set_eager(%d): %s: %s\n", eager, wsgi_strerror(rc), wsgi_errmsg());
+        return -1;
+    }
+    return 0;
+}
+
+#define ah_unit_test(f) cmocka_unit_test_setup(f, ah_test_setup)
+
+/* ------------------------------------------------------------------------------------------ */
 /* Driving the loop like a host: poll(loop fd, asgi_loop_timeout()), then one asgi_loop_run.   */
 
 static inline int ah_fd_readable(int fd)

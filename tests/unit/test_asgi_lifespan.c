@@ -265,18 +265,18 @@ static void test_lifespan_from_callback_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_startup_and_shutdown_complete),
-        cmocka_unit_test(test_startup_failed),
-        cmocka_unit_test(test_lifespan_unsupported),
-        cmocka_unit_test(test_shutdown_failed),
-        cmocka_unit_test(test_raise_in_shutdown),
-        cmocka_unit_test(test_startup_twice),
-        cmocka_unit_test(test_shutdown_without_startup),
-        cmocka_unit_test(test_app_returns_after_startup),
-        cmocka_unit_test(test_lifespan_awaiting_io),
-        cmocka_unit_test(test_refused_calls),
-        cmocka_unit_test(test_other_thread_refused),
-        cmocka_unit_test(test_lifespan_from_callback_refused),
+        ah_unit_test(test_startup_and_shutdown_complete),
+        ah_unit_test(test_startup_failed),
+        ah_unit_test(test_lifespan_unsupported),
+        ah_unit_test(test_shutdown_failed),
+        ah_unit_test(test_raise_in_shutdown),
+        ah_unit_test(test_startup_twice),
+        ah_unit_test(test_shutdown_without_startup),
+        ah_unit_test(test_app_returns_after_startup),
+        ah_unit_test(test_lifespan_awaiting_io),
+        ah_unit_test(test_refused_calls),
+        ah_unit_test(test_other_thread_refused),
+        ah_unit_test(test_lifespan_from_callback_refused),
     };
     return cmocka_run_group_tests_name("asgi_lifespan", tests, group_setup, th_group_teardown);
 }

@@ -78,6 +78,7 @@ static void test_idle_loop(void **state)
 static void test_timeout_zero_after_dispatch(void **state)
 {
     (void)state;
+    ah_set_eager(0); /* test_asgi_eager checks the eager start's "no turn needed" */
     th_req r;
     ah_rec rec;
     ah_rec_init(&rec);
@@ -650,24 +651,24 @@ static void test_loop_fd_from_other_thread(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wakeup_before_loop_exists),
-        cmocka_unit_test(test_loop_fd_is_stable),
-        cmocka_unit_test(test_idle_loop),
-        cmocka_unit_test(test_timeout_zero_after_dispatch),
-        cmocka_unit_test(test_timeout_tracks_timers),
-        cmocka_unit_test(test_timeout_nearest_timer),
-        cmocka_unit_test(test_cancelled_timers_do_not_count),
-        cmocka_unit_test(test_run_in_executor),
-        cmocka_unit_test(test_open_connection),
-        cmocka_unit_test(test_socketpair_io),
-        cmocka_unit_test(test_many_concurrent_connections),
-        cmocka_unit_test(test_wakeup_from_another_thread),
-        cmocka_unit_test(test_wakeup_without_gil),
-        cmocka_unit_test(test_loop_run_from_callback),
-        cmocka_unit_test(test_dispatch_from_callback),
-        cmocka_unit_test(test_free_from_own_callback),
-        cmocka_unit_test(test_other_thread_refused),
-        cmocka_unit_test(test_loop_fd_from_other_thread),
+        cmocka_unit_test(test_wakeup_before_loop_exists), /* no setup: no loop yet */
+        ah_unit_test(test_loop_fd_is_stable),
+        ah_unit_test(test_idle_loop),
+        ah_unit_test(test_timeout_zero_after_dispatch),
+        ah_unit_test(test_timeout_tracks_timers),
+        ah_unit_test(test_timeout_nearest_timer),
+        ah_unit_test(test_cancelled_timers_do_not_count),
+        ah_unit_test(test_run_in_executor),
+        ah_unit_test(test_open_connection),
+        ah_unit_test(test_socketpair_io),
+        ah_unit_test(test_many_concurrent_connections),
+        ah_unit_test(test_wakeup_from_another_thread),
+        ah_unit_test(test_wakeup_without_gil),
+        ah_unit_test(test_loop_run_from_callback),
+        ah_unit_test(test_dispatch_from_callback),
+        ah_unit_test(test_free_from_own_callback),
+        ah_unit_test(test_other_thread_refused),
+        ah_unit_test(test_loop_fd_from_other_thread),
     };
     return cmocka_run_group_tests_name("asgi_loop", tests, th_group_setup, th_group_teardown);
 }

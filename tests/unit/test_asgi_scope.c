@@ -514,20 +514,20 @@ static void test_interface_detection(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_scope),
-        cmocka_unit_test(test_http10_https_no_client),
-        cmocka_unit_test(test_http2_version),
-        cmocka_unit_test(test_server_defaults_http),
-        cmocka_unit_test(test_extension_method_passes_through),
-        cmocka_unit_test(test_root_path_from_script_name),
-        cmocka_unit_test(test_absolute_form_target),
-        cmocka_unit_test(test_path_decoding_corners),
-        cmocka_unit_test(test_header_bytes),
-        cmocka_unit_test(test_scope_objects_are_per_request),
-        cmocka_unit_test(test_extensions_follow_handler),
-        cmocka_unit_test(test_invalid_requests),
-        cmocka_unit_test(test_wsgi_app_is_refused),
-        cmocka_unit_test(test_interface_detection),
+        ah_unit_test(test_full_scope),
+        ah_unit_test(test_http10_https_no_client),
+        ah_unit_test(test_http2_version),
+        ah_unit_test(test_server_defaults_http),
+        ah_unit_test(test_extension_method_passes_through),
+        ah_unit_test(test_root_path_from_script_name),
+        ah_unit_test(test_absolute_form_target),
+        ah_unit_test(test_path_decoding_corners),
+        ah_unit_test(test_header_bytes),
+        ah_unit_test(test_scope_objects_are_per_request),
+        ah_unit_test(test_extensions_follow_handler),
+        ah_unit_test(test_invalid_requests),
+        ah_unit_test(test_wsgi_app_is_refused),
+        ah_unit_test(test_interface_detection),
     };
     return cmocka_run_group_tests_name("asgi_scope", tests, th_group_setup, th_group_teardown);
 }

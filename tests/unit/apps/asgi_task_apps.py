@@ -1,0 +1,169 @@
+"""ASGI apps for test_asgi_task: what an app sees of its task, whether its first step runs inside
+asgi_dispatch (asgi_loop_set_eager) or at the next loop turn - current_task() and its identity
+across the first real wait, contextvars, cancellation, timeouts, exceptions before and after the
+first wait, async generators, anyio cancel scopes.
+
+Apps leave notes in NOTES[key] (key from the query string "key=..."); the test reads them back
+with a later request to `report` (GET /<key>)."""
+import asyncio
+import contextvars
+from urllib.parse import parse_qs
+
+NOTES = {}
+TASKS = {}
+EVENTS = {}
+VAR = contextvars.ContextVar("libwsgi_test_var", default="unset")
+
+
+def note(key, text):
+    NOTES.setdefault(key, []).append(str(text))
+
+
+def query(scope):
+    return {k: v[0] for k, v in parse_qs(scope["query_string"].decode(), keep_blank_values=True).items()}
+
+
+async def respond(send, status=200, body=b""):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def report(scope, receive, send):
+    await respond(send, 200, "\n".join(NOTES.get(scope["path"][1:], [])).encode())
+
+
+async def hello(scope, receive, send):
+    await respond(send, 200, b"hello")
+
+
+async def identity(scope, receive, send):
+    """current_task() is one real Task from the first line to the last, across a future resolved
+    by a later turn, a bare yield (sleep(0)) and a timer; the loop runs meanwhile."""
+    key = query(scope)["key"]
+    loop = asyncio.get_running_loop()
+    first = asyncio.current_task()
+    note(key, "task %s, a Task %s, running %s, registered %s, coro %s" % (
+        type(first).__name__, isinstance(first, asyncio.Task), loop.is_running(),
+        first in asyncio.all_tasks(), asyncio.iscoroutine(first.get_coro())))
+    await receive()
+    fut = loop.create_future()
+    loop.call_soon(fut.set_result, 1)
+    await fut
+    note(key, "after a future: same %s" % (asyncio.current_task() is first))
+    await asyncio.sleep(0)
+    note(key, "after sleep(0): same %s" % (asyncio.current_task() is first))
+    await asyncio.sleep(0.001)
+    note(key, "after a timer: same %s, done %s" % (asyncio.current_task() is first, first.done()))
+    await respond(send, 200, b"ok")
+
+
+async def ctxvar(scope, receive, send):
+    """Each request runs in its own copy of the context: it starts with the loop thread's value
+    and its own set() is seen only by itself, before and after a wait."""
+    q = query(scope)
+    key = q["key"]
+    note(key, "start " + VAR.get())
+    VAR.set(q["value"])
+    await asyncio.sleep(0)
+    note(key, "after a wait " + VAR.get())
+    await respond(send, 200, VAR.get().encode())
+
+
+async def blocker(scope, receive, send):
+    """Waits for an event nobody sets, until its task is cancelled (by `canceller`)."""
+    key = query(scope)["key"]
+    TASKS[key] = asyncio.current_task()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        note(key, "cancelled")
+        raise
+    note(key, "not cancelled")
+
+
+async def canceller(scope, receive, send):
+    """Cancels the task of the `blocker` request with the same key."""
+    key = query(scope)["key"]
+    task = TASKS.pop(key)
+    note(key, "cancel() -> %s" % task.cancel())
+    await respond(send, 200, b"cancelled")
+
+
+async def timeouts(scope, receive, send):
+    """asyncio.timeout (which needs current_task()) entered in the first step, and wait_for."""
+    key = query(scope)["key"]
+    try:
+        async with asyncio.timeout(0.005):
+            await asyncio.Event().wait()
+        note(key, "timeout: not reached")
+    except TimeoutError:
+        note(key, "timeout: TimeoutError")
+    try:
+        await asyncio.wait_for(asyncio.Event().wait(), 0.005)
+        note(key, "wait_for: not reached")
+    except asyncio.TimeoutError:
+        note(key, "wait_for: TimeoutError")
+    try:
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        note(key, "unexpired timeout: fine")
+    except TimeoutError:
+        note(key, "unexpired timeout: TimeoutError")
+    await respond(send, 504, b"timed out")
+
+
+async def raise_at_once(scope, receive, send):
+    """Raises in the first step, before any wait."""
+    raise ValueError("libwsgi-test raised before any wait")
+
+
+async def raise_after_wait(scope, receive, send):
+    """Raises after a real wait, before responding."""
+    await asyncio.sleep(0.001)
+    raise ValueError("libwsgi-test raised after a wait")
+
+
+async def raise_after_start(scope, receive, send):
+    """Sends the head and a first piece, waits, then raises: the response is cut."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"part", "more_body": True})
+    await asyncio.sleep(0)
+    raise ValueError("libwsgi-test raised after the head")
+
+
+async def agen_left_open(scope, receive, send):
+    """An async generator first iterated in the first step and dropped unfinished: the loop's
+    finalizer hook must close it (its finally awaits, so it cannot be closed synchronously)."""
+    key = query(scope)["key"]
+
+    async def gen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(0)
+            note(key, "agen closed by the loop")
+
+    g = gen()
+    note(key, "first item %d" % await g.__anext__())
+    del g
+    await respond(send, 200, b"ok")
+
+
+async def anyio_scopes(scope, receive, send):
+    """anyio's cancel scopes find the host task through current_task() in the first step."""
+    import anyio
+    key = query(scope)["key"]
+    with anyio.CancelScope() as cs:
+        cs.cancel()
+        await anyio.sleep(0)
+        note(key, "cancelled scope: not reached")
+    note(key, "cancel scope: cancelled %s" % cs.cancel_called)
+    with anyio.move_on_after(0.005) as cs:
+        await anyio.sleep(5)
+    note(key, "move_on_after: %s" % cs.cancel_called)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.sleep, 0)
+    note(key, "task group: done")
+    await respond(send, 200, b"ok")

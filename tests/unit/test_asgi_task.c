@@ -1,0 +1,383 @@
+/*
+ * test_asgi_task.c - what an app sees of its task whichever way it starts (this binary runs in
+ * both modes, see asgi_harness.h): asyncio.current_task() is one real Task before and after its
+ * first real wait, contextvars are per request, a request that blocks can be cancelled, timeouts
+ * work (asyncio.timeout in the first step included), an exception before or after the first wait
+ * is a 500 (a cut after the head) with on_done once, async generators are finalized by the loop,
+ * anyio's cancel scopes work. Then what is specific to eager start (asgi_loop_set_eager): an app
+ * that never waits is complete when asgi_dispatch returns, with nothing left for a loop turn; the
+ * host may free the connection from on_done inside asgi_dispatch; the loop cannot be re-entered
+ * from a callback; a dispatch from a callback starts at the next turn.
+ *
+ * Apps are in apps/asgi_task_apps.py.
+ */
+#include "asgi_harness.h"
+
+#define APPS   "asgi_task_apps:"
+#define REPORT APPS "report"
+
+static const char *new_key(char *buf, size_t cap)
+{
+    static int n;
+    snprintf(buf, cap, "e%d", ++n);
+    return buf;
+}
+
+#define assert_notes(key, expected)                                                                \
+    do {                                                                                           \
+        char target_[128], notes_[4096];                                                           \
+        snprintf(target_, sizeof target_, "/%s", (key));                                           \
+        ah_get_body(REPORT, target_, notes_, sizeof notes_);                                       \
+        if (strcmp(notes_, (expected)) != 0)                                                       \
+            print_error("notes[%s]:\n%s\n-- expected:\n%s\n", (key), notes_, (expected));          \
+        assert_string_equal(notes_, (expected));                                                   \
+    } while (0)
+
+static asgi_conn *start(const char *app, const char *key, const char *extra, ah_rec *rec, th_req *r)
+{
+    char target[256];
+    snprintf(target, sizeof target, "/?key=%s%s", key, extra ? extra : "");
+    th_req_init(r, "GET", target);
+    return ah_dispatch(th_app(app), r, rec);
+}
+
+/* ---- semantics, either mode ----------------------------------------------------------------- */
+
+static void test_current_task_identity(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "identity", key, NULL, &rec, &r);
+    if (ah_env_eager()) {
+        /* The first step ran inside asgi_dispatch, up to the future resolved by the next turn. */
+        assert_int_equal(rec.n_events, 0);
+        assert_int_equal(asgi_loop_timeout(th_rt), 0);
+        assert_notes(key, "task Task, a Task True, running True, registered True, coro True");
+    }
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    assert_notes(key, "task Task, a Task True, running True, registered True, coro True\n"
+                      "after a future: same True\n"
+                      "after sleep(0): same True\n"
+                      "after a timer: same True, done False");
+    ah_rec_free(&rec);
+}
+
+static void test_contextvars_per_request(void **state)
+{
+    (void)state;
+    char ka[32], kb[32], kc[32];
+    new_key(ka, sizeof ka);
+    new_key(kb, sizeof kb);
+    new_key(kc, sizeof kc);
+    th_req ra, rb, rc;
+    ah_rec a, b, c;
+    ah_rec_init(&a);
+    ah_rec_init(&b);
+    ah_rec_init(&c);
+    /* Both wait at once; each sets its own value before the wait. */
+    asgi_conn *ca = start(APPS "ctxvar", ka, "&value=a", &a, &ra);
+    asgi_conn *cb = start(APPS "ctxvar", kb, "&value=b", &b, &rb);
+    ah_drive_done(&a);
+    ah_drive_done(&b);
+    asgi_conn_free(ca);
+    asgi_conn_free(cb);
+    ah_assert_ok(&a, 200, "a");
+    ah_assert_ok(&b, 200, "b");
+    /* And nothing of theirs is left on the loop thread for the next one. */
+    asgi_conn *cc = start(APPS "ctxvar", kc, "&value=c", &c, &rc);
+    ah_drive_done(&c);
+    asgi_conn_free(cc);
+    ah_assert_ok(&c, 200, "c");
+    assert_notes(ka, "start unset\nafter a wait a");
+    assert_notes(kb, "start unset\nafter a wait b");
+    assert_notes(kc, "start unset\nafter a wait c");
+    ah_rec_free(&a);
+    ah_rec_free(&b);
+    ah_rec_free(&c);
+}
+
+/* A request that blocks is cancelled by another request: the CancelledError reaches it at its
+ * wait, and it ends as a cancelled task that had not responded (a 500). */
+static void test_cancel_blocked_request(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "blocker", key, NULL, &rec, &r);
+    assert_int_equal(ah_settle(), -1); /* blocked, nothing scheduled */
+    assert_int_equal(rec.n_events, 0);
+    ah_rec other;
+    ah_rec_init(&other);
+    char target[64];
+    snprintf(target, sizeof target, "/?key=%s", key);
+    ah_get(APPS "canceller", target, &other);
+    ah_assert_ok(&other, 200, "cancelled");
+    ah_drive_done(&rec);
+    ah_assert_500(&rec, WSGI_ERR_APP);
+    assert_rc(asgi_conn_error(conn), WSGI_ERR_APP);
+    assert_non_null(strstr(asgi_conn_errmsg(conn), "cancelled"));
+    asgi_conn_free(conn);
+    assert_notes(key, "cancel() -> True\ncancelled");
+    ah_rec_free(&other);
+    ah_rec_free(&rec);
+}
+
+static void test_timeouts_in_the_app(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "timeouts", key, NULL, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 504, "timed out");
+    assert_notes(key, "timeout: TimeoutError\nwait_for: TimeoutError\nunexpired timeout: fine");
+    assert_int_equal(ah_settle(), -1); /* no timer left behind */
+    ah_rec_free(&rec);
+}
+
+static void test_exception_before_first_wait(void **state)
+{
+    (void)state;
+    size_t mark = th_log_mark();
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "raise_at_once"), &r, &rec);
+    if (ah_env_eager()) {
+        /* Answered and ended inside asgi_dispatch. */
+        assert_string_equal(rec.events, "SbD");
+        assert_int_equal(asgi_loop_timeout(th_rt), -1);
+    }
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_500(&rec, WSGI_ERR_APP);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, "libwsgi-test raised before any wait"), 1);
+    ah_rec_free(&rec);
+}
+
+static void test_exception_after_first_wait(void **state)
+{
+    (void)state;
+    size_t mark = th_log_mark();
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "raise_after_wait"), &r, &rec);
+    assert_int_equal(rec.n_events, 0); /* waiting for its timer, either way */
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_500(&rec, WSGI_ERR_APP);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, "libwsgi-test raised after a wait"), 1);
+    ah_rec_free(&rec);
+}
+
+static void test_exception_after_the_head(void **state)
+{
+    (void)state;
+    size_t mark = th_log_mark();
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "raise_after_start"), &r, &rec);
+    if (ah_env_eager()) assert_string_equal(rec.events, "SB"); /* the first step sent them */
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_sane(&rec);
+    assert_string_equal(rec.events, "SBD");
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(rec.body, "part");
+    assert_rc(rec.done_result, WSGI_ERR_APP); /* cut */
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, "libwsgi-test raised after the head"), 1);
+    ah_rec_free(&rec);
+}
+
+static void test_async_generator_finalized(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "agen_left_open", key, NULL, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    ah_drive_idle(); /* the finalizer's aclose() task */
+    assert_notes(key, "first item 1\nagen closed by the loop");
+    ah_rec_free(&rec);
+}
+
+static void test_anyio_cancel_scopes(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "anyio_scopes", key, NULL, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    assert_notes(key, "cancel scope: cancelled True\nmove_on_after: True\ntask group: done");
+    ah_rec_free(&rec);
+}
+
+/* ---- eager start only ----------------------------------------------------------------------- */
+
+/* An app that never waits is complete when asgi_dispatch returns: no loop turn is asked for. */
+static void test_eager_needs_no_turn(void **state)
+{
+    (void)state;
+    ah_set_eager(1);
+    for (int i = 0; i < 64; i++) {
+        th_req r;
+        th_req_init(&r, "GET", "/");
+        ah_rec rec;
+        ah_rec_init(&rec);
+        asgi_conn *conn = ah_dispatch(th_app(APPS "hello"), &r, &rec);
+        ah_assert_ok(&rec, 200, "hello");
+        assert_string_equal(rec.events, "SbD");
+        assert_int_equal(asgi_loop_timeout(th_rt), -1);
+        asgi_conn_free(conn);
+        ah_rec_free(&rec);
+    }
+    /* A dispatch made with eager start off waits for its turn. */
+    ah_set_eager(0);
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "hello"), &r, &rec);
+    assert_int_equal(rec.n_events, 0);
+    assert_int_equal(asgi_loop_timeout(th_rt), 0);
+    assert_int_equal(ah_drive_done(&rec), 1);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "hello");
+    ah_rec_free(&rec);
+}
+
+/* The handle is written before the first callback: a host that keeps it where `out` points can
+ * free it from on_done, inside asgi_dispatch. */
+static void free_via_out(ah_rec *rec, int result)
+{
+    (void)result;
+    asgi_conn **slot = rec->hook_data;
+    assert_non_null(*slot);
+    asgi_conn_free(*slot);
+    *slot = NULL;
+    rec->freed = 1;
+}
+
+static void test_eager_free_from_on_done(void **state)
+{
+    (void)state;
+    ah_set_eager(1);
+    asgi_conn *slot = NULL;
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    rec.done_hook = free_via_out;
+    rec.hook_data = &slot;
+    asgi_handler h = ah_handler(&rec);
+    assert_rc(asgi_dispatch(th_app(APPS "hello"), &r.req, &h, &rec, &slot), WSGI_OK);
+    assert_null(slot); /* freed from on_done, before asgi_dispatch returned */
+    ah_drive_idle();
+    ah_assert_ok(&rec, 200, "hello");
+    assert_int_equal(rec.after_free, 0);
+    ah_rec_free(&rec);
+}
+
+typedef struct in_step {
+    int run_rc, lifespan_rc;
+    ah_rec nested;
+    th_req req;
+    asgi_conn *dispatched;
+    int dispatch_rc, nested_events_at_return;
+} in_step;
+
+static int reenter_from_start(ah_rec *rec, const wsgi_response_head *head)
+{
+    (void)head;
+    in_step *s = rec->hook_data;
+    s->run_rc = asgi_loop_run(th_rt);
+    s->lifespan_rc = asgi_lifespan_startup(th_app(APPS "hello"));
+    asgi_handler h = ah_handler(&s->nested);
+    th_req_init(&s->req, "GET", "/");
+    s->dispatch_rc =
+        asgi_dispatch(th_app(APPS "hello"), &s->req.req, &h, &s->nested, &s->dispatched);
+    s->nested_events_at_return = (int)s->nested.n_events;
+    return 0;
+}
+
+/* Inside an eager step the loop counts as running: asgi_loop_run and the lifespan are refused,
+ * and a dispatch (another task cannot start while this one is in its step) starts at the next
+ * turn. */
+static void test_eager_step_is_a_turn(void **state)
+{
+    (void)state;
+    ah_set_eager(1);
+    static in_step s;
+    memset(&s, 0, sizeof s);
+    s.run_rc = s.lifespan_rc = s.dispatch_rc = 99;
+    ah_rec_init(&s.nested);
+    th_app(APPS "hello"); /* loaded outside the callback */
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    rec.start_hook = reenter_from_start;
+    rec.hook_data = &s;
+    asgi_conn *conn = ah_dispatch(th_app(APPS "hello"), &r, &rec);
+    ah_assert_ok(&rec, 200, "hello"); /* complete inside asgi_dispatch */
+    asgi_conn_free(conn);
+    assert_rc(s.run_rc, WSGI_ERR_RECURSIVE);
+    assert_rc(s.lifespan_rc, WSGI_ERR_RECURSIVE);
+    assert_rc(s.dispatch_rc, WSGI_OK);
+    assert_non_null(s.dispatched);
+    assert_int_equal(s.nested_events_at_return, 0);
+    assert_int_equal(s.nested.n_events, 0);
+    assert_int_equal(asgi_loop_timeout(th_rt), 0); /* the nested task is ready */
+    ah_drive_done(&s.nested);
+    asgi_conn_free(s.dispatched);
+    ah_assert_ok(&s.nested, 200, "hello");
+    ah_rec_free(&s.nested);
+    ah_rec_free(&rec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        ah_unit_test(test_current_task_identity),
+        ah_unit_test(test_contextvars_per_request),
+        ah_unit_test(test_cancel_blocked_request),
+        ah_unit_test(test_timeouts_in_the_app),
+        ah_unit_test(test_exception_before_first_wait),
+        ah_unit_test(test_exception_after_first_wait),
+        ah_unit_test(test_exception_after_the_head),
+        ah_unit_test(test_async_generator_finalized),
+        ah_unit_test(test_anyio_cancel_scopes),
+        ah_unit_test(test_eager_needs_no_turn),
+        ah_unit_test(test_eager_free_from_on_done),
+        ah_unit_test(test_eager_step_is_a_turn),
+    };
+    return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
+}
