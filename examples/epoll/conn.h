@@ -114,6 +114,7 @@ struct conn {
     int pump_result;
     int ready_action;
     int abort_requested;
+    unsigned armed; /* the epoll events armed (EPOLLONESHOT included) and not fired yet, or 0 */
 
     char peer[INET6_ADDRSTRLEN];
     unsigned peer_port;

@@ -211,11 +211,20 @@ static void tl_add(server *s, conn *c, int list)
 
 /* ---- connection life cycle --------------------------------------------------------------- */
 
+/* Armed with the same events since the last event for it was handled: nothing to change (saves
+ * an epoll_ctl, e.g. a WebSocket armed for reading when its read drained the socket, and again
+ * after the loop turn that wrote the answer). A fired event not handled yet is still delivered. */
 static void arm(server *s, conn *c, unsigned events)
 {
-    struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = c};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+    events |= EPOLLONESHOT;
+    if (c->armed == events) return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
         host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+        c->armed = 0;
+        return;
+    }
+    c->armed = events;
 }
 
 static void listeners_enable(server *s, int on)
@@ -423,6 +432,7 @@ static void to_app(server *s, conn *c)
 static void request_abort(server *s, conn *c)
 {
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->armed = 0;
     c->abort_requested = 1;
     to_app(s, c);
 }
@@ -693,6 +703,7 @@ static void on_linger_readable(server *s, conn *c)
 
 static void on_conn_event(server *s, conn *c, unsigned events)
 {
+    c->armed = 0; /* one-shot: disarmed by this event */
     switch (c->state) {
     case CONN_IDLE:
     case CONN_HEAD:
@@ -823,6 +834,7 @@ static void on_accept(server *s, listener *l)
         c->state = CONN_IDLE;
         tl_add(s, c, TL_REQUEST);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
+        c->armed = ev.events;
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
             conn_close(s, c);

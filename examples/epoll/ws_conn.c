@@ -10,7 +10,8 @@
  *    websocket.http.response): the response goes out through the exchange's response callbacks
  *    and the output queue, then the connection closes.
  *  - open: on_ws_accept queued the 101 and made a wslay server context. wslay reads frames into
- *    its own 4 KiB buffer (the HTTP buffers are given back), reassembles fragments, answers pings,
+ *    its own 4 KiB buffer (the HTTP buffers are given back) from rbuf, one recv of up to 64 KiB
+ *    shared by the worker's WebSockets (see recv_cb), reassembles fragments, answers pings,
  *    checks masking, opcodes, UTF-8 of plain text, close codes and --ws-max-size, and echoes the
  *    client's Close. Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c)
  *    when permessage-deflate was agreed; ASGI_PAUSE stops reading the socket until on_read_resume.
@@ -73,7 +74,20 @@ struct ws_conn {
     int reported; /* asgi_conn_ws_closed() called */
     int logged;   /* access log line written */
     int shrunk;   /* the HTTP buffers are given back */
+    /* A frame header wslay handed to send_cb with more to come: it leaves with the payload in one
+     * sendmsg (or alone, from write_out, if none follows). */
+    uint8_t hdr[16];
+    size_t hdr_len;
 };
+
+/* What recv_cb read from a socket, shared by every connection: WebSockets live on the loop thread
+ * only. One recv of up to 64 KiB serves wslay's 4 KiB reads; what a connection leaves in it when
+ * wslay stops reading is moved to that connection's own buffer (read_frames). */
+static struct {
+    uint8_t buf[64 * 1024];
+    size_t off, len;
+    ws_conn *owner;
+} rbuf;
 
 static const char *peer(const conn *c)
 {
@@ -92,6 +106,7 @@ static void report(ws_conn *ws, int code, const char *reason, size_t reason_len)
 
 static void free_io(ws_conn *ws)
 {
+    if (rbuf.owner == ws) rbuf.owner = NULL;
     free(ws->close_reason);
     ws->close_reason = NULL;
     if (ws->ctx) {
@@ -217,45 +232,110 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     ws_conn *ws = user_data;
     conn *c = ws->t.c;
     (void)flags;
-    if (ws->t.read_paused || ws->reads <= 0 || ws->pong_bytes > WS_OUT_HWM) {
+    if (ws->t.read_paused || ws->pong_bytes > WS_OUT_HWM) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
     if (c->in_parsed < c->in_len) {
-        /* Frames the client sent right behind its handshake, read with the head. */
+        /* Frames the client sent right behind its handshake, read with the head, or what was
+         * left in rbuf when wslay last stopped reading. */
         size_t n = c->in_len - c->in_parsed;
         if (n > len) n = len;
         memcpy(buf, c->in + c->in_parsed, n);
         c->in_parsed += n;
+        if (c->in_parsed == c->in_len && ws->shrunk) {
+            free(c->in);
+            c->in = NULL;
+            c->in_cap = c->in_len = c->in_parsed = 0;
+        }
         return (ssize_t)n;
     }
-    ws->reads--;
-    ssize_t n = recv(c->fd, buf, len, 0);
-    if (n > 0) return n;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        ws->reads = 0; /* drained: wait for EPOLLIN */
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
+    if (rbuf.owner != ws || rbuf.off == rbuf.len) {
+        if (ws->reads <= 0) {
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
+        ws->reads--;
+        ssize_t n = recv(c->fd, rbuf.buf, sizeof(rbuf.buf), 0);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+                ws->reads = 0; /* drained: wait for EPOLLIN */
+                wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+                return -1;
+            }
+            if (n == 0)
+                ws->eof = 1;
+            else
+                ws->io_error = 1;
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        /* A short read has most likely drained the socket: EPOLLIN says if not (level-triggered),
+         * which saves the recv that would only return EAGAIN. */
+        if ((size_t)n < sizeof(rbuf.buf)) ws->reads = 0;
+        rbuf.owner = ws;
+        rbuf.off = 0;
+        rbuf.len = (size_t)n;
     }
-    if (n == 0)
-        ws->eof = 1;
-    else
-        ws->io_error = 1;
-    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
+    size_t n = rbuf.len - rbuf.off;
+    if (n > len) n = len;
+    memcpy(buf, rbuf.buf + rbuf.off, n);
+    rbuf.off += n;
+    return (ssize_t)n;
+}
+
+/* wslay stopped reading (would block, paused, closing): keep what it left of rbuf. 0, or -1 if
+ * out of memory. */
+static int rbuf_spill(conn *c)
+{
+    ws_conn *ws = c->ws;
+    if (rbuf.owner != ws) return 0;
+    rbuf.owner = NULL;
+    size_t left = rbuf.len - rbuf.off;
+    if (!left) return 0;
+    size_t have = c->in_len - c->in_parsed;
+    if (have && c->in_parsed) memmove(c->in, c->in + c->in_parsed, have);
+    c->in_len = have;
+    c->in_parsed = 0;
+    if (conn_in_reserve(c, have + left) < 0) return -1;
+    memcpy(c->in + have, rbuf.buf + rbuf.off, left);
+    c->in_len = have + left;
+    return 0;
 }
 
 static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                        void *user_data)
 {
     ws_conn *ws = user_data;
-    /* wslay writes a frame's header, then its payload: MSG_MORE keeps them in one segment. */
+    /* wslay writes a frame's header, then its payload: keep the header for the payload's call. */
+    if ((flags & WSLAY_MSG_MORE) && !ws->hdr_len && len <= sizeof(ws->hdr)) {
+        memcpy(ws->hdr, data, len);
+        ws->hdr_len = len;
+        return (ssize_t)len;
+    }
+    struct iovec iov[2];
+    int k = 0;
+    if (ws->hdr_len) iov[k++] = (struct iovec){.iov_base = ws->hdr, .iov_len = ws->hdr_len};
+    iov[k++] = (struct iovec){.iov_base = (void *)data, .iov_len = len};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)k};
     int f = MSG_NOSIGNAL | ((flags & WSLAY_MSG_MORE) ? MSG_MORE : 0);
     for (;;) {
-        ssize_t n = send(ws->t.c->fd, data, len, f);
-        if (n > 0) return n;
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        ssize_t n = sendmsg(ws->t.c->fd, &m, f);
+        if (n >= 0) {
+            if ((size_t)n < ws->hdr_len) {
+                memmove(ws->hdr, ws->hdr + n, ws->hdr_len - (size_t)n);
+                ws->hdr_len -= (size_t)n;
+                n = 0;
+            } else {
+                n -= (ssize_t)ws->hdr_len;
+                ws->hdr_len = 0;
+            }
+            if (n > 0) return n;
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
             wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
             return -1;
         }
@@ -263,6 +343,21 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+}
+
+/* A header kept by send_cb whose payload did not follow: send it alone. 0, or -1 on error. */
+static int hdr_flush(ws_conn *ws)
+{
+    while (ws->hdr_len) {
+        ssize_t n = send(ws->t.c->fd, ws->hdr, ws->hdr_len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        }
+        memmove(ws->hdr, ws->hdr + n, ws->hdr_len - (size_t)n);
+        ws->hdr_len -= (size_t)n;
+    }
+    return 0;
 }
 
 /* Close because the client broke the protocol (or we cannot go on): our Close with code, no more
@@ -352,6 +447,12 @@ static int read_frames(conn *c)
     wslay_event_context_ptr ctx = ws->ctx;
     ws->reads = READS_PER_EVENT;
     int r = wslay_event_recv(ctx);
+    if (rbuf_spill(c) < 0) {
+        host_log(WSGI_LOG_ERROR, "WebSocket from %s: out of memory", peer(c));
+        report(ws, 1011, NULL, 0);
+        server_conn_close(c);
+        return -1;
+    }
     if (r == 0) {
         /* wslay may have failed the connection itself (a protocol error: 1002; text that is not
          * UTF-8: 1007; a message over --ws-max-size: 1009): it stopped reading and queued its
@@ -406,6 +507,7 @@ static int write_out(conn *c)
     if (out_pending(c) && out_flush(c) == OUT_ERR) return -1;
     if (out_pending(c)) return 0;
     if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) return -1;
+    if (hdr_flush(ws) < 0) return -1;
     if (ws->close_due && !wslay_event_want_write(ws->ctx)) {
         ws->close_due = 0;
         /* Fails only if wslay is closing already (the client's Close came first). */
@@ -414,13 +516,14 @@ static int write_out(conn *c)
         free(ws->close_reason);
         ws->close_reason = NULL;
         if (wslay_event_send(ws->ctx) != 0) return -1;
+        if (hdr_flush(ws) < 0) return -1;
     }
     return 0;
 }
 
 static int blocked(const conn *c)
 {
-    return out_pending(c) || wslay_event_want_write(c->ws->ctx);
+    return out_pending(c) || c->ws->hdr_len || wslay_event_want_write(c->ws->ctx);
 }
 
 /* Our Close (the app's, or 1001 at shutdown), sent after the messages queued before it (wslay

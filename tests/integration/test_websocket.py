@@ -142,6 +142,20 @@ def test_one_mib_both_ways(srv):
         assert c.close_handshake(1000)[0] == 1000
 
 
+@pytest.mark.parametrize("count", [200, 3000])
+def test_burst_of_messages_in_one_write(srv, count):
+    """Many frames in one TCP write: the server reads up to 64 KiB at once and hands wslay 4 KiB at
+    a time; when the app's queue is full (32 messages) reading pauses with frames still in that
+    buffer, which then wait on the connection until the app catches up. Every message is echoed,
+    in order, none lost or repeated (3000: several reads of 64 KiB)."""
+    msgs = ["m%05d-%s" % (i, "x" * (i % 40)) for i in range(count)]
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_raw(b"".join(build_frame(OP_TEXT, m) for m in msgs))
+        for m in msgs:
+            assert c.recv_data() == m
+        assert c.close_handshake(1000)[0] == 1000
+
+
 def test_fragmented_input(srv):
     """Messages sent in several frames arrive whole; a ping between fragments is answered at once
     and does not break the message; a UTF-8 sequence split across fragments is valid."""
