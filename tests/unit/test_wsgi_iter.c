@@ -457,6 +457,94 @@ static void test_freed_responses_release_their_objects(void **state)
     assert_int_equal(count_of("tr2.del"), N);
 }
 
+/* Several host threads at once, each building, calling, iterating and freeing its own
+ * responses: the queue of responses freed without the GIL, the spare blocks and the pools are
+ * shared between them, and a shape may be copied by one thread while another waits for the GIL.
+ * Every body must be this request's. */
+typedef struct conc {
+    int id, errors;
+    wsgi_app *seq, *gen, *env; /* loaded before the threads start */
+} conc;
+
+/* Whether the environ dump has key = the latin-1 bytes of text. */
+static int dump_has(const char *body, const char *key, const char *text)
+{
+    char line[256];
+    int o = snprintf(line, sizeof line, "%s\tstr\t", key);
+    for (const char *p = text; *p && o < (int)sizeof line - 4; p++)
+        o += snprintf(line + o, sizeof line - (size_t)o, "%02x", (unsigned char)*p);
+    snprintf(line + o, sizeof line - (size_t)o, "\n");
+    return strstr(body, line) != NULL;
+}
+
+static void *conc_thread(void *arg)
+{
+    conc *c = arg;
+    for (int i = 0; i < 1500; i++) {
+        char target[96], want[64];
+        th_req r;
+        wsgi_app *app;
+        int kind = (i + c->id) % 3;
+        if (kind == 0) {
+            snprintf(target, sizeof target, "/?kind=list&chunks=t%d-%d", c->id, i);
+            snprintf(want, sizeof want, "t%d-%d", c->id, i);
+            app = c->seq;
+        } else if (kind == 1) {
+            snprintf(target, sizeof target, "/?name=conc&n=%d&size=1", 1 + i % 4);
+            snprintf(want, sizeof want, "%.*s", 1 + i % 4, "ABCD");
+            app = c->gen;
+        } else {
+            snprintf(target, sizeof target, "/c%d/%d", c->id, i);
+            snprintf(want, sizeof want, "%s", "");
+            app = c->env;
+        }
+        th_req_init(&r, "GET", target);
+        char addr[32];
+        snprintf(addr, sizeof addr, "10.9.%d.%d", c->id, i % 3);
+        r.req.client_addr = addr;
+        r.req.client_port = (unsigned)(1000 + c->id);
+        wsgi_env *e = NULL;
+        wsgi_response *resp = NULL;
+        th_rec rec;
+        th_rec_init(&rec);
+        wsgi_response_handler h = th_handler(&rec);
+        int rc = wsgi_env_build(app, &r.req, &e);
+        if (rc == WSGI_OK) rc = wsgi_call(e, &h, &rec, &resp);
+        if (rc == WSGI_OK) {
+            do
+                rc = wsgi_iter_next(resp);
+            while (rc == 1);
+        }
+        if (resp) wsgi_response_free(resp);
+        if (rc != 0 || (kind < 2 && strcmp(rec.body, want) != 0)) {
+            c->errors++;
+        } else if (kind == 2 && (!dump_has(rec.body, "PATH_INFO", target) ||
+                                 !dump_has(rec.body, "REMOTE_ADDR", addr))) {
+            c->errors++;
+        }
+        th_rec_free(&rec);
+    }
+    return NULL;
+}
+
+static void test_concurrent_requests(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    pthread_t t[N];
+    conc cs[N];
+    for (int i = 0; i < N; i++) {
+        cs[i] =
+            (conc){i, 0, th_app(IT("seq")), th_app(IT("as_generator")), th_app("env_apps:dump")};
+        assert_int_equal(pthread_create(&t[i], NULL, conc_thread, &cs[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        if (cs[i].errors) print_error("thread %d: %d wrong responses\n", i, cs[i].errors);
+        assert_int_equal(cs[i].errors, 0);
+    }
+}
+
 /* When the host's on_body fails during write(), the app's write() raises OSError. */
 static void test_write_raises_oserror_after_host_failure(void **state)
 {
@@ -739,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_sequence_freed_before_iteration),
         cmocka_unit_test(test_one_chunk_generator),
         cmocka_unit_test(test_freed_responses_release_their_objects),
+        cmocka_unit_test(test_concurrent_requests),
         cmocka_unit_test(test_write_raises_oserror_after_host_failure),
         cmocka_unit_test(test_iterable_closed_after_write_failure),
         cmocka_unit_test(test_previous_chunk_valid_at_next_on_body),
