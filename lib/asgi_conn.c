@@ -26,14 +26,23 @@ typedef struct lw_ready {
     PyObject_HEAD PyObject *value;
 } lw_ready;
 
+static PyObject *lw_ready_none; /* shared: an awaitable that returns None holds no state */
+
+void lw_ac_cache_clear(void)
+{
+    Py_CLEAR(lw_ready_none);
+}
+
 PyObject *lw_ready_new(PyObject *value) /* steals value */
 {
+    if (!value && lw_ready_none) return Py_NewRef(lw_ready_none);
     lw_ready *r = PyObject_New(lw_ready, &lw_ReadyType);
     if (!r) {
         Py_XDECREF(value);
         return NULL;
     }
     r->value = value;
+    if (!value) lw_ready_none = Py_NewRef(r);
     return (PyObject *)r;
 }
 
@@ -269,6 +278,16 @@ void lw_hdrs_init(lw_hdrs *h)
     h->keep = NULL;
 }
 
+/* ASCII case-insensitive equality with a lowercase literal. */
+static inline int lw_ieq(const char *p, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if ((ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch) != lower[i]) return 0;
+    }
+    return 1;
+}
+
 int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
 {
     h->keep = PyList_New(0);
@@ -320,7 +339,7 @@ int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
                 return -1;
             }
         }
-        if (nl == 14 && PyOS_strnicmp(np, "content-length", 14) == 0) {
+        if (nl == 14 && lw_ieq(np, "content-length", 14)) {
             int64_t x = 0;
             size_t j = 0;
             while (j < vl && (vp[j] == ' ' || vp[j] == '\t'))
@@ -392,10 +411,20 @@ int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
         return -1;
     }
     /* Held until the first body event: the ASGI spec forbids sending the head before it. */
+    /* "404 Not Found": the code (100..999) and its standard reason, if any */
     const char *reason = lw_reason_phrase((int)code);
-    int ll =
-        snprintf(c->head_line, sizeof c->head_line, "%ld%s%s", code, reason[0] ? " " : "", reason);
-    c->head_line_len = (size_t)ll;
+    size_t rl = strlen(reason);
+    if (rl > sizeof c->head_line - 5) rl = sizeof c->head_line - 5;
+    c->head_line[0] = (char)('0' + code / 100);
+    c->head_line[1] = (char)('0' + code / 10 % 10);
+    c->head_line[2] = (char)('0' + code % 10);
+    c->head_line_len = 3;
+    if (rl) {
+        c->head_line[3] = ' ';
+        memcpy(c->head_line + 4, reason, rl);
+        c->head_line_len = 4 + rl;
+    }
+    c->head_line[c->head_line_len] = '\0';
     c->head_status = (int)code;
     c->head_pending = 1;
     c->rstate = R_BODY;
@@ -425,6 +454,56 @@ static void lw_ac_body_ended(lw_asgi_conn *c)
     c->rstate = c->trailers ? R_TRAILERS : R_DONE;
     if (c->kind == LW_AC_WS) c->wstate = WS_CLOSED; /* a denial response: the end */
     if (c->rstate == R_DONE) lw_ac_wake_receiver(c);
+}
+
+/* Keep @body (a new reference) as the current one: the previous body stays valid through this
+ * on_body, so a host that still has it queued (e.g. the app cancelled the paused send() and sent
+ * again) can copy it now. The new one is held before the oldest is released: that may run app
+ * code (a __del__), which may drop the message's own reference to body. */
+static void lw_ac_hold(lw_asgi_conn *c, PyObject *body)
+{
+    PyObject *oldest = c->held[1];
+    c->held[1] = c->held[0];
+    c->held[0] = body;
+    Py_XDECREF(oldest);
+}
+
+/* The first body event with the head held: on_start and on_body in one stretch without the GIL
+ * (one release instead of two). The state is what the two separate steps leave, including when
+ * on_start fails (nothing went out: the body did not end). Takes @body's reference. */
+static int lw_ac_head_and_body(lw_asgi_conn *c, PyObject *body, size_t len, int more)
+{
+    c->head_pending = 0;
+    wsgi_response_head head = {c->head_status,
+                               c->head_line,
+                               c->head_line_len,
+                               c->head_h.v,
+                               c->head_h.n,
+                               c->head_h.cl,
+                               c->trailers ? WSGI_HEAD_TRAILERS : 0u};
+    lw_rstate rstate = c->rstate;
+    lw_wsstate wstate = c->wstate;
+    c->sent += (int64_t)len;
+    lw_ac_hold(c, body);
+    if (!more) lw_ac_body_ended(c);
+    const char *data = body ? PyBytes_AS_STRING(body) : "";
+    int hr = -1, r = -1;
+    if (c->attached) {
+        PyThreadState *save = PyEval_SaveThread();
+        hr = c->h.on_start(c->ud, &head);
+        if (hr >= 0 && c->attached) r = c->h.on_body(c->ud, data, len, more);
+        PyEval_RestoreThread(save);
+    }
+    lw_hdrs_free(&c->head_h);
+    if (hr < 0) {
+        c->rstate = rstate;
+        c->wstate = wstate;
+        c->sent -= (int64_t)len;
+        return lw_ac_result(c, hr, "on_start");
+    }
+    hr = hr == ASGI_PAUSE ? ASGI_PAUSE : 0;
+    r = lw_ac_result(c, r, "on_body");
+    return r < 0 ? r : (r > hr ? r : hr);
 }
 
 int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
@@ -461,20 +540,14 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg)
     /* Ours from here: the held head's on_start runs without the GIL, when another Python thread
      * may change the message. */
     Py_XINCREF(body);
+    if (c->head_pending && !(len == 0 && more)) return lw_ac_head_and_body(c, body, len, more);
     int hr = c->head_pending ? lw_ac_commit_head(c) : 0;
     if (hr < 0 || (len == 0 && more)) {
         Py_XDECREF(body);
         return hr;
     }
     c->sent += (int64_t)len;
-    /* The previous body stays valid through this on_body, so a host that still has it queued
-     * (e.g. the app cancelled the paused send() and sent again) can copy it now. The new one is
-     * held before the oldest is released: that may run app code (a __del__), which may drop the
-     * message's own reference to body. */
-    PyObject *oldest = c->held[1];
-    c->held[1] = c->held[0];
-    c->held[0] = body; /* our reference */
-    Py_XDECREF(oldest);
+    lw_ac_hold(c, body);
     if (!more) lw_ac_body_ended(c);
     int r = LW_AC_CALL(c, c->h.on_body(c->ud, body ? PyBytes_AS_STRING(body) : "", len, more));
     r = lw_ac_result(c, r, "on_body");
@@ -911,10 +984,10 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     PyObject *coro = NULL, *task = NULL, *done = NULL, *step = NULL, *ctx = NULL;
     int entered = -1, ok = 0;
     if (report) {
-        PyObject *runner = PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi");
-        coro = runner ? PyObject_CallFunctionObjArgs(runner, app->callable, scope, receive, send,
-                                                     report, NULL)
-                      : NULL;
+        PyObject *runner = lw_asgi_runner();
+        PyObject *argv[5] = {app->callable, scope, receive, send, report};
+        coro = runner ? PyObject_Vectorcall(runner, argv, 5, NULL) : NULL;
+        if (!runner) PyErr_SetString(PyExc_RuntimeError, "boot code lacks run_asgi");
     }
     Py_XDECREF(scope);
     Py_XDECREF(receive);

@@ -78,6 +78,8 @@ typedef struct lw_exc_saved {
 #define LW_EXC_SAVE(s)    PyErr_Fetch(&(s).t, &(s).v, &(s).tb)
 #define LW_EXC_RESTORE(s) PyErr_Restore((s).t, (s).v, (s).tb)
 
+/* asgi_loop.c: boot.run_asgi (borrowed; NULL if the boot code lacks it) */
+PyObject *lw_asgi_runner(void);
 /* asgi_loop.c: eager start (asgi_loop_set_eager) */
 int lw_eager_enabled(void);
 /* -1: start the next task the deferred way; 0: eagerly (the loop runs here already); 1: eagerly,
@@ -90,8 +92,12 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx);
 /* Run a caught first step now, in its context (failures of the machinery are logged). */
 void lw_eager_step(PyObject *step, PyObject *ctx);
 
+/* asgi_scope.c: drop the cached scope objects (with the loop; GIL held) */
+void lw_asgi_scope_cache_clear(void);
+
 /* asgi_conn.c */
 PyObject *lw_ready_new(PyObject *value); /* steals value; an awaitable that returns it at once */
+void lw_ac_cache_clear(void);            /* with the loop (GIL held) */
 void lw_future_set(PyObject *fut, PyObject *value, int is_exception); /* steals value */
 void lw_drop_done(PyObject **waiter);
 void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);

@@ -112,21 +112,23 @@ static void lw_asgi_strings_free(wsgi_runtime *rt)
  *
  * One runtime per process, so one instance; reset with the loop. GIL held for every access. */
 static struct {
-    int on;                  /* asgi_loop_set_eager(rt, 1) */
-    int usable;              /* the probe worked on this Python */
-    PyObject *loop_dict;     /* the loop's __dict__: call_soon is overridden there briefly */
-    PyObject *catcher;       /* the C function put there */
-    PyObject *task_type;     /* asyncio.Task */
-    PyObject *task_kwnames;  /* ("loop",) */
-    PyTypeObject *step_type; /* the type of the callback Task.__init__ schedules */
-    PyObject *current_task;  /* asyncio.current_task */
+    int on;                        /* asgi_loop_set_eager(rt, 1) */
+    int usable;                    /* the probe worked on this Python */
+    PyObject *loop_dict;           /* the loop's __dict__: call_soon is overridden there briefly */
+    PyObject *catcher;             /* the C function put there */
+    PyObject *task_type;           /* asyncio.Task */
+    PyObject *task_kwnames;        /* ("loop", "name") */
+    unsigned long long task_count; /* eager tasks are named "asgi-<n>" */
+    PyTypeObject *step_type;       /* the type of the callback Task.__init__ schedules */
+    PyObject *current_task;        /* asyncio.current_task */
     PyObject *get_running, *set_running; /* asyncio._get_running_loop / _set_running_loop */
     PyObject *get_hooks, *set_hooks;     /* sys.get_asyncgen_hooks / set_asyncgen_hooks */
     PyObject *hooks_kwnames;             /* ("firstiter", "finalizer") */
     PyObject *hooks[2];                  /* the loop's _asyncgen_firstiter_hook, _finalizer_hook */
     PyObject *old_hooks;                 /* what lw_eager_hooks(1) replaced */
     PyObject *thread_id;                 /* threading.get_ident() of the loop thread */
-    PyObject *s_call_soon, *s_thread_id, *s_context;
+    PyObject *s_call_soon, *s_thread_id, *s_context, *s_ready, *s_scheduled, *s_debug, *s_get_debug;
+    PyObject *run_asgi;   /* boot.run_asgi (not eager start's, but cached with the loop here) */
     int catching;         /* inside the Task() call */
     PyObject *step, *ctx; /* what the catcher kept */
 } lw_eg;
@@ -175,6 +177,10 @@ static int lw_eager_hooks(int install);
 /* With the loop: eager start ends with it (a new runtime's loop starts without). */
 static void lw_eager_free(void)
 {
+    if (lw_eg.loop_dict && lw_eg.s_get_debug &&
+        PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_get_debug) <
+            0) /* breaks loop -> get_debug -> loop */
+        PyErr_Clear();
     if (lw_eg.old_hooks && lw_rt && lw_rt->loop &&
         pthread_equal(lw_rt->loop_thread, pthread_self()) && lw_eager_hooks(0) < 0)
         lw_log_exception("restoring the async generator hooks", NULL, 0);
@@ -271,10 +277,23 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
 {
     *step = *ctx = NULL;
     if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, lw_eg.catcher) < 0) return NULL;
+    /* A name of our own: Python 3.11 formats "Task-<n>" with PyUnicode_FromFormat, which costs
+     * more than the rest of Task.__init__'s own work. */
+    char nb[32] = "asgi-", digits[24];
+    unsigned long long k = ++lw_eg.task_count;
+    size_t nd = 0, nl = 5;
+    do
+        digits[nd++] = (char)('0' + k % 10);
+    while ((k /= 10) != 0);
+    while (nd)
+        nb[nl++] = digits[--nd];
+    PyObject *name = PyUnicode_FromStringAndSize(nb, (Py_ssize_t)nl);
+    if (!name) return NULL;
     lw_eg.catching = 1;
-    PyObject *argv[2] = {coro, lw_rt->loop};
+    PyObject *argv[3] = {coro, lw_rt->loop, name};
     PyObject *task = PyObject_Vectorcall(lw_eg.task_type, argv, 1, lw_eg.task_kwnames);
     lw_eg.catching = 0;
+    Py_DECREF(name);
     lw_exc_saved exc;
     LW_EXC_SAVE(exc);
     if (PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon) < 0)
@@ -310,6 +329,19 @@ void lw_eager_step(PyObject *step, PyObject *ctx)
     Py_XDECREF(r);
 }
 
+/* loop.get_debug() in C: Future() and Task() call it for every future, and the Python method is a
+ * frame for `return self._debug`. Installed in the loop's instance __dict__ at loop creation. */
+static PyObject *lw_loop_get_debug(PyObject *loop, PyObject *unused)
+{
+    (void)unused;
+    PyObject *d = lw_eg.loop_dict ? PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_debug) : NULL;
+    if (d) return Py_NewRef(d);
+    if (PyErr_Occurred()) return NULL;
+    return PyObject_GetAttr(loop, lw_eg.s_debug);
+}
+static PyMethodDef lw_loop_get_debug_def = {"get_debug", lw_loop_get_debug, METH_NOARGS,
+                                            "loop.get_debug(), in C (libwsgi)"};
+
 /* Called once the loop exists: gather what eager start needs and probe it. Never fails: eager
  * start is only an optimisation, and without it tasks start at the next turn. */
 static void lw_eager_init(wsgi_runtime *rt)
@@ -317,11 +349,12 @@ static void lw_eager_init(wsgi_runtime *rt)
     PyObject *asyncio = PyImport_ImportModule("asyncio");
     PyObject *sys = PyImport_ImportModule("sys");
     PyObject *probe = PyDict_GetItemString(PyModule_GetDict(rt->boot), "eager_probe");
+    lw_eg.run_asgi = Py_XNewRef(PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi"));
     if (!asyncio || !sys || !probe) goto out;
     lw_eg.loop_dict = PyObject_GenericGetDict(rt->loop, NULL);
     lw_eg.catcher = PyCFunction_New(&lw_eg_catch_def, NULL);
     lw_eg.task_type = PyObject_GetAttrString(asyncio, "Task");
-    lw_eg.task_kwnames = Py_BuildValue("(s)", "loop");
+    lw_eg.task_kwnames = Py_BuildValue("(ss)", "loop", "name");
     lw_eg.current_task = PyObject_GetAttrString(asyncio, "current_task");
     lw_eg.get_running = PyObject_GetAttrString(asyncio, "_get_running_loop");
     lw_eg.set_running = PyObject_GetAttrString(asyncio, "_set_running_loop");
@@ -334,7 +367,17 @@ static void lw_eager_init(wsgi_runtime *rt)
     lw_eg.s_call_soon = PyUnicode_InternFromString("call_soon");
     lw_eg.s_thread_id = PyUnicode_InternFromString("_thread_id");
     lw_eg.s_context = PyUnicode_InternFromString("context");
+    lw_eg.s_ready = PyUnicode_InternFromString("_ready");
+    lw_eg.s_scheduled = PyUnicode_InternFromString("_scheduled");
+    lw_eg.s_debug = PyUnicode_InternFromString("_debug");
+    lw_eg.s_get_debug = PyUnicode_InternFromString("get_debug");
     if (PyErr_Occurred() || !lw_eg.loop_dict || !PyDict_Check(lw_eg.loop_dict)) goto out;
+    PyObject *get_debug = PyCFunction_New(&lw_loop_get_debug_def, rt->loop);
+    if (!get_debug || PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_get_debug, get_debug) < 0) {
+        Py_XDECREF(get_debug);
+        goto out;
+    }
+    Py_DECREF(get_debug);
 
     /* The probe: boot.eager_probe() returns the task it ran in. */
     lw_eg.usable = 1;
@@ -368,6 +411,11 @@ out:
                                "tasks start at the next loop turn");
     Py_XDECREF(asyncio);
     Py_XDECREF(sys);
+}
+
+PyObject *lw_asgi_runner(void)
+{
+    return lw_eg.run_asgi;
 }
 
 int lw_eager_enabled(void)
@@ -448,6 +496,8 @@ fail:
 void lw_asgi_loop_free(wsgi_runtime *rt)
 {
     lw_eager_free();
+    lw_asgi_scope_cache_clear();
+    lw_ac_cache_clear();
     if (rt->loop) {
         PyObject *r = PyObject_CallMethod(rt->loop, "close", NULL);
         if (!r) lw_log_exception("closing the asyncio loop", NULL, 0);
@@ -488,17 +538,48 @@ LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt)
     return rt->loop_fd;
 }
 
+/* boot.loop_timeout's two common answers, read in C from the same attributes of the loop (its
+ * instance __dict__): 0 when callbacks are ready, -1 when no timer is scheduled. Anything else
+ * (a timer, attributes not where they were) is left to boot.loop_timeout: returns 0 then. */
+static int lw_loop_timeout_fast(long *ms)
+{
+    if (!lw_eg.loop_dict) return 0;
+    PyObject *ready = PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_ready);
+    PyObject *sched = ready ? PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_scheduled) : NULL;
+    if (!sched || !PyList_Check(sched)) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t n = PyObject_Length(ready);
+    if (n < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (n > 0) {
+        *ms = 0;
+        return 1;
+    }
+    if (PyList_GET_SIZE(sched) == 0) {
+        *ms = -1;
+        return 1;
+    }
+    return 0;
+}
+
 LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt)
 {
     lw_gil g;
     int rc = lw_asgi_enter(rt, &g);
     if (rc) return rc < -1 ? rc : WSGI_ERR_STATE;
-    PyObject *r = PyObject_CallOneArg(rt->loop_timeout_fn, rt->loop);
-    long ms = r ? PyLong_AsLong(r) : 0;
-    Py_XDECREF(r);
-    if (PyErr_Occurred()) {
-        lw_log_exception("computing the loop timeout", NULL, 0);
-        ms = 0;
+    long ms;
+    if (!lw_loop_timeout_fast(&ms)) {
+        PyObject *r = PyObject_CallOneArg(rt->loop_timeout_fn, rt->loop);
+        ms = r ? PyLong_AsLong(r) : 0;
+        Py_XDECREF(r);
+        if (PyErr_Occurred()) {
+            lw_log_exception("computing the loop timeout", NULL, 0);
+            ms = 0;
+        }
     }
     lw_gil_release(&g);
     if (ms > INT32_MAX) ms = INT32_MAX;

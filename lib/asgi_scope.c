@@ -1,10 +1,70 @@
 /* Where a request becomes an ASGI http or websocket scope (spec 2.5): decoded path, raw bytes,
  * lowercased header names with order and duplicates kept, client/server, state copy, extensions,
  * and for WebSocket the subprotocols offered in Sec-WebSocket-Protocol. */
-#include "internal.h"
+#include "asgi_conn.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- caches -------------------------------------------------------------------------------
+ * A keep-alive client (or a load generator, or a proxy) sends the same method, path, headers and
+ * address request after request. The immutable objects of the last scope (str, bytes, the header
+ * (name, value) tuples, the client/server tuples) are reused when the bytes are the same, as
+ * environ.c does for WSGI; what an app may mutate (the scope, its headers list, asgi, state,
+ * extensions) is always new. One runtime per process: one cache, cleared with the loop (GIL). */
+
+#define LW_SC_RAW_MAX 256 /* longer inputs are not cached */
+#define LW_SC_PAIRS   32  /* header positions cached */
+
+typedef struct lw_sc_slot {
+    size_t len; /* 0 with obj NULL: empty slot */
+    char raw[LW_SC_RAW_MAX];
+    PyObject *obj, *obj2; /* what raw became (obj2: a second object of the same input) */
+    unsigned port;
+} lw_sc_slot;
+
+static struct {
+    PyObject *templ[2]; /* http, websocket scopes: every key, in order, constant values */
+    lw_sc_slot method, path, query, client, server;
+    lw_sc_slot pairs[LW_SC_PAIRS]; /* raw = name as received, then the trimmed value */
+} lw_sc;
+
+void lw_asgi_scope_cache_clear(void)
+{
+    lw_sc_slot *slots[] = {&lw_sc.method, &lw_sc.path, &lw_sc.query, &lw_sc.client, &lw_sc.server};
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        Py_CLEAR(slots[i]->obj);
+        Py_CLEAR(slots[i]->obj2);
+        slots[i]->len = 0;
+    }
+    for (size_t i = 0; i < LW_SC_PAIRS; i++) {
+        Py_CLEAR(lw_sc.pairs[i].obj);
+        lw_sc.pairs[i].len = 0;
+    }
+    Py_CLEAR(lw_sc.templ[0]);
+    Py_CLEAR(lw_sc.templ[1]);
+}
+
+/* The slot holds the objects made from exactly these bytes (and port). */
+static inline int lw_sc_hit(const lw_sc_slot *sl, const char *p, size_t n, unsigned port)
+{
+    return sl->obj && sl->len == n && sl->port == port && memcmp(sl->raw, p, n) == 0;
+}
+
+/* Remember @obj (and @obj2) as made from these bytes (new references taken); not cached if long. */
+static inline void lw_sc_keep(lw_sc_slot *sl, const char *p, size_t n, unsigned port, PyObject *obj,
+                              PyObject *obj2)
+{
+    Py_CLEAR(sl->obj);
+    Py_CLEAR(sl->obj2);
+    sl->len = 0;
+    if (n > LW_SC_RAW_MAX) return;
+    memcpy(sl->raw, p, n);
+    sl->len = n;
+    sl->port = port;
+    sl->obj = Py_NewRef(obj);
+    sl->obj2 = Py_XNewRef(obj2);
+}
 
 /* path: percent-decoded, then UTF-8 decoded (invalid sequences replaced, as uvicorn does). */
 static PyObject *lw_decoded_path(const char *p, size_t n)
@@ -18,37 +78,77 @@ static PyObject *lw_decoded_path(const char *p, size_t n)
     return s;
 }
 
-static PyObject *lw_addr(const char *host, unsigned port)
+/* (host, port), or None without a host; new reference. */
+static PyObject *lw_addr(lw_sc_slot *sl, const char *host, unsigned port)
 {
     if (!host) Py_RETURN_NONE;
-    return Py_BuildValue("(sI)", host, port);
+    size_t n = strlen(host);
+    if (lw_sc_hit(sl, host, n, port)) return Py_NewRef(sl->obj);
+    PyObject *h = PyUnicode_DecodeUTF8(host, (Py_ssize_t)n, NULL);
+    PyObject *p = h ? PyLong_FromUnsignedLong(port) : NULL;
+    PyObject *t = p ? PyTuple_New(2) : NULL;
+    if (!t) {
+        Py_XDECREF(h);
+        Py_XDECREF(p);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, h);
+    PyTuple_SET_ITEM(t, 1, p);
+    lw_sc_keep(sl, host, n, port, t, NULL);
+    return t;
+}
+
+/* One header as (lowercased name, value without surrounding blanks). */
+static PyObject *lw_header_pair(size_t i, const wsgi_header *h)
+{
+    const char *v = h->value ? h->value : "";
+    size_t vl = h->value ? h->value_len : 0;
+    while (vl && (*v == ' ' || *v == '\t'))
+        v++, vl--;
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        vl--;
+    lw_sc_slot *sl = i < LW_SC_PAIRS ? &lw_sc.pairs[i] : NULL;
+    size_t nl = h->name_len, total = nl + vl;
+    /* The slot keeps name and value back to back; the split is the name's length (in port). */
+    if (sl && sl->obj && sl->len == total && sl->port == nl && memcmp(sl->raw, h->name, nl) == 0 &&
+        memcmp(sl->raw + nl, v, vl) == 0)
+        return Py_NewRef(sl->obj);
+    PyObject *name = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nl);
+    if (!name) return NULL;
+    char *low = PyBytes_AS_STRING(name);
+    for (size_t j = 0; j < nl; j++) {
+        char c = h->name[j];
+        low[j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    PyObject *value = PyBytes_FromStringAndSize(v, (Py_ssize_t)vl);
+    PyObject *pair = value ? PyTuple_New(2) : NULL;
+    if (!pair) {
+        Py_DECREF(name);
+        Py_XDECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
+    if (sl) {
+        Py_CLEAR(sl->obj);
+        sl->len = 0;
+        if (total <= LW_SC_RAW_MAX) {
+            memcpy(sl->raw, h->name, nl);
+            memcpy(sl->raw + nl, v, vl);
+            sl->len = total;
+            sl->port = (unsigned)nl;
+            sl->obj = Py_NewRef(pair);
+        }
+    }
+    return pair;
 }
 
 static PyObject *lw_headers_list(const wsgi_request *req)
 {
     PyObject *list = PyList_New((Py_ssize_t)req->n_headers);
     if (!list) return NULL;
-    char stackbuf[256];
     for (size_t i = 0; i < req->n_headers; i++) {
-        const wsgi_header *h = &req->headers[i];
-        char *low = h->name_len <= sizeof stackbuf ? stackbuf : malloc(h->name_len);
-        if (!low) {
-            Py_DECREF(list);
-            return PyErr_NoMemory();
-        }
-        for (size_t j = 0; j < h->name_len; j++) {
-            char c = h->name[j];
-            low[j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-        }
-        const char *v = h->value;
-        size_t vl = h->value_len;
-        while (vl && (*v == ' ' || *v == '\t'))
-            v++, vl--;
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-            vl--;
-        PyObject *pair =
-            Py_BuildValue("(y#y#)", low, (Py_ssize_t)h->name_len, v ? v : "", (Py_ssize_t)vl);
-        if (low != stackbuf) free(low);
+        PyObject *pair = lw_header_pair(i, &req->headers[i]);
         if (!pair) {
             Py_DECREF(list);
             return NULL;
@@ -73,6 +173,28 @@ static PyObject *lw_http_version(lw_asgi_strings *a, const wsgi_request *req)
     if (req->http_major == 1 && req->http_minor == 0) return Py_NewRef(a->v10);
     if (req->http_major == 2) return Py_NewRef(a->v2);
     return PyUnicode_FromFormat("%d.%d", req->http_major, req->http_minor);
+}
+
+/* The scope's keys in order, with None for what each request sets; type and asgi... constant. */
+static PyObject *lw_scope_template(lw_asgi_strings *a, int websocket)
+{
+    PyObject *t = PyDict_New();
+    if (!t) return NULL;
+    PyObject *http_keys[] = {a->type,   a->asgi,     a->http_version, a->method,    a->scheme,
+                             a->path,   a->raw_path, a->query_string, a->root_path, a->headers,
+                             a->client, a->server,   a->state,        a->extensions};
+    PyObject *ws_keys[] = {a->type,   a->asgi,     a->http_version, a->scheme,    a->subprotocols,
+                           a->path,   a->raw_path, a->query_string, a->root_path, a->headers,
+                           a->client, a->server,   a->state,        a->extensions};
+    PyObject **keys = websocket ? ws_keys : http_keys;
+    for (size_t i = 0; i < sizeof http_keys / sizeof http_keys[0]; i++) {
+        if (PyDict_SetItem(t, keys[i], Py_None) < 0) {
+            Py_DECREF(t);
+            return NULL;
+        }
+    }
+    if (PyDict_SetItem(t, a->type, websocket ? a->websocket : a->http) < 0) Py_CLEAR(t);
+    return t;
 }
 
 /* Every token of every Sec-WebSocket-Protocol header, in order (RFC 6455 4.1: a comma-separated
@@ -135,8 +257,12 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     size_t pend = q ? (size_t)(q - t) : n;
     const char *path = t + start;
     size_t plen = pend - start;
+    const char *query = q ? q + 1 : "";
+    size_t qlen = q ? n - pend - 1 : 0;
 
-    PyObject *s = PyDict_New();
+    PyObject **templ = &lw_sc.templ[websocket != 0];
+    if (!*templ && !(*templ = lw_scope_template(a, websocket))) return NULL;
+    PyObject *s = PyDict_Copy(*templ);
     if (!s) return NULL;
     int https = req->scheme && strcmp(req->scheme, "https") == 0;
     PyObject *ext = PyDict_New();
@@ -144,29 +270,47 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     if (!bad && trailers) bad = lw_steal(ext, a->ext_trailers, PyDict_New()) < 0;
     if (!bad && pathsend) bad = lw_steal(ext, a->ext_pathsend, PyDict_New()) < 0;
     if (!bad && websocket) bad = lw_steal(ext, a->ext_ws_response, PyDict_New()) < 0;
-    bad = bad || PyDict_SetItem(s, a->type, websocket ? a->websocket : a->http) < 0;
     bad = bad || lw_steal(s, a->asgi, PyDict_Copy(rt->asgi_version)) < 0;
     bad = bad || lw_steal(s, a->http_version, lw_http_version(a, req)) < 0;
     if (websocket) {
         bad = bad || PyDict_SetItem(s, a->scheme, https ? a->wss : a->ws) < 0;
         bad = bad || lw_steal(s, a->subprotocols, lw_subprotocols(req)) < 0;
     } else {
-        bad = bad ||
-              lw_steal(s, a->method,
-                       PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL)) < 0;
+        lw_sc_slot *m = &lw_sc.method;
+        if (!bad && !lw_sc_hit(m, req->method, req->method_len, 0)) {
+            PyObject *v = PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL);
+            if (v) lw_sc_keep(m, req->method, req->method_len, 0, v, NULL);
+            bad = lw_steal(s, a->method, v) < 0;
+        } else {
+            bad = bad || PyDict_SetItem(s, a->method, m->obj) < 0;
+        }
         bad = bad || PyDict_SetItem(s, a->scheme, https ? a->https : a->http) < 0;
     }
-    bad = bad ||
-          lw_steal(s, a->path, plen ? lw_decoded_path(path, plen) : PyUnicode_FromString("/")) < 0;
-    bad = bad || lw_steal(s, a->raw_path, PyBytes_FromStringAndSize(path, (Py_ssize_t)plen)) < 0;
-    bad = bad || lw_steal(s, a->query_string,
-                          PyBytes_FromStringAndSize(q ? q + 1 : "",
-                                                    q ? (Py_ssize_t)(n - pend - 1) : 0)) < 0;
+    /* path and raw_path, from the same bytes */
+    lw_sc_slot *ps = &lw_sc.path;
+    if (!bad && !lw_sc_hit(ps, path, plen, 0)) {
+        PyObject *d = plen ? lw_decoded_path(path, plen) : PyUnicode_FromString("/");
+        PyObject *r = d ? PyBytes_FromStringAndSize(path, (Py_ssize_t)plen) : NULL;
+        if (r) lw_sc_keep(ps, path, plen, 0, d, r);
+        bad = lw_steal(s, a->path, d) < 0 || lw_steal(s, a->raw_path, r) < 0;
+    } else if (!bad) {
+        bad =
+            PyDict_SetItem(s, a->path, ps->obj) < 0 || PyDict_SetItem(s, a->raw_path, ps->obj2) < 0;
+    }
+    lw_sc_slot *qs = &lw_sc.query;
+    if (!bad && !lw_sc_hit(qs, query, qlen, 0)) {
+        PyObject *v = PyBytes_FromStringAndSize(query, (Py_ssize_t)qlen);
+        if (v) lw_sc_keep(qs, query, qlen, 0, v, NULL);
+        bad = lw_steal(s, a->query_string, v) < 0;
+    } else {
+        bad = bad || PyDict_SetItem(s, a->query_string, qs->obj) < 0;
+    }
     bad = bad || PyDict_SetItem(s, a->root_path, app->script_name) < 0;
     bad = bad || lw_steal(s, a->headers, lw_headers_list(req)) < 0;
-    bad = bad || lw_steal(s, a->client, lw_addr(req->client_addr, req->client_port)) < 0;
+    bad = bad ||
+          lw_steal(s, a->client, lw_addr(&lw_sc.client, req->client_addr, req->client_port)) < 0;
     bad = bad || lw_steal(s, a->server,
-                          lw_addr(req->server_name ? req->server_name : "localhost",
+                          lw_addr(&lw_sc.server, req->server_name ? req->server_name : "localhost",
                                   req->server_port ? req->server_port
                                   : https          ? 443
                                                    : 80)) < 0;
