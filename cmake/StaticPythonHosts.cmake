@@ -9,12 +9,15 @@
 # Code in libpython3.11.so runs 1.2-1.35x slower than the same code in Debian's static python3
 # (PIC, calls through the PLT, no inlining across exported functions: semantic interposition).
 # Debian's libpython3.11.a is not position-independent, like /usr/bin/python3: the hosts are
-# then linked -no-pie, as python3 is. LIBWSGI_STATIC_PYTHON_ARCHIVE=<LIBPL>/libpython3.11-pic.a
-# keeps them PIE, for a smaller gain (see examples/epoll/README.md).
+# then linked -no-pie, as python3 is (a position-independent archive, such as that of a pyenv
+# build with --enable-shared, is linked PIE). LIBWSGI_STATIC_PYTHON_ARCHIVE=<LIBPL>/
+# libpython3.11-pic.a keeps them PIE with Debian's Python, for a smaller gain (see
+# examples/epoll/README.md).
 #
-# LIBWSGI_STATIC_PYTHON_HOSTS=OFF (the default when no usable archive exists, e.g. a Python built
-# with --enable-shared, or under sanitizers): the hosts link the shared libwsgi.so, which links
-# libpython. The shared libwsgi.so and libwsgi.a for library users are the same either way.
+# LIBWSGI_STATIC_PYTHON_HOSTS=OFF (the default when the configured Python has no static library or
+# a test program does not link with it, and under sanitizers): the hosts link the shared
+# libwsgi.so, which links libpython. The shared libwsgi.so and libwsgi.a for library users are the
+# same either way.
 #
 # Needs: targets wsgi and wsgi_static (lib/), PYEMBED_VERSION, LIBWSGI_PYTHON_EXECUTABLE,
 # LIBWSGI_SANITIZE, Threads.
@@ -164,6 +167,6 @@ if(_lw_use_static)
   message(STATUS "Hosts link libwsgi.a + ${LIBWSGI_STATIC_PYTHON_ARCHIVE} (static Python${_lw_pie_note})")
 else()
   target_link_libraries(wsgi_host_libwsgi INTERFACE wsgi)
-  message(STATUS "Hosts link the shared libwsgi (LIBWSGI_STATIC_PYTHON_HOSTS=OFF)")
+  message(STATUS "Hosts link the shared libwsgi.so (and the shared libpython)")
 endif()
 set(LIBWSGI_HOSTS_STATIC_PYTHON ${_lw_use_static})
