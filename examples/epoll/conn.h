@@ -186,6 +186,8 @@ struct conn {
 #define BODY_BUFFER_MAX (64 * 1024)
 /* Initial (and usual) size of a connection's input buffer. */
 #define IN_BUF_SIZE (16 * 1024)
+/* What the loop reads of a streamed ASGI body at a time (asgi_exchange.c). */
+#define BODY_READ_SIZE (64 * 1024)
 /* At most this much of a body the app left unread is drained to keep the connection. */
 #define DRAIN_MAX (1024 * 1024)
 /* More request headers than this is answered with 431. */

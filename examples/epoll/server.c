@@ -137,10 +137,19 @@ int server_timeout_ms(const server *s)
 {
     return (int)s->opt->timeout_request * 1000;
 }
+/* Whether this thread runs the loop. A leader replaced while it was in the app returns from
+ * every function of the loop without touching anything once its call to the app is over. */
+static __thread int t_leader;
+/* The leader's state word while this thread, as leader, is in an app call (to_app). */
+static __thread uint64_t t_busy;
+
 void server_late_wake(server *s)
 {
     /* Seen by the loop before it stops looking (late_scan): no wake-up needed. */
     if (atomic_load(&s->late_on) || atomic_exchange(&s->late_on, 1)) return;
+    /* The loop's own thread, in an app call nobody has taken over: whoever runs the loop next
+     * (this thread, or a standby that takes over from now on) reads late_on before waiting. */
+    if (t_busy && atomic_load(&s->lstate) == t_busy) return;
     uint64_t one = 1;
     ssize_t w = write(s->wakefd, &one, sizeof(one));
     (void)w;
@@ -311,10 +320,6 @@ static void ready_push(server *s, conn *c, int action)
 
 static void on_pump_result(server *s, conn *c, int r);
 
-/* Whether this thread runs the loop. A leader replaced while it was in the app returns from
- * every function of the loop without touching anything once its call to the app is over. */
-static __thread int t_leader;
-
 /* An app thread (not the leader) is done with the connection: report to the loop. */
 static void report_done(server *s, conn *c, int r)
 {
@@ -418,7 +423,9 @@ static void to_app(server *s, conn *c)
     uint64_t busy = (++s->app_gen << 1) | 1;
     atomic_store(&s->lstate, busy); /* publishes the loop's state to the standby */
     if (atomic_load(&s->standby_sleeping)) standby_wake(s);
+    t_busy = busy;
     int r = run_exchange(c);
+    t_busy = 0;
     if (atomic_compare_exchange_strong(&s->lstate, &busy, busy - 1)) {
         on_pump_result(s, c, r); /* still the leader */
         return;
