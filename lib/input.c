@@ -171,7 +171,8 @@ static PyObject *lw_input_read_impl(lw_input *in, Py_ssize_t size)
     if (lw_input_check(in) < 0) return NULL;
     size_t avail = in->end - in->start;
     if (size >= 0 && (size_t)size <= avail) {
-        PyObject *r = PyBytes_FromStringAndSize(in->data + in->start, size);
+        /* No buffer yet (a streamed body, nothing read): only size 0 gets here. */
+        PyObject *r = PyBytes_FromStringAndSize(in->data ? in->data + in->start : "", size);
         if (r) in->start += (size_t)size;
         return r;
     }

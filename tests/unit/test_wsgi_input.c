@@ -225,6 +225,17 @@ static void test_stream_read_n_is_not_short(void **state)
                   "b'line '\nb'one\\nline t'\nb'wo\\nlast'\nb''", &s);
 }
 
+/* read(0) and readline(0) before anything was read from a streamed body (no buffer yet): empty,
+ * without asking the source, and the body is still whole afterwards. (UBSan once caught NULL + 0
+ * in read(0) here.) */
+static void test_stream_read_zero_first(void **state)
+{
+    (void)state;
+    stream_src s;
+    stream_script(LINES, 3, "read=0&readline=0&read", "b''\nb''\nb'line one\\nline two\\nlast'",
+                  &s);
+}
+
 /* With a Content-Length, the body ends there even if the source would give more. */
 static void test_stream_stops_at_content_length(void **state)
 {
@@ -400,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_stream_readline_small_pieces),
         cmocka_unit_test(test_stream_long_line),
         cmocka_unit_test(test_stream_read_n_is_not_short),
+        cmocka_unit_test(test_stream_read_zero_first),
         cmocka_unit_test(test_stream_stops_at_content_length),
         cmocka_unit_test(test_content_length_zero_is_empty_body),
         cmocka_unit_test(test_stream_error_raises_oserror),
