@@ -128,8 +128,9 @@ class Ctx:
 
 class Server:
     def __init__(self, key, label, ifaces, command, requires, ws=False, stop_sig=signal.SIGTERM,
-                 note="", closes=False, binary=None):
+                 note="", closes=False, binary=None, only=None):
         self.key, self.label, self.ifaces, self.command = key, label, ifaces, command
+        self.only = only  # the workloads it serves (None: all)
         self.closes = closes  # closes the connection after every response (no keep-alive)
         # what embeds CPython: the executable or module whose linkage (libpython3.11.so or not) says
         # which interpreter build runs the app; None: the server is a python3 program
@@ -256,10 +257,19 @@ def _uwsgi_py():
     return os.path.exists(UWSGI_PY)
 
 
+def cmd_floor(c):
+    return [os.path.join(c.build, "bench", "floor_http"), str(c.port)], {}
+
+
 def make_servers(build):
     ebin = epoll_bin(build)
     epoll_req = [(lambda: os.access(ebin, os.X_OK), f"{ebin} (build it: cmake --build {build})")]
+    fbin = os.path.join(build, "bench", "floor_http")
     return [
+        Server("floor", "floor: C epoll, fixed response, no Python", ("wsgi", "asgi"), cmd_floor,
+               [(lambda: os.access(fbin, os.X_OK), f"{fbin} (build it: cmake --build {build})")],
+               only=("hello-1", "hello-64"),
+               note="bench/floor_http.c: what the kernel's TCP and epoll cost; not a peer"),
         Server("epoll", "libwsgi-epoll", ("wsgi", "asgi"), cmd_epoll(None), epoll_req, ws=True,
                note="default options: --threads 4 for WSGI; ASGI on the event loop", binary=ebin),
         Server("epoll-t0", "libwsgi-epoll --threads 0", ("wsgi",), cmd_epoll(0), epoll_req,
@@ -650,7 +660,8 @@ def fmt(v, spec, width):
 def ratios(agg, epoll_key):
     """libwsgi-epoll row vs the best peer (not a libwsgi-epoll row) in req/s and per CPU-second."""
     e = agg.get(epoll_key)
-    peers = {k: v for k, v in agg.items() if not k.startswith("epoll") and "error" not in v}
+    peers = {k: v for k, v in agg.items()
+             if not k.startswith("epoll") and k != "floor" and "error" not in v}
     if not e or "error" in e or not peers:
         return None
     best = max(peers, key=lambda k: peers[k]["rps"])
@@ -716,6 +727,19 @@ def print_table(title, w, iface, servers, agg, args, rats, labels):
                 f"(best: {labels[r['best_peer']]})")
         if "ratio_per_cpu_s" in r:
             line += f", {r['ratio_per_cpu_s']:.2f}x per CPU-s (best: {labels[r['best_peer_cpu']]})"
+        print(line)
+    f = agg.get("floor")
+    if f and "error" not in f and f.get("per_cpu_s"):
+        # The kernel's share: no server on this machine can do more requests per CPU-second.
+        peers = [v["per_cpu_s"] for k, v in agg.items()
+                 if not k.startswith("epoll") and k != "floor" and "error" not in v and v.get("per_cpu_s")]
+        mine = [v["per_cpu_s"] for k, v in agg.items() if k.startswith("epoll") and "error" not in v
+                and v.get("per_cpu_s")]
+        line = f"   floor (no Python): {f['per_cpu_s']:.0f} req per CPU-s"
+        if peers:
+            line += f" = {f['per_cpu_s'] / max(peers):.2f}x the best peer (the most any server can be ahead)"
+        if mine:
+            line += f"; libwsgi-epoll at {max(mine) / f['per_cpu_s']:.0%} of it"
         print(line)
 
 
@@ -1232,7 +1256,8 @@ def main():
             if miss:
                 print(f"SKIPPED {w.name}/{iface}: missing {', '.join(miss)}")
                 continue
-            ss = [s for s in available if iface in s.ifaces and (w.kind != "ws" or s.ws)]
+            ss = [s for s in available if iface in s.ifaces and (w.kind != "ws" or s.ws)
+                  and (s.only is None or w.name in s.only)]
             tests.append((w, iface, ss))
     n_runs = sum(len(ss) for _, _, ss in tests) * args.repeat
     est = n_runs * (args.duration + args.warmup + 1.5)
