@@ -51,10 +51,23 @@ static PyObject *lw_cached_latin1(PyObject **slot, const char *p, size_t n)
     return v;
 }
 
+/* A port as str: PyUnicode_FromFormat would run the whole printf machinery for 1-5 digits, once
+ * per request on a server whose clients' ports interleave. */
+static PyObject *lw_port_str(unsigned port)
+{
+    char buf[12];
+    size_t n = sizeof(buf);
+    do {
+        buf[--n] = (char)('0' + port % 10);
+        port /= 10;
+    } while (port && n);
+    return lw_latin1(buf + n, sizeof(buf) - n);
+}
+
 static PyObject *lw_cached_port(PyObject **slot, unsigned *num, unsigned port)
 {
     if (*slot && *num == port) return Py_NewRef(*slot);
-    PyObject *v = PyUnicode_FromFormat("%u", port);
+    PyObject *v = lw_port_str(port);
     if (v) {
         Py_XSETREF(*slot, Py_NewRef(v));
         *num = port;
@@ -542,7 +555,7 @@ static int lw_shape_set(PyObject *d, PyObject *key, PyObject **cur, const char *
 static int lw_shape_set_port(PyObject *d, PyObject *key, unsigned *cur, unsigned port)
 {
     if (*cur == port) return 0;
-    PyObject *v = PyUnicode_FromFormat("%u", port);
+    PyObject *v = lw_port_str(port);
     if (!v) return -1;
     int r = PyDict_SetItem(d, key, v);
     if (r == 0) *cur = port;
