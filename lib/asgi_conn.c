@@ -100,7 +100,12 @@ void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
 
 int lw_streq(PyObject *a, PyObject *interned)
 {
-    return a == interned || (PyUnicode_Check(a) && PyUnicode_Compare(a, interned) == 0);
+    if (a == interned) return 1;
+    if (!PyUnicode_Check(a)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    int kind = PyUnicode_KIND(a);
+    return n == PyUnicode_GET_LENGTH(interned) && kind == PyUnicode_KIND(interned) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(interned), (size_t)n * (size_t)kind) == 0;
 }
 
 /* A waiter the app cancelled (wait_for timeout, task group) is done: forget it, so neither a later
@@ -290,18 +295,14 @@ static inline int lw_ieq(const char *p, const char *lower, size_t n)
 
 int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
 {
-    h->keep = PyList_New(0);
-    if (!h->keep) return -1;
     if (!headers || headers == Py_None) return 0;
     /* Tuples, not the app's lists: converting a pair may run app code, and the pointers handed
-     * to the host must outlive anything the app does to its own lists. */
+     * to the host must outlive anything the app does to its own lists. keep is the tuple of the
+     * pairs (which holds the pairs that are tuples already), or a list of it and the pairs that
+     * had to be converted. */
     PyObject *seq = PySequence_Tuple(headers);
     if (!seq) return -1;
-    if (PyList_Append(h->keep, seq) < 0) {
-        Py_DECREF(seq);
-        return -1;
-    }
-    Py_DECREF(seq);
+    h->keep = seq;
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
     if ((size_t)n > sizeof h->stack / sizeof h->stack[0] &&
         !(h->v = PyMem_Malloc((size_t)n * sizeof *h->v))) {
@@ -310,11 +311,20 @@ int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PySequence_Tuple(PyTuple_GET_ITEM(seq, i));
-        if (!pair) return -1;
-        int r = PyList_Append(h->keep, pair);
-        Py_DECREF(pair);
-        if (r < 0) return -1;
+        PyObject *pair = PyTuple_GET_ITEM(seq, i);
+        if (!PyTuple_CheckExact(pair)) {
+            if (!PyList_Check(h->keep)) {
+                PyObject *l = PyList_New(1);
+                if (!l) return -1;
+                PyList_SET_ITEM(l, 0, seq); /* the reference h->keep had */
+                h->keep = l;
+            }
+            pair = PySequence_Tuple(pair);
+            if (!pair) return -1;
+            int r = PyList_Append(h->keep, pair);
+            Py_DECREF(pair);
+            if (r < 0) return -1;
+        }
         if (PyTuple_GET_SIZE(pair) != 2) {
             PyErr_Format(PyExc_ValueError, "%s header %zd must be a [name, value] pair", what, i);
             return -1;
@@ -808,6 +818,13 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
         result = c->error ? c->error : WSGI_ERR_APP;
     }
     c->done = 1;
+    if (c->eager_step) {
+        /* Ending inside its own eager step: asgi_dispatch calls on_done once it has let go of
+         * the GIL (one release fewer). */
+        c->done_owed = 1;
+        c->done_result = result;
+        return;
+    }
     LW_AC_CALL(c, (c->h.on_done(c->ud, result), 0));
 }
 
@@ -964,6 +981,8 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->sent = 0;
     c->sf_fd = -1;
     c->disconnected = c->done = c->error = 0;
+    c->eager_step = c->done_owed = c->done_result = 0;
+    c->free_next = NULL;
     c->errmsg[0] = '\0';
     c->body = PyList_New(0);
     /* A buffered body is one event; no body at all is one empty event; else the host feeds. */
@@ -1021,7 +1040,6 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
             PyErr_Clear();
         }
         Py_XDECREF(task);
-        lw_eager_end(entered);
         c->attached = 0;
         Py_DECREF(c);
         lw_gil_release(&g);
@@ -1030,15 +1048,33 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->task = task;
     c->done_cb = done;
     *out = (asgi_conn *)c; /* before any callback: the host may free it from on_done */
+    int done_owed = 0, done_result = 0;
     if (step) {
         Py_INCREF(c); /* the host may free its handle during the step */
+        c->eager_step = 1;
         lw_eager_step(step, ctx);
+        c->eager_step = 0;
+        /* The app ended in its first step: on_done is owed, unless the host let go meanwhile
+         * (then it keeps its reference until this call returns, and nothing dereferences c). */
+        done_owed = c->done_owed && c->attached;
+        done_result = c->done_result;
+        c->done_owed = 0;
         Py_DECREF(step);
         Py_DECREF(ctx);
         Py_DECREF(c);
     }
-    lw_eager_end(entered);
-    lw_gil_release(&g);
+    if (!done_owed) {
+        lw_gil_release(&g);
+        return 0;
+    }
+    if (g.ts) {
+        lw_gil_release(&g);
+        hc.on_done(user_data, done_result);
+    } else { /* the caller holds the GIL: callbacks still run without it */
+        PyThreadState *save = PyEval_SaveThread();
+        hc.on_done(user_data, done_result);
+        PyEval_RestoreThread(save);
+    }
     return 0;
 }
 
@@ -1120,11 +1156,39 @@ LIBWSGI_API int asgi_conn_resume(asgi_conn *conn)
     return 0;
 }
 
+/* Connections the host freed without the GIL, released at the next call that takes it. */
+static lw_asgi_conn *lw_ac_free_list;
+
+void lw_ac_drain_frees(void)
+{
+    while (lw_ac_free_list) {
+        lw_asgi_conn *c = lw_ac_free_list;
+        lw_ac_free_list = c->free_next;
+        Py_DECREF(c);
+    }
+}
+
 LIBWSGI_API void asgi_conn_free(asgi_conn *conn)
 {
-    lw_gil g;
-    if (!conn || lw_ac_enter(conn, &g) != 0) return;
+    if (!conn) return;
     lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    wsgi_runtime *rt = c->app->rt;
+    if (c->done && c->attached && !c->recv_waiter && !c->send_waiter && rt == lw_rt && rt->loop &&
+        pthread_equal(rt->loop_thread, pthread_self())) {
+        /* The usual end: the app is over and nothing waits on the connection, so detaching it
+         * runs no Python (what lw_ac_disconnect would do comes down to these flags); the host's
+         * reference is dropped the next time the library holds the GIL. The fields read here
+         * change only on the loop thread, which is this one. */
+        lw_clear_error();
+        c->attached = 0;
+        c->disconnected = 1;
+        if (!c->close_code) c->close_code = 1006;
+        c->free_next = lw_ac_free_list;
+        lw_ac_free_list = c;
+        return;
+    }
+    lw_gil g;
+    if (lw_ac_enter(conn, &g) != 0) return;
     c->attached = 0;
     lw_ac_disconnect(c);
     Py_DECREF(c);

@@ -55,6 +55,10 @@ typedef struct lw_asgi_conn {
     PyObject *close_reason; /* str, for websocket.disconnect */
     int disconnected;
     int done;
+    int eager_step; /* inside its first step, run by asgi_dispatch (eager start) */
+    int done_owed;  /* ended in that step: asgi_dispatch calls on_done(done_result) after it */
+    int done_result;
+    struct lw_asgi_conn *free_next; /* on the list of connections freed without the GIL */
     int error;
     char errmsg[512];
 } lw_asgi_conn;
@@ -82,10 +86,9 @@ typedef struct lw_exc_saved {
 PyObject *lw_asgi_runner(void);
 /* asgi_loop.c: eager start (asgi_loop_set_eager) */
 int lw_eager_enabled(void);
-/* -1: start the next task the deferred way; 0: eagerly (the loop runs here already); 1: eagerly,
- * the loop was marked running here until lw_eager_end(1). */
+/* 0: start the next task eagerly (the loop is marked running on this thread), -1: the deferred
+ * way (another task is in the middle of its step, or the loop cannot be marked running). */
 int lw_eager_begin(void);
-void lw_eager_end(int entered);
 /* asyncio.Task(coro, loop=loop) with its first step caught in *step, *ctx (new references), or
  * both NULL if it was scheduled the usual way. NULL on error. */
 PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx);
@@ -98,6 +101,7 @@ void lw_asgi_scope_cache_clear(void);
 /* asgi_conn.c */
 PyObject *lw_ready_new(PyObject *value); /* steals value; an awaitable that returns it at once */
 void lw_ac_cache_clear(void);            /* with the loop (GIL held) */
+void lw_ac_drain_frees(void);            /* release what asgi_conn_free deferred (GIL held) */
 void lw_future_set(PyObject *fut, PyObject *value, int is_exception); /* steals value */
 void lw_drop_done(PyObject **waiter);
 void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);

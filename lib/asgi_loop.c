@@ -127,8 +127,11 @@ static struct {
     PyObject *hooks[2];                  /* the loop's _asyncgen_firstiter_hook, _finalizer_hook */
     PyObject *old_hooks;                 /* what lw_eager_hooks(1) replaced */
     PyObject *thread_id;                 /* threading.get_ident() of the loop thread */
-    PyObject *s_call_soon, *s_thread_id, *s_context, *s_ready, *s_scheduled, *s_debug, *s_get_debug;
+    PyObject *s_call_soon, *s_thread_id, *s_context, *s_ready, *s_scheduled, *s_debug, *s_get_debug,
+        *s_stopping;
     PyObject *run_asgi;   /* boot.run_asgi (not eager start's, but cached with the loop here) */
+    PyObject *run_once;   /* loop._run_once (bound), NULL: turns go through run_forever */
+    int running;          /* the loop is marked running on the loop thread (lw_running_enter) */
     int catching;         /* inside the Task() call */
     PyObject *step, *ctx; /* what the catcher kept */
 } lw_eg;
@@ -173,10 +176,12 @@ static PyMethodDef lw_eg_catch_def = {"call_soon", (PyCFunction)(void (*)(void))
                                       METH_FASTCALL | METH_KEYWORDS, NULL};
 
 static int lw_eager_hooks(int install);
+static void lw_running_leave(void);
 
 /* With the loop: eager start ends with it (a new runtime's loop starts without). */
 static void lw_eager_free(void)
 {
+    lw_running_leave(); /* loop.close() refuses a running loop */
     if (lw_eg.loop_dict && lw_eg.s_get_debug &&
         PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_get_debug) <
             0) /* breaks loop -> get_debug -> loop */
@@ -189,70 +194,89 @@ static void lw_eager_free(void)
         &lw_eg.current_task, &lw_eg.get_running,   &lw_eg.set_running, &lw_eg.get_hooks,
         &lw_eg.set_hooks,    &lw_eg.hooks_kwnames, &lw_eg.hooks[0],    &lw_eg.hooks[1],
         &lw_eg.old_hooks,    &lw_eg.thread_id,     &lw_eg.s_call_soon, &lw_eg.s_thread_id,
-        &lw_eg.s_context,    &lw_eg.step,          &lw_eg.ctx};
+        &lw_eg.s_context,    &lw_eg.s_ready,       &lw_eg.s_scheduled, &lw_eg.s_debug,
+        &lw_eg.s_get_debug,  &lw_eg.s_stopping,    &lw_eg.step,        &lw_eg.ctx,
+        &lw_eg.run_asgi,     &lw_eg.run_once};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
         Py_CLEAR(*objs[i]);
     memset(&lw_eg, 0, sizeof lw_eg);
 }
 
-/* Leave the running state lw_eager_begin() entered (@entered == 1); nothing otherwise. */
-void lw_eager_end(int entered)
+/* ---- the loop's running state on the loop thread ---------------------------------------------
+ *
+ * What run_forever sets up for each run - the running loop (asyncio.get_running_loop(),
+ * current_task() without a loop), the loop's thread (loop.is_running()), the async generator
+ * hooks - is set up once, at the first turn or eager start, and stays: the loop runs on the loop
+ * thread for as long as the host drives it, as it would inside one long run_forever. Each set-up
+ * costs a getpid() (asyncio's running-loop holder records the pid), which on a virtual machine is
+ * a microsecond; per request or per turn it was the most expensive thing a turn did. Left before
+ * what needs the loop stopped (the lifespan's run_until_complete, a run_forever turn on a Python
+ * without _run_once, closing the loop). */
+
+static void lw_running_leave(void)
 {
-    if (entered != 1) return;
+    if (!lw_eg.running) return;
     lw_exc_saved exc;
     LW_EXC_SAVE(exc);
+    lw_eg.running = 0;
     PyObject *r = NULL;
-    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_thread_id, Py_None) == 0)
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_thread_id, Py_None) == 0 &&
+        pthread_equal(lw_rt->loop_thread, pthread_self()))
         r = PyObject_CallOneArg(lw_eg.set_running, Py_None);
-    if (!r) lw_log_exception("leaving the eager start of an ASGI task", NULL, 0);
+    else if (!PyErr_Occurred())
+        r = Py_NewRef(Py_None); /* another thread frees the runtime: not its running loop */
+    if (!r) lw_log_exception("leaving the loop's running state", NULL, 0);
     Py_XDECREF(r);
     LW_EXC_RESTORE(exc);
 }
 
-/* Whether the next task may start eagerly (lw_eager_enabled() said it is on), and the running
- * state for it: -1 no (another task is being stepped, or another loop runs on this thread), 0 yes
- * (the loop already runs here: inside a turn), 1 yes (the loop was marked running here, until
- * lw_eager_end()). What run_forever sets up besides (the async generator hooks) is installed
- * once, by asgi_loop_set_eager(). */
+/* 0 (the loop runs here now), or -1 (logged, or another loop runs on this thread: a host that
+ * embeds Python may call from inside a loop of its own). */
+static int lw_running_enter(void)
+{
+    if (lw_eg.running) return 0;
+    if (!lw_eg.loop_dict) return -1;
+    PyObject *running = PyObject_CallNoArgs(lw_eg.get_running);
+    int free_ = running == Py_None;
+    Py_XDECREF(running);
+    PyErr_Clear();
+    if (!free_) return -1;
+    PyObject *r = PyObject_CallOneArg(lw_eg.set_running, lw_rt->loop);
+    if (!r) goto fail;
+    Py_DECREF(r);
+    lw_eg.running = 1;
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_thread_id, lw_eg.thread_id) < 0 ||
+        lw_eager_hooks(1) < 0) {
+        lw_running_leave();
+        goto fail;
+    }
+    return 0;
+fail:
+    lw_log_exception("marking the loop running", NULL, 0);
+    return -1;
+}
+
+/* Whether the next task may start eagerly (lw_eager_enabled() said it is on): 0 yes (the loop
+ * runs here), -1 no (another task is in the middle of a step, or the loop cannot be marked
+ * running). */
 int lw_eager_begin(void)
 {
     wsgi_runtime *rt = lw_rt;
     if (rt->loop_turn) {
-        /* Inside a turn or an eager step (a dispatch from a callback): the loop runs here, and
-         * a task may be in the middle of a step, which another task's step cannot interrupt. */
+        /* Inside a turn or an eager step (a dispatch from a callback): a task may be in the
+         * middle of its step, which another task's step cannot interrupt. */
         PyObject *cur = PyObject_CallOneArg(lw_eg.current_task, rt->loop);
         int st = cur == Py_None ? 0 : -1;
         Py_XDECREF(cur);
         PyErr_Clear();
         return st;
     }
-    /* Outside our turns no task of this loop can be running; but a host that embeds Python may
-     * call from inside a loop of its own. */
-    PyObject *running = PyObject_CallNoArgs(lw_eg.get_running);
-    int st = running == Py_None ? 1 : running == rt->loop ? 0 : -1;
-    Py_XDECREF(running);
-    PyErr_Clear();
-    if (st != 1) return st;
-    /* What run_forever sets up for each run: the running loop (asyncio._get_running_loop,
-     * get_running_loop, current_task without a loop) and its thread (loop.is_running()). */
-    PyObject *r = PyObject_CallOneArg(lw_eg.set_running, rt->loop);
-    if (!r) {
-        lw_log_exception("marking the loop running for an eager start", NULL, 0);
-        return -1;
-    }
-    Py_DECREF(r);
-    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_thread_id, lw_eg.thread_id) < 0) {
-        lw_log_exception("marking the loop running for an eager start", NULL, 0);
-        lw_eager_end(1);
-        return -1;
-    }
-    return 1;
+    return lw_running_enter();
 }
 
-/* The loop's async generator hooks on the loop thread (what run_forever installs for each run,
- * installed once while eager start is on, as eager steps run outside run_forever): an async
- * generator first iterated in an eager step is finalized by the loop like any other. The hooks
- * that were there before are put back when eager start is turned off or the loop is freed. */
+/* The loop's async generator hooks on the loop thread, installed with the running state: an
+ * async generator first iterated in an eager step or a turn is finalized by the loop. The hooks
+ * that were there before are put back when the loop is freed. */
 static int lw_eager_hooks(int install)
 {
     if (install && !lw_eg.old_hooks) {
@@ -269,6 +293,25 @@ static int lw_eager_hooks(int install)
         return r ? 0 : -1;
     }
     return 0;
+}
+
+/* One turn: loop._run_once() with the loop marked running (as inside run_forever), made
+ * non-blocking by _stopping (what loop.stop() sets: the turn's select() polls with a zero timeout),
+ * which is cleared again as run_forever clears it. 1 done (r: its result), 0 not available. */
+static int lw_turn_run_once(PyObject **r)
+{
+    if (!lw_eg.run_once || lw_running_enter() < 0) return 0;
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_stopping, Py_True) < 0) {
+        *r = NULL;
+        return 1;
+    }
+    *r = PyObject_CallNoArgs(lw_eg.run_once);
+    lw_exc_saved exc;
+    LW_EXC_SAVE(exc);
+    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_stopping, Py_False) < 0)
+        lw_log_exception("clearing loop._stopping", NULL, 0);
+    LW_EXC_RESTORE(exc);
+    return 1;
 }
 
 /* asyncio.Task(coro, loop=loop) with its first step caught: *step and *ctx are set (new
@@ -350,6 +393,13 @@ static void lw_eager_init(wsgi_runtime *rt)
     PyObject *sys = PyImport_ImportModule("sys");
     PyObject *probe = PyDict_GetItemString(PyModule_GetDict(rt->boot), "eager_probe");
     lw_eg.run_asgi = Py_XNewRef(PyDict_GetItemString(PyModule_GetDict(rt->boot), "run_asgi"));
+    /* Turns without run_forever need loop._run_once and loop._stopping (asyncio 3.4 to 3.13). */
+    lw_eg.run_once = PyObject_GetAttrString(rt->loop, "_run_once");
+    PyObject *stopping = lw_eg.run_once ? PyObject_GetAttrString(rt->loop, "_stopping") : NULL;
+    if (!stopping || !PyBool_Check(stopping) || !PyCallable_Check(lw_eg.run_once))
+        Py_CLEAR(lw_eg.run_once);
+    Py_XDECREF(stopping);
+    PyErr_Clear();
     if (!asyncio || !sys || !probe) goto out;
     lw_eg.loop_dict = PyObject_GenericGetDict(rt->loop, NULL);
     lw_eg.catcher = PyCFunction_New(&lw_eg_catch_def, NULL);
@@ -371,6 +421,7 @@ static void lw_eager_init(wsgi_runtime *rt)
     lw_eg.s_scheduled = PyUnicode_InternFromString("_scheduled");
     lw_eg.s_debug = PyUnicode_InternFromString("_debug");
     lw_eg.s_get_debug = PyUnicode_InternFromString("get_debug");
+    lw_eg.s_stopping = PyUnicode_InternFromString("_stopping");
     if (PyErr_Occurred() || !lw_eg.loop_dict || !PyDict_Check(lw_eg.loop_dict)) goto out;
     PyObject *get_debug = PyCFunction_New(&lw_loop_get_debug_def, rt->loop);
     if (!get_debug || PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_get_debug, get_debug) < 0) {
@@ -395,7 +446,6 @@ static void lw_eager_init(wsgi_runtime *rt)
         Py_XDECREF(res);
         Py_XDECREF(done);
     }
-    lw_eager_end(entered);
     if (task && !lw_eg.usable) {
         PyObject *r = PyObject_CallMethod(task, "cancel", NULL); /* scheduled: let it end */
         Py_XDECREF(r);
@@ -428,15 +478,10 @@ LIBWSGI_API int asgi_loop_set_eager(wsgi_runtime *rt, int eager)
     lw_gil g;
     int rc = lw_asgi_enter(rt, &g);
     if (rc) return rc;
-    if (eager && !lw_eg.usable) {
+    if (eager && !lw_eg.usable)
         rc = lw_fail(WSGI_ERR_STATE, "eager start of ASGI tasks is not available on this Python");
-    } else if (lw_eager_hooks(eager != 0) < 0) {
-        char msg[512];
-        lw_log_exception("installing the loop's async generator hooks", msg, sizeof msg);
-        rc = lw_fail(WSGI_ERR_PYTHON, "%s", msg);
-    } else {
+    else
         lw_eg.on = eager != 0;
-    }
     lw_gil_release(&g);
     return rc;
 }
@@ -495,6 +540,7 @@ fail:
 /* Called by wsgi_runtime_free with the GIL held. */
 void lw_asgi_loop_free(wsgi_runtime *rt)
 {
+    lw_ac_drain_frees();
     lw_eager_free();
     lw_asgi_scope_cache_clear();
     lw_ac_cache_clear();
@@ -523,7 +569,10 @@ int lw_asgi_enter(wsgi_runtime *rt, lw_gil *g)
         return lw_fail(WSGI_ERR_STATE, "asgi_* called from a thread other than the loop thread");
     int rc = lw_gil_acquire(g);
     if (rc) return lw_fail(rc, "no Python thread state");
-    if ((rc = lw_asgi_loop_ensure(rt)) != 0) lw_gil_release(g);
+    if ((rc = lw_asgi_loop_ensure(rt)) != 0)
+        lw_gil_release(g);
+    else
+        lw_ac_drain_frees();
     return rc;
 }
 
@@ -596,7 +645,13 @@ LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt)
         return lw_fail(WSGI_ERR_RECURSIVE, "asgi_loop_run called from inside a loop callback");
     }
     rt->loop_turn = 1;
-    PyObject *r = PyObject_CallOneArg(rt->run_once, rt->loop);
+    PyObject *r;
+    if (!lw_turn_run_once(&r)) {
+        /* Public API only: call_soon(stop) + run_forever(), which sets the running state up
+         * (and takes it down) itself. */
+        lw_running_leave();
+        r = PyObject_CallOneArg(rt->run_once, rt->loop);
+    }
     rt->loop_turn = 0;
     if (!r) {
         char msg[512];
@@ -635,6 +690,7 @@ static PyObject *lw_lifespan_run(wsgi_runtime *rt, wsgi_app *app, const char *na
 {
     PyObject *coro = PyObject_CallMethod(app->lifespan, name, NULL);
     if (!coro) return NULL;
+    lw_running_leave(); /* run_until_complete sets it up itself */
     rt->loop_turn = 1;
     PyObject *r = PyObject_CallMethod(rt->loop, "run_until_complete", "O", coro);
     rt->loop_turn = 0;

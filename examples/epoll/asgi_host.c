@@ -33,6 +33,8 @@ struct asgi_host {
     asgi_task *detached;        /* tasks whose app is still running after their connection */
     size_t n_detached;
     int timeout_warned;
+    int fd_ready;   /* asgi_host_loop_ready() in this iteration */
+    int ready_told; /* the server reports the loop's fd events: no need to poll it */
 };
 
 void asgi_task_init(asgi_task *t, const asgi_task_ops *ops, conn *c)
@@ -158,6 +160,16 @@ int asgi_host_timeout(asgi_host *h)
     return 10;
 }
 
+void asgi_host_loop_ready(asgi_host *h); /* for a conn.h without it */
+
+/* The server saw the loop's fd in its epoll events (EV_ASGI). From the first report on,
+ * asgi_host_run() relies on them instead of polling the fd each iteration. */
+void asgi_host_loop_ready(asgi_host *h)
+{
+    h->fd_ready = 1;
+    h->ready_told = 1;
+}
+
 /* The loop's fd has events (the apps' sockets, a wakeup, a signal) without waiting. */
 static int loop_readable(int fd)
 {
@@ -171,7 +183,9 @@ static int loop_readable(int fd)
 
 void asgi_host_run(asgi_host *h)
 {
-    if (asgi_loop_timeout(h->rt) == 0 || loop_readable(h->fd)) {
+    int fd_ready = h->fd_ready;
+    h->fd_ready = 0;
+    if (fd_ready || asgi_loop_timeout(h->rt) == 0 || (!h->ready_told && loop_readable(h->fd))) {
         int rc = asgi_loop_run(h->rt);
         if (rc != WSGI_OK && rc != WSGI_ERR_PYTHON) /* WSGI_ERR_PYTHON: already logged */
             host_log(WSGI_LOG_ERROR, "asgi_loop_run: %s", wsgi_strerror(rc));

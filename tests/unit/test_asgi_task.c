@@ -240,6 +240,46 @@ static void test_anyio_cancel_scopes(void **state)
     ah_rec_free(&rec);
 }
 
+static void test_loop_stop_in_app(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "stop_loop", key, NULL, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "stopped");
+    assert_notes(key, "after stop(): running True");
+    assert_int_equal(ah_settle(), -1);
+    ah_rec_free(&rec);
+}
+
+/* The lifespan runs the loop to completion itself (run_until_complete): after requests and
+ * turns have run, and before more. */
+static void test_lifespan_between_requests(void **state)
+{
+    (void)state;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    ah_get(APPS "hello", "/", &rec);
+    ah_assert_ok(&rec, 200, "hello");
+    ah_rec_free(&rec);
+    wsgi_app *app = th_app(APPS "with_lifespan");
+    assert_rc(asgi_lifespan_startup(app), WSGI_OK);
+    ah_rec_init(&rec);
+    ah_get(APPS "with_lifespan", "/", &rec);
+    ah_assert_ok(&rec, 200, "yes");
+    ah_rec_free(&rec);
+    assert_rc(asgi_lifespan_shutdown(app), WSGI_OK);
+    ah_rec_init(&rec);
+    ah_get(APPS "hello", "/", &rec);
+    ah_assert_ok(&rec, 200, "hello");
+    ah_rec_free(&rec);
+}
+
 /* ---- eager start only ----------------------------------------------------------------------- */
 
 /* An app that never waits is complete when asgi_dispatch returns: no loop turn is asked for. */
@@ -375,6 +415,8 @@ int main(void)
         ah_unit_test(test_exception_after_the_head),
         ah_unit_test(test_async_generator_finalized),
         ah_unit_test(test_anyio_cancel_scopes),
+        ah_unit_test(test_loop_stop_in_app),
+        ah_unit_test(test_lifespan_between_requests),
         ah_unit_test(test_eager_needs_no_turn),
         ah_unit_test(test_eager_free_from_on_done),
         ah_unit_test(test_eager_step_is_a_turn),

@@ -167,3 +167,29 @@ async def anyio_scopes(scope, receive, send):
         tg.start_soon(anyio.sleep, 0)
     note(key, "task group: done")
     await respond(send, 200, b"ok")
+
+
+async def stop_loop(scope, receive, send):
+    """loop.stop() in a request: under run_forever it ends the current run; in a host-driven turn
+    it ends that turn only, and the loop goes on driving this task and the others."""
+    key = query(scope)["key"]
+    asyncio.get_running_loop().stop()
+    await asyncio.sleep(0)
+    note(key, "after stop(): running %s" % asyncio.get_running_loop().is_running())
+    await asyncio.sleep(0.001)
+    await respond(send, 200, b"stopped")
+
+
+async def with_lifespan(scope, receive, send):
+    """A lifespan that answers startup and shutdown; requests report the state it set."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["started"] = "yes"
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await asyncio.sleep(0)
+    await respond(send, 200, scope["state"].get("started", "no").encode())
