@@ -6,8 +6,10 @@
  * Apps start eagerly (asgi_loop_set_eager): asgi_dispatch() runs the app's first step at once, so a
  * handler that does not wait has answered (its callbacks have queued the response) when the
  * dispatch returns, and needs no loop turn. A turn runs only when the loop has work: ready
- * callbacks, a timer due, or its fd readable (the apps' own I/O, a wakeup); each idle turn would
- * cost a run_forever(), its epoll_wait and two getpid (asyncio's running-loop bookkeeping).
+ * callbacks, a timer due, or its fd readable (the apps' own I/O, a wakeup); an idle turn would
+ * still cost an epoll_wait and thousands of instructions. The fd's readiness comes from the
+ * server's own epoll events (asgi_host_loop_ready() for EV_ASGI) once it reports them, else from a
+ * poll().
  *
  * The library's callbacks run inside asgi_loop_run(), where asgi_* calls are forbidden, so they
  * never close or free anything: they mark their task and put it on the host's queue, which
