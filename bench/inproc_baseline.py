@@ -16,6 +16,15 @@ JSON object per line. A benchmark, not a test.
                   boot.run_once drives the loop for its host).
 
 Usage: inproc_baseline.py [--n-wsgi N] [--n-asgi N] [--batches 1,64] [--loops asyncio,uvloop]
+       inproc_baseline.py --callgrind BUILD [--cg-n N] [--batches 1,64] [--python PY]
+
+--callgrind counts instructions instead of timing (valgrind --tool=callgrind; deterministic on a
+busy machine): per request, the difference between a run of 3N requests and one of N, over 2N, so
+start-up and teardown cancel out. It runs BUILD/bench/bench_asgi (hello_asgi, eager and deferred
+start) and the asyncio-Task baseline above (the loop kept running) on PY (default: this
+interpreter; bench_asgi embeds the static libpython3.11.a, /usr/bin/python3 is built with PGO, so
+the two interpreters differ by a few per cent: build a python linked like bench_asgi to compare
+exactly), for each batch, and prints the ratio baseline / libwsgi.
 """
 
 import argparse
@@ -24,8 +33,11 @@ import importlib
 import io
 import json
 import os
+import re
 import selectors
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +155,48 @@ def bench_asgi(n, batch, kind, turn):
             "req_per_s": n / dt, "us_per_req": dt * 1e6 / n}
 
 
+def callgrind_instructions(argv):
+    """Instructions callgrind counts for one run of argv (the whole process)."""
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "cg.out")
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + argv,
+                           capture_output=True, text=True)
+        m = re.search(r"Collected : (\d+)", r.stderr)
+        if r.returncode or not m:
+            raise RuntimeError("callgrind of %s failed: %s" % (argv, (r.stdout + r.stderr)[-600:]))
+        return int(m.group(1))
+
+
+def per_request(argv_for, n):
+    """(instructions of 3n requests - instructions of n requests) / 2n."""
+    return (callgrind_instructions(argv_for(3 * n)) - callgrind_instructions(argv_for(n))) / (2 * n)
+
+
+def callgrind_main(a):
+    bench = os.path.join(a.callgrind, "bench", "bench_asgi")
+    apps = os.path.join(ROOT, "bench", "apps")
+    py = a.python or sys.executable
+    rows = []
+    for b in [int(x) for x in a.batches.split(",")]:
+        n = max(a.cg_n // b, 1) * b
+        row = {"what": "asgi-callgrind", "batch": b, "n": n}
+        for start in ("eager", "deferred"):
+            row["libwsgi_" + start] = per_request(
+                lambda k: [bench, apps, "hello_asgi:app", str(k), str(b), start], n)
+        row["asyncio_task"] = per_request(
+            lambda k: [py, os.path.abspath(__file__), "--one-asgi", "%d,%d" % (k, b)], n)
+        row["python"] = py
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print("\ninstructions per request (callgrind, hello_asgi; asyncio Task on %s):" % py)
+    print("%6s %16s %18s %14s %13s" % ("batch", "libwsgi eager", "libwsgi deferred",
+                                        "asyncio Task", "Task / eager"))
+    for r in rows:
+        print("%6d %16.0f %18.0f %14.0f %12.2fx" % (r["batch"], r["libwsgi_eager"],
+                                                    r["libwsgi_deferred"], r["asyncio_task"],
+                                                    r["asyncio_task"] / r["libwsgi_eager"]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-wsgi", type=int, default=200000)
@@ -150,7 +204,18 @@ def main():
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--loops", default="asyncio,uvloop")
     ap.add_argument("--turns", default="running,run_forever")
+    ap.add_argument("--callgrind", metavar="BUILD", help="count instructions (see above)")
+    ap.add_argument("--cg-n", type=int, default=2000, help="N of --callgrind (default 2000)")
+    ap.add_argument("--python", help="the interpreter of --callgrind's baseline")
+    ap.add_argument("--one-asgi", help=argparse.SUPPRESS)  # "N,BATCH": one run, for --callgrind
     a = ap.parse_args()
+    if a.one_asgi:
+        n, b = (int(x) for x in a.one_asgi.split(","))
+        bench_asgi(n, b, "asyncio", "running")
+        return
+    if a.callgrind:
+        callgrind_main(a)
+        return
     print(json.dumps(bench_wsgi(a.n_wsgi)), flush=True)
     for kind in a.loops.split(","):
         if kind == "uvloop":

@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* asgi_conn_errmsg()'s buffer. */
+#define LW_AC_ERRMSG_MAX 512
+
 /* Unread request body above which asgi_conn_feed() asks the host to stop reading. */
 #define LW_ASGI_BODY_LIMIT (256 * 1024)
 
@@ -94,7 +97,11 @@ void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
     c->error = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
+    if (!c->errmsg && !(c->errmsg = malloc(LW_AC_ERRMSG_MAX))) {
+        va_end(ap);
+        return; /* the code is recorded; the message is lost */
+    }
+    vsnprintf(c->errmsg, LW_AC_ERRMSG_MAX, fmt, ap);
     va_end(ap);
 }
 
@@ -901,6 +908,7 @@ static void lw_ac_dealloc(lw_asgi_conn *c)
     Py_XDECREF(c->close_reason);
     lw_hdrs_free(&c->head_h);
     if (c->sf_fd >= 0) close(c->sf_fd);
+    free(c->errmsg);
     PyObject_Free(c);
 }
 
@@ -983,7 +991,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->disconnected = c->done = c->error = 0;
     c->eager_step = c->done_owed = c->done_result = 0;
     c->free_next = NULL;
-    c->errmsg[0] = '\0';
+    c->errmsg = NULL;
     c->body = PyList_New(0);
     /* A buffered body is one event; no body at all is one empty event; else the host feeds. */
     c->body_more = !req->body && (req->content_length > 0 || (req->flags & WSGI_REQUEST_CHUNKED));
@@ -1202,5 +1210,6 @@ LIBWSGI_API int asgi_conn_error(const asgi_conn *conn)
 
 LIBWSGI_API const char *asgi_conn_errmsg(const asgi_conn *conn)
 {
-    return conn ? ((const lw_asgi_conn *)conn)->errmsg : "";
+    const char *m = conn ? ((const lw_asgi_conn *)conn)->errmsg : NULL;
+    return m ? m : "";
 }

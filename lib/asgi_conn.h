@@ -13,54 +13,56 @@ typedef enum { WS_CONNECTING, WS_OPEN, WS_CLOSED } lw_wsstate;
 
 /* Validated response headers as C pairs pointing into bytes objects kept alive by `keep`. */
 typedef struct lw_hdrs {
-    wsgi_header stack[16];
+    wsgi_header stack[4]; /* more are allocated */
     wsgi_header *v;
     size_t n;
     PyObject *keep; /* list of the sequences the pointers live in */
     int64_t cl;
 } lw_hdrs;
 
+/* Kept under 512 bytes: Python's small-object allocator serves it (larger objects come from
+ * malloc). Pointers first, then the ints, then the small arrays. */
 typedef struct lw_asgi_conn {
     PyObject_HEAD wsgi_app *app;
     asgi_handler h;
     void *ud;
-    lw_ac_kind kind;
-    int attached; /* the host still holds its handle: callbacks may fire */
     PyObject *task;
     PyObject *done_cb; /* the task's done callback, removed once run_asgi reported the end */
     /* incoming: HTTP body chunks, or WebSocket receive events, not yet received by the app */
     PyObject *body;  /* list of bytes (HTTP) or of event dicts (WebSocket) */
     size_t buffered; /* their total size in bytes */
-    int body_more;   /* the host may feed more */
-    int body_final_sent;
-    int read_paused; /* feed answered ASGI_PAUSE; on_read_resume is owed */
     PyObject *recv_waiter;
     /* response */
-    lw_rstate rstate;
-    int trailers;
     int64_t cl, sent;
     PyObject *send_waiter;
-    PyObject *held[2]; /* the current and the previous body: the host may still read both */
+    PyObject *held[2];      /* the current and the previous body: the host may still read both */
+    PyObject *close_reason; /* WebSocket: str, for websocket.disconnect */
+    struct lw_asgi_conn *free_next; /* on the list of connections freed without the GIL */
+    char *errmsg;                   /* malloc'd with the first failure, else NULL */
+    size_t head_line_len;
+    lw_ac_kind kind;
+    int attached;  /* the host still holds its handle: callbacks may fire */
+    int body_more; /* the host may feed more */
+    int body_final_sent;
+    int read_paused; /* feed answered ASGI_PAUSE; on_read_resume is owed */
+    lw_rstate rstate;
+    int trailers;
     int sf_fd;
     /* http.response.start, validated, held until the first body event (ASGI spec) */
     int head_pending;
     int head_status;
-    char head_line[128];
-    size_t head_line_len;
-    lw_hdrs head_h;
     /* WebSocket */
     lw_wsstate wstate;
     int connect_sent;
-    int close_code;         /* for websocket.disconnect */
-    PyObject *close_reason; /* str, for websocket.disconnect */
+    int close_code; /* for websocket.disconnect */
     int disconnected;
     int done;
     int eager_step; /* inside its first step, run by asgi_dispatch (eager start) */
     int done_owed;  /* ended in that step: asgi_dispatch calls on_done(done_result) after it */
     int done_result;
-    struct lw_asgi_conn *free_next; /* on the list of connections freed without the GIL */
     int error;
-    char errmsg[512];
+    char head_line[48]; /* "404 Not Found": the longest standard one is 35 bytes */
+    lw_hdrs head_h;
 } lw_asgi_conn;
 
 /* Callback wrappers: GIL released, skipped (-1) once the host detached. */
