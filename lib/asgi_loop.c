@@ -128,7 +128,7 @@ static struct {
     PyObject *old_hooks;                 /* what lw_eager_hooks(1) replaced */
     PyObject *thread_id;                 /* threading.get_ident() of the loop thread */
     PyObject *s_call_soon, *s_thread_id, *s_context, *s_ready, *s_scheduled, *s_debug, *s_get_debug,
-        *s_stopping;
+        *s_stopping, *s_self, *context_kwnames;
     PyObject *run_asgi;   /* boot.run_asgi (not eager start's, but cached with the loop here) */
     PyObject *run_once;   /* loop._run_once (bound), NULL: turns go through run_forever */
     int running;          /* the loop is marked running on the loop thread (lw_running_enter) */
@@ -196,7 +196,7 @@ static void lw_eager_free(void)
         &lw_eg.old_hooks,    &lw_eg.thread_id,     &lw_eg.s_call_soon, &lw_eg.s_thread_id,
         &lw_eg.s_context,    &lw_eg.s_ready,       &lw_eg.s_scheduled, &lw_eg.s_debug,
         &lw_eg.s_get_debug,  &lw_eg.s_stopping,    &lw_eg.step,        &lw_eg.ctx,
-        &lw_eg.run_asgi,     &lw_eg.run_once};
+        &lw_eg.run_asgi,     &lw_eg.run_once,      &lw_eg.s_self,      &lw_eg.context_kwnames};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
         Py_CLEAR(*objs[i]);
     memset(&lw_eg, 0, sizeof lw_eg);
@@ -348,6 +348,26 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
     if (!task) {
         Py_CLEAR(*step);
         Py_CLEAR(*ctx);
+        return NULL;
+    }
+    if (*step && lw_eg.step_type) {
+        /* Another Task created meanwhile (by a finalizer the allocations ran) would have had its
+         * step caught instead, and ours scheduled: then schedule that one as it asked, and ours
+         * starts the deferred way. */
+        PyObject *owner = PyObject_GetAttr(*step, lw_eg.s_self);
+        if (owner != task) {
+            PyErr_Clear();
+            PyObject *fn = PyObject_GetAttr((PyObject *)Py_TYPE(lw_rt->loop), lw_eg.s_call_soon);
+            PyObject *sargs[3] = {lw_rt->loop, *step, *ctx};
+            PyObject *r = fn ? PyObject_Vectorcall(fn, sargs, 2, lw_eg.context_kwnames) : NULL;
+            if (!r)
+                lw_log_exception("scheduling a task created during another's creation", NULL, 0);
+            Py_XDECREF(r);
+            Py_XDECREF(fn);
+            Py_CLEAR(*step);
+            Py_CLEAR(*ctx);
+        }
+        Py_XDECREF(owner);
     }
     return task;
 }
@@ -422,6 +442,8 @@ static void lw_eager_init(wsgi_runtime *rt)
     lw_eg.s_debug = PyUnicode_InternFromString("_debug");
     lw_eg.s_get_debug = PyUnicode_InternFromString("get_debug");
     lw_eg.s_stopping = PyUnicode_InternFromString("_stopping");
+    lw_eg.s_self = PyUnicode_InternFromString("__self__");
+    lw_eg.context_kwnames = Py_BuildValue("(s)", "context");
     if (PyErr_Occurred() || !lw_eg.loop_dict || !PyDict_Check(lw_eg.loop_dict)) goto out;
     PyObject *get_debug = PyCFunction_New(&lw_loop_get_debug_def, rt->loop);
     if (!get_debug || PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_get_debug, get_debug) < 0) {
