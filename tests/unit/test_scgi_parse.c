@@ -1014,6 +1014,86 @@ static void test_map_errors(void **state)
     free(b.p);
 }
 
+/* ---- mutations ------------------------------------------------------------------------------ */
+
+/* Parses @p in both ways; they must agree, and a complete head must map with buffers of exactly
+ * the documented sizes (never -1: they always suffice). */
+static void agree(const char *in, size_t len, const scgi_limits *lim)
+{
+    parse_whole(in, len, lim, SCGI_ACCEPT_ALL, 1, ow);
+    parse_bytes(in, len, lim, SCGI_ACCEPT_ALL, 1, ob);
+    assert_int_equal(ob->rc, ow->rc);
+    assert_int_equal(ob->status, ow->status);
+    assert_string_equal(ob->error, ow->error);
+    assert_int_equal(ob->nvars, ow->nvars);
+    assert_int_equal(ob->head_len, ow->head_len);
+    if (ow->rc == SCGI_ERROR)
+        assert_true(ow->status == 400 || ow->status == 413 || ow->status == 431);
+    if (ow->rc != SCGI_HEAD_DONE) return;
+    size_t nv = ow->nvars, sl = ow->head_len + 2;
+    wsgi_header *h = malloc((nv ? nv : 1) * sizeof *h), *x = malloc((nv + 1) * sizeof *x);
+    char *scratch = malloc(sl);
+    char *head = malloc(ow->head_len ? ow->head_len : 1);
+    assert_true(h && x && scratch && head);
+    memcpy(head, in, ow->head_len);
+    scgi_map_buffers mb = {h, nv, x, nv + 1, scratch, sl};
+    wsgi_request r;
+    const char *err = NULL;
+    int rc = scgi_map_request(&ow->p, head, &mb, &r, NULL, &err);
+    if (rc != 0 && rc != 400) print_error("scgi_map_request: %d (%s)\n", rc, err);
+    assert_true(rc == 0 || rc == 400);
+    free(h), free(x), free(scratch), free(head);
+}
+
+static uint32_t lcg(uint32_t *seed)
+{
+    *seed = *seed * 1664525u + 1013904223u;
+    return *seed >> 8;
+}
+
+/* Deterministic mutations of real requests (a byte changed, inserted or dropped, or the input
+ * cut): every one is parsed the same way whole and byte by byte, with a clean result. */
+static void test_mutations(void **state)
+{
+    (void)state;
+    scgi_limits lim = limits(0, 64);
+    buf base[4] = {scgi_req(lighttpd_get, N_GET, NULL), scgi_req(lighttpd_post, N_POST, "hi"),
+                   uwsgi_req(lighttpd_get, N_GET - 1, NULL),
+                   uwsgi_req(lighttpd_post, N_POST - 1, "hello world")};
+    static const unsigned char special[] = {0, ':', ',', '0', '9', 0xff, 1, 2, 'C', 'S'};
+    uint32_t seed = 12345;
+    char *m = malloc(base[1].len + base[3].len + 16);
+    assert_non_null(m);
+    for (int round = 0; round < 400; round++) {
+        const buf *b = &base[round % 4];
+        size_t len = b->len;
+        memcpy(m, b->p, len);
+        int edits = 1 + (int)(lcg(&seed) % 3);
+        for (int e = 0; e < edits && len > 0; e++) {
+            size_t at = lcg(&seed) % len;
+            unsigned char v =
+                (lcg(&seed) & 1) ? special[lcg(&seed) % sizeof special] : (unsigned char)lcg(&seed);
+            switch (lcg(&seed) % 4) {
+            case 0: m[at] = (char)v; break;
+            case 1: /* insert */
+                memmove(m + at + 1, m + at, len - at);
+                m[at] = (char)v;
+                len++;
+                break;
+            case 2: /* drop */
+                memmove(m + at, m + at + 1, len - at - 1);
+                len--;
+                break;
+            default: len = at; break; /* cut */
+            }
+        }
+        agree(m, len, &lim);
+    }
+    free(m);
+    for (int i = 0; i < 4; i++)
+        free(base[i].p);
+}
+
 /* ---- end to end: the environ an app sees ----------------------------------------------------- */
 
 /* The dump app's line for @p key, decoded from hex; NULL if absent. */
@@ -1155,6 +1235,7 @@ int main(void)
         cmocka_unit_test(test_map_post_h2_https),
         cmocka_unit_test(test_map_variants),
         cmocka_unit_test(test_map_errors),
+        cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_environ_end_to_end),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
