@@ -15,12 +15,13 @@
  *       int n = epoll_wait(ep, evs, 64, asgi_loop_timeout(rt));
  *       ... for each client socket: parse, then asgi_dispatch(app, &req, &h, conn, &c),
  *           asgi_conn_feed(c, body, len, more), asgi_conn_disconnect(c) ...
- *       asgi_loop_run(rt);                           // the app runs here; callbacks fire here
+ *       if (loop_fd_was_readable || asgi_loop_timeout(rt) == 0)
+ *           asgi_loop_run(rt);                       // the app runs here; callbacks fire here
  *   }
  * @endcode
  *
- * Callbacks run on the loop thread, inside asgi_loop_run() (or asgi_conn_*), with the GIL
- * released. They must not block.
+ * Callbacks run on the loop thread, inside asgi_loop_run() (or asgi_conn_*, or asgi_dispatch() with
+ * asgi_loop_set_eager()), with the GIL released. They must not block.
  */
 #ifndef LIBWSGI_ASGI_H
 #define LIBWSGI_ASGI_H
@@ -99,10 +100,11 @@ typedef struct asgi_handler {
 /**
  * @brief Build the http scope for @p req and start the app's task on the runtime's loop.
  *
- * The app starts running at the next asgi_loop_run(). A fully buffered body (req->body, copied)
- * is delivered as one http.request event; otherwise the host feeds the body with
- * asgi_conn_feed(). May be called from inside a callback (e.g. the next pipelined request from
- * on_done).
+ * The app starts running at the next asgi_loop_run(), or inside this call with
+ * asgi_loop_set_eager() (its callbacks may then fire before it returns). A fully buffered body
+ * (req->body, copied) is delivered as one http.request event; otherwise the host feeds the body
+ * with asgi_conn_feed(). May be called from inside a callback (e.g. the next pipelined request
+ * from on_done).
  *
  * @param[in] app An ASGI app.
  * @param[in] req The request (borrowed during the call only).
