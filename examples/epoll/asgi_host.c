@@ -162,8 +162,6 @@ int asgi_host_timeout(asgi_host *h)
     return 10;
 }
 
-void asgi_host_loop_ready(asgi_host *h); /* for a conn.h without it */
-
 /* The server saw the loop's fd in its epoll events (EV_ASGI). From the first report on,
  * asgi_host_run() relies on them instead of polling the fd each iteration. */
 void asgi_host_loop_ready(asgi_host *h)

@@ -323,6 +323,8 @@ asgi_host *asgi_host_new(server *s, wsgi_app *app);
 void asgi_host_free(asgi_host *h);
 int asgi_host_fd(asgi_host *h); /* the loop's fd, for EPOLLIN */
 /* The most epoll_wait may sleep for the ASGI side (-1: no limit); recompute before every wait. */
+/* The server saw the loop's fd readable in this iteration (EV_ASGI): no need to poll it. */
+void asgi_host_loop_ready(asgi_host *h);
 int asgi_host_timeout(asgi_host *h);
 /* One turn: run the app's loop, then move the connections its callbacks touched. */
 void asgi_host_run(asgi_host *h);

@@ -924,7 +924,7 @@ static void on_event(server *s, struct epoll_event *e)
         if (!s->draining) on_accept(s, &s->ls[((ev_tag *)e->data.ptr)->index]);
         break;
     case EV_WAKE: on_wake(s); break;
-    case EV_ASGI: break; /* asgi_host_run() below runs the loop every iteration */
+    case EV_ASGI: asgi_host_loop_ready(s->asgi); break; /* asgi_host_run() below turns it */
     case EV_SIGNAL: {
         uint64_t sigs = host_signals_read(s->sigfd);
         if (sigs & (1ull << SIGQUIT)) {
