@@ -127,6 +127,9 @@ asgi_host *asgi_host_new(server *s, wsgi_app *app)
     h->app = app;
     h->rt = wsgi_app_runtime(app);
     h->fd = asgi_loop_fd(h->rt);
+    /* server.c puts the fd in its epoll set (or gives up): its EV_ASGI events say when it is
+     * readable, so asgi_host_run() never needs to poll() it. */
+    h->ready_told = 1;
     if (h->fd < 0) {
         host_log(WSGI_LOG_ERROR, "cannot create the ASGI event loop: %s: %s", wsgi_strerror(h->fd),
                  wsgi_errmsg());
