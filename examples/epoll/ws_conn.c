@@ -641,7 +641,14 @@ static void open_progress(conn *c)
         list = ws->ping_out ? TL_WS_PONG : TL_WS_PING;
     set_timer(c, list);
     unsigned ev = out ? EPOLLOUT : 0;
-    if (reading && !ws->t.read_paused && ws->pong_bytes <= WS_OUT_HWM) ev |= EPOLLIN;
+    if (reading && !ws->t.read_paused && ws->pong_bytes <= WS_OUT_HWM) {
+        ev |= EPOLLIN;
+        /* Frames already out of the socket (left in rbuf when reading stopped for the pongs, or
+         * behind the handshake) wait in c->in, and EPOLLIN will not announce them: come back
+         * through EPOLLOUT (everything went out, so the socket has room) and read them then,
+         * after the other connections' events. */
+        if (c->in_parsed < c->in_len) ev |= EPOLLOUT;
+    }
     server_conn_arm(c, ev);
 }
 

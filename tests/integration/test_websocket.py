@@ -209,6 +209,35 @@ def test_unsolicited_pong_ignored(srv):
         assert c.recv_data() == "still fine"
 
 
+N_PINGS = 440  # 58 KiB on the wire with the messages: fits the socket buffers without reading
+
+
+def test_reading_goes_on_after_a_ping_burst_filled_the_pong_queue(start):
+    """Pings whose pongs pass the server's limit stop its reading while they wait to go out; the
+    frames behind them may already be out of the socket (libwsgi-epoll reads up to 64 KiB at
+    once), and once the pongs have gone out they must be read too, though the socket has nothing
+    new to announce them (and no server ping comes by: --ws-ping-interval 0).
+
+    Deterministic: the app (/hold) receives nothing until released, so the server stops reading
+    at the 32nd message and what the client sends after it waits, unparsed, on the server's side;
+    released, the app takes the messages and the server reads on into the pings. Their pongs pass
+    the limit (64 KiB, 189 bytes counted per 125-byte ping) after about 350 of them; wslay parses
+    what its 4 KiB buffer holds (about 30 more), and the rest (60 pings and the last 32 messages,
+    some 8 KiB) is left to read. All 64 messages must arrive, and a pong for every ping."""
+    s = start("epoll", "--ws-ping-interval", "0")
+    t = token()
+    with WSClient.open(s.port, "/hold?token=" + t) as c:
+        c.send_raw(b"".join(build_frame(OP_TEXT, "m%02d" % i) for i in range(32)) +
+                   b"".join(build_frame(OP_PING, b"p" * 125) for _ in range(N_PINGS)) +
+                   b"".join(build_frame(OP_TEXT, "m%02d" % i) for i in range(32, 64)))
+        assert http_get(s.port, "/release?token=" + t)[0] == 200
+        # /hold records its count every 64 messages: the guard only turns a hang into a failure.
+        r = wait_report(t, lambda r: r.get("count", 0) >= 64, "64 messages")
+        assert r["count"] == 64
+        assert c.close_handshake(1000)[0] == 1000
+        assert c.pongs == [b"p" * 125] * N_PINGS
+
+
 # ---- handshake: scope, subprotocols, headers ------------------------------------------------------------
 
 def test_scope(srv):
