@@ -450,17 +450,23 @@ int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
     return 0;
 }
 
+/* The held head, as on_start gets it. */
+static wsgi_response_head lw_ac_head(const lw_asgi_conn *c)
+{
+    return (wsgi_response_head){.status = c->head_status,
+                                .status_line = c->head_line,
+                                .status_line_len = c->head_line_len,
+                                .headers = c->head_h.v,
+                                .n_headers = c->head_h.n,
+                                .content_length = c->head_h.cl,
+                                .flags = c->trailers ? WSGI_HEAD_TRAILERS : 0u};
+}
+
 /* Deliver the held head (on_start) right before the first body event. 0, ASGI_PAUSE or -1. */
 static int lw_ac_commit_head(lw_asgi_conn *c)
 {
     c->head_pending = 0;
-    wsgi_response_head head = {c->head_status,
-                               c->head_line,
-                               c->head_line_len,
-                               c->head_h.v,
-                               c->head_h.n,
-                               c->head_h.cl,
-                               c->trailers ? WSGI_HEAD_TRAILERS : 0u};
+    wsgi_response_head head = lw_ac_head(c);
     int r = LW_AC_CALL(c, c->h.on_start(c->ud, &head));
     lw_hdrs_free(&c->head_h);
     return lw_ac_result(c, r, "on_start");
@@ -491,13 +497,7 @@ static void lw_ac_hold(lw_asgi_conn *c, PyObject *body)
 static int lw_ac_head_and_body(lw_asgi_conn *c, PyObject *body, size_t len, int more)
 {
     c->head_pending = 0;
-    wsgi_response_head head = {c->head_status,
-                               c->head_line,
-                               c->head_line_len,
-                               c->head_h.v,
-                               c->head_h.n,
-                               c->head_h.cl,
-                               c->trailers ? WSGI_HEAD_TRAILERS : 0u};
+    wsgi_response_head head = lw_ac_head(c);
     lw_rstate rstate = c->rstate;
     lw_wsstate wstate = c->wstate;
     c->sent += (int64_t)len;

@@ -307,15 +307,21 @@ static void close_graceful(server *s, conn *c)
     arm(s, c, EPOLLIN);
 }
 
+/* Append to one of the server's queues (linked through q_next). */
+static void fifo_push(conn **head, conn **tail, conn *c)
+{
+    c->q_next = NULL;
+    if (*tail)
+        (*tail)->q_next = c;
+    else
+        *head = c;
+    *tail = c;
+}
+
 static void ready_push(server *s, conn *c, int action)
 {
     c->ready_action = action;
-    c->q_next = NULL;
-    if (s->ready_tail)
-        s->ready_tail->q_next = c;
-    else
-        s->ready_head = c;
-    s->ready_tail = c;
+    fifo_push(&s->ready_head, &s->ready_tail, c);
 }
 
 static void on_pump_result(server *s, conn *c, int r);
@@ -325,12 +331,7 @@ static void report_done(server *s, conn *c, int r)
 {
     c->pump_result = r;
     pthread_mutex_lock(&s->done_mu);
-    c->q_next = NULL;
-    if (s->done_tail)
-        s->done_tail->q_next = c;
-    else
-        s->done_head = c;
-    s->done_tail = c;
+    fifo_push(&s->done_head, &s->done_tail, c);
     pthread_mutex_unlock(&s->done_mu);
     uint64_t one = 1;
     ssize_t w = write(s->wakefd, &one, sizeof(one));
@@ -409,12 +410,7 @@ static void to_app(server *s, conn *c)
     pthread_mutex_lock(&s->tmu);
     if (!s->has_standby) {
         /* Nobody could take the loop over if the app blocked: every other thread is in the app. */
-        c->q_next = NULL;
-        if (s->pend_tail)
-            s->pend_tail->q_next = c;
-        else
-            s->pend_head = c;
-        s->pend_tail = c;
+        fifo_push(&s->pend_head, &s->pend_tail, c);
         pthread_cond_signal(&s->spare_cv);
         pthread_mutex_unlock(&s->tmu);
         return;
@@ -955,9 +951,9 @@ static int loop(server *s)
         if (!run_ready(s)) return LOOP_REPLACED;
         if (s->asgi) asgi_host_run(s->asgi);
         int64_t now = now_ms();
-        if (atomic_load_explicit(&s->late_on, memory_order_relaxed) &&
-            server_now_us() >= s->late_next)
-            late_scan(s);
+        /* seq_cst: after a takeover it must see what the old leader's app call stored before it
+         * read lstate (server_late_wake) without a happens-before edge to this thread. */
+        if (atomic_load(&s->late_on) && server_now_us() >= s->late_next) late_scan(s);
         for (int k = 0; k < TL_COUNT; k++) {
             while (s->lists[k].head && s->lists[k].head->deadline <= now) {
                 conn *c = s->lists[k].head;
@@ -1001,7 +997,7 @@ static int loop(server *s)
             int64_t d = s->accept_resume_at - now;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
-        if (atomic_load_explicit(&s->late_on, memory_order_relaxed)) {
+        if (atomic_load(&s->late_on)) {
             int64_t d = (s->late_next - server_now_us() + 999) / 1000;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
