@@ -319,7 +319,6 @@ static int lw_turn_run_once(PyObject **r)
 PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
 {
     *step = *ctx = NULL;
-    if (PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, lw_eg.catcher) < 0) return NULL;
     /* A name of our own: Python 3.11 formats "Task-<n>" with PyUnicode_FromFormat, which costs
      * more than the rest of Task.__init__'s own work. */
     char nb[32] = "asgi-", digits[24];
@@ -332,16 +331,26 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
         nb[nl++] = digits[--nd];
     PyObject *name = PyUnicode_FromStringAndSize(nb, (Py_ssize_t)nl);
     if (!name) return NULL;
-    lw_eg.catching = 1;
+    /* Someone (an app, a monitoring library) put its own call_soon on the loop instance: leave
+     * it alone, and let this Task start the deferred way, through it. */
+    PyObject *patched = PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_call_soon);
+    if ((!patched && PyErr_Occurred()) ||
+        (!patched && PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, lw_eg.catcher) < 0)) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    lw_eg.catching = !patched;
     PyObject *argv[3] = {coro, lw_rt->loop, name};
     PyObject *task = PyObject_Vectorcall(lw_eg.task_type, argv, 1, lw_eg.task_kwnames);
     lw_eg.catching = 0;
     Py_DECREF(name);
-    lw_exc_saved exc;
-    LW_EXC_SAVE(exc);
-    if (PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon) < 0)
-        lw_log_exception("restoring loop.call_soon", NULL, 0);
-    LW_EXC_RESTORE(exc);
+    if (!patched) {
+        lw_exc_saved exc;
+        LW_EXC_SAVE(exc);
+        if (PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon) < 0)
+            lw_log_exception("restoring loop.call_soon", NULL, 0);
+        LW_EXC_RESTORE(exc);
+    }
     *step = lw_eg.step;
     *ctx = lw_eg.ctx;
     lw_eg.step = lw_eg.ctx = NULL;

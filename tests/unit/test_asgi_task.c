@@ -283,6 +283,49 @@ static void test_lifespan_between_requests(void **state)
 /* ---- eager start only ----------------------------------------------------------------------- */
 
 /* An app that never waits is complete when asgi_dispatch returns: no loop turn is asked for. */
+/* An app (or a monitoring library) that wraps call_soon on the loop instance keeps its wrapper,
+ * and the wrapper sees the loop's work: eager start must not drop or bypass it (it overrides
+ * call_soon on the instance for the length of each Task() call). */
+static void test_instance_call_soon_patch_survives(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    ah_rec rec;
+    th_req r;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "patch_call_soon", key, NULL, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    ah_rec_free(&rec);
+    for (int i = 0; i < 3; i++) { /* requests created while the patch is in place */
+        ah_rec_init(&rec);
+        conn = start(APPS "identity", key, NULL, &rec, &r);
+        ah_drive_done(&rec);
+        asgi_conn_free(conn);
+        ah_assert_ok(&rec, 200, "ok");
+        ah_rec_free(&rec);
+    }
+    ah_rec_init(&rec);
+    conn = start(APPS "patch_call_soon", key, "&undo=1", &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    ah_rec_free(&rec);
+    char expected[1024];
+    snprintf(expected, sizeof expected, "%s",
+             "task Task, a Task True, running True, registered True, coro True\n"
+             "after a future: same True\n"
+             "after sleep(0): same True\n"
+             "after a timer: same True, done False\n");
+    char all[4096] = "";
+    for (int i = 0; i < 3; i++)
+        strcat(all, expected);
+    strcat(all, "still patched True, calls seen True");
+    assert_notes(key, all);
+}
+
 static void test_eager_needs_no_turn(void **state)
 {
     (void)state;
@@ -407,6 +450,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         ah_unit_test(test_current_task_identity),
+        ah_unit_test(test_instance_call_soon_patch_survives),
         ah_unit_test(test_contextvars_per_request),
         ah_unit_test(test_cancel_blocked_request),
         ah_unit_test(test_timeouts_in_the_app),

@@ -193,3 +193,25 @@ async def with_lifespan(scope, receive, send):
                 return
     await asyncio.sleep(0)
     await respond(send, 200, scope["state"].get("started", "no").encode())
+
+
+async def patch_call_soon(scope, receive, send):
+    """Puts a wrapper around the running loop's call_soon on the loop instance (as monitoring
+    tools do), or (?undo=1) takes it away and reports how many calls it saw and whether it was
+    still in place."""
+    key = query(scope)["key"]
+    loop = asyncio.get_running_loop()
+    if query(scope).get("undo"):
+        w = loop.__dict__.pop("call_soon", None)
+        note(key, "still patched %s, calls seen %s" % (w is not None and getattr(w, "ours", False),
+                                                       EVENTS.get(key, 0) > 0))
+    else:
+        real = loop.call_soon
+
+        def wrapper(*args, **kwargs):
+            EVENTS[key] = EVENTS.get(key, 0) + 1
+            return real(*args, **kwargs)
+
+        wrapper.ours = True
+        loop.call_soon = wrapper
+    await respond(send, 200, b"ok")
