@@ -234,13 +234,23 @@ def can_serve(port):
         return False
 
 
+def listening_sockets(port):
+    """Sockets in LISTEN state on 127.0.0.1:port (each worker has its own SO_REUSEPORT one, and
+    listens only once its app is loaded; the master's is bound but never listening)."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows if r[1] == "0100007F:%04X" % port and r[3] == "0A")
+
+
 def test_master_restarts_dead_worker(spawn):
     s = spawn("epoll", "corners:app", "--workers", "2")
-    wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
+    # Both workers listening: killing one must not leave the port without a listener (on a
+    # loaded machine the second can still be loading its app when the first already serves).
+    wait_for(lambda: len(child_pids(s.pid)) == 2 and listening_sockets(s.port) == 2, "two workers")
     victim = child_pids(s.pid)[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(child_pids(s.pid)) == 2 and victim not in child_pids(s.pid),
-             "a replacement worker")
+    wait_for(lambda: len(child_pids(s.pid)) == 2 and victim not in child_pids(s.pid)
+             and listening_sockets(s.port) == 2, "a replacement worker")
     for _ in range(20):
         assert request(s.port, "GET", "/hello").status == 200
     assert "was killed by signal 9" in s.log()
