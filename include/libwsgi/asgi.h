@@ -106,6 +106,11 @@ typedef struct asgi_handler {
  * with asgi_conn_feed(). May be called from inside a callback (e.g. the next pipelined request
  * from on_done).
  *
+ * The scope's `root_path` is the app's wsgi_app_options::script_name, or the value of a
+ * `SCRIPT_NAME` entry of wsgi_request::extra_environ when there is one (a gateway such as lighttpd's
+ * SCGI that splits the path itself; `path` stays the whole path of the target). Other
+ * extra_environ entries are not used by ASGI.
+ *
  * @param[in] app An ASGI app.
  * @param[in] req The request (borrowed during the call only).
  * @param[in] handler Callbacks, copied.
