@@ -66,7 +66,8 @@ typedef struct asgi_handler {
      *  it queued when the next on_body arrives (the app may cancel a paused send() and send
      *  again) must copy it then. */
     int (*on_body)(void *user_data, const char *data, size_t len, int more);
-    /** Optional http.response.trailers; when NULL the extension is not offered in the scope. */
+    /** Optional http.response.trailers (@p headers borrowed for the call); when NULL the extension
+     *  is not offered in the scope. */
     int (*on_trailers)(void *user_data, const wsgi_header *headers, size_t n_headers, int more);
     /** Optional http.response.pathsend: send @p count bytes of @p fd from @p offset; this ends
      *  the body. The fd stays open until asgi_conn_free(). When NULL the extension is not offered.

@@ -178,7 +178,8 @@ LIBWSGI_API wsgi_interface wsgi_app_interface(const wsgi_app *app);
 /**
  * @brief The runtime an app belongs to.
  * @param[in] app The app.
- * @return The runtime.
+ * @return The runtime (the host's, as created by wsgi_runtime_new(): not a new object to free),
+ *         or NULL for a NULL @p app.
  * @since 0.1.0
  * @par Thread safety
  * Any thread, concurrently; takes no GIL.

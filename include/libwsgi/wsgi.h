@@ -36,7 +36,7 @@ extern "C" {
  * itself.
  *
  * @param[in] body_user_data wsgi_request::body_user_data.
- * @param[out] buf Where to put the bytes.
+ * @param[out] buf Where to put the bytes: the library's buffer, valid during the call only.
  * @param[in] len Capacity of @p buf (> 0).
  * @param[out] nread Bytes stored; 0 means the body has ended.
  * @return 0 on success, negative on error (the app's read() raises OSError).
@@ -135,7 +135,10 @@ typedef struct wsgi_response wsgi_response;
 LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env **out);
 
 /**
- * @brief Set one environ key to a latin-1 str value (adds or replaces).
+ * @brief Set one environ key to a latin-1 str value (adds or replaces); name and value are copied.
+ *
+ * Keys set this way are applied when wsgi_call() makes the environ, after every computed key and
+ * after wsgi_request::extra_environ, in call order.
  * @param[in] env The environ.
  * @param[in] name Key bytes (decoded as latin-1).
  * @param[in] name_len Length of @p name (> 0).
