@@ -5,7 +5,9 @@
 
 #include <http_parser.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f, server_program prog)
 {
@@ -61,8 +63,31 @@ static void usage(FILE *f, server_program prog)
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
             "                          accept permessage-deflate offers (default on)\n"
+            "%s"
             "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n");
+            "  --version               show the version and exit\n",
+            proc_cli_help());
+}
+
+/* systemd socket activation: LISTEN_PID is this process and LISTEN_FDS sockets start at fd 3
+ * (sd_listen_fds(3)). The variables are removed so that the app and its children do not see
+ * them. Returns the number of sockets (0: none). */
+static int systemd_listen_fds(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    int n = 0;
+    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid()) {
+        n = (int)strtol(fds, NULL, 10);
+        if (n < 0) n = 0;
+        if (n > EPOLL_MAX_BINDS) {
+            fprintf(stderr, "warning: LISTEN_FDS=%d: serving the first %d\n", n, EPOLL_MAX_BINDS);
+            n = EPOLL_MAX_BINDS;
+        }
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return n;
 }
 
 int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
@@ -83,6 +108,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_interval = 20;
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
+    proc_options_init(&o->proc);
 
     int i = 1;
     while (i < argc) {
@@ -100,6 +126,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = proc_cli_parse(&o->proc, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
@@ -195,12 +224,16 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (proc_cli_validate(&o->proc) < 0) return -1;
+    /* Socket activation: the sockets systemd passes, unless --bind or --fd says otherwise. */
+    int activated = systemd_listen_fds();
+    if (o->n_binds == 0 && o->inherit_fd < 0) o->listen_fds = activated;
     if (o->n_binds && o->inherit_fd >= 0) {
         fprintf(stderr, "error: --bind and --fd exclude each other\n");
         return -1;
     }
     /* libwsgi-scgi without either serves fd 0 (server_main() checks it is a listening socket). */
-    if (o->n_binds == 0 && o->inherit_fd < 0 && prog == PROG_EPOLL)
+    if (o->n_binds == 0 && o->inherit_fd < 0 && !o->listen_fds && prog == PROG_EPOLL)
         o->binds[o->n_binds++] = "127.0.0.1:8000";
     return 0;
 }

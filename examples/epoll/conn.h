@@ -235,6 +235,8 @@ int conn_parse_body(conn *c);
 int conn_can_drain(const conn *c);
 /* The wsgi_body_read_cb for BODY_STREAM (runs on the app thread; may block). */
 int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread);
+/* The request's method (HTTP, SCGI or uwsgi), not NUL-terminated: *len bytes. */
+const char *conn_request_method(const conn *c, size_t *len);
 /* Whether the comma-separated list v (a header value) holds the token tok (case-insensitive). */
 int conn_token_in_list(const char *v, size_t n, const char *tok);
 /* Whether a header called name (any of them, if repeated) holds the token tok. */

@@ -812,3 +812,17 @@ void conn_access_log(conn *c)
                     a ? a + c->alog_rl : NULL, c->alog_ref, a ? a + c->alog_rl + c->alog_ref : NULL,
                     c->alog_ua);
 }
+
+/* The request's method, for log lines outside the access log (guard.c). */
+const char *conn_request_method(const conn *c, size_t *len)
+{
+    const char *m;
+    if (c->proto != CPROTO_HTTP && c->sf) {
+        m = c->in + c->sf->method_off;
+        *len = c->sf->method_len;
+    } else {
+        m = http_method_str((enum http_method)c->parser.method);
+        *len = strlen(m);
+    }
+    return m;
+}

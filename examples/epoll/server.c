@@ -27,6 +27,7 @@
  * back into the server). */
 #include "server.h"
 #include "conn.h"
+#include "guard.h"
 #include "host_log.h"
 #include "host_signals.h"
 
@@ -112,6 +113,9 @@ struct server {
     int64_t grace_deadline;
     int accept_paused;
     int64_t accept_resume_at; /* accept_paused: listen again at this time (or when a conn closes) */
+    /* Every app thread is busy (a request had to wait for one): a shared listening socket is left
+     * to the other workers until a thread is free again (listen.c: fair spreading). */
+    int saturated;
     int64_t last_emfile_log;
 };
 
@@ -347,7 +351,12 @@ static void report_done(server *s, conn *c, int r)
 
 static int run_exchange(conn *c)
 {
-    return c->abort_requested ? exchange_abort(c) : exchange_run(c);
+    if (c->abort_requested) return exchange_abort(c);
+    /* --timeout watches each call into the app (guard.c). */
+    guard_call_begin(c);
+    int r = exchange_run(c);
+    guard_call_end();
+    return r;
 }
 
 static void lend(server *s, conn *c)
@@ -400,6 +409,39 @@ static void standby_wake(server *s)
     pthread_mutex_unlock(&s->tmu);
 }
 
+/* Saturation (struct server): stop taking connections from a shared listening socket while a
+ * request waits for an app thread, so that an idle worker gets them; take them again once the
+ * waiting requests have a thread. Per-worker sockets (--reuse-port) have nobody else to take
+ * their connections: they stay enabled. */
+static void saturation_begin(server *s)
+{
+    if (s->saturated || s->draining || s->accept_paused) return;
+    int any = 0;
+    for (size_t k = 0; k < s->n_ls; k++)
+        any |= s->ls[k].fd >= 0 && s->ls[k].shared;
+    if (!any) return;
+    s->saturated = 1;
+    for (size_t k = 0; k < s->n_ls; k++)
+        if (s->ls[k].fd >= 0 && s->ls[k].shared)
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->ls[k].fd, NULL);
+}
+
+static void saturation_check(server *s)
+{
+    if (!s->saturated) return;
+    pthread_mutex_lock(&s->tmu);
+    int waiting = s->pend_head != NULL;
+    pthread_mutex_unlock(&s->tmu);
+    if (waiting) return;
+    s->saturated = 0;
+    if (s->draining || s->accept_paused) return;
+    for (size_t k = 0; k < s->n_ls; k++) {
+        if (s->ls[k].fd < 0 || !s->ls[k].shared) continue;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &s->ls_tags[k]};
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->ls[k].fd, &ev);
+    }
+}
+
 /* Hand the connection to the app: run it here, or (team, no standby free) queue it for the next
  * team thread to come back from the app. */
 static void to_app(server *s, conn *c)
@@ -420,6 +462,7 @@ static void to_app(server *s, conn *c)
         fifo_push(&s->pend_head, &s->pend_tail, c);
         pthread_cond_signal(&s->spare_cv);
         pthread_mutex_unlock(&s->tmu);
+        saturation_begin(s);
         return;
     }
     pthread_mutex_unlock(&s->tmu);
@@ -515,6 +558,7 @@ static void start_drain(server *s, conn *c)
 /* The response is on the wire: the next request, the rest of an unread body, or close. */
 static void response_done(server *s, conn *c)
 {
+    guard_request_done(); /* --max-requests */
     c->state = CONN_HEAD; /* loop-owned again */
     if (!c->keep_alive || s->draining)
         close_graceful(s, c);
@@ -873,6 +917,7 @@ static void on_wake(server *s)
         c->q_next = NULL;
         on_pump_result(s, c, c->pump_result); /* never calls the app: the leader stays */
     }
+    saturation_check(s);
 }
 
 /* The connections that were ready when this starts (those made ready meanwhile wait for the next
@@ -914,10 +959,13 @@ static void begin_drain(server *s)
             listen_close(&s->ls[k], 0);
         }
     }
-    /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away. */
+    /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away.
+     * A connection accepted but with no request yet (idle on the request timer, not keep-alive's)
+     * is not idle: its first request may be on the way, and closing it would fail it (a worker
+     * replaced by a reload or --max-requests must not drop it); it is answered with close. */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if (c->state == CONN_IDLE)
+        if (c->state == CONN_IDLE && c->t_list == TL_IDLE)
             conn_close(s, c);
         else if (c->state == CONN_WS)
             ws_conn_shutdown(c);
@@ -982,8 +1030,10 @@ static int loop(server *s)
         bury(s);
 
         if (s->quit) break;
-        /* ASGI apps still running after their response (background tasks) are waited for too. */
-        if (s->draining && s->n_conns == 0 && !(s->asgi && asgi_host_busy(s->asgi))) break;
+        /* ASGI apps still running after their response (background tasks) are waited for too;
+         * requests --timeout gave up on (still in the app, their sockets shut down) are not. */
+        if (s->draining && s->n_conns <= guard_stuck() && !(s->asgi && asgi_host_busy(s->asgi)))
+            break;
         now = now_ms();
         if (s->draining && now >= s->grace_deadline) {
             host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections", s->n_conns);
@@ -1015,7 +1065,9 @@ static int loop(server *s)
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
         if (s->ready_head) timeout = 0;
+        if (s->asgi) guard_loop_end(); /* --timeout: an ASGI loop turn is over */
         int n = epoll_wait(s->epfd, s->evs, 256, timeout);
+        if (s->asgi) guard_loop_begin();
         if (n < 0) {
             if (errno == EINTR) continue;
             host_log(WSGI_LOG_ERROR, "epoll_wait: %s", strerror(errno));

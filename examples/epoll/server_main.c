@@ -4,11 +4,14 @@
  * prefork master of N workers. Each worker loads Python and the app itself, after fork, before it
  * starts listening, so a connection that is accepted always finds the app ready. */
 #include "cli.h"
+#include "guard.h"
 #include "host_app.h"
 #include "host_asgi.h"
 #include "host_log.h"
 #include "listen.h"
+#include "host_py.h"
 #include "prefork.h"
+#include "sd_notify.h"
 #include "server.h"
 #include "server_main.h"
 #include "version.h"
@@ -25,25 +28,30 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <errno.h>
+#include <limits.h>
 
 typedef struct worker_ctx {
     const epoll_options *opt;
     listener *ls;
     size_t n_ls;
+    int prefork;
+    /* --preload: loaded in the master, inherited by every worker. */
+    wsgi_runtime *rt;
+    wsgi_app *app;
 } worker_ctx;
 
 static int worker_main(void *arg, unsigned index)
 {
     worker_ctx *w = arg;
     const epoll_options *o = w->opt;
-    int prefork = o->host.workers > 1;
+    int prefork = w->prefork;
     (void)index;
 
-    wsgi_runtime *rt = NULL;
-    wsgi_app *app = NULL;
+    wsgi_runtime *rt = w->rt;
+    wsgi_app *app = w->app;
     char software[64];
     snprintf(software, sizeof(software), "%s/%s", o->name, EPOLL_SERVER_VERSION);
-    if (host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
+    if (!app && host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
@@ -58,13 +66,22 @@ static int worker_main(void *arg, unsigned index)
             return HOST_EXIT_BOOT_FAILED;
         }
     }
+    /* --max-requests, --max-worker-memory, --timeout (guard.c); then tell the master (a
+     * replacement it waits for is up) or systemd (no master) that connections are served. */
+    guard_start(o, asgi || o->host.threads == 0);
+    if (prefork_is_worker())
+        prefork_worker_ready();
+    else
+        sd_notify_send("READY=1");
     int r = server_run(o, app, w->ls, w->n_ls);
+    if (!prefork_is_worker()) sd_notify_send("STOPPING=1");
     if (r == 1) {
         /* App threads are still running Python: leave without finalizing under them. */
         fflush(NULL);
         _exit(0);
     }
     /* In-flight requests (and ASGI apps still running after their response) are done. */
+    guard_stop();
     if (asgi) host_asgi_shutdown(app);
     host_app_stop(rt, app);
     host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());
@@ -111,6 +128,68 @@ static int take_inherited(epoll_options *o, listener *l)
     return 0;
 }
 
+/* ---- processes and deploys: socket activation, --pid, --preload, --reload ---- */
+
+/* systemd's sockets (LISTEN_FDS, from fd 3). 0 or -1 (message printed). */
+static int take_activated(const epoll_options *o, listener *ls)
+{
+    static char specs[EPOLL_MAX_BINDS][32];
+    for (int k = 0; k < o->listen_fds; k++) {
+        snprintf(specs[k], sizeof(specs[k]), "LISTEN_FDS fd %d", 3 + k);
+        if (listen_inherit(3 + k, specs[k], &ls[k]) != 0) return -1;
+    }
+    return 0;
+}
+
+static int write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "error: --pid %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void preload_before_fork(void *arg)
+{
+    (void)arg;
+    host_py_before_fork();
+}
+
+static void preload_after_fork(void *arg, int child)
+{
+    (void)arg;
+    host_py_after_fork(child);
+}
+
+/* The master stops: its copies of the listening sockets go (not unlinked: at exit). */
+static void master_on_stop(void *arg)
+{
+    worker_ctx *w = arg;
+    for (size_t k = 0; k < w->n_ls; k++) {
+        if (w->ls[k].reserved_fd >= 0) close(w->ls[k].reserved_fd);
+        w->ls[k].reserved_fd = -1;
+    }
+}
+
+/* --reload watches the app's directory (--chdir, else the working directory), the --pythonpath
+ * entries and the --reload-dir ones. */
+static size_t reload_dirs(const epoll_options *o, const char **dirs, size_t cap)
+{
+    static char cwd[PATH_MAX];
+    size_t n = 0;
+    if (o->host.chdir)
+        dirs[n++] = o->host.chdir;
+    else if (getcwd(cwd, sizeof(cwd)))
+        dirs[n++] = cwd;
+    for (size_t k = 0; k < o->host.n_python_path && n < cap; k++)
+        dirs[n++] = o->host.python_path[k];
+    for (size_t k = 0; k < o->proc.n_reload_dirs && n < cap; k++)
+        dirs[n++] = o->proc.reload_dirs[k];
+    return n;
+}
+
 int server_main(int argc, char **argv, server_program prog)
 {
     epoll_options o;
@@ -141,25 +220,54 @@ int server_main(int argc, char **argv, server_program prog)
 
     listener ls[EPOLL_MAX_BINDS];
     size_t n_ls = o.n_binds;
-    int prefork = o.host.workers > 1;
-    if (n_ls == 0) {
+    /* Replacing a worker (recycling, --timeout, --reload, SIGHUP) needs the master. */
+    int prefork = o.host.workers > 1 || proc_needs_master(&o.proc);
+    proc_apply_umask(&o.proc);
+    if (o.listen_fds > 0) {
+        if (take_activated(&o, ls) != 0) return 2;
+        n_ls = (size_t)o.listen_fds;
+    } else if (n_ls == 0) {
         if (take_inherited(&o, &ls[0]) != 0) return 2;
         n_ls = 1;
     }
     for (size_t k = 0; k < o.n_binds; k++) {
         if (listen_parse(o.binds[k], &ls[k]) != 0) return 2;
-        if (listen_reserve(&ls[k], prefork, o.backlog) != 0) return 1;
+        if (listen_reserve(&ls[k], prefork, o.proc.reuse_port, o.backlog) != 0) return 1;
     }
+    if (proc_drop_privileges(&o.proc) != 0) return 1;
+    if (o.proc.pid_file && write_pid_file(o.proc.pid_file) != 0) return 1;
     host_log(WSGI_LOG_INFO, "%s %s (libwsgi %s) serving %s on %s%s", o.name, EPOLL_SERVER_VERSION,
              libwsgi_version(), o.host.app_spec, ls[0].spec, n_ls > 1 ? " and more" : "");
 
-    worker_ctx w = {.opt = &o, .ls = ls, .n_ls = n_ls};
+    worker_ctx w = {.opt = &o, .ls = ls, .n_ls = n_ls, .prefork = prefork};
     int status;
-    if (prefork)
-        status = prefork_run(o.host.workers, worker_main, &w, o.host.graceful_timeout);
-    else
+    if (prefork) {
+        prefork_config pc = {.workers = o.host.workers,
+                             .grace_seconds = o.host.graceful_timeout,
+                             .on_stop = master_on_stop};
+        const char *dirs[2 + HOST_MAX_PYTHONPATH + PROC_MAX_RELOAD_DIRS];
+        if (o.proc.reload) {
+            pc.reload_dirs = dirs;
+            pc.n_reload_dirs = reload_dirs(&o, dirs, sizeof(dirs) / sizeof(*dirs));
+        }
+        if (o.proc.preload) {
+            char software[64];
+            snprintf(software, sizeof(software), "%s/%s", o.name, EPOLL_SERVER_VERSION);
+            if (host_app_start(&o.host, software, &w.rt, &w.app) != 0) {
+                for (size_t k = 0; k < n_ls; k++)
+                    listen_close(&ls[k], 1);
+                return HOST_EXIT_BOOT_FAILED;
+            }
+            pc.before_fork = preload_before_fork;
+            pc.after_fork = preload_after_fork;
+        }
+        status = prefork_run(&pc, worker_main, &w);
+        if (w.app) host_app_stop(w.rt, w.app);
+    } else {
         status = worker_main(&w, 0);
+    }
     for (size_t k = 0; k < n_ls; k++)
         listen_close(&ls[k], 1);
+    if (o.proc.pid_file) unlink(o.proc.pid_file);
     return status;
 }

@@ -209,7 +209,9 @@ def child_pids(pid):
 
 
 def test_workers_serve_on_one_port(spawn):
-    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "2")
+    # --reuse-port: one SO_REUSEPORT socket per worker (the default, one shared socket, is
+    # test_deploy.py's).
+    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "2", "--reuse-port")
     wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
     workers = set(child_pids(s.pid))
     seen = set()
@@ -243,7 +245,7 @@ def listening_sockets(port):
 
 
 def test_master_restarts_dead_worker(spawn):
-    s = spawn("epoll", "corners:app", "--workers", "2")
+    s = spawn("epoll", "corners:app", "--workers", "2", "--reuse-port")
     # Both workers listening: killing one must not leave the port without a listener (on a
     # loaded machine the second can still be loading its app when the first already serves).
     wait_for(lambda: len(child_pids(s.pid)) == 2 and listening_sockets(s.port) == 2, "two workers")
