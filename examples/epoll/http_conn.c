@@ -495,6 +495,12 @@ static int scgi_head(conn *c)
     c->url_len = req.target_len;
     f->method_off = (size_t)(req.method - c->in);
     f->method_len = req.method_len;
+    /* The client is lighttpd's (REMOTE_ADDR), not the gateway at the socket's other end: logs
+     * name it. */
+    if (req.client_addr && strlen(req.client_addr) < sizeof(c->peer)) {
+        memcpy(c->peer, req.client_addr, strlen(req.client_addr) + 1);
+        c->peer_port = req.client_port;
+    }
     /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
      * Content-Length body (see the top). */
     char head[64];
