@@ -467,6 +467,11 @@ static int scgi_head(conn *c)
     size_t used = 0;
     scgi_result r = scgi_parser_feed(&f->p, c->in + c->in_parsed, c->in_len - c->in_parsed, &used);
     c->in_parsed += used;
+    /* Known from the first byte: an error before the head is complete (a 408, a 431) is then
+     * answered in the gateway's protocol. */
+    scgi_proto pp = scgi_parser_protocol(&f->p);
+    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI)
+        c->proto = pp == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
     if (r == SCGI_NEED_MORE) return PARSE_MORE;
     c->proto_known = 1;
     if (r == SCGI_IS_HTTP) {

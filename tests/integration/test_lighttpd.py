@@ -602,3 +602,18 @@ def test_access_log_names_the_client_not_the_gateway(tmp_path):
         assert '"GET /ok HTTP/1.1" 200' in line and "agent/1.0" in line
     finally:
         s.stop()
+
+
+def test_head_timeout_is_a_cgi_style_408():
+    """A gateway that stops in the middle of an SCGI head gets the 408 in its own protocol."""
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--timeout-request", "1"],
+               port=port)
+    try:
+        s.wait_ready()
+        for partial in (b"12:", b"\x00\x10\x00\x00\x01"):
+            out = exchange(port, partial)  # no half-close: the daemon's timeout ends it
+            assert out.startswith(b"Status: 408 "), out[:100]
+    finally:
+        s.stop()
