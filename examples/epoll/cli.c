@@ -60,9 +60,10 @@ static void usage(FILE *f, server_program prog)
             "  --ws-ping-timeout S     close a WebSocket whose pong is this late (default 20;\n"
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
-            "                          accept permessage-deflate offers (default on)\n"
-            "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n");
+            "                          accept permessage-deflate offers (default on)\n");
+    fputs(obs_cli_help(), f);
+    fprintf(f, "  --help                  show this help and exit\n"
+               "  --version               show the version and exit\n");
 }
 
 int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
@@ -83,6 +84,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_interval = 20;
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
+    obs_options_init(&o->obs);
 
     int i = 1;
     while (i < argc) {
@@ -100,6 +102,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = obs_cli_option(&o->obs, &o->host, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
@@ -195,6 +200,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
     if (o->n_binds && o->inherit_fd >= 0) {
         fprintf(stderr, "error: --bind and --fd exclude each other\n");
         return -1;
