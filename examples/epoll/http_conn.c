@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 static int ieq(const char *a, size_t alen, const char *lit)
@@ -415,6 +417,12 @@ int conn_scgi_param(const conn *c, const char *name, const char **value, size_t 
     return scgi_parser_find(&c->sf->p, c->in, name, value, len);
 }
 
+void conn_set_nodelay(conn *c)
+{
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 void conn_front_free(conn *c)
 {
     if (!c->sf) return;
@@ -486,6 +494,7 @@ static int scgi_head(conn *c)
     if (r == SCGI_IS_HTTP) {
         conn_front_free(c);
         c->proto = CPROTO_HTTP;
+        if (!c->lst->is_unix) conn_set_nodelay(c);
         return PARSE_HTTP;
     }
     c->proto = scgi_parser_protocol(&f->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
