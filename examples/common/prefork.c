@@ -12,6 +12,7 @@
 #include "host_app.h"
 #include "host_log.h"
 #include "host_signals.h"
+#include "metrics.h"
 #include "reload_watch.h"
 #include "sd_notify.h"
 
@@ -112,7 +113,8 @@ typedef struct master {
     int notified;  /* READY=1 sent */
 } master;
 
-static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU};
+static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,  SIGQUIT,
+                                     SIGHUP,  SIGTTIN, SIGTTOU, SIGUSR1};
 
 static wproc *find(master *m, pid_t pid)
 {
@@ -303,6 +305,7 @@ static void on_exit_status(master *m, wproc *w, int status, int *stopping, int *
         check_reload_done(m);
         return;
     }
+    metrics_worker_restart(slot, WIFSIGNALED(status) ? "killed" : "exited");
     if (WIFSIGNALED(status))
         host_log(WSGI_LOG_ERROR, "worker %u (pid %d) was killed by signal %d", slot, (int)pid,
                  WTERMSIG(status));
@@ -403,6 +406,10 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
             break;
         }
         uint64_t sigs = host_signals_read(sfd);
+        /* logrotate: the workers reopen their access log (access_log.c). */
+        if (sigs & (1ull << SIGUSR1))
+            for (size_t k = 0; k < m->n_ps; k++)
+                kill(m->ps[k].pid, SIGUSR1);
 
         if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT) | (1ull << SIGQUIT))) {
             int quick = (sigs & (1ull << SIGQUIT)) != 0;

@@ -62,11 +62,11 @@ static void usage(FILE *f, server_program prog)
             "  --ws-ping-timeout S     close a WebSocket whose pong is this late (default 20;\n"
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
-            "                          accept permessage-deflate offers (default on)\n"
-            "%s"
-            "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n",
-            proc_cli_help());
+            "                          accept permessage-deflate offers (default on)\n");
+    fputs(obs_cli_help(), f);
+    fputs(proc_cli_help(), f);
+    fprintf(f, "  --help                  show this help and exit\n"
+               "  --version               show the version and exit\n");
 }
 
 /* systemd socket activation: LISTEN_PID is this process and LISTEN_FDS sockets start at fd 3
@@ -108,6 +108,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_interval = 20;
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
+    obs_options_init(&o->obs);
     proc_options_init(&o->proc);
 
     int i = 1;
@@ -126,6 +127,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = obs_cli_option(&o->obs, &o->host, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         r = proc_cli_parse(&o->proc, argc, argv, &i);
@@ -224,6 +228,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
     if (proc_cli_validate(&o->proc) < 0) return -1;
     /* Socket activation: the sockets systemd passes, unless --bind or --fd says otherwise. */
     int activated = systemd_listen_fds();

@@ -7,6 +7,7 @@
 
 #include "host_cli.h"
 #include "proc_cli.h"
+#include "obs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -39,7 +40,8 @@ typedef struct epoll_options {
     int ws_per_message_deflate; /* --ws-per-message-deflate on|off: accept RFC 7692 offers */
     /* Processes and deploys (proc_cli.h): recycling, --timeout, --preload, --reload, --pid... */
     proc_options proc;
-    int listen_fds; /* systemd socket activation: LISTEN_FDS sockets from fd 3 (0: none) */
+    int listen_fds;  /* systemd socket activation: LISTEN_FDS sockets from fd 3 (0: none) */
+    obs_options obs; /* access log, metrics, --check-config, proxy headers (obs.h) */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error
