@@ -1228,6 +1228,41 @@ LIBWSGI_API int asgi_conn_resume(asgi_conn *conn)
     return 0;
 }
 
+/* The task's await chain (boot.task_stack), to the log. */
+static void lw_ac_log_stack(lw_asgi_conn *c)
+{
+    PyObject *fn = PyDict_GetItemString(PyModule_GetDict(c->app->rt->boot), "task_stack");
+    PyObject *text = fn ? PyObject_CallOneArg(fn, c->task) : NULL;
+    const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (t)
+        lw_log(WSGI_LOG_ERROR, "cancelling the ASGI app's task: %s", t);
+    else
+        PyErr_Clear();
+    Py_XDECREF(text);
+}
+
+LIBWSGI_API int asgi_conn_cancel(asgi_conn *conn)
+{
+    lw_gil g;
+    int rc = lw_ac_enter(conn, &g);
+    if (rc) return rc;
+    lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (c->task && !c->done) {
+        PyObject *done = PyObject_CallMethod(c->task, "done", NULL);
+        int ended = !done || PyObject_IsTrue(done) != 0;
+        Py_XDECREF(done);
+        PyErr_Clear();
+        if (!ended) {
+            lw_ac_log_stack(c);
+            PyObject *r = PyObject_CallMethod(c->task, "cancel", NULL);
+            if (!r) PyErr_Clear();
+            Py_XDECREF(r);
+        }
+    }
+    lw_gil_release(&g);
+    return WSGI_OK;
+}
+
 /* Connections the host freed without the GIL, released at the next call that takes it. */
 static lw_asgi_conn *lw_ac_free_list;
 

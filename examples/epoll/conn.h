@@ -180,8 +180,9 @@ struct conn {
     int resp_done; /* nothing more to pull from the app */
     int cut;       /* the app failed mid-response: send what is queued, then close */
 
-    asgi_ex *ax; /* CONN_ASGI: the exchange with the ASGI app */
-    ws_conn *ws; /* CONN_WS: the WebSocket */
+    asgi_ex *ax;           /* CONN_ASGI: the exchange with the ASGI app */
+    int64_t asgi_since_ms; /* --timeout (guard.c): when the ASGI app got the request (0: off) */
+    ws_conn *ws;           /* CONN_WS: the WebSocket */
 
     /* output queue */
     out_item *outq;

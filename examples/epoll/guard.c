@@ -132,6 +132,25 @@ void guard_loop_end(void)
     if (g_timeout_ms) end();
 }
 
+int guard_on(void)
+{
+    return g_timeout_ms != 0;
+}
+
+void guard_asgi_check(conn *c, int64_t now)
+{
+    if (now - c->asgi_since_ms < g_timeout_ms) return;
+    asgi_task *t = (asgi_task *)c->ax; /* the exchange's first member (asgi_exchange.c) */
+    c->asgi_since_ms = 0;              /* once */
+    if (t->done) return;               /* the app has ended: the response is being written */
+    char desc[DESC_LEN];
+    describe(c, desc, sizeof(desc));
+    host_log(WSGI_LOG_ERROR,
+             "worker %d: timeout: %s still in the ASGI app after %d s: cancelling it",
+             (int)getpid(), desc, g_timeout_ms / 1000);
+    asgi_conn_cancel(t->ac);
+}
+
 unsigned guard_stuck(void)
 {
     return atomic_load(&g_stuck);

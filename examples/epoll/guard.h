@@ -2,7 +2,8 @@
  * --max-worker-memory ask for a replacement; --timeout watches every call into a WSGI app and,
  * for an ASGI app, every turn of the event loop, from a watchdog thread: a call still running
  * after S seconds is logged with the request and the thread's Python stack (faulthandler), its
- * connection is shut down, and the worker asks to be replaced. */
+ * connection is shut down, and the worker asks to be replaced. An ASGI request whose task is still
+ * running after S seconds (awaiting, not blocking) has its task cancelled instead. */
 #ifndef EPOLL_GUARD_H
 #define EPOLL_GUARD_H
 
@@ -29,6 +30,13 @@ void guard_call_end(void);
 /* Around one turn of the event loop (ASGI: where app code runs), on the loop thread. */
 void guard_loop_begin(void);
 void guard_loop_end(void);
+
+/* Whether --timeout is on. */
+int guard_on(void);
+
+/* An ASGI request's app has had c since c->asgi_since_ms: past --timeout, log it and cancel its
+ * task (asgi_conn_cancel(): the app sees CancelledError; the worker stays). The loop thread. */
+void guard_asgi_check(conn *c, int64_t now_ms);
 
 /* How many connections the watchdog gave up on while their call is still in the app: a worker
  * shutting down does not wait for them. */

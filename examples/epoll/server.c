@@ -117,6 +117,7 @@ struct server {
     /* Every app thread is busy (a request had to wait for one): a shared listening socket is left
      * to the other workers until a thread is free again (listen.c: fair spreading). */
     int saturated;
+    int64_t asgi_scan_at; /* --timeout: the next look at ASGI requests (asgi_timeouts) */
     int64_t last_emfile_log;
 };
 
@@ -594,10 +595,25 @@ static void on_pump_result(server *s, conn *c, int r)
 /* The request is ready for the app: an app thread (WSGI) or the loop's ASGI app. */
 static void start_app(server *s, conn *c)
 {
-    if (s->asgi)
+    if (s->asgi) {
+        c->asgi_since_ms = guard_on() ? now_ms() : 0; /* --timeout: asgi_timeouts() */
         asgi_exchange_start(c);
-    else
+    } else {
         to_app(s, c);
+    }
+}
+
+/* --timeout for ASGI requests (guard.c): every 200 ms, cancel the tasks of requests in the app
+ * for too long. Returns the time to the next look (-1: off). */
+static int asgi_timeouts(server *s)
+{
+    if (!s->asgi || !guard_on()) return -1;
+    int64_t now = now_ms();
+    if (now < s->asgi_scan_at) return (int)(s->asgi_scan_at - now);
+    s->asgi_scan_at = now + 200;
+    for (conn *c = s->all; c; c = c->all_next)
+        if (c->state == CONN_ASGI && c->ax && c->asgi_since_ms) guard_asgi_check(c, now);
+    return 200;
 }
 
 /* ---- for asgi_exchange.c and ws_conn.c ------------------------------------------------------ */
@@ -1019,6 +1035,7 @@ static int loop(server *s)
         }
         if (!run_ready(s)) return LOOP_REPLACED;
         if (s->asgi) asgi_host_run(s->asgi);
+        int asgi_scan = asgi_timeouts(s);
         int64_t now = now_ms();
         /* seq_cst: after a takeover it must see what the old leader's app call stored before it
          * read lstate (server_late_wake) without a happens-before edge to this thread. */
@@ -1072,6 +1089,7 @@ static int loop(server *s)
             int64_t d = (s->late_next - server_now_us() + 999) / 1000;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
+        if (asgi_scan >= 0 && (timeout < 0 || asgi_scan < timeout)) timeout = asgi_scan;
         if (s->ready_head) timeout = 0;
         if (s->asgi) guard_loop_end(); /* --timeout: an ASGI loop turn is over */
         int n = epoll_wait(s->epfd, s->evs, 256, timeout);

@@ -178,6 +178,22 @@ def test_timeout_replaces_a_worker_whose_asgi_loop_is_blocked(spawn, tmp_path):
     assert s.stop() == 0
 
 
+def test_timeout_cancels_an_awaiting_asgi_request(spawn, tmp_path):
+    # An ASGI request that awaits past --timeout has its task cancelled (the app sees
+    # CancelledError, logged with where it waited); the worker stays.
+    s = spawn("epoll", "deploy_asgi:app", "--timeout", "1")
+    first = pid_of(s.port)
+    cancelled = tmp_path / "cancelled"
+    r = request(s.port, "GET", "/await?cancelled=%s" % cancelled)
+    assert r.status == 500
+    assert cancelled.exists()
+    log = s.log()
+    assert "timeout: GET /await?cancelled=" in log and "cancelling it" in log
+    assert "cancelling the ASGI app's task" in log and "in app" in log
+    assert pid_of(s.port) == first
+    assert s.stop() == 0
+
+
 # ---- --preload, signals, --pid -----------------------------------------------------------------
 
 def test_preload_imports_in_the_master(spawn):

@@ -26,6 +26,12 @@ async def app(scope, receive, send):
     if scope["path"] == "/block":
         open(q["started"], "w").close()
         block_the_loop()
+    if scope["path"] == "/await":
+        try:
+            await asyncio.Event().wait()  # only a cancellation ends it
+        except asyncio.CancelledError:
+            open(q["cancelled"], "w").close()
+            raise
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         while True:  # endless: only shutdown ends it
