@@ -219,6 +219,7 @@ int server_main(int argc, char **argv, server_program prog)
     int r = epoll_cli_parse(argc, argv, prog, &o);
     if (r != 0) return r > 0 ? 0 : 2;
     host_log_set_level(o.host.log_level);
+    proc_apply_umask(&o.proc); /* --umask: before any file or socket is made */
     if (o.obs.check_config) return check_config(&o);
     /* observe.c: the access log file, the metrics region and its scrape process, before anything
      * listens or forks. */
@@ -249,7 +250,6 @@ int server_main(int argc, char **argv, server_program prog)
     size_t n_ls = o.n_binds;
     /* Replacing a worker (recycling, --timeout, --reload, SIGHUP) needs the master. */
     int prefork = o.host.workers > 1 || proc_needs_master(&o.proc);
-    proc_apply_umask(&o.proc);
     if (o.listen_fds > 0) {
         if (take_activated(&o, ls) != 0) return 2;
         n_ls = (size_t)o.listen_fds;
@@ -261,8 +261,9 @@ int server_main(int argc, char **argv, server_program prog)
         if (listen_parse(o.binds[k], &ls[k]) != 0) return 2;
         if (listen_reserve(&ls[k], prefork, o.proc.reuse_port, o.backlog) != 0) return 1;
     }
-    if (proc_drop_privileges(&o.proc) != 0) return 1;
+    /* The pid file before the privileges go (its directory may be root's, as /run is). */
     if (o.proc.pid_file && write_pid_file(o.proc.pid_file) != 0) return 1;
+    if (proc_drop_privileges(&o.proc) != 0) return 1;
     host_log(WSGI_LOG_INFO, "%s %s (libwsgi %s) serving %s on %s%s", o.name, EPOLL_SERVER_VERSION,
              libwsgi_version(), o.host.app_spec, ls[0].spec, n_ls > 1 ? " and more" : "");
 
