@@ -198,6 +198,15 @@ void metrics_worker_restart(unsigned index, const char *reason)
     }
 }
 
+void metrics_worker_replaced(const char *reason)
+{
+    if (!reg) return;
+    size_t r = N_REASONS - 1;
+    for (size_t k = 0; k + 1 < N_REASONS; k++)
+        if (reason && strcmp(reason, reason_names[k]) == 0) r = k;
+    atomic_fetch_add_explicit(&reg->restarts[r], 1, memory_order_relaxed);
+}
+
 void metrics_request_begin(void)
 {
     if (mine) atomic_fetch_add_explicit(&mine->in_flight, 1, memory_order_relaxed);

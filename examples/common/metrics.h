@@ -19,6 +19,9 @@ void metrics_worker_attach(unsigned index);
  * reason ("exited", "killed", "max_requests", "timeout", "memory", "reload", ... ; unknown names
  * count as "other"). */
 void metrics_worker_restart(unsigned index, const char *reason);
+/* Master: a planned replacement (prefork.c: max_requests, memory, timeout, reload, other) whose
+ * successor already serves in the same slot: counted like a restart, the slot's gauges kept. */
+void metrics_worker_replaced(const char *reason);
 /* Stop the scrape process (master exit). */
 void metrics_shutdown(void);
 

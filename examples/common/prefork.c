@@ -41,6 +41,9 @@ typedef struct ctl_msg {
 
 static const char *const retire_reasons[] = {"asked", "max requests", "max worker memory",
                                              "timeout", "event loop blocked"};
+/* The same, as metrics.c names restart reasons. */
+static const char *const retire_metrics[] = {"other", "max_requests", "memory", "timeout",
+                                             "timeout"};
 
 enum { ROLE_CUR, ROLE_NEXT, ROLE_OLD };
 
@@ -51,6 +54,7 @@ typedef struct wproc {
     int ready;
     int retiring; /* asked for a replacement */
     int blocked;  /* ... and cannot stop gracefully */
+    int reason;   /* ... why (retire_reasons) */
     unsigned gen; /* the reload generation it was forked for */
     int64_t started_ms;
 } wproc;
@@ -263,6 +267,7 @@ static void on_msg(master *m, const ctl_msg *msg)
             if (cur) {
                 host_log(WSGI_LOG_INFO, "worker %u: pid %d replaces pid %d", w->slot, (int)w->pid,
                          (int)cur->pid);
+                metrics_worker_replaced(cur->retiring ? retire_metrics[cur->reason] : "reload");
                 stop_proc(cur, cur->blocked ? SIGKILL : SIGTERM);
             }
             /* A file changed again while it booted: it may have imported the old code. */
@@ -273,9 +278,9 @@ static void on_msg(master *m, const ctl_msg *msg)
     } else if (msg->type == MSG_RETIRE && w->role == ROLE_CUR && !w->retiring) {
         w->retiring = 1;
         w->blocked = msg->blocked;
-        const char *reason = msg->reason < sizeof(retire_reasons) / sizeof(*retire_reasons)
-                                 ? retire_reasons[msg->reason]
-                                 : "asked";
+        w->reason =
+            msg->reason < sizeof(retire_reasons) / sizeof(*retire_reasons) ? msg->reason : 0;
+        const char *reason = retire_reasons[w->reason];
         host_log(WSGI_LOG_INFO, "worker %u (pid %d) asks to be replaced (%s)", w->slot, (int)w->pid,
                  reason);
         replace(m, w->slot);

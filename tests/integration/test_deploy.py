@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import epoll_argv
+from conftest import epoll_argv, free_port
 from httpclient import Conn, build_request, request, wait_for
 from wsclient import WSClient
 
@@ -116,8 +116,19 @@ def test_dead_worker_replaced_on_the_shared_socket(spawn):
 
 # ---- recycling ---------------------------------------------------------------------------------
 
+def restarts(mport, reason):
+    """libwsgi_worker_restarts_total{reason=...} from the metrics endpoint."""
+    body = request(mport, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith('libwsgi_worker_restarts_total{reason="%s"}' % reason):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no restarts counter for %s in:\n%s" % (reason, body))
+
+
 def test_max_requests_replaces_the_worker_without_failures(spawn):
-    s = spawn("epoll", "deploy_app:app", "--max-requests", "20", "--max-requests-jitter", "5")
+    mport = free_port()
+    s = spawn("epoll", "deploy_app:app", "--max-requests", "20", "--max-requests-jitter", "5",
+              "--metrics-bind", "127.0.0.1:%d" % mport)
     first = pid_of(s.port)
     h = Hammer(s.port)
     wait_for(lambda: any(p != first for p in set(h.pids)), "a new worker to answer", guard=LOG_GUARD)
@@ -126,6 +137,7 @@ def test_max_requests_replaces_the_worker_without_failures(spawn):
     assert "asks to be replaced (max requests)" in s.log()
     wait_for(lambda: first not in child_pids(s.pid), "the old worker to exit")
     assert pid_of(s.port) != first
+    assert restarts(mport, "max_requests") >= 1
     assert s.stop() == 0
 
 
