@@ -47,7 +47,7 @@ static int worker_main(void *arg, unsigned index)
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
-    if (asgi && host_asgi_startup(app) != 0) {
+    if (asgi && host_asgi_startup(app, o->lifespan_timeout) != 0) {
         host_app_stop(rt, app);
         return HOST_EXIT_BOOT_FAILED;
     }

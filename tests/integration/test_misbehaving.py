@@ -175,7 +175,7 @@ ASGI_CASES = {
 
 @pytest.fixture(scope="module")
 def asgi(request):
-    return module_server(request, "epoll", "misbehave_asgi:app")
+    return module_server(request, "epoll", "misbehave_asgi:app", "--loop-block-warn-ms", "300")
 
 
 @pytest.mark.parametrize("route", list(ASGI_CASES))
@@ -200,6 +200,40 @@ def test_asgi_app_awaiting_forever_is_ended_by_the_client(asgi):
     assert request(asgi.port, "GET", "/hello").body == b"hello"
 
 
+@pytest.mark.parametrize("route", ["/block", "/block-later"])
+def test_asgi_blocking_the_loop_is_logged_and_others_recover(asgi, route):
+    """time.sleep() in a handler stalls every connection of the worker (the app's fault, as under
+    uvicorn): the server says so, naming the app and how long, and the others are served after."""
+    mark = len(asgi.log())
+    other = Conn(asgi.port)
+    blocker = Conn(asgi.port)
+    blocker.send(build_request("GET", route + "?s=0.6"))
+    other.send(build_request("GET", "/hello"))
+    assert other.read_response().body == b"hello"
+    assert blocker.read_response().body == b"blocked"
+    other.close()
+    blocker.close()
+    wait_for(lambda: "blocked the event loop" in asgi.log()[mark:], "the warning")
+    line = [l for l in asgi.log()[mark:].splitlines() if "blocked the event loop" in l][0]
+    assert "misbehave_asgi:app" in line and "ms" in line, line
+    assert request(asgi.port, "GET", "/hello").body == b"hello"
+
+
+def test_asgi_quick_turns_are_not_reported(asgi):
+    mark = len(asgi.log())
+    for _ in range(20):
+        assert request(asgi.port, "GET", "/hello").body == b"hello"
+    assert "blocked the event loop" not in asgi.log()[mark:]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_asgi_lifespan_that_hangs_times_out(spawn, workers):
+    s = spawn("epoll", "misbehave_asgi:hanging_lifespan", "--lifespan-timeout", "1",
+              "--workers", workers, ready=False)
+    assert s.wait() == 3
+    assert "lifespan startup did not complete within 1 s" in s.log()
+
+
 # ---- leaving the process ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("app", ["misbehave_app:app", "misbehave_asgi:app"])
@@ -217,3 +251,33 @@ def test_worker_leaving_in_a_request_is_restarted(spawn, app, route, log_text):
     for _ in range(10):
         assert request(s.port, "GET", "/hello").body == b"hello"
     assert s.stop() == 0
+
+
+# ---- limits ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("app", ["misbehave_app:app", "misbehave_asgi:app"])
+def test_limit_concurrency_answers_503_beyond_it(spawn, app):
+    """--limit-concurrency N (uvicorn's): N connections are served; a request arriving while there
+    are more gets a 503 and its connection closed; below the limit again, requests are served."""
+    s = spawn("epoll", app, "--limit-concurrency", "2")
+    a, b = Conn(s.port), Conn(s.port)
+    assert a.request("GET", "/hello").body == b"hello"
+    assert b.request("GET", "/hello").body == b"hello"
+    with Conn(s.port) as c:
+        r = c.request("GET", "/hello")
+        assert r.status == 503
+        assert c.is_closed_by_peer()
+    wait_for(lambda: "--limit-concurrency 2 exceeded" in s.log(), "the warning")
+    b.close()
+    # the third connection and b are gone: a is served again, and so is a new one
+    wait_for(lambda: request(s.port, "GET", "/hello").status == 200, "room again")
+    assert a.request("GET", "/hello").body == b"hello"
+    a.close()
+
+
+def test_limit_concurrency_option_checked():
+    import subprocess
+    from conftest import EPOLL
+    r = subprocess.run([EPOLL, "--app", "x:y", "--limit-concurrency", "x"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "--limit-concurrency" in r.stderr
