@@ -130,6 +130,11 @@ def app(environ, start_response):
     if path == "/non-str-header":
         start_response("200 OK", [(b"X-Bytes", b"v")])
         return [b"never"]
+    if path == "/read-body":
+        body = environ["wsgi.input"].read()
+        out = str(len(body)).encode()
+        start_response("200 OK", [("Content-Length", str(len(out)))])
+        return [out]
     if path == "/endless":
         start_response(*ok)
         return Body(token, [], endless=True)

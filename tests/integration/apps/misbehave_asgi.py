@@ -90,6 +90,25 @@ async def app(scope, receive, send):
         m = await receive()  # the request (no body)
         m = await receive()
         _state[token] = m["type"]
+    elif path == "/read-body":
+        n = 0
+        while True:
+            m = await receive()
+            if m["type"] == "http.disconnect":
+                _state[token] = "disconnected while reading"
+                return
+            n += len(m.get("body", b""))
+            if not m.get("more_body"):
+                break
+        await _start(send, headers=[(b"content-length", str(len(str(n))).encode())])
+        await send({"type": "http.response.body", "body": str(n).encode()})
+    elif path == "/endless":
+        await _start(send)
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 16384, "more_body": True})
+        except OSError:
+            _state[token] = "send raised OSError"
     elif path == "/block":
         time.sleep(float(q.get("s", "1.5")))  # blocks the whole event loop
         await _start(send, headers=[(b"content-length", b"7")])
