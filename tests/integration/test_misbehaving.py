@@ -24,7 +24,6 @@ fault. Cases that other files already cover are not repeated here:
 
 import os
 import resource
-import signal
 import socket
 import time
 
