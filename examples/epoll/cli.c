@@ -67,9 +67,10 @@ static void usage(FILE *f, server_program prog)
             "  --lifespan-timeout S    time an ASGI app's lifespan startup may take, else\n"
             "                          the worker exits with status 3 (default 60; 0: none)\n"
             "  --loop-block-warn-ms MS warn when an ASGI app holds the event loop longer\n"
-            "                          than this in one turn (default 1000; 0: never)\n"
-            "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n");
+            "                          than this in one turn (default 1000; 0: never)\n");
+    fputs(obs_cli_help(), f);
+    fprintf(f, "  --help                  show this help and exit\n"
+               "  --version               show the version and exit\n");
 }
 
 int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
@@ -92,6 +93,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_per_message_deflate = 1;
     o->lifespan_timeout = 60;
     o->loop_block_warn_ms = 1000;
+    obs_options_init(&o->obs);
 
     int i = 1;
     while (i < argc) {
@@ -109,6 +111,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = obs_cli_option(&o->obs, &o->host, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
@@ -222,6 +227,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
     if (o->n_binds && o->inherit_fd >= 0) {
         fprintf(stderr, "error: --bind and --fd exclude each other\n");
         return -1;

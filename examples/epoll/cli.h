@@ -6,6 +6,7 @@
 #define EPOLL_CLI_H
 
 #include "host_cli.h"
+#include "obs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +37,7 @@ typedef struct epoll_options {
     unsigned ws_ping_interval;  /* --ws-ping-interval S: ping an open WebSocket (0: never) */
     unsigned ws_ping_timeout;   /* --ws-ping-timeout S: drop it if the pong is later (0: never) */
     int ws_per_message_deflate; /* --ws-per-message-deflate on|off: accept RFC 7692 offers */
+    obs_options obs;            /* access log, metrics, --check-config, proxy headers (obs.h) */
 
     /* Misbehaving apps and overload (issue 14). */
     unsigned limit_concurrency;  /* --limit-concurrency N: 503 beyond N connections (0: none) */

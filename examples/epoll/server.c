@@ -28,6 +28,7 @@
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
+#include "metrics.h"
 #include "host_signals.h"
 
 #include <arpa/inet.h>
@@ -267,6 +268,7 @@ static void conn_close(server *s, conn *c)
         s->all = c->all_next;
     if (c->all_next) c->all_next->all_prev = c->all_prev;
     s->n_conns--;
+    metrics_conn_open(-1);
     /* Events of this batch may still point at it: free after the batch. */
     c->q_next = s->graveyard;
     s->graveyard = c;
@@ -282,7 +284,7 @@ static void conn_free(conn *c)
     free(c->in);
     free(c->hdrs);
     free(c->hdr_ptrs);
-    free(c->alog);
+    conn_access_free(c);
     free(c->outq);
     free(c->scratch);
     free(c);
@@ -615,7 +617,7 @@ static void advance(server *s, conn *c)
             arm(s, c, EPOLLIN);
             return;
         }
-        if (server_access_log(s)) conn_access_prepare(c);
+        conn_access_prepare(c); /* observe.c: the arrival time, the access log's record */
         if (s->draining) c->keep_alive = 0;
         if (over_concurrency_limit(s)) {
             reply_error(s, c, 503);
@@ -873,6 +875,7 @@ static void on_accept(server *s, listener *l)
         if (s->all) s->all->all_prev = c;
         s->all = c;
         s->n_conns++;
+        metrics_conn_open(1);
         /* A new connection gets the request timeout for its first request (not keep-alive's). */
         c->state = CONN_IDLE;
         tl_add(s, c, TL_REQUEST);
