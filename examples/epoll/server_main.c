@@ -151,11 +151,19 @@ int server_main(int argc, char **argv, server_program prog)
      * (20-35 minor faults per 256 KiB ASGI POST echo at 64 connections, and a third of the
      * requests per CPU-second; measured with /proc/PID/stat and wrk). Fixed thresholds: keep up
      * to 32 MiB of free heap (the adaptive scheme's own ceiling is 64 MiB), map only blocks over
-     * 1 MiB (given back at once when freed). GLIBC_TUNABLES still wins for malloc tunables. */
+     * 1 MiB (given back at once when freed). One arena: glibc gives each thread that calls
+     * malloc an arena of its own, and with --threads N the worker's N + 1 threads each kept up to
+     * 1.6 MiB there for 10-30 KiB in use (output batches and Python's large objects allocated on
+     * one thread, freed on another), so a streaming WSGI worker's RSS crept up for as long as it
+     * ran: 20.4 -> 25.0 MiB over 210,000 100-chunk responses (wrk -c64, 5 threads), and +14 % in
+     * bench/soak.py's 12 minutes; with one arena 20.7 -> 21.5 MiB, flat after the first seconds.
+     * The threads take turns under the GIL anyway, so they hardly contend for it. GLIBC_TUNABLES
+     * still wins for malloc tunables. */
     const char *tun = getenv("GLIBC_TUNABLES");
     if (!tun || !strstr(tun, "glibc.malloc.")) {
         mallopt(M_MMAP_THRESHOLD, 1 << 20);
         mallopt(M_TRIM_THRESHOLD, 32 << 20);
+        mallopt(M_ARENA_MAX, 1);
     }
     /* One descriptor per connection: allow as many as the hard limit does. */
     struct rlimit rl;
