@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The Debian packages, built, linted, installed and used as a distribution's user would
+# (issue 12; the CI step after ./scripts/test.sh, see .ci/run):
+#   1. build dependencies from debian/control with mk-build-deps (as root or via sudo);
+#   2. dpkg-buildpackage -us -uc -b in a scratch copy of the tree (nothing is written next to it);
+#   3. lintian on the result: errors fail, and so does any warning (each one is fixed or
+#      overridden in debian/*.lintian-overrides with a comment saying why);
+#   4. the packages installed on this machine with apt-get (their dependencies too), then
+#      tests/packaging/check_installed.sh system: a C host built with pkg-config and with
+#      find_package(libwsgi), and /usr/bin/libwsgi-epoll, each serving a request;
+#   5. with --readme, also the README test (ctest -L readme: the README's snippets, in order, in a
+#      scratch copy of the repository).
+# Set LIBWSGI_PACKAGES_KEEP=DIR to keep the .debs, .changes and build log in DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=$PWD
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+phase() { printf '\n=== ci-packages: %s\n' "$*"; }
+started=$SECONDS
+
+readme=0
+[ "${1:-}" = --readme ] && readme=1
+
+phase "packaging tools and build dependencies (mk-build-deps)"
+scripts/install-deps.sh packaging
+work=$(mktemp -d "${TMPDIR:-/tmp}/libwsgi-packages.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && $SUDO mk-build-deps --install --remove \
+    --tool 'apt-get -y -q --no-install-recommends' "$src/debian/control" >"$work/build-deps.log" 2>&1) || {
+  cat "$work/build-deps.log"
+  exit 1
+}
+
+phase "debian/changelog and CMakeLists.txt agree on the version"
+deb_version=$(dpkg-parsechangelog -l debian/changelog -S Version)
+cmake_version=$(sed -n 's/^project(libwsgi VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+if [ "${deb_version%%-*}" != "$cmake_version" ]; then
+  echo "debian/changelog is $deb_version, CMakeLists.txt is $cmake_version: add a changelog entry" >&2
+  exit 1
+fi
+
+phase "dpkg-buildpackage -us -uc -b (copy of the tree in $work/libwsgi-$cmake_version)"
+mkdir "$work/libwsgi-$cmake_version"
+tar --exclude='./build*' --exclude='./obj-*' --exclude=./.git -cf - . |
+  tar -C "$work/libwsgi-$cmake_version" -xf -
+(cd "$work/libwsgi-$cmake_version" && dpkg-buildpackage -us -uc -b -j2) >"$work/build.log" 2>&1 || {
+  tail -80 "$work/build.log"
+  echo "dpkg-buildpackage failed (log above)" >&2
+  exit 1
+}
+grep -E '^(dpkg-gensymbols|dpkg-shlibdeps): warning' "$work/build.log" && {
+  echo "warnings from dpkg-gensymbols/dpkg-shlibdeps (above)" >&2
+  exit 1
+}
+ls -l "$work"/*.deb
+changes=$(ls "$work"/*.changes)
+if [ -n "${LIBWSGI_PACKAGES_KEEP:-}" ]; then
+  mkdir -p "$LIBWSGI_PACKAGES_KEEP"
+  cp "$work"/*.deb "$work"/*.changes "$work"/*.buildinfo "$work/build.log" "$LIBWSGI_PACKAGES_KEEP"/
+fi
+
+phase "lintian (errors and warnings fail)"
+lintian --fail-on error,warning --display-info "$changes" 2>&1 | tee "$work/lintian.log" || {
+  echo "lintian failed (above)" >&2
+  exit 1
+}
+
+phase "install the packages (apt-get, with their dependencies)"
+$SUDO apt-get install -y -q --no-install-recommends --reinstall "$work"/*.deb >"$work/install.log" 2>&1 || {
+  cat "$work/install.log"
+  exit 1
+}
+dpkg -L libwsgi-servers libwsgi-dev | grep -E 'bin/|\.pc$|\.cmake$|/man[0-9]/' | sed 's/^/  /'
+
+phase "the installed packages from outside the source tree"
+sh tests/packaging/check_installed.sh system
+# The man pages the packages carry (none until the docs target makes them).
+for p in libwsgi-servers libwsgi-dev; do
+  n=$(dpkg -L "$p" | grep -c '/share/man/man[0-9]/' || true)
+  echo "$p: $n man pages"
+done
+
+if [ "$readme" = 1 ]; then
+  phase "the README's commands (ctest -L readme)"
+  cmake -S . -B build-readme -DLIBWSGI_TEST_README=ON -DLIBWSGI_BUILD_BENCH=OFF >/dev/null
+  ctest --test-dir build-readme -L readme --output-on-failure
+fi
+phase "done in $((SECONDS - started)) s"
