@@ -35,6 +35,10 @@ TEST=(
   # WebSocket integration tests: the clients, uvicorn as deployed (uvloop, httptools, websockets),
   # and a Django Channels consumer
   python3-websockets python3-wsproto python3-uvloop python3-httptools python3-django-channels
+  # libwsgi-scgi behind the real lighttpd (examples/lighttpd); curl for HTTP/2 (h2c) through it
+  lighttpd curl
+  # the docs.man test renders the man pages
+  man-db groff-base
 )
 # dpkg-buildpackage, debhelper, lintian; mk-build-deps (devscripts + equivs) for debian/control
 PACKAGING=(dpkg-dev debhelper lintian devscripts equivs fakeroot)
