@@ -2,7 +2,9 @@
 # Checks an installed libwsgi the way its users meet it, from a scratch directory outside the
 # source tree:
 #   - the installed files: headers under include/libwsgi/, libwsgi.so -> libwsgi.so.0 ->
-#     libwsgi.so.0.MINOR.PATCH with SONAME libwsgi.so.0, libwsgi.a, libwsgi.pc, the CMake package;
+#     libwsgi.so.0.MINOR.PATCH with SONAME libwsgi.so.0, libwsgi.a, libwsgi.pc, the CMake package,
+#     libwsgi-epoll and libwsgi-scgi (and for the Debian packages their man pages, libwsgi(3), the
+#     HTML reference and the lighttpd example configuration);
 #   - a small C host (host.c) built with `cc host.c $(pkg-config --cflags --libs libwsgi)`, and
 #     again against libwsgi.a with `pkg-config --static`, serving a request to a Python app;
 #   - the same host built by a 5-line CMakeLists.txt with find_package(libwsgi) (consumer/);
@@ -44,8 +46,7 @@ stage)
     ;;
 system)
     prefix=/usr
-    libdir=$(dirname "$(dirname "$(pkg-config --variable=pcfiledir libwsgi)")") ||
-        fail "pkg-config does not find libwsgi"
+    libdir=$(pkg-config --variable=libdir libwsgi) || fail "pkg-config does not find libwsgi"
     bindir=/usr/bin
     ;;
 *)
@@ -73,7 +74,21 @@ soname=$(objdump -p "$real" | awk '$1 == "SONAME" { print $2 }')
 for f in libwsgiConfig.cmake libwsgiConfigVersion.cmake libwsgiTargets.cmake; do
     [ -f "$libdir/cmake/libwsgi/$f" ] || fail "missing $libdir/cmake/libwsgi/$f"
 done
-[ -x "$bindir/libwsgi-epoll" ] || fail "no $bindir/libwsgi-epoll"
+for server in libwsgi-epoll libwsgi-scgi; do
+    [ -x "$bindir/$server" ] || fail "no $bindir/$server"
+    "$bindir/$server" --version >/dev/null || fail "$bindir/$server --version"
+done
+if [ "$1" = system ]; then
+    # What only the Debian packages are sure to carry (a staged tree has them only after
+    # `--target docs`): the man pages, the HTML reference, the lighttpd example.
+    for page in man1/libwsgi-epoll.1 man1/libwsgi-scgi.1 man3/libwsgi.3; do
+        [ -f "/usr/share/man/$page.gz" ] || fail "no man page /usr/share/man/$page.gz"
+    done
+    man -w libwsgi-epoll >/dev/null || fail "man does not find libwsgi-epoll(1)"
+    [ -f /usr/share/doc/libwsgi-doc/html/index.html ] || fail "no HTML reference in libwsgi-doc"
+    [ -f /usr/share/doc/libwsgi-servers/examples/lighttpd/lighttpd.conf ] ||
+        fail "no lighttpd example configuration in libwsgi-servers"
+fi
 
 mkdir "$work/app" "$work/pc" "$work/cmake"
 cp "$here/pkg_app.py" "$work/app/"
