@@ -8,8 +8,6 @@
 #   4. the packages installed on this machine with apt-get (their dependencies too), then
 #      tests/packaging/check_installed.sh system: a C host built with pkg-config and with
 #      find_package(libwsgi), and /usr/bin/libwsgi-epoll, each serving a request;
-#   5. with --readme, also the README test (ctest -L readme: the README's snippets, in order, in a
-#      scratch copy of the repository).
 # Set LIBWSGI_PACKAGES_KEEP=DIR to keep the .debs, .changes and build log in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +17,6 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 phase() { printf '\n=== ci-packages: %s\n' "$*"; }
 started=$SECONDS
-
-readme=0
-[ "${1:-}" = --readme ] && readme=1
 
 phase "packaging tools and build dependencies (mk-build-deps)"
 scripts/install-deps.sh packaging
@@ -82,9 +77,4 @@ for p in libwsgi-servers libwsgi-dev; do
   echo "$p: $(dpkg -L "$p" | grep -c '/share/man/man[0-9]/.*\.gz$' || true) man pages"
 done
 
-if [ "$readme" = 1 ]; then
-  phase "the README's commands (ctest -L readme)"
-  cmake -S . -B build-readme -DLIBWSGI_TEST_README=ON -DLIBWSGI_BUILD_BENCH=OFF >/dev/null
-  ctest --test-dir build-readme -L readme --output-on-failure
-fi
 phase "done in $((SECONDS - started)) s"
