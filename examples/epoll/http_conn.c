@@ -514,6 +514,19 @@ static int scgi_head(conn *c)
     return PARSE_DONE;
 }
 
+int conn_head_eof(conn *c)
+{
+    if (c->proto_known || !c->sf || c->in_len == 0) return 0;
+    scgi_parser_eof(&c->sf->p);
+    c->proto_known = 1;
+    c->proto = scgi_parser_protocol(&c->sf->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    c->err_status = scgi_parser_status(&c->sf->p) ? scgi_parser_status(&c->sf->p) : 400;
+    host_log(WSGI_LOG_WARNING, "bad %s request: %s (%d)",
+             c->proto == CPROTO_UWSGI ? "uwsgi" : "SCGI", scgi_parser_error(&c->sf->p),
+             c->err_status);
+    return c->err_status;
+}
+
 int conn_parse_head(conn *c)
 {
     if (!c->proto_known) {
