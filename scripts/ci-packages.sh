@@ -65,7 +65,9 @@ lintian --fail-on error,warning --display-info "$changes" 2>&1 | tee "$work/lint
 }
 
 phase "install the packages (apt-get, with their dependencies)"
-$SUDO apt-get install -y -q --no-install-recommends --reinstall "$work"/*.deb >"$work/install.log" 2>&1 || {
+debs=$(ls "$work"/*.deb | grep -v -- '-dbgsym_')
+# shellcheck disable=SC2086 # one word per .deb
+$SUDO apt-get install -y -q --no-install-recommends --reinstall $debs >"$work/install.log" 2>&1 || {
   cat "$work/install.log"
   exit 1
 }
