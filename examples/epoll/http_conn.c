@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 static int ieq(const char *a, size_t alen, const char *lit)
@@ -406,6 +408,12 @@ struct scgi_front {
     size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
 };
 
+void conn_set_nodelay(conn *c)
+{
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 void conn_front_free(conn *c)
 {
     if (!c->sf) return;
@@ -467,11 +475,17 @@ static int scgi_head(conn *c)
     size_t used = 0;
     scgi_result r = scgi_parser_feed(&f->p, c->in + c->in_parsed, c->in_len - c->in_parsed, &used);
     c->in_parsed += used;
+    /* Known from the first byte: an error before the head is complete (a 408, a 431) is then
+     * answered in the gateway's protocol. */
+    scgi_proto pp = scgi_parser_protocol(&f->p);
+    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI)
+        c->proto = pp == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
     if (r == SCGI_NEED_MORE) return PARSE_MORE;
     c->proto_known = 1;
     if (r == SCGI_IS_HTTP) {
         conn_front_free(c);
         c->proto = CPROTO_HTTP;
+        if (!c->lst->is_unix) conn_set_nodelay(c);
         return PARSE_HTTP;
     }
     c->proto = scgi_parser_protocol(&f->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
@@ -495,6 +509,12 @@ static int scgi_head(conn *c)
     c->url_len = req.target_len;
     f->method_off = (size_t)(req.method - c->in);
     f->method_len = req.method_len;
+    /* The client is lighttpd's (REMOTE_ADDR), not the gateway at the socket's other end: logs
+     * name it. */
+    if (req.client_addr && strlen(req.client_addr) < sizeof(c->peer)) {
+        memcpy(c->peer, req.client_addr, strlen(req.client_addr) + 1);
+        c->peer_port = req.client_port;
+    }
     /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
      * Content-Length body (see the top). */
     char head[64];
