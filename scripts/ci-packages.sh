@@ -15,8 +15,8 @@ src=$PWD
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-phase() { printf '\n=== ci-packages: %s\n' "$*"; }
 started=$SECONDS
+phase() { printf '\n=== ci-packages [%ds]: %s\n' "$((SECONDS - started))" "$*"; }
 
 phase "packaging tools and build dependencies (mk-build-deps)"
 scripts/install-deps.sh packaging
@@ -41,7 +41,9 @@ mkdir "$work/libwsgi-$cmake_version"
 tar --exclude='./build*' --exclude='./obj-*' --exclude=./.git -cf - . |
   tar -C "$work/libwsgi-$cmake_version" -xf -
 t0=$SECONDS
-(cd "$work/libwsgi-$cmake_version" && dpkg-buildpackage -us -uc -b -j2) >"$work/build.log" 2>&1 || {
+# No -dbgsym packages: nothing here installs or lints them.
+(cd "$work/libwsgi-$cmake_version" &&
+  DEB_BUILD_OPTIONS="noautodbgsym ${DEB_BUILD_OPTIONS:-}" dpkg-buildpackage -us -uc -b -j2) >"$work/build.log" 2>&1 || {
   tail -80 "$work/build.log"
   echo "dpkg-buildpackage failed (log above)" >&2
   exit 1
