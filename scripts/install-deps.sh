@@ -12,14 +12,17 @@
 set -euo pipefail
 
 RUN=(
-  # compiler, build system; Python's embedding library (python3-embed.pc) and its interpreter,
-  # whose sysconfig says how to link the static libpython
-  build-essential cmake pkg-config libpython3-dev python3
+  # C compiler (libwsgi is C only: no build-essential, whose g++ the demo does not need), build
+  # system; Python's embedding library (python3-embed.pc) and its interpreter, whose sysconfig says
+  # how to link the static libpython
+  gcc libc6-dev make cmake pkg-config libpython3-dev python3
   # libwsgi-epoll: HTTP parsing, WebSocket framing, SHA-1 for the handshake, permessage-deflate
   libhttp-parser-dev libwslay-dev libssl-dev zlib1g-dev
 )
 DOCS=(doxygen graphviz)
 TEST=(
+  # the complete toolchain (g++, dpkg-dev) as before the profiles
+  build-essential
   # unit tests; clang + its sanitizer runtime for the ASan/UBSan pass; nm for the export check;
   # abidiff for the ABI check against abi/
   libcmocka-dev binutils clang libclang-rt-14-dev abigail-tools
