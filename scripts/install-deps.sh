@@ -8,6 +8,8 @@ PACKAGES=(
   build-essential cmake pkg-config python3-dev libpython3.11-dev
   # unit tests and docs; clang + its sanitizer runtime for the ASan/UBSan pass
   libcmocka-dev doxygen graphviz binutils clang libclang-rt-14-dev
+  # the reference-leak pass: Debian's debug CPython (python3-dbg-embed) and valgrind memcheck
+  python3-dbg libpython3.11-dbg valgrind
   # example hosts: HTTP parsing, WebSocket framing, SHA-1 for the handshake, permessage-deflate
   libhttp-parser-dev libwslay-dev libssl-dev zlib1g-dev
   # integration tests (Python side runs on Debian's /usr/bin/python3)
