@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <http_parser.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,18 @@ static int worker_main(void *arg, unsigned index)
     if (asgi && host_asgi_startup(app, o->lifespan_timeout) != 0) {
         host_app_stop(rt, app);
         return HOST_EXIT_BOOT_FAILED;
+    }
+    /* Once listening, a client (or a supervisor) may take the server as up and stop it: a stop
+     * signal must then wait for the event loop's handlers (host_signals_open() unblocks what it
+     * installs) instead of killing the worker by its default action. A prefork worker starts with
+     * them blocked already (prefork.c). */
+    if (!prefork) {
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGQUIT);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
     }
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
