@@ -307,7 +307,21 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     } else {
         bad = bad || PyDict_SetItem(s, a->query_string, qs->obj) < 0;
     }
-    bad = bad || PyDict_SetItem(s, a->root_path, app->script_name) < 0;
+    /* root_path: the app's mount point, unless a gateway that split the path itself (lighttpd's
+     * SCGI, CGI-style) passed SCRIPT_NAME among the extra environ variables. */
+    const wsgi_header *sn = NULL;
+    if (req->struct_size >= offsetof(wsgi_request, n_extra_environ) + sizeof(size_t))
+        for (size_t i = 0; i < req->n_extra_environ; i++)
+            if (req->extra_environ[i].name_len == 11 &&
+                memcmp(req->extra_environ[i].name, "SCRIPT_NAME", 11) == 0) {
+                sn = &req->extra_environ[i];
+                break;
+            }
+    if (!bad && sn)
+        bad = lw_steal(s, a->root_path,
+                       PyUnicode_DecodeLatin1(sn->value, (Py_ssize_t)sn->value_len, NULL)) < 0;
+    else
+        bad = bad || PyDict_SetItem(s, a->root_path, app->script_name) < 0;
     bad = bad || lw_steal(s, a->headers, lw_headers_list(req)) < 0;
     bad = bad ||
           lw_steal(s, a->client, lw_addr(&lw_sc.client, req->client_addr, req->client_port)) < 0;

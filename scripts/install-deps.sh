@@ -20,6 +20,10 @@ PACKAGES=(
   # WebSocket integration tests: the clients, uvicorn as deployed (uvloop, httptools, websockets),
   # and a Django Channels consumer
   python3-websockets python3-wsproto python3-uvloop python3-httptools python3-django-channels
+  # libwsgi-scgi behind the real lighttpd (examples/lighttpd); curl for HTTP/2 (h2c) through it
+  lighttpd curl
+  # the docs.man test renders the man pages
+  man-db groff-base
 )
 
 missing=()

@@ -1,4 +1,5 @@
-/* Command-line parsing for libwsgi-epoll: shared options via host_cli_common(), the rest here. */
+/* Command-line parsing for libwsgi-epoll and libwsgi-scgi: shared options via host_cli_common(),
+ * the rest here. */
 #include "cli.h"
 #include "version.h"
 
@@ -6,18 +7,46 @@
 #include <stdio.h>
 #include <string.h>
 
-static void usage(FILE *f)
+static void usage(FILE *f, server_program prog)
 {
+    if (prog == PROG_SCGI)
+        fprintf(f,
+                "usage: libwsgi-scgi --app MODULE:CALLABLE [options]\n"
+                "\n"
+                "A backend for lighttpd serving a Python WSGI or ASGI app through libwsgi:\n"
+                "SCGI (mod_scgi), the uwsgi protocol (mod_scgi with scgi.protocol = \"uwsgi\")\n"
+                "and plain HTTP/1.1 (mod_proxy, for WebSocket), told apart by each\n"
+                "connection's first byte. Spawned by lighttpd (bin-path) it serves the socket\n"
+                "it inherits on fd 0; started on its own it listens on --bind.\n"
+                "\n"
+                "options:\n"
+                "%s"
+                "  --bind HOST:PORT | unix:PATH\n"
+                "                          listen here (repeatable; default: the listening\n"
+                "                          socket on fd 0, as lighttpd's bin-path passes it)\n"
+                "  --fd N                  serve the listening socket inherited on fd N\n"
+                "  --protocol auto|scgi|uwsgi|http\n"
+                "                          what connections speak (default auto: SCGI, uwsgi\n"
+                "                          and HTTP/1.1, by the first byte)\n"
+                "  --x-sendfile            answer file responses (wsgi.file_wrapper, ASGI\n"
+                "                          pathsend) with an X-Sendfile header: lighttpd sends\n"
+                "                          the file (needs x-sendfile = \"enable\")\n",
+                host_cli_common_help());
+    else
+        fprintf(f,
+                "usage: libwsgi-epoll --app MODULE:CALLABLE [options]\n"
+                "\n"
+                "A minimal HTTP/1.1 server on epoll serving a Python WSGI or ASGI app (with\n"
+                "WebSocket for ASGI) through libwsgi.\n"
+                "\n"
+                "options:\n"
+                "%s"
+                "  --bind HOST:PORT | unix:PATH\n"
+                "                          listen here (repeatable; default 127.0.0.1:8000)\n"
+                "  --fd N                  serve the listening socket inherited on fd N\n",
+                host_cli_common_help());
     fprintf(f,
-            "usage: libwsgi-epoll --app MODULE:CALLABLE [options]\n"
-            "\n"
-            "A minimal HTTP/1.1 server on epoll serving a Python WSGI or ASGI app (with\n"
-            "WebSocket for ASGI) through libwsgi.\n"
-            "\n"
-            "options:\n"
-            "%s"
-            "  --bind HOST:PORT | unix:PATH\n"
-            "                          listen here (repeatable; default 127.0.0.1:8000)\n"
+
             "  --backlog N             listen backlog (default 1024)\n"
             "  --max-header-size BYTES request line + headers limit (default 65536) -> 431\n"
             "  --max-body-size BYTES   request body limit, k/m/g suffixes (default 1g;\n"
@@ -33,14 +62,18 @@ static void usage(FILE *f)
             "  --ws-per-message-deflate on|off\n"
             "                          accept permessage-deflate offers (default on)\n"
             "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n",
-            host_cli_common_help());
+            "  --version               show the version and exit\n");
 }
 
-int epoll_cli_parse(int argc, char **argv, epoll_options *o)
+int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
 {
     memset(o, 0, sizeof(*o));
     host_options_init(&o->host);
+    o->program = prog;
+    o->name = prog == PROG_SCGI ? "libwsgi-scgi" : EPOLL_SERVER_NAME;
+    o->scgi_accept =
+        prog == PROG_SCGI ? PROTO_ACCEPT_SCGI | PROTO_ACCEPT_UWSGI | PROTO_ACCEPT_HTTP : 0;
+    o->inherit_fd = -1;
     o->max_header_size = 65536;
     o->max_body_size = 1024ull * 1024 * 1024;
     o->timeout_keepalive = 5;
@@ -57,11 +90,11 @@ int epoll_cli_parse(int argc, char **argv, epoll_options *o)
         uint64_t n;
         int r;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
+            usage(stdout, prog);
             return 1;
         }
         if (strcmp(argv[i], "--version") == 0) {
-            printf("libwsgi-epoll %s (libwsgi %s, http_parser %lu.%lu.%lu)\n", EPOLL_SERVER_VERSION,
+            printf("%s %s (libwsgi %s, http_parser %lu.%lu.%lu)\n", o->name, EPOLL_SERVER_VERSION,
                    libwsgi_version(), (http_parser_version() >> 16) & 255,
                    (http_parser_version() >> 8) & 255, http_parser_version() & 255);
             return 1;
@@ -76,6 +109,32 @@ int epoll_cli_parse(int argc, char **argv, epoll_options *o)
                 return -1;
             }
             o->binds[o->n_binds++] = v;
+            continue;
+        }
+        if ((r = host_cli_match("--fd", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--fd", v, 0, 1 << 20, 0, &n) < 0) return -1;
+            o->inherit_fd = (int)n;
+            continue;
+        }
+        if (prog == PROG_SCGI && (r = host_cli_match("--protocol", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0) return -1;
+            if (strcmp(v, "auto") == 0)
+                o->scgi_accept = PROTO_ACCEPT_SCGI | PROTO_ACCEPT_UWSGI | PROTO_ACCEPT_HTTP;
+            else if (strcmp(v, "scgi") == 0)
+                o->scgi_accept = PROTO_ACCEPT_SCGI;
+            else if (strcmp(v, "uwsgi") == 0)
+                o->scgi_accept = PROTO_ACCEPT_UWSGI;
+            else if (strcmp(v, "http") == 0)
+                o->scgi_accept = PROTO_ACCEPT_HTTP;
+            else {
+                fprintf(stderr, "error: --protocol: expected auto, scgi, uwsgi or http, got '%s'\n",
+                        v);
+                return -1;
+            }
+            continue;
+        }
+        if (prog == PROG_SCGI && (r = host_cli_match("--x-sendfile", 0, argc, argv, &i, &v)) != 0) {
+            o->x_sendfile = 1;
             continue;
         }
         if ((r = host_cli_match("--backlog", 1, argc, argv, &i, &v)) != 0) {
@@ -136,6 +195,12 @@ int epoll_cli_parse(int argc, char **argv, epoll_options *o)
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
-    if (o->n_binds == 0) o->binds[o->n_binds++] = "127.0.0.1:8000";
+    if (o->n_binds && o->inherit_fd >= 0) {
+        fprintf(stderr, "error: --bind and --fd exclude each other\n");
+        return -1;
+    }
+    /* libwsgi-scgi without either serves fd 0 (server_main() checks it is a listening socket). */
+    if (o->n_binds == 0 && o->inherit_fd < 0 && prog == PROG_EPOLL)
+        o->binds[o->n_binds++] = "127.0.0.1:8000";
     return 0;
 }

@@ -1,5 +1,7 @@
-/* The libwsgi-epoll command line: the shared host options plus listening addresses, HTTP limits
- * and timeouts, and the WebSocket settings. */
+/* The command line of the two servers built on this code, libwsgi-epoll (HTTP/1.1) and
+ * libwsgi-scgi (SCGI / uwsgi behind lighttpd, plus plain HTTP for WebSocket through mod_proxy):
+ * the shared host options plus listening addresses, HTTP limits and timeouts, the WebSocket
+ * settings, and for libwsgi-scgi the protocols and X-Sendfile. */
 #ifndef EPOLL_CLI_H
 #define EPOLL_CLI_H
 
@@ -10,8 +12,19 @@
 
 #define EPOLL_MAX_BINDS 16
 
+/* Which program parses (server_main()). */
+typedef enum server_program { PROG_EPOLL, PROG_SCGI } server_program;
+
+/* The protocols a connection may speak, told apart by its first byte (libwsgi-scgi). */
+enum { PROTO_ACCEPT_SCGI = 1u << 0, PROTO_ACCEPT_UWSGI = 1u << 1, PROTO_ACCEPT_HTTP = 1u << 2 };
+
 typedef struct epoll_options {
     host_options host;
+    server_program program;
+    const char *name;     /* "libwsgi-epoll" / "libwsgi-scgi": Server header, SERVER_SOFTWARE */
+    unsigned scgi_accept; /* 0 (libwsgi-epoll: HTTP only) or PROTO_ACCEPT_* (--protocol) */
+    int x_sendfile;       /* --x-sendfile: file responses as X-Sendfile headers (SCGI/uwsgi) */
+    int inherit_fd;       /* --fd N, or fd 0 when spawned by lighttpd (libwsgi-scgi); -1: none */
     const char *binds[EPOLL_MAX_BINDS]; /* --bind HOST:PORT | unix:PATH (default 127.0.0.1:8000) */
     size_t n_binds;
     size_t max_header_size;     /* --max-header-size BYTES: request line + headers */
@@ -27,6 +40,6 @@ typedef struct epoll_options {
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error
  * (message printed; exit 2). */
-int epoll_cli_parse(int argc, char **argv, epoll_options *o);
+int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o);
 
 #endif

@@ -31,10 +31,14 @@
 
 typedef struct server server;
 typedef struct conn conn;
-typedef struct asgi_task asgi_task; /* asgi_host.c: what the ASGI host keeps of one app task */
-typedef struct asgi_ex asgi_ex;     /* asgi_exchange.c: one request served by an ASGI app */
-typedef struct ws_conn ws_conn;     /* ws_conn.c: one WebSocket served by an ASGI app */
-typedef struct asgi_host asgi_host; /* asgi_host.c: the worker's ASGI loop and tasks */
+typedef struct asgi_task asgi_task;   /* asgi_host.c: what the ASGI host keeps of one app task */
+typedef struct asgi_ex asgi_ex;       /* asgi_exchange.c: one request served by an ASGI app */
+typedef struct ws_conn ws_conn;       /* ws_conn.c: one WebSocket served by an ASGI app */
+typedef struct asgi_host asgi_host;   /* asgi_host.c: the worker's ASGI loop and tasks */
+typedef struct scgi_front scgi_front; /* http_conn.c: an SCGI / uwsgi request head (libwsgi-scgi) */
+
+/* What a connection speaks. libwsgi-epoll: HTTP only. libwsgi-scgi: decided by its first byte. */
+typedef enum conn_proto { CPROTO_HTTP, CPROTO_SCGI, CPROTO_UWSGI } conn_proto;
 
 /* What an epoll event's data.ptr points to starts with one of these. */
 typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL, EV_ASGI } ev_kind;
@@ -118,6 +122,13 @@ struct conn {
 
     char peer[INET6_ADDRSTRLEN];
     unsigned peer_port;
+
+    /* The protocol (proto_known once decided). SCGI / uwsgi: one request per connection, its head
+     * parsed by scgi_parse.c into sf; http_parser then frames the body as for a Content-Length
+     * (fed a made-up head first, while synth is set), so every body path is the same. */
+    conn_proto proto;
+    int proto_known, synth;
+    scgi_front *sf;
 
     /* input: [0, in_parsed) consumed by the parser, [in_parsed, in_len) not yet */
     char *in;
@@ -238,6 +249,8 @@ void conn_access_prepare(conn *c);
 void conn_access_log(conn *c);
 /* Grow conn.in to at least want bytes. 0 or -1. */
 int conn_in_reserve(conn *c, size_t want);
+/* Free what the connection's protocol front end holds (the SCGI head). */
+void conn_front_free(conn *c);
 
 /* ---- response_writer.c: output ----------------------------------------------------------- */
 extern const wsgi_response_handler conn_handler;
@@ -266,7 +279,8 @@ int out_flush_once(conn *c);
 int out_flush_blocking(conn *c, int timeout_ms);
 int out_pending(const conn *c);
 void out_clear(conn *c);
-/* Queue a complete server-generated response (status 100 is the interim "100 Continue"). */
+/* Queue a complete server-generated response (status 100 is the interim "100 Continue"); for
+ * SCGI / uwsgi a CGI-style one ("Status:" line). */
 int conn_queue_status(conn *c, int status);
 /* Queue the last chunk of a chunked body. */
 int conn_queue_chunked_end(conn *c);

@@ -17,12 +17,23 @@
  *  - ASGI apps (BODY_FEED): the loop reads the socket as data arrives and the parser hands each
  *    de-chunked piece to c->body_sink (asgi_conn_feed), straight from the input buffer.
  * The parser is fed at most as many input bytes as the caller's buffer has room for (the body is
- * never longer than the bytes it came in), so nothing needs to be held back between calls. */
+ * never longer than the bytes it came in), so nothing needs to be held back between calls.
+ *
+ * libwsgi-scgi (options.scgi_accept != 0): a connection's first byte says what it speaks
+ * (scgi_parse.c): an SCGI netstring or a uwsgi packet from lighttpd's mod_scgi, or plain HTTP/1.1
+ * from mod_proxy (WebSocket), which then goes through http_parser like libwsgi-epoll's. An SCGI /
+ * uwsgi head is parsed by scgi_parse.c, its CGI variables mapped to the wsgi_request by
+ * scgi_map_request() (conn_fill_request); its body is exactly CONTENT_LENGTH bytes, and to read
+ * it through the very same paths (buffered, streamed into wsgi.input, fed to ASGI, drained)
+ * http_parser is first given a made-up head "PUT / HTTP/1.1" with that Content-Length (c->synth:
+ * the callbacks ignore it), after which it frames the body bytes as it does for HTTP. */
 #include "conn.h"
 #include "host_log.h"
+#include "scgi_parse.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -69,6 +80,7 @@ int conn_in_reserve(conn *c, size_t want)
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     conn *c = p->data;
+    if (c->synth) return 0;
     if (c->url_len == 0) c->url_off = (size_t)(at - c->in);
     c->url_len += len;
     return 0;
@@ -77,7 +89,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     conn *c = p->data;
-    if (c->head_done) return 0; /* a chunked body's trailer: ignored */
+    if (c->head_done || c->synth) return 0; /* a chunked body's trailer: ignored */
     if (c->hdr_state != 1) {
         if (c->n_hdrs == MAX_HEADERS) {
             c->err_status = 431;
@@ -107,7 +119,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     conn *c = p->data;
-    if (c->head_done) return 0;
+    if (c->head_done || c->synth) return 0;
     hdr_span *h = &c->hdrs[c->n_hdrs - 1];
     if (c->hdr_state != 2) {
         h->value_off = (size_t)(at - c->in);
@@ -190,6 +202,7 @@ static int check_head(conn *c)
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
+    if (c->synth) return 0; /* SCGI: the made-up head that frames the body (scgi_head()) */
     c->head_done = 1;
     int st = check_head(c);
     if (st) {
@@ -377,8 +390,140 @@ static int feed(conn *c, size_t n)
     return 0;
 }
 
+/* ---- SCGI and uwsgi (libwsgi-scgi) --------------------------------------------------------- */
+
+/* lighttpd sends about 20 CGI variables besides one HTTP_* per request header. */
+#define SCGI_MAX_VARS (MAX_HEADERS + 64)
+enum { PARSE_HTTP = 2 }; /* scgi_head(): the connection speaks plain HTTP */
+
+struct scgi_front {
+    scgi_parser p;
+    scgi_var_pos slots[SCGI_MAX_VARS];
+    wsgi_header *headers, *extra; /* scgi_map_request()'s storage, n_cap entries each */
+    size_t n_cap;
+    char *scratch;
+    size_t scratch_cap;
+    size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
+};
+
+void conn_front_free(conn *c)
+{
+    if (!c->sf) return;
+    free(c->sf->headers);
+    free(c->sf->extra);
+    free(c->sf->scratch);
+    free(c->sf);
+    c->sf = NULL;
+}
+
+/* The wsgi_request of a complete SCGI / uwsgi head (pointers into conn.in and sf's storage). 0,
+ * 400 (the variables do not make a request), or -1 (out of memory). */
+static int scgi_map(conn *c, wsgi_request *req, const char **err)
+{
+    scgi_front *f = c->sf;
+    size_t nv = scgi_parser_nvars(&f->p) + 1;
+    size_t sc = scgi_parser_head_len(&f->p) + 2;
+    if (f->n_cap < nv) {
+        wsgi_header *h = realloc(f->headers, nv * sizeof(*h));
+        if (h) f->headers = h;
+        wsgi_header *x = h ? realloc(f->extra, nv * sizeof(*x)) : NULL;
+        if (!x) return -1;
+        f->extra = x;
+        f->n_cap = nv;
+    }
+    if (f->scratch_cap < sc) {
+        char *p = realloc(f->scratch, sc);
+        if (!p) return -1;
+        f->scratch = p;
+        f->scratch_cap = sc;
+    }
+    scgi_map_buffers b = {f->headers, f->n_cap, f->extra, f->n_cap, f->scratch, f->scratch_cap};
+    return scgi_map_request(&f->p, c->in, &b, req, NULL, err);
+}
+
+/* The first request of a libwsgi-scgi connection: parse an SCGI / uwsgi head. PARSE_MORE,
+ * PARSE_DONE, PARSE_ERROR (err_status set), or PARSE_HTTP (nothing consumed). */
+static int scgi_head(conn *c)
+{
+    unsigned acc = server_options(c->srv)->scgi_accept;
+    if (!c->sf) {
+        c->sf = calloc(1, sizeof(*c->sf));
+        if (!c->sf) {
+            c->err_status = 503;
+            return PARSE_ERROR;
+        }
+        uint64_t max_body = server_max_body(c->srv);
+        scgi_limits lim = {
+            .max_header_bytes = server_max_header(c->srv),
+            .max_vars = SCGI_MAX_VARS,
+            .max_content_length = max_body && max_body < INT64_MAX ? (int64_t)max_body : 0,
+        };
+        unsigned a = ((acc & PROTO_ACCEPT_SCGI) ? SCGI_ACCEPT_SCGI : 0) |
+                     ((acc & PROTO_ACCEPT_UWSGI) ? SCGI_ACCEPT_UWSGI : 0) |
+                     ((acc & PROTO_ACCEPT_HTTP) ? SCGI_ACCEPT_HTTP : 0);
+        scgi_parser_init(&c->sf->p, &lim, c->sf->slots, a);
+    }
+    scgi_front *f = c->sf;
+    size_t used = 0;
+    scgi_result r = scgi_parser_feed(&f->p, c->in + c->in_parsed, c->in_len - c->in_parsed, &used);
+    c->in_parsed += used;
+    if (r == SCGI_NEED_MORE) return PARSE_MORE;
+    c->proto_known = 1;
+    if (r == SCGI_IS_HTTP) {
+        conn_front_free(c);
+        c->proto = CPROTO_HTTP;
+        return PARSE_HTTP;
+    }
+    c->proto = scgi_parser_protocol(&f->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    const char *err = NULL;
+    wsgi_request req;
+    int st = r == SCGI_HEAD_DONE ? scgi_map(c, &req, &err) : scgi_parser_status(&f->p);
+    if (r == SCGI_ERROR) err = scgi_parser_error(&f->p);
+    if (st != 0) {
+        c->err_status = st > 0 ? st : 503;
+        host_log(WSGI_LOG_WARNING, "bad %s request: %s (%d)",
+                 c->proto == CPROTO_UWSGI ? "uwsgi" : "SCGI", err ? err : "out of memory",
+                 c->err_status);
+        return PARSE_ERROR;
+    }
+    c->http_major = req.http_major;
+    c->http_minor = req.http_minor;
+    c->is_head = req.method_len == 4 && memcmp(req.method, "HEAD", 4) == 0;
+    c->keep_alive = 0; /* lighttpd opens a connection per SCGI / uwsgi request */
+    c->content_length = scgi_parser_content_length(&f->p);
+    c->url_off = (size_t)(req.target - c->in);
+    c->url_len = req.target_len;
+    f->method_off = (size_t)(req.method - c->in);
+    f->method_len = req.method_len;
+    /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
+     * Content-Length body (see the top). */
+    char head[64];
+    int n = snprintf(head, sizeof(head), "PUT / HTTP/1.1\r\nContent-Length: %lld\r\n\r\n",
+                     (long long)c->content_length);
+    c->synth = 1;
+    size_t u = http_parser_execute(&c->parser, &conn_parser_settings, head, (size_t)n);
+    c->synth = 0;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (u != (size_t)n || (e != HPE_OK && e != HPE_PAUSED)) {
+        c->err_status = 500;
+        host_log(WSGI_LOG_ERROR, "SCGI body framing: %s", http_errno_description(e));
+        return PARSE_ERROR;
+    }
+    c->head_done = 1;
+    http_parser_pause(&c->parser, 1); /* as after an HTTP head: conn_choose_body() resumes */
+    return PARSE_DONE;
+}
+
 int conn_parse_head(conn *c)
 {
+    if (!c->proto_known) {
+        if (!server_options(c->srv)->scgi_accept) {
+            c->proto_known = 1; /* libwsgi-epoll: HTTP only */
+        } else {
+            int r = scgi_head(c);
+            if (r != PARSE_HTTP) return r;
+        }
+    }
     size_t avail = c->in_len - c->in_parsed;
     if (avail && feed(c, avail) < 0) return PARSE_ERROR;
     if (c->head_done) return PARSE_DONE;
@@ -536,7 +681,8 @@ int conn_end_head(conn *c)
     return c->msg_done ? 0 : -1;
 }
 
-void conn_fill_request(conn *c, wsgi_request *req)
+/* The request of an HTTP head. */
+static void fill_http(conn *c, wsgi_request *req)
 {
     wsgi_request_init(req);
     if (c->hdr_ptrs_cap < c->n_hdrs) {
@@ -571,6 +717,16 @@ void conn_fill_request(conn *c, wsgi_request *req)
     req->client_port = c->peer_port;
     req->content_length = c->content_length;
     if (c->chunked) req->flags |= WSGI_REQUEST_CHUNKED;
+}
+
+void conn_fill_request(conn *c, wsgi_request *req)
+{
+    if (c->proto != CPROTO_HTTP) {
+        /* Checked by scgi_head() already, with the same storage: cannot fail now. */
+        if (scgi_map(c, req, NULL) != 0) wsgi_request_init(req);
+    } else {
+        fill_http(c, req);
+    }
     switch (c->body_mode) {
     case BODY_NONE:
     case BODY_DISCARD:
@@ -592,21 +748,30 @@ void conn_fill_request(conn *c, wsgi_request *req)
 
 void conn_access_prepare(conn *c)
 {
-    const char *m = http_method_str((enum http_method)c->parser.method);
-    size_t mlen = strlen(m);
-    const char *ref = NULL, *ua = NULL;
-    size_t ref_len = 0, ua_len = 0;
-    for (size_t k = 0; k < c->n_hdrs; k++) {
-        const hdr_span *h = &c->hdrs[k];
-        if (ieq(c->in + h->name_off, h->name_len, "referer")) {
-            ref = c->in + h->value_off;
-            ref_len = h->value_len;
-        } else if (ieq(c->in + h->name_off, h->name_len, "user-agent")) {
-            ua = c->in + h->value_off;
-            ua_len = h->value_len;
+    const char *m, *ref = NULL, *ua = NULL;
+    size_t mlen, ref_len = 0, ua_len = 0;
+    if (c->proto != CPROTO_HTTP) {
+        m = c->in + c->sf->method_off;
+        mlen = c->sf->method_len;
+        scgi_parser_find(&c->sf->p, c->in, "HTTP_REFERER", &ref, &ref_len);
+        scgi_parser_find(&c->sf->p, c->in, "HTTP_USER_AGENT", &ua, &ua_len);
+    } else {
+        m = http_method_str((enum http_method)c->parser.method);
+        mlen = strlen(m);
+        for (size_t k = 0; k < c->n_hdrs; k++) {
+            const hdr_span *h = &c->hdrs[k];
+            if (ieq(c->in + h->name_off, h->name_len, "referer")) {
+                ref = c->in + h->value_off;
+                ref_len = h->value_len;
+            } else if (ieq(c->in + h->name_off, h->name_len, "user-agent")) {
+                ua = c->in + h->value_off;
+                ua_len = h->value_len;
+            }
         }
     }
-    size_t rl = mlen + 1 + c->url_len + 9;
+    char ver[24];
+    int vn = snprintf(ver, sizeof(ver), " HTTP/%d.%d", c->http_major % 10, c->http_minor % 10);
+    size_t rl = mlen + 1 + c->url_len + (size_t)vn;
     free(c->alog);
     c->alog = malloc(rl + ref_len + ua_len + 1);
     if (!c->alog) return;
@@ -616,9 +781,8 @@ void conn_access_prepare(conn *c)
     *o++ = ' ';
     memcpy(o, c->in + c->url_off, c->url_len);
     o += c->url_len;
-    memcpy(o, " HTTP/1.", 8);
-    o += 8;
-    *o++ = (char)('0' + (c->http_minor % 10));
+    memcpy(o, ver, (size_t)vn);
+    o += vn;
     c->alog_rl = (size_t)(o - c->alog);
     if (ref_len) memcpy(o, ref, ref_len);
     o += ref_len;

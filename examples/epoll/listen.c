@@ -94,8 +94,54 @@ fail:;
     return -1;
 }
 
+int listen_inherit(int fd, const char *spec, listener *l)
+{
+    memset(l, 0, sizeof(*l));
+    l->spec = spec;
+    l->fd = -1;
+    l->reserved_fd = -1;
+    int acc = 0, type = 0;
+    socklen_t len = sizeof(acc);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) != 0 || !acc ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &(socklen_t){sizeof(type)}) != 0 ||
+        type != SOCK_STREAM) {
+        fprintf(stderr, "error: %s: fd %d is not a listening stream socket\n", spec, fd);
+        return -1;
+    }
+    len = sizeof(l->addr);
+    if (getsockname(fd, (struct sockaddr *)&l->addr, &len) != 0) {
+        fprintf(stderr, "error: %s: getsockname: %s\n", spec, strerror(errno));
+        return -1;
+    }
+    l->addr_len = len;
+    if (l->addr.ss_family == AF_UNIX) {
+        l->is_unix = 1;
+        snprintf(l->host, sizeof(l->host), "localhost");
+    } else if (l->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&l->addr;
+        inet_ntop(AF_INET, &a->sin_addr, l->host, sizeof(l->host));
+        l->port = ntohs(a->sin_port);
+    } else if (l->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&l->addr;
+        inet_ntop(AF_INET6, &a->sin6_addr, l->host, sizeof(l->host));
+        l->port = ntohs(a->sin6_port);
+    } else {
+        fprintf(stderr, "error: %s: fd %d: unsupported address family\n", spec, fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        fprintf(stderr, "error: %s: fcntl: %s\n", spec, strerror(errno));
+        return -1;
+    }
+    l->reserved_fd = fd;
+    l->inherited = 1;
+    return 0;
+}
+
 int listen_reserve(listener *l, int prefork, int backlog)
 {
+    if (l->inherited) return 0;
     if (l->is_unix) {
         const char *path = ((struct sockaddr_un *)&l->addr)->sun_path;
         struct stat st;
@@ -132,7 +178,7 @@ int listen_reserve(listener *l, int prefork, int backlog)
 
 int listen_open(listener *l, int prefork, int backlog)
 {
-    if (l->is_unix) {
+    if (l->is_unix || l->inherited) {
         l->fd = l->reserved_fd;
         l->shared = prefork;
         return 0;
@@ -163,5 +209,6 @@ void listen_close(listener *l, int unlink_path)
     if (l->fd >= 0) close(l->fd);
     if (l->reserved_fd >= 0 && l->reserved_fd != l->fd) close(l->reserved_fd);
     l->fd = l->reserved_fd = -1;
-    if (unlink_path && l->is_unix) unlink(((struct sockaddr_un *)&l->addr)->sun_path);
+    if (unlink_path && l->is_unix && !l->inherited)
+        unlink(((struct sockaddr_un *)&l->addr)->sun_path);
 }

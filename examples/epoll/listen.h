@@ -17,10 +17,17 @@ typedef struct listener {
     int reserved_fd; /* bound in the master (TCP: not listening) */
     int fd;          /* the accepting socket of this process (non-blocking) */
     int shared;      /* fd is shared by several processes (unix socket in prefork) */
+    int inherited;   /* an already listening socket given by the parent (--fd, lighttpd) */
 } listener;
 
 /* Parse spec into l (no socket yet). 0, or -1 with a message on stderr. */
 int listen_parse(const char *spec, listener *l);
+
+/* l describes the listening socket fd inherited from the parent (--fd N; lighttpd's bin-path
+ * passes it on fd 0, which the caller has moved to fd first). Every worker accepts on it (shared,
+ * EPOLLEXCLUSIVE); it is made non-blocking and close-on-exec, and its path is never unlinked (the
+ * parent owns it). 0, or -1 with a message on stderr when fd is not a listening stream socket. */
+int listen_inherit(int fd, const char *spec, listener *l);
 
 /* Master side, before any fork. TCP: bind, with SO_REUSEPORT when prefork so that each worker can
  * bind its own socket to the same port (the kernel spreads connections across workers); the

@@ -12,7 +12,12 @@
  * waits for the socket, so a connection holds at most one batch and one chunk of the app. The
  * exception is the legacy write() callable during wsgi_call(), which PEP 3333 requires to have
  * sent its data when it returns: in that case (c->in_call) the callback flushes before returning,
- * waiting for the socket. */
+ * waiting for the socket.
+ *
+ * SCGI / uwsgi (libwsgi-scgi): lighttpd reads a CGI-style response ("Status:" line, headers, the
+ * body until the connection closes or Content-Length ends it) and adds Server, Date and the
+ * client's framing itself; with --x-sendfile a file body becomes an X-Sendfile header
+ * (conn_queue_file). */
 #include "conn.h"
 #include "host_log.h"
 #include "version.h"
@@ -25,6 +30,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -305,7 +312,15 @@ int conn_queue_status(conn *c, int status)
 {
     char buf[512];
     int n;
-    if (status == 100) {
+    if (c->proto != CPROTO_HTTP && status != 100) {
+        const char *r = reason(status);
+        n = snprintf(buf, sizeof(buf),
+                     "Status: %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s\n",
+                     status, r, strlen(r) + 1, r);
+        c->status = status;
+        c->keep_alive = 0;
+        c->body_bytes = strlen(r) + 1;
+    } else if (status == 100) {
         n = snprintf(buf, sizeof(buf), "HTTP/1.1 100 Continue\r\n\r\n");
     } else {
         const char *r = reason(status);
@@ -314,7 +329,7 @@ int conn_queue_status(conn *c, int status)
         n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n%sContent-Type: text/plain\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
-                     status, r, EPOLL_SERVER_NAME, http_date(), extra, strlen(r) + 1, r);
+                     status, r, server_options(c->srv)->name, http_date(), extra, strlen(r) + 1, r);
         c->status = status;
         c->keep_alive = 0;
         c->body_bytes = strlen(r) + 1;
@@ -343,6 +358,11 @@ static int has_token(const char *v, size_t n, const char *tok)
     return 0;
 }
 
+static int server_line(conn *c)
+{
+    return out_str(c, "Server: ") | out_str(c, server_options(c->srv)->name) | out_str(c, "\r\n");
+}
+
 static int after_queue(conn *c)
 {
     /* write() inside wsgi_call: the app may free the bytes as soon as we return. */
@@ -350,9 +370,33 @@ static int after_queue(conn *c)
     return 0;
 }
 
+/* SCGI / uwsgi: the CGI-style head; the body ends with Content-Length or the connection. */
+static int queue_cgi_head(conn *c, const wsgi_response_head *h)
+{
+    int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
+    c->framing = no_body ? FRAME_NONE : h->content_length >= 0 ? FRAME_LENGTH : FRAME_CLOSE;
+    c->resp_cl = h->content_length;
+    c->keep_alive = 0;
+    int rc = out_str(c, "Status: ");
+    rc |= out_bytes(c, h->status_line, h->status_line_len);
+    rc |= out_str(c, "\r\n");
+    for (size_t k = 0; k < h->n_headers; k++) {
+        const wsgi_header *x = &h->headers[k];
+        if (hop_by_hop(x->name, x->name_len)) continue;
+        rc |= out_bytes(c, x->name, x->name_len);
+        rc |= out_str(c, ": ");
+        rc |= out_bytes(c, x->value, x->value_len);
+        rc |= out_str(c, "\r\n");
+    }
+    rc |= out_str(c, "\r\n");
+    return rc ? -1 : 0;
+}
+
 int conn_queue_head(conn *c, const wsgi_response_head *h)
 {
     c->started = 1;
+    c->status = h->status;
+    if (c->proto != CPROTO_HTTP) return queue_cgi_head(c, h);
     c->status = h->status;
     int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
     int have_server = 0, have_date = 0;
@@ -383,7 +427,7 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
     rc |= out_str(c, "HTTP/1.1 ");
     rc |= out_bytes(c, h->status_line, h->status_line_len);
     rc |= out_str(c, "\r\n");
-    if (!have_server) rc |= out_str(c, "Server: " EPOLL_SERVER_NAME "\r\n");
+    if (!have_server) rc |= server_line(c);
     if (!have_date) {
         rc |= out_str(c, "Date: ");
         rc |= out_str(c, http_date());
@@ -425,7 +469,7 @@ int conn_queue_switch(conn *c, const wsgi_header *ours, size_t n_ours, const wsg
         if (x->name_len == 4 && strncasecmp(x->name, "date", 4) == 0) have_date = 1;
     }
     int rc = out_str(c, "HTTP/1.1 101 Switching Protocols\r\n");
-    if (!have_server) rc |= out_str(c, "Server: " EPOLL_SERVER_NAME "\r\n");
+    if (!have_server) rc |= server_line(c);
     if (!have_date) {
         rc |= out_str(c, "Date: ");
         rc |= out_str(c, http_date());
@@ -496,9 +540,60 @@ int conn_queue_body(conn *c, const char *data, size_t len, int copy)
     return 0;
 }
 
+/* --x-sendfile (SCGI / uwsgi): a body that is a whole regular file becomes an X-Sendfile header
+ * with its path (lighttpd url-decodes it, so '%', blanks and controls are encoded; its
+ * X-Sendfile2 ranges are for FastCGI only), appended to the head, which must still be the only
+ * thing queued; then no body is sent, lighttpd sends the file and its Content-Length. 0 done,
+ * 1 not possible here (send the bytes instead), -1 out of memory with the head reopened. */
+static int x_sendfile(conn *c, int fd, int64_t off, int64_t count)
+{
+    if (c->body_bytes || c->oq_head != 0 || c->oq_len != 1) return 1;
+    out_item *head = &c->outq[0];
+    if (head->kind != OUT_SCRATCH || head->off + head->len != c->sc_len || head->len < 4 ||
+        memcmp(c->scratch + c->sc_len - 4, "\r\n\r\n", 4) != 0)
+        return 1;
+    char link[64], path[4096];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof(path) - 1);
+    struct stat st, st2;
+    if (n <= 0 || path[0] != '/' || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || off != 0 ||
+        count != st.st_size)
+        return 1;
+    path[n] = '\0';
+    /* A deleted or replaced file has no path lighttpd could open. */
+    if (stat(path, &st2) != 0 || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev) return 1;
+    char enc[3 * sizeof(path)];
+    size_t e = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)path[i];
+        if (ch >= 0x80) return 1; /* lighttpd wants UTF-8: leave such names to the byte path */
+        if (ch <= ' ' || ch == '%' || ch == 0x7f) {
+            static const char hex[] = "0123456789ABCDEF";
+            enc[e++] = '%';
+            enc[e++] = hex[ch >> 4];
+            enc[e++] = hex[ch & 15];
+        } else {
+            enc[e++] = (char)ch;
+        }
+    }
+    c->sc_len -= 2; /* reopen the head */
+    head->len -= 2;
+    int rc = out_str(c, "X-Sendfile: ");
+    rc |= out_bytes(c, enc, e);
+    rc |= out_str(c, "\r\n\r\n");
+    if (rc) return -1;
+    c->framing = FRAME_NONE; /* lighttpd sends the file; whatever else the app sends is dropped */
+    c->body_bytes = (uint64_t)count;
+    return 0;
+}
+
 int conn_queue_file(conn *c, int fd, int64_t off, int64_t count)
 {
     if (c->framing == FRAME_NONE || count <= 0) return 0;
+    if (c->proto != CPROTO_HTTP && server_options(c->srv)->x_sendfile) {
+        int x = x_sendfile(c, fd, off, count);
+        if (x <= 0) return x;
+    }
     int rc = 0;
     if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, (uint64_t)count);
     rc |= out_file(c, fd, off, count);

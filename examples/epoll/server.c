@@ -276,6 +276,7 @@ static void conn_close(server *s, conn *c)
 
 static void conn_free(conn *c)
 {
+    conn_front_free(c);
     free(c->in);
     free(c->hdrs);
     free(c->hdr_ptrs);
@@ -1203,10 +1204,11 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     for (size_t k = 0; k < n_ls; k++) {
         if (s->asgi)
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, ASGI on the event loop)",
-                     ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid());
+                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid());
         else
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
-                     ls[k].is_unix ? "" : "http://", ls[k].spec, (int)getpid(), o->host.threads);
+                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid(),
+                     o->host.threads);
     }
 
     if (s->team) {

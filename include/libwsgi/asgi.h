@@ -34,11 +34,15 @@
 extern "C" {
 #endif
 
-/** @brief A callback's answer meaning "accepted, but hold the app's send() until
- * asgi_conn_resume()"; asgi_conn_feed() returns it to mean "stop reading until on_read_resume". */
+/**
+ * @brief A callback's answer meaning "accepted, but hold the app's send() until
+ * asgi_conn_resume()"; asgi_conn_feed() and asgi_conn_ws_message() return it to mean "stop reading
+ * until on_read_resume".
+ * @since 0.1.0
+ */
 #define ASGI_PAUSE 1
 
-/** @brief One ASGI connection (an HTTP request/response cycle). Opaque. */
+/** @brief One ASGI connection (an HTTP request/response cycle). Opaque. @since 0.1.0 */
 typedef struct asgi_conn asgi_conn;
 
 /**
@@ -47,6 +51,7 @@ typedef struct asgi_conn asgi_conn;
  * on_start, on_body and on_done are required. Return 0 to continue, ::ASGI_PAUSE to keep the
  * app's send() pending until asgi_conn_resume() (backpressure), or a negative value if the client
  * is gone (the app's send() raises OSError and receive() reports http.disconnect).
+ * @since 0.1.0
  */
 typedef struct asgi_handler {
     size_t struct_size; /**< sizeof(asgi_handler). */
@@ -61,7 +66,8 @@ typedef struct asgi_handler {
      *  it queued when the next on_body arrives (the app may cancel a paused send() and send
      *  again) must copy it then. */
     int (*on_body)(void *user_data, const char *data, size_t len, int more);
-    /** Optional http.response.trailers; when NULL the extension is not offered in the scope. */
+    /** Optional http.response.trailers (@p headers borrowed for the call); when NULL the extension
+     *  is not offered in the scope. */
     int (*on_trailers)(void *user_data, const wsgi_header *headers, size_t n_headers, int more);
     /** Optional http.response.pathsend: send @p count bytes of @p fd from @p offset; this ends
      *  the body. The fd stays open until asgi_conn_free(). When NULL the extension is not offered.
@@ -102,9 +108,16 @@ typedef struct asgi_handler {
  *
  * The app starts running at the next asgi_loop_run(), or inside this call with
  * asgi_loop_set_eager() (its callbacks may then fire before it returns). A fully buffered body
- * (req->body, copied) is delivered as one http.request event; otherwise the host feeds the body
- * with asgi_conn_feed(). May be called from inside a callback (e.g. the next pipelined request
- * from on_done).
+ * (req->body, copied) is delivered as one http.request event; a request with neither a body, a
+ * positive content_length nor ::WSGI_REQUEST_CHUNKED gets one empty http.request; otherwise the
+ * host feeds the body with asgi_conn_feed(). wsgi_request::body_read is not used by ASGI, nor
+ * is wsgi_request::extra_environ but for `SCRIPT_NAME` (below). May be called from inside a
+ * callback (e.g. the next pipelined request from on_done).
+ *
+ * The scope's `root_path` is the app's wsgi_app_options::script_name, or the value of a
+ * `SCRIPT_NAME` entry of wsgi_request::extra_environ when there is one (a gateway such as lighttpd's
+ * SCGI that splits the path itself; `path` stays the whole path of the target). Other
+ * extra_environ entries are not used by ASGI.
  *
  * @param[in] app An ASGI app.
  * @param[in] req The request (borrowed during the call only).
@@ -118,13 +131,16 @@ typedef struct asgi_handler {
  * @retval WSGI_ERR_PYTHON The event loop could not be created.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only (see asgi.h); also from inside an ASGI callback (e.g. the next pipelined
+ * request from on_done).
  */
 LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
                               void *user_data, asgi_conn **out);
 
-/** @brief asgi_conn_ws_message(): a text message (UTF-8). */
+/** @brief asgi_conn_ws_message(): a text message (UTF-8). @since 0.2.0 */
 #define ASGI_WS_TEXT 0
-/** @brief asgi_conn_ws_message(): a binary message. */
+/** @brief asgi_conn_ws_message(): a binary message. @since 0.2.0 */
 #define ASGI_WS_BINARY 1
 
 /**
@@ -160,6 +176,8 @@ LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi
  * @retval WSGI_ERR_PYTHON The event loop could not be created.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.2.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
  */
 LIBWSGI_API int asgi_websocket_dispatch(wsgi_app *app, const wsgi_request *req,
                                         const asgi_handler *handler, void *user_data,
@@ -170,9 +188,9 @@ LIBWSGI_API int asgi_websocket_dispatch(wsgi_app *app, const wsgi_request *req,
  * websocket.receive (`text` for ::ASGI_WS_TEXT, `bytes` for ::ASGI_WS_BINARY).
  *
  * Messages wait in a bounded queue: when it holds 32 messages or 1 MiB not yet received by the
- * app, the call answers ::ASGI_PAUSE (the message is still accepted) and the host stops reading from
- * the client until on_read_resume (the app has taken half of them, or has closed: what comes after
- * its websocket.close is dropped, and the client's answering Close must be read).
+ * app, the call answers ::ASGI_PAUSE (the message is still accepted) and the host stops reading
+ * from the client until on_read_resume (the app has taken half of them, or has closed: what comes
+ * after its websocket.close is dropped, and the client's answering Close must be read).
  *
  * @param[in] conn A connection from asgi_websocket_dispatch(), accepted.
  * @param[in] type ::ASGI_WS_TEXT or ::ASGI_WS_BINARY.
@@ -182,9 +200,13 @@ LIBWSGI_API int asgi_websocket_dispatch(wsgi_app *app, const wsgi_request *req,
  * @retval ASGI_PAUSE Queued; stop reading until on_read_resume.
  * @retval WSGI_ERR_INVAL NULL conn, NULL data with len > 0, a bad @p type, or a text message that
  *         is not valid UTF-8 (the host closes with 1007).
- * @retval WSGI_ERR_STATE Not a WebSocket connection, not accepted, or already closed.
+ * @retval WSGI_ERR_STATE Not a WebSocket connection, not accepted, or already closed; or not the
+ *         loop thread.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.2.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
  */
 LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data, size_t len);
 
@@ -202,8 +224,11 @@ LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data
  * @param[in] reason_len Its length.
  * @retval WSGI_OK Success.
  * @retval WSGI_ERR_INVAL NULL conn, NULL reason with reason_len > 0.
- * @retval WSGI_ERR_STATE Not a WebSocket connection.
+ * @retval WSGI_ERR_STATE Not a WebSocket connection, or not the loop thread.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @since 0.2.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
  */
 LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reason,
                                     size_t reason_len);
@@ -217,9 +242,13 @@ LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reaso
  * @retval 0 Accepted.
  * @retval ASGI_PAUSE Accepted, but the unread body exceeds the buffer limit: stop reading from the
  *         client until on_read_resume.
- * @retval WSGI_ERR_STATE The body already ended.
+ * @retval WSGI_ERR_STATE The body already ended, or not the loop thread.
  * @retval WSGI_ERR_INVAL NULL conn, or NULL data with len > 0.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
+ * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
  */
 LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, int more);
 
@@ -228,7 +257,11 @@ LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, in
  * @param[in] conn The connection.
  * @retval WSGI_OK Success (also if already disconnected).
  * @retval WSGI_ERR_INVAL NULL conn.
+ * @retval WSGI_ERR_STATE Not the loop thread.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
  */
 LIBWSGI_API int asgi_conn_disconnect(asgi_conn *conn);
 
@@ -237,7 +270,11 @@ LIBWSGI_API int asgi_conn_disconnect(asgi_conn *conn);
  * @param[in] conn The connection.
  * @retval WSGI_OK Success (also if nothing was paused).
  * @retval WSGI_ERR_INVAL NULL conn.
+ * @retval WSGI_ERR_STATE Not the loop thread.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
  */
 LIBWSGI_API int asgi_conn_resume(asgi_conn *conn);
 
@@ -245,16 +282,25 @@ LIBWSGI_API int asgi_conn_resume(asgi_conn *conn);
  * @brief Release the host's handle. No callback fires after this. If the app is still running it
  * keeps running detached (background work after the response is allowed): its receive() reports
  * http.disconnect and send() raises.
+ *
+ * The host must not use an fd given to on_sendfile after this call (the library closes it). The
+ * connection of a finished app is freed without the GIL: its Python object is released by the
+ * next asgi_* call that takes the GIL.
  * @param[in] conn The connection or NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only: called from another thread it does nothing (the connection is leaked). Also
+ * from inside the connection's own on_done.
  */
 LIBWSGI_API void asgi_conn_free(asgi_conn *conn);
 
 /**
  * @brief The first failure recorded on the connection, 0 if none.
  * @param[in] conn The connection.
- * @return 0 or a negative ::wsgi_error.
+ * @return 0 or a negative ::wsgi_error (::WSGI_ERR_INVAL for NULL); the same value on_done got.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread (it reads state only the loop thread changes); takes no GIL.
  */
 LIBWSGI_API int asgi_conn_error(const asgi_conn *conn);
 
@@ -263,6 +309,8 @@ LIBWSGI_API int asgi_conn_error(const asgi_conn *conn);
  * @param[in] conn The connection.
  * @return NUL-terminated text valid until the next call on @p conn; never NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread (it reads state only the loop thread changes); takes no GIL.
  */
 LIBWSGI_API const char *asgi_conn_errmsg(const asgi_conn *conn);
 
@@ -273,6 +321,9 @@ LIBWSGI_API const char *asgi_conn_errmsg(const asgi_conn *conn);
  * @return The fd (>= 0), or ::WSGI_ERR_STATE from a thread other than the loop thread, or
  *         ::WSGI_ERR_PYTHON if the loop could not be created.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only; the first asgi_* call (this one, typically) makes the calling thread the
+ * loop thread.
  */
 LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt);
 
@@ -282,6 +333,8 @@ LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt);
  * @return 0 if work is ready now, -1 if nothing is scheduled (wait for the fd only), else the
  *         delay to the next timer (rounded up), or a negative ::wsgi_error below -1.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only.
  */
 LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt);
 
@@ -293,6 +346,8 @@ LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt);
  * @retval WSGI_ERR_RECURSIVE Called from inside a callback.
  * @retval WSGI_ERR_PYTHON The loop raised (logged).
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only, and not from inside an ASGI callback (::WSGI_ERR_RECURSIVE).
  */
 LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt);
 
@@ -303,6 +358,9 @@ LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt);
  * @retval WSGI_OK Success.
  * @retval WSGI_ERR_STATE The loop does not exist yet.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread, any time after asgi_loop_fd() returned: one write(2) to an eventfd, no lock, no
+ * GIL.
  */
 LIBWSGI_API int asgi_loop_wakeup(wsgi_runtime *rt);
 
@@ -334,10 +392,13 @@ LIBWSGI_API int asgi_loop_wakeup(wsgi_runtime *rt);
  *         (the probe at loop creation failed; apps then start at the next turn).
  * @retval WSGI_ERR_PYTHON The event loop could not be created.
  * @since 0.3.0
+ * @par Thread safety
+ * The loop thread only.
  */
 LIBWSGI_API int asgi_loop_set_eager(wsgi_runtime *rt, int eager);
 
-/** @brief Lifespan result: the app does not implement the lifespan protocol (auto mode). */
+/** @brief Lifespan result: the app does not implement the lifespan protocol (auto mode). @since
+ * 0.1.0 */
 #define ASGI_LIFESPAN_UNSUPPORTED 1
 
 /**
@@ -351,6 +412,8 @@ LIBWSGI_API int asgi_loop_set_eager(wsgi_runtime *rt, int eager);
  * @retval WSGI_ERR_INTERFACE @p app is not an ASGI app.
  * @retval WSGI_ERR_STATE Startup already ran, or not the loop thread.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only, and not from inside an ASGI callback (::WSGI_ERR_RECURSIVE).
  */
 LIBWSGI_API int asgi_lifespan_startup(wsgi_app *app);
 
@@ -361,6 +424,8 @@ LIBWSGI_API int asgi_lifespan_startup(wsgi_app *app);
  * @retval WSGI_ERR_APP lifespan.shutdown.failed or the app raised; message in wsgi_errmsg().
  * @retval WSGI_ERR_STATE Not the loop thread.
  * @since 0.1.0
+ * @par Thread safety
+ * The loop thread only, and not from inside an ASGI callback (::WSGI_ERR_RECURSIVE).
  */
 LIBWSGI_API int asgi_lifespan_shutdown(wsgi_app *app);
 

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/** @brief Marks a symbol as part of the public ABI (everything else is hidden). */
+/** @brief Marks a symbol as part of the public ABI (everything else is hidden). @since 0.1.0 */
 #if defined(LIBWSGI_STATIC)
 #define LIBWSGI_API
 #elif defined(__GNUC__) || defined(__clang__)
@@ -31,6 +31,7 @@ extern "C" {
  *
  * Use wsgi_strerror() for a static description, and wsgi_errmsg() (per thread) or
  * wsgi_response_errmsg() (per response) for the message of the last failure.
+ * @since 0.1.0
  */
 typedef enum wsgi_error {
     WSGI_OK = 0,                     /**< Success. */
@@ -52,11 +53,11 @@ typedef enum wsgi_error {
     WSGI_ERR_BAD_ITERABLE = -24,      /**< The app returned something that is not iterable. */
     WSGI_ERR_BAD_CHUNK = -25, /**< The app yielded something that is not bytes (e.g. str). */
     WSGI_ERR_CALLBACK = -30,  /**< A host callback returned an error; the response was cut. */
-    WSGI_ERR_IO = -31,        /**< Reading the request body or a file failed. */
-    WSGI_ERR_TOO_LARGE = -32, /**< A configured limit was exceeded. */
+    WSGI_ERR_IO = -31,        /**< Reading the body or a file failed (reserved, unused in 0.3). */
+    WSGI_ERR_TOO_LARGE = -32, /**< A configured limit was exceeded (reserved, unused in 0.3). */
 } wsgi_error;
 
-/** @brief Log levels passed to ::wsgi_log_cb (syslog numbering). */
+/** @brief Log levels passed to ::wsgi_log_cb (syslog numbering). @since 0.1.0 */
 typedef enum wsgi_log_level {
     WSGI_LOG_ERROR = 3,   /**< The request or app failed; includes Python tracebacks. */
     WSGI_LOG_WARNING = 4, /**< Something was wrong but was handled (also wsgi.errors output). */
@@ -72,10 +73,11 @@ typedef enum wsgi_log_level {
  * @param[in] msg The message, NUL-terminated, without trailing newline (may contain newlines:
  *                tracebacks). Borrowed for the duration of the call.
  * @param[in] len strlen(msg).
+ * @since 0.1.0
  */
 typedef void (*wsgi_log_cb)(void *user_data, int level, const char *msg, size_t len);
 
-/** @brief One header as a name/value pair of byte strings (not NUL-terminated). */
+/** @brief One header as a name/value pair of byte strings (not NUL-terminated). @since 0.1.0 */
 typedef struct wsgi_header {
     const char *name;  /**< Header name bytes. */
     size_t name_len;   /**< Length of @c name. */

@@ -14,13 +14,13 @@
 extern "C" {
 #endif
 
-/** @brief The embedded interpreter. Opaque. */
+/** @brief The embedded interpreter. Opaque. @since 0.1.0 */
 typedef struct wsgi_runtime wsgi_runtime;
 
-/** @brief A loaded Python application. Opaque. */
+/** @brief A loaded Python application. Opaque. @since 0.1.0 */
 typedef struct wsgi_app wsgi_app;
 
-/** @brief Flags for wsgi_runtime_options::flags. */
+/** @brief Flags for wsgi_runtime_options::flags. @since 0.1.0 */
 enum wsgi_runtime_flags {
     /** Let Python install its signal handlers (SIGINT → KeyboardInterrupt). Off by default: the
      *  host owns signals. Ignored when adopting an interpreter. */
@@ -35,6 +35,7 @@ enum wsgi_runtime_flags {
  *
  * All strings are copied by wsgi_runtime_new(); they need not outlive the call. New fields are only
  * ever appended; @c struct_size tells the library which fields the caller knows.
+ * @since 0.1.0
  */
 typedef struct wsgi_runtime_options {
     size_t struct_size;      /**< sizeof(wsgi_runtime_options), set by the init function. */
@@ -53,6 +54,8 @@ typedef struct wsgi_runtime_options {
  * @brief Fill @p opts with defaults (all NULL/0, log level ::WSGI_LOG_INFO) and set struct_size.
  * @param[out] opts The options to initialise.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread: it only fills @p opts.
  */
 LIBWSGI_API void wsgi_runtime_options_init(wsgi_runtime_options *opts);
 
@@ -90,14 +93,14 @@ LIBWSGI_API int wsgi_runtime_new(const wsgi_runtime_options *opts, wsgi_runtime 
  */
 LIBWSGI_API void wsgi_runtime_free(wsgi_runtime *rt);
 
-/** @brief Which server interface an app speaks. */
+/** @brief Which server interface an app speaks. @since 0.1.0 */
 typedef enum wsgi_interface {
     WSGI_INTERFACE_AUTO = 0, /**< Detect: coroutine function or ASGI-3 class ⇒ ASGI, else WSGI. */
     WSGI_INTERFACE_WSGI = 1, /**< PEP 3333. */
     WSGI_INTERFACE_ASGI = 2, /**< ASGI 3. */
 } wsgi_interface;
 
-/** @brief Flags for wsgi_app_options::flags, mirrored into the WSGI environ. */
+/** @brief Flags for wsgi_app_options::flags, mirrored into the WSGI environ. @since 0.1.0 */
 enum wsgi_app_flags {
     WSGI_APP_MULTITHREAD = 1u << 0,  /**< wsgi.multithread is True. */
     WSGI_APP_MULTIPROCESS = 1u << 1, /**< wsgi.multiprocess is True. */
@@ -106,6 +109,7 @@ enum wsgi_app_flags {
 
 /**
  * @brief Options for wsgi_app_new(). Initialise with wsgi_app_options_init().
+ * @since 0.1.0
  */
 typedef struct wsgi_app_options {
     size_t struct_size; /**< sizeof(wsgi_app_options), set by the init function. */
@@ -121,6 +125,8 @@ typedef struct wsgi_app_options {
  * @brief Fill @p opts with defaults and set struct_size.
  * @param[out] opts The options to initialise.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread: it only fills @p opts.
  */
 LIBWSGI_API void wsgi_app_options_init(wsgi_app_options *opts);
 
@@ -153,6 +159,9 @@ LIBWSGI_API int wsgi_app_new(wsgi_runtime *rt, const wsgi_app_options *opts, wsg
  * @brief Free an app. Every env and response built from it must have been freed.
  * @param[in] app The app or NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread, once no env or response of the app exists and no other thread uses the app. Takes the
+ * GIL.
  */
 LIBWSGI_API void wsgi_app_free(wsgi_app *app);
 
@@ -161,14 +170,19 @@ LIBWSGI_API void wsgi_app_free(wsgi_app *app);
  * @param[in] app The app.
  * @return ::WSGI_INTERFACE_WSGI or ::WSGI_INTERFACE_ASGI (::WSGI_INTERFACE_AUTO only for NULL).
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread, concurrently; takes no GIL.
  */
 LIBWSGI_API wsgi_interface wsgi_app_interface(const wsgi_app *app);
 
 /**
  * @brief The runtime an app belongs to.
  * @param[in] app The app.
- * @return The runtime.
+ * @return The runtime (the host's, as created by wsgi_runtime_new(): not a new object to free),
+ *         or NULL for a NULL @p app.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread, concurrently; takes no GIL.
  */
 LIBWSGI_API wsgi_runtime *wsgi_app_runtime(const wsgi_app *app);
 

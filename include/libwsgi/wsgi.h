@@ -36,14 +36,15 @@ extern "C" {
  * itself.
  *
  * @param[in] body_user_data wsgi_request::body_user_data.
- * @param[out] buf Where to put the bytes.
+ * @param[out] buf Where to put the bytes: the library's buffer, valid during the call only.
  * @param[in] len Capacity of @p buf (> 0).
  * @param[out] nread Bytes stored; 0 means the body has ended.
  * @return 0 on success, negative on error (the app's read() raises OSError).
+ * @since 0.1.0
  */
 typedef int (*wsgi_body_read_cb)(void *body_user_data, char *buf, size_t len, size_t *nread);
 
-/** @brief Flags for wsgi_request::flags. */
+/** @brief Flags for wsgi_request::flags. @since 0.1.0 */
 enum wsgi_request_flags {
     /** The body is chunked (no Content-Length): it ends where the body source says so. */
     WSGI_REQUEST_CHUNKED = 1u << 0,
@@ -57,6 +58,7 @@ enum wsgi_request_flags {
  * wsgi_env_build() / asgi_dispatch(), except the body source (@c body, @c body_read,
  * @c body_user_data), which must stay valid until the response is freed.
  * Fields are only ever appended; @c struct_size says which the host knows.
+ * @since 0.1.0
  */
 typedef struct wsgi_request {
     size_t struct_size;         /**< sizeof(wsgi_request), set by wsgi_request_init(). */
@@ -89,13 +91,15 @@ typedef struct wsgi_request {
  * @brief Zero @p req, then set struct_size, content_length = -1 and HTTP/1.1.
  * @param[out] req The request to initialise.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread: it only fills @p req.
  */
 LIBWSGI_API void wsgi_request_init(wsgi_request *req);
 
-/** @brief A WSGI environ under construction. Opaque. */
+/** @brief A WSGI environ under construction. Opaque. @since 0.1.0 */
 typedef struct wsgi_env wsgi_env;
 
-/** @brief A running WSGI response. Opaque. */
+/** @brief A running WSGI response. Opaque. @since 0.1.0 */
 typedef struct wsgi_response wsgi_response;
 
 /**
@@ -124,11 +128,17 @@ typedef struct wsgi_response wsgi_response;
  * @retval WSGI_ERR_INTERFACE @p app is an ASGI app.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread, concurrently, also for the same app; takes no GIL (it only validates and copies the
+ * request).
  */
 LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env **out);
 
 /**
- * @brief Set one environ key to a latin-1 str value (adds or replaces).
+ * @brief Set one environ key to a latin-1 str value (adds or replaces); name and value are copied.
+ *
+ * Keys set this way are applied when wsgi_call() makes the environ, after every computed key and
+ * after wsgi_request::extra_environ, in call order.
  * @param[in] env The environ.
  * @param[in] name Key bytes (decoded as latin-1).
  * @param[in] name_len Length of @p name (> 0).
@@ -138,6 +148,8 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
  * @retval WSGI_ERR_INVAL A NULL pointer or empty name.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0
+ * @par Thread safety
+ * One thread at a time per env (an env may move between threads); takes no GIL.
  */
 LIBWSGI_API int wsgi_env_set(wsgi_env *env, const char *name, size_t name_len, const char *value,
                              size_t value_len);
@@ -146,10 +158,13 @@ LIBWSGI_API int wsgi_env_set(wsgi_env *env, const char *name, size_t name_len, c
  * @brief Free an environ that was not passed to wsgi_call().
  * @param[in] env The environ or NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * One thread at a time per env; takes no GIL.
  */
 LIBWSGI_API void wsgi_env_free(wsgi_env *env);
 
-/** @brief The response head handed to wsgi_response_handler::on_start. Borrowed for the call. */
+/** @brief The response head handed to wsgi_response_handler::on_start. Borrowed for the call.
+ * @since 0.1.0 */
 typedef struct wsgi_response_head {
     int status;              /**< Status code, 100..999. */
     const char *status_line; /**< The status as the app gave it, e.g. "200 OK" (latin-1). */
@@ -161,7 +176,7 @@ typedef struct wsgi_response_head {
     unsigned flags;         /**< Bitwise OR of ::wsgi_head_flags. */
 } wsgi_response_head;
 
-/** @brief Flags for wsgi_response_head::flags. */
+/** @brief Flags for wsgi_response_head::flags. @since 0.1.0 */
 enum wsgi_head_flags {
     /** Trailers follow the body (ASGI http.response.trailers): the host must use chunked framing
      *  and wait for asgi_handler::on_trailers before ending the response. */
@@ -173,6 +188,7 @@ enum wsgi_head_flags {
  *
  * Each returns 0 to continue or a negative value to abort (the connection is gone): the response is
  * then cut, the app's write() raises OSError, and the iterable's close() is called.
+ * @since 0.1.0
  */
 typedef struct wsgi_response_handler {
     size_t struct_size; /**< sizeof(wsgi_response_handler). */
@@ -209,6 +225,10 @@ typedef struct wsgi_response_handler {
  * @retval WSGI_ERR_INVAL A NULL argument or missing required callback.
  * @retval WSGI_ERR_NOMEM Out of memory (also while making the environ dict).
  * @since 0.1.0
+ * @par Thread safety
+ * Any thread, one at a time per env; the response it makes may then move to another thread. Takes
+ * the GIL once (the calling thread's cached Python thread state, created on its first call); the
+ * callbacks fired by the app's write() run on the calling thread without the GIL.
  */
 LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, void *user_data,
                           wsgi_response **out);
@@ -232,6 +252,10 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
  * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @retval WSGI_ERR_INVAL @p resp is NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * One thread at a time per response, which may be a different thread for each call; the callbacks
+ * run on the calling thread without the GIL. Takes the GIL only when there is Python work (not for
+ * a first list/tuple item taken by wsgi_call(), nor for the 500 of a failed app).
  */
 LIBWSGI_API int wsgi_iter_next(wsgi_response *resp);
 
@@ -240,6 +264,8 @@ LIBWSGI_API int wsgi_iter_next(wsgi_response *resp);
  * @param[in] resp The response.
  * @return 0 or a negative ::wsgi_error.
  * @since 0.1.0
+ * @par Thread safety
+ * The thread using the response, also from inside its callbacks; takes no GIL.
  */
 LIBWSGI_API int wsgi_response_error(const wsgi_response *resp);
 
@@ -248,6 +274,8 @@ LIBWSGI_API int wsgi_response_error(const wsgi_response *resp);
  * @param[in] resp The response.
  * @return NUL-terminated text valid until the next call on @p resp; "" if none; never NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * The thread using the response, also from inside its callbacks; takes no GIL.
  */
 LIBWSGI_API const char *wsgi_response_errmsg(const wsgi_response *resp);
 
@@ -256,6 +284,8 @@ LIBWSGI_API const char *wsgi_response_errmsg(const wsgi_response *resp);
  * @param[in] resp The response.
  * @return 1 or 0.
  * @since 0.1.0
+ * @par Thread safety
+ * The thread using the response, also from inside its callbacks; takes no GIL.
  */
 LIBWSGI_API int wsgi_response_started(const wsgi_response *resp);
 
@@ -271,6 +301,9 @@ LIBWSGI_API int wsgi_response_started(const wsgi_response *resp);
  * callback returns and the running libwsgi call returns ::WSGI_ERR_CALLBACK.
  * @param[in] resp The response or NULL.
  * @since 0.1.0
+ * @par Thread safety
+ * One thread at a time per response (any thread), also from inside the response's own callbacks
+ * (the free is then deferred).
  */
 LIBWSGI_API void wsgi_response_free(wsgi_response *resp);
 

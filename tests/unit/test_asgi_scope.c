@@ -202,6 +202,40 @@ static void test_root_path_from_script_name(void **state)
     ah_rec_free(&rec);
 }
 
+/* A gateway that splits the path itself (lighttpd's SCGI: SCRIPT_NAME / PATH_INFO among the CGI
+ * variables, REQUEST_URI whole) passes SCRIPT_NAME in extra_environ: it becomes root_path, over
+ * the app's own mount point; path stays the whole path; other extra variables do not show. */
+static void test_root_path_from_extra_environ(void **state)
+{
+    (void)state;
+    wsgi_app_options opts;
+    wsgi_app_options_init(&opts);
+    opts.spec = DUMP;
+    opts.script_name = "/mount";
+    wsgi_app *app = th_app_with(&opts);
+    th_req r;
+    th_req_init(&r, "GET", "/lt/app/x?q");
+    th_req_extra(&r, "PATH_INFO", "/x");
+    th_req_extra(&r, "SCRIPT_NAME", "/lt/app");
+    th_req_extra(&r, "DOCUMENT_ROOT", "/srv");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    dump_scope(app, &r, &rec);
+    assert_scope(&rec, "root_path", "str", "'/lt/app'");
+    assert_scope(&rec, "path", "str", "'/lt/app/x'");
+    assert_scope(&rec, "query_string", "bytes", "b'q'");
+    char got[256];
+    assert_false(scope_find(&rec, "DOCUMENT_ROOT", got, sizeof got));
+    ah_rec_free(&rec);
+    /* An empty SCRIPT_NAME (an app mounted at the root) is the root. */
+    th_req_init(&r, "GET", "/x");
+    th_req_extra(&r, "SCRIPT_NAME", "");
+    ah_rec_init(&rec);
+    dump_scope(app, &r, &rec);
+    assert_scope(&rec, "root_path", "str", "''");
+    ah_rec_free(&rec);
+}
+
 static void test_absolute_form_target(void **state)
 {
     (void)state;
@@ -520,6 +554,7 @@ int main(void)
         ah_unit_test(test_server_defaults_http),
         ah_unit_test(test_extension_method_passes_through),
         ah_unit_test(test_root_path_from_script_name),
+        ah_unit_test(test_root_path_from_extra_environ),
         ah_unit_test(test_absolute_form_target),
         ah_unit_test(test_path_decoding_corners),
         ah_unit_test(test_header_bytes),

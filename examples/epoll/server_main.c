@@ -1,0 +1,165 @@
+/* The main function of both servers (libwsgi-epoll, libwsgi-scgi; they differ only in how a
+ * request arrives: see http_conn.c): parse the command line, reserve the listening addresses (or
+ * take the inherited socket), then either serve in this process (--workers 1) or become the
+ * prefork master of N workers. Each worker loads Python and the app itself, after fork, before it
+ * starts listening, so a connection that is accepted always finds the app ready. */
+#include "cli.h"
+#include "host_app.h"
+#include "host_asgi.h"
+#include "host_log.h"
+#include "listen.h"
+#include "prefork.h"
+#include "server.h"
+#include "server_main.h"
+#include "version.h"
+
+#include <fcntl.h>
+#include <http_parser.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <errno.h>
+
+typedef struct worker_ctx {
+    const epoll_options *opt;
+    listener *ls;
+    size_t n_ls;
+} worker_ctx;
+
+static int worker_main(void *arg, unsigned index)
+{
+    worker_ctx *w = arg;
+    const epoll_options *o = w->opt;
+    int prefork = o->host.workers > 1;
+    (void)index;
+
+    wsgi_runtime *rt = NULL;
+    wsgi_app *app = NULL;
+    char software[64];
+    snprintf(software, sizeof(software), "%s/%s", o->name, EPOLL_SERVER_VERSION);
+    if (host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
+    /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
+     * failed boot (the master stops instead of restarting it). */
+    int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
+    if (asgi && host_asgi_startup(app) != 0) {
+        host_app_stop(rt, app);
+        return HOST_EXIT_BOOT_FAILED;
+    }
+    for (size_t k = 0; k < w->n_ls; k++) {
+        if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
+            if (asgi) host_asgi_shutdown(app);
+            host_app_stop(rt, app);
+            return HOST_EXIT_BOOT_FAILED;
+        }
+    }
+    int r = server_run(o, app, w->ls, w->n_ls);
+    if (r == 1) {
+        /* App threads are still running Python: leave without finalizing under them. */
+        fflush(NULL);
+        _exit(0);
+    }
+    /* In-flight requests (and ASGI apps still running after their response) are done. */
+    if (asgi) host_asgi_shutdown(app);
+    host_app_stop(rt, app);
+    host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());
+    return r == 0 ? 0 : 1;
+}
+
+/* The listening socket the parent passed: --fd N, or for libwsgi-scgi without --bind the socket
+ * lighttpd's bin-path puts on fd 0. fd 0 is moved up and /dev/null put in its place before
+ * Python starts (Python and the app may read stdin). 0 or -1 (message printed). */
+static int take_inherited(epoll_options *o, listener *l)
+{
+    static char spec[160];
+    int fd = o->inherit_fd;
+    if (fd < 0) {
+        int acc = 0;
+        socklen_t len = sizeof(acc);
+        if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) != 0 || !acc) {
+            fprintf(stderr, "error: no --bind, and fd 0 is not a listening socket (lighttpd's "
+                            "bin-path passes one there): give --bind HOST:PORT or unix:PATH\n");
+            return -1;
+        }
+        fd = 0;
+    }
+    snprintf(spec, sizeof(spec), "fd %d", fd);
+    if (listen_inherit(fd, spec, l) != 0) return -1;
+    /* Name it by its address in the logs: "unix:PATH (fd 0)", "127.0.0.1:9000 (fd 0)". */
+    if (l->is_unix)
+        snprintf(spec, sizeof(spec), "unix:%s (fd %d)",
+                 ((const struct sockaddr_un *)&l->addr)->sun_path, fd);
+    else
+        snprintf(spec, sizeof(spec), "%s%s%s:%u (fd %d)", strchr(l->host, ':') ? "[" : "", l->host,
+                 strchr(l->host, ':') ? "]" : "", l->port, fd);
+    if (fd <= 2) {
+        int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (moved < 0 || null < 0 || dup3(null, fd, 0) < 0) {
+            fprintf(stderr, "error: cannot move the inherited socket off fd %d: %s\n", fd,
+                    strerror(errno));
+            return -1;
+        }
+        close(null);
+        l->reserved_fd = moved;
+    }
+    return 0;
+}
+
+int server_main(int argc, char **argv, server_program prog)
+{
+    epoll_options o;
+    int r = epoll_cli_parse(argc, argv, prog, &o);
+    if (r != 0) return r > 0 ? 0 : 2;
+    host_log_set_level(o.host.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* glibc's adaptive thresholds give the top of the heap back to the kernel once a few MiB
+     * are free there, and map large blocks with mmap: a worker whose concurrent requests
+     * allocate and free bodies of some hundred KiB then faults the same pages in again and again
+     * (20-35 minor faults per 256 KiB ASGI POST echo at 64 connections, and a third of the
+     * requests per CPU-second; measured with /proc/PID/stat and wrk). Fixed thresholds: keep up
+     * to 32 MiB of free heap (the adaptive scheme's own ceiling is 64 MiB), map only blocks over
+     * 1 MiB (given back at once when freed). GLIBC_TUNABLES still wins for malloc tunables. */
+    const char *tun = getenv("GLIBC_TUNABLES");
+    if (!tun || !strstr(tun, "glibc.malloc.")) {
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+        mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    }
+    /* One descriptor per connection: allow as many as the hard limit does. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* http_parser's own head limit (process-wide), so an endless header line stops early. */
+    http_parser_set_max_header_size((uint32_t)o.max_header_size);
+
+    listener ls[EPOLL_MAX_BINDS];
+    size_t n_ls = o.n_binds;
+    int prefork = o.host.workers > 1;
+    if (n_ls == 0) {
+        if (take_inherited(&o, &ls[0]) != 0) return 2;
+        n_ls = 1;
+    }
+    for (size_t k = 0; k < o.n_binds; k++) {
+        if (listen_parse(o.binds[k], &ls[k]) != 0) return 2;
+        if (listen_reserve(&ls[k], prefork, o.backlog) != 0) return 1;
+    }
+    host_log(WSGI_LOG_INFO, "%s %s (libwsgi %s) serving %s on %s%s", o.name, EPOLL_SERVER_VERSION,
+             libwsgi_version(), o.host.app_spec, ls[0].spec, n_ls > 1 ? " and more" : "");
+
+    worker_ctx w = {.opt = &o, .ls = ls, .n_ls = n_ls};
+    int status;
+    if (prefork)
+        status = prefork_run(o.host.workers, worker_main, &w, o.host.graceful_timeout);
+    else
+        status = worker_main(&w, 0);
+    for (size_t k = 0; k < n_ls; k++)
+        listen_close(&ls[k], 1);
+    return status;
+}

@@ -1,0 +1,512 @@
+"""libwsgi-scgi behind the real lighttpd (Debian's 1.4.69), configured by examples/lighttpd/lighttpd.conf
+itself (every machine-specific setting comes from the environment), issue 11.
+
+Each site is `lighttpd -D -f <conf>` on a free 127.0.0.1 port, after `lighttpd -tt` printed nothing
+(no warning), stopped by PID. The daemon is either spawned by lighttpd (bin-path: the listening
+socket on fd 0) or started on its own (--bind unix:PATH, bin-path ""). Requests go through
+lighttpd: SCGI or uwsgi (mod_scgi), or HTTP/1.1 with Upgrade (mod_proxy) for WebSocket.
+
+What is compared with gunicorn / uvicorn (the frameworks' routes of test_frameworks.py and
+test_asgi_frameworks.py): status, body, and headers without those lighttpd manages itself for
+every backend (Date, Server, Connection, Transfer-Encoding, Accept-Ranges, and Content-Length where
+one side framed the body without it); not the reason phrase, which lighttpd writes itself.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import conftest
+from conftest import EXAMPLE_APPS, ROOT, TEST_APPS, Server, free_port, module_server
+from httpclient import Conn, build_request, chunked, wait_for
+from wsclient import WSClient
+
+SCGI = os.environ.get("LIBWSGI_SCGI") or os.path.join(ROOT, "build", "examples", "lighttpd",
+                                                      "libwsgi-scgi")
+CONF = os.path.join(ROOT, "examples", "lighttpd", "lighttpd.conf")
+LIGHTTPD = "/usr/sbin/lighttpd"
+GUARD = 60.0
+
+pytestmark = pytest.mark.skipif(not os.path.exists(LIGHTTPD),
+                                reason="lighttpd is not installed (scripts/install-deps.sh)")
+
+# A mount point beside "/" (which has fix-root-scriptname), as the example config's comment says:
+# the same daemon (same socket and bin-path, so lighttpd starts it once).
+MOUNTS = """
+include "%(conf)s"
+$HTTP["url"] =^ "/mnt/" {
+    scgi.server = ( "/mnt" => ( var.libwsgi ) )
+}
+"""
+# A daemon started on its own: any number of entries may name its socket; "/" without
+# fix-root-scriptname under a URL condition shows lighttpd's CGI-style split of a root mount.
+MOUNTS_SEPARATE = MOUNTS + """
+$HTTP["url"] =^ "/nofix/" {
+    scgi.server = ( "/" => ( ( "host" => "127.0.0.1", "port" => env.LIBWSGI_PORT,
+                               "check-local" => "disable" ) ) )
+}
+"""
+# A unix socket instead of the example's TCP port (mod_scgi only).
+UNIX_CONF = """
+server.modules += ("mod_scgi")
+server.port = env.LIGHTTPD_PORT
+server.bind = "127.0.0.1"
+server.document-root = env.LIGHTTPD_ROOT
+scgi.server = ( "/" => ( ( "socket" => env.LIBWSGI_SOCKET, "bin-path" => env.LIBWSGI_SCGI_CMD,
+                           "check-local" => "disable", "fix-root-scriptname" => "enable",
+                           "max-procs" => 1 ) ) )
+"""
+
+
+def ppid_of(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[0]
+    except (OSError, IndexError, ValueError):
+        return None, None
+
+
+def children_of(pid):
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            ppid, state = ppid_of(int(name))
+            if ppid == pid and state != "Z":
+                out.append(int(name))
+    return out
+
+
+def gone(pid):
+    """The process ended (a zombie no one reaps, as under a container's init, counts as ended)."""
+    _, state = ppid_of(pid)
+    return state is None or state == "Z"
+
+
+class Site:
+    """lighttpd + libwsgi-scgi serving app. spawned: lighttpd starts the daemon (bin-path)."""
+
+    def __init__(self, app, *args, spawned=True, protocol="scgi", mounts=False, workers=1,
+                 unix=False):
+        self.tmp = os.path.join(conftest.SESSION_TMP, "lt-%d" % free_port())
+        os.makedirs(self.tmp)
+        self.port = free_port()
+        self.backend_port = free_port()
+        # lighttpd names the unix socket of a daemon it starts LIBWSGI_SOCKET + "-0".
+        self.socket = os.path.join(self.tmp, "app.sock")
+        self.daemon_socket = self.socket + "-0" if spawned else self.socket
+        argv = [SCGI, "--app", app, "--chdir", TEST_APPS, "--pythonpath", EXAMPLE_APPS,
+                "--workers", str(workers)] + list(args)
+        self.daemon = None
+        if not spawned:
+            if unix:
+                self.daemon = Server("libwsgi-scgi", argv + ["--bind", "unix:" + self.socket],
+                                     unix_path=self.socket).wait_ready()
+            else:
+                self.daemon = Server("libwsgi-scgi",
+                                     argv + ["--bind", "127.0.0.1:%d" % self.backend_port],
+                                     port=self.backend_port).wait_ready()
+        self.env = {
+            "LIGHTTPD_PORT": str(self.port),
+            "LIGHTTPD_ROOT": self.tmp,
+            "LIBWSGI_PORT": str(self.backend_port),
+            "LIBWSGI_SOCKET": self.socket,
+            "LIBWSGI_SCGI_CMD": " ".join(argv) if spawned else "",
+            "LIBWSGI_PROTOCOL": protocol,
+        }
+        conf = CONF
+        if mounts or unix:
+            conf = os.path.join(self.tmp, "site.conf")
+            with open(conf, "w") as f:
+                if unix:
+                    f.write(UNIX_CONF)
+                else:
+                    f.write((MOUNTS if spawned else MOUNTS_SEPARATE) % {"conf": CONF})
+        full_env = dict(os.environ, **self.env)
+        full_env.pop("PYTHONPATH", None)
+        check = subprocess.run([LIGHTTPD, "-tt", "-f", conf], env=full_env, capture_output=True,
+                               timeout=GUARD)
+        assert check.returncode == 0 and not check.stdout and not check.stderr, check
+        self.lighttpd = Server("lighttpd", [LIGHTTPD, "-D", "-f", conf], port=self.port,
+                               env=self.env).wait_ready()
+
+    def log(self):
+        return self.lighttpd.log() + (self.daemon.log() if self.daemon else "")
+
+    def request(self, method, target, headers=(), body=None, host="example.test"):
+        with Conn(self.port) as c:
+            c.send(build_request(method, target, headers, body, host=host))
+            return c.read_response(method)
+
+    def json(self, target, **kw):
+        r = self.request("GET", target, **kw)
+        assert r.status == 200, (r, r.body, self.log())
+        return json.loads(r.body)
+
+    def backend_pids(self):
+        if self.daemon:
+            return [self.daemon.pid] + children_of(self.daemon.pid)
+        pids = children_of(self.lighttpd.pid)
+        return pids + [c for p in pids for c in children_of(p)]
+
+    def stop(self):
+        self.lighttpd.stop()
+        if self.daemon:
+            self.daemon.stop()
+
+
+@pytest.fixture
+def site():
+    sites = []
+
+    def make(*a, **kw):
+        s = Site(*a, **kw)
+        sites.append(s)
+        return s
+
+    yield make
+    for s in sites:
+        s.stop()
+
+
+@pytest.fixture(scope="module", params=["scgi", "uwsgi"])
+def wsgi_site(request):
+    s = Site("lighttpd_app:wsgi", "--x-sendfile", protocol=request.param, mounts=True)
+    request.addfinalizer(s.stop)
+    return s
+
+
+@pytest.fixture(scope="module")
+def asgi_site(request):
+    s = Site("lighttpd_app:asgi", "--x-sendfile", mounts=True)
+    request.addfinalizer(s.stop)
+    return s
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+
+def test_example_config_is_clean_both_ways(tmp_path):
+    """`lighttpd -tt` accepts examples/lighttpd/lighttpd.conf without a warning, spawned and not."""
+    for cmd in (SCGI + " --app hello:app --chdir " + EXAMPLE_APPS, ""):
+        env = dict(os.environ, LIGHTTPD_PORT="8080", LIGHTTPD_ROOT=str(tmp_path),
+                   LIBWSGI_PORT="9000", LIBWSGI_SCGI_CMD=cmd, LIBWSGI_PROTOCOL="scgi")
+        r = subprocess.run([LIGHTTPD, "-tt", "-f", CONF], env=env, capture_output=True, timeout=GUARD)
+        assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+
+
+# ---- the WSGI environ and the ASGI scope as lighttpd passes them ------------------------------
+
+
+def test_wsgi_environ_through_lighttpd(wsgi_site):
+    env = wsgi_site.json("/a/b%20c/env?x=1&y=%C3%A9", host="example.test:8443")
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["SCRIPT_NAME"] == ""  # fix-root-scriptname: the app is at the root
+    assert env["PATH_INFO"] == "/a/b c/env"
+    assert env["QUERY_STRING"] == "x=1&y=%C3%A9"
+    assert env["REQUEST_URI"] == "/a/b%20c/env?x=1&y=%C3%A9"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_HOST"] == "example.test:8443"
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert int(env["REMOTE_PORT"]) > 0
+    assert env["SERVER_PORT"] == str(wsgi_site.port)
+    assert env["SERVER_SOFTWARE"].startswith("lighttpd/")
+    assert env["DOCUMENT_ROOT"] == wsgi_site.tmp
+    # lighttpd sends CONTENT_LENGTH; the request header copies are not duplicated as HTTP_*.
+    assert "HTTP_CONTENT_LENGTH" not in env and "HTTP_CONTENT_TYPE" not in env
+
+
+def test_wsgi_post_environ_has_content_headers_once(wsgi_site):
+    r = wsgi_site.request("POST", "/env", [("Content-Type", "text/x-test")], b"12345")
+    env = json.loads(r.body)
+    assert (env["CONTENT_LENGTH"], env["CONTENT_TYPE"]) == ("5", "text/x-test")
+    assert "HTTP_CONTENT_LENGTH" not in env and "HTTP_CONTENT_TYPE" not in env
+
+
+def test_wsgi_script_name_mounts(wsgi_site):
+    env = wsgi_site.json("/mnt/x/y/env")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/mnt", "/x/y/env")
+
+
+def test_asgi_scope_through_lighttpd(asgi_site):
+    s = asgi_site.json("/p%2Fq/r/scope?k=v", host="example.test")
+    assert s["type"] == "http" and s["http_version"] == "1.1" and s["method"] == "GET"
+    assert s["scheme"] == "http"
+    assert s["path"] == "/p/q/r/scope" and s["raw_path"] == "/p%2Fq/r/scope"
+    assert s["root_path"] == "" and s["query_string"] == "k=v"
+    assert s["client"][0] == "127.0.0.1" and s["server"][1] == asgi_site.port
+    names = [k for k, _ in s["headers"]]
+    assert ["host", "example.test"] in s["headers"]
+    assert all(n == n.lower() for n in names)
+
+
+def test_asgi_root_path_from_mount(asgi_site):
+    s = asgi_site.json("/mnt/x/scope")
+    assert (s["root_path"], s["path"]) == ("/mnt", "/mnt/x/scope")
+
+
+def test_http2_reaches_the_app_as_http2(wsgi_site, asgi_site):
+    """lighttpd speaks HTTP/2 (h2c, prior knowledge) to the client; the app is told so."""
+    for site, path, key, want in ((wsgi_site, "/env", "SERVER_PROTOCOL", "HTTP/2.0"),
+                                  (asgi_site, "/scope", "http_version", "2")):
+        out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}",
+                              "http://127.0.0.1:%d%s" % (site.port, path)],
+                             capture_output=True, timeout=GUARD, check=True).stdout
+        body, version = out.rsplit(b"\n", 1)
+        assert version == b"2"
+        assert json.loads(body)[key] == want
+
+
+# ---- bodies -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app", ["wsgi", "asgi"])
+def test_large_upload_is_streamed(wsgi_site, asgi_site, app):
+    site = wsgi_site if app == "wsgi" else asgi_site
+    data = os.urandom(8 * 1024 * 1024 + 7)
+    r = site.request("POST", "/upload", [("Content-Type", "application/octet-stream")], data)
+    assert r.status == 200, r.body
+    assert json.loads(r.body) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("app", ["wsgi", "asgi"])
+def test_chunked_upload(wsgi_site, asgi_site, app):
+    site = wsgi_site if app == "wsgi" else asgi_site
+    parts = [os.urandom(n) for n in (1, 70000, 5, 300000)]
+    data = b"".join(parts)
+    with Conn(site.port) as c:
+        c.send(build_request("POST", "/upload", [("Transfer-Encoding", "chunked")], None,
+                             host="example.test") + chunked(*parts))
+        r = c.read_response()
+    assert r.status == 200, r.body
+    assert json.loads(r.body) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("app", ["wsgi", "asgi"])
+def test_streamed_response_arrives_before_it_ends(wsgi_site, asgi_site, app, tmp_path):
+    """The first chunk reaches the client while the app still waits to produce the rest."""
+    site = wsgi_site if app == "wsgi" else asgi_site
+    flag = tmp_path / "go"
+    with Conn(site.port) as c:
+        c.send(build_request("GET", "/stream?flag=%s" % flag, [("Connection", "close")],
+                             host="example.test"))
+        status, _, _, headers, _ = c.read_head()
+        assert status == 200
+        while len(c.buf) < 1024 and c._fill():
+            pass
+        # The first chunk is here (with lighttpd's chunk framing), and nothing else can be: the
+        # app is waiting for the flag.
+        assert b"x" * 1023 + b"\n" in c.buf
+        flag.write_text("go")
+        rest = c.read_until_close()
+    assert ("Transfer-Encoding", "chunked") in headers
+    assert dechunk(rest) == (b"x" * 1023 + b"\n") * 100
+
+
+def dechunk(data):
+    out = b""
+    while True:
+        size_line, data = data.split(b"\r\n", 1)
+        n = int(size_line.split(b";")[0], 16)
+        if n == 0:
+            return out
+        out += data[:n]
+        data = data[n + 2:]
+
+
+@pytest.mark.parametrize("app", ["wsgi", "asgi"])
+def test_file_via_x_sendfile(wsgi_site, asgi_site, app, tmp_path):
+    """With --x-sendfile the app's file (wsgi.file_wrapper / pathsend) is sent by lighttpd: the
+    response carries lighttpd's own file headers (ETag, Last-Modified), which the app never set."""
+    site = wsgi_site if app == "wsgi" else asgi_site
+    path = tmp_path / "some file%.bin"
+    data = os.urandom(300000)
+    path.write_bytes(data)
+    q = "/file?path=" + str(path).replace("%", "%25").replace(" ", "%20")
+    r = site.request("GET", q)
+    assert r.status == 200, (r.body[:200], site.log()[-2000:])
+    assert r.body == data
+    assert r.header("last-modified") and r.header("etag")
+    assert r.header("x-sendfile") is None
+
+
+def test_file_without_x_sendfile_is_sent_by_the_daemon(site, tmp_path):
+    s = site("lighttpd_app:wsgi")
+    path = tmp_path / "f.bin"
+    data = os.urandom(100000)
+    path.write_bytes(data)
+    r = s.request("GET", "/file?path=%s" % path)
+    assert r.status == 200 and r.body == data
+    assert r.header("etag") is None and r.header("last-modified") is None
+
+
+@pytest.mark.parametrize("app", ["wsgi", "asgi"])
+def test_app_error_is_500(wsgi_site, asgi_site, app):
+    site = wsgi_site if app == "wsgi" else asgi_site
+    r = site.request("GET", "/error")
+    assert r.status == 500
+    assert site.request("GET", "/").status == 200  # and the daemon goes on
+
+
+def test_fifty_concurrent_requests(wsgi_site):
+    results = [None] * 50
+
+    def one(i):
+        try:
+            r = wsgi_site.request("GET", "/hello/%d" % i)
+            results[i] = (r.status, r.body)
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(GUARD)
+    assert results == [(200, b"hello from wsgi\n")] * 50
+
+
+# ---- WebSocket through mod_proxy ---------------------------------------------------------------
+
+
+def test_websocket_echo_through_mod_proxy(asgi_site):
+    with WSClient.open(asgi_site.port, "/ws") as ws:
+        ws.send_text("hello")
+        assert ws.recv_data() == "hello"
+        ws.send_binary(b"\x00\x01" * 5000)
+        assert ws.recv_data() == b"\x00\x01" * 5000
+        ws.send_text("scope")
+        scope = json.loads(ws.recv_data())
+        assert scope["type"] == "websocket" and scope["path"] == "/ws"
+        assert ws.close_handshake(1000) == (1000, "")
+
+
+# ---- processes --------------------------------------------------------------------------------
+
+
+def backend_listens(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_lighttpd_stops_its_spawned_daemon(site, workers):
+    s = site("lighttpd_app:wsgi", workers=workers)
+    assert s.request("GET", "/").status == 200
+    pids = s.backend_pids()
+    assert len(pids) == workers + (1 if workers > 1 else 0), pids
+    assert backend_listens(s.backend_port)
+    s.lighttpd.stop()
+    wait_for(lambda: all(gone(p) for p in pids), "the daemon and its workers to exit", guard=GUARD)
+    assert not backend_listens(s.backend_port)
+
+
+def test_spawned_on_a_unix_socket(site):
+    """lighttpd's bin-path with a unix socket: the daemon serves the inherited socket, and after
+    lighttpd stopped it, nothing is left (lighttpd removes the socket file)."""
+    s = site("lighttpd_app:wsgi", unix=True)
+    env = s.json("/u/env")
+    assert env["PATH_INFO"] == "/u/env" and env["REMOTE_ADDR"] == "127.0.0.1"
+    pids = s.backend_pids()
+    assert len(pids) == 1 and os.path.exists(s.daemon_socket)
+    s.lighttpd.stop()
+    wait_for(lambda: gone(pids[0]), "the daemon to exit", guard=GUARD)
+    assert not os.path.exists(s.daemon_socket)
+
+
+def test_separately_started_daemon_on_a_unix_socket(site):
+    s = site("lighttpd_app:wsgi", spawned=False, unix=True)
+    assert s.json("/v/env")["PATH_INFO"] == "/v/env"
+    s.lighttpd.stop()
+    assert s.daemon.proc.poll() is None  # not lighttpd's to stop
+    assert s.daemon.stop() == 0
+    assert not os.path.exists(s.socket)  # the daemon removes the socket it made
+
+
+def test_separately_started_daemon_and_uwsgi(site):
+    s = site("lighttpd_app:wsgi", spawned=False, protocol="uwsgi", mounts=True)
+    env = s.json("/x/env")
+    assert env["PATH_INFO"] == "/x/env" and env["SERVER_SOFTWARE"].startswith("lighttpd/")
+    env = s.json("/mnt/x/y/env")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/mnt", "/x/y/env")
+    # "/" without fix-root-scriptname: lighttpd splits the path after its first segment (its
+    # CGI-style default for a root mount), and the app sees exactly that split.
+    env = s.json("/nofix/q/env")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/nofix", "/q/env")
+    s.lighttpd.stop()
+    assert s.daemon.proc.poll() is None
+    assert s.daemon.stop() == 0
+
+
+# ---- frameworks against gunicorn / uvicorn ------------------------------------------------------
+
+import test_asgi_frameworks as taf  # noqa: E402
+import test_frameworks as tf  # noqa: E402
+
+LIGHTTPD_HEADERS = {"date", "server", "connection", "transfer-encoding", "keep-alive",
+                    "accept-ranges"}
+WSGI_NAMES = ["json", "head-json", "query", "form", "upload", "upload-small", "raw-large", "stream",
+              "error", "not-found", "redirect", "cookie"]
+ASGI_NAMES = ["json", "head-json", "path-query", "path-invalid", "query", "form", "json-body",
+              "upload", "raw-large", "stream", "error", "not-found"]
+
+
+def comparable(r, other):
+    drop = set(LIGHTTPD_HEADERS)
+    if (r.header("content-length") is None) != (other.header("content-length") is None):
+        drop.add("content-length")
+    out = []
+    for k, v in r.headers:
+        k = k.lower()
+        if k in drop:
+            continue
+        if k == "allow":
+            v = ", ".join(sorted(x.strip() for x in v.split(",")))
+        if k in tf.CLOCK_VALUED:
+            v = "<from the clock>"
+        out.append((k, v))
+    return out
+
+
+@pytest.fixture(scope="module", params=["flask", "django", "fastapi"])
+def fw_pair(request):
+    name = request.param
+    if name == "fastapi":
+        spec = taf.FRAMEWORKS[name]
+        ref = module_server(request, "uvicorn", spec)
+        reqs, names = taf.REQUESTS, ASGI_NAMES
+    else:
+        spec = tf.FRAMEWORKS[name]
+        ref = module_server(request, "gunicorn", spec)
+        reqs, names = tf.REQUESTS, WSGI_NAMES
+    s = Site(spec)
+    request.addfinalizer(s.stop)
+    return name, s, ref, reqs, names
+
+
+def test_frameworks_same_as_reference_server(fw_pair):
+    name, s, ref, reqs, names = fw_pair
+    for req in names:
+        method, target, headers, body = reqs[req]
+        ours = s.request(method, target, headers, body)
+        with Conn(ref.port) as c:
+            c.send(build_request(method, target, headers, body, host="example.test"))
+            theirs = c.read_response(method)
+        what = "%s %s" % (name, req)
+        # lighttpd writes its own reason phrase for the status (not the app's).
+        assert ours.status == theirs.status, (what, ours, theirs)
+        assert ours.body == theirs.body, what
+        assert comparable(ours, theirs) == comparable(theirs, ours), what
+        if req in ("json", "upload", "raw-large"):
+            assert ours.status == 200, (what, ours.body)
