@@ -1,8 +1,10 @@
-/* libFuzzer target: bytes from a client on a libwsgi-epoll connection, through the server's
- * HTTP/1.1 request parsing (examples/epoll/http_conn.c over http_parser): the head with its
- * smuggling and size checks, the choice of body mode, a buffered or chunked body, a body left
- * unread and drained, pipelined requests one after the other, and the wsgi_request made from
- * each. The bytes arrive in pieces of pseudo-random sizes, as reads from a socket do.
+/* libFuzzer target: bytes from a client on a libwsgi-epoll or libwsgi-scgi connection, through
+ * the servers' request parsing (examples/epoll/http_conn.c): HTTP/1.1 over http_parser (the head
+ * with its smuggling and size checks, the choice of body mode, a buffered or chunked body, a body
+ * left unread and drained, pipelined requests one after the other) or, for libwsgi-scgi, the
+ * first byte's protocol choice and an SCGI / uwsgi head (scgi_parse.c) mapped to the request with
+ * its body framed by http_parser; and the wsgi_request made from each request. The bytes arrive
+ * in pieces of pseudo-random sizes, as reads from a socket do.
  *
  * The steps are those of server.c's advance() / next_request() / drain() for one connection;
  * server.c itself (epoll, timers, the app hand-off) is not linked: its few functions the parser
@@ -10,8 +12,9 @@
  * read by the app thread from the socket) ends the run. See README.md for what reaching
  * server.c's state machine itself would need.
  *
- * Input: 4 bytes of settings (header limit, body limit, which requests leave their body unread,
- * split seed), then the connection's bytes. */
+ * Input: 5 bytes of settings (header limit, body limit, which requests leave their body unread,
+ * split seed, the protocols accepted: 0 for libwsgi-epoll, else libwsgi-scgi's --protocol bits),
+ * then the connection's bytes. */
 #include "conn.h"
 #include "fuzz_input.h"
 #include "host_log.h"
@@ -32,6 +35,13 @@
 
 static size_t max_header;
 static uint64_t max_body;
+static epoll_options options;
+
+const epoll_options *server_options(const server *s)
+{
+    (void)s;
+    return &options;
+}
 
 size_t server_max_header(const server *s)
 {
@@ -117,19 +127,42 @@ static int inside(const conn *c, const char *p, size_t n)
     return p >= c->in && n <= c->in_len && (size_t)(p - c->in) <= c->in_len - n;
 }
 
-/* The request the app would get: every span inside the connection's buffer. */
+/* Reads every byte of a span, so that AddressSanitizer checks it is valid memory. */
+static volatile unsigned touch_sink;
+static void touch(const char *p, size_t n)
+{
+    unsigned s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (unsigned char)p[i];
+    touch_sink = s;
+}
+
+/* The request the app would get. HTTP: every span inside the connection's buffer. SCGI / uwsgi:
+ * header names are rebuilt ("foo-bar" from HTTP_FOO_BAR) in the front's scratch buffer, the
+ * address strings too: every span readable. */
 static void check_request(conn *c)
 {
     wsgi_request req;
     conn_fill_request(c, &req);
+    int http = c->proto == CPROTO_HTTP;
     CHECK(req.method && req.method_len > 0);
+    touch(req.method, req.method_len);
     CHECK(req.target_len == 0 || inside(c, req.target, req.target_len));
-    CHECK(req.n_headers <= MAX_HEADERS);
+    CHECK(req.n_headers <= MAX_HEADERS || !http);
     for (size_t i = 0; i < req.n_headers; i++) {
-        CHECK(inside(c, req.headers[i].name, req.headers[i].name_len));
-        CHECK(req.headers[i].value_len == 0 ||
-              inside(c, req.headers[i].value, req.headers[i].value_len));
+        const wsgi_header *h = &req.headers[i];
+        CHECK(h->name && h->name_len > 0);
+        CHECK(!http || inside(c, h->name, h->name_len));
+        CHECK(h->value_len == 0 || !http || inside(c, h->value, h->value_len));
+        touch(h->name, h->name_len);
+        touch(h->value, h->value_len);
     }
+    for (size_t i = 0; i < req.n_extra_environ; i++) {
+        touch(req.extra_environ[i].name, req.extra_environ[i].name_len);
+        touch(req.extra_environ[i].value, req.extra_environ[i].value_len);
+    }
+    if (req.server_name) touch(req.server_name, strlen(req.server_name));
+    if (req.client_addr) touch(req.client_addr, strlen(req.client_addr));
     if (req.body && req.body_len) CHECK(inside(c, req.body, req.body_len));
     CHECK(req.http_major >= 0 && req.http_minor >= 0);
 }
@@ -164,6 +197,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     max_body = b & 0x80 ? 0 : (uint64_t)b * 100; /* 0: no limit */
     unsigned drain_mask = fz_u8(&in);
     uint32_t seed = fz_u8(&in) * 2654435761u + 1;
+    options.scgi_accept = fz_u8(&in) & (PROTO_ACCEPT_SCGI | PROTO_ACCEPT_UWSGI | PROTO_ACCEPT_HTTP);
+    options.max_header_size = max_header;
+    options.max_body_size = max_body;
     wire w = {in.p, in.left, seed};
 
     static const listener lst = {.host = "127.0.0.1", .port = 8080};
@@ -174,6 +210,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c->peer_port = 40000;
     for (unsigned n = 0; n < 64; n++) {
         conn_request_begin(c);
+        /* The server parses once something arrived (EPOLLIN), never an empty buffer. */
+        if (c->in_len == 0 && read_more(c, &w) < 0) break;
         int r;
         while ((r = conn_parse_head(c)) == PARSE_MORE)
             if (read_more(c, &w) < 0) break;
@@ -209,6 +247,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_request(c);
         if (!c->keep_alive) break;
     }
+    conn_front_free(c);
     free(c->in);
     free(c->hdrs);
     free(c->hdr_ptrs);

@@ -120,13 +120,13 @@ def main():
     w["close_1byte"] = bytes([1]) + span(b"") + bytes([1]) + ws_frame(8, b"\x03")
 
     h = seeds["http"]
-    keep = bytes([0x80, 0x80, 0, 5])
+    keep = bytes([0x80, 0x80, 0, 5, 0])
     get = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n"
     post = b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
     chunked = (b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
     h["pipelined"] = keep + get + post + chunked + get
-    h["drained"] = bytes([0x80, 0x80, 0xff, 9]) + post + chunked + get
+    h["drained"] = bytes([0x80, 0x80, 0xff, 9, 0]) + post + chunked + get
     h["expect_continue"] = keep + (b"PUT /u HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                                    b"Content-Length: 3\r\n\r\nabc")
     h["http10"] = keep + b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get
@@ -136,7 +136,12 @@ def main():
                            b"Sec-WebSocket-Version: 13\r\n\r\n\x81\x85abcd")
     h["smuggle"] = keep + (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-    h["big_body_limit"] = bytes([0x10, 0x01, 0, 1]) + post
+    h["big_body_limit"] = bytes([0x10, 0x01, 0, 1, 0]) + post
+    scgi_mode = bytes([0x80, 0x80, 0, 3, 7])
+    h["scgi"] = scgi_mode + scgi_netstring(lighttpd + [(b"SCGI", b"1")]) + b"hello"
+    h["uwsgi"] = scgi_mode + uwsgi_packet(lighttpd) + b"hello"
+    h["scgi_drained"] = bytes([0x80, 0x80, 1, 3, 1]) + scgi_netstring(lighttpd + [(b"SCGI", b"1")]) + b"hello"
+    h["scgi_mode_http"] = scgi_mode + get
 
     for target, files in seeds.items():
         d = os.path.join(HERE, "corpus", target)
