@@ -221,6 +221,9 @@ enum { PARSE_MORE = 0, PARSE_DONE = 1, PARSE_ERROR = -1 };
 void conn_request_begin(conn *c);
 /* Feed buffered input until the head is complete. PARSE_ERROR sets c->err_status. */
 int conn_parse_head(conn *c);
+/* The peer half-closed in the middle of an SCGI / uwsgi head (libwsgi-scgi): the status to answer
+ * (logged), or 0 when there is nothing to answer (HTTP, or no byte yet: just close). */
+int conn_head_eof(conn *c);
 /* After the head: choose c->body_mode from the head and the limits. Returns 0, or a status
  * (413, 417) to answer without calling the app. */
 int conn_choose_body(conn *c);

@@ -467,6 +467,11 @@ static int scgi_head(conn *c)
     size_t used = 0;
     scgi_result r = scgi_parser_feed(&f->p, c->in + c->in_parsed, c->in_len - c->in_parsed, &used);
     c->in_parsed += used;
+    /* Known from the first byte: an error before the head is complete (a 408, a 431) is then
+     * answered in the gateway's protocol. */
+    scgi_proto pp = scgi_parser_protocol(&f->p);
+    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI)
+        c->proto = pp == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
     if (r == SCGI_NEED_MORE) return PARSE_MORE;
     c->proto_known = 1;
     if (r == SCGI_IS_HTTP) {
@@ -495,6 +500,12 @@ static int scgi_head(conn *c)
     c->url_len = req.target_len;
     f->method_off = (size_t)(req.method - c->in);
     f->method_len = req.method_len;
+    /* The client is lighttpd's (REMOTE_ADDR), not the gateway at the socket's other end: logs
+     * name it. */
+    if (req.client_addr && strlen(req.client_addr) < sizeof(c->peer)) {
+        memcpy(c->peer, req.client_addr, strlen(req.client_addr) + 1);
+        c->peer_port = req.client_port;
+    }
     /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
      * Content-Length body (see the top). */
     char head[64];
@@ -512,6 +523,19 @@ static int scgi_head(conn *c)
     c->head_done = 1;
     http_parser_pause(&c->parser, 1); /* as after an HTTP head: conn_choose_body() resumes */
     return PARSE_DONE;
+}
+
+int conn_head_eof(conn *c)
+{
+    if (c->proto_known || !c->sf || c->in_len == 0) return 0;
+    scgi_parser_eof(&c->sf->p);
+    c->proto_known = 1;
+    c->proto = scgi_parser_protocol(&c->sf->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    c->err_status = scgi_parser_status(&c->sf->p) ? scgi_parser_status(&c->sf->p) : 400;
+    host_log(WSGI_LOG_WARNING, "bad %s request: %s (%d)",
+             c->proto == CPROTO_UWSGI ? "uwsgi" : "SCGI", scgi_parser_error(&c->sf->p),
+             c->err_status);
+    return c->err_status;
 }
 
 int conn_parse_head(conn *c)

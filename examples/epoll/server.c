@@ -299,6 +299,12 @@ static void bury(server *s)
  * that closing with unread input does not reset the connection before the client has read it. */
 static void close_graceful(server *s, conn *c)
 {
+    /* SCGI / uwsgi: lighttpd sends one request per connection and nothing after it; once all of
+     * it is read, closing cannot reset the connection under the response (no unread input). */
+    if (c->proto != CPROTO_HTTP && c->msg_done && c->in_parsed == c->in_len) {
+        conn_close(s, c);
+        return;
+    }
     if (shutdown(c->fd, SHUT_WR) != 0) {
         conn_close(s, c);
         return;
@@ -666,7 +672,13 @@ static void on_readable(server *s, conn *c)
     }
     ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
     if (n == 0) {
-        conn_close(s, c); /* the client went away (maybe half-way through a request) */
+        /* The client went away (maybe half-way through a request). A gateway that half-closed
+         * inside an SCGI / uwsgi head can still read why it failed. */
+        int st = c->state == CONN_HEAD ? conn_head_eof(c) : 0;
+        if (st)
+            reply_error(s, c, st);
+        else
+            conn_close(s, c);
         return;
     }
     if (n < 0) {
