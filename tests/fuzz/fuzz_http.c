@@ -214,7 +214,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (c->in_len == 0 && read_more(c, &w) < 0) break;
         int r;
         while ((r = conn_parse_head(c)) == PARSE_MORE)
-            if (read_more(c, &w) < 0) break;
+            if (read_more(c, &w) < 0) {
+                /* The client half-closed in the middle of the head. */
+                int st = conn_head_eof(c);
+                CHECK(st == 0 || (st >= 400 && st <= 599));
+                break;
+            }
         if (r != PARSE_DONE) {
             check_error(c);
             break; /* an error (answered, closed) or the client stopped */
