@@ -88,7 +88,7 @@ int main(int argc, char **argv)
             n++;
         }
         closedir(d);
-        qsort(names, n, sizeof *names, cmp); /* the same order every run */
+        if (n) qsort(names, n, sizeof *names, cmp); /* the same order every run */
         for (size_t j = 0; j < n; j++) {
             errors += run_file(names[j]) < 0;
             files++;
