@@ -67,6 +67,16 @@ void host_log(int level, const char *fmt, ...)
 {
     (void)level, (void)fmt;
 }
+/* observe.c (access log, metrics, --proxy-headers): not linked; the target never prepares an
+ * access log record (c->alog stays NULL) and leaves the request's observation fields alone. */
+void conn_access_free(conn *c)
+{
+    CHECK(c->alog == NULL);
+}
+void conn_obs_fill(conn *c, wsgi_request *req)
+{
+    (void)c, (void)req;
+}
 /* Only the streamed body (conn_body_read) and the access log use these: never reached here. */
 void host_access_log(const char *remote, const char *request_line, size_t request_line_len,
                      int status, uint64_t body_bytes, const char *referer, size_t referer_len,
