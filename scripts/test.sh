@@ -56,6 +56,23 @@ if [ "${LIBWSGI_SKIP_REFLEAK:-0}" != 1 ]; then
   fi
 fi
 
+# ---- issue 14: other Pythons and fuzzing (scripts/python-matrix.sh, scripts/fuzz.sh) ----------
+# The library and its unit tests against the other CPython versions present (3.11 is the main
+# pass): LIBWSGI_SKIP_PYMATRIX=1 skips. Each fuzz target for LIBWSGI_FUZZ_SECONDS (default 30) from
+# its seeds and kept crash inputs, with a fixed libFuzzer seed: LIBWSGI_SKIP_FUZZ=1 skips.
+if [ "${LIBWSGI_SKIP_PYMATRIX:-0}" != 1 ]; then
+  if ! BUILD_DIR="$BUILD" JOBS=2 scripts/python-matrix.sh 3.12 3.13; then
+    failed+=("Python version matrix (scripts/python-matrix.sh 3.12 3.13, $BUILD-py3.*)")
+  fi
+fi
+if [ "${LIBWSGI_SKIP_FUZZ:-0}" != 1 ]; then
+  if ! FUZZ_BUILD="$BUILD-fuzz" FUZZ_SECONDS="${LIBWSGI_FUZZ_SECONDS:-30}" FUZZ_SEED=1 JOBS=2 \
+      scripts/fuzz.sh; then
+    failed+=("fuzzing (scripts/fuzz.sh, $BUILD-fuzz)")
+  fi
+fi
+# ---- end of issue 14 passes ------------------------------------------------------------------
+
 if [ ${#failed[@]} -ne 0 ]; then
   echo "scripts/test.sh: FAILED:" >&2
   printf '  %s\n' "${failed[@]}" >&2
