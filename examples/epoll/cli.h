@@ -42,6 +42,11 @@ typedef struct epoll_options {
     proc_options proc;
     int listen_fds;  /* systemd socket activation: LISTEN_FDS sockets from fd 3 (0: none) */
     obs_options obs; /* access log, metrics, --check-config, proxy headers (obs.h) */
+
+    /* Misbehaving apps and overload (issue 14). */
+    unsigned limit_concurrency;  /* --limit-concurrency N: 503 beyond N connections (0: none) */
+    unsigned lifespan_timeout;   /* --lifespan-timeout S: lifespan startup deadline (0: none) */
+    unsigned loop_block_warn_ms; /* --loop-block-warn-ms MS: warn of longer ASGI turns (0: off) */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error
