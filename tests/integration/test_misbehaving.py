@@ -239,7 +239,9 @@ def test_asgi_lifespan_that_hangs_times_out(spawn, workers):
 @pytest.mark.parametrize("route,log_text", [("/os-exit", "exited with status 7"),
                                             ("/segfault", "was killed by signal 11")])
 def test_worker_leaving_in_a_request_is_restarted(spawn, app, route, log_text):
-    s = spawn("epoll", app, "--workers", "2")
+    # --reuse-port: each worker's own socket shows when it listens (the default shared socket is
+    # test_deploy.py's test_dead_worker_replaced_on_the_shared_socket).
+    s = spawn("epoll", app, "--workers", "2", "--reuse-port")
     wait_for(lambda: len(child_pids(s.pid)) == 2 and listening_sockets(s.port) == 2, "two workers")
     with Conn(s.port) as c:
         c.send(build_request("GET", route))
