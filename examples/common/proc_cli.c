@@ -120,7 +120,7 @@ const char *proc_cli_help(void)
            "  --max-worker-memory MIB replace a worker whose resident memory exceeds MIB\n"
            "  --timeout S             a request still in the app after S seconds: log it\n"
            "                          with its Python stack, close it, replace the worker\n"
-           "                          (default 0: never)\n"
+           "                          (ASGI: cancel its task; default 0: never)\n"
            "  --preload               load the app in the master before forking workers\n"
            "  --reload                restart the workers when a .py file of the app's\n"
            "                          directories changes (development)\n"
