@@ -29,6 +29,7 @@
 #include "conn.h"
 #include "host_log.h"
 #include "host_signals.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,6 +75,9 @@ struct server {
     int epfd, wakefd, sigfd;
     int team;        /* WSGI with --threads N > 0: a team of threads runs the loop (see the top) */
     asgi_host *asgi; /* NULL: a WSGI app */
+    tls_ctx *tls;    /* --certfile: every connection starts with a TLS handshake */
+    /* Connections waiting for EPOLLIN whose input OpenSSL has already decrypted (arm()). */
+    conn *tls_head, *tls_tail;
 
     pthread_mutex_t done_mu;
     conn *done_head, *done_tail;
@@ -220,11 +224,42 @@ static void tl_add(server *s, conn *c, int list)
 
 /* ---- connection life cycle --------------------------------------------------------------- */
 
+static void tls_unqueue(server *s, conn *c)
+{
+    if (!c->tls_queued) return;
+    c->tls_queued = 0;
+    if (c->tls_prev)
+        c->tls_prev->tls_next = c->tls_next;
+    else
+        s->tls_head = c->tls_next;
+    if (c->tls_next)
+        c->tls_next->tls_prev = c->tls_prev;
+    else
+        s->tls_tail = c->tls_prev;
+    c->tls_prev = c->tls_next = NULL;
+}
+
 /* Armed with the same events since the last event for it was handled: nothing to change (saves
  * an epoll_ctl, e.g. a WebSocket armed for reading when its read drained the socket, and again
- * after the loop turn that wrote the answer). A fired event not handled yet is still delivered. */
+ * after the loop turn that wrote the answer). A fired event not handled yet is still delivered.
+ * TLS: input OpenSSL has already decrypted (a read that filled its buffer) does not make the
+ * socket readable; such a connection goes on the TLS list instead, where the loop hands it the
+ * events as if epoll had reported them (run_tls_pending). */
 static void arm(server *s, conn *c, unsigned events)
 {
+    if ((events & EPOLLIN) && conn_pending(c)) {
+        c->tls_events = events & ~(unsigned)EPOLLONESHOT;
+        if (c->tls_queued) return;
+        c->tls_queued = 1;
+        c->tls_next = NULL;
+        c->tls_prev = s->tls_tail;
+        if (s->tls_tail)
+            s->tls_tail->tls_next = c;
+        else
+            s->tls_head = c;
+        s->tls_tail = c;
+        return;
+    }
     events |= EPOLLONESHOT;
     if (c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -256,7 +291,9 @@ static void conn_close(server *s, conn *c)
     if (c->ax) asgi_exchange_drop(c);
     if (c->ws) ws_conn_drop(c);
     tl_remove(s, c);
-    close(c->fd); /* also removes it from epoll */
+    tls_unqueue(s, c);
+    conn_io_close(c); /* TLS: close_notify (best effort), then free the TLS state */
+    close(c->fd);     /* also removes it from epoll */
     c->fd = -1;
     c->state = CONN_CLOSED;
     if (c->all_prev)
@@ -305,7 +342,7 @@ static void close_graceful(server *s, conn *c)
         conn_close(s, c);
         return;
     }
-    if (shutdown(c->fd, SHUT_WR) != 0) {
+    if (conn_shutdown_wr(c) != 0) {
         conn_close(s, c);
         return;
     }
@@ -670,7 +707,7 @@ static void on_readable(server *s, conn *c)
             return;
         }
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    ssize_t n = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len);
     if (n == 0) {
         /* The client went away (maybe half-way through a request). A gateway that half-closed
          * inside an SCGI / uwsgi head can still read why it failed. */
@@ -701,6 +738,8 @@ static void on_readable(server *s, conn *c)
     advance(s, c);
 }
 
+/* What arrives is discarded: with TLS, after our close_notify, the raw socket is read (nothing of
+ * it needs decrypting). */
 static void on_linger_readable(server *s, conn *c)
 {
     char buf[4096];
@@ -717,10 +756,27 @@ static void on_linger_readable(server *s, conn *c)
     arm(s, c, EPOLLIN);
 }
 
+/* The TLS handshake (CONN_TLS): on to the first request once it is done. */
+static void tls_step(server *s, conn *c)
+{
+    unsigned want = 0;
+    int r = tls_conn_handshake(c, &want);
+    if (r < 0) {
+        conn_close(s, c);
+    } else if (r == 0) {
+        arm(s, c, want);
+    } else {
+        c->state = CONN_IDLE;
+        tl_add(s, c, TL_REQUEST); /* the first request's own clock, as for a plain connection */
+        arm(s, c, EPOLLIN);
+    }
+}
+
 static void on_conn_event(server *s, conn *c, unsigned events)
 {
     c->armed = 0; /* one-shot: disarmed by this event */
     switch (c->state) {
+    case CONN_TLS: tls_step(s, c); break;
     case CONN_IDLE:
     case CONN_HEAD:
     case CONN_BODY:
@@ -769,6 +825,10 @@ static void on_conn_event(server *s, conn *c, unsigned events)
 static void on_timeout(server *s, conn *c)
 {
     switch (c->state) {
+    case CONN_TLS:
+        host_log(WSGI_LOG_DEBUG, "TLS handshake with %s timed out", c->peer[0] ? c->peer : "unix");
+        conn_close(s, c);
+        break;
     case CONN_IDLE:
     case CONN_DRAIN:
     case CONN_LINGER:
@@ -846,8 +906,16 @@ static void on_accept(server *s, listener *l)
         if (s->all) s->all->all_prev = c;
         s->all = c;
         s->n_conns++;
-        /* A new connection gets the request timeout for its first request (not keep-alive's). */
+        /* A new connection gets the request timeout for its first request (not keep-alive's),
+         * or first for its TLS handshake. */
         c->state = CONN_IDLE;
+        if (s->tls) {
+            if (tls_conn_start(c, s->tls) != 0) {
+                conn_close(s, c);
+                continue;
+            }
+            c->state = CONN_TLS;
+        }
         tl_add(s, c, TL_REQUEST);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
         c->armed = ev.events;
@@ -873,6 +941,23 @@ static void on_wake(server *s)
         c->q_next = NULL;
         on_pump_result(s, c, c->pump_result); /* never calls the app: the leader stays */
     }
+}
+
+/* Connections whose input OpenSSL holds already (arm()): their events, as epoll would report
+ * them. Only those queued when this starts (a handler may queue its connection again). Returns 0
+ * if this thread is no longer the leader. */
+static int run_tls_pending(server *s)
+{
+    size_t n = 0;
+    for (conn *c = s->tls_head; c; c = c->tls_next)
+        n++;
+    while (n-- > 0 && s->tls_head) {
+        conn *c = s->tls_head;
+        tls_unqueue(s, c);
+        on_conn_event(s, c, c->tls_events);
+        if (!t_leader) return 0;
+    }
+    return 1;
 }
 
 /* The connections that were ready when this starts (those made ready meanwhile wait for the next
@@ -917,7 +1002,7 @@ static void begin_drain(server *s)
     /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away. */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if (c->state == CONN_IDLE)
+        if (c->state == CONN_IDLE || c->state == CONN_TLS)
             conn_close(s, c);
         else if (c->state == CONN_WS)
             ws_conn_shutdown(c);
@@ -962,6 +1047,7 @@ static int loop(server *s)
             if (!t_leader) return LOOP_REPLACED;
         }
         if (!run_ready(s)) return LOOP_REPLACED;
+        if (s->tls_head && !run_tls_pending(s)) return LOOP_REPLACED;
         if (s->asgi) asgi_host_run(s->asgi);
         int64_t now = now_ms();
         /* seq_cst: after a takeover it must see what the old leader's app call stored before it
@@ -1014,7 +1100,7 @@ static int loop(server *s)
             int64_t d = (s->late_next - server_now_us() + 999) / 1000;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
-        if (s->ready_head) timeout = 0;
+        if (s->ready_head || s->tls_head) timeout = 0;
         int n = epoll_wait(s->epfd, s->evs, 256, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -1190,6 +1276,8 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
         goto out;
     }
+    /* Made here, in the worker: each new worker reads the certificate files again. */
+    if (tls_enabled(o) && !(s->tls = tls_ctx_new(o))) goto out;
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && !(s->asgi = asgi_host_new(s, app))) goto out;
     /* An ASGI app runs on this thread, in its event loop: --threads does not apply. */
@@ -1216,11 +1304,16 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     for (size_t k = 0; k < n_ls; k++) {
         if (s->asgi)
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, ASGI on the event loop)",
-                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid());
+                     ls[k].is_unix || o->scgi_accept ? ""
+                     : s->tls                        ? "https://"
+                                                     : "http://",
+                     ls[k].spec, (int)getpid());
         else
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
-                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid(),
-                     o->host.threads);
+                     ls[k].is_unix || o->scgi_accept ? ""
+                     : s->tls                        ? "https://"
+                                                     : "http://",
+                     ls[k].spec, (int)getpid(), o->host.threads);
     }
 
     if (s->team) {
@@ -1262,6 +1355,7 @@ out_nofree:
     if (result != 1) {
         if (s->epfd >= 0) close(s->epfd);
         if (s->wakefd >= 0) close(s->wakefd);
+        tls_ctx_free(s->tls);
         pthread_mutex_destroy(&s->done_mu);
         pthread_mutex_destroy(&s->tmu);
         pthread_cond_destroy(&s->spare_cv);

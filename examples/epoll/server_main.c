@@ -11,6 +11,7 @@
 #include "prefork.h"
 #include "server.h"
 #include "server_main.h"
+#include "tls.h"
 #include "version.h"
 
 #include <fcntl.h>
@@ -138,6 +139,10 @@ int server_main(int argc, char **argv, server_program prog)
     }
     /* http_parser's own head limit (process-wide), so an endless header line stops early. */
     http_parser_set_max_header_size((uint32_t)o.max_header_size);
+
+    /* A bad certificate or key is told now, not by every worker; each worker loads the files
+     * again (server_run), so new workers pick up renewed ones. */
+    if (tls_enabled(&o) && tls_check(&o) != 0) return 1;
 
     listener ls[EPOLL_MAX_BINDS];
     size_t n_ls = o.n_binds;
