@@ -8,7 +8,8 @@ PACKAGES=(
   build-essential cmake pkg-config python3-dev libpython3.11-dev
   # unit tests and docs; clang + its sanitizer runtime for the ASan/UBSan pass
   libcmocka-dev doxygen graphviz binutils clang libclang-rt-14-dev
-  # example hosts: HTTP parsing, WebSocket framing, SHA-1 for the handshake, permessage-deflate
+  # example hosts: HTTP parsing, WebSocket framing, SHA-1 for the handshake and TLS (OpenSSL),
+  # permessage-deflate
   libhttp-parser-dev libwslay-dev libssl-dev zlib1g-dev
   # integration tests (Python side runs on Debian's /usr/bin/python3)
   python3 python3-pytest python3-requests
@@ -24,6 +25,8 @@ PACKAGES=(
   lighttpd curl
   # the docs.man test renders the man pages
   man-db groff-base
+  # TLS integration tests: the openssl command makes their certificates (curl is listed above)
+  openssl
 )
 
 missing=()
