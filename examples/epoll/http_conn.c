@@ -467,6 +467,11 @@ static int scgi_head(conn *c)
     size_t used = 0;
     scgi_result r = scgi_parser_feed(&f->p, c->in + c->in_parsed, c->in_len - c->in_parsed, &used);
     c->in_parsed += used;
+    /* Known from the first byte: an error before the head is complete (a 408, a 431) is then
+     * answered in the gateway's protocol. */
+    scgi_proto pp = scgi_parser_protocol(&f->p);
+    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI)
+        c->proto = pp == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
     if (r == SCGI_NEED_MORE) return PARSE_MORE;
     c->proto_known = 1;
     if (r == SCGI_IS_HTTP) {
@@ -495,6 +500,12 @@ static int scgi_head(conn *c)
     c->url_len = req.target_len;
     f->method_off = (size_t)(req.method - c->in);
     f->method_len = req.method_len;
+    /* The client is lighttpd's (REMOTE_ADDR), not the gateway at the socket's other end: logs
+     * name it. */
+    if (req.client_addr && strlen(req.client_addr) < sizeof(c->peer)) {
+        memcpy(c->peer, req.client_addr, strlen(req.client_addr) + 1);
+        c->peer_port = req.client_port;
+    }
     /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
      * Content-Length body (see the top). */
     char head[64];

@@ -586,3 +586,34 @@ def test_scgi_body_is_exactly_content_length(daemon):
     # a body cut short: the app's read fails, the daemon answers 400 (nothing was sent yet)
     out = exchange(daemon.port, scgi_bytes(pairs, body[:1000]), shut=True)
     assert out.startswith(b"Status: 400 ")
+
+
+def test_access_log_names_the_client_not_the_gateway(tmp_path):
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--access-log"], port=port)
+    try:
+        s.wait_ready()
+        pairs = GOOD + [(b"REMOTE_ADDR", b"203.0.113.7"), (b"REMOTE_PORT", b"4242"),
+                        (b"HTTP_USER_AGENT", b"agent/1.0")]
+        assert exchange(port, scgi_bytes(pairs)).startswith(b"Status: 200 OK")
+        wait_for(lambda: "203.0.113.7" in s.log(), "the access log line", guard=GUARD)
+        line = [ln for ln in s.log().splitlines() if "203.0.113.7" in ln][0]
+        assert '"GET /ok HTTP/1.1" 200' in line and "agent/1.0" in line
+    finally:
+        s.stop()
+
+
+def test_head_timeout_is_a_cgi_style_408():
+    """A gateway that stops in the middle of an SCGI head gets the 408 in its own protocol."""
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--timeout-request", "1"],
+               port=port)
+    try:
+        s.wait_ready()
+        for partial in (b"12:", b"\x00\x10\x00\x00\x01"):
+            out = exchange(port, partial)  # no half-close: the daemon's timeout ends it
+            assert out.startswith(b"Status: 408 "), out[:100]
+    finally:
+        s.stop()
