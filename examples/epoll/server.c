@@ -248,7 +248,7 @@ static void tls_unqueue(server *s, conn *c)
 static void arm(server *s, conn *c, unsigned events)
 {
     if ((events & EPOLLIN) && conn_pending(c)) {
-        c->tls_events = events & ~(unsigned)EPOLLONESHOT;
+        c->tls_events = events & (EPOLLIN | EPOLLOUT); /* as epoll would report them */
         if (c->tls_queued) return;
         c->tls_queued = 1;
         c->tls_next = NULL;
