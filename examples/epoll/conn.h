@@ -126,6 +126,7 @@ struct conn {
     int ready_action;
     int abort_requested;
     unsigned armed; /* the epoll events armed (EPOLLONESHOT included) and not fired yet, or 0 */
+    int in_epoll;   /* in the epoll set (arm() adds it the first time) */
 
     char peer[INET6_ADDRSTRLEN];
     unsigned peer_port;
@@ -332,6 +333,8 @@ void conn_access_prepare(conn *c);
 void conn_access_log(conn *c);
 /* Grow conn.in to at least want bytes. 0 or -1. */
 int conn_in_reserve(conn *c, size_t want);
+/* TCP_NODELAY on a TCP connection (HTTP: small responses must not wait for an ACK). */
+void conn_set_nodelay(conn *c);
 /* Free what the connection's protocol front end holds (the SCGI head). */
 void conn_front_free(conn *c);
 

@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 static int ieq(const char *a, size_t alen, const char *lit)
@@ -406,6 +408,12 @@ struct scgi_front {
     size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
 };
 
+void conn_set_nodelay(conn *c)
+{
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 void conn_front_free(conn *c)
 {
     if (!c->sf) return;
@@ -477,6 +485,7 @@ static int scgi_head(conn *c)
     if (r == SCGI_IS_HTTP) {
         conn_front_free(c);
         c->proto = CPROTO_HTTP;
+        if (!c->lst->is_unix) conn_set_nodelay(c);
         return PARSE_HTTP;
     }
     c->proto = scgi_parser_protocol(&f->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;

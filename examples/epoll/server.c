@@ -261,13 +261,14 @@ static void arm(server *s, conn *c, unsigned events)
         return;
     }
     events |= EPOLLONESHOT;
-    if (c->armed == events) return;
+    if (c->in_epoll && c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+    if (epoll_ctl(s->epfd, c->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
         c->armed = 0;
         return;
     }
+    c->in_epoll = 1;
     c->armed = events;
 }
 
@@ -479,6 +480,7 @@ static void to_app(server *s, conn *c)
 static void request_abort(server *s, conn *c)
 {
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->in_epoll = 0;
     c->armed = 0;
     c->abort_requested = 1;
     to_app(s, c);
@@ -897,10 +899,9 @@ static void on_accept(server *s, listener *l)
             inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
             c->peer_port = ntohs(a->sin6_port);
         }
-        if (!l->is_unix) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        }
+        /* libwsgi-scgi: an SCGI / uwsgi response is one write and a close, which Nagle never
+         * delays; TCP_NODELAY is set only if the connection turns out to speak HTTP. */
+        if (!l->is_unix && !s->opt->scgi_accept) conn_set_nodelay(c);
         conn_request_begin(c);
         c->all_next = s->all;
         if (s->all) s->all->all_prev = c;
@@ -917,12 +918,16 @@ static void on_accept(server *s, listener *l)
             c->state = CONN_TLS;
         }
         tl_add(s, c, TL_REQUEST);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
-        c->armed = ev.events;
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
-            conn_close(s, c);
+        if (!s->opt->scgi_accept) {
+            arm(s, c, EPOLLIN); /* added to the epoll set */
+            if (!c->in_epoll) conn_close(s, c);
+            continue;
         }
+        /* libwsgi-scgi: the gateway writes its request as soon as it is connected, and the
+         * listener defers accept until it has (TCP_DEFER_ACCEPT): read it now. A request served
+         * at once (the usual case) never enters the epoll set; otherwise on_readable arms it. */
+        on_readable(s, c);
+        if (s->team && !t_leader) return; /* the app blocked: another thread runs the loop now */
     }
 }
 
@@ -1299,6 +1304,12 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     for (size_t k = 0; k < n_ls; k++) {
         s->ls_tags[k].kind = EV_LISTENER;
         s->ls_tags[k].index = k;
+    }
+    /* libwsgi-scgi: accept a gateway's connection once its request has arrived (on_accept
+     * reads it at once). */
+    for (size_t k = 0; k < n_ls && o->scgi_accept; k++) {
+        int one = 1;
+        if (!ls[k].is_unix) setsockopt(ls[k].fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
     }
     listeners_enable(s, 1);
     for (size_t k = 0; k < n_ls; k++) {

@@ -617,3 +617,32 @@ def test_head_timeout_is_a_cgi_style_408():
             assert out.startswith(b"Status: 408 "), out[:100]
     finally:
         s.stop()
+
+
+def test_blocking_requests_do_not_stop_accepting(daemon, tmp_path):
+    """A request is read and run as soon as it is accepted; when its app call blocks, another
+    thread takes the loop over and goes on accepting and serving (3 blocked, 1 served)."""
+    flag = tmp_path / "go"
+    pairs = [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET"),
+             (b"REQUEST_URI", b"/block?flag=%s" % str(flag).encode()),
+             (b"SERVER_PROTOCOL", b"HTTP/1.1")]
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", daemon.port), timeout=GUARD)
+            s.sendall(scgi_bytes(pairs))
+            socks.append(s)
+        ok = exchange(daemon.port, scgi_bytes(GOOD))
+        assert ok.endswith(b"hello from wsgi\n")
+        flag.write_text("go")
+        for s in socks:
+            out = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+            assert out.startswith(b"Status: 200 OK") and out.endswith(b"unblocked\n")
+    finally:
+        for s in socks:
+            s.close()
