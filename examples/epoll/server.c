@@ -260,6 +260,7 @@ static void arm(server *s, conn *c, unsigned events)
         s->tls_tail = c;
         return;
     }
+    tls_unqueue(s, c); /* armed in epoll now: an earlier synthesized event is out of date */
     events |= EPOLLONESHOT;
     if (c->in_epoll && c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -443,6 +444,7 @@ static void standby_wake(server *s)
 static void to_app(server *s, conn *c)
 {
     tl_remove(s, c);
+    tls_unqueue(s, c); /* the loop must not touch it while the app thread has it */
     if (c->state != CONN_APP) {
         c->state = CONN_APP;
         s->n_app++;
