@@ -70,9 +70,10 @@ static void usage(FILE *f, server_program prog)
             "  --ws-ping-timeout S     close a WebSocket whose pong is this late (default 20;\n"
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
-            "                          accept permessage-deflate offers (default on)\n"
-            "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n");
+            "                          accept permessage-deflate offers (default on)\n");
+    fputs(obs_cli_help(), f);
+    fprintf(f, "  --help                  show this help and exit\n"
+               "  --version               show the version and exit\n");
 }
 
 int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
@@ -94,6 +95,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
     o->cert_reqs = -1;
+    obs_options_init(&o->obs);
 
     int i = 1;
     while (i < argc) {
@@ -111,6 +113,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = obs_cli_option(&o->obs, &o->host, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
@@ -253,6 +258,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (o->cert_reqs < 0) o->cert_reqs = o->ca_certs ? TLS_CERT_REQUIRED : TLS_CERT_NONE;
+    if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
     if (o->n_binds && o->inherit_fd >= 0) {
         fprintf(stderr, "error: --bind and --fd exclude each other\n");
         return -1;

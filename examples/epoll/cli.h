@@ -6,6 +6,7 @@
 #define EPOLL_CLI_H
 
 #include "host_cli.h"
+#include "obs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +46,7 @@ typedef struct epoll_options {
     const char *ca_certs; /* --ca-certs PATH: PEM CAs that issue client certificates */
     const char *ssl_ciphers; /* --ssl-ciphers LIST: OpenSSL cipher list for TLS 1.2 */
     int cert_reqs;           /* --cert-reqs: TLS_CERT_* (default: required with --ca-certs) */
+    obs_options obs;         /* access log, metrics, --check-config, proxy headers (obs.h) */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error

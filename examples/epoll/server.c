@@ -28,6 +28,7 @@
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
+#include "metrics.h"
 #include "host_signals.h"
 #include "tls.h"
 
@@ -304,6 +305,7 @@ static void conn_close(server *s, conn *c)
         s->all = c->all_next;
     if (c->all_next) c->all_next->all_prev = c->all_prev;
     s->n_conns--;
+    metrics_conn_open(-1);
     /* Events of this batch may still point at it: free after the batch. */
     c->q_next = s->graveyard;
     s->graveyard = c;
@@ -319,7 +321,7 @@ static void conn_free(conn *c)
     free(c->in);
     free(c->hdrs);
     free(c->hdr_ptrs);
-    free(c->alog);
+    conn_access_free(c);
     free(c->outq);
     free(c->scratch);
     free(c);
@@ -632,7 +634,7 @@ static void advance(server *s, conn *c)
             arm(s, c, EPOLLIN);
             return;
         }
-        if (server_access_log(s)) conn_access_prepare(c);
+        conn_access_prepare(c); /* observe.c: the arrival time, the access log's record */
         if (s->draining) c->keep_alive = 0;
         if (conn_upgrade_websocket(c)) {
             if (s->asgi) {
@@ -909,6 +911,8 @@ static void on_accept(server *s, listener *l)
         if (s->all) s->all->all_prev = c;
         s->all = c;
         s->n_conns++;
+        metrics_conn_open(1);
+        /* A new connection gets the request timeout for its first request (not keep-alive's). */
         /* A new connection gets the request timeout for its first request (not keep-alive's),
          * or first for its TLS handshake. */
         c->state = CONN_IDLE;

@@ -3,6 +3,7 @@
  * take the inherited socket), then either serve in this process (--workers 1) or become the
  * prefork master of N workers. Each worker loads Python and the app itself, after fork, before it
  * starts listening, so a connection that is accepted always finds the app ready. */
+#include "access_log.h"
 #include "cli.h"
 #include "host_app.h"
 #include "host_asgi.h"
@@ -38,13 +39,15 @@ static int worker_main(void *arg, unsigned index)
     worker_ctx *w = arg;
     const epoll_options *o = w->opt;
     int prefork = o->host.workers > 1;
-    (void)index;
+    /* observe.c: the access log's SIGUSR1 handler as early as possible (the master forwards it). */
+    if (o->host.access_log) access_log_handle_sigusr1();
 
     wsgi_runtime *rt = NULL;
     wsgi_app *app = NULL;
     char software[64];
     snprintf(software, sizeof(software), "%s/%s", o->name, EPOLL_SERVER_VERSION);
     if (host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
+    obs_worker_start(rt, index); /* observe.c: the request observer, the metrics slot */
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
@@ -112,12 +115,38 @@ static int take_inherited(epoll_options *o, listener *l)
     return 0;
 }
 
+/* --check-config (gunicorn's): the command line parsed, the addresses, the access log and the
+ * TLS files checked, the app imported; nothing listens. 0 if all is well, else 1 (the error
+ * logged). */
+static int check_config(const epoll_options *o)
+{
+    for (size_t k = 0; k < o->n_binds; k++) {
+        listener l;
+        if (listen_parse(o->binds[k], &l) != 0) return 1;
+    }
+    if (tls_enabled(o) && tls_check(o) != 0) return 1;
+    if (o->host.access_log && access_log_setup(o->obs.access_logformat, o->obs.access_logfile) != 0)
+        return 1;
+    wsgi_runtime *rt = NULL;
+    wsgi_app *app = NULL;
+    if (host_app_start(&o->host, o->name, &rt, &app) != 0) return 1;
+    int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
+    host_app_stop(rt, app);
+    printf("%s: configuration OK ('%s' is a%s app)\n", o->name, o->host.app_spec,
+           asgi ? "n ASGI" : " WSGI");
+    return 0;
+}
+
 int server_main(int argc, char **argv, server_program prog)
 {
     epoll_options o;
     int r = epoll_cli_parse(argc, argv, prog, &o);
     if (r != 0) return r > 0 ? 0 : 2;
     host_log_set_level(o.host.log_level);
+    if (o.obs.check_config) return check_config(&o);
+    /* observe.c: the access log file, the metrics region and its scrape process, before anything
+     * listens or forks. */
+    if (obs_setup(&o.obs, &o.host) != 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     /* glibc's adaptive thresholds give the top of the heap back to the kernel once a few MiB
      * are free there, and map large blocks with mmap: a worker whose concurrent requests
@@ -166,5 +195,6 @@ int server_main(int argc, char **argv, server_program prog)
         status = worker_main(&w, 0);
     for (size_t k = 0; k < n_ls; k++)
         listen_close(&ls[k], 1);
+    obs_shutdown();
     return status;
 }

@@ -86,10 +86,12 @@ def test_access_log_line(spawn):
     s = spawn("epoll", "corners:app", "--access-log")
     request(s.port, "GET", "/hello?x=1", [("User-Agent", "tester/1.0"), ("Referer", "http://ref/")])
     line = wait_for(lambda: [l for l in s.log().splitlines() if "/hello?x=1" in l], "access log")[0]
-    # gunicorn's default: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
+    # gunicorn's default %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s", plus the
+    # request time in seconds %(L)s (issue 13: the combined format with request time)
     import re
     assert re.fullmatch(r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
-                        r'"GET /hello\?x=1 HTTP/1\.1" 200 14 "http://ref/" "tester/1\.0"', line), line
+                        r'"GET /hello\?x=1 HTTP/1\.1" 200 14 "http://ref/" "tester/1\.0" \d+\.\d{6}',
+                        line), line
 
 
 # ---- threads ---------------------------------------------------------------------------------------

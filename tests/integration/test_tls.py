@@ -433,6 +433,16 @@ def test_bad_tls_options_fail_at_start(certs, args, words):
     assert words in (r.stdout + r.stderr).decode()
 
 
+def test_check_config_loads_the_tls_files(certs):
+    ok = epoll_argv(APP, "--check-config", "--certfile", certs["cert"], "--keyfile", certs["key"])
+    r = subprocess.run(ok, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    bad = epoll_argv(APP, "--check-config", "--certfile", certs["cert"], "--keyfile",
+                     certs["stranger_key"])
+    r = subprocess.run(bad, capture_output=True, timeout=60)
+    assert r.returncode == 1 and b"stranger.key" in r.stderr
+
+
 def test_scgi_refuses_tls_options(certs):
     scgi = os.environ.get("LIBWSGI_SCGI") or os.path.join(
         os.path.dirname(os.environ.get("LIBWSGI_EPOLL", "")), "..", "lighttpd", "libwsgi-scgi")
