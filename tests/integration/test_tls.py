@@ -474,6 +474,11 @@ def test_sighup_reload_reads_the_certificate_again(certs):
                                    bind="127.0.0.1:%d" % port), port=port)
     try:
         s.wait_ready()
+        # Both workers up (the second may still be loading its files when the first listens).
+        deadline = time.monotonic() + GUARD
+        while s.log().count("listening at https://") < 2:
+            assert time.monotonic() < deadline, s.log()
+            time.sleep(0.05)
         before = peer_cert(port)
         # Renew: a new certificate and key in place of the old files.
         new_cert, new_key = make_server_cert(d, "renewed", cn="second")
