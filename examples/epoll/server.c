@@ -1257,7 +1257,7 @@ static void team_join(server *s)
     s->n_threads = 0;
 }
 
-int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
+int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls, size_t n_ls)
 {
     server *s = calloc(1, sizeof(*s));
     if (!s) return -1;
@@ -1287,8 +1287,7 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
         goto out;
     }
-    /* Made here, in the worker: each new worker reads the certificate files again. */
-    if (tls_enabled(o) && !(s->tls = tls_ctx_new(o))) goto out;
+    s->tls = tls;
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && !(s->asgi = asgi_host_new(s, app))) goto out;
     /* An ASGI app runs on this thread, in its event loop: --threads does not apply. */
@@ -1372,7 +1371,6 @@ out_nofree:
     if (result != 1) {
         if (s->epfd >= 0) close(s->epfd);
         if (s->wakefd >= 0) close(s->wakefd);
-        tls_ctx_free(s->tls);
         pthread_mutex_destroy(&s->done_mu);
         pthread_mutex_destroy(&s->tmu);
         pthread_cond_destroy(&s->spare_cv);

@@ -48,27 +48,38 @@ static int worker_main(void *arg, unsigned index)
     snprintf(software, sizeof(software), "%s/%s", o->name, EPOLL_SERVER_VERSION);
     if (host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
     obs_worker_start(rt, index); /* observe.c: the request observer, the metrics slot */
+    /* TLS: the worker's own context, loaded now from the files as they are (so the workers a
+     * reload starts read renewed certificates), before it listens; a file it cannot read (after
+     * a privilege drop, say) is a failed boot, not a worker to restart again and again. */
+    tls_ctx *tls = NULL;
+    if (tls_enabled(o) && !(tls = tls_ctx_new(o))) {
+        host_app_stop(rt, app);
+        return HOST_EXIT_BOOT_FAILED;
+    }
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && host_asgi_startup(app) != 0) {
+        tls_ctx_free(tls);
         host_app_stop(rt, app);
         return HOST_EXIT_BOOT_FAILED;
     }
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
             if (asgi) host_asgi_shutdown(app);
+            tls_ctx_free(tls);
             host_app_stop(rt, app);
             return HOST_EXIT_BOOT_FAILED;
         }
     }
-    int r = server_run(o, app, w->ls, w->n_ls);
+    int r = server_run(o, app, tls, w->ls, w->n_ls);
     if (r == 1) {
         /* App threads are still running Python: leave without finalizing under them. */
         fflush(NULL);
         _exit(0);
     }
     /* In-flight requests (and ASGI apps still running after their response) are done. */
+    tls_ctx_free(tls);
     if (asgi) host_asgi_shutdown(app);
     host_app_stop(rt, app);
     host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());

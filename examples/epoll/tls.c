@@ -31,6 +31,16 @@ struct tls_ctx {
     SSL_CTX *ctx;
 };
 
+/* Why path cannot be used by this process, if it cannot even read it (a worker that dropped its
+ * privileges, say): a hint to add to OpenSSL's reason, or "". */
+static const char *unreadable(const char *path, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    if (access(path, R_OK) != 0 && errno == EACCES)
+        snprintf(buf, cap, " (not readable by uid %d, which this process runs as)", (int)geteuid());
+    return buf;
+}
+
 /* OpenSSL's first queued error as text (the queue is cleared). */
 static const char *ssl_reason(char *buf, size_t cap)
 {
@@ -93,16 +103,17 @@ tls_ctx *tls_ctx_new(const epoll_options *o)
     /* Sessions resume within one worker (its cache, its ticket keys). */
     static const unsigned char sid[] = "libwsgi-epoll";
     SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+    char hint[96];
     if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
-        host_log(WSGI_LOG_ERROR, "TLS: --certfile %s: %s", o->certfile,
-                 ssl_reason(why, sizeof(why)));
+        host_log(WSGI_LOG_ERROR, "TLS: --certfile %s: %s%s", o->certfile,
+                 ssl_reason(why, sizeof(why)), unreadable(o->certfile, hint, sizeof(hint)));
         goto fail;
     }
     const char *key = o->keyfile ? o->keyfile : o->certfile;
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        host_log(WSGI_LOG_ERROR, "TLS: %s %s: %s",
+        host_log(WSGI_LOG_ERROR, "TLS: %s %s: %s%s",
                  o->keyfile ? "--keyfile" : "the key in --certfile", key,
-                 ssl_reason(why, sizeof(why)));
+                 ssl_reason(why, sizeof(why)), unreadable(key, hint, sizeof(hint)));
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -2,9 +2,10 @@
  * worker's OpenSSL context. The per-connection side (handshake, reads and writes) is the I/O
  * layer declared in conn.h and implemented in tls.c.
  *
- * The context is made in each worker after fork (server_run()), so every new worker reads the
- * certificate and key files again: a reload that starts new workers (SIGHUP) picks up renewed
- * certificates. The master only checks the files once before forking (tls_check()). */
+ * The context is made in each worker after fork, before it listens (server_main.c: worker_main(),
+ * then handed to server_run()), so every new worker reads the certificate and key files again: a
+ * reload that starts new workers (SIGHUP) picks up renewed certificates. The master only checks
+ * the files once before forking (tls_check()). */
 #ifndef EPOLL_TLS_H
 #define EPOLL_TLS_H
 
