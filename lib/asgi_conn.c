@@ -655,17 +655,24 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
                                             "must follow http.response.start, with no body");
         return -1;
     }
-    PyObject *path = PyDict_GetItemString(msg, "path");
-    if (!path || !PyUnicode_Check(path)) {
+    PyObject *path;
+    int has = lw_dict_getref_str(msg, "path", &path);
+    if (has < 0) return -1;
+    if (!has || !PyUnicode_Check(path)) {
+        Py_XDECREF(path);
         PyErr_SetString(PyExc_TypeError, "http.response.pathsend 'path' must be a str");
         return -1;
     }
     PyObject *fs = NULL;
-    if (!PyUnicode_FSConverter(path, &fs)) return -1; /* rejects embedded NULs */
+    if (!PyUnicode_FSConverter(path, &fs)) { /* rejects embedded NULs */
+        Py_DECREF(path);
+        return -1;
+    }
     const char *p = PyBytes_AS_STRING(fs);
     if (p[0] != '/') {
         Py_DECREF(fs);
         PyErr_Format(PyExc_ValueError, "http.response.pathsend 'path' must be absolute: %R", path);
+        Py_DECREF(path);
         return -1;
     }
     int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -677,9 +684,11 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
         }
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         Py_DECREF(fs);
+        Py_DECREF(path);
         return -1;
     }
     Py_DECREF(fs);
+    Py_DECREF(path);
     if (c->cl >= 0 && c->cl != st.st_size) {
         close(fd);
         PyErr_Format(PyExc_RuntimeError, "pathsend file is %lld bytes but Content-Length is %lld",

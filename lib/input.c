@@ -212,7 +212,7 @@ static PyObject *lw_input_read_impl(lw_input *in, Py_ssize_t size)
         if (used == cap) {
             size_t ncap = cap * 2;
             if (size >= 0 && ncap > (size_t)size) ncap = (size_t)size;
-            if (_PyBytes_Resize(&out, (Py_ssize_t)ncap) < 0) return NULL;
+            if (lw_bytes_resize(&out, (Py_ssize_t)ncap) < 0) return NULL;
             o = PyBytes_AS_STRING(out);
             cap = ncap;
         }
@@ -224,7 +224,7 @@ static PyObject *lw_input_read_impl(lw_input *in, Py_ssize_t size)
         if (n == 0) break;
         used += (size_t)n;
     }
-    if (used != cap && _PyBytes_Resize(&out, (Py_ssize_t)used) < 0) return NULL;
+    if (used != cap && lw_bytes_resize(&out, (Py_ssize_t)used) < 0) return NULL;
     return out;
 }
 

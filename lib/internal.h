@@ -6,6 +6,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "pycompat.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>

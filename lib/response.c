@@ -53,12 +53,10 @@ static void lw_close_locked(wsgi_response *resp)
     if (resp->closed) return;
     resp->closed = 1;
     if (!resp->result || resp->mode == LW_MODE_SEQ) return;
-    PyObject *close = PyObject_GetAttr(resp->result, lw_rt->s.close);
-    if (!close) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError))
-            PyErr_Clear();
-        else
-            lw_log_exception("looking up the iterable's close()", NULL, 0);
+    PyObject *close;
+    int has = lw_getattr_opt(resp->result, lw_rt->s.close, &close);
+    if (has <= 0) {
+        if (has < 0) lw_log_exception("looking up the iterable's close()", NULL, 0);
         return;
     }
     PyObject *r = PyObject_CallNoArgs(close);

@@ -4,7 +4,8 @@
 #   check_exports.sh symbols LIBWSGI_SO PUBLIC_INCLUDE_DIR
 #       Every dynamic symbol libwsgi.so defines carries a project prefix (wsgi_, asgi_, libwsgi_), so
 #       nothing internal (and nothing of CPython) leaks into the ABI; the four core entry points are
-#       there; and every function a public header declares LIBWSGI_API is actually exported.
+#       there; and the exported set equals the set of functions the public headers declare
+#       LIBWSGI_API: nothing declared is missing, nothing exported is undeclared.
 #   check_exports.sh headers INCLUDE_DIR...
 #       No public header (including the generated version.h) includes Python.h.
 set -eu
@@ -40,6 +41,10 @@ symbols)
     [ -n "$declared" ] || complain "no LIBWSGI_API declarations found under $incdir"
     for d in $declared; do
         echo "$syms" | grep -qx "$d" || complain "declared in a public header but not exported: $d"
+    done
+    for s in $syms; do
+        case $s in LIBWSGI_[0-9]*) continue ;; esac
+        echo "$declared" | grep -qx "$s" || complain "exported but not declared LIBWSGI_API in a public header: $s"
     done
     n=$(echo "$syms" | wc -l)
     echo "checked $n exported symbols against $(echo "$declared" | wc -l) declarations"

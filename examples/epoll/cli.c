@@ -70,7 +70,14 @@ static void usage(FILE *f, server_program prog)
             "  --ws-ping-timeout S     close a WebSocket whose pong is this late (default 20;\n"
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
-            "                          accept permessage-deflate offers (default on)\n");
+            "                          accept permessage-deflate offers (default on)\n"
+            "  --limit-concurrency N   answer 503 to requests that arrive while a worker has\n"
+            "                          more than N connections and ASGI tasks still running\n"
+            "                          after their response (default 0: no limit)\n"
+            "  --lifespan-timeout S    time an ASGI app's lifespan startup may take, else\n"
+            "                          the worker exits with status 3 (default 60; 0: none)\n"
+            "  --loop-block-warn-ms MS warn when an ASGI app holds the event loop longer\n"
+            "                          than this in one turn (default 1000; 0: never)\n");
     fputs(obs_cli_help(), f);
     fprintf(f, "  --help                  show this help and exit\n"
                "  --version               show the version and exit\n");
@@ -95,6 +102,8 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
     o->cert_reqs = -1;
+    o->lifespan_timeout = 60;
+    o->loop_block_warn_ms = 1000;
     obs_options_init(&o->obs);
 
     int i = 1;
@@ -229,11 +238,26 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             o->ws_ping_timeout = (unsigned)n;
             continue;
         }
+        if ((r = host_cli_match("--limit-concurrency", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--limit-concurrency", v, 0, 1u << 24, 0, &n) < 0) return -1;
+            o->limit_concurrency = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--lifespan-timeout", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--lifespan-timeout", v, 0, 86400, 0, &n) < 0) return -1;
+            o->lifespan_timeout = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--loop-block-warn-ms", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--loop-block-warn-ms", v, 0, 86400000, 0, &n) < 0)
+                return -1;
+            o->loop_block_warn_ms = (unsigned)n;
+            continue;
+        }
         if ((r = host_cli_match("--ws-per-message-deflate", 1, argc, argv, &i, &v)) != 0) {
             if (r < 0) return -1;
             if (strcmp(v, "on") == 0) {
                 o->ws_per_message_deflate = 1;
-                o->cert_reqs = -1;
             } else if (strcmp(v, "off") == 0) {
                 o->ws_per_message_deflate = 0;
             } else {

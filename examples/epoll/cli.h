@@ -47,6 +47,11 @@ typedef struct epoll_options {
     const char *ssl_ciphers; /* --ssl-ciphers LIST: OpenSSL cipher list for TLS 1.2 */
     int cert_reqs;           /* --cert-reqs: TLS_CERT_* (default: required with --ca-certs) */
     obs_options obs;         /* access log, metrics, --check-config, proxy headers (obs.h) */
+
+    /* Misbehaving apps and overload (issue 14). */
+    unsigned limit_concurrency;  /* --limit-concurrency N: 503 beyond N connections (0: none) */
+    unsigned lifespan_timeout;   /* --lifespan-timeout S: lifespan startup deadline (0: none) */
+    unsigned loop_block_warn_ms; /* --loop-block-warn-ms MS: warn of longer ASGI turns (0: off) */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error

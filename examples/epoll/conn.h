@@ -443,6 +443,11 @@ void asgi_host_loop_ready(asgi_host *h);
 int asgi_host_timeout(asgi_host *h);
 /* One turn: run the app's loop, then move the connections its callbacks touched. */
 void asgi_host_run(asgi_host *h);
+/* The server's iteration began (after epoll_wait) / has run the app's code (dispatches, the loop
+ * turn) at time now_ms (CLOCK_MONOTONIC, ms): an iteration longer than --loop-block-warn-ms was an
+ * app blocking the event loop, which is logged. */
+void asgi_host_iteration_begin(asgi_host *h, int64_t now_ms);
+void asgi_host_iteration_end(asgi_host *h, int64_t now_ms);
 /* Apps still running after their connection (background tasks): shutdown waits for them. */
 size_t asgi_host_busy(const asgi_host *h);
 /* A new task of connection c (zeroed by the caller); it is not queued. */

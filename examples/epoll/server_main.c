@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <http_parser.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,10 +60,22 @@ static int worker_main(void *arg, unsigned index)
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
-    if (asgi && host_asgi_startup(app) != 0) {
+    if (asgi && host_asgi_startup(app, o->lifespan_timeout) != 0) {
         tls_ctx_free(tls);
         host_app_stop(rt, app);
         return HOST_EXIT_BOOT_FAILED;
+    }
+    /* Once listening, a client (or a supervisor) may take the server as up and stop it: a stop
+     * signal must then wait for the event loop's handlers (host_signals_open() unblocks what it
+     * installs) instead of killing the worker by its default action. A prefork worker starts with
+     * them blocked already (prefork.c). */
+    if (!prefork) {
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGQUIT);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
     }
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
@@ -165,11 +178,19 @@ int server_main(int argc, char **argv, server_program prog)
      * (20-35 minor faults per 256 KiB ASGI POST echo at 64 connections, and a third of the
      * requests per CPU-second; measured with /proc/PID/stat and wrk). Fixed thresholds: keep up
      * to 32 MiB of free heap (the adaptive scheme's own ceiling is 64 MiB), map only blocks over
-     * 1 MiB (given back at once when freed). GLIBC_TUNABLES still wins for malloc tunables. */
+     * 1 MiB (given back at once when freed). One arena: glibc gives each thread that calls
+     * malloc an arena of its own, and with --threads N the worker's N + 1 threads each kept up to
+     * 1.6 MiB there for 10-30 KiB in use (output batches and Python's large objects allocated on
+     * one thread, freed on another), so a streaming WSGI worker's RSS crept up for as long as it
+     * ran: 20.4 -> 25.0 MiB over 210,000 100-chunk responses (wrk -c64, 5 threads), and +14 % in
+     * bench/soak.py's 12 minutes; with one arena 20.7 -> 21.5 MiB, flat after the first seconds.
+     * The threads take turns under the GIL anyway, so they hardly contend for it. GLIBC_TUNABLES
+     * still wins for malloc tunables. */
     const char *tun = getenv("GLIBC_TUNABLES");
     if (!tun || !strstr(tun, "glibc.malloc.")) {
         mallopt(M_MMAP_THRESHOLD, 1 << 20);
         mallopt(M_TRIM_THRESHOLD, 32 << 20);
+        mallopt(M_ARENA_MAX, 1);
     }
     /* One descriptor per connection: allow as many as the hard limit does. */
     struct rlimit rl;

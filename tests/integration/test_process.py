@@ -286,6 +286,27 @@ def test_graceful_shutdown_finishes_in_flight_request(spawn, tmp_path, workers, 
     idle.close()
 
 
+@pytest.mark.parametrize("app", ["corners:app", "asgi_corners:app"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_right_after_listen_is_a_graceful_shutdown(app, sig):
+    """A client may see the port open (and a supervisor may stop the server) as soon as listen()
+    returns, before the event loop has installed its signal handlers: a SIGTERM/SIGINT then must
+    still be a graceful exit 0, not a death by signal. strace holds the server for a moment right
+    after its listen() (found by the ASan run, where that moment is longer), so the signal
+    deterministically arrives there."""
+    port = free_port()
+    argv = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=listen",
+            "-e", "inject=listen:delay_exit=1000000"] + epoll_argv(app, bind="127.0.0.1:%d" % port)
+    s = Server("strace-epoll", argv, port=port).wait_ready()
+    try:
+        with open("/proc/%d/task/%d/children" % (s.pid, s.pid)) as f:
+            (server_pid,) = [int(x) for x in f.read().split()]
+        os.kill(server_pid, sig)
+        assert s.wait() == 0, s.log()  # strace exits with the status of the server
+    finally:
+        s.kill()
+
+
 def test_graceful_timeout_bounds_shutdown(spawn, tmp_path):
     s = spawn("epoll", "corners:app", "--threads", "2", "--graceful-timeout", "1")
     started, release = tmp_path / "started", tmp_path / "release"

@@ -410,7 +410,9 @@ def test_client_certificates_required(spawn, certs):
 
 def test_client_certificates_optional(spawn, certs):
     s = tls_server(spawn, certs, APP, tls_args=["--certfile", certs["cert"], "--keyfile", certs["key"],
-                                                "--ca-certs", certs["ca"], "--cert-reqs", "optional"])
+                                                "--ca-certs", certs["ca"], "--cert-reqs", "optional",
+                                                # a later option does not reset --cert-reqs
+                                                "--ws-per-message-deflate", "on"])
     assert client_cert_outcome(s.port, certs, "client") == "ok"
     assert client_cert_outcome(s.port, certs, None) == "ok"
     assert client_cert_outcome(s.port, certs, "stranger") == "refused"
