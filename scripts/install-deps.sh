@@ -16,7 +16,8 @@ RUN=(
   # system; Python's embedding library (python3-embed.pc) and its interpreter, whose sysconfig says
   # how to link the static libpython
   gcc libc6-dev make cmake pkg-config libpython3-dev python3
-  # libwsgi-epoll: HTTP parsing, WebSocket framing, SHA-1 for the handshake, permessage-deflate
+  # libwsgi-epoll: HTTP parsing, WebSocket framing, SHA-1 for the handshake and TLS (OpenSSL),
+  # permessage-deflate
   libhttp-parser-dev libwslay-dev libssl-dev zlib1g-dev
 )
 DOCS=(doxygen graphviz)
@@ -44,6 +45,8 @@ TEST=(
   lighttpd curl
   # the docs.man test renders the man pages
   man-db groff-base
+  # TLS integration tests: the openssl command makes their certificates (curl is listed above)
+  openssl
 )
 # dpkg-buildpackage, debhelper, lintian; mk-build-deps (devscripts + equivs) for debian/control
 PACKAGING=(dpkg-dev debhelper lintian devscripts equivs fakeroot)

@@ -45,7 +45,17 @@ static void usage(FILE *f, server_program prog)
                 "%s"
                 "  --bind HOST:PORT | unix:PATH\n"
                 "                          listen here (repeatable; default 127.0.0.1:8000)\n"
-                "  --fd N                  serve the listening socket inherited on fd N\n",
+                "  --fd N                  serve the listening socket inherited on fd N\n"
+                "  --certfile PATH         serve HTTPS (and wss): PEM certificate chain, server\n"
+                "                          certificate first (and the key, without --keyfile)\n"
+                "  --keyfile PATH          the PEM private key of --certfile\n"
+                "  --ca-certs PATH         PEM CA certificates that issue client certificates;\n"
+                "                          clients must then present one (see --cert-reqs)\n"
+                "  --cert-reqs none|optional|required\n"
+                "                          client certificates with --ca-certs (0|1|2 also\n"
+                "                          accepted; default required with --ca-certs)\n"
+                "  --ssl-ciphers LIST      OpenSSL cipher list for TLS 1.2 (default OpenSSL's;\n"
+                "                          TLS 1.3 suites keep their defaults)\n",
                 host_cli_common_help());
     fprintf(f,
 
@@ -115,6 +125,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_interval = 20;
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
+    o->cert_reqs = -1;
     o->lifespan_timeout = 60;
     o->loop_block_warn_ms = 1000;
     obs_options_init(&o->obs);
@@ -179,6 +190,41 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             o->x_sendfile = 1;
             continue;
         }
+        static const char *const tls_opts[] = {"--certfile", "--keyfile", "--ca-certs",
+                                               "--cert-reqs", "--ssl-ciphers"};
+        for (size_t k = 0; k < sizeof(tls_opts) / sizeof(tls_opts[0]); k++) {
+            if ((r = host_cli_match(tls_opts[k], 1, argc, argv, &i, &v)) == 0) continue;
+            if (r < 0) return -1;
+            if (prog == PROG_SCGI) {
+                fprintf(stderr,
+                        "error: %s: libwsgi-scgi does not speak TLS: configure it in "
+                        "lighttpd (ssl.engine), which talks to libwsgi-scgi in the clear\n",
+                        tls_opts[k]);
+                return -1;
+            }
+            if (k == 0) o->certfile = v;
+            if (k == 1) o->keyfile = v;
+            if (k == 2) o->ca_certs = v;
+            if (k == 4) o->ssl_ciphers = v;
+            if (k == 3) {
+                if (strcmp(v, "none") == 0 || strcmp(v, "0") == 0)
+                    o->cert_reqs = TLS_CERT_NONE;
+                else if (strcmp(v, "optional") == 0 || strcmp(v, "1") == 0)
+                    o->cert_reqs = TLS_CERT_OPTIONAL;
+                else if (strcmp(v, "required") == 0 || strcmp(v, "2") == 0)
+                    o->cert_reqs = TLS_CERT_REQUIRED;
+                else {
+                    fprintf(stderr,
+                            "error: --cert-reqs: expected none, optional or required, "
+                            "got '%s'\n",
+                            v);
+                    return -1;
+                }
+            }
+            r = 2;
+            break;
+        }
+        if (r == 2) continue;
         if ((r = host_cli_match("--backlog", 1, argc, argv, &i, &v)) != 0) {
             if (r < 0 || host_cli_uint("--backlog", v, 1, 65535, 0, &n) < 0) return -1;
             o->backlog = (int)n;
@@ -240,8 +286,6 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             if (r < 0) return -1;
             if (strcmp(v, "on") == 0) {
                 o->ws_per_message_deflate = 1;
-                o->lifespan_timeout = 60;
-                o->loop_block_warn_ms = 1000;
             } else if (strcmp(v, "off") == 0) {
                 o->ws_per_message_deflate = 0;
             } else {
@@ -255,6 +299,17 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (!o->certfile && (o->keyfile || o->ca_certs || o->ssl_ciphers || o->cert_reqs >= 0)) {
+        fprintf(stderr, "error: --keyfile, --ca-certs, --cert-reqs and --ssl-ciphers need "
+                        "--certfile\n");
+        return -1;
+    }
+    if (o->cert_reqs > TLS_CERT_NONE && !o->ca_certs) {
+        fprintf(stderr, "error: --cert-reqs optional|required needs --ca-certs (the CAs that "
+                        "issue client certificates)\n");
+        return -1;
+    }
+    if (o->cert_reqs < 0) o->cert_reqs = o->ca_certs ? TLS_CERT_REQUIRED : TLS_CERT_NONE;
     if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
     if (proc_cli_validate(&o->proc) < 0) return -1;
     /* Socket activation: the sockets systemd passes, unless --bind or --fd says otherwise. */

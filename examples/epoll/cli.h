@@ -20,6 +20,9 @@ typedef enum server_program { PROG_EPOLL, PROG_SCGI } server_program;
 /* The protocols a connection may speak, told apart by its first byte (libwsgi-scgi). */
 enum { PROTO_ACCEPT_SCGI = 1u << 0, PROTO_ACCEPT_UWSGI = 1u << 1, PROTO_ACCEPT_HTTP = 1u << 2 };
 
+/* --cert-reqs: what a client must show with --ca-certs. */
+enum { TLS_CERT_NONE, TLS_CERT_OPTIONAL, TLS_CERT_REQUIRED };
+
 typedef struct epoll_options {
     host_options host;
     server_program program;
@@ -40,8 +43,14 @@ typedef struct epoll_options {
     int ws_per_message_deflate; /* --ws-per-message-deflate on|off: accept RFC 7692 offers */
     /* Processes and deploys (proc_cli.h): recycling, --timeout, --preload, --reload, --pid... */
     proc_options proc;
-    int listen_fds;  /* systemd socket activation: LISTEN_FDS sockets from fd 3 (0: none) */
-    obs_options obs; /* access log, metrics, --check-config, proxy headers (obs.h) */
+    int listen_fds; /* systemd socket activation: LISTEN_FDS sockets from fd 3 (0: none) */
+    /* TLS (libwsgi-epoll only, tls.c): on when certfile is set */
+    const char *certfile; /* --certfile PATH: PEM certificate chain (and the key, if no keyfile) */
+    const char *keyfile;  /* --keyfile PATH: PEM private key */
+    const char *ca_certs; /* --ca-certs PATH: PEM CAs that issue client certificates */
+    const char *ssl_ciphers; /* --ssl-ciphers LIST: OpenSSL cipher list for TLS 1.2 */
+    int cert_reqs;           /* --cert-reqs: TLS_CERT_* (default: required with --ca-certs) */
+    obs_options obs;         /* access log, metrics, --check-config, proxy headers (obs.h) */
 
     /* Misbehaving apps and overload (issue 14). */
     unsigned limit_concurrency;  /* --limit-concurrency N: 503 beyond N connections (0: none) */

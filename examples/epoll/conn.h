@@ -28,6 +28,10 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 typedef struct server server;
 typedef struct conn conn;
@@ -36,6 +40,8 @@ typedef struct asgi_ex asgi_ex;       /* asgi_exchange.c: one request served by 
 typedef struct ws_conn ws_conn;       /* ws_conn.c: one WebSocket served by an ASGI app */
 typedef struct asgi_host asgi_host;   /* asgi_host.c: the worker's ASGI loop and tasks */
 typedef struct scgi_front scgi_front; /* http_conn.c: an SCGI / uwsgi request head (libwsgi-scgi) */
+typedef struct tls_ctx tls_ctx;       /* tls.c: the worker's OpenSSL context (tls.h) */
+struct ssl_st;                        /* OpenSSL's SSL: only tls.c includes OpenSSL */
 
 /* What a connection speaks. libwsgi-epoll: HTTP only. libwsgi-scgi: decided by its first byte. */
 typedef enum conn_proto { CPROTO_HTTP, CPROTO_SCGI, CPROTO_UWSGI } conn_proto;
@@ -54,6 +60,7 @@ typedef enum conn_state {
     CONN_LINGER, /* loop: write side shut down, discarding input until EOF or a short deadline */
     CONN_ASGI,   /* loop: an ASGI app serves the request (body in, response out, disconnects) */
     CONN_WS,     /* loop: a WebSocket with an ASGI app (handshake, frames, closing handshake) */
+    CONN_TLS,    /* loop: the TLS handshake, before the first request (--timeout-request) */
     CONN_CLOSED, /* closed; freed after the current batch of events */
 } conn_state;
 
@@ -196,6 +203,18 @@ struct conn {
     atomic_int out_owner;
     conn *l_prev, *l_next; /* loop: the connections lent to app threads (server.c) */
     int lent;
+
+    /* TLS (tls.c); ssl is NULL on a plain connection. tls_shut: our close_notify is sent (the
+     * linger then reads the raw socket); tls_dead: a fatal TLS error (no close_notify);
+     * tls_wpend: the plaintext bytes of a record SSL_write left half-written (a retry must offer
+     * at least as many). tls_prev/next, tls_queued, tls_events: server.c's list of connections
+     * with decrypted input buffered in OpenSSL, which epoll cannot see (server.c: arm()). */
+    struct ssl_st *ssl;
+    int tls_shut, tls_dead;
+    size_t tls_wpend;
+    conn *tls_prev, *tls_next;
+    int tls_queued;
+    unsigned tls_events;
 };
 
 /* Request bodies up to this size (with Content-Length) are read before the app runs. */
@@ -219,6 +238,67 @@ struct conn {
 #define CHUNK_FRAMING_MAX 24
 /* A scratch buffer grown beyond this by a response is given back when the response ends. */
 #define SCRATCH_KEEP (16 * 1024)
+
+/* ---- tls.c: the connection's I/O layer -------------------------------------------------------
+ * Every read and write of a connection's socket goes through these. Without TLS (c->ssl NULL)
+ * they are the plain system calls, inline; with TLS they go through OpenSSL and keep the same
+ * contract: > 0 bytes, 0 at EOF (conn_recv) or -1 with errno (EAGAIN: wait for the socket, also
+ * when OpenSSL waits for the other direction; EPROTO: a TLS error). A write that returned EAGAIN
+ * must be retried with the same bytes first (OpenSSL's rule; the output queue and wslay do). */
+ssize_t tls_recv(conn *c, void *buf, size_t len);
+ssize_t tls_sendv(conn *c, const struct iovec *iov, int n);
+ssize_t tls_sendfile(conn *c, int fd, off_t *off, size_t count);
+int tls_pending(const conn *c);
+void tls_shutdown(conn *c);
+void tls_free(conn *c);
+
+/* Read up to len bytes. With TLS it reads until len bytes or until the socket is drained, so a
+ * short read means "nothing more now" as with recv(); only a full buffer may leave decrypted bytes
+ * in OpenSSL (conn_pending()). */
+static inline ssize_t conn_recv(conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) return recv(c->fd, buf, len, 0);
+    return tls_recv(c, buf, len);
+}
+/* Write n buffers (sendmsg with MSG_NOSIGNAL | flags). With TLS: at most one record (16 KiB) per
+ * call, small buffers gathered into it; flags (MSG_MORE) do not apply. */
+static inline ssize_t conn_sendv(conn *c, const struct iovec *iov, int n, int flags)
+{
+    if (!c->ssl) {
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+        return sendmsg(c->fd, &m, MSG_NOSIGNAL | flags);
+    }
+    return tls_sendv(c, iov, n);
+}
+/* sendfile(); with TLS the file is read (pread) and written in records of up to 16 KiB. */
+static inline ssize_t conn_sendfile(conn *c, int fd, off_t *off, size_t count)
+{
+    if (!c->ssl) return sendfile(c->fd, fd, off, count);
+    return tls_sendfile(c, fd, off, count);
+}
+/* Decrypted input waits in OpenSSL (epoll does not know): read it without waiting for EPOLLIN. */
+static inline int conn_pending(const conn *c)
+{
+    return c->ssl && tls_pending(c);
+}
+/* Closing after a response: our close_notify (TLS), then the write side's FIN. 0 or -1. */
+static inline int conn_shutdown_wr(conn *c)
+{
+    if (c->ssl) tls_shutdown(c);
+    return shutdown(c->fd, SHUT_WR);
+}
+/* The connection is being closed: close_notify if nothing went wrong (best effort, never
+ * blocks), then free the TLS state. The caller closes the fd. */
+static inline void conn_io_close(conn *c)
+{
+    if (c->ssl) tls_free(c);
+}
+/* A new connection of a TLS listener: c->ssl set up for the server side of a handshake. 0 or -1
+ * (logged). */
+int tls_conn_start(conn *c, tls_ctx *t);
+/* Move the handshake on: 1 done, 0 not yet (*events: what to wait for, EPOLLIN or EPOLLOUT),
+ * -1 failed (logged at debug level; close the connection). */
+int tls_conn_handshake(conn *c, unsigned *events);
 
 /* ---- http_conn.c: parsing ---------------------------------------------------------------- */
 enum { PARSE_MORE = 0, PARSE_DONE = 1, PARSE_ERROR = -1 };

@@ -598,6 +598,22 @@ int conn_parse_body(conn *c)
     return c->msg_done ? PARSE_DONE : PARSE_MORE;
 }
 
+/* A read on the app thread. With TLS, while a generator reads the body the loop may be writing
+ * this connection's output (exchange_late_flush), and one SSL object must not be used by two
+ * threads at once: the read holds the output queue like a callback does (never across poll:
+ * conn_recv does not block). A read that returns EAGAIN leaves nothing decrypted in OpenSSL, so
+ * polling the socket afterwards is right. */
+static ssize_t body_recv(conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) return conn_recv(c, buf, len);
+    conn_out_lock(c);
+    ssize_t r = conn_recv(c, buf, len);
+    int e = errno;
+    conn_out_unlock(c);
+    errno = e;
+    return r;
+}
+
 int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
 {
     conn *c = user_data;
@@ -639,7 +655,7 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
              * follow), and parse it there. */
             uint64_t left = (uint64_t)c->content_length - c->body_received;
             size_t want = len < left ? len : (size_t)left;
-            r = recv(c->fd, buf, want, 0);
+            r = body_recv(c, buf, want);
             if (r > 0) {
                 if (parse(c, buf, (size_t)r) != r) {
                     if (!c->body_error) c->body_error = c->err_status ? c->err_status : 400;
@@ -653,7 +669,7 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
                 c->body_error = 503;
                 return -1;
             }
-            r = recv(c->fd, c->in, c->in_cap, 0);
+            r = body_recv(c, c->in, c->in_cap);
             if (r > 0) {
                 c->in_len = (size_t)r;
                 continue;
@@ -752,7 +768,7 @@ static void fill_http(conn *c, wsgi_request *req)
     req->http_minor = c->http_minor;
     req->headers = c->hdr_ptrs;
     req->n_headers = n;
-    req->scheme = "http";
+    req->scheme = c->ssl ? "https" : "http"; /* HTTPS=on, wss in an ASGI scope */
     req->server_name = c->lst->host;
     req->server_port = c->lst->port;
     req->client_addr = c->peer[0] ? c->peer : NULL;

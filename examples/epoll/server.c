@@ -31,6 +31,7 @@
 #include "host_log.h"
 #include "metrics.h"
 #include "host_signals.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,6 +77,9 @@ struct server {
     int epfd, wakefd, sigfd;
     int team;        /* WSGI with --threads N > 0: a team of threads runs the loop (see the top) */
     asgi_host *asgi; /* NULL: a WSGI app */
+    tls_ctx *tls;    /* --certfile: every connection starts with a TLS handshake */
+    /* Connections waiting for EPOLLIN whose input OpenSSL has already decrypted (arm()). */
+    conn *tls_head, *tls_tail;
 
     pthread_mutex_t done_mu;
     conn *done_head, *done_tail;
@@ -227,11 +231,43 @@ static void tl_add(server *s, conn *c, int list)
 
 /* ---- connection life cycle --------------------------------------------------------------- */
 
+static void tls_unqueue(server *s, conn *c)
+{
+    if (!c->tls_queued) return;
+    c->tls_queued = 0;
+    if (c->tls_prev)
+        c->tls_prev->tls_next = c->tls_next;
+    else
+        s->tls_head = c->tls_next;
+    if (c->tls_next)
+        c->tls_next->tls_prev = c->tls_prev;
+    else
+        s->tls_tail = c->tls_prev;
+    c->tls_prev = c->tls_next = NULL;
+}
+
 /* Armed with the same events since the last event for it was handled: nothing to change (saves
  * an epoll_ctl, e.g. a WebSocket armed for reading when its read drained the socket, and again
- * after the loop turn that wrote the answer). A fired event not handled yet is still delivered. */
+ * after the loop turn that wrote the answer). A fired event not handled yet is still delivered.
+ * TLS: input OpenSSL has already decrypted (a read that filled its buffer) does not make the
+ * socket readable; such a connection goes on the TLS list instead, where the loop hands it the
+ * events as if epoll had reported them (run_tls_pending). */
 static void arm(server *s, conn *c, unsigned events)
 {
+    if ((events & EPOLLIN) && conn_pending(c)) {
+        c->tls_events = events & (EPOLLIN | EPOLLOUT); /* as epoll would report them */
+        if (c->tls_queued) return;
+        c->tls_queued = 1;
+        c->tls_next = NULL;
+        c->tls_prev = s->tls_tail;
+        if (s->tls_tail)
+            s->tls_tail->tls_next = c;
+        else
+            s->tls_head = c;
+        s->tls_tail = c;
+        return;
+    }
+    tls_unqueue(s, c); /* armed in epoll now: an earlier synthesized event is out of date */
     events |= EPOLLONESHOT;
     if (c->in_epoll && c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -264,7 +300,9 @@ static void conn_close(server *s, conn *c)
     if (c->ax) asgi_exchange_drop(c);
     if (c->ws) ws_conn_drop(c);
     tl_remove(s, c);
-    close(c->fd); /* also removes it from epoll */
+    tls_unqueue(s, c);
+    conn_io_close(c); /* TLS: close_notify (best effort), then free the TLS state */
+    close(c->fd);     /* also removes it from epoll */
     c->fd = -1;
     c->state = CONN_CLOSED;
     if (c->all_prev)
@@ -314,7 +352,7 @@ static void close_graceful(server *s, conn *c)
         conn_close(s, c);
         return;
     }
-    if (shutdown(c->fd, SHUT_WR) != 0) {
+    if (conn_shutdown_wr(c) != 0) {
         conn_close(s, c);
         return;
     }
@@ -452,6 +490,7 @@ static void saturation_check(server *s)
 static void to_app(server *s, conn *c)
 {
     tl_remove(s, c);
+    tls_unqueue(s, c); /* the loop must not touch it while the app thread has it */
     if (c->state != CONN_APP) {
         c->state = CONN_APP;
         s->n_app++;
@@ -760,7 +799,7 @@ static void on_readable(server *s, conn *c)
             return;
         }
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    ssize_t n = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len);
     if (n == 0) {
         /* The client went away (maybe half-way through a request). A gateway that half-closed
          * inside an SCGI / uwsgi head can still read why it failed. */
@@ -791,6 +830,8 @@ static void on_readable(server *s, conn *c)
     advance(s, c);
 }
 
+/* What arrives is discarded: with TLS, after our close_notify, the raw socket is read (nothing of
+ * it needs decrypting). */
 static void on_linger_readable(server *s, conn *c)
 {
     char buf[4096];
@@ -807,10 +848,27 @@ static void on_linger_readable(server *s, conn *c)
     arm(s, c, EPOLLIN);
 }
 
+/* The TLS handshake (CONN_TLS): on to the first request once it is done. */
+static void tls_step(server *s, conn *c)
+{
+    unsigned want = 0;
+    int r = tls_conn_handshake(c, &want);
+    if (r < 0) {
+        conn_close(s, c);
+    } else if (r == 0) {
+        arm(s, c, want);
+    } else {
+        c->state = CONN_IDLE;
+        tl_add(s, c, TL_REQUEST); /* the first request's own clock, as for a plain connection */
+        arm(s, c, EPOLLIN);
+    }
+}
+
 static void on_conn_event(server *s, conn *c, unsigned events)
 {
     c->armed = 0; /* one-shot: disarmed by this event */
     switch (c->state) {
+    case CONN_TLS: tls_step(s, c); break;
     case CONN_IDLE:
     case CONN_HEAD:
     case CONN_BODY:
@@ -859,6 +917,10 @@ static void on_conn_event(server *s, conn *c, unsigned events)
 static void on_timeout(server *s, conn *c)
 {
     switch (c->state) {
+    case CONN_TLS:
+        host_log(WSGI_LOG_DEBUG, "TLS handshake with %s timed out", c->peer[0] ? c->peer : "unix");
+        conn_close(s, c);
+        break;
     case CONN_IDLE:
     case CONN_DRAIN:
     case CONN_LINGER:
@@ -937,7 +999,16 @@ static void on_accept(server *s, listener *l)
         s->n_conns++;
         metrics_conn_open(1);
         /* A new connection gets the request timeout for its first request (not keep-alive's). */
+        /* A new connection gets the request timeout for its first request (not keep-alive's),
+         * or first for its TLS handshake. */
         c->state = CONN_IDLE;
+        if (s->tls) {
+            if (tls_conn_start(c, s->tls) != 0) {
+                conn_close(s, c);
+                continue;
+            }
+            c->state = CONN_TLS;
+        }
         tl_add(s, c, TL_REQUEST);
         if (!s->opt->scgi_accept) {
             arm(s, c, EPOLLIN); /* added to the epoll set */
@@ -968,6 +1039,23 @@ static void on_wake(server *s)
         on_pump_result(s, c, c->pump_result); /* never calls the app: the leader stays */
     }
     saturation_check(s);
+}
+
+/* Connections whose input OpenSSL holds already (arm()): their events, as epoll would report
+ * them. Only those queued when this starts (a handler may queue its connection again). Returns 0
+ * if this thread is no longer the leader. */
+static int run_tls_pending(server *s)
+{
+    size_t n = 0;
+    for (conn *c = s->tls_head; c; c = c->tls_next)
+        n++;
+    while (n-- > 0 && s->tls_head) {
+        conn *c = s->tls_head;
+        tls_unqueue(s, c);
+        on_conn_event(s, c, c->tls_events);
+        if (!t_leader) return 0;
+    }
+    return 1;
 }
 
 /* The connections that were ready when this starts (those made ready meanwhile wait for the next
@@ -1012,10 +1100,11 @@ static void begin_drain(server *s)
     /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away.
      * A connection accepted but with no request yet (idle on the request timer, not keep-alive's)
      * is not idle: its first request may be on the way, and closing it would fail it (a worker
-     * replaced by a reload or --max-requests must not drop it); it is answered with close. */
+     * replaced by a reload or --max-requests must not drop it); it is answered with close. A TLS
+     * handshake in progress is closed (CONN_TLS). */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if (c->state == CONN_IDLE && c->t_list == TL_IDLE)
+        if ((c->state == CONN_IDLE && c->t_list == TL_IDLE) || c->state == CONN_TLS)
             conn_close(s, c);
         else if (c->state == CONN_WS)
             ws_conn_shutdown(c);
@@ -1060,6 +1149,7 @@ static int loop(server *s)
             if (!t_leader) return LOOP_REPLACED;
         }
         if (!run_ready(s)) return LOOP_REPLACED;
+        if (s->tls_head && !run_tls_pending(s)) return LOOP_REPLACED;
         if (s->asgi) asgi_host_run(s->asgi);
         int asgi_scan = asgi_timeouts(s);
         int64_t now = now_ms();
@@ -1117,7 +1207,7 @@ static int loop(server *s)
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
         if (asgi_scan >= 0 && (timeout < 0 || asgi_scan < timeout)) timeout = asgi_scan;
-        if (s->ready_head) timeout = 0;
+        if (s->ready_head || s->tls_head) timeout = 0;
         if (s->asgi) guard_loop_end(); /* --timeout: an ASGI loop turn is over */
         int n = epoll_wait(s->epfd, s->evs, 256, timeout);
         if (s->asgi) guard_loop_begin();
@@ -1266,7 +1356,7 @@ static void team_join(server *s)
     s->n_threads = 0;
 }
 
-int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
+int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls, size_t n_ls)
 {
     server *s = calloc(1, sizeof(*s));
     if (!s) return -1;
@@ -1296,6 +1386,7 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
         goto out;
     }
+    s->tls = tls;
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && !(s->asgi = asgi_host_new(s, app))) goto out;
     /* An ASGI app runs on this thread, in its event loop: --threads does not apply. */
@@ -1328,11 +1419,16 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
     for (size_t k = 0; k < n_ls; k++) {
         if (s->asgi)
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, ASGI on the event loop)",
-                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid());
+                     ls[k].is_unix || o->scgi_accept ? ""
+                     : s->tls                        ? "https://"
+                                                     : "http://",
+                     ls[k].spec, (int)getpid());
         else
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
-                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid(),
-                     o->host.threads);
+                     ls[k].is_unix || o->scgi_accept ? ""
+                     : s->tls                        ? "https://"
+                                                     : "http://",
+                     ls[k].spec, (int)getpid(), o->host.threads);
     }
 
     if (s->team) {

@@ -15,6 +15,7 @@
 #include "sd_notify.h"
 #include "server.h"
 #include "server_main.h"
+#include "tls.h"
 #include "version.h"
 
 #include <fcntl.h>
@@ -56,10 +57,19 @@ static int worker_main(void *arg, unsigned index)
     snprintf(software, sizeof(software), "%s/%s", o->name, EPOLL_SERVER_VERSION);
     if (!app && host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
     obs_worker_start(rt, index); /* observe.c: the request observer, the metrics slot */
+    /* TLS: the worker's own context, loaded now from the files as they are (so the workers a
+     * reload starts read renewed certificates), before it listens; a file it cannot read (after
+     * a privilege drop, say) is a failed boot, not a worker to restart again and again. */
+    tls_ctx *tls = NULL;
+    if (tls_enabled(o) && !(tls = tls_ctx_new(o))) {
+        host_app_stop(rt, app);
+        return HOST_EXIT_BOOT_FAILED;
+    }
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && host_asgi_startup(app, o->lifespan_timeout) != 0) {
+        tls_ctx_free(tls);
         host_app_stop(rt, app);
         return HOST_EXIT_BOOT_FAILED;
     }
@@ -78,6 +88,7 @@ static int worker_main(void *arg, unsigned index)
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
             if (asgi) host_asgi_shutdown(app);
+            tls_ctx_free(tls);
             host_app_stop(rt, app);
             return HOST_EXIT_BOOT_FAILED;
         }
@@ -89,7 +100,7 @@ static int worker_main(void *arg, unsigned index)
         prefork_worker_ready();
     else
         sd_notify_send("READY=1");
-    int r = server_run(o, app, w->ls, w->n_ls);
+    int r = server_run(o, app, tls, w->ls, w->n_ls);
     if (!prefork_is_worker()) sd_notify_send("STOPPING=1");
     if (r == 1) {
         /* App threads are still running Python: leave without finalizing under them. */
@@ -98,6 +109,7 @@ static int worker_main(void *arg, unsigned index)
     }
     /* In-flight requests (and ASGI apps still running after their response) are done. */
     guard_stop();
+    tls_ctx_free(tls);
     if (asgi) host_asgi_shutdown(app);
     host_app_stop(rt, app);
     host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());
@@ -144,14 +156,16 @@ static int take_inherited(epoll_options *o, listener *l)
     return 0;
 }
 
-/* --check-config (gunicorn's): the command line parsed, the addresses and the access log
- * checked, the app imported; nothing listens. 0 if all is well, else 1 (the error logged). */
+/* --check-config (gunicorn's): the command line parsed, the addresses, the access log and the
+ * TLS files checked, the app imported; nothing listens. 0 if all is well, else 1 (the error
+ * logged). */
 static int check_config(const epoll_options *o)
 {
     for (size_t k = 0; k < o->n_binds; k++) {
         listener l;
         if (listen_parse(o->binds[k], &l) != 0) return 1;
     }
+    if (tls_enabled(o) && tls_check(o) != 0) return 1;
     if (o->host.access_log && access_log_setup(o->obs.access_logformat, o->obs.access_logfile) != 0)
         return 1;
     wsgi_runtime *rt = NULL;
@@ -266,6 +280,10 @@ int server_main(int argc, char **argv, server_program prog)
     }
     /* http_parser's own head limit (process-wide), so an endless header line stops early. */
     http_parser_set_max_header_size((uint32_t)o.max_header_size);
+
+    /* A bad certificate or key is told now, not by every worker; each worker loads the files
+     * again (server_run), so new workers pick up renewed ones. */
+    if (tls_enabled(&o) && tls_check(&o) != 0) return 1;
 
     listener ls[EPOLL_MAX_BINDS];
     size_t n_ls = o.n_binds;
