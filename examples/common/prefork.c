@@ -232,7 +232,8 @@ static void begin_reload(master *m, const char *why)
         replace(m, k);
 }
 
-/* A reload is over when no slot has a worker of an older generation booting or serving. */
+/* A reload is over when no replacement is booting any more (each one is serving, or failed and
+ * left its old worker serving). */
 static void check_reload_done(master *m)
 {
     if (!m->reloading) return;
@@ -320,6 +321,7 @@ static void on_exit_status(master *m, wproc *w, int status, int *stopping, int *
     if (in_slot(m, slot, ROLE_NEXT)) {
         /* Its replacement is booting: it takes the slot over. */
         in_slot(m, slot, ROLE_NEXT)->role = ROLE_CUR;
+        check_reload_done(m);
         return;
     }
     if (boot_failed && !ready) {
