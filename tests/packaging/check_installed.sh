@@ -140,6 +140,7 @@ for target in libwsgi libwsgi_static; do
         >"$work/cmake/$target/CMakeLists.txt"
     cd "$work/cmake/$target"
     grep -q "libwsgi::$target)" CMakeLists.txt || fail "no libwsgi::$target in the CMakeLists.txt"
+    # shellcheck disable=SC2015 # either step failing is the failure
     cmake -S . -B build >build.log 2>&1 && cmake --build build >>build.log 2>&1 || {
         cat build.log
         fail "the CMake consumer (libwsgi::$target) did not build"
