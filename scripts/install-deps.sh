@@ -26,6 +26,8 @@ TEST=(
   # unit tests; clang + its sanitizer runtime for the ASan/UBSan pass; nm for the export check;
   # abidiff for the ABI check against abi/
   libcmocka-dev binutils clang libclang-rt-14-dev abigail-tools
+  # the reference-leak pass: Debian's debug CPython (python3-dbg-embed) and valgrind memcheck
+  python3-dbg libpython3.11-dbg valgrind
   # the full Python development set (python3.11-dev, distutils), as the tests always had
   python3-dev
   # integration tests (Python side runs on Debian's /usr/bin/python3)

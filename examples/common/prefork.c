@@ -7,6 +7,7 @@
 #include "host_app.h"
 #include "host_log.h"
 #include "host_signals.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -31,7 +32,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP};
+static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
 
 static pid_t spawn(worker *w, unsigned index, prefork_worker_fn fn, void *arg)
 {
@@ -133,6 +134,8 @@ int prefork_run(unsigned n, prefork_worker_fn fn, void *arg, unsigned grace_seco
             break;
         }
         uint64_t sigs = host_signals_read(sfd);
+        /* logrotate: the workers reopen their access log (access_log.c). */
+        if (sigs & (1ull << SIGUSR1)) signal_all(ws, n, SIGUSR1);
 
         if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT) | (1ull << SIGQUIT))) {
             int quick = (sigs & (1ull << SIGQUIT)) != 0;
@@ -171,6 +174,7 @@ int prefork_run(unsigned n, prefork_worker_fn fn, void *arg, unsigned grace_seco
                 else
                     host_log(WSGI_LOG_ERROR, "worker %u (pid %d) exited with status %d", k,
                              (int)pid, WEXITSTATUS(status));
+                metrics_worker_restart(k, WIFSIGNALED(status) ? "killed" : "exited");
                 int64_t lived = now_ms() - ws[k].started_ms;
                 ws[k].restart_at = lived < 1000 ? now_ms() + 1000 : 0;
                 break;

@@ -61,8 +61,16 @@ static void usage(FILE *f, server_program prog)
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
             "                          accept permessage-deflate offers (default on)\n"
-            "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n");
+            "  --limit-concurrency N   answer 503 to requests that arrive while a worker has\n"
+            "                          more than N connections and ASGI tasks still running\n"
+            "                          after their response (default 0: no limit)\n"
+            "  --lifespan-timeout S    time an ASGI app's lifespan startup may take, else\n"
+            "                          the worker exits with status 3 (default 60; 0: none)\n"
+            "  --loop-block-warn-ms MS warn when an ASGI app holds the event loop longer\n"
+            "                          than this in one turn (default 1000; 0: never)\n");
+    fputs(obs_cli_help(), f);
+    fprintf(f, "  --help                  show this help and exit\n"
+               "  --version               show the version and exit\n");
 }
 
 int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
@@ -83,6 +91,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_interval = 20;
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
+    o->lifespan_timeout = 60;
+    o->loop_block_warn_ms = 1000;
+    obs_options_init(&o->obs);
 
     int i = 1;
     while (i < argc) {
@@ -100,6 +111,9 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = obs_cli_option(&o->obs, &o->host, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
@@ -178,10 +192,28 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             o->ws_ping_timeout = (unsigned)n;
             continue;
         }
+        if ((r = host_cli_match("--limit-concurrency", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--limit-concurrency", v, 0, 1u << 24, 0, &n) < 0) return -1;
+            o->limit_concurrency = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--lifespan-timeout", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--lifespan-timeout", v, 0, 86400, 0, &n) < 0) return -1;
+            o->lifespan_timeout = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--loop-block-warn-ms", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--loop-block-warn-ms", v, 0, 86400000, 0, &n) < 0)
+                return -1;
+            o->loop_block_warn_ms = (unsigned)n;
+            continue;
+        }
         if ((r = host_cli_match("--ws-per-message-deflate", 1, argc, argv, &i, &v)) != 0) {
             if (r < 0) return -1;
             if (strcmp(v, "on") == 0) {
                 o->ws_per_message_deflate = 1;
+                o->lifespan_timeout = 60;
+                o->loop_block_warn_ms = 1000;
             } else if (strcmp(v, "off") == 0) {
                 o->ws_per_message_deflate = 0;
             } else {
@@ -195,6 +227,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
     if (o->n_binds && o->inherit_fd >= 0) {
         fprintf(stderr, "error: --bind and --fd exclude each other\n");
         return -1;

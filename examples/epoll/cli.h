@@ -6,6 +6,7 @@
 #define EPOLL_CLI_H
 
 #include "host_cli.h"
+#include "obs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +37,12 @@ typedef struct epoll_options {
     unsigned ws_ping_interval;  /* --ws-ping-interval S: ping an open WebSocket (0: never) */
     unsigned ws_ping_timeout;   /* --ws-ping-timeout S: drop it if the pong is later (0: never) */
     int ws_per_message_deflate; /* --ws-per-message-deflate on|off: accept RFC 7692 offers */
+    obs_options obs;            /* access log, metrics, --check-config, proxy headers (obs.h) */
+
+    /* Misbehaving apps and overload (issue 14). */
+    unsigned limit_concurrency;  /* --limit-concurrency N: 503 beyond N connections (0: none) */
+    unsigned lifespan_timeout;   /* --lifespan-timeout S: lifespan startup deadline (0: none) */
+    unsigned loop_block_warn_ms; /* --loop-block-warn-ms MS: warn of longer ASGI turns (0: off) */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error

@@ -161,9 +161,12 @@ struct conn {
     /* BODY_FEED: receives the de-chunked body as http_parser finds it; < 0 stops the parser */
     int (*body_sink)(conn *c, const char *data, size_t len);
 
-    /* the access log line's request parts ("GET / HTTP/1.1", referer, user agent), copied */
-    char *alog;
-    size_t alog_rl, alog_ref, alog_ua;
+    /* observe.c, proxy_headers.c (issue 13): the access log's record of the request (its parts
+     * copied, and what the observer reported), when the head was complete (CLOCK_MONOTONIC ns),
+     * the client a trusted proxy forwarded ("" if none) */
+    void *alog;
+    int64_t arrival_ns;
+    char fwd_peer[INET6_ADDRSTRLEN];
 
     /* the response */
     wsgi_response *resp;
@@ -248,9 +251,21 @@ int conn_upgrade_websocket(const conn *c);
 int conn_end_head(conn *c);
 /* Fill req from the parsed head (pointers into conn.in, valid until the buffer is next touched). */
 void conn_fill_request(conn *c, wsgi_request *req);
-/* Copy what the access log needs (the head's bytes do not live until the response ends). */
+/* ---- observe.c, proxy_headers.c: access log, metrics, forwarded headers (issue 13) -------- */
+/* The head is complete: note the time, and copy what the access log needs (the head's bytes do
+ * not live until the response ends). */
 void conn_access_prepare(conn *c);
+/* The response head (for %({name}o)s). */
+void conn_access_head(conn *c, const wsgi_response_head *h);
 void conn_access_log(conn *c);
+void conn_access_free(conn *c);
+/* The request is about to go to the app: its arrival time, the forwarded client, scheme and host
+ * (--proxy-headers), and the in-flight gauge. */
+void conn_obs_fill(conn *c, wsgi_request *req);
+void conn_proxy_apply(conn *c, wsgi_request *req);
+/* An SCGI / uwsgi request (http_conn.c): its method, and one of its variables (0 found, -1). */
+void conn_scgi_method(const conn *c, const char **m, size_t *len);
+int conn_scgi_param(const conn *c, const char *name, const char **value, size_t *len);
 /* Grow conn.in to at least want bytes. 0 or -1. */
 int conn_in_reserve(conn *c, size_t want);
 /* TCP_NODELAY on a TCP connection (HTTP: small responses must not wait for an ACK). */
@@ -348,6 +363,11 @@ void asgi_host_loop_ready(asgi_host *h);
 int asgi_host_timeout(asgi_host *h);
 /* One turn: run the app's loop, then move the connections its callbacks touched. */
 void asgi_host_run(asgi_host *h);
+/* The server's iteration began (after epoll_wait) / has run the app's code (dispatches, the loop
+ * turn) at time now_ms (CLOCK_MONOTONIC, ms): an iteration longer than --loop-block-warn-ms was an
+ * app blocking the event loop, which is logged. */
+void asgi_host_iteration_begin(asgi_host *h, int64_t now_ms);
+void asgi_host_iteration_end(asgi_host *h, int64_t now_ms);
 /* Apps still running after their connection (background tasks): shutdown waits for them. */
 size_t asgi_host_busy(const asgi_host *h);
 /* A new task of connection c (zeroed by the caller); it is not queued. */

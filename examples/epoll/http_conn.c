@@ -336,9 +336,7 @@ void conn_request_begin(conn *c)
     c->dst_cap = c->dst_len = 0;
     c->body_error = 0;
     c->body_sink = NULL;
-    free(c->alog);
-    c->alog = NULL;
-    c->alog_rl = c->alog_ref = c->alog_ua = 0;
+    conn_access_free(c);
     c->resp = NULL;
     c->in_call = 0;
     c->started = 0;
@@ -407,6 +405,17 @@ struct scgi_front {
     size_t scratch_cap;
     size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
 };
+
+void conn_scgi_method(const conn *c, const char **m, size_t *len)
+{
+    *m = c->in + c->sf->method_off;
+    *len = c->sf->method_len;
+}
+
+int conn_scgi_param(const conn *c, const char *name, const char **value, size_t *len)
+{
+    return scgi_parser_find(&c->sf->p, c->in, name, value, len);
+}
 
 void conn_set_nodelay(conn *c)
 {
@@ -777,58 +786,5 @@ void conn_fill_request(conn *c, wsgi_request *req)
         break;
     case BODY_FEED: req->body = NULL; break; /* fed by asgi_exchange.c */
     }
-}
-
-void conn_access_prepare(conn *c)
-{
-    const char *m, *ref = NULL, *ua = NULL;
-    size_t mlen, ref_len = 0, ua_len = 0;
-    if (c->proto != CPROTO_HTTP) {
-        m = c->in + c->sf->method_off;
-        mlen = c->sf->method_len;
-        scgi_parser_find(&c->sf->p, c->in, "HTTP_REFERER", &ref, &ref_len);
-        scgi_parser_find(&c->sf->p, c->in, "HTTP_USER_AGENT", &ua, &ua_len);
-    } else {
-        m = http_method_str((enum http_method)c->parser.method);
-        mlen = strlen(m);
-        for (size_t k = 0; k < c->n_hdrs; k++) {
-            const hdr_span *h = &c->hdrs[k];
-            if (ieq(c->in + h->name_off, h->name_len, "referer")) {
-                ref = c->in + h->value_off;
-                ref_len = h->value_len;
-            } else if (ieq(c->in + h->name_off, h->name_len, "user-agent")) {
-                ua = c->in + h->value_off;
-                ua_len = h->value_len;
-            }
-        }
-    }
-    char ver[24];
-    int vn = snprintf(ver, sizeof(ver), " HTTP/%d.%d", c->http_major % 10, c->http_minor % 10);
-    size_t rl = mlen + 1 + c->url_len + (size_t)vn;
-    free(c->alog);
-    c->alog = malloc(rl + ref_len + ua_len + 1);
-    if (!c->alog) return;
-    char *o = c->alog;
-    memcpy(o, m, mlen);
-    o += mlen;
-    *o++ = ' ';
-    memcpy(o, c->in + c->url_off, c->url_len);
-    o += c->url_len;
-    memcpy(o, ver, (size_t)vn);
-    o += vn;
-    c->alog_rl = (size_t)(o - c->alog);
-    if (ref_len) memcpy(o, ref, ref_len);
-    o += ref_len;
-    c->alog_ref = ref_len;
-    if (ua_len) memcpy(o, ua, ua_len);
-    c->alog_ua = ua_len;
-}
-
-void conn_access_log(conn *c)
-{
-    if (!server_access_log(c->srv)) return;
-    const char *a = c->alog;
-    host_access_log(c->peer[0] ? c->peer : NULL, a, a ? c->alog_rl : 0, c->status, c->body_bytes,
-                    a ? a + c->alog_rl : NULL, c->alog_ref, a ? a + c->alog_rl + c->alog_ref : NULL,
-                    c->alog_ua);
+    conn_obs_fill(c, req);
 }

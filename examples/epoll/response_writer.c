@@ -396,6 +396,7 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
 {
     c->started = 1;
     c->status = h->status;
+    if (c->alog) conn_access_head(c, h);
     if (c->proto != CPROTO_HTTP) return queue_cgi_head(c, h);
     c->status = h->status;
     int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;

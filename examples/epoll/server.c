@@ -28,6 +28,7 @@
 #include "server.h"
 #include "conn.h"
 #include "host_log.h"
+#include "metrics.h"
 #include "host_signals.h"
 
 #include <arpa/inet.h>
@@ -113,6 +114,7 @@ struct server {
     int accept_paused;
     int64_t accept_resume_at; /* accept_paused: listen again at this time (or when a conn closes) */
     int64_t last_emfile_log;
+    int64_t last_limit_log; /* --limit-concurrency's warning, at most every 10 s */
 };
 
 /* ---- accessors used off the loop thread ----------------------------------------------------- */
@@ -266,6 +268,7 @@ static void conn_close(server *s, conn *c)
         s->all = c->all_next;
     if (c->all_next) c->all_next->all_prev = c->all_prev;
     s->n_conns--;
+    metrics_conn_open(-1);
     /* Events of this batch may still point at it: free after the batch. */
     c->q_next = s->graveyard;
     s->graveyard = c;
@@ -281,7 +284,7 @@ static void conn_free(conn *c)
     free(c->in);
     free(c->hdrs);
     free(c->hdr_ptrs);
-    free(c->alog);
+    conn_access_free(c);
     free(c->outq);
     free(c->scratch);
     free(c);
@@ -580,6 +583,27 @@ void server_conn_done(conn *c)
     response_done(c->srv, c);
 }
 
+/* --limit-concurrency N (uvicorn's option): a request that arrives while the worker has more than N
+ * connections open (this one included) and ASGI apps still running after their response is
+ * answered 503 and its connection closed, so that an overloaded worker sheds load early instead of
+ * queueing it. uvicorn refuses from the N-th connection on (its count includes the request's own);
+ * here N connections are served. Logged once per 10 s at most. */
+static int over_concurrency_limit(server *s)
+{
+    unsigned limit = s->opt->limit_concurrency;
+    if (!limit) return 0;
+    size_t load = s->n_conns + (s->asgi ? asgi_host_busy(s->asgi) : 0);
+    if (load <= limit) return 0;
+    int64_t now = now_ms();
+    if (now - s->last_limit_log > 10000) {
+        host_log(WSGI_LOG_WARNING,
+                 "--limit-concurrency %u exceeded (%zu connections and running ASGI tasks): 503",
+                 limit, load);
+        s->last_limit_log = now;
+    }
+    return 1;
+}
+
 /* Parse what is buffered and move the request on. */
 static void advance(server *s, conn *c)
 {
@@ -593,8 +617,12 @@ static void advance(server *s, conn *c)
             arm(s, c, EPOLLIN);
             return;
         }
-        if (server_access_log(s)) conn_access_prepare(c);
+        conn_access_prepare(c); /* observe.c: the arrival time, the access log's record */
         if (s->draining) c->keep_alive = 0;
+        if (over_concurrency_limit(s)) {
+            reply_error(s, c, 503);
+            return;
+        }
         if (conn_upgrade_websocket(c)) {
             if (s->asgi) {
                 ws_conn_start(c);
@@ -847,6 +875,7 @@ static void on_accept(server *s, listener *l)
         if (s->all) s->all->all_prev = c;
         s->all = c;
         s->n_conns++;
+        metrics_conn_open(1);
         /* A new connection gets the request timeout for its first request (not keep-alive's). */
         c->state = CONN_IDLE;
         tl_add(s, c, TL_REQUEST);
@@ -969,6 +998,7 @@ static int loop(server *s)
         if (!run_ready(s)) return LOOP_REPLACED;
         if (s->asgi) asgi_host_run(s->asgi);
         int64_t now = now_ms();
+        if (s->asgi) asgi_host_iteration_end(s->asgi, now);
         /* seq_cst: after a takeover it must see what the old leader's app call stored before it
          * read lstate (server_late_wake) without a happens-before edge to this thread. */
         if (atomic_load(&s->late_on) && server_now_us() >= s->late_next) late_scan(s);
@@ -1028,6 +1058,7 @@ static int loop(server *s)
         }
         s->ev_n = n;
         s->ev_i = 0;
+        if (s->asgi) asgi_host_iteration_begin(s->asgi, now_ms());
     }
     return LOOP_DONE;
 }

@@ -3,6 +3,7 @@
  * take the inherited socket), then either serve in this process (--workers 1) or become the
  * prefork master of N workers. Each worker loads Python and the app itself, after fork, before it
  * starts listening, so a connection that is accepted always finds the app ready. */
+#include "access_log.h"
 #include "cli.h"
 #include "host_app.h"
 #include "host_asgi.h"
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 #include <http_parser.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,19 +39,33 @@ static int worker_main(void *arg, unsigned index)
     worker_ctx *w = arg;
     const epoll_options *o = w->opt;
     int prefork = o->host.workers > 1;
-    (void)index;
+    /* observe.c: the access log's SIGUSR1 handler as early as possible (the master forwards it). */
+    if (o->host.access_log) access_log_handle_sigusr1();
 
     wsgi_runtime *rt = NULL;
     wsgi_app *app = NULL;
     char software[64];
     snprintf(software, sizeof(software), "%s/%s", o->name, EPOLL_SERVER_VERSION);
     if (host_app_start(&o->host, software, &rt, &app) != 0) return HOST_EXIT_BOOT_FAILED;
+    obs_worker_start(rt, index); /* observe.c: the request observer, the metrics slot */
     /* An ASGI app's lifespan runs in each worker, before it listens: a startup failure is a
      * failed boot (the master stops instead of restarting it). */
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
-    if (asgi && host_asgi_startup(app) != 0) {
+    if (asgi && host_asgi_startup(app, o->lifespan_timeout) != 0) {
         host_app_stop(rt, app);
         return HOST_EXIT_BOOT_FAILED;
+    }
+    /* Once listening, a client (or a supervisor) may take the server as up and stop it: a stop
+     * signal must then wait for the event loop's handlers (host_signals_open() unblocks what it
+     * installs) instead of killing the worker by its default action. A prefork worker starts with
+     * them blocked already (prefork.c). */
+    if (!prefork) {
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGQUIT);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
     }
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
@@ -111,12 +127,36 @@ static int take_inherited(epoll_options *o, listener *l)
     return 0;
 }
 
+/* --check-config (gunicorn's): the command line parsed, the addresses and the access log
+ * checked, the app imported; nothing listens. 0 if all is well, else 1 (the error logged). */
+static int check_config(const epoll_options *o)
+{
+    for (size_t k = 0; k < o->n_binds; k++) {
+        listener l;
+        if (listen_parse(o->binds[k], &l) != 0) return 1;
+    }
+    if (o->host.access_log && access_log_setup(o->obs.access_logformat, o->obs.access_logfile) != 0)
+        return 1;
+    wsgi_runtime *rt = NULL;
+    wsgi_app *app = NULL;
+    if (host_app_start(&o->host, o->name, &rt, &app) != 0) return 1;
+    int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
+    host_app_stop(rt, app);
+    printf("%s: configuration OK ('%s' is a%s app)\n", o->name, o->host.app_spec,
+           asgi ? "n ASGI" : " WSGI");
+    return 0;
+}
+
 int server_main(int argc, char **argv, server_program prog)
 {
     epoll_options o;
     int r = epoll_cli_parse(argc, argv, prog, &o);
     if (r != 0) return r > 0 ? 0 : 2;
     host_log_set_level(o.host.log_level);
+    if (o.obs.check_config) return check_config(&o);
+    /* observe.c: the access log file, the metrics region and its scrape process, before anything
+     * listens or forks. */
+    if (obs_setup(&o.obs, &o.host) != 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     /* glibc's adaptive thresholds give the top of the heap back to the kernel once a few MiB
      * are free there, and map large blocks with mmap: a worker whose concurrent requests
@@ -124,11 +164,19 @@ int server_main(int argc, char **argv, server_program prog)
      * (20-35 minor faults per 256 KiB ASGI POST echo at 64 connections, and a third of the
      * requests per CPU-second; measured with /proc/PID/stat and wrk). Fixed thresholds: keep up
      * to 32 MiB of free heap (the adaptive scheme's own ceiling is 64 MiB), map only blocks over
-     * 1 MiB (given back at once when freed). GLIBC_TUNABLES still wins for malloc tunables. */
+     * 1 MiB (given back at once when freed). One arena: glibc gives each thread that calls
+     * malloc an arena of its own, and with --threads N the worker's N + 1 threads each kept up to
+     * 1.6 MiB there for 10-30 KiB in use (output batches and Python's large objects allocated on
+     * one thread, freed on another), so a streaming WSGI worker's RSS crept up for as long as it
+     * ran: 20.4 -> 25.0 MiB over 210,000 100-chunk responses (wrk -c64, 5 threads), and +14 % in
+     * bench/soak.py's 12 minutes; with one arena 20.7 -> 21.5 MiB, flat after the first seconds.
+     * The threads take turns under the GIL anyway, so they hardly contend for it. GLIBC_TUNABLES
+     * still wins for malloc tunables. */
     const char *tun = getenv("GLIBC_TUNABLES");
     if (!tun || !strstr(tun, "glibc.malloc.")) {
         mallopt(M_MMAP_THRESHOLD, 1 << 20);
         mallopt(M_TRIM_THRESHOLD, 32 << 20);
+        mallopt(M_ARENA_MAX, 1);
     }
     /* One descriptor per connection: allow as many as the hard limit does. */
     struct rlimit rl;
@@ -161,5 +209,6 @@ int server_main(int argc, char **argv, server_program prog)
         status = worker_main(&w, 0);
     for (size_t k = 0; k < n_ls; k++)
         listen_close(&ls[k], 1);
+    obs_shutdown();
     return status;
 }

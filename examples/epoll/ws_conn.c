@@ -557,8 +557,7 @@ static void shrink(conn *c)
     free(c->hdr_ptrs);
     c->hdr_ptrs = NULL;
     c->hdr_ptrs_cap = 0;
-    free(c->alog);
-    c->alog = NULL;
+    conn_access_free(c);
     free(c->outq);
     c->outq = NULL;
     c->oq_cap = c->oq_head = c->oq_len = 0;

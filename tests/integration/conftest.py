@@ -3,6 +3,13 @@
 Servers are started as child processes, are ready when a TCP connect succeeds (the epoll server
 listens only once its app is loaded), and are stopped at teardown by PID (SIGTERM, then SIGKILL as
 a guard) — never by name.
+
+Sanitizer reports: the servers may be built with AddressSanitizer/UBSan (LIBWSGI_SANITIZE, the
+second pass of scripts/test.sh), while pytest itself runs on Debian's uninstrumented python3. Every
+process of the session is told (ASAN_OPTIONS / UBSAN_OPTIONS log_path) to write its reports into a
+directory of the session; a test during or after which a new report file appears fails with the
+report, whatever the server's exit status was (a prefork worker that aborts is just restarted by
+its master), and so does the session if one appears after the last test.
 """
 
 import os
@@ -30,6 +37,83 @@ READY_GUARD = 60.0
 STOP_GUARD = 60.0
 # Server logs and files the test apps make live here, removed at the end of the session.
 SESSION_TMP = None
+# Where sanitized servers write their reports (asan.PID, ubsan.PID); set up at configure time, so
+# that it is in the environment before any server (even a module-scoped one) starts.
+SANITIZER_LOG_DIR = None
+_sanitizer_reported = set()
+
+
+def server_is_sanitized():
+    """True if libwsgi-epoll is built with AddressSanitizer (LIBWSGI_SANITIZE)."""
+    try:
+        with open(EPOLL, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked rss bound the server's resident memory: under AddressSanitizer that memory is
+    mostly ASan's own (shadow memory, redzones, the quarantine of freed blocks), so they run in
+    the uninstrumented pass only."""
+    if not server_is_sanitized():
+        return
+    skip = pytest.mark.skip(reason="RSS bounds are checked against the uninstrumented server only")
+    for item in items:
+        if item.get_closest_marker("rss"):
+            item.add_marker(skip)
+
+
+def pytest_configure(config):
+    global SANITIZER_LOG_DIR
+    config.addinivalue_line("markers", "rss: asserts a bound on the server's resident memory "
+                            "(skipped when the server is built with AddressSanitizer)")
+    if SANITIZER_LOG_DIR is None:
+        SANITIZER_LOG_DIR = tempfile.mkdtemp(prefix="libwsgi-sanitizer-")
+        for var, prefix in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
+            opts = os.environ.get(var, "")
+            # The last occurrence of an option wins: ours decides where reports go.
+            os.environ[var] = (opts + ":" if opts else "") + "log_path=" + os.path.join(
+                SANITIZER_LOG_DIR, prefix)
+
+
+def new_sanitizer_reports():
+    """Text of the report files written since the last call (empty if none)."""
+    found = []
+    if SANITIZER_LOG_DIR is None or not os.path.isdir(SANITIZER_LOG_DIR):
+        return found
+    for name in sorted(os.listdir(SANITIZER_LOG_DIR)):
+        if name in _sanitizer_reported:
+            continue
+        _sanitizer_reported.add(name)
+        with open(os.path.join(SANITIZER_LOG_DIR, name), "rb") as f:
+            found.append("==== %s ====\n%s" % (name, f.read().decode("utf-8", "replace")))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_sanitizer_report():
+    """Fails the test if a server wrote a sanitizer report while it ran (or while it was torn
+    down: this fixture is set up before, and so torn down after, the ones that start servers)."""
+    earlier = new_sanitizer_reports()
+    if earlier:  # e.g. by a module-scoped server stopped between two modules
+        pytest.fail("sanitizer report(s) from a server, written before this test:\n"
+                    + "\n".join(earlier), pytrace=False)
+    yield
+    reports = new_sanitizer_reports()
+    if reports:
+        pytest.fail("sanitizer report(s) from a server:\n" + "\n".join(reports), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Reports written after the last test (a module-scoped server stopped at the end) fail the
+    session too."""
+    reports = new_sanitizer_reports()
+    if reports:
+        sys.stderr.write("\nsanitizer report(s) from a server after the last test:\n%s\n"
+                         % "\n".join(reports))
+        session.exitstatus = 1
+    shutil.rmtree(SANITIZER_LOG_DIR or "", ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -147,6 +147,7 @@ def test_no_100_continue_when_the_app_answers_without_the_body(srv):
         assert c.is_closed_by_peer()
 
 
+@pytest.mark.rss
 def test_large_upload_bounded_memory(srv):
     """200 MiB generated on the fly: the server holds only a few buffers of it at a time."""
     size = 200 * 1024 * 1024
@@ -396,6 +397,7 @@ def test_app_keeps_running_after_its_response(srv):
     wait_for(lambda: os.path.exists(marker("background", t)), "the work after the response")
 
 
+@pytest.mark.rss
 def test_slow_reader_bounded_memory(srv):
     """A reader much slower than the app: the app's send() waits, so the server holds at most a
     few buffers and the app has produced little more than the client has read."""

@@ -61,6 +61,7 @@ def _describe(r):
 
 @pytest.mark.parametrize("iface,kind,args", TRANSFERS,
                          ids=["-".join((i, k) + ((("threads" + a[1]),) if a else ())) for i, k, a in TRANSFERS])
+@pytest.mark.rss
 def test_huge_transfer_keeps_rss_growth_bounded(spawn, iface, kind, args):
     srv = spawn("epoll", "memory_app:" + iface, "--interface", iface, *args)
     r = bench_memory.run_case(srv.pid, srv.port, kind, SIZE)
@@ -75,6 +76,7 @@ def test_huge_transfer_keeps_rss_growth_bounded(spawn, iface, kind, args):
     assert growth_mib < GROWTH_BOUND_MIB, "peak RSS grew by %.1f MiB: %s" % (growth_mib, _describe(r))
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize("iface,app", [("wsgi", "hello:app"), ("asgi", "hello_asgi:app")])
 def test_idle_worker_rss(spawn, iface, app):
     srv = spawn("epoll", app, "--interface", iface)

@@ -131,6 +131,7 @@ OUT_FLOODS = {
 }
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize("flood", sorted(OUT_FLOODS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_app_sending_to_a_client_that_does_not_read(start, kind, flood):
@@ -182,6 +183,7 @@ FLOODS = {
 }
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize("flood", sorted(FLOODS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_client_flooding_an_app_that_does_not_receive(start, kind, flood):
@@ -251,6 +253,7 @@ def test_client_flooding_an_app_that_does_not_receive(start, kind, flood):
         "messages reordered, lost or repeated across the pause"
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize("kind", KINDS)
 def test_ping_flood_from_a_client_that_does_not_read(start, kind):
     """A client sends pings (125 bytes each) and never reads the pongs: the server must stop
@@ -287,6 +290,7 @@ def test_ping_flood_from_a_client_that_does_not_read(start, kind):
         assert c.recv_data() == "after the flood"
 
 
+@pytest.mark.rss
 @pytest.mark.parametrize("kind", KINDS)
 def test_compressed_flood_to_an_app_that_does_not_receive(start, kind):
     """permessage-deflate: 400 messages of 1 MiB of zeros, about 1 KiB each on the wire (all of it
