@@ -67,9 +67,11 @@ lintian --fail-on error,warning --display-info "$changes" 2>&1 | tee "$work/lint
 }
 
 phase "install the packages (apt-get, with their dependencies)"
-debs=$(ls "$work"/*.deb | grep -v -- '-dbgsym_')
-# shellcheck disable=SC2086 # one word per .deb
-$SUDO apt-get install -y -q --no-install-recommends --reinstall $debs >"$work/install.log" 2>&1 || {
+debs=()
+for d in "$work"/*.deb; do
+  case $d in *-dbgsym_*) ;; *) debs+=("$d") ;; esac
+done
+$SUDO apt-get install -y -q --no-install-recommends --reinstall "${debs[@]}" >"$work/install.log" 2>&1 || {
   cat "$work/install.log"
   exit 1
 }

@@ -998,7 +998,6 @@ static void on_accept(server *s, listener *l)
         s->all = c;
         s->n_conns++;
         metrics_conn_open(1);
-        /* A new connection gets the request timeout for its first request (not keep-alive's). */
         /* A new connection gets the request timeout for its first request (not keep-alive's),
          * or first for its TLS handshake. */
         c->state = CONN_IDLE;

@@ -127,6 +127,9 @@ static void map(const run *r, const uint8_t *data)
         }
         for (size_t i = 0; i < req.n_extra_environ; i++) {
             const wsgi_header *h = &req.extra_environ[i];
+            /* PATH_INFO "" is added (static strings) when SCRIPT_NAME comes without PATH_INFO. */
+            if (h->name_len == 9 && memcmp(h->name, "PATH_INFO", 9) == 0 && h->value_len == 0)
+                continue;
             CHECK(in_bufs(h->name, h->name_len, head, head_len, scratch, scratch_cap));
             CHECK(in_bufs(h->value, h->value_len, head, head_len, scratch, scratch_cap));
         }
