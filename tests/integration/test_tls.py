@@ -515,10 +515,6 @@ def test_a_new_worker_reads_the_certificate_files_again(certs):
         s.stop()
 
 
-@pytest.mark.xfail(reason="SIGHUP as a graceful reload that starts new workers is the 'proc' "
-                          "branch's work (issue 13), not on main yet: until then the master "
-                          "ignores SIGHUP and the old workers keep the old certificate",
-                   strict=False)
 def test_sighup_reload_reads_the_certificate_again(certs):
     s, d, cert, key = start_two_workers(certs, "first")
     try:
