@@ -8,6 +8,8 @@
 /* faulthandler.register(signo, file=2, all_threads=True): signo sent to a thread then writes every
  * thread's Python stack to stderr, that thread marked "Current thread". 0, or -1 (logged). */
 int host_py_register_stack_dump(int signo);
+/* Whether a stack dump signalled that way has been written (set by the thread that wrote it). */
+int host_py_stack_dumped(void);
 
 /* Around fork() in a process whose interpreter is running (the --preload master). */
 void host_py_before_fork(void);

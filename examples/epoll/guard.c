@@ -202,7 +202,12 @@ static void check_slots(void)
                  is_loop ? "the event loop is blocked" : "closing its connection");
         /* faulthandler writes straight to fd 2: what host_log buffered goes first. */
         fflush(NULL);
-        if (g_dump_sig) pthread_kill(s->thread, g_dump_sig);
+        if (g_dump_sig && pthread_kill(s->thread, g_dump_sig) == 0) {
+            /* The stuck thread writes the dump from its signal handler: wait for it (at most 5 s,
+             * as a guard) before asking for a replacement, which may SIGKILL this process. */
+            for (int w = 0; w < 500 && !host_py_stack_dumped(); w++)
+                nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        }
         /* The call keeps its socket until it returns (the mutex keeps it from returning now):
          * shutting it down ends the client's wait and makes the app's writes fail. */
         if (!is_loop) shutdown(s->fd, SHUT_RDWR);
