@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -257,6 +258,36 @@ def _uwsgi_py():
     return os.path.exists(UWSGI_PY)
 
 
+LIGHTTPD = "/usr/sbin/lighttpd"
+LIGHTTPD_CONF = os.path.join(ROOT, "examples", "lighttpd", "lighttpd.conf")
+
+
+def cmd_lighttpd(backend):
+    """lighttpd (examples/lighttpd/lighttpd.conf, uwsgi protocol) in front of one backend worker
+    started on its own on a loopback port: libwsgi-scgi or uWSGI (--uwsgi-socket). A small shell
+    is the process the benchmark starts and stops: both servers are its children (so their CPU
+    and RSS are counted), and SIGTERM stops both."""
+    def f(c):
+        bport = free_port()
+        if backend == "scgi":
+            b = [os.path.join(c.build, "examples", "lighttpd", "libwsgi-scgi"), "--app", c.spec,
+                 "--pythonpath", APPS, "--bind", f"127.0.0.1:{bport}", "--interface", c.iface,
+                 "--log-level", "warning"]
+        else:
+            b = ["uwsgi", "--plugin", "python3", "--uwsgi-socket", f"127.0.0.1:{bport}",
+                 "--pythonpath", APPS, "--module", c.spec, "--processes", "1", "--disable-logging",
+                 "--die-on-term", "--need-app", "--single-interpreter"]
+        q = " ".join(shlex.quote(x) for x in b)
+        script = (f"{q} & B=$!; "
+                  f"while ! (exec 3<>/dev/tcp/127.0.0.1/{bport}) 2>/dev/null; do sleep 0.05; done; "
+                  f"{LIGHTTPD} -D -f {shlex.quote(LIGHTTPD_CONF)} & L=$!; "
+                  "trap 'kill -TERM $L $B; wait' TERM INT; wait")
+        env = {"LIGHTTPD_PORT": str(c.port), "LIGHTTPD_ROOT": c.tmp, "LIBWSGI_PORT": str(bport),
+               "LIBWSGI_SCGI_CMD": "", "LIBWSGI_PROTOCOL": "uwsgi"}
+        return ["/bin/bash", "-c", script], env
+    return f
+
+
 def cmd_floor(c):
     return [os.path.join(c.build, "bench", "floor_http"), str(c.port)], {}
 
@@ -274,6 +305,18 @@ def make_servers(build):
                note="default options: --threads 4 for WSGI; ASGI on the event loop", binary=ebin),
         Server("epoll-t0", "libwsgi-epoll --threads 0", ("wsgi",), cmd_epoll(0), epoll_req,
                note="WSGI app called on the event loop thread", binary=ebin),
+        Server("lt-scgi", "lighttpd + libwsgi-scgi (uwsgi)", ("wsgi",), cmd_lighttpd("scgi"),
+               [(lambda: os.access(LIGHTTPD, os.X_OK), "lighttpd"),
+                (lambda: os.access(os.path.join(build, "examples", "lighttpd", "libwsgi-scgi"),
+                                   os.X_OK), f"libwsgi-scgi (build it: cmake --build {build})")],
+               only=("hello-1", "hello-64", "post-256k", "stream"),
+               note="lighttpd 1.4 + libwsgi-scgi --threads 4, uwsgi protocol over 127.0.0.1 TCP "
+                    "(examples/lighttpd/lighttpd.conf); compared with lt-uwsgi only"),
+        Server("lt-uwsgi", "lighttpd + uWSGI (uwsgi)", ("wsgi",), cmd_lighttpd("uwsgi"),
+               [(lambda: os.access(LIGHTTPD, os.X_OK), "lighttpd"), (_uwsgi_ok, "uwsgi-core"),
+                (_uwsgi_py, "uwsgi-plugin-python3")],
+               only=("hello-1", "hello-64", "post-256k", "stream"), binary=UWSGI_PY,
+               note="the same lighttpd config, uWSGI --uwsgi-socket, 1 process, 1 thread"),
         Server("gunicorn-sync", "gunicorn sync", ("wsgi",), cmd_gunicorn(False),
                [(lambda: has_module("gunicorn"), "gunicorn")],
                note="master + 1 sync worker (no keep-alive: Connection: close)", closes=True),
@@ -661,7 +704,7 @@ def ratios(agg, epoll_key):
     """libwsgi-epoll row vs the best peer (not a libwsgi-epoll row) in req/s and per CPU-second."""
     e = agg.get(epoll_key)
     peers = {k: v for k, v in agg.items()
-             if not k.startswith("epoll") and k != "floor" and "error" not in v}
+             if not k.startswith(("epoll", "lt-")) and k != "floor" and "error" not in v}
     if not e or "error" in e or not peers:
         return None
     best = max(peers, key=lambda k: peers[k]["rps"])
@@ -728,11 +771,18 @@ def print_table(title, w, iface, servers, agg, args, rats, labels):
         if "ratio_per_cpu_s" in r:
             line += f", {r['ratio_per_cpu_s']:.2f}x per CPU-s (best: {labels[r['best_peer_cpu']]})"
         print(line)
+    ls, lu = agg.get("lt-scgi"), agg.get("lt-uwsgi")
+    if ls and lu and "error" not in ls and "error" not in lu and lu["rps"]:
+        line = f"   through lighttpd: libwsgi-scgi / uWSGI: {ls['rps'] / lu['rps']:.2f}x req/s"
+        if ls.get("per_cpu_s") and lu.get("per_cpu_s"):
+            line += f", {ls['per_cpu_s'] / lu['per_cpu_s']:.2f}x per CPU-s"
+        print(line)
     f = agg.get("floor")
     if f and "error" not in f and f.get("per_cpu_s"):
         # The kernel's share: no server on this machine can do more requests per CPU-second.
         peers = [v["per_cpu_s"] for k, v in agg.items()
-                 if not k.startswith("epoll") and k != "floor" and "error" not in v and v.get("per_cpu_s")]
+                 if not k.startswith(("epoll", "lt-")) and k != "floor" and "error" not in v
+                 and v.get("per_cpu_s")]
         mine = [v["per_cpu_s"] for k, v in agg.items() if k.startswith("epoll") and "error" not in v
                 and v.get("per_cpu_s")]
         line = f"   floor (no Python): {f['per_cpu_s']:.0f} req per CPU-s"

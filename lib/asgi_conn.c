@@ -91,6 +91,53 @@ PyTypeObject lw_ReadyType = {
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
+void lw_ac_observe_done(lw_asgi_conn *c, int gil, int ended)
+{
+    lw_ac_obs *ob = c->obs;
+    if (!ob || ob->observed || !c->attached) return;
+    ob->observed = 1;
+    wsgi_runtime *rt = c->app->rt;
+    if (!rt->obs.on_request_done) return;
+    int complete = ended && (c->kind == LW_AC_WS ? c->wstate != WS_CONNECTING || c->rstate == R_DONE
+                                                 : c->rstate == R_DONE);
+    wsgi_request_outcome o = {
+        .user_data = c->ud,
+        .interface = WSGI_INTERFACE_ASGI,
+        .websocket = c->kind == LW_AC_WS,
+        .status = ob->status_sent,
+        .outcome = lw_outcome_class(c->error, ob->exc, complete),
+        .error = c->error,
+        .errmsg = c->errmsg,
+        .bytes_in = ob->bytes_in,
+        .bytes_out = c->sent > 0 ? (uint64_t)c->sent : 0,
+    };
+    PyThreadState *save = gil ? PyEval_SaveThread() : NULL;
+    lw_obs_report(rt, &o, &ob->t);
+    if (save) PyEval_RestoreThread(save);
+}
+
+void lw_ac_observe_ws(lw_asgi_conn *c, int open, int code, int gil)
+{
+    lw_ac_obs *ob = c->obs;
+    if (!ob || !c->attached) return;
+    wsgi_runtime *rt = c->app->rt;
+    if (open) {
+        if (ob->ws_open_seen) return;
+        ob->ws_open_seen = 1;
+        if (!rt->obs.on_websocket_open) return;
+    } else {
+        if (!ob->ws_open_seen || ob->ws_close_seen) return;
+        ob->ws_close_seen = 1;
+        if (!rt->obs.on_websocket_close) return;
+    }
+    PyThreadState *save = gil ? PyEval_SaveThread() : NULL;
+    if (open)
+        rt->obs.on_websocket_open(rt->obs_data, c->ud);
+    else
+        rt->obs.on_websocket_close(rt->obs_data, c->ud, code);
+    if (save) PyEval_RestoreThread(save);
+}
+
 void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...)
 {
     if (c->error) return;
@@ -475,6 +522,7 @@ static int lw_ac_commit_head(lw_asgi_conn *c)
 {
     c->head_pending = 0;
     wsgi_response_head head = lw_ac_head(c);
+    if (c->obs) c->obs->status_sent = head.status;
     int r = LW_AC_CALL(c, c->h.on_start(c->ud, &head));
     lw_hdrs_free(&c->head_h);
     return lw_ac_result(c, r, "on_start");
@@ -506,6 +554,7 @@ static int lw_ac_head_and_body(lw_asgi_conn *c, PyObject *body, size_t len, int 
 {
     c->head_pending = 0;
     wsgi_response_head head = lw_ac_head(c);
+    if (c->obs) c->obs->status_sent = head.status;
     lw_rstate rstate = c->rstate;
     lw_wsstate wstate = c->wstate;
     c->sent += (int64_t)len;
@@ -614,17 +663,24 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
                                             "must follow http.response.start, with no body");
         return -1;
     }
-    PyObject *path = PyDict_GetItemString(msg, "path");
-    if (!path || !PyUnicode_Check(path)) {
+    PyObject *path;
+    int has = lw_dict_getref_str(msg, "path", &path);
+    if (has < 0) return -1;
+    if (!has || !PyUnicode_Check(path)) {
+        Py_XDECREF(path);
         PyErr_SetString(PyExc_TypeError, "http.response.pathsend 'path' must be a str");
         return -1;
     }
     PyObject *fs = NULL;
-    if (!PyUnicode_FSConverter(path, &fs)) return -1; /* rejects embedded NULs */
+    if (!PyUnicode_FSConverter(path, &fs)) { /* rejects embedded NULs */
+        Py_DECREF(path);
+        return -1;
+    }
     const char *p = PyBytes_AS_STRING(fs);
     if (p[0] != '/') {
         Py_DECREF(fs);
         PyErr_Format(PyExc_ValueError, "http.response.pathsend 'path' must be absolute: %R", path);
+        Py_DECREF(path);
         return -1;
     }
     int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -636,9 +692,11 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
         }
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         Py_DECREF(fs);
+        Py_DECREF(path);
         return -1;
     }
     Py_DECREF(fs);
+    Py_DECREF(path);
     if (c->cl >= 0 && c->cl != st.st_size) {
         close(fd);
         PyErr_Format(PyExc_RuntimeError, "pathsend file is %lld bytes but Content-Length is %lld",
@@ -786,6 +844,7 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
     int result = 0;
     if (cancelled) {
         result = WSGI_ERR_APP;
+        if (!c->error && c->obs) c->obs->exc = 1;
         lw_ac_fail(c, WSGI_ERR_APP, "ASGI app task was cancelled");
     } else {
         if (exc && exc != Py_None && c->disconnected &&
@@ -801,6 +860,7 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
             char msg[512];
             lw_log_exception("Exception in ASGI application", msg, sizeof msg);
             result = WSGI_ERR_APP;
+            if (!c->error && c->obs) c->obs->exc = 1;
             lw_ac_fail(c, WSGI_ERR_APP, "%s", msg);
         }
     }
@@ -831,6 +891,10 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
             lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without completing the response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
+    }
+    if (LW_UNLIKELY(c->obs)) {
+        lw_ac_observe_ws(c, 0, c->close_code ? c->close_code : 1006, 1);
+        lw_ac_observe_done(c, 1, 1);
     }
     c->done = 1;
     if (c->eager_step) {
@@ -894,8 +958,10 @@ void lw_ac_fixed_response(lw_asgi_conn *c, const wsgi_response_head *head, const
     c->head_pending = 0;
     lw_hdrs_free(&c->head_h);
     c->rstate = R_DONE;
+    if (c->obs) c->obs->status_sent = head->status;
     int r = LW_AC_CALL(c, c->h.on_start(c->ud, head));
     if (r >= 0) LW_AC_CALL(c, c->h.on_body(c->ud, body, (size_t)head->content_length, 0));
+    if (r >= 0) c->sent += head->content_length;
 }
 
 static PyMethodDef lw_ac_receive_def = {"receive", lw_ac_receive, METH_NOARGS,
@@ -917,6 +983,7 @@ static void lw_ac_dealloc(lw_asgi_conn *c)
     lw_hdrs_free(&c->head_h);
     if (c->sf_fd >= 0) close(c->sf_fd);
     free(c->errmsg);
+    free(c->obs);
     PyObject_Free(c);
 }
 
@@ -1000,6 +1067,11 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->eager_step = c->done_owed = c->done_result = 0;
     c->free_next = NULL;
     c->errmsg = NULL;
+    c->obs = NULL;
+    if (LW_UNLIKELY(rt->observing) && (c->obs = calloc(1, sizeof *c->obs))) {
+        c->obs->bytes_in = req->body ? req->body_len : 0;
+        lw_obs_begin(&c->obs->t, req, 0);
+    }
     c->body = PyList_New(0);
     /* A buffered body is one event; no body at all is one empty event; else the host feeds. */
     c->body_more = !req->body && (req->content_length > 0 || (req->flags & WSGI_REQUEST_CHUNKED));
@@ -1136,6 +1208,7 @@ LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, in
         Py_DECREF(b);
         c->buffered += len;
     }
+    if (c->obs) c->obs->bytes_in += len;
     if (!more) c->body_more = 0;
     lw_ac_wake_receiver(c);
     if (c->buffered >= LW_ASGI_BODY_LIMIT) {
@@ -1172,6 +1245,41 @@ LIBWSGI_API int asgi_conn_resume(asgi_conn *conn)
     return 0;
 }
 
+/* The task's await chain (boot.task_stack), to the log. */
+static void lw_ac_log_stack(lw_asgi_conn *c)
+{
+    PyObject *fn = PyDict_GetItemString(PyModule_GetDict(c->app->rt->boot), "task_stack");
+    PyObject *text = fn ? PyObject_CallOneArg(fn, c->task) : NULL;
+    const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (t)
+        lw_log(WSGI_LOG_ERROR, "cancelling the ASGI app's task: %s", t);
+    else
+        PyErr_Clear();
+    Py_XDECREF(text);
+}
+
+LIBWSGI_API int asgi_conn_cancel(asgi_conn *conn)
+{
+    lw_gil g;
+    int rc = lw_ac_enter(conn, &g);
+    if (rc) return rc;
+    lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (c->task && !c->done) {
+        PyObject *done = PyObject_CallMethod(c->task, "done", NULL);
+        int ended = !done || PyObject_IsTrue(done) != 0;
+        Py_XDECREF(done);
+        PyErr_Clear();
+        if (!ended) {
+            lw_ac_log_stack(c);
+            PyObject *r = PyObject_CallMethod(c->task, "cancel", NULL);
+            if (!r) PyErr_Clear();
+            Py_XDECREF(r);
+        }
+    }
+    lw_gil_release(&g);
+    return WSGI_OK;
+}
+
 /* Connections the host freed without the GIL, released at the next call that takes it. */
 static lw_asgi_conn *lw_ac_free_list;
 
@@ -1189,6 +1297,11 @@ LIBWSGI_API void asgi_conn_free(asgi_conn *conn)
     if (!conn) return;
     lw_asgi_conn *c = (lw_asgi_conn *)conn;
     wsgi_runtime *rt = c->app->rt;
+    if (LW_UNLIKELY(c->obs) && c->attached) {
+        /* The host lets go: whatever the app does from now on is not reported. */
+        lw_ac_observe_ws(c, 0, c->close_code ? c->close_code : 1006, 0);
+        lw_ac_observe_done(c, 0, c->done);
+    }
     if (c->done && c->attached && !c->recv_waiter && !c->send_waiter && rt == lw_rt && rt->loop &&
         pthread_equal(rt->loop_thread, pthread_self())) {
         /* The usual end: the app is over and nothing waits on the connection, so detaching it

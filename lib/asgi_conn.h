@@ -20,6 +20,14 @@ typedef struct lw_hdrs {
     int64_t cl;
 } lw_hdrs;
 
+/* What the observer needs of a connection, allocated only when the runtime has one. */
+typedef struct lw_ac_obs {
+    int status_sent; /* the status given to on_start (101 for an accepted WebSocket) */
+    unsigned char observed, exc, ws_open_seen, ws_close_seen;
+    uint64_t bytes_in; /* body bytes (HTTP) or message bytes (WebSocket) from the host */
+    lw_obs_times t;
+} lw_ac_obs;
+
 /* Kept under 512 bytes: Python's small-object allocator serves it (larger objects come from
  * malloc). Pointers first, then the ints, then the small arrays. */
 typedef struct lw_asgi_conn {
@@ -46,22 +54,21 @@ typedef struct lw_asgi_conn {
     int body_final_sent;
     int read_paused; /* feed answered ASGI_PAUSE; on_read_resume is owed */
     lw_rstate rstate;
-    int trailers;
     int sf_fd;
     /* http.response.start, validated, held until the first body event (ASGI spec) */
     int head_pending;
     int head_status;
     /* WebSocket */
     lw_wsstate wstate;
-    int connect_sent;
     int close_code; /* for websocket.disconnect */
-    int disconnected;
-    int done;
-    int eager_step; /* inside its first step, run by asgi_dispatch (eager start) */
-    int done_owed;  /* ended in that step: asgi_dispatch calls on_done(done_result) after it */
     int done_result;
     int error;
-    char head_line[48]; /* "404 Not Found": the longest standard one is 35 bytes */
+    /* Flags, as bytes to keep the object small. eager_step: inside its first step, run by
+     * asgi_dispatch (eager start); done_owed: ended in that step, asgi_dispatch calls
+     * on_done(done_result) after it. */
+    unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed;
+    struct lw_ac_obs *obs; /* the observer's record (observer.h), NULL unless observing */
+    char head_line[48];    /* "404 Not Found": the longest standard one is 35 bytes */
     lw_hdrs head_h;
 } lw_asgi_conn;
 
@@ -121,6 +128,12 @@ int lw_ac_body(lw_asgi_conn *c, PyObject *msg);
 void lw_ac_fixed_response(lw_asgi_conn *c, const wsgi_response_head *head, const char *body);
 void lw_ac_wake_receiver(lw_asgi_conn *c);
 void lw_ac_disconnect(lw_asgi_conn *c);
+
+/* The observer: the request's outcome (once, while attached; then on_done may follow), and its
+ * WebSocket opened / closed (code). gil: the caller holds the GIL (released around the call);
+ * ended: the app's task has ended (else the host lets go first). */
+void lw_ac_observe_done(lw_asgi_conn *c, int gil, int ended);
+void lw_ac_observe_ws(lw_asgi_conn *c, int open, int code, int gil);
 
 /* asgi_ws.c */
 PyObject *lw_ws_next_event(lw_asgi_conn *c); /* NULL without exception: wait */

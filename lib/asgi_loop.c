@@ -774,8 +774,9 @@ LIBWSGI_API int asgi_lifespan_startup(wsgi_app *app)
     }
     Py_XDECREF(r);
     if (app->lifespan && rc >= 0) {
-        Py_XSETREF(app->state, PyObject_GetAttrString(app->lifespan, "state"));
-        if (!app->state) PyErr_Clear();
+        PyObject *st;
+        if (lw_getattr_opt_str(app->lifespan, "state", &st) < 0) PyErr_Clear();
+        Py_XSETREF(app->state, st);
     }
     lw_gil_release(&g);
     return rc;

@@ -78,13 +78,15 @@ static PyObject *lw_decoded_path(const char *p, size_t n)
     return s;
 }
 
-/* (host, port), or None without a host; new reference. */
+/* (host, port), or None without a host; new reference. The host is UTF-8 decoded with invalid
+ * sequences replaced, as the path is: a server name or address with other bytes (from a Host
+ * header or SCGI's SERVER_NAME) must not fail the request. */
 static PyObject *lw_addr(lw_sc_slot *sl, const char *host, unsigned port)
 {
     if (!host) Py_RETURN_NONE;
     size_t n = strlen(host);
     if (lw_sc_hit(sl, host, n, port)) return Py_NewRef(sl->obj);
-    PyObject *h = PyUnicode_DecodeUTF8(host, (Py_ssize_t)n, NULL);
+    PyObject *h = PyUnicode_DecodeUTF8(host, (Py_ssize_t)n, "replace");
     PyObject *p = h ? PyLong_FromUnsignedLong(port) : NULL;
     PyObject *t = p ? PyTuple_New(2) : NULL;
     if (!t) {

@@ -1,6 +1,6 @@
 /* One ASGI WebSocket connection (spec 2.5): the websocket.* events on top of the connection object
- * of asgi_conn.c. The host does the handshake and the framing (RFC 6455); here are the state machine
- * of the app's side (connect → accept or denial → messages → close), the bounded queue of
+ * of asgi_conn.c. The host does the handshake and the framing (RFC 6455); here are the state
+ * machine of the app's side (connect → accept or denial → messages → close), the bounded queue of
  * incoming messages, the validation of every event the app sends, and what the end of the app's
  * task means for the client (403 — 500 if it raised — before the accept, a Close frame with 1000 or
  * 1011 after it).
@@ -12,7 +12,7 @@
 #include <string.h>
 
 /* Incoming messages not yet received by the app above which the host is asked to stop reading. */
-#define LW_WS_QUEUE_MSGS 32
+#define LW_WS_QUEUE_MSGS  32
 #define LW_WS_QUEUE_BYTES (1024 * 1024)
 
 static const wsgi_header lw_403_headers[] = {
@@ -20,15 +20,14 @@ static const wsgi_header lw_403_headers[] = {
     {"Content-Length", 14, "10", 2},
 };
 static const char lw_403_body[] = "Forbidden\n";
-static const wsgi_response_head lw_403_head = {403, "403 Forbidden", 13, lw_403_headers,
+static const wsgi_response_head lw_403_head = {403, "403 Forbidden",        13, lw_403_headers,
                                                2,   sizeof lw_403_body - 1, 0};
 
 extern const char lw_500_body[];
 extern const wsgi_response_head lw_500_head;
 
 /* {"type": type} plus up to two more keys (stolen values). */
-static PyObject *lw_ws_event(PyObject *type, PyObject *k1, PyObject *v1, PyObject *k2,
-                             PyObject *v2)
+static PyObject *lw_ws_event(PyObject *type, PyObject *k1, PyObject *v1, PyObject *k2, PyObject *v2)
 {
     PyObject *ev = PyDict_New();
     int bad = !ev || PyDict_SetItem(ev, lw_rt->as->type, type) < 0;
@@ -94,8 +93,9 @@ static int lw_ws_accept(lw_asgi_conn *c, PyObject *msg)
     Py_ssize_t spl = 0;
     if (sp && sp != Py_None) {
         if (!PyUnicode_Check(sp)) {
-            PyErr_Format(PyExc_TypeError, "websocket.accept 'subprotocol' must be a str or None, "
-                                          "not %.100s",
+            PyErr_Format(PyExc_TypeError,
+                         "websocket.accept 'subprotocol' must be a str or None, "
+                         "not %.100s",
                          Py_TYPE(sp)->tp_name);
             return -1;
         }
@@ -127,9 +127,11 @@ static int lw_ws_accept(lw_asgi_conn *c, PyObject *msg)
         }
     }
     c->wstate = WS_OPEN;
+    if (c->obs) c->obs->status_sent = 101;
     int r = LW_AC_CALL(c, c->h.on_ws_accept(c->ud, spp, (size_t)spl, h.v, h.n));
     lw_hdrs_free(&h);
     Py_XDECREF(sp_keep);
+    if (r >= 0 && LW_UNLIKELY(c->obs)) lw_ac_observe_ws(c, 1, 0, 1);
     return lw_ac_result(c, r, "on_ws_accept");
 }
 
@@ -189,8 +191,8 @@ static int lw_ws_data(lw_asgi_conn *c, PyObject *msg)
     c->held[0] = Py_NewRef(keep);
     Py_XDECREF(oldest);
     c->sent += n;
-    int r = LW_AC_CALL(c, c->h.on_ws_send(c->ud, bytes ? ASGI_WS_BINARY : ASGI_WS_TEXT, p,
-                                          (size_t)n));
+    int r =
+        LW_AC_CALL(c, c->h.on_ws_send(c->ud, bytes ? ASGI_WS_BINARY : ASGI_WS_TEXT, p, (size_t)n));
     return lw_ac_result(c, r, "on_ws_send");
 }
 
@@ -236,8 +238,9 @@ static int lw_ws_close(lw_asgi_conn *c, PyObject *msg)
         cv = PyLong_AsLong(code);
         if (cv == -1 && PyErr_Occurred()) return -1;
         if (!lw_ws_code_ok(cv)) {
-            PyErr_Format(PyExc_ValueError, "websocket.close 'code' %R cannot be sent (RFC 6455 "
-                                           "7.4: 1000-1003, 1007-1014 or 3000-4999)",
+            PyErr_Format(PyExc_ValueError,
+                         "websocket.close 'code' %R cannot be sent (RFC 6455 "
+                         "7.4: 1000-1003, 1007-1014 or 3000-4999)",
                          code);
             return -1;
         }
@@ -269,6 +272,7 @@ static int lw_ws_close(lw_asgi_conn *c, PyObject *msg)
      * another thread may change the message, so hold it until they are done. */
     PyObject *reason_keep = Py_XNewRef(reason);
     lw_ws_closing(c);
+    if (LW_UNLIKELY(c->obs)) lw_ac_observe_ws(c, 0, (int)cv, 1);
     int r = LW_AC_CALL(c, c->h.on_ws_close(c->ud, (int)cv, rp, (size_t)rl));
     Py_XDECREF(reason_keep);
     return lw_ac_result(c, r, "on_ws_close");
@@ -308,6 +312,7 @@ int lw_ws_task_end(lw_asgi_conn *c, int result)
             lw_log(result ? WSGI_LOG_ERROR : WSGI_LOG_DEBUG,
                    "ASGI app ended without closing the WebSocket: closing with %d", code);
             lw_ws_closing(c);
+            if (LW_UNLIKELY(c->obs)) lw_ac_observe_ws(c, 0, code, 1);
             LW_AC_CALL(c, c->h.on_ws_close(c->ud, code, "", 0));
         }
         return result;
@@ -388,8 +393,8 @@ LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data
         return bad_text ? lw_fail(WSGI_ERR_INVAL, "text message is not valid UTF-8")
                         : lw_fail(WSGI_ERR_NOMEM, "out of memory");
     }
-    PyObject *ev = lw_ws_event(a->ws_receive, type == ASGI_WS_TEXT ? a->text : a->bytes, v, NULL,
-                               NULL);
+    PyObject *ev =
+        lw_ws_event(a->ws_receive, type == ASGI_WS_TEXT ? a->text : a->bytes, v, NULL, NULL);
     if (!ev || PyList_Append(c->body, ev) < 0) {
         Py_XDECREF(ev);
         PyErr_Clear();
@@ -397,6 +402,7 @@ LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data
         return lw_fail(WSGI_ERR_NOMEM, "out of memory");
     }
     Py_DECREF(ev);
+    if (c->obs) c->obs->bytes_in += len;
     /* Counted as the app will see it (characters for text): what next_event subtracts. */
     c->buffered += type == ASGI_WS_TEXT ? (size_t)PyUnicode_GET_LENGTH(v) : len;
     lw_ac_wake_receiver(c);
@@ -416,6 +422,7 @@ LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reaso
     int rc = lw_ws_enter(conn, &g);
     if (rc) return rc;
     lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (LW_UNLIKELY(c->obs)) lw_ac_observe_ws(c, 0, code, 1);
     if (!c->disconnected) {
         c->close_code = code;
         Py_XSETREF(c->close_reason,

@@ -100,6 +100,24 @@ def format_exc(etype, value, tb):
     return "".join(traceback.format_exception(etype, value, tb)).rstrip("\n")
 
 
+def task_stack(task):
+    """Where a suspended task waits, outermost call first: the whole await chain (coroutines,
+    generators, async generators), which Task.print_stack() does not follow (asgi_conn_cancel)."""
+    lines = ["Stack of %r (most recent call last):" % (task,)]
+    obj, seen = task.get_coro(), 0
+    while obj is not None and seen < 200:
+        seen += 1
+        frame = (getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+                 or getattr(obj, "ag_frame", None))
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append('  File "%s", line %d, in %s' % (code.co_filename, frame.f_lineno, code.co_name))
+        obj = (getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+               or getattr(obj, "ag_await", None))
+    return "\n".join(lines)
+
+
 # ---- ASGI: the host-driven event loop and the lifespan protocol ----------------------------------
 import asyncio
 import math

@@ -947,7 +947,7 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
     env->sets_tail = &env->sets;
     wsgi_request *r = &env->req;
     /* Every field is set below (no memset): a field appended to wsgi_request must be too. */
-    _Static_assert(sizeof(wsgi_request) == offsetof(wsgi_request, n_extra_environ) + sizeof(size_t),
+    _Static_assert(sizeof(wsgi_request) == offsetof(wsgi_request, arrival_ns) + sizeof(int64_t),
                    "wsgi_env_build sets each wsgi_request field: add the new one");
     r->struct_size = sizeof *r;
     env->bytes = p;
@@ -991,6 +991,7 @@ LIBWSGI_API int wsgi_env_build(wsgi_app *app, const wsgi_request *req, wsgi_env 
     r->body_len = req->body_len;
     r->body_read = req->body_read;
     r->body_user_data = req->body_user_data;
+    r->arrival_ns = lw_request_arrival(req);
     *out = env;
     return 0;
 }

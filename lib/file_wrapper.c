@@ -44,12 +44,10 @@ static PyObject *lw_fw_close(lw_file_wrapper *self, PyObject *unused)
     (void)unused;
     if (self->closed || !self->filelike) Py_RETURN_NONE;
     self->closed = 1;
-    PyObject *close = PyObject_GetAttrString(self->filelike, "close");
-    if (!close) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
+    PyObject *close;
+    int has = lw_getattr_opt_str(self->filelike, "close", &close);
+    if (has < 0) return NULL;
+    if (has == 0) Py_RETURN_NONE;
     PyObject *r = PyObject_CallNoArgs(close);
     Py_DECREF(close);
     if (!r) return NULL;

@@ -15,6 +15,7 @@ struct lw_input {
     wsgi_body_read_cb read_cb;
     void *read_ud;
     int64_t remaining; /* bytes the source may still deliver; -1 = until the source ends */
+    uint64_t received; /* taken from the host (the observer's bytes_in) */
     int eof, failed, detached;
 };
 
@@ -34,6 +35,7 @@ lw_input *lw_input_new(const wsgi_request *req)
     in->eof = in->failed = in->detached = 0;
     in->read_cb = NULL;
     in->read_ud = NULL;
+    in->received = 0;
     if (req->body || !req->body_read) {
         /* Buffered (or no body at all): the whole source is already "in the buffer". */
         size_t n = req->body ? req->body_len : 0;
@@ -41,6 +43,7 @@ lw_input *lw_input_new(const wsgi_request *req)
             n = (size_t)req->content_length;
         in->data = req->body;
         in->end = n;
+        in->received = n;
         in->remaining = 0;
         in->eof = 1;
     } else {
@@ -52,6 +55,11 @@ lw_input *lw_input_new(const wsgi_request *req)
         if (in->remaining == 0) in->eof = 1;
     }
     return in;
+}
+
+uint64_t lw_input_received(const lw_input *in)
+{
+    return in ? in->received : 0;
 }
 
 void lw_input_detach(lw_input *in)
@@ -139,6 +147,7 @@ static Py_ssize_t lw_input_pull(lw_input *in, char *dst, size_t len)
         }
         return 0;
     }
+    in->received += got;
     if (in->remaining > 0) {
         in->remaining -= (int64_t)got;
         if (in->remaining == 0) in->eof = 1;
@@ -203,7 +212,7 @@ static PyObject *lw_input_read_impl(lw_input *in, Py_ssize_t size)
         if (used == cap) {
             size_t ncap = cap * 2;
             if (size >= 0 && ncap > (size_t)size) ncap = (size_t)size;
-            if (_PyBytes_Resize(&out, (Py_ssize_t)ncap) < 0) return NULL;
+            if (lw_bytes_resize(&out, (Py_ssize_t)ncap) < 0) return NULL;
             o = PyBytes_AS_STRING(out);
             cap = ncap;
         }
@@ -215,7 +224,7 @@ static PyObject *lw_input_read_impl(lw_input *in, Py_ssize_t size)
         if (n == 0) break;
         used += (size_t)n;
     }
-    if (used != cap && _PyBytes_Resize(&out, (Py_ssize_t)used) < 0) return NULL;
+    if (used != cap && lw_bytes_resize(&out, (Py_ssize_t)used) < 0) return NULL;
     return out;
 }
 

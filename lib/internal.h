@@ -6,6 +6,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "pycompat.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -80,6 +82,11 @@ struct wsgi_runtime {
     pthread_t loop_thread;
     int loop_turn; /* inside asgi_loop_run / lifespan: re-entry is refused */
     struct lw_asgi_strings *as;
+
+    /* The request observer (observer.c); observing: at least one callback is set. */
+    wsgi_observer obs;
+    void *obs_data;
+    int observing;
 };
 
 struct wsgi_app {
@@ -124,6 +131,21 @@ size_t lw_pct_decode(const char *src, size_t n, char *dst);
 /* RFC 9110 token (header name, method) check (environ.c). */
 int lw_is_token(const char *p, size_t n);
 
+/* ---- the request observer (observer.c) ---------------------------------------------------- */
+typedef struct lw_obs_times {
+    int64_t start_ns; /* wsgi_call / asgi dispatch (CLOCK_MONOTONIC) */
+    int64_t queue_ns; /* from the host's arrival time to start_ns, -1 unknown */
+} lw_obs_times;
+int64_t lw_now_ns(void);
+/* wsgi_request::arrival_ns if the caller's struct_size covers it, else 0. */
+int64_t lw_request_arrival(const wsgi_request *req);
+/* The request starts now: from req's arrival time (or arrival_ns when req is NULL). */
+void lw_obs_begin(lw_obs_times *t, const wsgi_request *req_or_null, int64_t arrival_ns);
+/* exception: the failure was a Python exception of the app; complete: the response ended. */
+wsgi_outcome_class lw_outcome_class(int error, int exception, int complete);
+/* Fill in struct_size, the times, a NULL errmsg, and call on_request_done. No GIL held. */
+void lw_obs_report(const wsgi_runtime *rt, wsgi_request_outcome *o, const lw_obs_times *t);
+
 /* ---- Python types (input.c, log_stream.c, file_wrapper.c, start_response.c) ---------------- */
 extern PyTypeObject lw_InputType;
 extern PyTypeObject lw_ErrorsType;
@@ -140,6 +162,8 @@ void lw_input_pool_clear(void); /* GIL held: wsgi_runtime_free */
 /* GIL held: 1 if no read can reach the host's body any more (nothing buffered is left unread and
  * the source has ended or there is none). Once true it stays true. */
 int lw_input_idle(const lw_input *in);
+/* Body bytes taken from the host so far (a buffered body counts whole). */
+uint64_t lw_input_received(const lw_input *in);
 
 PyObject *lw_errors_new(void);
 
@@ -215,6 +239,11 @@ struct wsgi_response {
     int in_cb;
     int error;    /* first failure, 0 if none */
     int final_rc; /* what wsgi_iter_next returns once done */
+    /* The observer (observer.c): set when the runtime observes requests. */
+    unsigned observe : 1, observed : 1, exc : 1; /* exc: error came from an app exception */
+    int status_sent;                             /* the status given to on_start */
+    uint64_t bytes_out;                          /* given to on_body / on_sendfile */
+    lw_obs_times obs_t;
     char errmsg[512];
 };
 

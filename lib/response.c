@@ -43,6 +43,7 @@ static void lw_response_fail_exc(wsgi_response *resp, int code, const char *what
         return;
     }
     resp->error = code;
+    resp->exc = code == WSGI_ERR_APP;
     lw_log_exception(what, resp->errmsg, sizeof resp->errmsg);
 }
 
@@ -52,12 +53,10 @@ static void lw_close_locked(wsgi_response *resp)
     if (resp->closed) return;
     resp->closed = 1;
     if (!resp->result || resp->mode == LW_MODE_SEQ) return;
-    PyObject *close = PyObject_GetAttr(resp->result, lw_rt->s.close);
-    if (!close) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError))
-            PyErr_Clear();
-        else
-            lw_log_exception("looking up the iterable's close()", NULL, 0);
+    PyObject *close;
+    int has = lw_getattr_opt(resp->result, lw_rt->s.close, &close);
+    if (has <= 0) {
+        if (has < 0) lw_log_exception("looking up the iterable's close()", NULL, 0);
         return;
     }
     PyObject *r = PyObject_CallNoArgs(close);
@@ -115,6 +114,7 @@ static int lw_headbuf_fill(wsgi_response *resp, lw_headbuf *b)
 
 static int lw_cb_start(wsgi_response *resp, const wsgi_response_head *head)
 {
+    resp->status_sent = head->status;
     resp->in_cb++;
     int r = resp->h.on_start(resp->ud, head);
     resp->in_cb--;
@@ -144,6 +144,7 @@ static int lw_head_deliver(wsgi_response *resp, lw_headbuf *b)
 
 static int lw_cb_body(wsgi_response *resp, const char *p, size_t n)
 {
+    resp->bytes_out += n;
     resp->in_cb++;
     int r = resp->h.on_body(resp->ud, p, n);
     resp->in_cb--;
@@ -152,6 +153,7 @@ static int lw_cb_body(wsgi_response *resp, const char *p, size_t n)
 
 static int lw_cb_sendfile(wsgi_response *resp, int fd, int64_t off, int64_t count)
 {
+    resp->bytes_out += (uint64_t)count;
     resp->in_cb++;
     int r = resp->h.on_sendfile(resp->ud, fd, off, count);
     resp->in_cb--;
@@ -353,6 +355,10 @@ LIBWSGI_API int wsgi_call(wsgi_env *env, const wsgi_response_handler *handler, v
     resp->ud = user_data;
     resp->content_length = -1;
     resp->sf_fd = -1;
+    if (LW_UNLIKELY(env->app->rt->observing)) {
+        resp->observe = 1;
+        lw_obs_begin(&resp->obs_t, NULL, env->req.arrival_ns);
+    }
 
     lw_gil g;
     int rc = lw_gil_acquire(&g);
@@ -665,9 +671,29 @@ static int lw_deferrable(const wsgi_response *resp)
     return resp->done && (resp->closed || !resp->result) && resp->input_idle && lw_rt;
 }
 
+/* The request is over for the host: tell the observer, once. No GIL held. */
+static void lw_response_observe(wsgi_response *resp)
+{
+    resp->observed = 1;
+    int complete = resp->done || (resp->started && resp->content_length >= 0 &&
+                                  resp->sent >= resp->content_length && !resp->error);
+    wsgi_request_outcome o = {
+        .user_data = resp->ud,
+        .interface = WSGI_INTERFACE_WSGI,
+        .status = resp->status_sent,
+        .outcome = lw_outcome_class(resp->error, resp->exc, complete),
+        .error = resp->error,
+        .errmsg = resp->errmsg,
+        .bytes_in = lw_input_received(resp->input),
+        .bytes_out = resp->bytes_out,
+    };
+    lw_obs_report(resp->app->rt, &o, &resp->obs_t);
+}
+
 LIBWSGI_API void wsgi_response_free(wsgi_response *resp)
 {
     if (!resp) return;
+    if (LW_UNLIKELY(resp->observe) && !resp->observed) lw_response_observe(resp);
     if (resp->in_cb) {
         resp->free_pending = 1; /* finished by the libwsgi call that is running the callback */
         return;

@@ -88,7 +88,7 @@ static void lw_sr_dealloc(lw_start_response *sr)
 /* A latin-1 str's bytes without copying (PEP 393 one-byte kind); NULL if it has wider chars. */
 static const char *lw_latin1_view(PyObject *s, Py_ssize_t *len)
 {
-    if (PyUnicode_READY(s) < 0) return NULL;
+    if (lw_unicode_ready(s) < 0) return NULL;
     if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) return NULL;
     *len = PyUnicode_GET_LENGTH(s);
     return (const char *)PyUnicode_DATA(s);

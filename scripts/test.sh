@@ -18,7 +18,9 @@ failed=()
 
 if ! { cmake -S . -B "$BUILD" -DLIBWSGI_WERROR=ON >/dev/null && cmake --build "$BUILD" -j"$jobs"; }; then
   failed+=("main pass: build ($BUILD)")
-elif ! ctest --test-dir "$BUILD" --output-on-failure --timeout 900; then
+# Two test programs at a time, as in the ASan pass: every test picks free ports and none depends
+# on the machine's speed, so they may share the two cores (the main pass in about half the time).
+elif ! ctest --test-dir "$BUILD" --output-on-failure --timeout 900 -j2; then
   failed+=("main pass: ctest ($BUILD)")
 fi
 
@@ -55,6 +57,23 @@ if [ "${LIBWSGI_SKIP_REFLEAK:-0}" != 1 ]; then
     failed+=("refleak pass: unit + refleak ctest ($BUILD-refleak)")
   fi
 fi
+
+# ---- issue 14: other Pythons and fuzzing (scripts/python-matrix.sh, scripts/fuzz.sh) ----------
+# The library and its unit tests against the other CPython versions present (3.11 is the main
+# pass): LIBWSGI_SKIP_PYMATRIX=1 skips. Each fuzz target for LIBWSGI_FUZZ_SECONDS (default 30) from
+# its seeds and kept crash inputs, with a fixed libFuzzer seed: LIBWSGI_SKIP_FUZZ=1 skips.
+if [ "${LIBWSGI_SKIP_PYMATRIX:-0}" != 1 ]; then
+  if ! BUILD_DIR="$BUILD" JOBS=2 scripts/python-matrix.sh 3.12 3.13; then
+    failed+=("Python version matrix (scripts/python-matrix.sh 3.12 3.13, $BUILD-py3.*)")
+  fi
+fi
+if [ "${LIBWSGI_SKIP_FUZZ:-0}" != 1 ]; then
+  if ! FUZZ_BUILD="$BUILD-fuzz" FUZZ_SECONDS="${LIBWSGI_FUZZ_SECONDS:-30}" FUZZ_SEED=1 JOBS=2 \
+      scripts/fuzz.sh; then
+    failed+=("fuzzing (scripts/fuzz.sh, $BUILD-fuzz)")
+  fi
+fi
+# ---- end of issue 14 passes ------------------------------------------------------------------
 
 if [ ${#failed[@]} -ne 0 ]; then
   echo "scripts/test.sh: FAILED:" >&2

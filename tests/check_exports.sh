@@ -4,7 +4,12 @@
 #   check_exports.sh symbols LIBWSGI_SO PUBLIC_INCLUDE_DIR
 #       Every dynamic symbol libwsgi.so defines carries a project prefix (wsgi_, asgi_, libwsgi_), so
 #       nothing internal (and nothing of CPython) leaks into the ABI; the four core entry points are
-#       there; and every function a public header declares LIBWSGI_API is actually exported.
+#       there; and the exported set equals the set of functions the public headers declare
+#       LIBWSGI_API: nothing declared is missing, nothing exported is undeclared.
+#   check_exports.sh debian-symbols LIBWSGI_SO SYMBOLS_FILE
+#       The exported name@version-node pairs equal those listed in debian/libwsgi0.symbols (which
+#       dpkg-gensymbols enforces in the package build; this finds a forgotten entry in every test
+#       run).
 #   check_exports.sh headers INCLUDE_DIR...
 #       No public header (including the generated version.h) includes Python.h.
 set -eu
@@ -41,8 +46,29 @@ symbols)
     for d in $declared; do
         echo "$syms" | grep -qx "$d" || complain "declared in a public header but not exported: $d"
     done
+    for s in $syms; do
+        case $s in LIBWSGI_[0-9]*) continue ;; esac
+        echo "$declared" | grep -qx "$s" || complain "exported but not declared LIBWSGI_API in a public header: $s"
+    done
     n=$(echo "$syms" | wc -l)
     echo "checked $n exported symbols against $(echo "$declared" | wc -l) declarations"
+    ;;
+debian-symbols)
+    lib=$2
+    file=$3
+    [ -f "$lib" ] || { echo "FAIL: no such library: $lib" >&2; exit 1; }
+    [ -f "$file" ] || { echo "FAIL: no such symbols file: $file" >&2; exit 1; }
+    # A version node is the absolute symbol LIBWSGI_x, listed as LIBWSGI_x@LIBWSGI_x.
+    built=$(nm -D --defined-only "$lib" | awk 'NF >= 3 { print $3 }' | sed 's/@@*/@/' |
+        sed 's/^\(LIBWSGI_[0-9.]*\)$/\1@\1/' | sort -u)
+    listed=$(grep '^ ' "$file" | awk '{ print $1 }' | sort -u)
+    for s in $built; do
+        echo "$listed" | grep -qxF "$s" || complain "exported but not in $file: $s (add it with the release that introduces it)"
+    done
+    for s in $listed; do
+        echo "$built" | grep -qxF "$s" || complain "in $file but not exported: $s"
+    done
+    echo "checked $(echo "$built" | wc -l) exported symbols against $file"
     ;;
 headers)
     shift
@@ -60,7 +86,7 @@ headers)
     echo "checked $checked public headers"
     ;;
 *)
-    echo "usage: $0 symbols LIBWSGI_SO INCLUDE_DIR | headers INCLUDE_DIR..." >&2
+    echo "usage: $0 symbols LIBWSGI_SO INCLUDE_DIR | debian-symbols LIBWSGI_SO SYMBOLS_FILE | headers INCLUDE_DIR..." >&2
     exit 2
     ;;
 esac

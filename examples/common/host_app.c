@@ -51,6 +51,7 @@ int host_app_start(const host_options *o, const char *server_software, wsgi_runt
     if (o->threads > 1) ao.flags |= WSGI_APP_MULTITHREAD;
     if (o->workers > 1) ao.flags |= WSGI_APP_MULTIPROCESS;
     ao.server_software = server_software;
+    ao.script_name = o->root_path; /* --root-path: SCRIPT_NAME, root_path */
     rc = wsgi_app_new(*rt, &ao, app);
     if (rc != WSGI_OK) {
         host_log(WSGI_LOG_ERROR, "cannot load app '%s': %s: %s", o->app_spec, wsgi_strerror(rc),

@@ -21,6 +21,8 @@ typedef struct host_options {
     int access_log;            /* --access-log */
     unsigned graceful_timeout; /* --graceful-timeout S */
     int log_level;             /* --log-level debug|info|warning|error */
+    const char *root_path;     /* --root-path PATH: the app's mount point (parsed by the epoll
+                                  servers' obs options), or NULL */
 } host_options;
 
 /* Defaults: interface auto, 1 worker, 4 threads, graceful timeout 30 s, log level info. */

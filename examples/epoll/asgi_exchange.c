@@ -216,7 +216,7 @@ static int read_body(conn *c)
             return -1;
         }
         size_t room = c->in_cap - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+        ssize_t n = conn_recv(c, c->in + c->in_len, room);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             host_log(WSGI_LOG_DEBUG, "client %s closed the connection in the middle of a body",
                      c->peer[0] ? c->peer : "unix");

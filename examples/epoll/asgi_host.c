@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 struct asgi_host {
     server *srv;
@@ -35,8 +36,10 @@ struct asgi_host {
     asgi_task *detached;        /* tasks whose app is still running after their connection */
     size_t n_detached;
     int timeout_warned;
-    int fd_ready;   /* asgi_host_loop_ready() in this iteration */
-    int ready_told; /* the server reports the loop's fd events: no need to poll it */
+    int fd_ready;       /* asgi_host_loop_ready() in this iteration */
+    int ready_told;     /* the server reports the loop's fd events: no need to poll it */
+    int64_t iter_begin; /* ms: when the server's current iteration began (0: none yet) */
+    int64_t warn_ms;    /* --loop-block-warn-ms (0: off) */
 };
 
 void asgi_task_init(asgi_task *t, const asgi_task_ops *ops, conn *c)
@@ -127,6 +130,7 @@ asgi_host *asgi_host_new(server *s, wsgi_app *app)
     h->app = app;
     h->rt = wsgi_app_runtime(app);
     h->fd = asgi_loop_fd(h->rt);
+    h->warn_ms = server_options(s)->loop_block_warn_ms;
     /* server.c puts the fd in its epoll set (or gives up): its EV_ASGI events say when it is
      * readable, so asgi_host_run() never needs to poll() it. */
     h->ready_told = 1;
@@ -203,6 +207,31 @@ void asgi_host_run(asgi_host *h)
         else
             park(t);
     }
+}
+
+/* Blocking the loop: the app's code runs on the event loop thread (each request's first step
+ * inside asgi_dispatch(), the rest in asgi_loop_run()), so an iteration of the server's loop that
+ * takes long is an app that did not await (time.sleep, synchronous I/O): every connection of the
+ * worker waited meanwhile. The server's loop reads the clock once per iteration anyway; one more
+ * read after epoll_wait measures it (uvicorn has no such warning; asyncio's debug mode logs slow
+ * callbacks, at a cost per callback). */
+void asgi_host_iteration_begin(asgi_host *h, int64_t now_ms)
+{
+    h->iter_begin = now_ms;
+}
+
+void asgi_host_iteration_end(asgi_host *h, int64_t now_ms)
+{
+    if (!h->warn_ms || !h->iter_begin) return;
+    int64_t took = now_ms - h->iter_begin;
+    if (took > h->warn_ms)
+        host_log(WSGI_LOG_WARNING,
+                 "ASGI app %s blocked the event loop for %lld ms (--loop-block-warn-ms %lld): "
+                 "every connection of worker %d waited; a handler or task is doing blocking work "
+                 "(time.sleep, synchronous I/O) instead of awaiting it (run_in_executor)",
+                 server_options(h->srv)->host.app_spec, (long long)took, (long long)h->warn_ms,
+                 (int)getpid());
+    h->iter_begin = 0;
 }
 
 void asgi_host_free(asgi_host *h)

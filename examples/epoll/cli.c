@@ -5,7 +5,9 @@
 
 #include <http_parser.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f, server_program prog)
 {
@@ -43,7 +45,17 @@ static void usage(FILE *f, server_program prog)
                 "%s"
                 "  --bind HOST:PORT | unix:PATH\n"
                 "                          listen here (repeatable; default 127.0.0.1:8000)\n"
-                "  --fd N                  serve the listening socket inherited on fd N\n",
+                "  --fd N                  serve the listening socket inherited on fd N\n"
+                "  --certfile PATH         serve HTTPS (and wss): PEM certificate chain, server\n"
+                "                          certificate first (and the key, without --keyfile)\n"
+                "  --keyfile PATH          the PEM private key of --certfile\n"
+                "  --ca-certs PATH         PEM CA certificates that issue client certificates;\n"
+                "                          clients must then present one (see --cert-reqs)\n"
+                "  --cert-reqs none|optional|required\n"
+                "                          client certificates with --ca-certs (0|1|2 also\n"
+                "                          accepted; default required with --ca-certs)\n"
+                "  --ssl-ciphers LIST      OpenSSL cipher list for TLS 1.2 (default OpenSSL's;\n"
+                "                          TLS 1.3 suites keep their defaults)\n",
                 host_cli_common_help());
     fprintf(f,
 
@@ -61,8 +73,38 @@ static void usage(FILE *f, server_program prog)
             "                          0: never); the app sees code 1006\n"
             "  --ws-per-message-deflate on|off\n"
             "                          accept permessage-deflate offers (default on)\n"
-            "  --help                  show this help and exit\n"
-            "  --version               show the version and exit\n");
+            "  --limit-concurrency N   answer 503 to requests that arrive while a worker has\n"
+            "                          more than N connections and ASGI tasks still running\n"
+            "                          after their response (default 0: no limit)\n"
+            "  --lifespan-timeout S    time an ASGI app's lifespan startup may take, else\n"
+            "                          the worker exits with status 3 (default 60; 0: none)\n"
+            "  --loop-block-warn-ms MS warn when an ASGI app holds the event loop longer\n"
+            "                          than this in one turn (default 1000; 0: never)\n");
+    fputs(obs_cli_help(), f);
+    fputs(proc_cli_help(), f);
+    fprintf(f, "  --help                  show this help and exit\n"
+               "  --version               show the version and exit\n");
+}
+
+/* systemd socket activation: LISTEN_PID is this process and LISTEN_FDS sockets start at fd 3
+ * (sd_listen_fds(3)). The variables are removed so that the app and its children do not see
+ * them. Returns the number of sockets (0: none). */
+static int systemd_listen_fds(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    int n = 0;
+    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid()) {
+        n = (int)strtol(fds, NULL, 10);
+        if (n < 0) n = 0;
+        if (n > EPOLL_MAX_BINDS) {
+            fprintf(stderr, "warning: LISTEN_FDS=%d: serving the first %d\n", n, EPOLL_MAX_BINDS);
+            n = EPOLL_MAX_BINDS;
+        }
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return n;
 }
 
 int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o)
@@ -83,6 +125,11 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
     o->ws_ping_interval = 20;
     o->ws_ping_timeout = 20;
     o->ws_per_message_deflate = 1;
+    o->cert_reqs = -1;
+    o->lifespan_timeout = 60;
+    o->loop_block_warn_ms = 1000;
+    obs_options_init(&o->obs);
+    proc_options_init(&o->proc);
 
     int i = 1;
     while (i < argc) {
@@ -100,6 +147,12 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             return 1;
         }
         r = host_cli_common(&o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = obs_cli_option(&o->obs, &o->host, argc, argv, &i);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        r = proc_cli_parse(&o->proc, argc, argv, &i);
         if (r < 0) return -1;
         if (r > 0) continue;
         if ((r = host_cli_match("--bind", 1, argc, argv, &i, &v)) != 0) {
@@ -137,6 +190,41 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             o->x_sendfile = 1;
             continue;
         }
+        static const char *const tls_opts[] = {"--certfile", "--keyfile", "--ca-certs",
+                                               "--cert-reqs", "--ssl-ciphers"};
+        for (size_t k = 0; k < sizeof(tls_opts) / sizeof(tls_opts[0]); k++) {
+            if ((r = host_cli_match(tls_opts[k], 1, argc, argv, &i, &v)) == 0) continue;
+            if (r < 0) return -1;
+            if (prog == PROG_SCGI) {
+                fprintf(stderr,
+                        "error: %s: libwsgi-scgi does not speak TLS: configure it in "
+                        "lighttpd (ssl.engine), which talks to libwsgi-scgi in the clear\n",
+                        tls_opts[k]);
+                return -1;
+            }
+            if (k == 0) o->certfile = v;
+            if (k == 1) o->keyfile = v;
+            if (k == 2) o->ca_certs = v;
+            if (k == 4) o->ssl_ciphers = v;
+            if (k == 3) {
+                if (strcmp(v, "none") == 0 || strcmp(v, "0") == 0)
+                    o->cert_reqs = TLS_CERT_NONE;
+                else if (strcmp(v, "optional") == 0 || strcmp(v, "1") == 0)
+                    o->cert_reqs = TLS_CERT_OPTIONAL;
+                else if (strcmp(v, "required") == 0 || strcmp(v, "2") == 0)
+                    o->cert_reqs = TLS_CERT_REQUIRED;
+                else {
+                    fprintf(stderr,
+                            "error: --cert-reqs: expected none, optional or required, "
+                            "got '%s'\n",
+                            v);
+                    return -1;
+                }
+            }
+            r = 2;
+            break;
+        }
+        if (r == 2) continue;
         if ((r = host_cli_match("--backlog", 1, argc, argv, &i, &v)) != 0) {
             if (r < 0 || host_cli_uint("--backlog", v, 1, 65535, 0, &n) < 0) return -1;
             o->backlog = (int)n;
@@ -178,6 +266,22 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             o->ws_ping_timeout = (unsigned)n;
             continue;
         }
+        if ((r = host_cli_match("--limit-concurrency", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--limit-concurrency", v, 0, 1u << 24, 0, &n) < 0) return -1;
+            o->limit_concurrency = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--lifespan-timeout", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--lifespan-timeout", v, 0, 86400, 0, &n) < 0) return -1;
+            o->lifespan_timeout = (unsigned)n;
+            continue;
+        }
+        if ((r = host_cli_match("--loop-block-warn-ms", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--loop-block-warn-ms", v, 0, 86400000, 0, &n) < 0)
+                return -1;
+            o->loop_block_warn_ms = (unsigned)n;
+            continue;
+        }
         if ((r = host_cli_match("--ws-per-message-deflate", 1, argc, argv, &i, &v)) != 0) {
             if (r < 0) return -1;
             if (strcmp(v, "on") == 0) {
@@ -195,12 +299,28 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         return -1;
     }
     if (host_cli_validate(&o->host) < 0) return -1;
+    if (!o->certfile && (o->keyfile || o->ca_certs || o->ssl_ciphers || o->cert_reqs >= 0)) {
+        fprintf(stderr, "error: --keyfile, --ca-certs, --cert-reqs and --ssl-ciphers need "
+                        "--certfile\n");
+        return -1;
+    }
+    if (o->cert_reqs > TLS_CERT_NONE && !o->ca_certs) {
+        fprintf(stderr, "error: --cert-reqs optional|required needs --ca-certs (the CAs that "
+                        "issue client certificates)\n");
+        return -1;
+    }
+    if (o->cert_reqs < 0) o->cert_reqs = o->ca_certs ? TLS_CERT_REQUIRED : TLS_CERT_NONE;
+    if (obs_cli_validate(&o->obs, &o->host) < 0) return -1;
+    if (proc_cli_validate(&o->proc) < 0) return -1;
+    /* Socket activation: the sockets systemd passes, unless --bind or --fd says otherwise. */
+    int activated = systemd_listen_fds();
+    if (o->n_binds == 0 && o->inherit_fd < 0) o->listen_fds = activated;
     if (o->n_binds && o->inherit_fd >= 0) {
         fprintf(stderr, "error: --bind and --fd exclude each other\n");
         return -1;
     }
     /* libwsgi-scgi without either serves fd 0 (server_main() checks it is a listening socket). */
-    if (o->n_binds == 0 && o->inherit_fd < 0 && prog == PROG_EPOLL)
+    if (o->n_binds == 0 && o->inherit_fd < 0 && !o->listen_fds && prog == PROG_EPOLL)
         o->binds[o->n_binds++] = "127.0.0.1:8000";
     return 0;
 }

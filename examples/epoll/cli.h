@@ -6,6 +6,8 @@
 #define EPOLL_CLI_H
 
 #include "host_cli.h"
+#include "proc_cli.h"
+#include "obs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +19,9 @@ typedef enum server_program { PROG_EPOLL, PROG_SCGI } server_program;
 
 /* The protocols a connection may speak, told apart by its first byte (libwsgi-scgi). */
 enum { PROTO_ACCEPT_SCGI = 1u << 0, PROTO_ACCEPT_UWSGI = 1u << 1, PROTO_ACCEPT_HTTP = 1u << 2 };
+
+/* --cert-reqs: what a client must show with --ca-certs. */
+enum { TLS_CERT_NONE, TLS_CERT_OPTIONAL, TLS_CERT_REQUIRED };
 
 typedef struct epoll_options {
     host_options host;
@@ -36,6 +41,21 @@ typedef struct epoll_options {
     unsigned ws_ping_interval;  /* --ws-ping-interval S: ping an open WebSocket (0: never) */
     unsigned ws_ping_timeout;   /* --ws-ping-timeout S: drop it if the pong is later (0: never) */
     int ws_per_message_deflate; /* --ws-per-message-deflate on|off: accept RFC 7692 offers */
+    /* Processes and deploys (proc_cli.h): recycling, --timeout, --preload, --reload, --pid... */
+    proc_options proc;
+    int listen_fds; /* systemd socket activation: LISTEN_FDS sockets from fd 3 (0: none) */
+    /* TLS (libwsgi-epoll only, tls.c): on when certfile is set */
+    const char *certfile; /* --certfile PATH: PEM certificate chain (and the key, if no keyfile) */
+    const char *keyfile;  /* --keyfile PATH: PEM private key */
+    const char *ca_certs; /* --ca-certs PATH: PEM CAs that issue client certificates */
+    const char *ssl_ciphers; /* --ssl-ciphers LIST: OpenSSL cipher list for TLS 1.2 */
+    int cert_reqs;           /* --cert-reqs: TLS_CERT_* (default: required with --ca-certs) */
+    obs_options obs;         /* access log, metrics, --check-config, proxy headers (obs.h) */
+
+    /* Misbehaving apps and overload (issue 14). */
+    unsigned limit_concurrency;  /* --limit-concurrency N: 503 beyond N connections (0: none) */
+    unsigned lifespan_timeout;   /* --lifespan-timeout S: lifespan startup deadline (0: none) */
+    unsigned loop_block_warn_ms; /* --loop-block-warn-ms MS: warn of longer ASGI turns (0: off) */
 } epoll_options;
 
 /* Parse argv. Returns 0 to run, 1 if --help/--version was printed (exit 0), -1 on a usage error

@@ -28,6 +28,10 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 typedef struct server server;
 typedef struct conn conn;
@@ -36,6 +40,8 @@ typedef struct asgi_ex asgi_ex;       /* asgi_exchange.c: one request served by 
 typedef struct ws_conn ws_conn;       /* ws_conn.c: one WebSocket served by an ASGI app */
 typedef struct asgi_host asgi_host;   /* asgi_host.c: the worker's ASGI loop and tasks */
 typedef struct scgi_front scgi_front; /* http_conn.c: an SCGI / uwsgi request head (libwsgi-scgi) */
+typedef struct tls_ctx tls_ctx;       /* tls.c: the worker's OpenSSL context (tls.h) */
+struct ssl_st;                        /* OpenSSL's SSL: only tls.c includes OpenSSL */
 
 /* What a connection speaks. libwsgi-epoll: HTTP only. libwsgi-scgi: decided by its first byte. */
 typedef enum conn_proto { CPROTO_HTTP, CPROTO_SCGI, CPROTO_UWSGI } conn_proto;
@@ -54,6 +60,7 @@ typedef enum conn_state {
     CONN_LINGER, /* loop: write side shut down, discarding input until EOF or a short deadline */
     CONN_ASGI,   /* loop: an ASGI app serves the request (body in, response out, disconnects) */
     CONN_WS,     /* loop: a WebSocket with an ASGI app (handshake, frames, closing handshake) */
+    CONN_TLS,    /* loop: the TLS handshake, before the first request (--timeout-request) */
     CONN_CLOSED, /* closed; freed after the current batch of events */
 } conn_state;
 
@@ -119,6 +126,7 @@ struct conn {
     int ready_action;
     int abort_requested;
     unsigned armed; /* the epoll events armed (EPOLLONESHOT included) and not fired yet, or 0 */
+    int in_epoll;   /* in the epoll set (arm() adds it the first time) */
 
     char peer[INET6_ADDRSTRLEN];
     unsigned peer_port;
@@ -160,9 +168,12 @@ struct conn {
     /* BODY_FEED: receives the de-chunked body as http_parser finds it; < 0 stops the parser */
     int (*body_sink)(conn *c, const char *data, size_t len);
 
-    /* the access log line's request parts ("GET / HTTP/1.1", referer, user agent), copied */
-    char *alog;
-    size_t alog_rl, alog_ref, alog_ua;
+    /* observe.c, proxy_headers.c (issue 13): the access log's record of the request (its parts
+     * copied, and what the observer reported), when the head was complete (CLOCK_MONOTONIC ns),
+     * the client a trusted proxy forwarded ("" if none) */
+    void *alog;
+    int64_t arrival_ns;
+    char fwd_peer[INET6_ADDRSTRLEN];
 
     /* the response */
     wsgi_response *resp;
@@ -176,8 +187,9 @@ struct conn {
     int resp_done; /* nothing more to pull from the app */
     int cut;       /* the app failed mid-response: send what is queued, then close */
 
-    asgi_ex *ax; /* CONN_ASGI: the exchange with the ASGI app */
-    ws_conn *ws; /* CONN_WS: the WebSocket */
+    asgi_ex *ax;           /* CONN_ASGI: the exchange with the ASGI app */
+    int64_t asgi_since_ms; /* --timeout (guard.c): when the ASGI app got the request (0: off) */
+    ws_conn *ws;           /* CONN_WS: the WebSocket */
 
     /* output queue */
     out_item *outq;
@@ -191,6 +203,18 @@ struct conn {
     atomic_int out_owner;
     conn *l_prev, *l_next; /* loop: the connections lent to app threads (server.c) */
     int lent;
+
+    /* TLS (tls.c); ssl is NULL on a plain connection. tls_shut: our close_notify is sent (the
+     * linger then reads the raw socket); tls_dead: a fatal TLS error (no close_notify);
+     * tls_wpend: the plaintext bytes of a record SSL_write left half-written (a retry must offer
+     * at least as many). tls_prev/next, tls_queued, tls_events: server.c's list of connections
+     * with decrypted input buffered in OpenSSL, which epoll cannot see (server.c: arm()). */
+    struct ssl_st *ssl;
+    int tls_shut, tls_dead;
+    size_t tls_wpend;
+    conn *tls_prev, *tls_next;
+    int tls_queued;
+    unsigned tls_events;
 };
 
 /* Request bodies up to this size (with Content-Length) are read before the app runs. */
@@ -215,12 +239,76 @@ struct conn {
 /* A scratch buffer grown beyond this by a response is given back when the response ends. */
 #define SCRATCH_KEEP (16 * 1024)
 
+/* ---- tls.c: the connection's I/O layer -------------------------------------------------------
+ * Every read and write of a connection's socket goes through these. Without TLS (c->ssl NULL)
+ * they are the plain system calls, inline; with TLS they go through OpenSSL and keep the same
+ * contract: > 0 bytes, 0 at EOF (conn_recv) or -1 with errno (EAGAIN: wait for the socket, also
+ * when OpenSSL waits for the other direction; EPROTO: a TLS error). A write that returned EAGAIN
+ * must be retried with the same bytes first (OpenSSL's rule; the output queue and wslay do). */
+ssize_t tls_recv(conn *c, void *buf, size_t len);
+ssize_t tls_sendv(conn *c, const struct iovec *iov, int n);
+ssize_t tls_sendfile(conn *c, int fd, off_t *off, size_t count);
+int tls_pending(const conn *c);
+void tls_shutdown(conn *c);
+void tls_free(conn *c);
+
+/* Read up to len bytes. With TLS it reads until len bytes or until the socket is drained, so a
+ * short read means "nothing more now" as with recv(); only a full buffer may leave decrypted bytes
+ * in OpenSSL (conn_pending()). */
+static inline ssize_t conn_recv(conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) return recv(c->fd, buf, len, 0);
+    return tls_recv(c, buf, len);
+}
+/* Write n buffers (sendmsg with MSG_NOSIGNAL | flags). With TLS: at most one record (16 KiB) per
+ * call, small buffers gathered into it; flags (MSG_MORE) do not apply. */
+static inline ssize_t conn_sendv(conn *c, const struct iovec *iov, int n, int flags)
+{
+    if (!c->ssl) {
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+        return sendmsg(c->fd, &m, MSG_NOSIGNAL | flags);
+    }
+    return tls_sendv(c, iov, n);
+}
+/* sendfile(); with TLS the file is read (pread) and written in records of up to 16 KiB. */
+static inline ssize_t conn_sendfile(conn *c, int fd, off_t *off, size_t count)
+{
+    if (!c->ssl) return sendfile(c->fd, fd, off, count);
+    return tls_sendfile(c, fd, off, count);
+}
+/* Decrypted input waits in OpenSSL (epoll does not know): read it without waiting for EPOLLIN. */
+static inline int conn_pending(const conn *c)
+{
+    return c->ssl && tls_pending(c);
+}
+/* Closing after a response: our close_notify (TLS), then the write side's FIN. 0 or -1. */
+static inline int conn_shutdown_wr(conn *c)
+{
+    if (c->ssl) tls_shutdown(c);
+    return shutdown(c->fd, SHUT_WR);
+}
+/* The connection is being closed: close_notify if nothing went wrong (best effort, never
+ * blocks), then free the TLS state. The caller closes the fd. */
+static inline void conn_io_close(conn *c)
+{
+    if (c->ssl) tls_free(c);
+}
+/* A new connection of a TLS listener: c->ssl set up for the server side of a handshake. 0 or -1
+ * (logged). */
+int tls_conn_start(conn *c, tls_ctx *t);
+/* Move the handshake on: 1 done, 0 not yet (*events: what to wait for, EPOLLIN or EPOLLOUT),
+ * -1 failed (logged at debug level; close the connection). */
+int tls_conn_handshake(conn *c, unsigned *events);
+
 /* ---- http_conn.c: parsing ---------------------------------------------------------------- */
 enum { PARSE_MORE = 0, PARSE_DONE = 1, PARSE_ERROR = -1 };
 /* Start a new request: keep pipelined bytes, reset the parser and the per-request fields. */
 void conn_request_begin(conn *c);
 /* Feed buffered input until the head is complete. PARSE_ERROR sets c->err_status. */
 int conn_parse_head(conn *c);
+/* The peer half-closed in the middle of an SCGI / uwsgi head (libwsgi-scgi): the status to answer
+ * (logged), or 0 when there is nothing to answer (HTTP, or no byte yet: just close). */
+int conn_head_eof(conn *c);
 /* After the head: choose c->body_mode from the head and the limits. Returns 0, or a status
  * (413, 417) to answer without calling the app. */
 int conn_choose_body(conn *c);
@@ -232,6 +320,8 @@ int conn_parse_body(conn *c);
 int conn_can_drain(const conn *c);
 /* The wsgi_body_read_cb for BODY_STREAM (runs on the app thread; may block). */
 int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread);
+/* The request's method (HTTP, SCGI or uwsgi), not NUL-terminated: *len bytes. */
+const char *conn_request_method(const conn *c, size_t *len);
 /* Whether the comma-separated list v (a header value) holds the token tok (case-insensitive). */
 int conn_token_in_list(const char *v, size_t n, const char *tok);
 /* Whether a header called name (any of them, if repeated) holds the token tok. */
@@ -244,11 +334,25 @@ int conn_upgrade_websocket(const conn *c);
 int conn_end_head(conn *c);
 /* Fill req from the parsed head (pointers into conn.in, valid until the buffer is next touched). */
 void conn_fill_request(conn *c, wsgi_request *req);
-/* Copy what the access log needs (the head's bytes do not live until the response ends). */
+/* ---- observe.c, proxy_headers.c: access log, metrics, forwarded headers (issue 13) -------- */
+/* The head is complete: note the time, and copy what the access log needs (the head's bytes do
+ * not live until the response ends). */
 void conn_access_prepare(conn *c);
+/* The response head (for %({name}o)s). */
+void conn_access_head(conn *c, const wsgi_response_head *h);
 void conn_access_log(conn *c);
+void conn_access_free(conn *c);
+/* The request is about to go to the app: its arrival time, the forwarded client, scheme and host
+ * (--proxy-headers), and the in-flight gauge. */
+void conn_obs_fill(conn *c, wsgi_request *req);
+void conn_proxy_apply(conn *c, wsgi_request *req);
+/* An SCGI / uwsgi request (http_conn.c): its method, and one of its variables (0 found, -1). */
+void conn_scgi_method(const conn *c, const char **m, size_t *len);
+int conn_scgi_param(const conn *c, const char *name, const char **value, size_t *len);
 /* Grow conn.in to at least want bytes. 0 or -1. */
 int conn_in_reserve(conn *c, size_t want);
+/* TCP_NODELAY on a TCP connection (HTTP: small responses must not wait for an ACK). */
+void conn_set_nodelay(conn *c);
 /* Free what the connection's protocol front end holds (the SCGI head). */
 void conn_front_free(conn *c);
 
@@ -342,6 +446,11 @@ void asgi_host_loop_ready(asgi_host *h);
 int asgi_host_timeout(asgi_host *h);
 /* One turn: run the app's loop, then move the connections its callbacks touched. */
 void asgi_host_run(asgi_host *h);
+/* The server's iteration began (after epoll_wait) / has run the app's code (dispatches, the loop
+ * turn) at time now_ms (CLOCK_MONOTONIC, ms): an iteration longer than --loop-block-warn-ms was an
+ * app blocking the event loop, which is logged. */
+void asgi_host_iteration_begin(asgi_host *h, int64_t now_ms);
+void asgi_host_iteration_end(asgi_host *h, int64_t now_ms);
 /* Apps still running after their connection (background tasks): shutdown waits for them. */
 size_t asgi_host_busy(const asgi_host *h);
 /* A new task of connection c (zeroed by the caller); it is not queued. */

@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 static int ieq(const char *a, size_t alen, const char *lit)
@@ -334,9 +336,7 @@ void conn_request_begin(conn *c)
     c->dst_cap = c->dst_len = 0;
     c->body_error = 0;
     c->body_sink = NULL;
-    free(c->alog);
-    c->alog = NULL;
-    c->alog_rl = c->alog_ref = c->alog_ua = 0;
+    conn_access_free(c);
     c->resp = NULL;
     c->in_call = 0;
     c->started = 0;
@@ -406,6 +406,23 @@ struct scgi_front {
     size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
 };
 
+void conn_scgi_method(const conn *c, const char **m, size_t *len)
+{
+    *m = c->in + c->sf->method_off;
+    *len = c->sf->method_len;
+}
+
+int conn_scgi_param(const conn *c, const char *name, const char **value, size_t *len)
+{
+    return scgi_parser_find(&c->sf->p, c->in, name, value, len);
+}
+
+void conn_set_nodelay(conn *c)
+{
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 void conn_front_free(conn *c)
 {
     if (!c->sf) return;
@@ -467,11 +484,17 @@ static int scgi_head(conn *c)
     size_t used = 0;
     scgi_result r = scgi_parser_feed(&f->p, c->in + c->in_parsed, c->in_len - c->in_parsed, &used);
     c->in_parsed += used;
+    /* Known from the first byte: an error before the head is complete (a 408, a 431) is then
+     * answered in the gateway's protocol. */
+    scgi_proto pp = scgi_parser_protocol(&f->p);
+    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI)
+        c->proto = pp == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
     if (r == SCGI_NEED_MORE) return PARSE_MORE;
     c->proto_known = 1;
     if (r == SCGI_IS_HTTP) {
         conn_front_free(c);
         c->proto = CPROTO_HTTP;
+        if (!c->lst->is_unix) conn_set_nodelay(c);
         return PARSE_HTTP;
     }
     c->proto = scgi_parser_protocol(&f->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
@@ -495,6 +518,12 @@ static int scgi_head(conn *c)
     c->url_len = req.target_len;
     f->method_off = (size_t)(req.method - c->in);
     f->method_len = req.method_len;
+    /* The client is lighttpd's (REMOTE_ADDR), not the gateway at the socket's other end: logs
+     * name it. */
+    if (req.client_addr && strlen(req.client_addr) < sizeof(c->peer)) {
+        memcpy(c->peer, req.client_addr, strlen(req.client_addr) + 1);
+        c->peer_port = req.client_port;
+    }
     /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
      * Content-Length body (see the top). */
     char head[64];
@@ -512,6 +541,19 @@ static int scgi_head(conn *c)
     c->head_done = 1;
     http_parser_pause(&c->parser, 1); /* as after an HTTP head: conn_choose_body() resumes */
     return PARSE_DONE;
+}
+
+int conn_head_eof(conn *c)
+{
+    if (c->proto_known || !c->sf || c->in_len == 0) return 0;
+    scgi_parser_eof(&c->sf->p);
+    c->proto_known = 1;
+    c->proto = scgi_parser_protocol(&c->sf->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    c->err_status = scgi_parser_status(&c->sf->p) ? scgi_parser_status(&c->sf->p) : 400;
+    host_log(WSGI_LOG_WARNING, "bad %s request: %s (%d)",
+             c->proto == CPROTO_UWSGI ? "uwsgi" : "SCGI", scgi_parser_error(&c->sf->p),
+             c->err_status);
+    return c->err_status;
 }
 
 int conn_parse_head(conn *c)
@@ -556,6 +598,22 @@ int conn_parse_body(conn *c)
     return c->msg_done ? PARSE_DONE : PARSE_MORE;
 }
 
+/* A read on the app thread. With TLS, while a generator reads the body the loop may be writing
+ * this connection's output (exchange_late_flush), and one SSL object must not be used by two
+ * threads at once: the read holds the output queue like a callback does (never across poll:
+ * conn_recv does not block). A read that returns EAGAIN leaves nothing decrypted in OpenSSL, so
+ * polling the socket afterwards is right. */
+static ssize_t body_recv(conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) return conn_recv(c, buf, len);
+    conn_out_lock(c);
+    ssize_t r = conn_recv(c, buf, len);
+    int e = errno;
+    conn_out_unlock(c);
+    errno = e;
+    return r;
+}
+
 int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
 {
     conn *c = user_data;
@@ -597,7 +655,7 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
              * follow), and parse it there. */
             uint64_t left = (uint64_t)c->content_length - c->body_received;
             size_t want = len < left ? len : (size_t)left;
-            r = recv(c->fd, buf, want, 0);
+            r = body_recv(c, buf, want);
             if (r > 0) {
                 if (parse(c, buf, (size_t)r) != r) {
                     if (!c->body_error) c->body_error = c->err_status ? c->err_status : 400;
@@ -611,7 +669,7 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
                 c->body_error = 503;
                 return -1;
             }
-            r = recv(c->fd, c->in, c->in_cap, 0);
+            r = body_recv(c, c->in, c->in_cap);
             if (r > 0) {
                 c->in_len = (size_t)r;
                 continue;
@@ -710,7 +768,7 @@ static void fill_http(conn *c, wsgi_request *req)
     req->http_minor = c->http_minor;
     req->headers = c->hdr_ptrs;
     req->n_headers = n;
-    req->scheme = "http";
+    req->scheme = c->ssl ? "https" : "http"; /* HTTPS=on, wss in an ASGI scope */
     req->server_name = c->lst->host;
     req->server_port = c->lst->port;
     req->client_addr = c->peer[0] ? c->peer : NULL;
@@ -744,58 +802,19 @@ void conn_fill_request(conn *c, wsgi_request *req)
         break;
     case BODY_FEED: req->body = NULL; break; /* fed by asgi_exchange.c */
     }
+    conn_obs_fill(c, req);
 }
 
-void conn_access_prepare(conn *c)
+/* The request's method, for log lines outside the access log (guard.c). */
+const char *conn_request_method(const conn *c, size_t *len)
 {
-    const char *m, *ref = NULL, *ua = NULL;
-    size_t mlen, ref_len = 0, ua_len = 0;
-    if (c->proto != CPROTO_HTTP) {
+    const char *m;
+    if (c->proto != CPROTO_HTTP && c->sf) {
         m = c->in + c->sf->method_off;
-        mlen = c->sf->method_len;
-        scgi_parser_find(&c->sf->p, c->in, "HTTP_REFERER", &ref, &ref_len);
-        scgi_parser_find(&c->sf->p, c->in, "HTTP_USER_AGENT", &ua, &ua_len);
+        *len = c->sf->method_len;
     } else {
         m = http_method_str((enum http_method)c->parser.method);
-        mlen = strlen(m);
-        for (size_t k = 0; k < c->n_hdrs; k++) {
-            const hdr_span *h = &c->hdrs[k];
-            if (ieq(c->in + h->name_off, h->name_len, "referer")) {
-                ref = c->in + h->value_off;
-                ref_len = h->value_len;
-            } else if (ieq(c->in + h->name_off, h->name_len, "user-agent")) {
-                ua = c->in + h->value_off;
-                ua_len = h->value_len;
-            }
-        }
+        *len = strlen(m);
     }
-    char ver[24];
-    int vn = snprintf(ver, sizeof(ver), " HTTP/%d.%d", c->http_major % 10, c->http_minor % 10);
-    size_t rl = mlen + 1 + c->url_len + (size_t)vn;
-    free(c->alog);
-    c->alog = malloc(rl + ref_len + ua_len + 1);
-    if (!c->alog) return;
-    char *o = c->alog;
-    memcpy(o, m, mlen);
-    o += mlen;
-    *o++ = ' ';
-    memcpy(o, c->in + c->url_off, c->url_len);
-    o += c->url_len;
-    memcpy(o, ver, (size_t)vn);
-    o += vn;
-    c->alog_rl = (size_t)(o - c->alog);
-    if (ref_len) memcpy(o, ref, ref_len);
-    o += ref_len;
-    c->alog_ref = ref_len;
-    if (ua_len) memcpy(o, ua, ua_len);
-    c->alog_ua = ua_len;
-}
-
-void conn_access_log(conn *c)
-{
-    if (!server_access_log(c->srv)) return;
-    const char *a = c->alog;
-    host_access_log(c->peer[0] ? c->peer : NULL, a, a ? c->alog_rl : 0, c->status, c->body_bytes,
-                    a ? a + c->alog_rl : NULL, c->alog_ref, a ? a + c->alog_rl + c->alog_ref : NULL,
-                    c->alog_ua);
+    return m;
 }

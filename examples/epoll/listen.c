@@ -1,7 +1,11 @@
-/* Listening sockets (see listen.h). Why SO_REUSEPORT with one socket per worker rather than one
- * shared accept queue: each worker's epoll then only wakes for its own connections (no thundering
- * herd) and the kernel balances new connections across workers. unix sockets have no
- * SO_REUSEPORT, so there the workers share the master's socket and use EPOLLEXCLUSIVE. */
+/* Listening sockets (see listen.h). Why one shared accept queue by default rather than one
+ * SO_REUSEPORT socket per worker: the kernel hashes a connection to a per-worker socket by its
+ * addresses and ports, blind to how busy the worker is, so a worker held by slow requests keeps
+ * getting new connections that wait behind them while another worker idles; with a shared
+ * queue, EPOLLEXCLUSIVE wakes one of the workers waiting in epoll_wait, and a busy worker is not
+ * waiting (bench/spread.py: p99 of fast requests several times lower, see bench/README.md). It
+ * also keeps the queue when a worker exits (max-requests, reload). unix sockets have no
+ * SO_REUSEPORT: they are always shared. */
 #include "listen.h"
 #include "host_log.h"
 
@@ -139,17 +143,18 @@ int listen_inherit(int fd, const char *spec, listener *l)
     return 0;
 }
 
-int listen_reserve(listener *l, int prefork, int backlog)
+int listen_reserve(listener *l, int prefork, int reuse_port, int backlog)
 {
     if (l->inherited) return 0;
+    l->per_worker = prefork && reuse_port && !l->is_unix;
     if (l->is_unix) {
         const char *path = ((struct sockaddr_un *)&l->addr)->sun_path;
         struct stat st;
         /* A stale socket file from a previous run would make bind fail; anything else we leave. */
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+        /* Bound now, listening once a worker has its app (listen_open). */
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0 || bind(fd, (const struct sockaddr *)&l->addr, l->addr_len) != 0 ||
-            listen(fd, backlog) != 0) {
+        if (fd < 0 || bind(fd, (const struct sockaddr *)&l->addr, l->addr_len) != 0) {
             fprintf(stderr, "error: cannot listen on %s: %s\n", l->spec, strerror(errno));
             if (fd >= 0) close(fd);
             return -1;
@@ -157,7 +162,8 @@ int listen_reserve(listener *l, int prefork, int backlog)
         l->reserved_fd = fd;
         return 0;
     }
-    int fd = tcp_socket(l, prefork);
+    (void)backlog; /* a TCP socket listens once a worker is ready for it (listen_open) */
+    int fd = tcp_socket(l, l->per_worker);
     if (fd < 0) {
         fprintf(stderr, "error: cannot bind %s: %s\n", l->spec, strerror(errno));
         return -1;
@@ -178,17 +184,22 @@ int listen_reserve(listener *l, int prefork, int backlog)
 
 int listen_open(listener *l, int prefork, int backlog)
 {
-    if (l->is_unix || l->inherited) {
+    if (l->inherited) {
         l->fd = l->reserved_fd;
         l->shared = prefork;
         return 0;
     }
-    if (!prefork) {
+    if (!l->per_worker) {
+        /* The master's socket (shared when prefork): the first worker with its app loaded makes
+         * it listen (so a connection that is accepted always finds an app), the others' listen()
+         * is a no-op. It keeps listening while workers come and go; the master closes it when it
+         * stops. */
         if (listen(l->reserved_fd, backlog) != 0) {
             host_log(WSGI_LOG_ERROR, "cannot listen on %s: %s", l->spec, strerror(errno));
             return -1;
         }
         l->fd = l->reserved_fd;
+        l->shared = prefork;
         return 0;
     }
     int fd = tcp_socket(l, 1);

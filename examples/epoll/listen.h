@@ -1,5 +1,9 @@
 /* Listening addresses: parsing "HOST:PORT" / "[V6]:PORT" / "unix:PATH", reserving them in the
- * master and opening the accepting sockets in each worker. */
+ * master and opening the accepting sockets in each worker. Two models for prefork TCP: one
+ * listening socket made in the master and shared by every worker (the default; each worker's
+ * epoll waits on it with EPOLLEXCLUSIVE, so a connection goes to a worker that is waiting, i.e.
+ * not busy), or with --reuse-port one SO_REUSEPORT socket per worker (the kernel hashes each new
+ * connection to a worker, busy or not). bench/README.md has the measurements. */
 #ifndef EPOLL_LISTEN_H
 #define EPOLL_LISTEN_H
 
@@ -18,6 +22,7 @@ typedef struct listener {
     int fd;          /* the accepting socket of this process (non-blocking) */
     int shared;      /* fd is shared by several processes (unix socket in prefork) */
     int inherited;   /* an already listening socket given by the parent (--fd, lighttpd) */
+    int per_worker;  /* --reuse-port: each worker binds its own SO_REUSEPORT socket */
 } listener;
 
 /* Parse spec into l (no socket yet). 0, or -1 with a message on stderr. */
@@ -29,14 +34,17 @@ int listen_parse(const char *spec, listener *l);
  * parent owns it). 0, or -1 with a message on stderr when fd is not a listening stream socket. */
 int listen_inherit(int fd, const char *spec, listener *l);
 
-/* Master side, before any fork. TCP: bind, with SO_REUSEPORT when prefork so that each worker can
- * bind its own socket to the same port (the kernel spreads connections across workers); the
- * master's socket never listens, it only holds the port. unix: bind + listen; workers inherit it.
- * 0, or -1 with a message on stderr. */
-int listen_reserve(listener *l, int prefork, int backlog);
+/* Master side, before any fork. TCP prefork with reuse_port: bind with SO_REUSEPORT, so that each
+ * worker can bind its own socket to the same port; the master's socket never listens, it only
+ * holds the port. Otherwise bind (TCP and unix); the first worker to have its app loaded makes it
+ * listen (listen_open), so a connection is never accepted before an app can answer it. The workers
+ * inherit the socket and share its accept queue, so a worker that exits leaves the connections
+ * queued to the others. 0, or -1 with a message on stderr. */
+int listen_reserve(listener *l, int prefork, int reuse_port, int backlog);
 
-/* Worker side: make l->fd the socket to accept on. TCP prefork: a new SO_REUSEPORT socket;
- * otherwise the reserved one, now listening. 0, or -1 (logged). */
+/* Worker side: make l->fd the socket to accept on. TCP prefork with --reuse-port: a new
+ * SO_REUSEPORT socket; otherwise the reserved one (shared when prefork: EPOLLEXCLUSIVE).
+ * 0, or -1 (logged). */
 int listen_open(listener *l, int prefork, int backlog);
 
 /* Close the sockets of this process (unix: the master also unlinks the path). */

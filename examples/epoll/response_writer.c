@@ -187,7 +187,7 @@ static int flush_calls(conn *c, int calls)
             }
             off_t off = (off_t)it->foff;
             size_t want = it->fcount > 0x7ffff000 ? 0x7ffff000 : (size_t)it->fcount;
-            ssize_t n = sendfile(c->fd, it->fd, &off, want);
+            ssize_t n = conn_sendfile(c, it->fd, &off, want);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN || errno == EWOULDBLOCK) return OUT_AGAIN;
@@ -211,11 +211,7 @@ static int flush_calls(conn *c, int calls)
             iov[k].iov_len = m->len;
             k++;
         }
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = iov;
-        mh.msg_iovlen = (size_t)k;
-        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        ssize_t n = conn_sendv(c, iov, k, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return OUT_AGAIN;
@@ -396,6 +392,7 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
 {
     c->started = 1;
     c->status = h->status;
+    if (c->alog) conn_access_head(c, h);
     if (c->proto != CPROTO_HTTP) return queue_cgi_head(c, h);
     c->status = h->status;
     int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;

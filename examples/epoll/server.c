@@ -27,8 +27,11 @@
  * back into the server). */
 #include "server.h"
 #include "conn.h"
+#include "guard.h"
 #include "host_log.h"
+#include "metrics.h"
 #include "host_signals.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,6 +77,9 @@ struct server {
     int epfd, wakefd, sigfd;
     int team;        /* WSGI with --threads N > 0: a team of threads runs the loop (see the top) */
     asgi_host *asgi; /* NULL: a WSGI app */
+    tls_ctx *tls;    /* --certfile: every connection starts with a TLS handshake */
+    /* Connections waiting for EPOLLIN whose input OpenSSL has already decrypted (arm()). */
+    conn *tls_head, *tls_tail;
 
     pthread_mutex_t done_mu;
     conn *done_head, *done_tail;
@@ -112,7 +118,12 @@ struct server {
     int64_t grace_deadline;
     int accept_paused;
     int64_t accept_resume_at; /* accept_paused: listen again at this time (or when a conn closes) */
+    /* Every app thread is busy (a request had to wait for one): a shared listening socket is left
+     * to the other workers until a thread is free again (listen.c: fair spreading). */
+    int saturated;
+    int64_t asgi_scan_at; /* --timeout: the next look at ASGI requests (asgi_timeouts) */
     int64_t last_emfile_log;
+    int64_t last_limit_log; /* --limit-concurrency's warning, at most every 10 s */
 };
 
 /* ---- accessors used off the loop thread ----------------------------------------------------- */
@@ -220,19 +231,52 @@ static void tl_add(server *s, conn *c, int list)
 
 /* ---- connection life cycle --------------------------------------------------------------- */
 
+static void tls_unqueue(server *s, conn *c)
+{
+    if (!c->tls_queued) return;
+    c->tls_queued = 0;
+    if (c->tls_prev)
+        c->tls_prev->tls_next = c->tls_next;
+    else
+        s->tls_head = c->tls_next;
+    if (c->tls_next)
+        c->tls_next->tls_prev = c->tls_prev;
+    else
+        s->tls_tail = c->tls_prev;
+    c->tls_prev = c->tls_next = NULL;
+}
+
 /* Armed with the same events since the last event for it was handled: nothing to change (saves
  * an epoll_ctl, e.g. a WebSocket armed for reading when its read drained the socket, and again
- * after the loop turn that wrote the answer). A fired event not handled yet is still delivered. */
+ * after the loop turn that wrote the answer). A fired event not handled yet is still delivered.
+ * TLS: input OpenSSL has already decrypted (a read that filled its buffer) does not make the
+ * socket readable; such a connection goes on the TLS list instead, where the loop hands it the
+ * events as if epoll had reported them (run_tls_pending). */
 static void arm(server *s, conn *c, unsigned events)
 {
+    if ((events & EPOLLIN) && conn_pending(c)) {
+        c->tls_events = events & (EPOLLIN | EPOLLOUT); /* as epoll would report them */
+        if (c->tls_queued) return;
+        c->tls_queued = 1;
+        c->tls_next = NULL;
+        c->tls_prev = s->tls_tail;
+        if (s->tls_tail)
+            s->tls_tail->tls_next = c;
+        else
+            s->tls_head = c;
+        s->tls_tail = c;
+        return;
+    }
+    tls_unqueue(s, c); /* armed in epoll now: an earlier synthesized event is out of date */
     events |= EPOLLONESHOT;
-    if (c->armed == events) return;
+    if (c->in_epoll && c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+    if (epoll_ctl(s->epfd, c->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
         c->armed = 0;
         return;
     }
+    c->in_epoll = 1;
     c->armed = events;
 }
 
@@ -256,7 +300,9 @@ static void conn_close(server *s, conn *c)
     if (c->ax) asgi_exchange_drop(c);
     if (c->ws) ws_conn_drop(c);
     tl_remove(s, c);
-    close(c->fd); /* also removes it from epoll */
+    tls_unqueue(s, c);
+    conn_io_close(c); /* TLS: close_notify (best effort), then free the TLS state */
+    close(c->fd);     /* also removes it from epoll */
     c->fd = -1;
     c->state = CONN_CLOSED;
     if (c->all_prev)
@@ -265,6 +311,7 @@ static void conn_close(server *s, conn *c)
         s->all = c->all_next;
     if (c->all_next) c->all_next->all_prev = c->all_prev;
     s->n_conns--;
+    metrics_conn_open(-1);
     /* Events of this batch may still point at it: free after the batch. */
     c->q_next = s->graveyard;
     s->graveyard = c;
@@ -280,7 +327,7 @@ static void conn_free(conn *c)
     free(c->in);
     free(c->hdrs);
     free(c->hdr_ptrs);
-    free(c->alog);
+    conn_access_free(c);
     free(c->outq);
     free(c->scratch);
     free(c);
@@ -299,7 +346,13 @@ static void bury(server *s)
  * that closing with unread input does not reset the connection before the client has read it. */
 static void close_graceful(server *s, conn *c)
 {
-    if (shutdown(c->fd, SHUT_WR) != 0) {
+    /* SCGI / uwsgi: lighttpd sends one request per connection and nothing after it; once all of
+     * it is read, closing cannot reset the connection under the response (no unread input). */
+    if (c->proto != CPROTO_HTTP && c->msg_done && c->in_parsed == c->in_len) {
+        conn_close(s, c);
+        return;
+    }
+    if (conn_shutdown_wr(c) != 0) {
         conn_close(s, c);
         return;
     }
@@ -341,7 +394,12 @@ static void report_done(server *s, conn *c, int r)
 
 static int run_exchange(conn *c)
 {
-    return c->abort_requested ? exchange_abort(c) : exchange_run(c);
+    if (c->abort_requested) return exchange_abort(c);
+    /* --timeout watches each call into the app (guard.c). */
+    guard_call_begin(c);
+    int r = exchange_run(c);
+    guard_call_end();
+    return r;
 }
 
 static void lend(server *s, conn *c)
@@ -394,11 +452,45 @@ static void standby_wake(server *s)
     pthread_mutex_unlock(&s->tmu);
 }
 
+/* Saturation (struct server): stop taking connections from a shared listening socket while a
+ * request waits for an app thread, so that an idle worker gets them; take them again once the
+ * waiting requests have a thread. Per-worker sockets (--reuse-port) have nobody else to take
+ * their connections: they stay enabled. */
+static void saturation_begin(server *s)
+{
+    if (s->saturated || s->draining || s->accept_paused) return;
+    int any = 0;
+    for (size_t k = 0; k < s->n_ls; k++)
+        any |= s->ls[k].fd >= 0 && s->ls[k].shared;
+    if (!any) return;
+    s->saturated = 1;
+    for (size_t k = 0; k < s->n_ls; k++)
+        if (s->ls[k].fd >= 0 && s->ls[k].shared)
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->ls[k].fd, NULL);
+}
+
+static void saturation_check(server *s)
+{
+    if (!s->saturated) return;
+    pthread_mutex_lock(&s->tmu);
+    int waiting = s->pend_head != NULL;
+    pthread_mutex_unlock(&s->tmu);
+    if (waiting) return;
+    s->saturated = 0;
+    if (s->draining || s->accept_paused) return;
+    for (size_t k = 0; k < s->n_ls; k++) {
+        if (s->ls[k].fd < 0 || !s->ls[k].shared) continue;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &s->ls_tags[k]};
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->ls[k].fd, &ev);
+    }
+}
+
 /* Hand the connection to the app: run it here, or (team, no standby free) queue it for the next
  * team thread to come back from the app. */
 static void to_app(server *s, conn *c)
 {
     tl_remove(s, c);
+    tls_unqueue(s, c); /* the loop must not touch it while the app thread has it */
     if (c->state != CONN_APP) {
         c->state = CONN_APP;
         s->n_app++;
@@ -414,6 +506,7 @@ static void to_app(server *s, conn *c)
         fifo_push(&s->pend_head, &s->pend_tail, c);
         pthread_cond_signal(&s->spare_cv);
         pthread_mutex_unlock(&s->tmu);
+        saturation_begin(s);
         return;
     }
     pthread_mutex_unlock(&s->tmu);
@@ -436,6 +529,7 @@ static void to_app(server *s, conn *c)
 static void request_abort(server *s, conn *c)
 {
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->in_epoll = 0;
     c->armed = 0;
     c->abort_requested = 1;
     to_app(s, c);
@@ -509,6 +603,7 @@ static void start_drain(server *s, conn *c)
 /* The response is on the wire: the next request, the rest of an unread body, or close. */
 static void response_done(server *s, conn *c)
 {
+    guard_request_done(); /* --max-requests */
     c->state = CONN_HEAD; /* loop-owned again */
     if (!c->keep_alive || s->draining)
         close_graceful(s, c);
@@ -540,10 +635,25 @@ static void on_pump_result(server *s, conn *c, int r)
 /* The request is ready for the app: an app thread (WSGI) or the loop's ASGI app. */
 static void start_app(server *s, conn *c)
 {
-    if (s->asgi)
+    if (s->asgi) {
+        c->asgi_since_ms = guard_on() ? now_ms() : 0; /* --timeout: asgi_timeouts() */
         asgi_exchange_start(c);
-    else
+    } else {
         to_app(s, c);
+    }
+}
+
+/* --timeout for ASGI requests (guard.c): every 200 ms, cancel the tasks of requests in the app
+ * for too long. Returns the time to the next look (-1: off). */
+static int asgi_timeouts(server *s)
+{
+    if (!s->asgi || !guard_on()) return -1;
+    int64_t now = now_ms();
+    if (now < s->asgi_scan_at) return (int)(s->asgi_scan_at - now);
+    s->asgi_scan_at = now + 200;
+    for (conn *c = s->all; c; c = c->all_next)
+        if (c->state == CONN_ASGI && c->ax && c->asgi_since_ms) guard_asgi_check(c, now);
+    return 200;
 }
 
 /* ---- for asgi_exchange.c and ws_conn.c ------------------------------------------------------ */
@@ -572,6 +682,27 @@ void server_conn_done(conn *c)
     response_done(c->srv, c);
 }
 
+/* --limit-concurrency N (uvicorn's option): a request that arrives while the worker has more than N
+ * connections open (this one included) and ASGI apps still running after their response is
+ * answered 503 and its connection closed, so that an overloaded worker sheds load early instead of
+ * queueing it. uvicorn refuses from the N-th connection on (its count includes the request's own);
+ * here N connections are served. Logged once per 10 s at most. */
+static int over_concurrency_limit(server *s)
+{
+    unsigned limit = s->opt->limit_concurrency;
+    if (!limit) return 0;
+    size_t load = s->n_conns + (s->asgi ? asgi_host_busy(s->asgi) : 0);
+    if (load <= limit) return 0;
+    int64_t now = now_ms();
+    if (now - s->last_limit_log > 10000) {
+        host_log(WSGI_LOG_WARNING,
+                 "--limit-concurrency %u exceeded (%zu connections and running ASGI tasks): 503",
+                 limit, load);
+        s->last_limit_log = now;
+    }
+    return 1;
+}
+
 /* Parse what is buffered and move the request on. */
 static void advance(server *s, conn *c)
 {
@@ -585,8 +716,12 @@ static void advance(server *s, conn *c)
             arm(s, c, EPOLLIN);
             return;
         }
-        if (server_access_log(s)) conn_access_prepare(c);
+        conn_access_prepare(c); /* observe.c: the arrival time, the access log's record */
         if (s->draining) c->keep_alive = 0;
+        if (over_concurrency_limit(s)) {
+            reply_error(s, c, 503);
+            return;
+        }
         if (conn_upgrade_websocket(c)) {
             if (s->asgi) {
                 ws_conn_start(c);
@@ -664,9 +799,15 @@ static void on_readable(server *s, conn *c)
             return;
         }
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    ssize_t n = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len);
     if (n == 0) {
-        conn_close(s, c); /* the client went away (maybe half-way through a request) */
+        /* The client went away (maybe half-way through a request). A gateway that half-closed
+         * inside an SCGI / uwsgi head can still read why it failed. */
+        int st = c->state == CONN_HEAD ? conn_head_eof(c) : 0;
+        if (st)
+            reply_error(s, c, st);
+        else
+            conn_close(s, c);
         return;
     }
     if (n < 0) {
@@ -689,6 +830,8 @@ static void on_readable(server *s, conn *c)
     advance(s, c);
 }
 
+/* What arrives is discarded: with TLS, after our close_notify, the raw socket is read (nothing of
+ * it needs decrypting). */
 static void on_linger_readable(server *s, conn *c)
 {
     char buf[4096];
@@ -705,10 +848,27 @@ static void on_linger_readable(server *s, conn *c)
     arm(s, c, EPOLLIN);
 }
 
+/* The TLS handshake (CONN_TLS): on to the first request once it is done. */
+static void tls_step(server *s, conn *c)
+{
+    unsigned want = 0;
+    int r = tls_conn_handshake(c, &want);
+    if (r < 0) {
+        conn_close(s, c);
+    } else if (r == 0) {
+        arm(s, c, want);
+    } else {
+        c->state = CONN_IDLE;
+        tl_add(s, c, TL_REQUEST); /* the first request's own clock, as for a plain connection */
+        arm(s, c, EPOLLIN);
+    }
+}
+
 static void on_conn_event(server *s, conn *c, unsigned events)
 {
     c->armed = 0; /* one-shot: disarmed by this event */
     switch (c->state) {
+    case CONN_TLS: tls_step(s, c); break;
     case CONN_IDLE:
     case CONN_HEAD:
     case CONN_BODY:
@@ -757,6 +917,10 @@ static void on_conn_event(server *s, conn *c, unsigned events)
 static void on_timeout(server *s, conn *c)
 {
     switch (c->state) {
+    case CONN_TLS:
+        host_log(WSGI_LOG_DEBUG, "TLS handshake with %s timed out", c->peer[0] ? c->peer : "unix");
+        conn_close(s, c);
+        break;
     case CONN_IDLE:
     case CONN_DRAIN:
     case CONN_LINGER:
@@ -825,24 +989,36 @@ static void on_accept(server *s, listener *l)
             inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
             c->peer_port = ntohs(a->sin6_port);
         }
-        if (!l->is_unix) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        }
+        /* libwsgi-scgi: an SCGI / uwsgi response is one write and a close, which Nagle never
+         * delays; TCP_NODELAY is set only if the connection turns out to speak HTTP. */
+        if (!l->is_unix && !s->opt->scgi_accept) conn_set_nodelay(c);
         conn_request_begin(c);
         c->all_next = s->all;
         if (s->all) s->all->all_prev = c;
         s->all = c;
         s->n_conns++;
-        /* A new connection gets the request timeout for its first request (not keep-alive's). */
+        metrics_conn_open(1);
+        /* A new connection gets the request timeout for its first request (not keep-alive's),
+         * or first for its TLS handshake. */
         c->state = CONN_IDLE;
-        tl_add(s, c, TL_REQUEST);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = c};
-        c->armed = ev.events;
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
-            conn_close(s, c);
+        if (s->tls) {
+            if (tls_conn_start(c, s->tls) != 0) {
+                conn_close(s, c);
+                continue;
+            }
+            c->state = CONN_TLS;
         }
+        tl_add(s, c, TL_REQUEST);
+        if (!s->opt->scgi_accept) {
+            arm(s, c, EPOLLIN); /* added to the epoll set */
+            if (!c->in_epoll) conn_close(s, c);
+            continue;
+        }
+        /* libwsgi-scgi: the gateway writes its request as soon as it is connected, and the
+         * listener defers accept until it has (TCP_DEFER_ACCEPT): read it now. A request served
+         * at once (the usual case) never enters the epoll set; otherwise on_readable arms it. */
+        on_readable(s, c);
+        if (s->team && !t_leader) return; /* the app blocked: another thread runs the loop now */
     }
 }
 
@@ -861,6 +1037,24 @@ static void on_wake(server *s)
         c->q_next = NULL;
         on_pump_result(s, c, c->pump_result); /* never calls the app: the leader stays */
     }
+    saturation_check(s);
+}
+
+/* Connections whose input OpenSSL holds already (arm()): their events, as epoll would report
+ * them. Only those queued when this starts (a handler may queue its connection again). Returns 0
+ * if this thread is no longer the leader. */
+static int run_tls_pending(server *s)
+{
+    size_t n = 0;
+    for (conn *c = s->tls_head; c; c = c->tls_next)
+        n++;
+    while (n-- > 0 && s->tls_head) {
+        conn *c = s->tls_head;
+        tls_unqueue(s, c);
+        on_conn_event(s, c, c->tls_events);
+        if (!t_leader) return 0;
+    }
+    return 1;
 }
 
 /* The connections that were ready when this starts (those made ready meanwhile wait for the next
@@ -902,10 +1096,14 @@ static void begin_drain(server *s)
             listen_close(&s->ls[k], 0);
         }
     }
-    /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away. */
+    /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away.
+     * A connection accepted but with no request yet (idle on the request timer, not keep-alive's)
+     * is not idle: its first request may be on the way, and closing it would fail it (a worker
+     * replaced by a reload or --max-requests must not drop it); it is answered with close. A TLS
+     * handshake in progress is closed (CONN_TLS). */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if (c->state == CONN_IDLE)
+        if ((c->state == CONN_IDLE && c->t_list == TL_IDLE) || c->state == CONN_TLS)
             conn_close(s, c);
         else if (c->state == CONN_WS)
             ws_conn_shutdown(c);
@@ -950,8 +1148,11 @@ static int loop(server *s)
             if (!t_leader) return LOOP_REPLACED;
         }
         if (!run_ready(s)) return LOOP_REPLACED;
+        if (s->tls_head && !run_tls_pending(s)) return LOOP_REPLACED;
         if (s->asgi) asgi_host_run(s->asgi);
+        int asgi_scan = asgi_timeouts(s);
         int64_t now = now_ms();
+        if (s->asgi) asgi_host_iteration_end(s->asgi, now);
         /* seq_cst: after a takeover it must see what the old leader's app call stored before it
          * read lstate (server_late_wake) without a happens-before edge to this thread. */
         if (atomic_load(&s->late_on) && server_now_us() >= s->late_next) late_scan(s);
@@ -970,8 +1171,10 @@ static int loop(server *s)
         bury(s);
 
         if (s->quit) break;
-        /* ASGI apps still running after their response (background tasks) are waited for too. */
-        if (s->draining && s->n_conns == 0 && !(s->asgi && asgi_host_busy(s->asgi))) break;
+        /* ASGI apps still running after their response (background tasks) are waited for too;
+         * requests --timeout gave up on (still in the app, their sockets shut down) are not. */
+        if (s->draining && s->n_conns <= guard_stuck() && !(s->asgi && asgi_host_busy(s->asgi)))
+            break;
         now = now_ms();
         if (s->draining && now >= s->grace_deadline) {
             host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections", s->n_conns);
@@ -1002,8 +1205,11 @@ static int loop(server *s)
             int64_t d = (s->late_next - server_now_us() + 999) / 1000;
             if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
         }
-        if (s->ready_head) timeout = 0;
+        if (asgi_scan >= 0 && (timeout < 0 || asgi_scan < timeout)) timeout = asgi_scan;
+        if (s->ready_head || s->tls_head) timeout = 0;
+        if (s->asgi) guard_loop_end(); /* --timeout: an ASGI loop turn is over */
         int n = epoll_wait(s->epfd, s->evs, 256, timeout);
+        if (s->asgi) guard_loop_begin();
         if (n < 0) {
             if (errno == EINTR) continue;
             host_log(WSGI_LOG_ERROR, "epoll_wait: %s", strerror(errno));
@@ -1011,6 +1217,7 @@ static int loop(server *s)
         }
         s->ev_n = n;
         s->ev_i = 0;
+        if (s->asgi) asgi_host_iteration_begin(s->asgi, now_ms());
     }
     return LOOP_DONE;
 }
@@ -1148,7 +1355,7 @@ static void team_join(server *s)
     s->n_threads = 0;
 }
 
-int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
+int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls, size_t n_ls)
 {
     server *s = calloc(1, sizeof(*s));
     if (!s) return -1;
@@ -1178,6 +1385,7 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
         goto out;
     }
+    s->tls = tls;
     int asgi = wsgi_app_interface(app) == WSGI_INTERFACE_ASGI;
     if (asgi && !(s->asgi = asgi_host_new(s, app))) goto out;
     /* An ASGI app runs on this thread, in its event loop: --threads does not apply. */
@@ -1200,15 +1408,26 @@ int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls)
         s->ls_tags[k].kind = EV_LISTENER;
         s->ls_tags[k].index = k;
     }
+    /* libwsgi-scgi: accept a gateway's connection once its request has arrived (on_accept
+     * reads it at once). */
+    for (size_t k = 0; k < n_ls && o->scgi_accept; k++) {
+        int one = 1;
+        if (!ls[k].is_unix) setsockopt(ls[k].fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
+    }
     listeners_enable(s, 1);
     for (size_t k = 0; k < n_ls; k++) {
         if (s->asgi)
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, ASGI on the event loop)",
-                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid());
+                     ls[k].is_unix || o->scgi_accept ? ""
+                     : s->tls                        ? "https://"
+                                                     : "http://",
+                     ls[k].spec, (int)getpid());
         else
             host_log(WSGI_LOG_INFO, "listening at %s%s (pid %d, %u threads)",
-                     ls[k].is_unix || o->scgi_accept ? "" : "http://", ls[k].spec, (int)getpid(),
-                     o->host.threads);
+                     ls[k].is_unix || o->scgi_accept ? ""
+                     : s->tls                        ? "https://"
+                                                     : "http://",
+                     ls[k].spec, (int)getpid(), o->host.threads);
     }
 
     if (s->team) {

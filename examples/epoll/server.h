@@ -6,12 +6,15 @@
 
 #include "cli.h"
 #include "listen.h"
+#include "tls.h"
 
 #include <libwsgi/libwsgi.h>
 
-/* Serve app on the (already listening) listeners until told to stop. Returns 0 after a clean
- * shutdown, 1 if requests were still running when the grace period ended (the caller must then
- * not free the runtime: app threads may still be inside it), -1 if the server could not start. */
-int server_run(const epoll_options *o, wsgi_app *app, listener *ls, size_t n_ls);
+/* Serve app on the (already listening) listeners until told to stop; with tls (the worker's
+ * context, borrowed: NULL for plain TCP) every connection starts with a TLS handshake. Returns 0
+ * after a clean shutdown, 1 if requests were still running when the grace period ended (the
+ * caller must then not free the runtime: app threads may still be inside it), -1 if the server
+ * could not start. */
+int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls, size_t n_ls);
 
 #endif

@@ -256,7 +256,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
             return -1;
         }
         ws->reads--;
-        ssize_t n = recv(c->fd, rbuf.buf, sizeof(rbuf.buf), 0);
+        ssize_t n = conn_recv(c, rbuf.buf, sizeof(rbuf.buf));
         if (n <= 0) {
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
                 ws->reads = 0; /* drained: wait for EPOLLIN */
@@ -317,10 +317,9 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     int k = 0;
     if (ws->hdr_len) iov[k++] = (struct iovec){.iov_base = ws->hdr, .iov_len = ws->hdr_len};
     iov[k++] = (struct iovec){.iov_base = (void *)data, .iov_len = len};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)k};
-    int f = MSG_NOSIGNAL | ((flags & WSLAY_MSG_MORE) ? MSG_MORE : 0);
+    int f = (flags & WSLAY_MSG_MORE) ? MSG_MORE : 0;
     for (;;) {
-        ssize_t n = sendmsg(ws->t.c->fd, &m, f);
+        ssize_t n = conn_sendv(ws->t.c, iov, k, f);
         if (n >= 0) {
             if ((size_t)n < ws->hdr_len) {
                 memmove(ws->hdr, ws->hdr + n, ws->hdr_len - (size_t)n);
@@ -349,7 +348,8 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 static int hdr_flush(ws_conn *ws)
 {
     while (ws->hdr_len) {
-        ssize_t n = send(ws->t.c->fd, ws->hdr, ws->hdr_len, MSG_NOSIGNAL);
+        struct iovec iov = {.iov_base = ws->hdr, .iov_len = ws->hdr_len};
+        ssize_t n = conn_sendv(ws->t.c, &iov, 1, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
@@ -484,7 +484,8 @@ static int read_frames(conn *c)
         if (!was_closing && wslay_event_get_queued_msg_count(ctx) == 1 && !out_pending(c)) {
             static const char close_1002[4] = {(char)0x88, 0x02, 0x03, (char)0xea};
             wslay_event_shutdown_write(ctx);
-            if (send(c->fd, close_1002, 4, MSG_NOSIGNAL) == 4) ws->raw_close_sent = 1;
+            struct iovec iov = {.iov_base = (void *)close_1002, .iov_len = 4};
+            if (conn_sendv(c, &iov, 1, 0) == 4) ws->raw_close_sent = 1;
         }
         host_log(WSGI_LOG_DEBUG, "WebSocket from %s: malformed frame: closing with 1002", peer(c));
         if (!ws->raw_close_sent && !wslay_event_get_write_enabled(ctx)) {
@@ -557,8 +558,7 @@ static void shrink(conn *c)
     free(c->hdr_ptrs);
     c->hdr_ptrs = NULL;
     c->hdr_ptrs_cap = 0;
-    free(c->alog);
-    c->alog = NULL;
+    conn_access_free(c);
     free(c->outq);
     c->outq = NULL;
     c->oq_cap = c->oq_head = c->oq_len = 0;

@@ -115,8 +115,8 @@ typedef struct asgi_handler {
  * callback (e.g. the next pipelined request from on_done).
  *
  * The scope's `root_path` is the app's wsgi_app_options::script_name, or the value of a
- * `SCRIPT_NAME` entry of wsgi_request::extra_environ when there is one (a gateway such as lighttpd's
- * SCGI that splits the path itself; `path` stays the whole path of the target). Other
+ * `SCRIPT_NAME` entry of wsgi_request::extra_environ when there is one (a gateway such as
+ * lighttpd's SCGI that splits the path itself; `path` stays the whole path of the target). Other
  * extra_environ entries are not used by ASGI.
  *
  * @param[in] app An ASGI app.
@@ -293,6 +293,26 @@ LIBWSGI_API int asgi_conn_resume(asgi_conn *conn);
  * from inside the connection's own on_done.
  */
 LIBWSGI_API void asgi_conn_free(asgi_conn *conn);
+
+/**
+ * @brief Cancel the app's task (a request the host gives up on, e.g. after a deadline): its stack
+ * is logged at ::WSGI_LOG_ERROR (where it waits: the whole chain of awaits), then
+ * `Task.cancel()` is called, so the app sees `asyncio.CancelledError` at its current `await`
+ * in the next loop turn. The end follows as for any app that ends that way: on_done with an
+ * error, after a 500 if no response had started, or with the response cut after its head.
+ *
+ * Only an app that awaits can be cancelled: one blocking the loop thread (`time.sleep`) keeps
+ * it until it returns to the loop; a host watching for that needs its own watchdog.
+ * @param[in] conn The connection (HTTP or WebSocket).
+ * @retval WSGI_OK The task was cancelled, or had already ended (nothing to do).
+ * @retval WSGI_ERR_INVAL NULL conn.
+ * @retval WSGI_ERR_STATE Not the loop thread.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
+ * @since 0.4.0
+ * @par Thread safety
+ * The loop thread only; not from inside the connection's own callbacks.
+ */
+LIBWSGI_API int asgi_conn_cancel(asgi_conn *conn);
 
 /**
  * @brief The first failure recorded on the connection, 0 if none.

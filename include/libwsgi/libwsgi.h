@@ -13,5 +13,6 @@
 #include <libwsgi/runtime.h>
 #include <libwsgi/wsgi.h>
 #include <libwsgi/asgi.h>
+#include <libwsgi/observer.h>
 
 #endif /* LIBWSGI_LIBWSGI_H */

@@ -85,6 +85,9 @@ typedef struct wsgi_request {
     const wsgi_header *extra_environ; /**< Extra environ keys set verbatim as latin-1 str (e.g. SCGI
                                            or TLS variables); they override computed keys. */
     size_t n_extra_environ;           /**< Number of @c extra_environ. */
+    int64_t arrival_ns; /**< When the request arrived (CLOCK_MONOTONIC in nanoseconds: its first
+                             byte, or its complete head), for the observer's
+                             wsgi_request_outcome::queue_ns; 0: unknown. @since 0.4.0 */
 } wsgi_request;
 
 /**

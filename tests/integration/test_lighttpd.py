@@ -510,3 +510,139 @@ def test_frameworks_same_as_reference_server(fw_pair):
         assert comparable(ours, theirs) == comparable(theirs, ours), what
         if req in ("json", "upload", "raw-large"):
             assert ours.status == 200, (what, ours.body)
+
+
+# ---- the daemon on its own: malformed SCGI / uwsgi heads --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon(request):
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--max-body-size", "1m",
+                                "--max-header-size", "4096"], port=port)
+    request.addfinalizer(s.stop)
+    return s.wait_ready()
+
+
+def scgi_bytes(pairs, body=b""):
+    head = b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
+    return str(len(head)).encode() + b":" + head + b"," + body
+
+
+def uwsgi_bytes(pairs, body=b""):
+    import struct
+    d = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v for k, v in pairs)
+    return struct.pack("<BHB", 0, len(d), 0) + d + body
+
+
+def exchange(port, data, shut=False):
+    """Send data (then half-close if shut), read until the daemon closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as s:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return out
+            out += d
+
+
+GOOD = [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/ok"), (b"SERVER_PROTOCOL", b"HTTP/1.1")]
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"12:CONTENT_LEN", 400),                                   # truncated netstring, then EOF
+    (b"5:abc", 400),                                            # shorter than announced
+    (b"10x:", 400),                                             # not a length
+    (scgi_bytes([(b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET")]), 400),  # no CONTENT_LENGTH first
+    (scgi_bytes(GOOD)[:-1] + b";", 400),                        # no ',' after the netstring
+    (scgi_bytes([(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET")]), 400),
+    (scgi_bytes([(b"CONTENT_LENGTH", b"2000000")] + GOOD[1:]), 413),  # over --max-body-size
+    (scgi_bytes(GOOD + [(b"HTTP_X_BIG", b"a" * 5000)]), 431),   # head over --max-header-size
+    (b"\x00\x00\x01\x00" + b"\x01" * 10, 400),                  # uwsgi: truncated, then EOF
+    (b"\x00\xff\xff\x00", 431),                                  # uwsgi: 65535 > the header limit
+    (uwsgi_bytes([(b"REQUEST_METHOD", b"GET")]), 400),          # uwsgi: no REQUEST_URI
+])
+def test_malformed_heads_get_an_error_and_a_close(daemon, data, status):
+    out = exchange(daemon.port, data, shut=True)
+    assert out.startswith(b"Status: %d " % status), out[:200]
+    # and the daemon goes on serving
+    ok = exchange(daemon.port, scgi_bytes(GOOD))
+    assert ok.startswith(b"Status: 200 OK\r\n") and ok.endswith(b"hello from wsgi\n")
+
+
+def test_scgi_body_is_exactly_content_length(daemon):
+    body = os.urandom(200000)
+    pairs = [(b"CONTENT_LENGTH", str(len(body)).encode())] + GOOD[1:3] + \
+        [(b"REQUEST_URI", b"/upload"), (b"SERVER_PROTOCOL", b"HTTP/1.1")]
+    out = exchange(daemon.port, scgi_bytes(pairs, body))
+    head, _, payload = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"Status: 200 OK")
+    assert json.loads(payload) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    # a body cut short: the app's read fails, the daemon answers 400 (nothing was sent yet)
+    out = exchange(daemon.port, scgi_bytes(pairs, body[:1000]), shut=True)
+    assert out.startswith(b"Status: 400 ")
+
+
+def test_access_log_names_the_client_not_the_gateway(tmp_path):
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--access-log"], port=port)
+    try:
+        s.wait_ready()
+        pairs = GOOD + [(b"REMOTE_ADDR", b"203.0.113.7"), (b"REMOTE_PORT", b"4242"),
+                        (b"HTTP_USER_AGENT", b"agent/1.0")]
+        assert exchange(port, scgi_bytes(pairs)).startswith(b"Status: 200 OK")
+        wait_for(lambda: "203.0.113.7" in s.log(), "the access log line", guard=GUARD)
+        line = [ln for ln in s.log().splitlines() if "203.0.113.7" in ln][0]
+        assert '"GET /ok HTTP/1.1" 200' in line and "agent/1.0" in line
+    finally:
+        s.stop()
+
+
+def test_head_timeout_is_a_cgi_style_408():
+    """A gateway that stops in the middle of an SCGI head gets the 408 in its own protocol."""
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--timeout-request", "1"],
+               port=port)
+    try:
+        s.wait_ready()
+        for partial in (b"12:", b"\x00\x10\x00\x00\x01"):
+            out = exchange(port, partial)  # no half-close: the daemon's timeout ends it
+            assert out.startswith(b"Status: 408 "), out[:100]
+    finally:
+        s.stop()
+
+
+def test_blocking_requests_do_not_stop_accepting(daemon, tmp_path):
+    """A request is read and run as soon as it is accepted; when its app call blocks, another
+    thread takes the loop over and goes on accepting and serving (3 blocked, 1 served)."""
+    flag = tmp_path / "go"
+    pairs = [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET"),
+             (b"REQUEST_URI", b"/block?flag=%s" % str(flag).encode()),
+             (b"SERVER_PROTOCOL", b"HTTP/1.1")]
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", daemon.port), timeout=GUARD)
+            s.sendall(scgi_bytes(pairs))
+            socks.append(s)
+        ok = exchange(daemon.port, scgi_bytes(GOOD))
+        assert ok.endswith(b"hello from wsgi\n")
+        flag.write_text("go")
+        for s in socks:
+            out = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+            assert out.startswith(b"Status: 200 OK") and out.endswith(b"unblocked\n")
+    finally:
+        for s in socks:
+            s.close()

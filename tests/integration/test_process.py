@@ -86,10 +86,12 @@ def test_access_log_line(spawn):
     s = spawn("epoll", "corners:app", "--access-log")
     request(s.port, "GET", "/hello?x=1", [("User-Agent", "tester/1.0"), ("Referer", "http://ref/")])
     line = wait_for(lambda: [l for l in s.log().splitlines() if "/hello?x=1" in l], "access log")[0]
-    # gunicorn's default: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
+    # gunicorn's default %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s", plus the
+    # request time in seconds %(L)s (issue 13: the combined format with request time)
     import re
     assert re.fullmatch(r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
-                        r'"GET /hello\?x=1 HTTP/1\.1" 200 14 "http://ref/" "tester/1\.0"', line), line
+                        r'"GET /hello\?x=1 HTTP/1\.1" 200 14 "http://ref/" "tester/1\.0" \d+\.\d{6}',
+                        line), line
 
 
 # ---- threads ---------------------------------------------------------------------------------------
@@ -209,7 +211,9 @@ def child_pids(pid):
 
 
 def test_workers_serve_on_one_port(spawn):
-    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "2")
+    # --reuse-port: one SO_REUSEPORT socket per worker (the default, one shared socket, is
+    # test_deploy.py's).
+    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "2", "--reuse-port")
     wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
     workers = set(child_pids(s.pid))
     seen = set()
@@ -243,7 +247,7 @@ def listening_sockets(port):
 
 
 def test_master_restarts_dead_worker(spawn):
-    s = spawn("epoll", "corners:app", "--workers", "2")
+    s = spawn("epoll", "corners:app", "--workers", "2", "--reuse-port")
     # Both workers listening: killing one must not leave the port without a listener (on a
     # loaded machine the second can still be loading its app when the first already serves).
     wait_for(lambda: len(child_pids(s.pid)) == 2 and listening_sockets(s.port) == 2, "two workers")

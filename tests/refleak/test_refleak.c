@@ -15,7 +15,7 @@
 
 /* Requests per measured window, and the bound on the growth of each counter over one window:
  * a leak of one reference or object per request shows as >= N_RUNS, while caches of CPython's that
- * settle (seen up to a few hundred blocks on the error paths) stay far below: a tenth of it. */
+ * settle (seen up to a few hundred blocks on the error paths) stay below: a quarter of it. */
 #define N_WARM 200
 #define N_RUNS 1000
 
@@ -54,7 +54,10 @@ static void check(const char *what, void (*fn)(const void *), const void *arg, i
 #define GROWTH(f) (b.f - a.f < c.f - b.f ? b.f - a.f : c.f - b.f)
     long refs = GROWTH(refs), blocks = GROWTH(blocks), objects = GROWTH(objects);
 #undef GROWTH
-    long bound = (long)n_runs / 10;
+    /* A leak of one block per run grows each window by n_runs; a quarter of that is the line.
+     * (A tenth was too close to what asyncio's own caches do over 250 lifespan cycles: 33 and 59
+     * blocks, refcount and objects flat, seen in a CI run.) */
+    long bound = (long)n_runs / 4;
     print_message("%-40s refs %+6ld %+6ld  blocks %+6ld %+6ld  objects %+6ld %+6ld\n", what,
                   b.refs - a.refs, c.refs - b.refs, b.blocks - a.blocks, c.blocks - b.blocks,
                   b.objects - a.objects, c.objects - b.objects);

@@ -1227,6 +1227,33 @@ static void test_cancelled_task(void **state)
     ah_rec_free(&rec);
 }
 
+/* asgi_conn_cancel(): the stack of the waiting task is logged, the app sees CancelledError at its
+ * await and the host gets a 500 and on_done with an error; on an ended task it does nothing. */
+static void test_cancel_a_waiting_task(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req r;
+    th_req_init(&r, "GET", target);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "await_forever"), &r, &rec);
+    assert_int_equal(ah_settle(), -1);
+    assert_notes(key, "waiting");
+    size_t mark = th_log_mark();
+    assert_rc(asgi_conn_cancel(conn), WSGI_OK);
+    assert_true(th_log_count(mark, WSGI_LOG_ERROR, "in await_forever") >= 1);
+    ah_drive_done(&rec);
+    ah_assert_500(&rec, WSGI_ERR_APP);
+    assert_notes(key, "waiting\ncancelled");
+    assert_rc(asgi_conn_cancel(conn), WSGI_OK); /* ended: nothing to do */
+    assert_rc(asgi_conn_cancel(NULL), WSGI_ERR_INVAL);
+    asgi_conn_free(conn);
+    ah_rec_free(&rec);
+}
+
 /* A task cancelled before its first step never runs the app (nor the code that reports its end
  * from inside the task): the done callback must still answer 500 and call on_done. And a request
  * that never blocks is complete after one loop turn, with nothing scheduled after it. */
@@ -1708,6 +1735,7 @@ int main(void)
         ah_unit_test(test_non_awaitable_app),
         ah_unit_test(test_cancelled_task),
         ah_unit_test(test_task_cancelled_before_it_ran),
+        ah_unit_test(test_cancel_a_waiting_task),
         ah_unit_test(test_base_exceptions_in_app),
         ah_unit_test(test_done_after_background_work),
         ah_unit_test(test_send_pause_holds_the_app),

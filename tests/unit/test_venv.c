@@ -1,9 +1,14 @@
 /* wsgi_runtime_options.virtualenv: the interpreter must use the venv's site-packages (an app that
  * exists only there loads) and not Debian's dist-packages (include-system-site-packages = false).
- * The venv is made by Debian's /usr/bin/python3 -m venv at test time, in a temp directory. */
+ * The venv is made by the embedded Python's own interpreter (TEST_PYTHON_EXECUTABLE, Debian's
+ * /usr/bin/python3.11 by default) with -m venv at test time, in a temp directory. */
 #include "harness.h"
 
 #include <sys/wait.h>
+
+#ifndef TEST_PYTHON_EXECUTABLE
+#error "TEST_PYTHON_EXECUTABLE and TEST_PYTHON_VERSION must be defined by the build"
+#endif
 
 static char venv[256];
 
@@ -14,10 +19,11 @@ static int make_venv(void **state)
     if (!mkdtemp(tmpl)) return -1;
     snprintf(venv, sizeof venv, "%s/env", tmpl);
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 -m venv --without-pip %s", venv);
+    snprintf(cmd, sizeof cmd, "%s -m venv --without-pip %s", TEST_PYTHON_EXECUTABLE, venv);
     if (system(cmd) != 0) return -1;
     char path[512];
-    snprintf(path, sizeof path, "%s/lib/python3.11/site-packages/venv_only_app.py", venv);
+    snprintf(path, sizeof path,
+             "%s/lib/python" TEST_PYTHON_VERSION "/site-packages/venv_only_app.py", venv);
     FILE *f = fopen(path, "w");
     if (!f) return -1;
     fputs("import sys\n"

@@ -6,6 +6,7 @@ app (asgi, with WebSocket echo and pathsend) with the same routes:
   /stream?flag=F   100 chunks of 1 KiB; after the first it waits (up to 60 s) until file F exists,
                    so the test sees the first chunk arrive before the app produced the rest
   /file?path=P     the file P (wsgi.file_wrapper / http.response.pathsend)
+  /block?flag=F    (WSGI) waits (up to 60 s) until file F exists
   /error           raises
   anything else    "hello from <interface>"
 """
@@ -66,6 +67,11 @@ def wsgi(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(os.path.getsize(q["path"])))])
         return environ["wsgi.file_wrapper"](open(q["path"], "rb"), 65536)
+    if path.endswith("/block"):
+        _wait_for(q["flag"])
+        body = b"unblocked\n"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
     if path.endswith("/error"):
         raise RuntimeError("lighttpd_app: /error")
     body = b"hello from wsgi\n"

@@ -267,6 +267,17 @@ async def cancel_self(scope, receive, send):
     await asyncio.sleep(0)
 
 
+async def await_forever(scope, receive, send):
+    """Awaits an event nobody sets: only asgi_conn_cancel() ends it."""
+    key = query(scope)["key"]
+    note(key, "waiting")
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        note(key, "cancelled")
+        raise
+
+
 async def system_exit(scope, receive, send):
     """sys.exit() inside a request handler: a failed request (uvicorn catches BaseException in
     run_asgi too), not the end of the host's loop."""

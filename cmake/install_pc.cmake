@@ -1,0 +1,20 @@
+# Writes libwsgi.pc at install time (run from an install(CODE) in the top-level CMakeLists.txt), for
+# the prefix being installed to: `cmake --install build --prefix DIR` gives paths under DIR.
+# Needs LIBWSGI_PC_IN, LIBWSGI_PC_LIBDIR, LIBWSGI_PC_INCLUDEDIR, PROJECT_DESCRIPTION, PROJECT_VERSION.
+set(prefix "${CMAKE_INSTALL_PREFIX}")
+foreach(_d LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${LIBWSGI_PC_${_d}}")
+    set(LIBWSGI_PC_${_d}_PC "${LIBWSGI_PC_${_d}}")
+  else()
+    set(LIBWSGI_PC_${_d}_PC "\${prefix}/${LIBWSGI_PC_${_d}}")
+  endif()
+endforeach()
+if(IS_ABSOLUTE "${LIBWSGI_PC_LIBDIR}")
+  set(_pcdir "${LIBWSGI_PC_LIBDIR}/pkgconfig")
+else()
+  set(_pcdir "${prefix}/${LIBWSGI_PC_LIBDIR}/pkgconfig")
+endif()
+set(_out "$ENV{DESTDIR}${_pcdir}/libwsgi.pc")
+message(STATUS "Installing: ${_out}")
+configure_file("${LIBWSGI_PC_IN}" "${_out}" @ONLY)
+list(APPEND CMAKE_INSTALL_MANIFEST_FILES "${_out}")

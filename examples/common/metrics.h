@@ -1,0 +1,41 @@
+/* Prometheus metrics of the example hosts (--metrics-bind): counters in an anonymous shared
+ * memory region made before the workers fork, one slot per worker index, updated with atomics by
+ * the workers (and by the master for restarts), read and summed by a small scrape process that
+ * serves the text format on its own listener. */
+#ifndef WSGI_HOST_METRICS_H
+#define WSGI_HOST_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Make the region for n worker slots and start the scrape process on bind (HOST:PORT), before
+ * anything forks or listens. 0, or -1 (message on stderr). */
+int metrics_setup(const char *bind, unsigned n_workers);
+/* Whether metrics are on (every update below is a no-op otherwise). */
+int metrics_enabled(void);
+/* In a worker (or the single process), before it serves: its slot (index 0..n-1). */
+void metrics_worker_attach(unsigned index);
+/* Master: a worker of slot index is gone (its gauges are zeroed) and will be replaced for
+ * reason ("exited", "killed", "max_requests", "timeout", "memory", "reload", ... ; unknown names
+ * count as "other"). */
+void metrics_worker_restart(unsigned index, const char *reason);
+/* Master: a planned replacement (prefork.c: max_requests, memory, timeout, reload, other) whose
+ * successor already serves in the same slot: counted like a restart, the slot's gauges kept. */
+void metrics_worker_replaced(const char *reason);
+/* Stop the scrape process (master exit). */
+void metrics_shutdown(void);
+
+/* Worker updates (any thread). */
+void metrics_request_begin(void);
+/* A request the app served ended: status (0: none), outcome (wsgi_outcome_class), its latency
+ * (queueing + app), body bytes. */
+void metrics_request_done(int status, int outcome, int64_t latency_ns, uint64_t bytes_in,
+                          uint64_t bytes_out);
+void metrics_conn_open(int delta);      /* +1 accepted, -1 closed */
+void metrics_websocket_open(int delta); /* +1 opened, -1 closed */
+
+/* The text exposition of the current values into buf (for the scrape process and tests). Returns
+ * its length (truncated to cap). */
+size_t metrics_render(char *buf, size_t cap);
+
+#endif

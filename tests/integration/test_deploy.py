@@ -1,0 +1,392 @@
+"""Processes and deploys (issue 13): the shared listening socket, worker recycling (--max-requests,
+--max-worker-memory), --timeout, --preload, SIGHUP / SIGTTIN / SIGTTOU, --pid, --reload, bounded
+shutdown, systemd socket activation and notification, --umask / --user.
+
+Every wait is an event (a file, a log line, a PID changing) guarded by a generous timeout that only
+turns a hang into a failure; no assertion is about how long something took.
+"""
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from conftest import epoll_argv, free_port
+from httpclient import Conn, build_request, request, wait_for
+from wsclient import WSClient
+
+LOG_GUARD = 60.0
+
+
+def child_pids(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def listening_sockets(port):
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows if r[1] == "0100007F:%04X" % port and r[3] == "0A")
+
+
+def pid_of(port, path="/pid"):
+    r = request(port, "GET", path)
+    assert r.status == 200, r
+    return int(r.body)
+
+
+def wait_log(s, text, count=1):
+    wait_for(lambda: s.log().count(text) >= count, repr(text) + " in the log", guard=LOG_GUARD,
+             step=0.05)
+
+
+class Hammer:
+    """A concurrent client: requests /pid on new connections until stopped; every failure counts."""
+
+    def __init__(self, port):
+        self.port = port
+        self.ok = 0
+        self.failures = []
+        self.pids = set()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                r = request(self.port, "GET", "/pid")
+                if r.status == 200:
+                    self.ok += 1
+                    self.pids.add(int(r.body.split()[-1]))
+                else:
+                    self.failures.append(r.status)
+            except (OSError, EOFError) as e:
+                self.failures.append(repr(e))
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(30)
+        return self
+
+
+# ---- the listening socket -----------------------------------------------------------------------
+
+def test_shared_socket_goes_to_the_idle_worker(spawn, tmp_path):
+    # One listening socket for both workers: with one worker stuck in a request (--threads 0),
+    # every new connection is served by the other one.
+    s = spawn("epoll", "deploy_app:app", "--workers", "2", "--threads", "0")
+    wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
+    wait_log(s, "2 workers ready")
+    assert listening_sockets(s.port) == 1
+    started, release = tmp_path / "started", tmp_path / "release"
+    c = Conn(s.port)
+    c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the request to reach the app")
+    others = {pid_of(s.port) for _ in range(20)}
+    release.touch()
+    busy = int(c.read_response().body)
+    c.close()
+    assert len(others) == 1 and busy not in others
+    assert others | {busy} == set(child_pids(s.pid))
+
+
+def test_reuse_port_gives_each_worker_a_socket(spawn):
+    s = spawn("epoll", "deploy_app:app", "--workers", "2", "--reuse-port")
+    wait_for(lambda: listening_sockets(s.port) == 2, "two SO_REUSEPORT sockets")
+    assert pid_of(s.port) in child_pids(s.pid)
+
+
+def test_dead_worker_replaced_on_the_shared_socket(spawn):
+    s = spawn("epoll", "deploy_app:app", "--workers", "2")
+    wait_log(s, "2 workers ready")
+    victim = child_pids(s.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(child_pids(s.pid)) == 2 and victim not in child_pids(s.pid), "a new worker")
+    for _ in range(20):
+        assert pid_of(s.port) != victim
+
+
+# ---- recycling ---------------------------------------------------------------------------------
+
+def restarts(mport, reason):
+    """libwsgi_worker_restarts_total{reason=...} from the metrics endpoint."""
+    body = request(mport, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith('libwsgi_worker_restarts_total{reason="%s"}' % reason):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no restarts counter for %s in:\n%s" % (reason, body))
+
+
+def test_max_requests_replaces_the_worker_without_failures(spawn):
+    mport = free_port()
+    s = spawn("epoll", "deploy_app:app", "--max-requests", "20", "--max-requests-jitter", "5",
+              "--metrics-bind", "127.0.0.1:%d" % mport)
+    first = pid_of(s.port)
+    h = Hammer(s.port)
+    wait_for(lambda: any(p != first for p in set(h.pids)), "a new worker to answer", guard=LOG_GUARD)
+    h.stop()
+    assert h.failures == []
+    assert "asks to be replaced (max requests)" in s.log()
+    wait_for(lambda: first not in child_pids(s.pid), "the old worker to exit")
+    assert pid_of(s.port) != first
+    assert restarts(mport, "max_requests") >= 1
+    assert s.stop() == 0
+
+
+def test_max_worker_memory_replaces_the_worker(spawn):
+    # Any Python worker is over 1 MiB: it asks for a replacement, which is up before it stops.
+    s = spawn("epoll", "deploy_app:app", "--max-worker-memory", "1")
+    first = pid_of(s.port)
+    wait_log(s, "asks to be replaced (max worker memory)")
+    wait_for(lambda: first not in child_pids(s.pid), "the old worker to exit", guard=LOG_GUARD)
+    assert pid_of(s.port) != first
+
+
+# ---- --timeout ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_timeout_closes_the_stuck_request_and_replaces_the_worker(spawn, tmp_path, threads):
+    s = spawn("epoll", "deploy_app:app", "--timeout", "1", "--threads", threads)
+    first = pid_of(s.port)
+    started = tmp_path / "started"
+    c = Conn(s.port)
+    c.send(build_request("GET", "/stuck?started=%s" % started))
+    wait_for(started.exists, "the request to reach the app")
+    # The watchdog closes it: EOF (or a reset) without a response.
+    assert c.is_closed_by_peer()
+    c.close()
+    log = s.log()
+    assert "timeout: GET /stuck?started=" in log and "from 127.0.0.1:" in log
+    # faulthandler's dump of the stuck thread, marked as the current one.
+    wait_log(s, "in stuck_forever_in_the_app")
+    assert "Current thread" in s.log()
+    wait_log(s, "asks to be replaced (timeout)")
+    wait_for(lambda: first not in child_pids(s.pid), "the stuck worker to go", guard=LOG_GUARD)
+    assert pid_of(s.port) != first
+    assert s.stop() == 0
+
+
+def test_timeout_replaces_a_worker_whose_asgi_loop_is_blocked(spawn, tmp_path):
+    s = spawn("epoll", "deploy_asgi:app", "--timeout", "1")
+    first = pid_of(s.port)
+    started = tmp_path / "started"
+    c = Conn(s.port)
+    c.send(build_request("GET", "/block?started=%s" % started))
+    wait_for(started.exists, "the request to reach the app")
+    wait_log(s, "the event loop is blocked")
+    wait_log(s, "in block_the_loop")
+    wait_log(s, "asks to be replaced (event loop blocked)")
+    wait_for(lambda: first not in child_pids(s.pid), "the blocked worker to go", guard=LOG_GUARD)
+    c.close()
+    assert pid_of(s.port) != first
+    assert s.stop() == 0
+
+
+def test_timeout_cancels_an_awaiting_asgi_request(spawn, tmp_path):
+    # An ASGI request that awaits past --timeout has its task cancelled (the app sees
+    # CancelledError, logged with where it waited); the worker stays.
+    s = spawn("epoll", "deploy_asgi:app", "--timeout", "1")
+    first = pid_of(s.port)
+    cancelled = tmp_path / "cancelled"
+    r = request(s.port, "GET", "/await?cancelled=%s" % cancelled)
+    assert r.status == 500
+    assert cancelled.exists()
+    log = s.log()
+    assert "timeout: GET /await?cancelled=" in log and "cancelling it" in log
+    assert "cancelling the ASGI app's task" in log and "in app" in log
+    assert pid_of(s.port) == first
+    assert s.stop() == 0
+
+
+# ---- --preload, signals, --pid -----------------------------------------------------------------
+
+def test_preload_imports_in_the_master(spawn):
+    s = spawn("epoll", "deploy_app:app", "--preload", "--workers", "2")
+    wait_log(s, "2 workers ready")
+    assert int(request(s.port, "GET", "/imported-by").body) == s.pid
+    assert pid_of(s.port) in child_pids(s.pid)
+    assert s.stop() == 0
+
+
+def write_app(d, version):
+    # Versions of different lengths: a .pyc of the same size and mtime second would be taken for
+    # the new source.
+    version = version + "+" * int(version[1:])
+    (d / "versioned.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    body = b'%s %%d' %% os.getpid()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n" % version)
+
+
+def version_of(port):
+    return request(port, "GET", "/").body.split()[0].decode().rstrip("+")
+
+
+def test_sighup_reloads_fresh_code_without_failed_requests(spawn, tmp_path):
+    write_app(tmp_path, "v1")
+    s = spawn("epoll", "versioned:app", "--workers", "2", "--chdir", str(tmp_path))
+    wait_log(s, "2 workers ready")
+    old = set(child_pids(s.pid))
+    assert version_of(s.port) == "v1"
+    write_app(tmp_path, "v2")
+    h = Hammer(s.port)
+    s.signal(signal.SIGHUP)
+    wait_log(s, "reload done")
+    wait_for(lambda: not (old & set(child_pids(s.pid))), "the old workers to exit")
+    h.stop()
+    assert h.failures == [] and h.ok > 0
+    assert version_of(s.port) == "v2"
+    assert s.stop() == 0
+
+
+def test_ttin_ttou_and_pid_file(spawn, tmp_path):
+    pid_file = tmp_path / "server.pid"
+    s = spawn("epoll", "deploy_app:app", "--workers", "2", "--pid", str(pid_file))
+    assert int(pid_file.read_text()) == s.pid
+    wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
+    s.signal(signal.SIGTTIN)
+    wait_for(lambda: len(child_pids(s.pid)) == 3, "three workers")
+    s.signal(signal.SIGTTOU)
+    wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers again")
+    s.signal(signal.SIGTTOU)  # one at a time: signals of one kind coalesce
+    wait_for(lambda: len(child_pids(s.pid)) == 1, "one worker")
+    s.signal(signal.SIGTTOU)  # never fewer than one
+    assert pid_of(s.port) in child_pids(s.pid)
+    assert s.stop() == 0
+    assert not pid_file.exists()
+
+
+# ---- --reload ----------------------------------------------------------------------------------
+
+def test_reload_restarts_on_a_change_and_survives_a_syntax_error(spawn, tmp_path):
+    write_app(tmp_path, "v1")
+    s = spawn("epoll", "versioned:app", "--reload", "--chdir", str(tmp_path))
+    assert version_of(s.port) == "v1"
+    write_app(tmp_path, "v2")
+    wait_for(lambda: version_of(s.port) == "v2", "the edited app to be served", guard=LOG_GUARD)
+    # A syntax error: the new worker fails to boot, the old one keeps serving v2.
+    (tmp_path / "versioned.py").write_text("def app(:\n")
+    wait_log(s, "SyntaxError")
+    wait_log(s, "the old worker keeps serving")
+    assert version_of(s.port) == "v2"
+    write_app(tmp_path, "v3")
+    wait_for(lambda: version_of(s.port) == "v3", "the fixed app to be served", guard=LOG_GUARD)
+    assert s.stop() == 0
+
+
+# ---- bounded shutdown --------------------------------------------------------------------------
+
+def test_reload_sends_websockets_1001_and_ends_streams(spawn):
+    s = spawn("epoll", "deploy_asgi:app", "--workers", "2", "--graceful-timeout", "2")
+    wait_log(s, "2 workers ready")
+    ws = WSClient.open(s.port, "/ws")
+    ws.send_text("hi")
+    assert ws.recv_data() == "hi"
+    stream = Conn(s.port)
+    stream.send(build_request("GET", "/stream"))
+    assert stream.read_line().startswith(b"HTTP/1.1 200")
+    old = set(child_pids(s.pid))
+    s.signal(signal.SIGHUP)
+    code, _ = ws.server_close()
+    assert code == 1001
+    ws.close()
+    # The endless response ends at --graceful-timeout: the connection is closed.
+    stream.read_until_close()
+    stream.close()
+    wait_for(lambda: not (old & set(child_pids(s.pid))), "the old workers to exit", guard=LOG_GUARD)
+    assert pid_of(s.port) in child_pids(s.pid)
+    assert s.stop() == 0
+
+
+def test_sigterm_never_waits_forever_on_a_stream(spawn):
+    s = spawn("epoll", "deploy_asgi:app", "--graceful-timeout", "1")
+    stream = Conn(s.port)
+    stream.send(build_request("GET", "/stream"))
+    assert stream.read_line().startswith(b"HTTP/1.1 200")
+    s.signal(signal.SIGTERM)
+    stream.read_until_close()
+    stream.close()
+    assert s.wait() == 0
+
+
+# ---- systemd -----------------------------------------------------------------------------------
+
+def test_socket_activation_and_notify(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    notify_path = str(tmp_path / "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(LOG_GUARD)
+    fd = listener.fileno()
+    # systemd's contract: the sockets from fd 3, LISTEN_PID the server's own PID (sh execs it).
+    argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + \
+        epoll_argv("deploy_app:app", "--workers", "2")
+    log = open(tmp_path / "server.log", "wb")
+    env = dict(os.environ, NOTIFY_SOCKET=notify_path)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, preexec_fn=lambda: os.dup2(fd, 3), close_fds=False)
+    try:
+        try:
+            assert notify.recv(4096) == b"READY=1"
+        except OSError:
+            raise AssertionError((tmp_path / "server.log").read_text())
+        listener.close()  # the server holds it now
+        assert pid_of(port) in child_pids(proc.pid)
+        assert "LISTEN_FDS fd 3" in (tmp_path / "server.log").read_text()
+        os.kill(proc.pid, signal.SIGHUP)
+        assert notify.recv(4096).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
+        assert notify.recv(4096) == b"READY=1"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert notify.recv(4096) == b"STOPPING=1"
+        assert proc.wait(LOG_GUARD) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+        log.close()
+
+
+def test_umask_applies_to_the_unix_socket(spawn, tmp_path):
+    path = str(tmp_path / "s.sock")
+    s = spawn("epoll", "deploy_app:app", "--umask", "077", unix_path=path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    assert s.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_and_group_after_binding(spawn, tmp_path):
+    # Port 80-ish binds need root; here any port: the worker runs as nobody after binding.
+    import pwd
+    import shutil
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    app_dir = tempfile.mkdtemp(prefix="libwsgi-user-")  # pytest's tmp_path is private to root
+    request_cleanup = lambda: shutil.rmtree(app_dir, ignore_errors=True)  # noqa: E731
+    os.chmod(app_dir, 0o755)
+    import pathlib
+    app_dir = pathlib.Path(app_dir)
+    write_app(app_dir, "v1")
+    s = spawn("epoll", "versioned:app", "--workers", "2", "--chdir", str(app_dir),
+              "--user", "nobody", "--group", str(nobody.pw_gid))
+    wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
+    worker = int(request(s.port, "GET", "/").body.split()[1])
+    with open("/proc/%d/status" % worker) as f:
+        uid_line = [line for line in f if line.startswith("Uid:")][0]
+    assert int(uid_line.split()[1]) == nobody.pw_uid
+    assert s.stop() == 0
+    request_cleanup()

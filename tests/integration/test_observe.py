@@ -1,0 +1,256 @@
+"""Seeing what the servers do, and serving behind a proxy (issue 13): the access log in gunicorn's
+format language (--access-logfile, --access-logformat, reopened on SIGUSR1), the Prometheus
+endpoint (--metrics-bind, summed over workers), --check-config, --proxy-headers with
+--forwarded-allow-ips, and --root-path. Lines and metrics are parsed, not eyeballed."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+
+from conftest import EPOLL, EXAMPLE_APPS, TEST_APPS, free_port
+from httpclient import request, wait_for
+
+HELLO = b"Hello, World!\n"
+
+
+def run(*args, timeout=60):
+    return subprocess.run([EPOLL] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [l for l in f.read().splitlines() if l]
+
+
+# ---- access log ------------------------------------------------------------------------------
+
+FORMAT = ('%(h)s|%(l)s|%(u)s|%(t)s|%(r)s|%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%(f)s|%(a)s|'
+          '%(T)s|%(D)s|%(M)s|%(L)s|%(p)s|%({x-trace}i)s|%({content-type}o)s|%({HOME}e)s|100%%')
+
+
+def test_access_log_format_atoms(spawn, tmp_path):
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log, "--access-logformat", FORMAT,
+              "--threads", "0")
+    request(s.port, "GET", "/hello?x=1&y=2",
+            [("User-Agent", "tester/3"), ("Referer", "http://ref/"), ("X-Trace", "abc"),
+             ("Authorization", "Basic Ym9iOnNlY3JldA==")])  # bob:secret
+    request(s.port, "HEAD", "/hello")
+    got = wait_for(lambda: len(lines(log)) >= 2 and lines(log), "two access log lines")
+    f = got[0].split("|")
+    assert f[0] == "127.0.0.1" and f[1] == "-" and f[2] == "bob", got[0]
+    assert re.fullmatch(r"\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", f[3]), f[3]
+    assert f[4:9] == ["GET /hello?x=1&y=2 HTTP/1.1", "GET", "/hello", "x=1&y=2", "HTTP/1.1"]
+    assert f[9:12] == ["200", "14", "14"]
+    assert f[12:14] == ["http://ref/", "tester/3"]
+    secs, micros, millis, dsecs = int(f[14]), int(f[15]), int(f[16]), f[17]
+    assert secs == micros // 1000000 and millis == micros // 1000
+    assert re.fullmatch(r"\d+\.\d{6}", dsecs) and int(dsecs.replace(".", "")) == micros
+    assert re.fullmatch(r"<\d+>", f[18]) and int(f[18][1:-1]) == s.pid  # --workers 1: one process
+    assert f[19:21] == ["abc", "text/plain"]
+    assert f[21] == (os.environ.get("HOME") or "-")
+    assert f[22] == "100%"
+    h = got[1].split("|")
+    assert h[2] == "-" and h[5] == "HEAD" and h[7] == "" and h[9] == "200"
+    assert h[10] == "0" and h[11] == "-"  # a HEAD response carries no body bytes
+    assert h[12:14] == ["-", "-"] and h[19] == "-"
+
+
+def test_default_format_with_request_time(spawn, tmp_path):
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log)
+    request(s.port, "GET", "/raise", [("User-Agent", "t")])
+    got = wait_for(lambda: lines(log), "the line")
+    combined = (r'127\.0\.0\.1 - - \[[^\]]+\] "%s" %s %s "-" "%s" \d+\.\d{6}')
+    assert re.fullmatch(combined % (r"GET /raise HTTP/1\.1", "500", r"\d+", "t"), got[0]), got[0]
+
+
+def test_access_log_reopened_on_sigusr1(spawn, tmp_path):
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log, "--workers", "2")
+    request(s.port, "GET", "/hello?before")
+    wait_for(lambda: any("before" in l for l in lines(log)), "the first line")
+    os.rename(log, log + ".1")  # what logrotate does before it signals
+    s.signal(signal.SIGUSR1)
+    n = [0]
+
+    def after():
+        n[0] += 1
+        request(s.port, "GET", "/hello?after%d" % n[0])
+        return any("after" in l for l in lines(log))
+
+    wait_for(after, "a line in the new file")
+    assert any("before" in l for l in lines(log + ".1"))
+    assert not any("before" in l for l in lines(log))
+    # Both workers reopened: new connections (spread over the workers) all land in the new file.
+    for k in range(6):
+        request(s.port, "GET", "/hello?late%d" % k)
+    wait_for(lambda: sum("late" in l for l in lines(log)) == 6, "all late lines in the new file")
+    assert not any("late" in l for l in lines(log + ".1"))
+    assert s.proc.poll() is None
+
+
+def test_access_log_alias_still_writes_to_stderr(spawn):
+    s = spawn("epoll", "asgi_corners:app", "--access-log")
+    request(s.port, "GET", "/hello?alias=1")
+    wait_for(lambda: '"GET /hello?alias=1 HTTP/1.1" 200' in s.log(), "the line on stderr")
+
+
+def test_bad_access_log_format_is_a_usage_error():
+    r = run("--app", "corners:app", "--access-logformat", "%(nope)s")
+    assert r.returncode == 2 and "access-logformat" in r.stderr
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+def scrape(port):
+    r = request(port, "GET", "/metrics")
+    assert r.status == 200
+    assert r.header("Content-Type").startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in r.body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+def test_metrics_counters_match_the_requests_sent(spawn):
+    mport = free_port()
+    s = spawn("epoll", "corners:app", "--workers", "2", "--metrics-bind", "127.0.0.1:%d" % mport)
+    n_ok, n_raise = 24, 3
+    for k in range(n_ok):
+        assert request(s.port, "GET", "/hello?k=%d" % k).body == HELLO
+    for k in range(n_raise):
+        assert request(s.port, "GET", "/raise").status == 500
+    body = b"x" * 1000
+    assert request(s.port, "POST", "/echo", [("Content-Type", "application/octet-stream")],
+                   body=body).body == body
+    total = n_ok + n_raise + 1
+    m = wait_for(lambda: (lambda m: m['libwsgi_requests_in_flight'] == 0
+                          and m['libwsgi_request_duration_seconds_count'] == total and m)(scrape(mport)),
+                 "every request counted")
+    assert m['libwsgi_requests_total{status="2xx"}'] == n_ok + 1
+    assert m['libwsgi_requests_total{status="5xx"}'] == n_raise
+    assert m['libwsgi_requests_total{status="4xx"}'] == 0
+    assert m['libwsgi_request_outcomes_total{outcome="ok"}'] == n_ok + 1
+    assert m['libwsgi_request_outcomes_total{outcome="app_exception"}'] == n_raise
+    assert m['libwsgi_app_exceptions_total'] == n_raise
+    assert m['libwsgi_request_duration_seconds_bucket{le="+Inf"}'] == total
+    buckets = sorted((float(k.split('"')[1]), v) for k, v in m.items()
+                     if k.startswith("libwsgi_request_duration_seconds_bucket") and "Inf" not in k)
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))  # cumulative
+    assert m["libwsgi_request_body_bytes_total"] == len(body)
+    assert m["libwsgi_response_body_bytes_total"] >= n_ok * len(HELLO) + len(body)
+    assert m["libwsgi_workers"] == 2
+    assert m["libwsgi_connections_open"] == 0
+    # A worker killed: counted as a restart with its reason, and its gauges do not linger.
+    pids = [int(p) for p in re.findall(r"booted worker \d with pid (\d+)", s.log())]
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: scrape(mport)['libwsgi_worker_restarts_total{reason="killed"}'] == 1,
+             "the restart counted")
+
+
+def test_metrics_websockets_and_connections(spawn):
+    mport = free_port()
+    s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)
+    from wsclient import WSClient
+    ws = WSClient.open(s.port, "/")
+    m = wait_for(lambda: (lambda m: m["libwsgi_websockets_open"] == 1 and m)(scrape(mport)),
+                 "one WebSocket open")
+    assert m["libwsgi_connections_open"] >= 1
+    ws.close()
+    wait_for(lambda: scrape(mport)["libwsgi_websockets_open"] == 0, "the WebSocket closed")
+
+
+# ---- --check-config --------------------------------------------------------------------------
+
+def test_check_config():
+    paths = ["--pythonpath", TEST_APPS, "--pythonpath", EXAMPLE_APPS]
+    r = run("--app", "corners:app", "--check-config", *paths)
+    assert r.returncode == 0, r.stderr
+    assert "configuration OK" in r.stdout and "WSGI" in r.stdout
+    r = run("--app", "asgi_corners:app", "--check-config", *paths)
+    assert r.returncode == 0 and "ASGI" in r.stdout
+    r = run("--app", "no_such_module_here:app", "--check-config", *paths)
+    assert r.returncode == 1 and "no_such_module_here" in r.stderr
+    r = run("--app", "broken_app:app", "--check-config", *paths)
+    assert r.returncode == 1
+    r = run("--app", "corners:app", "--check-config", "--forwarded-allow-ips", "300.1.1.1")
+    assert r.returncode == 2 and "forwarded-allow-ips" in r.stderr
+    r = run("--app", "corners:app", "--check-config", "--bind", "nonsense")
+    assert r.returncode == 1
+
+
+# ---- behind a proxy --------------------------------------------------------------------------
+
+def environ(port, headers=(), target="/environ"):
+    r = request(port, "GET", target, headers)
+    assert r.status == 200, r.body
+    return json.loads(r.body)
+
+
+def scope(port, headers=(), target="/scope"):
+    r = request(port, "GET", target, headers)
+    assert r.status == 200, r.body
+    return json.loads(r.body)
+
+
+XFF = [("X-Forwarded-For", "198.51.100.7, 203.0.113.5"), ("X-Forwarded-Proto", "https"),
+       ("X-Forwarded-Host", "www.example.org")]
+
+
+def test_proxy_headers_from_a_trusted_peer(spawn, tmp_path):
+    log = str(tmp_path / "a.log")
+    s = spawn("epoll", "corners:app", "--proxy-headers", "--access-logfile", log)
+    e = environ(s.port, XFF)
+    # uvicorn's rule: the right-most address that is not a trusted proxy.
+    assert e["REMOTE_ADDR"] == "203.0.113.5"
+    assert e["wsgi.url_scheme"] == "https" and e["HTTP_HOST"] == "www.example.org"
+    s2 = spawn("epoll", "corners:app", "--proxy-headers",
+               "--forwarded-allow-ips", "127.0.0.1,203.0.113.0/24")
+    assert environ(s2.port, XFF)["REMOTE_ADDR"] == "198.51.100.7"
+    # RFC 7239 wins over X-Forwarded-*.
+    e = environ(s.port, XFF + [("Forwarded", 'for="[2001:db8::1]:4711";proto=http;host=a.example, '
+                                            'for=192.0.2.60;proto=https;host="b.example:8443"')])
+    assert e["REMOTE_ADDR"] == "192.0.2.60" and e["wsgi.url_scheme"] == "https"
+    assert e["HTTP_HOST"] == "b.example:8443"
+    wait_for(lambda: any(l.startswith("203.0.113.5 ") for l in lines(log)), "the client logged")
+
+
+def test_proxy_headers_from_an_untrusted_peer_are_ignored(spawn):
+    s = spawn("epoll", "corners:app", "--proxy-headers", "--forwarded-allow-ips", "10.9.8.7")
+    e = environ(s.port, XFF + [("Forwarded", "for=192.0.2.60;proto=https")])
+    assert e["REMOTE_ADDR"] == "127.0.0.1" and e["wsgi.url_scheme"] == "http"
+    assert e["HTTP_HOST"] == "test"
+    # Without --proxy-headers nothing is taken, whoever the peer is.
+    s2 = spawn("epoll", "corners:app")
+    e = environ(s2.port, XFF)
+    assert e["REMOTE_ADDR"] == "127.0.0.1" and e["wsgi.url_scheme"] == "http"
+
+
+def test_proxy_headers_asgi_scope(spawn):
+    s = spawn("epoll", "asgi_corners:app", "--proxy-headers", "--forwarded-allow-ips", "*")
+    sc = scope(s.port, XFF)
+    assert sc["client"][0] == "198.51.100.7"  # '*': every hop is trusted, the left-most is taken
+    assert sc["scheme"] == "https"
+    s2 = spawn("epoll", "asgi_corners:app", "--proxy-headers", "--forwarded-allow-ips", "10.0.0.1")
+    sc = scope(s2.port, XFF)
+    assert sc["client"][0] == "127.0.0.1" and sc["scheme"] == "http"
+
+
+def test_root_path(spawn):
+    s = spawn("epoll", "corners:app", "--root-path", "/api")
+    e = environ(s.port, target="/api/environ")
+    assert e["SCRIPT_NAME"] == "/api" and e["PATH_INFO"] == "/environ"
+    s2 = spawn("epoll", "asgi_corners:app", "--root-path", "/api")
+    sc = scope(s2.port, target="/scope")  # a proxy that strips the prefix (uvicorn's use)
+    assert sc["root_path"] == "/api" and sc["path"] == "/scope"
+    r = run("--app", "corners:app", "--root-path", "api/")
+    assert r.returncode == 2 and "--root-path" in r.stderr
