@@ -366,6 +366,21 @@ static int after_queue(conn *c)
     return 0;
 }
 
+/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. */
+static int queue_app_headers(conn *c, const wsgi_response_head *h)
+{
+    int rc = 0;
+    for (size_t k = 0; k < h->n_headers; k++) {
+        const wsgi_header *x = &h->headers[k];
+        if (hop_by_hop(x->name, x->name_len)) continue;
+        rc |= out_bytes(c, x->name, x->name_len);
+        rc |= out_str(c, ": ");
+        rc |= out_bytes(c, x->value, x->value_len);
+        rc |= out_str(c, "\r\n");
+    }
+    return rc;
+}
+
 /* SCGI / uwsgi: the CGI-style head; the body ends with Content-Length or the connection. */
 static int queue_cgi_head(conn *c, const wsgi_response_head *h)
 {
@@ -376,14 +391,7 @@ static int queue_cgi_head(conn *c, const wsgi_response_head *h)
     int rc = out_str(c, "Status: ");
     rc |= out_bytes(c, h->status_line, h->status_line_len);
     rc |= out_str(c, "\r\n");
-    for (size_t k = 0; k < h->n_headers; k++) {
-        const wsgi_header *x = &h->headers[k];
-        if (hop_by_hop(x->name, x->name_len)) continue;
-        rc |= out_bytes(c, x->name, x->name_len);
-        rc |= out_str(c, ": ");
-        rc |= out_bytes(c, x->value, x->value_len);
-        rc |= out_str(c, "\r\n");
-    }
+    rc |= queue_app_headers(c, h);
     rc |= out_str(c, "\r\n");
     return rc ? -1 : 0;
 }
@@ -394,7 +402,6 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
     c->status = h->status;
     if (c->alog) conn_access_head(c, h);
     if (c->proto != CPROTO_HTTP) return queue_cgi_head(c, h);
-    c->status = h->status;
     int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
     int have_server = 0, have_date = 0;
     for (size_t k = 0; k < h->n_headers; k++) {
@@ -430,14 +437,7 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
         rc |= out_str(c, http_date());
         rc |= out_str(c, "\r\n");
     }
-    for (size_t k = 0; k < h->n_headers; k++) {
-        const wsgi_header *x = &h->headers[k];
-        if (hop_by_hop(x->name, x->name_len)) continue;
-        rc |= out_bytes(c, x->name, x->name_len);
-        rc |= out_str(c, ": ");
-        rc |= out_bytes(c, x->value, x->value_len);
-        rc |= out_str(c, "\r\n");
-    }
+    rc |= queue_app_headers(c, h);
     if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "Transfer-Encoding: chunked\r\n");
     if (!c->keep_alive)
         rc |= out_str(c, "Connection: close\r\n");
