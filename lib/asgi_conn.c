@@ -174,16 +174,24 @@ void lw_drop_done(PyObject **waiter)
     if (is_done) Py_CLEAR(*waiter);
 }
 
-/* Resolve a pending future unless the app cancelled it. Steals value. */
+/* Resolve a pending future unless the app cancelled it. Steals value. If that fails (no memory
+ * for the call or for scheduling the awaiting task's wake-up), the future is cancelled instead:
+ * the app then sees CancelledError and its request ends, rather than waiting for good on a future
+ * nobody holds any more. */
 void lw_future_set(PyObject *fut, PyObject *value, int is_exception)
 {
     PyObject *done = PyObject_CallMethod(fut, "done", NULL);
-    int skip = !done || PyObject_IsTrue(done);
+    int is_done = done ? PyObject_IsTrue(done) : 0;
     Py_XDECREF(done);
-    if (!skip) {
+    PyErr_Clear();
+    if (is_done != 1) {
         PyObject *r =
             PyObject_CallMethod(fut, is_exception ? "set_exception" : "set_result", "O", value);
-        if (!r) lw_log_exception("resolving an ASGI future", NULL, 0);
+        if (!r) {
+            lw_log_exception("resolving an ASGI future", NULL, 0);
+            r = PyObject_CallMethod(fut, "cancel", NULL);
+            if (!r) lw_log_exception("cancelling an ASGI future", NULL, 0);
+        }
         Py_XDECREF(r);
     }
     PyErr_Clear();

@@ -296,6 +296,7 @@ static void test_call_invalid(void **state)
     resp = NULL;
     assert_rc(wsgi_call(new_env(), &h, NULL, &resp), WSGI_OK);
     wsgi_response_free(resp);
+    th_rec_free(&rec);
 }
 
 static void test_response_error_and_message(void **state)
