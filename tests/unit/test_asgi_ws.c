@@ -916,8 +916,9 @@ static void test_leaks_per_path(void **state)
         print_message("%s mode %d: blocks %ld -> %ld\n", paths[i].path, paths[i].mode, before,
                       after);
         /* One leaked object per connection would show as >= 1500 blocks; the exception paths
-         * move by up to ~200 between runs (caches that grow and settle), so the bound is 500. */
-        if (after - before > 500) {
+         * move by up to ~200 between runs on 3.11 and up to ~500 on 3.12 (caches that grow and
+         * settle: 502 once in the Python-version matrix), so the bound is half the count. */
+        if (after - before > 750) {
             print_error("%s (mode %d): allocated blocks grew by %ld over 1500 connections\n",
                         paths[i].path, paths[i].mode, after - before);
             fail();
