@@ -463,20 +463,7 @@ ASGI_NAMES = ["json", "head-json", "path-query", "path-invalid", "query", "form"
 
 
 def comparable(r, other):
-    drop = set(LIGHTTPD_HEADERS)
-    if (r.header("content-length") is None) != (other.header("content-length") is None):
-        drop.add("content-length")
-    out = []
-    for k, v in r.headers:
-        k = k.lower()
-        if k in drop:
-            continue
-        if k == "allow":
-            v = ", ".join(sorted(x.strip() for x in v.split(",")))
-        if k in tf.CLOCK_VALUED:
-            v = "<from the clock>"
-        out.append((k, v))
-    return out
+    return tf.comparable_headers(r, other, ignored=LIGHTTPD_HEADERS)
 
 
 @pytest.fixture(scope="module", params=["flask", "django", "fastapi"])

@@ -24,11 +24,11 @@ typedef struct ws_rec {
     int closes;
     int close_code;
     char close_reason[128];
-    int send_rc;       /* on_ws_send returns this */
-    char *prev;        /* the previous message's pointer and a copy: must still be readable */
+    int send_rc; /* on_ws_send returns this */
+    char *prev;  /* the previous message's pointer and a copy: must still be readable */
     char *prev_copy;
     size_t prev_len;
-    int prev_ok;       /* 1 while every previous message was intact at the next on_ws_send */
+    int prev_ok; /* 1 while every previous message was intact at the next on_ws_send */
     void (*close_hook)(struct ws_rec *); /* called by on_ws_close before it reads the reason */
     int hook_fds[2];                     /* for close_hook: write to [0], then read from [1] */
 } ws_rec;
@@ -256,8 +256,9 @@ static void test_echo_and_client_close(void **state)
     assert_rc(asgi_conn_ws_closed(c, 1000, NULL, 0), WSGI_OK);
     assert_rc(asgi_conn_ws_message(c, ASGI_WS_TEXT, "x", 1), WSGI_ERR_STATE);
     asgi_conn_free(c);
-    assert_notes(key, "websocket.disconnect code=1001 reason='going \xef\xbf\xbd' keys=code,reason,type\n"
-                      "late send OSError");
+    assert_notes(
+        key, "websocket.disconnect code=1001 reason='going \xef\xbf\xbd' keys=code,reason,type\n"
+             "late send OSError");
     ws_rec_free(&w);
 }
 
@@ -434,8 +435,8 @@ static void test_task_end(void **state)
         asgi_conn *c = run_steps(new_key(key, sizeof key), 0, cases[i].steps, &w, &r);
         ah_drive_done(&w.r);
         asgi_conn_free(c);
-        print_message("case %zu: events %s status %d close %d done %d\n", i, w.r.events,
-                      w.r.status, w.close_code, w.r.done_result);
+        print_message("case %zu: events %s status %d close %d done %d\n", i, w.r.events, w.r.status,
+                      w.close_code, w.r.done_result);
         ah_assert_sane(&w.r);
         assert_string_equal(w.r.events, cases[i].events);
         assert_int_equal(w.r.status, cases[i].status);
@@ -482,7 +483,11 @@ static void test_invalid_events(void **state)
         {ACCEPT ", ", "{'type': 'websocket.close', 'code': 999}", "ValueError"},
         {ACCEPT ", ", "{'type': 'websocket.close', 'code': '1000'}", "TypeError"},
         {ACCEPT ", ", "{'type': 'websocket.close', 'reason': b'x'}", "TypeError"},
-        {ACCEPT ", ", "{'type': 'websocket.close', 'reason': 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'}", "ValueError"},
+        {ACCEPT ", ",
+         "{'type': 'websocket.close', 'reason': "
+         "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'}",
+         "ValueError"},
         {"", "{'type': 'websocket.accept', 'subprotocol': 5}", "TypeError"},
         {"", "{'type': 'websocket.accept', 'subprotocol': 'a b'}", "ValueError"},
         {"", "{'type': 'websocket.accept', 'headers': [(b'sec-websocket-protocol', b'x')]}",
@@ -902,9 +907,8 @@ static void test_leaks_per_path(void **state)
         const char *path;
         int mode; /* 0 client close, 1 app close, 2 drop, 3 host frees while running */
     } paths[] = {
-        {"/echo", 0},   {"/echo", 1},       {"/echo", 2},         {"/echo", 3},
-        {"/deny", 0},   {"/response", 0},   {"/raise_before", 0}, {"/raise_after", 0},
-        {"/invalid", 0},
+        {"/echo", 0},     {"/echo", 1},         {"/echo", 2},        {"/echo", 3},    {"/deny", 0},
+        {"/response", 0}, {"/raise_before", 0}, {"/raise_after", 0}, {"/invalid", 0},
     };
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         for (int k = 0; k < 100; k++)
