@@ -458,6 +458,12 @@ static int scgi_map(conn *c, wsgi_request *req, const char **err)
     return scgi_map_request(&f->p, c->in, &b, req, NULL, err);
 }
 
+/* SCGI or uwsgi, as the parser found (SCGI when it could not tell). */
+static conn_proto gateway_proto(const scgi_parser *p)
+{
+    return scgi_parser_protocol(p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+}
+
 /* The first request of a libwsgi-scgi connection: parse an SCGI / uwsgi head. PARSE_MORE,
  * PARSE_DONE, PARSE_ERROR (err_status set), or PARSE_HTTP (nothing consumed). */
 static int scgi_head(conn *c)
@@ -487,8 +493,7 @@ static int scgi_head(conn *c)
     /* Known from the first byte: an error before the head is complete (a 408, a 431) is then
      * answered in the gateway's protocol. */
     scgi_proto pp = scgi_parser_protocol(&f->p);
-    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI)
-        c->proto = pp == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    if (pp == SCGI_PROTO_SCGI || pp == SCGI_PROTO_UWSGI) c->proto = gateway_proto(&f->p);
     if (r == SCGI_NEED_MORE) return PARSE_MORE;
     c->proto_known = 1;
     if (r == SCGI_IS_HTTP) {
@@ -497,7 +502,7 @@ static int scgi_head(conn *c)
         if (!c->lst->is_unix) conn_set_nodelay(c);
         return PARSE_HTTP;
     }
-    c->proto = scgi_parser_protocol(&f->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    c->proto = gateway_proto(&f->p); /* also when the first byte was refused: answer CGI-style */
     const char *err = NULL;
     wsgi_request req;
     int st = r == SCGI_HEAD_DONE ? scgi_map(c, &req, &err) : scgi_parser_status(&f->p);
@@ -548,7 +553,7 @@ int conn_head_eof(conn *c)
     if (c->proto_known || !c->sf || c->in_len == 0) return 0;
     scgi_parser_eof(&c->sf->p);
     c->proto_known = 1;
-    c->proto = scgi_parser_protocol(&c->sf->p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
+    c->proto = gateway_proto(&c->sf->p);
     c->err_status = scgi_parser_status(&c->sf->p) ? scgi_parser_status(&c->sf->p) : 400;
     host_log(WSGI_LOG_WARNING, "bad %s request: %s (%d)",
              c->proto == CPROTO_UWSGI ? "uwsgi" : "SCGI", scgi_parser_error(&c->sf->p),
