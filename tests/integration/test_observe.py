@@ -133,9 +133,12 @@ def test_metrics_counters_match_the_requests_sent(spawn):
     assert request(s.port, "POST", "/echo", [("Content-Type", "application/octet-stream")],
                    body=body).body == body
     total = n_ok + n_raise + 1
+    # the client has closed every connection, but the server sees each close
+    # only when its loop reads the EOF: wait for that too, not just the count
     m = wait_for(lambda: (lambda m: m['libwsgi_requests_in_flight'] == 0
+                          and m['libwsgi_connections_open'] == 0
                           and m['libwsgi_request_duration_seconds_count'] == total and m)(scrape(mport)),
-                 "every request counted")
+                 "every request counted and every connection closed")
     assert m['libwsgi_requests_total{status="2xx"}'] == n_ok + 1
     assert m['libwsgi_requests_total{status="5xx"}'] == n_raise
     assert m['libwsgi_requests_total{status="4xx"}'] == 0
