@@ -212,6 +212,11 @@ void metrics_request_begin(void)
     if (mine) atomic_fetch_add_explicit(&mine->in_flight, 1, memory_order_relaxed);
 }
 
+void metrics_request_refused(void)
+{
+    if (mine) atomic_fetch_sub_explicit(&mine->in_flight, 1, memory_order_relaxed);
+}
+
 void metrics_request_done(int status, int outcome, int64_t latency_ns, uint64_t bytes_in,
                           uint64_t bytes_out)
 {

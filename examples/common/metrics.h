@@ -25,8 +25,11 @@ void metrics_worker_replaced(const char *reason);
 /* Stop the scrape process (master exit). */
 void metrics_shutdown(void);
 
-/* Worker updates (any thread). */
+/* Worker updates (any thread). A request goes to the app (counted in flight until
+ * metrics_request_done(), which the observer calls for it)... */
 void metrics_request_begin(void);
+/* ... or, after all, was not accepted by the library (no observer report will come for it). */
+void metrics_request_refused(void);
 /* A request the app served ended: status (0: none), outcome (wsgi_outcome_class), its latency
  * (queueing + app), body bytes. */
 void metrics_request_done(int status, int outcome, int64_t latency_ns, uint64_t bytes_in,

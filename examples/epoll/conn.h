@@ -343,8 +343,13 @@ void conn_access_head(conn *c, const wsgi_response_head *h);
 void conn_access_log(conn *c);
 void conn_access_free(conn *c);
 /* The request is about to go to the app: its arrival time, the forwarded client, scheme and host
- * (--proxy-headers), and the in-flight gauge. */
+ * (--proxy-headers). */
 void conn_obs_fill(conn *c, wsgi_request *req);
+/* The in-flight gauge around wsgi_call() / asgi_dispatch() / asgi_websocket_dispatch(): called
+ * with 0 just before (the app may run inside), then with the call's result if it failed — a
+ * request the library did not accept is never reported to the observer, which counts the others
+ * out. */
+void conn_obs_dispatch(int rc);
 void conn_proxy_apply(conn *c, wsgi_request *req);
 /* An SCGI / uwsgi request (http_conn.c): its method, and one of its variables (0 found, -1). */
 void conn_scgi_method(const conn *c, const char **m, size_t *len);

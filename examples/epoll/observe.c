@@ -337,5 +337,12 @@ void conn_obs_fill(conn *c, wsgi_request *req)
 {
     req->arrival_ns = c->arrival_ns;
     if (proxy_on && c->proto == CPROTO_HTTP) conn_proxy_apply(c, req);
-    metrics_request_begin();
+}
+
+void conn_obs_dispatch(int rc)
+{
+    if (rc < 0)
+        metrics_request_refused();
+    else
+        metrics_request_begin();
 }

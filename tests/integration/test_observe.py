@@ -257,3 +257,17 @@ def test_root_path(spawn):
     assert sc["root_path"] == "/api" and sc["path"] == "/scope"
     r = run("--app", "corners:app", "--root-path", "api/")
     assert r.returncode == 2 and "--root-path" in r.stderr
+
+
+def test_metrics_in_flight_back_to_zero_after_requests_the_app_never_got(spawn):
+    # Requests the server refuses before the app sees them (here a WebSocket handshake without
+    # its key) were counted in flight and never counted out.
+    mport = free_port()
+    s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)
+    bad_ws = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    for k in range(3):
+        assert request(s.port, "GET", "/", bad_ws).status == 400
+    m = wait_for(lambda: (lambda m: m["libwsgi_connections_open"] == 0 and m)(scrape(mport)),
+                 "every connection closed")
+    assert m["libwsgi_requests_in_flight"] == 0
+    assert m['libwsgi_requests_total{status="4xx"}'] == 0  # the app served none of them
