@@ -244,8 +244,7 @@ void conn_proxy_apply(conn *c, wsgi_request *req)
     int have_forwarded = 0;
     wsgi_header *host_hdr = NULL;
     wsgi_header *hs = (wsgi_header *)req->headers; /* conn.hdr_ptrs: the connection's own */
-    const char *xff_p[8];
-    size_t xff_n[8], n_xff = 0;
+    int have_xff = 0;
     const char *xproto = NULL, *xhost = NULL;
     size_t xproto_len = 0, xhost_len = 0;
     for (size_t k = 0; k < req->n_headers; k++) {
@@ -253,9 +252,8 @@ void conn_proxy_apply(conn *c, wsgi_request *req)
         if (ieq(h->name, h->name_len, "forwarded")) {
             have_forwarded = 1;
             parse_forwarded(&f, h->value, h->value_len);
-        } else if (ieq(h->name, h->name_len, "x-forwarded-for") && n_xff < 8) {
-            xff_p[n_xff] = h->value;
-            xff_n[n_xff++] = h->value_len;
+        } else if (ieq(h->name, h->name_len, "x-forwarded-for")) {
+            have_xff = 1;
         } else if (ieq(h->name, h->name_len, "x-forwarded-proto")) {
             xproto = h->value, xproto_len = h->value_len;
         } else if (ieq(h->name, h->name_len, "x-forwarded-host")) {
@@ -265,8 +263,11 @@ void conn_proxy_apply(conn *c, wsgi_request *req)
         }
     }
     if (!have_forwarded) {
-        for (size_t k = 0; k < n_xff; k++) {
-            const char *p = xff_p[k], *end = p + xff_n[k];
+        /* Every line, in order: the last ones are the nearest proxies' (one that adds a line of
+         * its own puts it after all those the client sent); add_node() keeps the right-most. */
+        for (size_t k = 0; k < req->n_headers && have_xff; k++) {
+            if (!ieq(hs[k].name, hs[k].name_len, "x-forwarded-for")) continue;
+            const char *p = hs[k].value, *end = p + hs[k].value_len;
             while (p < end) {
                 const char *e = memchr(p, ',', (size_t)(end - p));
                 if (!e) e = end;

@@ -271,3 +271,12 @@ def test_metrics_in_flight_back_to_zero_after_requests_the_app_never_got(spawn):
                  "every connection closed")
     assert m["libwsgi_requests_in_flight"] == 0
     assert m['libwsgi_requests_total{status="4xx"}'] == 0  # the app served none of them
+
+
+def test_proxy_headers_x_forwarded_for_on_many_lines(spawn):
+    # A proxy that adds its own X-Forwarded-For line (HAProxy's option forwardfor) after those
+    # the client sent: the last line is the trusted one, however many came before it.
+    s = spawn("epoll", "corners:app", "--proxy-headers")
+    forged = [("X-Forwarded-For", "6.6.6.%d" % k) for k in range(12)]
+    e = environ(s.port, forged + [("X-Forwarded-For", "203.0.113.9")])
+    assert e["REMOTE_ADDR"] == "203.0.113.9"
