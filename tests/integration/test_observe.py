@@ -219,8 +219,9 @@ def test_proxy_headers_from_a_trusted_peer(spawn, tmp_path):
     s2 = spawn("epoll", "corners:app", "--proxy-headers",
                "--forwarded-allow-ips", "127.0.0.1,203.0.113.0/24")
     assert environ(s2.port, XFF)["REMOTE_ADDR"] == "198.51.100.7"
-    # RFC 7239 wins over X-Forwarded-*.
-    e = environ(s.port, XFF + [("Forwarded", 'for="[2001:db8::1]:4711";proto=http;host=a.example, '
+    # RFC 7239 from a proxy that sets only it (with X-Forwarded-* too, those decide: see
+    # test_proxy_headers_a_forwarded_header_the_proxy_passed_through).
+    e = environ(s.port, [("Forwarded", 'for="[2001:db8::1]:4711";proto=http;host=a.example, '
                                             'for=192.0.2.60;proto=https;host="b.example:8443"')])
     assert e["REMOTE_ADDR"] == "192.0.2.60" and e["wsgi.url_scheme"] == "https"
     assert e["HTTP_HOST"] == "b.example:8443"
@@ -280,3 +281,14 @@ def test_proxy_headers_x_forwarded_for_on_many_lines(spawn):
     forged = [("X-Forwarded-For", "6.6.6.%d" % k) for k in range(12)]
     e = environ(s.port, forged + [("X-Forwarded-For", "203.0.113.9")])
     assert e["REMOTE_ADDR"] == "203.0.113.9"
+
+
+def test_proxy_headers_a_forwarded_header_the_proxy_passed_through(spawn):
+    # The nginx configuration of docs/deployment.md sets X-Forwarded-For and -Proto and passes
+    # the client's other headers on, a Forwarded header included: that one is the client's word.
+    s = spawn("epoll", "corners:app", "--proxy-headers")
+    nginx = [("Forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+             ("X-Forwarded-For", "198.51.100.20"), ("X-Forwarded-Proto", "http")]
+    e = environ(s.port, nginx)
+    assert e["REMOTE_ADDR"] == "198.51.100.20"
+    assert e["wsgi.url_scheme"] == "http" and e["HTTP_HOST"] == "test"
