@@ -45,8 +45,8 @@ size_t access_log_request_headers(const char *const **names);
 size_t access_log_response_headers(const char *const **names);
 /* Write one line (reopening the file first if SIGUSR1 came). Any thread. */
 void access_log_write(const access_record *r);
-/* Install the SIGUSR1 handler that marks the file for reopening (call in each process that
- * writes: the workers; also harmless in the master). */
+/* Install the SIGUSR1 handler that marks the file for reopening (harmless without an access log,
+ * where it keeps SIGUSR1 from killing the process). Inherited by the processes forked after. */
 void access_log_handle_sigusr1(void);
 
 #endif

@@ -103,6 +103,11 @@ static int proxy_on;
 int obs_setup(const obs_options *o, const host_options *h)
 {
     proxy_on = o->proxy_headers;
+    /* SIGUSR1 (logrotate's postrotate, which may send it whatever the server logs) must never
+     * kill: its handler only marks the access log for reopening, harmless without one. Here for
+     * a single process (from before its app loads); a prefork worker starts with the default
+     * action (prefork.c resets the master's handlers) and gets it in obs_worker_start(). */
+    access_log_handle_sigusr1();
     if (h->access_log && access_log_setup(o->access_logformat, o->access_logfile) != 0) return -1;
     if (o->metrics_bind && metrics_setup(o->metrics_bind, h->workers) != 0) return -1;
     return 0;
@@ -156,7 +161,7 @@ static void on_ws_close(void *data, void *ud, int code)
 void obs_worker_start(wsgi_runtime *rt, unsigned index)
 {
     metrics_worker_attach(index);
-    if (access_log_enabled()) access_log_handle_sigusr1();
+    access_log_handle_sigusr1(); /* with or without an access log: see obs_setup() */
     if (!metrics_enabled() && !access_log_enabled()) return; /* no observer: no cost */
     static const wsgi_observer obs = {.struct_size = sizeof(wsgi_observer),
                                       .on_request_done = on_request_done,

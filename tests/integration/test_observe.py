@@ -292,3 +292,19 @@ def test_proxy_headers_a_forwarded_header_the_proxy_passed_through(spawn):
     e = environ(s.port, nginx)
     assert e["REMOTE_ADDR"] == "198.51.100.20"
     assert e["wsgi.url_scheme"] == "http" and e["HTTP_HOST"] == "test"
+
+
+def test_sigusr1_without_an_access_log_kills_no_process(spawn):
+    # logrotate's postrotate sends SIGUSR1 whatever the server logs; a process without the access
+    # log's handler died of it (the master forwards it to every worker). SIGUSR1 goes before
+    # SIGTERM, so a process it killed never gets to its graceful shutdown.
+    s = spawn("epoll", "corners:app", "--workers", "2")
+    wait_for(lambda: "2 workers ready" in s.log(), "both workers booted")
+    s.signal(signal.SIGUSR1)
+    assert s.stop() == 0
+    assert len(re.findall(r"worker \d+: shutting down gracefully", s.log())) == 2, s.log()
+    assert "signal 10" not in s.log()
+    one = spawn("epoll", "corners:app")  # --workers 1: no master
+    assert request(one.port, "GET", "/hello").body == HELLO
+    one.signal(signal.SIGUSR1)
+    assert one.stop() == 0
