@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -268,6 +269,24 @@ static void putf(out *o, const char *fmt, ...)
     if (k > 0) o->n += (size_t)k < o->cap - o->n ? (size_t)k : o->cap - o->n - 1;
 }
 
+static void reopen(void)
+{
+    if (open_file() != 0)
+        host_log(WSGI_LOG_ERROR, "cannot reopen the access log %s: %s", al.path, strerror(errno));
+}
+
+void access_log_worker_start(void)
+{
+    if (!al.enabled || !al.path) return;
+    struct stat have, named;
+    if (fstat(al.fd, &have) == 0 && stat(al.path, &named) == 0 && have.st_dev == named.st_dev &&
+        have.st_ino == named.st_ino)
+        return;
+    pthread_mutex_lock(&al.reopen_mu);
+    reopen();
+    pthread_mutex_unlock(&al.reopen_mu);
+}
+
 void access_log_write(const access_record *r)
 {
     if (!al.enabled) return;
@@ -275,9 +294,7 @@ void access_log_write(const access_record *r)
         pthread_mutex_lock(&al.reopen_mu);
         if (reopen_pending) {
             reopen_pending = 0;
-            if (open_file() != 0)
-                host_log(WSGI_LOG_ERROR, "cannot reopen the access log %s: %s", al.path,
-                         strerror(errno));
+            reopen();
         }
         pthread_mutex_unlock(&al.reopen_mu);
     }

@@ -162,6 +162,7 @@ void obs_worker_start(wsgi_runtime *rt, unsigned index)
 {
     metrics_worker_attach(index);
     access_log_handle_sigusr1(); /* with or without an access log: see obs_setup() */
+    access_log_worker_start();   /* the master's descriptor may name a rotated file */
     if (!metrics_enabled() && !access_log_enabled()) return; /* no observer: no cost */
     static const wsgi_observer obs = {.struct_size = sizeof(wsgi_observer),
                                       .on_request_done = on_request_done,

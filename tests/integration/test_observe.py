@@ -308,3 +308,27 @@ def test_sigusr1_without_an_access_log_kills_no_process(spawn):
     assert request(one.port, "GET", "/hello").body == HELLO
     one.signal(signal.SIGUSR1)
     assert one.stop() == 0
+
+
+def test_access_log_of_a_worker_started_after_the_rotation(spawn, tmp_path):
+    # A worker the master starts after a SIGUSR1 (a crash, --max-requests, a reload) inherited the
+    # master's descriptor, still the rotated file's, and wrote there until the next rotation.
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log, "--access-logformat", "%(p)s %(U)s",
+              "--workers", "2", "--reuse-port")  # per-worker sockets: both get connections
+    wait_for(lambda: "2 workers ready" in s.log(), "both workers booted")
+    os.rename(log, log + ".1")
+    s.signal(signal.SIGUSR1)
+    old = [int(p) for p in re.findall(r"booted worker \d with pid (\d+)", s.log())]
+    os.kill(old[0], signal.SIGKILL)
+    new = wait_for(lambda: [int(p) for p in re.findall(r"booted worker \d with pid (\d+)", s.log())
+                            if int(p) not in old and "listening at" in s.log().split(
+                                "pid %s" % p, 1)[-1]], "the replacement listening")[0]
+    tag = "<%d> " % new
+
+    def served_by_new():
+        request(s.port, "GET", "/hello")
+        return any(l.startswith(tag) for l in lines(log) + lines(log + ".1"))
+
+    wait_for(served_by_new, "a request served by the new worker")
+    assert not any(l.startswith(tag) for l in lines(log + ".1"))
