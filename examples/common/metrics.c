@@ -1,8 +1,14 @@
-/* The shared counters of metrics.h and the scrape process that serves them. Workers only add to
- * their own slot (relaxed atomics: a scrape needs no consistency between counters beyond each
- * one's own value); the scrape process sums the slots. The region is MAP_SHARED | MAP_ANONYMOUS,
- * made before any fork, so the master, every worker (restarted ones too) and the scrape process
- * see the same pages. */
+/* The shared counters of metrics.h and the scrape process that serves them. Each worker process
+ * claims a slot of its own and only adds to it (relaxed atomics: a scrape needs no consistency
+ * between counters beyond each one's own value); the scrape process sums the slots. The region
+ * is MAP_SHARED | MAP_ANONYMOUS, made before any fork, so the master, every worker (restarted,
+ * replacing or added ones too) and the scrape process see the same pages.
+ *
+ * A slot belongs to a process, not to a worker index: a replacement runs beside the worker it
+ * replaces, SIGTTIN adds workers beyond --workers. The counters of a process that is gone stay
+ * in the sums (its slot is taken again by a later process, which adds to them); its gauges do not
+ * (a process killed in the middle of requests never counts them out): the scrape sums the gauges
+ * of live owners only. */
 #include "metrics.h"
 #include "host_log.h"
 
@@ -32,6 +38,8 @@ static const char *const reason_names[] = {"exited", "killed", "max_requests", "
 #define N_REASONS 7
 
 typedef struct slot {
+    _Atomic int32_t owner;        /* the pid counting here (0: never taken) */
+    _Atomic uint32_t index;       /* its worker index (libwsgi_workers counts distinct live ones) */
     _Atomic uint64_t by_class[6]; /* no status, 1xx .. 5xx */
     _Atomic uint64_t outcomes[N_OUTCOMES];
     _Atomic uint64_t buckets[N_BUCKETS]; /* not cumulative: summed at render */
@@ -41,7 +49,8 @@ typedef struct slot {
 } slot;
 
 typedef struct region {
-    unsigned n_slots;
+    unsigned cap;             /* slots mapped */
+    _Atomic unsigned n_slots; /* slots ever taken: [0, n_slots) */
     _Atomic uint64_t restarts[N_REASONS];
     slot slots[];
 } region;
@@ -123,7 +132,10 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         fprintf(stderr, "error: --metrics-bind: expected HOST:PORT, got '%s'\n", bind_spec);
         return -1;
     }
-    size_t size = sizeof(region) + n_workers * sizeof(slot);
+    /* Room for every worker twice (each beside its replacement), and for workers SIGTTIN adds;
+     * slots of processes that are gone are taken again. */
+    unsigned cap = 2 * n_workers + 64;
+    size_t size = sizeof(region) + cap * sizeof(slot);
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         fprintf(stderr, "error: --metrics-bind: mmap: %s\n", strerror(errno));
@@ -139,7 +151,7 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         return -1;
     }
     reg = p;
-    reg->n_slots = n_workers;
+    reg->cap = cap;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -178,24 +190,48 @@ void metrics_shutdown(void)
     }
 }
 
+/* Whether process pid exists (a zombie too: its master has not reaped it yet). */
+static int alive(int32_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
 void metrics_worker_attach(unsigned index)
 {
-    if (reg && index < reg->n_slots) mine = &reg->slots[index];
+    if (!reg) return;
+    int32_t me = (int32_t)getpid();
+    slot *s = NULL;
+    /* A slot whose owner is gone (its counters stay; its gauges start again from 0)... */
+    unsigned n = atomic_load(&reg->n_slots);
+    for (unsigned k = 0; k < n && k < reg->cap && !s; k++) {
+        int32_t o = atomic_load(&reg->slots[k].owner);
+        /* (0: being taken by the process that counted it in n_slots) */
+        if (o != 0 && o != me && !alive(o) &&
+            atomic_compare_exchange_strong(&reg->slots[k].owner, &o, me))
+            s = &reg->slots[k];
+    }
+    /* ... or a new one. */
+    if (!s) {
+        unsigned k = atomic_fetch_add(&reg->n_slots, 1);
+        if (k >= reg->cap) {
+            atomic_fetch_sub(&reg->n_slots, 1);
+            host_log(WSGI_LOG_ERROR, "metrics: no slot left for worker %u: not counted", index);
+            return;
+        }
+        s = &reg->slots[k];
+        atomic_store(&s->owner, me);
+    }
+    atomic_store(&s->in_flight, 0);
+    atomic_store(&s->conns, 0);
+    atomic_store(&s->websockets, 0);
+    atomic_store(&s->index, index);
+    mine = s;
 }
 
 void metrics_worker_restart(unsigned index, const char *reason)
 {
-    if (!reg) return;
-    size_t r = N_REASONS - 1;
-    for (size_t k = 0; k + 1 < N_REASONS; k++)
-        if (reason && strcmp(reason, reason_names[k]) == 0) r = k;
-    atomic_fetch_add_explicit(&reg->restarts[r], 1, memory_order_relaxed);
-    if (index < reg->n_slots) {
-        slot *s = &reg->slots[index];
-        atomic_store(&s->in_flight, 0);
-        atomic_store(&s->conns, 0);
-        atomic_store(&s->websockets, 0);
-    }
+    (void)index; /* its gauges leave the sums with it (metrics_render) */
+    metrics_worker_replaced(reason);
 }
 
 void metrics_worker_replaced(const char *reason)
@@ -249,11 +285,19 @@ void metrics_websocket_open(int delta)
     if (mine) atomic_fetch_add_explicit(&mine->websockets, delta, memory_order_relaxed);
 }
 
+/* A counter summed over every slot taken; a gauge over those of live processes (live[]). */
 #define SUM(field)                                                                                 \
     ({                                                                                             \
         uint64_t t_ = 0;                                                                           \
-        for (unsigned w_ = 0; w_ < reg->n_slots; w_++)                                             \
+        for (unsigned w_ = 0; w_ < n; w_++)                                                        \
             t_ += (uint64_t)atomic_load_explicit(&reg->slots[w_].field, memory_order_relaxed);     \
+        t_;                                                                                        \
+    })
+#define SUM_LIVE(field)                                                                            \
+    ({                                                                                             \
+        int64_t t_ = 0;                                                                            \
+        for (unsigned w_ = 0; w_ < n; w_++)                                                        \
+            if (live[w_]) t_ += atomic_load_explicit(&reg->slots[w_].field, memory_order_relaxed); \
         t_;                                                                                        \
     })
 
@@ -266,6 +310,20 @@ size_t metrics_render(char *buf, size_t cap)
         if (k_ > 0) o += (size_t)k_;                                                               \
     } while (0)
     if (!reg) return 0;
+    unsigned n = atomic_load(&reg->n_slots);
+    if (n > reg->cap) n = reg->cap;
+    char *live = calloc(n ? n : 1, 1);
+    if (!live) return 0;
+    unsigned workers = 0;
+    for (unsigned k = 0; k < n; k++) {
+        live[k] = (char)alive(atomic_load(&reg->slots[k].owner));
+        if (!live[k]) continue;
+        /* A worker and its replacement share an index: one worker. */
+        unsigned idx = atomic_load(&reg->slots[k].index), j = 0;
+        while (j < k && !(live[j] && atomic_load(&reg->slots[j].index) == idx))
+            j++;
+        workers += j == k;
+    }
     static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     OUT("# HELP libwsgi_requests_total Requests the app served, by status class.\n"
         "# TYPE libwsgi_requests_total counter\n");
@@ -298,15 +356,15 @@ size_t metrics_render(char *buf, size_t cap)
     OUT("# HELP libwsgi_requests_in_flight Requests the app is serving now.\n"
         "# TYPE libwsgi_requests_in_flight gauge\n"
         "libwsgi_requests_in_flight %lld\n",
-        (long long)SUM(in_flight));
+        (long long)SUM_LIVE(in_flight));
     OUT("# HELP libwsgi_connections_open Client connections open now.\n"
         "# TYPE libwsgi_connections_open gauge\n"
         "libwsgi_connections_open %lld\n",
-        (long long)SUM(conns));
+        (long long)SUM_LIVE(conns));
     OUT("# HELP libwsgi_websockets_open WebSockets open now.\n"
         "# TYPE libwsgi_websockets_open gauge\n"
         "libwsgi_websockets_open %lld\n",
-        (long long)SUM(websockets));
+        (long long)SUM_LIVE(websockets));
     OUT("# HELP libwsgi_request_body_bytes_total Request body bytes given to the app.\n"
         "# TYPE libwsgi_request_body_bytes_total counter\n"
         "libwsgi_request_body_bytes_total %llu\n",
@@ -320,8 +378,10 @@ size_t metrics_render(char *buf, size_t cap)
     for (int r = 0; r < N_REASONS; r++)
         OUT("libwsgi_worker_restarts_total{reason=\"%s\"} %llu\n", reason_names[r],
             (unsigned long long)atomic_load(&reg->restarts[r]));
-    OUT("# HELP libwsgi_workers Worker slots.\n# TYPE libwsgi_workers gauge\nlibwsgi_workers %u\n",
-        reg->n_slots);
+    OUT("# HELP libwsgi_workers Workers running.\n# TYPE libwsgi_workers gauge\n"
+        "libwsgi_workers %u\n",
+        workers);
 #undef OUT
+    free(live);
     return o < cap ? o : cap;
 }

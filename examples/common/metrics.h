@@ -1,23 +1,25 @@
 /* Prometheus metrics of the example hosts (--metrics-bind): counters in an anonymous shared
- * memory region made before the workers fork, one slot per worker index, updated with atomics by
- * the workers (and by the master for restarts), read and summed by a small scrape process that
- * serves the text format on its own listener. */
+ * memory region made before the workers fork, one slot per worker process, updated with atomics
+ * by the workers (and by the master for restarts), read and summed by a small scrape process that
+ * serves the text format on its own listener (gauges only of the processes still alive). */
 #ifndef WSGI_HOST_METRICS_H
 #define WSGI_HOST_METRICS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Make the region for n worker slots and start the scrape process on bind (HOST:PORT), before
- * anything forks or listens. 0, or -1 (message on stderr). */
+/* Make the region for n workers (and their replacements, and workers SIGTTIN adds) and start the
+ * scrape process on bind (HOST:PORT), before anything forks or listens. 0, or -1 (message on
+ * stderr). */
 int metrics_setup(const char *bind, unsigned n_workers);
 /* Whether metrics are on (every update below is a no-op otherwise). */
 int metrics_enabled(void);
-/* In a worker (or the single process), before it serves: its slot (index 0..n-1). */
+/* In a worker (or the single process), before it serves: take a slot for this process (worker
+ * index: 0, 1, ...). */
 void metrics_worker_attach(unsigned index);
-/* Master: a worker of slot index is gone (its gauges are zeroed) and will be replaced for
- * reason ("exited", "killed", "max_requests", "timeout", "memory", "reload", ... ; unknown names
- * count as "other"). */
+/* Master: the worker of index is gone (its gauges leave the sums with it) and will be replaced
+ * for reason ("exited", "killed", "max_requests", "timeout", "memory", "reload", ... ; unknown
+ * names count as "other"). */
 void metrics_worker_restart(unsigned index, const char *reason);
 /* Master: a planned replacement (prefork.c: max_requests, memory, timeout, reload, other) whose
  * successor already serves in the same slot: counted like a restart, the slot's gauges kept. */

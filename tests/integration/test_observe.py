@@ -332,3 +332,29 @@ def test_access_log_of_a_worker_started_after_the_rotation(spawn, tmp_path):
 
     wait_for(served_by_new, "a request served by the new worker")
     assert not any(l.startswith(tag) for l in lines(log + ".1"))
+
+
+def test_metrics_count_the_requests_of_a_worker_added_by_sigttin(spawn):
+    # The region had one slot per worker of --workers: a worker SIGTTIN added had none, and its
+    # requests were counted nowhere.
+    mport = free_port()
+    s = spawn("epoll", "corners:app", "--workers", "2", "--reuse-port",
+              "--metrics-bind", "127.0.0.1:%d" % mport)
+    wait_for(lambda: "2 workers ready" in s.log(), "both workers booted")
+    s.signal(signal.SIGTTIN)
+    third = wait_for(lambda: re.findall(r"booted worker 2 with pid (\d+)", s.log()), "worker 2")[0]
+    wait_for(lambda: "(pid %s," % third in s.log(), "worker 2 listening")
+    sent = [0]
+
+    def served_by_third():
+        sent[0] += 1
+        return request(s.port, "GET", "/pid").body.decode() == third
+
+    wait_for(served_by_third, "a request served by worker 2")
+    m = wait_for(lambda: (lambda m: m["libwsgi_connections_open"] == 0 and m)(scrape(mport)),
+                 "every connection closed")
+    assert m['libwsgi_requests_total{status="2xx"}'] == sent[0]
+    assert m["libwsgi_workers"] == 3
+    s.signal(signal.SIGTTOU)
+    wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "worker 2 gone")
+    assert scrape(mport)['libwsgi_requests_total{status="2xx"}'] == sent[0]  # its counts stay
