@@ -135,10 +135,12 @@ def test_metrics_counters_match_the_requests_sent(spawn):
     total = n_ok + n_raise + 1
     # the client has closed every connection, but the server sees each close
     # only when its loop reads the EOF: wait for that too, not just the count
+    # (and libwsgi_workers counts workers running: the second may still have been booting)
     m = wait_for(lambda: (lambda m: m['libwsgi_requests_in_flight'] == 0
                           and m['libwsgi_connections_open'] == 0
+                          and m['libwsgi_workers'] == 2
                           and m['libwsgi_request_duration_seconds_count'] == total and m)(scrape(mport)),
-                 "every request counted and every connection closed")
+                 "every request counted, every connection closed, both workers running")
     assert m['libwsgi_requests_total{status="2xx"}'] == n_ok + 1
     assert m['libwsgi_requests_total{status="5xx"}'] == n_raise
     assert m['libwsgi_requests_total{status="4xx"}'] == 0
@@ -358,3 +360,4 @@ def test_metrics_count_the_requests_of_a_worker_added_by_sigttin(spawn):
     s.signal(signal.SIGTTOU)
     wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "worker 2 gone")
     assert scrape(mport)['libwsgi_requests_total{status="2xx"}'] == sent[0]  # its counts stay
+
