@@ -548,10 +548,13 @@ static void flush_then_close(server *s, conn *c)
         conn_close(s, c);
 }
 
+/* An error the server answers itself (the app never sees the request): in the access log too,
+ * with what is known of the request (nothing but the status if its head was not understood). */
 static void reply_error(server *s, conn *c, int status)
 {
     out_clear(c);
     conn_queue_status(c, status);
+    conn_access_log(c);
     c->state = CONN_ERROR;
     tl_add(s, c, TL_REQUEST);
     flush_then_close(s, c);

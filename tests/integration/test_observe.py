@@ -11,7 +11,7 @@ import socket
 import subprocess
 
 from conftest import EPOLL, EXAMPLE_APPS, TEST_APPS, free_port
-from httpclient import request, wait_for
+from httpclient import Conn, build_request, request, wait_for
 
 HELLO = b"Hello, World!\n"
 
@@ -361,3 +361,20 @@ def test_metrics_count_the_requests_of_a_worker_added_by_sigttin(spawn):
     wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "worker 2 gone")
     assert scrape(mport)['libwsgi_requests_total{status="2xx"}'] == sent[0]  # its counts stay
 
+
+def test_access_log_of_a_refused_request_names_no_earlier_client(spawn, tmp_path):
+    # nginx keeps its upstream connections alive and sends requests of different clients over
+    # one: a request refused before the app (417 here) was logged with the client the proxy
+    # forwarded for the connection's previous request.
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--proxy-headers", "--access-logfile", log,
+              "--access-logformat", "%(h)s %(s)s")
+    with Conn(s.port) as c:
+        c.send(build_request("GET", "/hello", [("X-Forwarded-For", "203.0.113.5")]))
+        assert c.read_response().status == 200
+        c.send(build_request("GET", "/hello", [("X-Forwarded-For", "198.51.100.99"),
+                                               ("Expect", "something")]))
+        assert c.read_response().status == 417
+    got = wait_for(lambda: len(lines(log)) >= 2 and lines(log), "two lines")
+    assert got[0] == "203.0.113.5 200"
+    assert got[1].endswith(" 417") and not got[1].startswith("203.0.113.5 "), got
