@@ -49,9 +49,9 @@ int proxy_trust_parse(const char *list)
     free(trust.nets);
     trust.nets = NULL;
     trust.n = trust.all = 0;
-    size_t cap = 1;
+    size_t cap = 1; /* entries: at most one more than the separators (',' or ' ') */
     for (const char *p = list; *p; p++)
-        cap += *p == ',';
+        cap += *p == ',' || *p == ' ';
     trust.nets = calloc(cap, sizeof(net));
     if (!trust.nets) return -1;
     const char *p = list;

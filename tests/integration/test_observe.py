@@ -378,3 +378,15 @@ def test_access_log_of_a_refused_request_names_no_earlier_client(spawn, tmp_path
     got = wait_for(lambda: len(lines(log)) >= 2 and lines(log), "two lines")
     assert got[0] == "203.0.113.5 200"
     assert got[1].endswith(" 417") and not got[1].startswith("203.0.113.5 "), got
+
+
+def test_forwarded_allow_ips_separated_by_spaces(spawn):
+    # The list was sized by its commas but split at spaces too: entries separated by spaces only
+    # were written past its end (glibc: "malloc(): corrupted top size").
+    many = " ".join("10.0.%d.%d" % (k // 250, k % 250) for k in range(2000)) + " 127.0.0.1"
+    r = run("--app", "corners:app", "--pythonpath", TEST_APPS, "--check-config",
+            "--forwarded-allow-ips", many)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+    s = spawn("epoll", "corners:app", "--proxy-headers", "--forwarded-allow-ips",
+              "10.9.8.7 127.0.0.1")
+    assert environ(s.port, XFF)["REMOTE_ADDR"] == "203.0.113.5"
