@@ -88,21 +88,20 @@ static int compile(const char *fmt)
     al.req_names[al.n_req++] = "user-agent";
     const char *p = fmt;
     while (*p) {
-        const char *q = strstr(p, "%(");
-        if (q != p) {
-            size_t n = q ? (size_t)(q - p) : strlen(p);
-            /* "%%" is a literal "%" (Python's % operator). */
+        /* The literal up to the next atom, read left to right as Python's % operator does:
+         * "%%" is a "%" (so "%%(h)s" is the text "%(h)s", not an atom). */
+        char *text = st;
+        while (*p && !(p[0] == '%' && p[1] == '(')) {
+            if (p[0] == '%' && p[1] == '%') p++;
+            *st++ = *p++;
+        }
+        if (st != text) {
             piece *lit = &al.pieces[al.n++];
             lit->kind = A_LITERAL;
-            lit->text = st;
-            for (size_t k = 0; k < n; k++) {
-                if (p[k] == '%' && k + 1 < n && p[k + 1] == '%') k++;
-                *st++ = p[k];
-            }
-            lit->len = (size_t)(st - lit->text);
-            if (!q) break;
-            p = q;
+            lit->text = text;
+            lit->len = (size_t)(st - text);
         }
+        if (!*p) break;
         const char *end = strstr(p, ")s");
         if (!end) {
             fprintf(stderr, "error: --access-logformat: '%s' is not closed by ')s'\n", p);

@@ -390,3 +390,13 @@ def test_forwarded_allow_ips_separated_by_spaces(spawn):
     s = spawn("epoll", "corners:app", "--proxy-headers", "--forwarded-allow-ips",
               "10.9.8.7 127.0.0.1")
     assert environ(s.port, XFF)["REMOTE_ADDR"] == "203.0.113.5"
+
+
+def test_access_log_format_percent_escapes(spawn, tmp_path):
+    # Python's % operator (gunicorn's) reads "%%(h)s" as the text "%(h)s"; it was taken for a "%"
+    # and the atom h.
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log,
+              "--access-logformat", "%%(h)s|%(s)s|%%%(s)s|%%%%")
+    request(s.port, "GET", "/hello")
+    assert wait_for(lambda: lines(log), "the line") == ["%(h)s|200|%200|%%"]
