@@ -1110,11 +1110,11 @@ static void begin_drain(server *s)
     /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away.
      * A connection accepted but with no request yet (idle on the request timer, not keep-alive's)
      * is not idle: its first request may be on the way, and closing it would fail it (a worker
-     * replaced by a reload or --max-requests must not drop it); it is answered with close. A TLS
-     * handshake in progress is closed (CONN_TLS). */
+     * replaced by a reload or --max-requests must not drop it); it is answered with close. So is
+     * one still in its TLS handshake (CONN_TLS): the handshake completes on its request clock. */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if ((c->state == CONN_IDLE && c->t_list == TL_IDLE) || c->state == CONN_TLS)
+        if (c->state == CONN_IDLE && c->t_list == TL_IDLE)
             conn_close(s, c);
         else if (c->state == CONN_WS)
             ws_conn_shutdown(c);
