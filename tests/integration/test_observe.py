@@ -11,7 +11,7 @@ import socket
 import subprocess
 
 from conftest import EPOLL, EXAMPLE_APPS, TEST_APPS, free_port
-from httpclient import request, wait_for
+from httpclient import read_to_eof, request, wait_for
 
 HELLO = b"Hello, World!\n"
 
@@ -165,12 +165,7 @@ def raw_exchange(port, data):
     c = socket.create_connection(("127.0.0.1", port), timeout=30)
     c.sendall(data)
     c.shutdown(socket.SHUT_WR)
-    got = b""
-    while True:
-        chunk = c.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = read_to_eof(c)
     c.close()
     return int(got.split(b" ", 2)[1])
 
