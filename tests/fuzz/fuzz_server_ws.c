@@ -147,7 +147,8 @@ static void add_op(fz_in *in, obuf *b, syncs *sy)
     case 0: /* raw bytes; none: a sync point */
         p = fz_span8(in, &n);
         put(b, p, n);
-        if (!n && sy->n < MAX_SYNC) sy->at[sy->n++] = b->len;
+        /* Not before the first byte nor after the last: nothing to wait for there. */
+        if (!n && sy->n < MAX_SYNC && b->len && in->left) sy->at[sy->n++] = b->len;
         break;
     case 1: { /* one frame: its first byte from the input; bit 2 unmasked, bit 3 compressed,
                * bit 4 a 16-bit length, bit 5 the mask key from the input */
