@@ -48,8 +48,8 @@ size_t access_log_response_headers(const char *const **names);
 void access_log_worker_start(void);
 /* Write one line (reopening the file first if SIGUSR1 came). Any thread. */
 void access_log_write(const access_record *r);
-/* Install the SIGUSR1 handler that marks the file for reopening (harmless without an access log,
- * where it keeps SIGUSR1 from killing the process). Inherited by the processes forked after. */
+/* Install the SIGUSR1 handler that marks the file for reopening (call in each process that
+ * writes: the workers; also harmless in the master). */
 void access_log_handle_sigusr1(void);
 
 #endif

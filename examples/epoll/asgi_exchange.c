@@ -97,6 +97,12 @@ int asgi_response_on_start(void *user_data, const wsgi_response_head *head)
     asgi_task *t = user_data;
     conn *c = t->c;
     if (!c || t->gone) return -1;
+    if (conn_refuse_interim(c, head)) {
+        /* Our 500 is the whole response; the app's send() raises. */
+        t->complete = 1;
+        asgi_task_enqueue(t);
+        return -1;
+    }
     if (conn_queue_head(c, head) < 0) return cb_gone(t);
     asgi_task_enqueue(t);
     return 0;

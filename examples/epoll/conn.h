@@ -367,6 +367,11 @@ enum { OUT_DONE = 0, OUT_AGAIN = 1, OUT_ERR = -1 };
 /* Queue the response head: status line, Server and Date, the app's headers without hop-by-hop
  * ones, the framing (c->framing) and Connection; decides c->keep_alive. 0 or -1. */
 int conn_queue_head(conn *c, const wsgi_response_head *h);
+/* A status below 200 from the app is no final response (a client would wait for the real one
+ * after a 100 or 103, or switch protocols after a 101, and take the next request's answer for
+ * this one's): if h has one, log it, queue our 500 instead (the connection closes after it) and
+ * return 1; else 0. */
+int conn_refuse_interim(conn *c, const wsgi_response_head *h);
 /* Queue a piece of the body with its chunk framing; nothing for FRAME_NONE. copy: into the
  * scratch buffer, else by pointer (the bytes must stay valid until flushed). 0 or -1. */
 int conn_queue_body(conn *c, const char *data, size_t len, int copy);

@@ -29,11 +29,10 @@ int obs_cli_validate(obs_options *o, host_options *h);
 const char *obs_cli_help(void);
 
 /* Before workers fork (server_main): open the access log, make the metrics region and start
- * its scrape process, install the SIGUSR1 handler (always: SIGUSR1 never kills). 0 or -1
- * (message printed). */
+ * its scrape process. 0 or -1 (message printed). */
 int obs_setup(const obs_options *o, const host_options *h);
 /* In each worker once the app is loaded: the observer on its runtime, its metrics slot, the
- * SIGUSR1 handler (always, as in obs_setup()). */
+ * SIGUSR1 handler that reopens the access log. */
 void obs_worker_start(wsgi_runtime *rt, unsigned index);
 /* Master exit. */
 void obs_shutdown(void);

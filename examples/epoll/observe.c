@@ -103,11 +103,6 @@ static int proxy_on;
 int obs_setup(const obs_options *o, const host_options *h)
 {
     proxy_on = o->proxy_headers;
-    /* SIGUSR1 (logrotate's postrotate, which may send it whatever the server logs) must never
-     * kill: its handler only marks the access log for reopening, harmless without one. Here for
-     * a single process (from before its app loads); a prefork worker starts with the default
-     * action (prefork.c resets the master's handlers) and gets it in obs_worker_start(). */
-    access_log_handle_sigusr1();
     if (h->access_log && access_log_setup(o->access_logformat, o->access_logfile) != 0) return -1;
     if (o->metrics_bind && metrics_setup(o->metrics_bind, h->workers) != 0) return -1;
     return 0;
@@ -161,8 +156,8 @@ static void on_ws_close(void *data, void *ud, int code)
 void obs_worker_start(wsgi_runtime *rt, unsigned index)
 {
     metrics_worker_attach(index);
-    access_log_handle_sigusr1(); /* with or without an access log: see obs_setup() */
-    access_log_worker_start();   /* the master's descriptor may name a rotated file */
+    if (access_log_enabled()) access_log_handle_sigusr1();
+    access_log_worker_start(); /* the master's descriptor may name a rotated file */
     if (!metrics_enabled() && !access_log_enabled()) return; /* no observer: no cost */
     static const wsgi_observer obs = {.struct_size = sizeof(wsgi_observer),
                                       .on_request_done = on_request_done,
@@ -324,8 +319,10 @@ void conn_access_log(conn *c)
     a.user_len = r->user_len;
     a.http_major = c->http_major;
     a.http_minor = c->http_minor;
-    /* What the app produced, as the observer saw it; the server's own answer otherwise. */
-    a.status = r->ob_have && r->ob_status ? r->ob_status : c->status;
+    /* The status that went on the wire (the server's own answer when it answered first, as a
+     * 413 for a body over the limit while the app was reading it: the app's resulting 500 never
+     * left); what the observer saw of the app otherwise. */
+    a.status = c->status ? c->status : r->ob_have ? r->ob_status : 0;
     a.body_bytes = c->body_bytes; /* what went on the wire (none for HEAD), as gunicorn logs */
     a.duration_us = c->arrival_ns ? server_now_us() - c->arrival_ns / 1000 : 0;
     for (size_t k = 0; k < r->n_req; k++) {
