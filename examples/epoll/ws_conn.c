@@ -60,6 +60,7 @@ struct ws_conn {
     char accept[29];             /* Sec-WebSocket-Accept */
     int timer;                   /* the TL_* list we last put the connection in */
     int reads;                   /* recv budget left in this event */
+    uint64_t fr_left;            /* bytes of the current frame not yet given to wslay */
     int eof, io_error;           /* seen by the recv/send callbacks */
     int closing;                 /* our Close is decided (app, shutdown, or a failure) */
     int close_due;               /* ... but waits for the messages queued before it */
@@ -231,6 +232,100 @@ static int check_handshake(conn *c, const wsgi_request *req, ws_conn *out)
 /* ---- wslay's I/O callbacks (inside wslay_event_recv / wslay_event_send) ------------------------
  */
 
+static int rbuf_spill(conn *c);
+
+/* ws_conn.fr_left when frame boundaries are no longer followed (see recv_cb). */
+#define FR_UNKNOWN UINT64_MAX
+
+/* How many of the next @m bytes of the client's stream (at @p) wslay may have now: never a frame
+ * header or a control frame in part. wslay 1.1.1 checks a Close's code and reason in each piece it
+ * reads, as if every piece began with the code: a valid Close cut by the network inside its
+ * reason was failed with 1007. A control frame is at most 131 bytes, so holding it back until it
+ * is whole costs nothing; data frames go through in any pieces. *left: the bytes of the current
+ * frame still to come after those (@fr_left before). 0 if one incomplete header or control frame
+ * starts the bytes. */
+static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t *left)
+{
+    size_t pos = 0;
+    while (pos < m) {
+        if (fr_left) {
+            size_t take = fr_left < m - pos ? (size_t)fr_left : m - pos;
+            pos += take;
+            fr_left -= take;
+            continue;
+        }
+        size_t avail = m - pos;
+        if (avail < 2) break;
+        uint64_t plen = p[pos + 1] & 0x7f;
+        size_t hl = 2 + ((p[pos + 1] & 0x80) ? 4 : 0) + (plen == 126 ? 2 : plen == 127 ? 8 : 0);
+        if (avail < hl) break;
+        if (plen >= 126) {
+            size_t nb = plen == 126 ? 2 : 8;
+            plen = 0;
+            for (size_t k = 0; k < nb; k++)
+                plen = plen << 8 | p[pos + 2 + k];
+        }
+        /* opcode 8..15: a control frame (longer than 125 bytes it is wslay's protocol error) */
+        if ((p[pos] & 0x08) && plen <= 125 && avail < hl + plen) break;
+        pos += hl;
+        fr_left = plen;
+    }
+    *left = fr_left;
+    return pos;
+}
+
+/* One recv for recv_cb: into rbuf (@into_in 0) or onto the end of c->in (1, where an incomplete
+ * frame head or control frame waits for the rest). 0, or -1 with wslay's error set. */
+static int recv_some(ws_conn *ws, conn *c, int into_in)
+{
+    wslay_event_context_ptr ctx = ws->ctx;
+    if (ws->reads <= 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    ws->reads--;
+    uint8_t *dst = rbuf.buf;
+    size_t cap = sizeof(rbuf.buf);
+    if (into_in) {
+        size_t have = c->in_len - c->in_parsed;
+        if (have && c->in_parsed) memmove(c->in, c->in + c->in_parsed, have);
+        c->in_len = have;
+        c->in_parsed = 0;
+        if (conn_in_reserve(c, have + 4096) < 0) {
+            ws->io_error = 1;
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        dst = (uint8_t *)c->in + have;
+        cap = c->in_cap - have;
+    }
+    ssize_t n = conn_recv(c, dst, cap);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            ws->reads = 0; /* drained: wait for EPOLLIN */
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
+        if (n == 0)
+            ws->eof = 1;
+        else
+            ws->io_error = 1;
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    /* A short read has most likely drained the socket: EPOLLIN says if not (level-triggered),
+     * which saves the recv that would only return EAGAIN. */
+    if ((size_t)n < cap) ws->reads = 0;
+    if (into_in) {
+        c->in_len += (size_t)n;
+    } else {
+        rbuf.owner = ws;
+        rbuf.off = 0;
+        rbuf.len = (size_t)n;
+    }
+    return 0;
+}
+
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                        void *user_data)
 {
@@ -241,52 +336,54 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    if (c->in_parsed < c->in_len) {
-        /* Frames the client sent right behind its handshake, read with the head, or what was
-         * left in rbuf when wslay last stopped reading. */
-        size_t n = c->in_len - c->in_parsed;
-        if (n > len) n = len;
-        memcpy(buf, c->in + c->in_parsed, n);
-        c->in_parsed += n;
-        if (c->in_parsed == c->in_len && ws->shrunk) {
-            free(c->in);
-            c->in = NULL;
-            c->in_cap = c->in_len = c->in_parsed = 0;
+    for (;;) {
+        const uint8_t *src;
+        size_t have;
+        int in_in = c->in_parsed < c->in_len;
+        if (in_in) {
+            /* Frames the client sent right behind its handshake, read with the head, what was
+             * left in rbuf when wslay last stopped reading, or an incomplete frame head or
+             * control frame that waits for its end. */
+            src = (const uint8_t *)c->in + c->in_parsed;
+            have = c->in_len - c->in_parsed;
+        } else {
+            if ((rbuf.owner != ws || rbuf.off == rbuf.len) && recv_some(ws, c, 0) < 0) return -1;
+            src = rbuf.buf + rbuf.off;
+            have = rbuf.len - rbuf.off;
+        }
+        size_t m = have < len ? have : len;
+        uint64_t left = FR_UNKNOWN;
+        size_t n = ws->fr_left == FR_UNKNOWN ? m : frame_gate(ws->fr_left, src, m, &left);
+        if (n == 0 && m < have) {
+            /* wslay asks for what its 4 KiB buffer has room for, which a control frame fits: not
+             * reached. Were it, the bytes go as they are, and frames are no longer followed. */
+            n = m;
+            left = FR_UNKNOWN;
+        }
+        if (n == 0) {
+            /* Wait for the rest in c->in: rbuf is shared and refilled whole. */
+            if (!in_in && rbuf_spill(c) < 0) {
+                ws->io_error = 1;
+                wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+                return -1;
+            }
+            if (recv_some(ws, c, 1) < 0) return -1;
+            continue;
+        }
+        ws->fr_left = left;
+        memcpy(buf, src, n);
+        if (in_in) {
+            c->in_parsed += n;
+            if (c->in_parsed == c->in_len && ws->shrunk) {
+                free(c->in);
+                c->in = NULL;
+                c->in_cap = c->in_len = c->in_parsed = 0;
+            }
+        } else {
+            rbuf.off += n;
         }
         return (ssize_t)n;
     }
-    if (rbuf.owner != ws || rbuf.off == rbuf.len) {
-        if (ws->reads <= 0) {
-            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-            return -1;
-        }
-        ws->reads--;
-        ssize_t n = conn_recv(c, rbuf.buf, sizeof(rbuf.buf));
-        if (n <= 0) {
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-                ws->reads = 0; /* drained: wait for EPOLLIN */
-                wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-                return -1;
-            }
-            if (n == 0)
-                ws->eof = 1;
-            else
-                ws->io_error = 1;
-            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-            return -1;
-        }
-        /* A short read has most likely drained the socket: EPOLLIN says if not (level-triggered),
-         * which saves the recv that would only return EAGAIN. */
-        if ((size_t)n < sizeof(rbuf.buf)) ws->reads = 0;
-        rbuf.owner = ws;
-        rbuf.off = 0;
-        rbuf.len = (size_t)n;
-    }
-    size_t n = rbuf.len - rbuf.off;
-    if (n > len) n = len;
-    memcpy(buf, rbuf.buf + rbuf.off, n);
-    rbuf.off += n;
-    return (ssize_t)n;
 }
 
 /* wslay stopped reading (would block, paused, closing): keep what it left of rbuf. 0, or -1 if
