@@ -1,8 +1,9 @@
 /* The shared counters of metrics.h and the scrape process that serves them. Workers only add to
  * their own slot (relaxed atomics: a scrape needs no consistency between counters beyond each
- * one's own value); the scrape process sums the slots. The region is MAP_SHARED | MAP_ANONYMOUS,
- * made before any fork, so the master, every worker (restarted ones too) and the scrape process
- * see the same pages. */
+ * one's own value); the scrape process sums the slots. The region is a shared memory file
+ * (memfd), mapped before any fork, so the master, every worker (restarted ones too) and the scrape
+ * process see the same pages; its descriptor also lets a single-process server that re-executes
+ * itself on SIGHUP (reexec.c) map the same counters again and keep its scrape process. */
 #include "metrics.h"
 #include "host_log.h"
 
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -49,6 +51,7 @@ typedef struct region {
 static region *reg;
 static slot *mine;
 static pid_t scraper = -1;
+static int region_fd = -1;
 
 int metrics_enabled(void)
 {
@@ -123,10 +126,15 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         fprintf(stderr, "error: --metrics-bind: expected HOST:PORT, got '%s'\n", bind_spec);
         return -1;
     }
+    if (reg) return 0; /* adopted from the process this one was executed by (metrics_adopt) */
     size_t size = sizeof(region) + n_workers * sizeof(slot);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int mfd = memfd_create("libwsgi-metrics", MFD_CLOEXEC);
+    void *p = MAP_FAILED;
+    if (mfd >= 0 && ftruncate(mfd, (off_t)size) == 0)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     if (p == MAP_FAILED) {
-        fprintf(stderr, "error: --metrics-bind: mmap: %s\n", strerror(errno));
+        fprintf(stderr, "error: --metrics-bind: shared memory: %s\n", strerror(errno));
+        if (mfd >= 0) close(mfd);
         return -1;
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -136,9 +144,11 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         fprintf(stderr, "error: --metrics-bind %s: %s\n", bind_spec, strerror(errno));
         if (fd >= 0) close(fd);
         munmap(p, size);
+        close(mfd);
         return -1;
     }
     reg = p;
+    region_fd = mfd;
     reg->n_slots = n_workers;
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -166,6 +176,28 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
     close(fd);
     scraper = pid;
     host_log(WSGI_LOG_INFO, "metrics on http://%s/metrics (pid %d)", bind_spec, (int)pid);
+    return 0;
+}
+
+int metrics_region_fd(void)
+{
+    return region_fd;
+}
+
+int metrics_scraper_pid(void)
+{
+    return (int)scraper;
+}
+
+int metrics_adopt(int fd, int scraper_pid)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(region)) return -1;
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return -1;
+    reg = p;
+    region_fd = fd;
+    scraper = scraper_pid > 0 ? (pid_t)scraper_pid : -1;
     return 0;
 }
 

@@ -22,6 +22,15 @@ void metrics_worker_restart(unsigned index, const char *reason);
 /* Master: a planned replacement (prefork.c: max_requests, memory, timeout, reload, other) whose
  * successor already serves in the same slot: counted like a restart, the slot's gauges kept. */
 void metrics_worker_replaced(const char *reason);
+/* The region's descriptor (close-on-exec; -1 when metrics are off) and the scrape process (-1 when
+ * this process did not start it), for a server that re-executes itself (reexec.c) and hands both
+ * over. */
+int metrics_region_fd(void);
+int metrics_scraper_pid(void);
+/* Instead of metrics_setup() (which then does nothing): map the region of an inherited descriptor
+ * (metrics_region_fd() of the process that executed this one). scraper_pid > 0: this process owns
+ * that scrape process now (metrics_shutdown() stops it); otherwise it stops none. 0, or -1. */
+int metrics_adopt(int fd, int scraper_pid);
 /* Stop the scrape process (master exit). */
 void metrics_shutdown(void);
 
