@@ -43,15 +43,33 @@ typedef struct slot {
 } slot;
 
 typedef struct region {
-    unsigned n_slots;
+    _Atomic unsigned n_slots; /* grows (SIGTTIN beyond the slots made so far), never shrinks */
+    _Atomic unsigned workers; /* the libwsgi_workers gauge */
     _Atomic uint64_t restarts[N_REASONS];
     slot slots[];
 } region;
 
 static region *reg;
+static unsigned mapped; /* slots this process has mapped (another may have grown the region) */
 static slot *mine;
 static pid_t scraper = -1;
 static int region_fd = -1;
+
+static size_t region_size(unsigned n)
+{
+    return sizeof(region) + (size_t)n * sizeof(slot);
+}
+
+/* Map the slots another process added (the scrape process, after the master grew the region). */
+static void remap(void)
+{
+    unsigned n = atomic_load(&reg->n_slots);
+    if (n <= mapped || region_fd < 0) return;
+    void *p = mremap(reg, region_size(mapped), region_size(n), MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) return;
+    reg = p;
+    mapped = n;
+}
 
 int metrics_enabled(void)
 {
@@ -127,7 +145,7 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         return -1;
     }
     if (reg) return 0; /* adopted from the process this one was executed by (metrics_adopt) */
-    size_t size = sizeof(region) + n_workers * sizeof(slot);
+    size_t size = region_size(n_workers);
     int mfd = memfd_create("libwsgi-metrics", MFD_CLOEXEC);
     void *p = MAP_FAILED;
     if (mfd >= 0 && ftruncate(mfd, (off_t)size) == 0)
@@ -149,7 +167,9 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
     }
     reg = p;
     region_fd = mfd;
+    mapped = n_workers;
     reg->n_slots = n_workers;
+    reg->workers = n_workers;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -196,6 +216,7 @@ int metrics_adopt(int fd, int scraper_pid)
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) return -1;
     reg = p;
+    mapped = (unsigned)(((size_t)st.st_size - sizeof(region)) / sizeof(slot));
     region_fd = fd;
     scraper = scraper_pid > 0 ? (pid_t)scraper_pid : -1;
     return 0;
@@ -212,7 +233,31 @@ void metrics_shutdown(void)
 
 void metrics_worker_attach(unsigned index)
 {
-    if (reg && index < reg->n_slots) mine = &reg->slots[index];
+    if (reg) remap();
+    if (reg && index < mapped) mine = &reg->slots[index];
+}
+
+void metrics_workers(unsigned n)
+{
+    if (!reg) return;
+    if (n > mapped) {
+        /* Grow the file, then this mapping; workers forked from now on inherit it, the scrape
+         * process maps the new slots at its next scrape (remap). Double, so that SIGTTIN after
+         * SIGTTIN does not remap each time. */
+        unsigned cap = n > 2 * mapped ? n : 2 * mapped;
+        void *p = MAP_FAILED;
+        if (ftruncate(region_fd, (off_t)region_size(cap)) == 0)
+            p = mremap(reg, region_size(mapped), region_size(cap), MREMAP_MAYMOVE);
+        if (p == MAP_FAILED) {
+            host_log(WSGI_LOG_ERROR, "metrics: cannot grow to %u worker slots: %s", cap,
+                     strerror(errno));
+        } else {
+            reg = p;
+            mapped = cap;
+            atomic_store(&reg->n_slots, cap);
+        }
+    }
+    atomic_store(&reg->workers, n);
 }
 
 void metrics_worker_restart(unsigned index, const char *reason)
@@ -222,7 +267,7 @@ void metrics_worker_restart(unsigned index, const char *reason)
     for (size_t k = 0; k + 1 < N_REASONS; k++)
         if (reason && strcmp(reason, reason_names[k]) == 0) r = k;
     atomic_fetch_add_explicit(&reg->restarts[r], 1, memory_order_relaxed);
-    if (index < reg->n_slots) {
+    if (index < mapped) {
         slot *s = &reg->slots[index];
         atomic_store(&s->in_flight, 0);
         atomic_store(&s->conns, 0);
@@ -276,10 +321,11 @@ void metrics_websocket_open(int delta)
     if (mine) atomic_fetch_add_explicit(&mine->websockets, delta, memory_order_relaxed);
 }
 
+/* Over the slots mapped when the scrape began (another may be added meanwhile). */
 #define SUM(field)                                                                                 \
     ({                                                                                             \
         uint64_t t_ = 0;                                                                           \
-        for (unsigned w_ = 0; w_ < reg->n_slots; w_++)                                             \
+        for (unsigned w_ = 0; w_ < mapped; w_++)                                                   \
             t_ += (uint64_t)atomic_load_explicit(&reg->slots[w_].field, memory_order_relaxed);     \
         t_;                                                                                        \
     })
@@ -293,6 +339,7 @@ size_t metrics_render(char *buf, size_t cap)
         if (k_ > 0) o += (size_t)k_;                                                               \
     } while (0)
     if (!reg) return 0;
+    remap();
     static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     OUT("# HELP libwsgi_requests_total Requests the app served, by status class.\n"
         "# TYPE libwsgi_requests_total counter\n");
@@ -347,8 +394,9 @@ size_t metrics_render(char *buf, size_t cap)
     for (int r = 0; r < N_REASONS; r++)
         OUT("libwsgi_worker_restarts_total{reason=\"%s\"} %llu\n", reason_names[r],
             (unsigned long long)atomic_load(&reg->restarts[r]));
-    OUT("# HELP libwsgi_workers Worker slots.\n# TYPE libwsgi_workers gauge\nlibwsgi_workers %u\n",
-        reg->n_slots);
+    OUT("# HELP libwsgi_workers Worker processes.\n# TYPE libwsgi_workers gauge\n"
+        "libwsgi_workers %u\n",
+        atomic_load(&reg->workers));
 #undef OUT
     return o < cap ? o : cap;
 }

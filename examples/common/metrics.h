@@ -8,13 +8,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Make the region for n worker slots and start the scrape process on bind (HOST:PORT), before
- * anything forks or listens. 0, or -1 (message on stderr). */
+/* Make the region (a memfd) for n worker slots and start the scrape process on bind (HOST:PORT),
+ * before anything forks or listens. 0, or -1 (message on stderr). */
 int metrics_setup(const char *bind, unsigned n_workers);
 /* Whether metrics are on (every update below is a no-op otherwise). */
 int metrics_enabled(void);
-/* In a worker (or the single process), before it serves: its slot (index 0..n-1). */
+/* In a worker (or the single process), before it serves: its slot (index 0..n-1, n as of the
+ * last metrics_workers() before this worker was forked). */
 void metrics_worker_attach(unsigned index);
+/* Master, before forking a worker of a new slot (SIGTTIN) and after removing one (SIGTTOU): n
+ * workers now. The region grows to n slots if needed (before the fork, so that the new worker
+ * maps them); the libwsgi_workers gauge says n. */
+void metrics_workers(unsigned n);
 /* Master: a worker of slot index is gone (its gauges are zeroed) and will be replaced for
  * reason ("exited", "killed", "max_requests", "timeout", "memory", "reload", ... ; unknown names
  * count as "other"). */

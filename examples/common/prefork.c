@@ -434,6 +434,7 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
                 unsigned k = m->n_slots++;
                 host_log(WSGI_LOG_INFO, "master %d: SIGTTIN: %u workers", (int)getpid(),
                          m->n_slots);
+                metrics_workers(m->n_slots); /* a metrics slot for it, before the fork */
                 m->restart_at[k] = 0;
                 if (spawn(m, k, ROLE_CUR) < 0) m->restart_at[k] = now_ms() + 1000;
             }
@@ -441,6 +442,7 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
         if (!stopping && (sigs & (1ull << SIGTTOU)) && m->n_slots > 1) {
             unsigned k = --m->n_slots;
             host_log(WSGI_LOG_INFO, "master %d: SIGTTOU: %u workers", (int)getpid(), m->n_slots);
+            metrics_workers(m->n_slots);
             for (size_t j = 0; j < m->n_ps; j++)
                 if (m->ps[j].slot == k && m->ps[j].role != ROLE_OLD) stop_proc(&m->ps[j], SIGTERM);
             check_reload_done(m);

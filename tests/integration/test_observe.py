@@ -160,6 +160,41 @@ def test_metrics_counters_match_the_requests_sent(spawn):
              "the restart counted")
 
 
+def test_metrics_count_the_workers_sigttin_adds(spawn, tmp_path):
+    # A worker added by SIGTTIN beyond --workers gets a metrics slot: its requests are counted.
+    # --threads 0: a worker holding a request does not accept, so three held requests are served
+    # by three different workers, the new one among them.
+    from httpclient import Conn, build_request
+    mport = free_port()
+    s = spawn("epoll", "deploy_app:app", "--workers", "2", "--threads", "0",
+              "--metrics-bind", "127.0.0.1:%d" % mport)
+    wait_for(lambda: "2 workers ready" in s.log(), "two workers")
+    s.signal(signal.SIGTTIN)
+    wait_for(lambda: s.log().count("listening at") == 3, "the third worker", guard=60)
+    release = tmp_path / "release"
+    conns = []
+    for k in range(3):
+        started = tmp_path / ("started%d" % k)
+        c = Conn(s.port)
+        c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+        wait_for(started.exists, "held request %d in the app" % k, guard=60)
+        conns.append(c)
+    release.touch()
+    pids = set()
+    for c in conns:
+        r = c.read_response()
+        assert r.status == 200
+        pids.add(int(r.body))
+        c.close()
+    assert len(pids) == 3
+    m = wait_for(lambda: (lambda m: m["libwsgi_request_duration_seconds_count"] == 3 and m)(
+        scrape(mport)), "the three requests counted")
+    assert m['libwsgi_requests_total{status="2xx"}'] == 3
+    assert m["libwsgi_workers"] == 3
+    s.signal(signal.SIGTTOU)
+    wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "two workers again")
+
+
 def test_metrics_websockets_and_connections(spawn):
     mport = free_port()
     s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)
