@@ -1124,9 +1124,11 @@ static void on_signals(server *s, uint64_t sigs)
     if (sigs & (1ull << SIGCHLD)) reexec_reap();
     if ((sigs & stop) && (s->reload_fd >= 0 || s->reexec)) {
         /* Stopping during a reload: no exec, and the bridge stops too. */
-        reexec_stop_bridges();
-        if (s->reload_fd >= 0) epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->reload_fd, NULL);
+        reexec_stop_bridges(); /* closes the ready pipe */
         s->reload_fd = -1;
+        /* Draining already: the sockets kept for the exec go now, as on a plain stop. */
+        for (size_t k = 0; k < s->n_ls && s->reexec; k++)
+            listen_close(&s->ls[k], 0);
         s->reexec = 0;
     }
     if (sigs & (1ull << SIGQUIT)) {
@@ -1162,8 +1164,7 @@ static void on_event(server *s, struct epoll_event *e)
     case EV_RELOAD: {
         int r = reexec_bridge_status();
         if (r == 0) break;
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->reload_fd, NULL); /* closed by reexec.c */
-        s->reload_fd = -1;
+        s->reload_fd = -1; /* closed by reexec.c, which takes it out of the epoll set */
         if (r > 0) {
             s->reexec = 1;
             begin_drain(s);
