@@ -1092,10 +1092,16 @@ static void begin_drain(server *s)
     if (s->draining) return;
     atomic_store(&s->draining, 1);
     s->grace_deadline = now_ms() + (int64_t)s->opt->host.graceful_timeout * 1000;
-    host_log(WSGI_LOG_INFO, "worker %d: %s (%zu connections)", (int)getpid(),
-             s->reexec ? "finishing in-flight requests before the restart"
-                       : "shutting down gracefully",
-             s->n_conns);
+    const char *what =
+        s->reexec ? "finishing in-flight requests before the restart" : "shutting down gracefully";
+    size_t tasks = s->asgi ? asgi_host_busy(s->asgi) : 0;
+    if (tasks)
+        host_log(WSGI_LOG_INFO,
+                 "worker %d: %s (%zu connections, %zu ASGI app calls running after their "
+                 "connection: waited for up to --graceful-timeout)",
+                 (int)getpid(), what, s->n_conns, tasks);
+    else
+        host_log(WSGI_LOG_INFO, "worker %d: %s (%zu connections)", (int)getpid(), what, s->n_conns);
     /* Stop accepting: the other workers (or the reload's bridge, or nobody) get the new
      * connections. */
     for (size_t k = 0; k < s->n_ls; k++) {
@@ -1216,7 +1222,15 @@ static int loop(server *s)
             break;
         now = now_ms();
         if (s->draining && now >= s->grace_deadline) {
-            host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections", s->n_conns);
+            size_t tasks = s->asgi ? asgi_host_busy(s->asgi) : 0;
+            if (tasks)
+                host_log(WSGI_LOG_WARNING,
+                         "graceful timeout: dropping %zu connections and %zu ASGI app calls still "
+                         "running after their connection",
+                         s->n_conns, tasks);
+            else
+                host_log(WSGI_LOG_WARNING, "graceful timeout: dropping %zu connections",
+                         s->n_conns);
             break;
         }
         int timeout = -1;

@@ -53,9 +53,19 @@ def server_is_sanitized():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked rss bound the server's resident memory: under AddressSanitizer that memory is
+    """LIBWSGI_TEST_SHARD=K/N (set by tests/integration/CMakeLists.txt for the long files) keeps
+    every Nth test from the Kth, so that one file is several ctest entries that run in parallel
+    and each stays short.
+
+    Tests marked rss bound the server's resident memory: under AddressSanitizer that memory is
     mostly ASan's own (shadow memory, redzones, the quarantine of freed blocks), so they run in
     the uninstrumented pass only."""
+    shard = os.environ.get("LIBWSGI_TEST_SHARD")
+    if shard:
+        k, n = (int(x) for x in shard.split("/"))
+        keep = [item for i, item in enumerate(items) if i % n == k - 1]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
     if not server_is_sanitized():
         return
     skip = pytest.mark.skip(reason="RSS bounds are checked against the uninstrumented server only")

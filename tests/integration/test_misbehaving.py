@@ -174,7 +174,11 @@ ASGI_CASES = {
 
 @pytest.fixture(scope="module")
 def asgi(request):
-    return module_server(request, "epoll", "misbehave_asgi:app", "--loop-block-warn-ms", "300")
+    # --graceful-timeout: /await-forever's app call outlives its client (see
+    # test_asgi_app_outliving_its_client_bounds_shutdown), and the stop at the module's end would
+    # wait for it for the default 30 s
+    return module_server(request, "epoll", "misbehave_asgi:app", "--loop-block-warn-ms", "300",
+                         "--graceful-timeout", "2")
 
 
 @pytest.mark.parametrize("route", list(ASGI_CASES))
@@ -197,6 +201,28 @@ def test_asgi_app_awaiting_forever_is_ended_by_the_client(asgi):
     wait_for(lambda: request(asgi.port, "GET", "/state?token=forever").body == b"'http.disconnect'",
              "http.disconnect")
     assert request(asgi.port, "GET", "/hello").body == b"hello"
+
+
+def test_asgi_app_outliving_its_client_bounds_shutdown(spawn):
+    """An ASGI app call still running after its client left (a background task, or one awaiting
+    forever) is waited for on SIGTERM like a request in flight, up to --graceful-timeout, and
+    not longer; the log says that this is what the shutdown waits for."""
+    s = spawn("epoll", "misbehave_asgi:app", "--graceful-timeout", "1")
+    base = fd_count(s.pid)
+    c = Conn(s.port)
+    c.send(build_request("GET", "/await-forever-after-start"))
+    c.sock.settimeout(10)
+    got = b""
+    while b"first" not in got:  # the app call runs: its first body chunk arrived
+        chunk = c.sock.recv(4096)
+        assert chunk, "the server closed before the first chunk"
+        got += chunk
+    c.close()
+    wait_for(lambda: fd_count(s.pid) <= base, "the client's connection closed in the server")
+    assert s.stop() == 0
+    log = s.log()
+    assert "1 ASGI app calls running after their connection" in log
+    assert "graceful timeout: dropping 0 connections and 1 ASGI app calls" in log
 
 
 @pytest.mark.parametrize("route", ["/block", "/block-later"])
