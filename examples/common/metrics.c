@@ -35,6 +35,7 @@ static const char *const reason_names[] = {"exited", "killed", "max_requests", "
 
 typedef struct slot {
     _Atomic uint64_t by_class[6]; /* no status, 1xx .. 5xx */
+    _Atomic uint64_t rejected[6]; /* answered by the server itself, same classes */
     _Atomic uint64_t outcomes[N_OUTCOMES];
     _Atomic uint64_t buckets[N_BUCKETS]; /* not cumulative: summed at render */
     _Atomic uint64_t latency_us_sum;
@@ -311,6 +312,12 @@ void metrics_request_done(int status, int outcome, int64_t latency_ns, uint64_t 
     atomic_fetch_add_explicit(&s->bytes_out, bytes_out, memory_order_relaxed);
 }
 
+void metrics_request_rejected(int status)
+{
+    int cls = status >= 100 && status < 600 ? status / 100 : 0;
+    if (mine) atomic_fetch_add_explicit(&mine->rejected[cls], 1, memory_order_relaxed);
+}
+
 void metrics_conn_open(int delta)
 {
     if (mine) atomic_fetch_add_explicit(&mine->conns, delta, memory_order_relaxed);
@@ -346,6 +353,13 @@ size_t metrics_render(char *buf, size_t cap)
     for (int c = 0; c < 6; c++)
         OUT("libwsgi_requests_total{status=\"%s\"} %llu\n", classes[c],
             (unsigned long long)SUM(by_class[c]));
+    OUT("# HELP libwsgi_rejected_requests_total Requests the server answered itself with an "
+        "error, without the app (malformed or oversized heads and bodies, timeouts, "
+        "--limit-concurrency), by status class.\n"
+        "# TYPE libwsgi_rejected_requests_total counter\n");
+    for (int c = 4; c < 6; c++)
+        OUT("libwsgi_rejected_requests_total{status=\"%s\"} %llu\n", classes[c],
+            (unsigned long long)SUM(rejected[c]));
     OUT("# HELP libwsgi_request_outcomes_total How requests ended (wsgi_outcome_class).\n"
         "# TYPE libwsgi_request_outcomes_total counter\n");
     for (int c = 0; c < N_OUTCOMES; c++)

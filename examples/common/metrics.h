@@ -45,6 +45,8 @@ void metrics_request_begin(void);
  * (queueing + app), body bytes. */
 void metrics_request_done(int status, int outcome, int64_t latency_ns, uint64_t bytes_in,
                           uint64_t bytes_out);
+/* A request the server answered itself with @status (the app never saw it). */
+void metrics_request_rejected(int status);
 void metrics_conn_open(int delta);      /* +1 accepted, -1 closed */
 void metrics_websocket_open(int delta); /* +1 opened, -1 closed */
 

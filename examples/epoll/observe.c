@@ -318,8 +318,10 @@ void conn_access_log(conn *c)
     a.user_len = r->user_len;
     a.http_major = c->http_major;
     a.http_minor = c->http_minor;
-    /* What the app produced, as the observer saw it; the server's own answer otherwise. */
-    a.status = r->ob_have && r->ob_status ? r->ob_status : c->status;
+    /* The status that went on the wire (the server's own answer when it answered first, as a
+     * 413 for a body over the limit while the app was reading it: the app's resulting 500 never
+     * left); what the observer saw of the app otherwise. */
+    a.status = c->status ? c->status : r->ob_have ? r->ob_status : 0;
     a.body_bytes = c->body_bytes; /* what went on the wire (none for HEAD), as gunicorn logs */
     a.duration_us = c->arrival_ns ? server_now_us() - c->arrival_ns / 1000 : 0;
     for (size_t k = 0; k < r->n_req; k++) {

@@ -551,10 +551,14 @@ static void flush_then_close(server *s, conn *c)
         conn_close(s, c);
 }
 
+/* The server's own answer to a request the app never gets (or has not answered yet): counted
+ * as rejected and access-logged like any response (gunicorn logs these too). */
 static void reply_error(server *s, conn *c, int status)
 {
     out_clear(c);
     conn_queue_status(c, status);
+    metrics_request_rejected(status);
+    conn_access_log(c);
     c->state = CONN_ERROR;
     tl_add(s, c, TL_REQUEST);
     flush_then_close(s, c);

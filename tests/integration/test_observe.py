@@ -195,6 +195,55 @@ def test_metrics_count_the_workers_sigttin_adds(spawn, tmp_path):
     wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "two workers again")
 
 
+def raw_exchange(port, data):
+    """Sends @data, half-closes, returns the status code of the first response."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=30)
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    c.close()
+    return int(got.split(b" ", 2)[1])
+
+
+def test_server_made_errors_are_logged_and_counted(spawn, tmp_path):
+    """Requests the server answers itself (a malformed head, a body over --max-body-size, a head
+    over --max-header-size) never reach the app, but they are requests: one access-log line each,
+    as gunicorn writes for them, and counted in libwsgi_rejected_requests_total by status class
+    (not in the app's libwsgi_requests_total)."""
+    log = str(tmp_path / "access.log")
+    mport = free_port()
+    s = spawn("epoll", "corners:app", "--access-logfile", log, "--metrics-bind",
+              "127.0.0.1:%d" % mport, "--max-body-size", "1000", "--max-header-size", "2048")
+    assert request(s.port, "GET", "/hello").body == HELLO
+    assert raw_exchange(s.port, b"GET /bad path HTTP/1.1\r\nHost: x\r\n\r\n") == 400
+    assert raw_exchange(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+                        + b"x" * 5000) == 413
+    assert raw_exchange(s.port, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000
+                        + b"\r\n\r\n") == 431
+    got = wait_for(lambda: len(lines(log)) >= 4 and lines(log), "four access log lines")
+    statuses = sorted(int(l.split('" ', 1)[1].split()[0]) for l in got)
+    assert statuses == [200, 400, 413, 431], got
+    assert any('"POST /echo HTTP/1.1" 413' in l for l in got), got  # its head was complete
+    m = wait_for(lambda: (lambda m: m['libwsgi_rejected_requests_total{status="4xx"}'] == 3 and m)(
+        scrape(mport)), "three rejected requests counted")
+    assert m['libwsgi_rejected_requests_total{status="5xx"}'] == 0
+    assert m['libwsgi_requests_total{status="4xx"}'] == 0
+    assert m['libwsgi_requests_total{status="2xx"}'] == 1
+    assert len(lines(log)) == 4  # one line each, none twice
+    # A chunked body going over the limit while the app reads it: the client gets the 413, and
+    # so does the log (not the app's 500 that never left the server).
+    chunks = b"".join(b"100\r\n" + b"x" * 256 + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"
+    assert raw_exchange(s.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                        b"\r\n\r\n" + chunks) == 413
+    got = wait_for(lambda: len(lines(log)) >= 5 and lines(log), "the fifth line")
+    assert '"POST /echo HTTP/1.1" 413 ' in got[4], got[4]
+
+
 def test_metrics_websockets_and_connections(spawn):
     mport = free_port()
     s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)
