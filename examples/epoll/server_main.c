@@ -83,13 +83,15 @@ static int worker_main(void *arg, unsigned index)
     /* Once listening, a client (or a supervisor) may take the server as up and stop it: a stop
      * signal must then wait for the event loop's handlers (host_signals_open() unblocks what it
      * installs) instead of killing the worker by its default action. A prefork worker starts with
-     * them blocked already (prefork.c). */
+     * them blocked already (prefork.c). Without a master SIGHUP is one of them (a reload,
+     * reexec.h): a supervisor that reloads as soon as the server is up must not kill it. */
     if (!prefork) {
         sigset_t stop;
         sigemptyset(&stop);
         sigaddset(&stop, SIGTERM);
         sigaddset(&stop, SIGINT);
         sigaddset(&stop, SIGQUIT);
+        sigaddset(&stop, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &stop, NULL);
     }
     for (size_t k = 0; k < w->n_ls; k++) {
