@@ -72,11 +72,16 @@ def wait_port(port, proc, guard=60.0):
 
 
 def rss_kib(pid):
+    """VmRSS, and its parts RssAnon (the heap: what a leak grows) and RssFile (pages of the
+    executable and the shared libraries read in as code paths are first run: bounded by their
+    size, not a leak), in KiB."""
+    got = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                got[key] = int(line.split()[1])
+    return got.get("VmRSS", -1), got.get("RssAnon", -1), got.get("RssFile", -1)
 
 
 def open_fds(pid):
@@ -170,7 +175,8 @@ def main():
         log("soak: %s for %d s, a row every %d s (server pids: %s)" % (
             ",".join(kinds), args.duration, args.interval,
             ", ".join("%s %d" % (k, servers[k][0].pid) for k in kinds)))
-        print("%7s  %-5s %12s %8s %10s %6s" % ("t (s)", "kind", "req/s", "errors", "RSS KiB", "fds"),
+        print("%7s  %-5s %12s %8s %10s %10s %10s %6s" % ("t (s)", "kind", "req/s", "errors",
+                                                         "RSS KiB", "anon KiB", "file KiB", "fds"),
               flush=True)
         t0 = time.monotonic()
         elapsed = 0.0
@@ -187,11 +193,12 @@ def main():
                 if p.poll() is not None:
                     raise SystemExit("soak: the %s server exited with %s" % (k, p.returncode))
                 rate, errors, out = results[k]
+                rss, anon, filed = rss_kib(p.pid)
                 row = {"t": round(elapsed, 1), "kind": k, "rate": rate, "errors": errors,
-                       "rss_kib": rss_kib(p.pid), "fds": open_fds(p.pid)}
+                       "rss_kib": rss, "anon_kib": anon, "file_kib": filed, "fds": open_fds(p.pid)}
                 rows.append(row)
-                print("%7.0f  %-5s %12.0f %8d %10d %6d" % (row["t"], k, rate, errors, row["rss_kib"],
-                                                          row["fds"]), flush=True)
+                print("%7.0f  %-5s %12.0f %8d %10d %10d %10d %6d" % (
+                    row["t"], k, rate, errors, rss, anon, filed, row["fds"]), flush=True)
                 if rate == 0.0:
                     log("soak: no rate from the %s load generator:\n%s" % (k, out[-500:]))
     finally:
@@ -208,8 +215,9 @@ def main():
 
     summary = {}
     print()
-    print("%-5s %14s %14s %8s %12s %10s" % ("kind", "RSS@1min KiB", "RSS end KiB", "growth",
-                                           "fds min-max", "req/s avg"))
+    print("%-5s %14s %14s %8s %14s %14s %8s %12s %10s" % (
+        "kind", "RSS@1min KiB", "RSS end KiB", "growth", "anon@1min KiB", "anon end KiB",
+        "growth", "fds min-max", "req/s avg"))
     for k in kinds:
         mine = [r for r in rows if r["kind"] == k]
         if not mine:
@@ -217,13 +225,17 @@ def main():
         first = next((r for r in mine if r["t"] >= 60), mine[0])
         last = mine[-1]
         growth = 100.0 * (last["rss_kib"] - first["rss_kib"]) / first["rss_kib"]
+        anon_growth = 100.0 * (last["anon_kib"] - first["anon_kib"]) / max(first["anon_kib"], 1)
         after = [r["fds"] for r in mine[1:]] or [mine[0]["fds"]]
         avg = sum(r["rate"] for r in mine) / len(mine)
         summary[k] = {"rss_1min_kib": first["rss_kib"], "rss_end_kib": last["rss_kib"],
-                      "growth_pct": round(growth, 2), "fds_min": min(after), "fds_max": max(after),
+                      "growth_pct": round(growth, 2), "anon_1min_kib": first["anon_kib"],
+                      "anon_end_kib": last["anon_kib"], "anon_growth_pct": round(anon_growth, 2),
+                      "fds_min": min(after), "fds_max": max(after),
                       "rate_avg": round(avg), "errors": sum(r["errors"] for r in mine)}
-        print("%-5s %14d %14d %7.2f%% %12s %10.0f" % (k, first["rss_kib"], last["rss_kib"], growth,
-                                                     "%d-%d" % (min(after), max(after)), avg))
+        print("%-5s %14d %14d %7.2f%% %14d %14d %7.2f%% %12s %10.0f" % (
+            k, first["rss_kib"], last["rss_kib"], growth, first["anon_kib"], last["anon_kib"],
+            anon_growth, "%d-%d" % (min(after), max(after)), avg))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows, "summary": summary}, f, indent=1)

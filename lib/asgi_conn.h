@@ -42,6 +42,7 @@ typedef struct lw_asgi_conn {
     PyObject *recv_waiter;
     /* response */
     int64_t cl, sent;
+    int head_request; /* the request's method is HEAD: its response has no body */
     PyObject *send_waiter;
     PyObject *held[2];      /* the current and the previous body: the host may still read both */
     PyObject *close_reason; /* WebSocket: str, for websocket.disconnect */

@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets of tests/fuzz/ (clang, AddressSanitizer + UBSan, LIBWSGI_FUZZ=ON)
 # and runs each for a bounded time, starting from its seed corpus and its kept crash inputs.
 #
-#   scripts/fuzz.sh [target ...]          targets: request scgi ws http (default: all four)
+#   scripts/fuzz.sh [target ...]          targets: request scgi ws http server server_ws
+#                                         (default: all six)
 #
 #   FUZZ_SECONDS  seconds per target (default 30, what CI runs; e.g. FUZZ_SECONDS=3600 for a long
 #                 run)
@@ -22,10 +23,12 @@ SECONDS_EACH=${FUZZ_SECONDS:-30}
 FJOBS=${FUZZ_JOBS:-1}
 JOBS=${JOBS:-2}
 targets=("$@")
-[ ${#targets[@]} -ne 0 ] || targets=(request scgi ws http)
+[ ${#targets[@]} -ne 0 ] || targets=(request scgi ws http server server_ws)
 
+# The examples are configured (fuzz_server* link the real server, examples/epoll's
+# wsgi_http_server); only the fuzz targets and what they need are built.
 CC=clang cmake -S . -B "$BUILD" -DLIBWSGI_FUZZ=ON -DLIBWSGI_SANITIZE="address;undefined" \
-    -DLIBWSGI_WERROR=ON -DLIBWSGI_BUILD_EXAMPLES=OFF -DLIBWSGI_BUILD_DOCS=OFF \
+    -DLIBWSGI_WERROR=ON -DLIBWSGI_BUILD_EXAMPLES=ON -DLIBWSGI_BUILD_DOCS=OFF \
     -DLIBWSGI_BUILD_BENCH=OFF >/dev/null
 build=()
 for t in "${targets[@]}"; do build+=("fuzz_$t"); done
@@ -46,7 +49,7 @@ for t in "${targets[@]}"; do
     [ -n "${FUZZ_SEED:-}" ] && par+=(-seed="$FUZZ_SEED")
     # The interpreter keeps memory until exit: leak checks only for the targets without Python.
     leaks=1
-    [ "$t" = request ] && leaks=0
+    case $t in request | server*) leaks=0 ;; esac
     log="$BUILD/fuzz-$t.log"
     echo "=== fuzz_$t for ${SECONDS_EACH}s (log: $log)" >&2
     if (cd "$BUILD" && ASAN_OPTIONS=detect_leaks=$leaks:abort_on_error=1 \

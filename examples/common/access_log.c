@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,21 +88,20 @@ static int compile(const char *fmt)
     al.req_names[al.n_req++] = "user-agent";
     const char *p = fmt;
     while (*p) {
-        const char *q = strstr(p, "%(");
-        if (q != p) {
-            size_t n = q ? (size_t)(q - p) : strlen(p);
-            /* "%%" is a literal "%" (Python's % operator). */
+        /* The literal up to the next atom, read left to right as Python's % operator does:
+         * "%%" is a "%" (so "%%(h)s" is the text "%(h)s", not an atom). */
+        char *text = st;
+        while (*p && !(p[0] == '%' && p[1] == '(')) {
+            if (p[0] == '%' && p[1] == '%') p++;
+            *st++ = *p++;
+        }
+        if (st != text) {
             piece *lit = &al.pieces[al.n++];
             lit->kind = A_LITERAL;
-            lit->text = st;
-            for (size_t k = 0; k < n; k++) {
-                if (p[k] == '%' && k + 1 < n && p[k + 1] == '%') k++;
-                *st++ = p[k];
-            }
-            lit->len = (size_t)(st - lit->text);
-            if (!q) break;
-            p = q;
+            lit->text = text;
+            lit->len = (size_t)(st - text);
         }
+        if (!*p) break;
         const char *end = strstr(p, ")s");
         if (!end) {
             fprintf(stderr, "error: --access-logformat: '%s' is not closed by ')s'\n", p);
@@ -268,6 +268,24 @@ static void putf(out *o, const char *fmt, ...)
     if (k > 0) o->n += (size_t)k < o->cap - o->n ? (size_t)k : o->cap - o->n - 1;
 }
 
+static void reopen(void)
+{
+    if (open_file() != 0)
+        host_log(WSGI_LOG_ERROR, "cannot reopen the access log %s: %s", al.path, strerror(errno));
+}
+
+void access_log_worker_start(void)
+{
+    if (!al.enabled || !al.path) return;
+    struct stat have, named;
+    if (fstat(al.fd, &have) == 0 && stat(al.path, &named) == 0 && have.st_dev == named.st_dev &&
+        have.st_ino == named.st_ino)
+        return;
+    pthread_mutex_lock(&al.reopen_mu);
+    reopen();
+    pthread_mutex_unlock(&al.reopen_mu);
+}
+
 void access_log_write(const access_record *r)
 {
     if (!al.enabled) return;
@@ -275,9 +293,7 @@ void access_log_write(const access_record *r)
         pthread_mutex_lock(&al.reopen_mu);
         if (reopen_pending) {
             reopen_pending = 0;
-            if (open_file() != 0)
-                host_log(WSGI_LOG_ERROR, "cannot reopen the access log %s: %s", al.path,
-                         strerror(errno));
+            reopen();
         }
         pthread_mutex_unlock(&al.reopen_mu);
     }

@@ -43,6 +43,9 @@ int access_log_enabled(void);
  * referer and user agent of f and a are request headers too, always first and second). */
 size_t access_log_request_headers(const char *const **names);
 size_t access_log_response_headers(const char *const **names);
+/* In a process forked from the one that opened the file (a prefork worker): reopen it if its path
+ * names another file now (rotated while the master, which never writes, kept the old one). */
+void access_log_worker_start(void);
 /* Write one line (reopening the file first if SIGUSR1 came). Any thread. */
 void access_log_write(const access_record *r);
 /* Install the SIGUSR1 handler that marks the file for reopening (call in each process that

@@ -1,9 +1,16 @@
-/* The shared counters of metrics.h and the scrape process that serves them. Workers only add to
- * their own slot (relaxed atomics: a scrape needs no consistency between counters beyond each
- * one's own value); the scrape process sums the slots. The region is a shared memory file
- * (memfd), mapped before any fork, so the master, every worker (restarted ones too) and the scrape
- * process see the same pages; its descriptor also lets a single-process server that re-executes
- * itself on SIGHUP (reexec.c) map the same counters again and keep its scrape process. */
+/* The shared counters of metrics.h and the scrape process that serves them. Each worker process
+ * claims a slot of its own and only adds to it (relaxed atomics: a scrape needs no consistency
+ * between counters beyond each one's own value); the scrape process sums the slots. The region
+ * is a shared memory file (memfd) mapped before any fork, so the master, every worker (restarted,
+ * replacing or added ones too) and the scrape process see the same pages; its descriptor also
+ * lets a one-process server that executes itself again on SIGHUP (reexec.c) map the same
+ * counters and keep its scrape process (the new image takes over its own pid's slot).
+ *
+ * A slot belongs to a process, not to a worker index: a replacement runs beside the worker it
+ * replaces, SIGTTIN adds workers beyond --workers. The counters of a process that is gone stay
+ * in the sums (its slot is taken again by a later process, which adds to them); its gauges do not
+ * (a process killed in the middle of requests never counts them out): the scrape sums the gauges
+ * of live owners only. */
 #include "metrics.h"
 #include "host_log.h"
 
@@ -34,6 +41,8 @@ static const char *const reason_names[] = {"exited", "killed", "max_requests", "
 #define N_REASONS 7
 
 typedef struct slot {
+    _Atomic int32_t owner;        /* the pid counting here (0: never taken) */
+    _Atomic uint32_t index;       /* its worker index (libwsgi_workers counts distinct live ones) */
     _Atomic uint64_t by_class[6]; /* no status, 1xx .. 5xx */
     _Atomic uint64_t rejected[6]; /* answered by the server itself, same classes */
     _Atomic uint64_t outcomes[N_OUTCOMES];
@@ -44,33 +53,16 @@ typedef struct slot {
 } slot;
 
 typedef struct region {
-    _Atomic unsigned n_slots; /* grows (SIGTTIN beyond the slots made so far), never shrinks */
-    _Atomic unsigned workers; /* the libwsgi_workers gauge */
+    unsigned cap;             /* slots mapped */
+    _Atomic unsigned n_slots; /* slots ever taken: [0, n_slots) */
     _Atomic uint64_t restarts[N_REASONS];
     slot slots[];
 } region;
 
 static region *reg;
-static unsigned mapped; /* slots this process has mapped (another may have grown the region) */
 static slot *mine;
-static pid_t scraper = -1;
 static int region_fd = -1;
-
-static size_t region_size(unsigned n)
-{
-    return sizeof(region) + (size_t)n * sizeof(slot);
-}
-
-/* Map the slots another process added (the scrape process, after the master grew the region). */
-static void remap(void)
-{
-    unsigned n = atomic_load(&reg->n_slots);
-    if (n <= mapped || region_fd < 0) return;
-    void *p = mremap(reg, region_size(mapped), region_size(n), MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) return;
-    reg = p;
-    mapped = n;
-}
+static pid_t scraper = -1;
 
 int metrics_enabled(void)
 {
@@ -145,8 +137,11 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         fprintf(stderr, "error: --metrics-bind: expected HOST:PORT, got '%s'\n", bind_spec);
         return -1;
     }
-    if (reg) return 0; /* adopted from the process this one was executed by (metrics_adopt) */
-    size_t size = region_size(n_workers);
+    /* Room for every worker twice (each beside its replacement), and for workers SIGTTIN adds;
+     * slots of processes that are gone are taken again. */
+    unsigned cap = 2 * n_workers + 64;
+    if (reg) return 0; /* adopted from the image this process was executed by (metrics_adopt) */
+    size_t size = sizeof(region) + cap * sizeof(slot);
     int mfd = memfd_create("libwsgi-metrics", MFD_CLOEXEC);
     void *p = MAP_FAILED;
     if (mfd >= 0 && ftruncate(mfd, (off_t)size) == 0)
@@ -167,10 +162,8 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         return -1;
     }
     reg = p;
+    reg->cap = cap;
     region_fd = mfd;
-    mapped = n_workers;
-    reg->n_slots = n_workers;
-    reg->workers = n_workers;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -216,8 +209,12 @@ int metrics_adopt(int fd, int scraper_pid)
     if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(region)) return -1;
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) return -1;
-    reg = p;
-    mapped = (unsigned)(((size_t)st.st_size - sizeof(region)) / sizeof(slot));
+    region *r = p;
+    if (sizeof(region) + (size_t)r->cap * sizeof(slot) > (size_t)st.st_size) {
+        munmap(p, (size_t)st.st_size);
+        return -1;
+    }
+    reg = r;
     region_fd = fd;
     scraper = scraper_pid > 0 ? (pid_t)scraper_pid : -1;
     return 0;
@@ -232,48 +229,52 @@ void metrics_shutdown(void)
     }
 }
 
-void metrics_worker_attach(unsigned index)
+/* Whether process pid exists (a zombie too: its master has not reaped it yet). */
+static int alive(int32_t pid)
 {
-    if (reg) remap();
-    if (reg && index < mapped) mine = &reg->slots[index];
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-void metrics_workers(unsigned n)
+void metrics_worker_attach(unsigned index)
 {
     if (!reg) return;
-    if (n > mapped) {
-        /* Grow the file, then this mapping; workers forked from now on inherit it, the scrape
-         * process maps the new slots at its next scrape (remap). Double, so that SIGTTIN after
-         * SIGTTIN does not remap each time. */
-        unsigned cap = n > 2 * mapped ? n : 2 * mapped;
-        void *p = MAP_FAILED;
-        if (ftruncate(region_fd, (off_t)region_size(cap)) == 0)
-            p = mremap(reg, region_size(mapped), region_size(cap), MREMAP_MAYMOVE);
-        if (p == MAP_FAILED) {
-            host_log(WSGI_LOG_ERROR, "metrics: cannot grow to %u worker slots: %s", cap,
-                     strerror(errno));
-        } else {
-            reg = p;
-            mapped = cap;
-            atomic_store(&reg->n_slots, cap);
-        }
+    int32_t me = (int32_t)getpid();
+    slot *s = NULL;
+    /* The slot of an earlier image of this process (a one-process reload executes itself
+     * again: reexec.c), or one whose owner is gone (its counters stay; its gauges start again
+     * from 0)... */
+    unsigned n = atomic_load(&reg->n_slots);
+    for (unsigned k = 0; k < n && k < reg->cap && !s; k++)
+        if (atomic_load(&reg->slots[k].owner) == me) s = &reg->slots[k];
+    for (unsigned k = 0; k < n && k < reg->cap && !s; k++) {
+        int32_t o = atomic_load(&reg->slots[k].owner);
+        /* (0: being taken by the process that counted it in n_slots) */
+        if (o != 0 && o != me && !alive(o) &&
+            atomic_compare_exchange_strong(&reg->slots[k].owner, &o, me))
+            s = &reg->slots[k];
     }
-    atomic_store(&reg->workers, n);
+    /* ... or a new one. */
+    if (!s) {
+        unsigned k = atomic_fetch_add(&reg->n_slots, 1);
+        if (k >= reg->cap) {
+            atomic_fetch_sub(&reg->n_slots, 1);
+            host_log(WSGI_LOG_ERROR, "metrics: no slot left for worker %u: not counted", index);
+            return;
+        }
+        s = &reg->slots[k];
+        atomic_store(&s->owner, me);
+    }
+    atomic_store(&s->in_flight, 0);
+    atomic_store(&s->conns, 0);
+    atomic_store(&s->websockets, 0);
+    atomic_store(&s->index, index);
+    mine = s;
 }
 
 void metrics_worker_restart(unsigned index, const char *reason)
 {
-    if (!reg) return;
-    size_t r = N_REASONS - 1;
-    for (size_t k = 0; k + 1 < N_REASONS; k++)
-        if (reason && strcmp(reason, reason_names[k]) == 0) r = k;
-    atomic_fetch_add_explicit(&reg->restarts[r], 1, memory_order_relaxed);
-    if (index < mapped) {
-        slot *s = &reg->slots[index];
-        atomic_store(&s->in_flight, 0);
-        atomic_store(&s->conns, 0);
-        atomic_store(&s->websockets, 0);
-    }
+    (void)index; /* its gauges leave the sums with it (metrics_render) */
+    metrics_worker_replaced(reason);
 }
 
 void metrics_worker_replaced(const char *reason)
@@ -288,6 +289,11 @@ void metrics_worker_replaced(const char *reason)
 void metrics_request_begin(void)
 {
     if (mine) atomic_fetch_add_explicit(&mine->in_flight, 1, memory_order_relaxed);
+}
+
+void metrics_request_refused(void)
+{
+    if (mine) atomic_fetch_sub_explicit(&mine->in_flight, 1, memory_order_relaxed);
 }
 
 void metrics_request_done(int status, int outcome, int64_t latency_ns, uint64_t bytes_in,
@@ -328,12 +334,19 @@ void metrics_websocket_open(int delta)
     if (mine) atomic_fetch_add_explicit(&mine->websockets, delta, memory_order_relaxed);
 }
 
-/* Over the slots mapped when the scrape began (another may be added meanwhile). */
+/* A counter summed over every slot taken; a gauge over those of live processes (live[]). */
 #define SUM(field)                                                                                 \
     ({                                                                                             \
         uint64_t t_ = 0;                                                                           \
-        for (unsigned w_ = 0; w_ < mapped; w_++)                                                   \
+        for (unsigned w_ = 0; w_ < n; w_++)                                                        \
             t_ += (uint64_t)atomic_load_explicit(&reg->slots[w_].field, memory_order_relaxed);     \
+        t_;                                                                                        \
+    })
+#define SUM_LIVE(field)                                                                            \
+    ({                                                                                             \
+        int64_t t_ = 0;                                                                            \
+        for (unsigned w_ = 0; w_ < n; w_++)                                                        \
+            if (live[w_]) t_ += atomic_load_explicit(&reg->slots[w_].field, memory_order_relaxed); \
         t_;                                                                                        \
     })
 
@@ -346,7 +359,20 @@ size_t metrics_render(char *buf, size_t cap)
         if (k_ > 0) o += (size_t)k_;                                                               \
     } while (0)
     if (!reg) return 0;
-    remap();
+    unsigned n = atomic_load(&reg->n_slots);
+    if (n > reg->cap) n = reg->cap;
+    char *live = calloc(n ? n : 1, 1);
+    if (!live) return 0;
+    unsigned workers = 0;
+    for (unsigned k = 0; k < n; k++) {
+        live[k] = (char)alive(atomic_load(&reg->slots[k].owner));
+        if (!live[k]) continue;
+        /* A worker and its replacement share an index: one worker. */
+        unsigned idx = atomic_load(&reg->slots[k].index), j = 0;
+        while (j < k && !(live[j] && atomic_load(&reg->slots[j].index) == idx))
+            j++;
+        workers += j == k;
+    }
     static const char *const classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     OUT("# HELP libwsgi_requests_total Requests the app served, by status class.\n"
         "# TYPE libwsgi_requests_total counter\n");
@@ -386,15 +412,15 @@ size_t metrics_render(char *buf, size_t cap)
     OUT("# HELP libwsgi_requests_in_flight Requests the app is serving now.\n"
         "# TYPE libwsgi_requests_in_flight gauge\n"
         "libwsgi_requests_in_flight %lld\n",
-        (long long)SUM(in_flight));
+        (long long)SUM_LIVE(in_flight));
     OUT("# HELP libwsgi_connections_open Client connections open now.\n"
         "# TYPE libwsgi_connections_open gauge\n"
         "libwsgi_connections_open %lld\n",
-        (long long)SUM(conns));
+        (long long)SUM_LIVE(conns));
     OUT("# HELP libwsgi_websockets_open WebSockets open now.\n"
         "# TYPE libwsgi_websockets_open gauge\n"
         "libwsgi_websockets_open %lld\n",
-        (long long)SUM(websockets));
+        (long long)SUM_LIVE(websockets));
     OUT("# HELP libwsgi_request_body_bytes_total Request body bytes given to the app.\n"
         "# TYPE libwsgi_request_body_bytes_total counter\n"
         "libwsgi_request_body_bytes_total %llu\n",
@@ -408,9 +434,10 @@ size_t metrics_render(char *buf, size_t cap)
     for (int r = 0; r < N_REASONS; r++)
         OUT("libwsgi_worker_restarts_total{reason=\"%s\"} %llu\n", reason_names[r],
             (unsigned long long)atomic_load(&reg->restarts[r]));
-    OUT("# HELP libwsgi_workers Worker processes.\n# TYPE libwsgi_workers gauge\n"
+    OUT("# HELP libwsgi_workers Workers running.\n# TYPE libwsgi_workers gauge\n"
         "libwsgi_workers %u\n",
-        atomic_load(&reg->workers));
+        workers);
 #undef OUT
+    free(live);
     return o < cap ? o : cap;
 }

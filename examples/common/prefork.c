@@ -117,8 +117,9 @@ typedef struct master {
     int notified;  /* READY=1 sent */
 } master;
 
-static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,  SIGQUIT,
-                                     SIGHUP,  SIGTTIN, SIGTTOU, SIGUSR1};
+/* SIGUSR2 only to survive it (gunicorn's binary upgrade, which libwsgi has not). */
+static const int master_signals[] = {SIGCHLD, SIGTERM, SIGINT,  SIGQUIT, SIGHUP,
+                                     SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
 
 static wproc *find(master *m, pid_t pid)
 {
@@ -178,11 +179,15 @@ static pid_t spawn(master *m, unsigned slot, int role)
     if (pid == 0) {
         if (m->cfg->after_fork) m->cfg->after_fork(m->arg, 1);
         host_signals_close();
-        /* SIGHUP, SIGTTIN, SIGTTOU are the master's: a worker ignores them (a terminal's hangup
-         * reaches the whole process group). */
+        /* SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2 are the master's: a worker ignores them (a
+         * terminal's hangup reaches the whole process group). SIGUSR1, which the master forwards
+         * for the access log, too until the access log takes it (server_main.c): a worker still
+         * booting when logrotate ran was killed by it. */
         signal(SIGHUP, SIG_IGN);
         signal(SIGTTIN, SIG_IGN);
         signal(SIGTTOU, SIG_IGN);
+        signal(SIGUSR1, SIG_IGN);
+        signal(SIGUSR2, SIG_IGN);
         close(m->ctl[0]);
         ctl_fd = m->ctl[1];
         /* Die with the master, whatever kills it. */
@@ -413,6 +418,11 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
             break;
         }
         uint64_t sigs = host_signals_read(sfd);
+        if (sigs & (1ull << SIGUSR2))
+            host_log(WSGI_LOG_WARNING,
+                     "master %d: SIGUSR2 ignored (gunicorn's binary upgrade: libwsgi reloads on "
+                     "SIGHUP)",
+                     (int)getpid());
         /* logrotate: the workers reopen their access log (access_log.c). */
         if (sigs & (1ull << SIGUSR1))
             for (size_t k = 0; k < m->n_ps; k++)
@@ -434,7 +444,6 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
                 unsigned k = m->n_slots++;
                 host_log(WSGI_LOG_INFO, "master %d: SIGTTIN: %u workers", (int)getpid(),
                          m->n_slots);
-                metrics_workers(m->n_slots); /* a metrics slot for it, before the fork */
                 m->restart_at[k] = 0;
                 if (spawn(m, k, ROLE_CUR) < 0) m->restart_at[k] = now_ms() + 1000;
             }
@@ -442,7 +451,6 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
         if (!stopping && (sigs & (1ull << SIGTTOU)) && m->n_slots > 1) {
             unsigned k = --m->n_slots;
             host_log(WSGI_LOG_INFO, "master %d: SIGTTOU: %u workers", (int)getpid(), m->n_slots);
-            metrics_workers(m->n_slots);
             for (size_t j = 0; j < m->n_ps; j++)
                 if (m->ps[j].slot == k && m->ps[j].role != ROLE_OLD) stop_proc(&m->ps[j], SIGTERM);
             check_reload_done(m);

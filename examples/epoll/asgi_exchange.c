@@ -97,6 +97,12 @@ int asgi_response_on_start(void *user_data, const wsgi_response_head *head)
     asgi_task *t = user_data;
     conn *c = t->c;
     if (!c || t->gone) return -1;
+    if (conn_refuse_interim(c, head)) {
+        /* Our 500 is the whole response; the app's send() raises. */
+        t->complete = 1;
+        asgi_task_enqueue(t);
+        return -1;
+    }
     if (conn_queue_head(c, head) < 0) return cb_gone(t);
     asgi_task_enqueue(t);
     return 0;
@@ -339,8 +345,10 @@ void asgi_exchange_start(conn *c)
         memcpy(x->body, req.body, req.body_len);
         req.body = x->body;
     }
+    conn_obs_dispatch(0);
     int rc = asgi_dispatch(server_app(c->srv), &req, &handler, &x->t, &x->t.ac);
     if (rc != WSGI_OK) {
+        conn_obs_dispatch(rc);
         int status = rc == WSGI_ERR_INVAL ? 400 : 500;
         host_log(status == 400 ? WSGI_LOG_DEBUG : WSGI_LOG_ERROR, "asgi_dispatch: %s: %s",
                  wsgi_strerror(rc), wsgi_errmsg());

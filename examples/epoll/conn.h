@@ -343,8 +343,13 @@ void conn_access_head(conn *c, const wsgi_response_head *h);
 void conn_access_log(conn *c);
 void conn_access_free(conn *c);
 /* The request is about to go to the app: its arrival time, the forwarded client, scheme and host
- * (--proxy-headers), and the in-flight gauge. */
+ * (--proxy-headers). */
 void conn_obs_fill(conn *c, wsgi_request *req);
+/* The in-flight gauge around wsgi_call() / asgi_dispatch() / asgi_websocket_dispatch(): called
+ * with 0 just before (the app may run inside), then with the call's result if it failed — a
+ * request the library did not accept is never reported to the observer, which counts the others
+ * out. */
+void conn_obs_dispatch(int rc);
 void conn_proxy_apply(conn *c, wsgi_request *req);
 /* An SCGI / uwsgi request (http_conn.c): its method, and one of its variables (0 found, -1). */
 void conn_scgi_method(const conn *c, const char **m, size_t *len);
@@ -362,6 +367,11 @@ enum { OUT_DONE = 0, OUT_AGAIN = 1, OUT_ERR = -1 };
 /* Queue the response head: status line, Server and Date, the app's headers without hop-by-hop
  * ones, the framing (c->framing) and Connection; decides c->keep_alive. 0 or -1. */
 int conn_queue_head(conn *c, const wsgi_response_head *h);
+/* A status below 200 from the app is no final response (a client would wait for the real one
+ * after a 100 or 103, or switch protocols after a 101, and take the next request's answer for
+ * this one's): if h has one, log it, queue our 500 instead (the connection closes after it) and
+ * return 1; else 0. */
+int conn_refuse_interim(conn *c, const wsgi_response_head *h);
 /* Queue a piece of the body with its chunk framing; nothing for FRAME_NONE. copy: into the
  * scratch buffer, else by pointer (the bytes must stay valid until flushed). 0 or -1. */
 int conn_queue_body(conn *c, const char *data, size_t len, int copy);

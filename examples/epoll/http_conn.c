@@ -337,6 +337,7 @@ void conn_request_begin(conn *c)
     c->body_error = 0;
     c->body_sink = NULL;
     conn_access_free(c);
+    c->fwd_peer[0] = '\0'; /* a proxy's next request may be another client's */
     c->resp = NULL;
     c->in_call = 0;
     c->started = 0;

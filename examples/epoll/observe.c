@@ -157,6 +157,7 @@ void obs_worker_start(wsgi_runtime *rt, unsigned index)
 {
     metrics_worker_attach(index);
     if (access_log_enabled()) access_log_handle_sigusr1();
+    access_log_worker_start(); /* the master's descriptor may name a rotated file */
     if (!metrics_enabled() && !access_log_enabled()) return; /* no observer: no cost */
     static const wsgi_observer obs = {.struct_size = sizeof(wsgi_observer),
                                       .on_request_done = on_request_done,
@@ -339,5 +340,12 @@ void conn_obs_fill(conn *c, wsgi_request *req)
 {
     req->arrival_ns = c->arrival_ns;
     if (proxy_on && c->proto == CPROTO_HTTP) conn_proxy_apply(c, req);
-    metrics_request_begin();
+}
+
+void conn_obs_dispatch(int rc)
+{
+    if (rc < 0)
+        metrics_request_refused();
+    else
+        metrics_request_begin();
 }

@@ -1,7 +1,11 @@
-/* --proxy-headers: the client, scheme and host a trusted proxy forwarded (RFC 7239 Forwarded,
- * else X-Forwarded-For / -Proto / -Host) replace the connection's own in the request the app
+/* --proxy-headers: the client, scheme and host a trusted proxy forwarded (X-Forwarded-For /
+ * -Proto / -Host, else RFC 7239 Forwarded) replace the connection's own in the request the app
  * sees. Only when the connection's peer is in --forwarded-allow-ips; like uvicorn, the client is
- * the right-most address of the chain that is not itself a trusted proxy. */
+ * the right-most address of the chain that is not itself a trusted proxy.
+ *
+ * A proxy passes on the headers it does not set, so the kind it does not use comes from the
+ * client. The X-Forwarded-* kind (uvicorn's, gunicorn's; what nginx, HAProxy and most proxies
+ * set) decides whenever one of them is present; Forwarded only when none is. */
 #include "conn.h"
 #include "obs.h"
 
@@ -45,9 +49,9 @@ int proxy_trust_parse(const char *list)
     free(trust.nets);
     trust.nets = NULL;
     trust.n = trust.all = 0;
-    size_t cap = 1;
+    size_t cap = 1; /* entries: at most one more than the separators (',' or ' ') */
     for (const char *p = list; *p; p++)
-        cap += *p == ',';
+        cap += *p == ',' || *p == ' ';
     trust.nets = calloc(cap, sizeof(net));
     if (!trust.nets) return -1;
     const char *p = list;
@@ -241,32 +245,33 @@ void conn_proxy_apply(conn *c, wsgi_request *req)
     c->fwd_peer[0] = '\0';
     if (!proxy_trusted(c->peer)) return;
     fwd f = {0};
-    int have_forwarded = 0;
+    int have_x = 0;
     wsgi_header *host_hdr = NULL;
     wsgi_header *hs = (wsgi_header *)req->headers; /* conn.hdr_ptrs: the connection's own */
-    const char *xff_p[8];
-    size_t xff_n[8], n_xff = 0;
+    int have_xff = 0;
     const char *xproto = NULL, *xhost = NULL;
     size_t xproto_len = 0, xhost_len = 0;
     for (size_t k = 0; k < req->n_headers; k++) {
         const wsgi_header *h = &hs[k];
         if (ieq(h->name, h->name_len, "forwarded")) {
-            have_forwarded = 1;
             parse_forwarded(&f, h->value, h->value_len);
-        } else if (ieq(h->name, h->name_len, "x-forwarded-for") && n_xff < 8) {
-            xff_p[n_xff] = h->value;
-            xff_n[n_xff++] = h->value_len;
+        } else if (ieq(h->name, h->name_len, "x-forwarded-for")) {
+            have_xff = have_x = 1;
         } else if (ieq(h->name, h->name_len, "x-forwarded-proto")) {
-            xproto = h->value, xproto_len = h->value_len;
+            xproto = h->value, xproto_len = h->value_len, have_x = 1;
         } else if (ieq(h->name, h->name_len, "x-forwarded-host")) {
-            xhost = h->value, xhost_len = h->value_len;
+            xhost = h->value, xhost_len = h->value_len, have_x = 1;
         } else if (ieq(h->name, h->name_len, "host")) {
             host_hdr = &hs[k];
         }
     }
-    if (!have_forwarded) {
-        for (size_t k = 0; k < n_xff; k++) {
-            const char *p = xff_p[k], *end = p + xff_n[k];
+    if (have_x) {
+        memset(&f, 0, sizeof(f)); /* Forwarded, if any, is the client's */
+        /* Every line, in order: the last ones are the nearest proxies' (one that adds a line of
+         * its own puts it after all those the client sent); add_node() keeps the right-most. */
+        for (size_t k = 0; k < req->n_headers && have_xff; k++) {
+            if (!ieq(hs[k].name, hs[k].name_len, "x-forwarded-for")) continue;
+            const char *p = hs[k].value, *end = p + hs[k].value_len;
             while (p < end) {
                 const char *e = memchr(p, ',', (size_t)(end - p));
                 if (!e) e = end;

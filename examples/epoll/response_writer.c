@@ -366,13 +366,18 @@ static int after_queue(conn *c)
     return 0;
 }
 
-/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. */
+/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. A 204 has no
+ * Content-Length (RFC 9110 8.6: a server must not send one): a client that frames by it (as
+ * http_parser does) would take the next response's bytes for this one's body. */
 static int queue_app_headers(conn *c, const wsgi_response_head *h)
 {
     int rc = 0;
     for (size_t k = 0; k < h->n_headers; k++) {
         const wsgi_header *x = &h->headers[k];
         if (hop_by_hop(x->name, x->name_len)) continue;
+        if (h->status == 204 && x->name_len == 14 &&
+            strncasecmp(x->name, "content-length", 14) == 0)
+            continue;
         rc |= out_bytes(c, x->name, x->name_len);
         rc |= out_str(c, ": ");
         rc |= out_bytes(c, x->value, x->value_len);
@@ -394,6 +399,16 @@ static int queue_cgi_head(conn *c, const wsgi_response_head *h)
     rc |= queue_app_headers(c, h);
     rc |= out_str(c, "\r\n");
     return rc ? -1 : 0;
+}
+
+int conn_refuse_interim(conn *c, const wsgi_response_head *h)
+{
+    if (h->status >= 200) return 0;
+    host_log(WSGI_LOG_ERROR, "app %s answered with status %d, which is not a final response: 500",
+             server_options(c->srv)->host.app_spec, h->status);
+    c->started = 1;
+    conn_queue_status(c, 500);
+    return 1;
 }
 
 int conn_queue_head(conn *c, const wsgi_response_head *h)
@@ -500,6 +515,10 @@ static int start_locked(conn *c, const wsgi_response_head *h)
         c->swallow = 1;
         c->started = 1;
         conn_queue_status(c, c->body_error);
+        return -1;
+    }
+    if (conn_refuse_interim(c, h)) {
+        c->swallow = 1; /* as above: the app's response goes nowhere */
         return -1;
     }
     if (conn_queue_head(c, h) < 0) return -1;

@@ -1117,11 +1117,11 @@ static void begin_drain(server *s)
     /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away.
      * A connection accepted but with no request yet (idle on the request timer, not keep-alive's)
      * is not idle: its first request may be on the way, and closing it would fail it (a worker
-     * replaced by a reload or --max-requests must not drop it); it is answered with close. A TLS
-     * handshake in progress is closed (CONN_TLS). */
+     * replaced by a reload or --max-requests must not drop it); it is answered with close. So is
+     * one still in its TLS handshake (CONN_TLS): the handshake completes on its request clock. */
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
-        if ((c->state == CONN_IDLE && c->t_list == TL_IDLE) || c->state == CONN_TLS)
+        if (c->state == CONN_IDLE && c->t_list == TL_IDLE)
             conn_close(s, c);
         else if (c->state == CONN_WS)
             ws_conn_shutdown(c);
@@ -1131,6 +1131,18 @@ static void begin_drain(server *s)
 static void on_signals(server *s, uint64_t sigs)
 {
     const uint64_t stop = (1ull << SIGQUIT) | (1ull << SIGTERM) | (1ull << SIGINT);
+    if (sigs & ((1ull << SIGTTIN) | (1ull << SIGTTOU)))
+        host_log(WSGI_LOG_WARNING,
+                 "worker %d: SIGTTIN / SIGTTOU ignored: this server runs as one process, with "
+                 "no master to add or remove workers (start it with --workers N)",
+                 (int)getpid());
+    if (sigs & (1ull << SIGUSR1))
+        host_log(WSGI_LOG_INFO, "worker %d: SIGUSR1: no access log file to reopen", (int)getpid());
+    if (sigs & (1ull << SIGUSR2))
+        host_log(WSGI_LOG_WARNING,
+                 "worker %d: SIGUSR2 ignored (gunicorn's binary upgrade: libwsgi reloads on "
+                 "SIGHUP)",
+                 (int)getpid());
     if (sigs & (1ull << SIGCHLD)) reexec_reap();
     if ((sigs & stop) && (s->reload_fd >= 0 || s->reexec)) {
         /* Stopping during a reload: no exec, and the bridge stops too. */
@@ -1436,9 +1448,24 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
     s->ls_tags = calloc(n_ls, sizeof(ev_tag));
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    /* Without a master, SIGHUP reloads (reexec.h), and the reload's bridges are reaped. */
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD};
-    s->sigfd = host_signals_open(sigs, reexec_enabled() ? 5 : 3);
+    /* Besides the stop signals: without a master, SIGHUP reloads (reexec.h) and the reload's
+     * bridges are reaped (SIGCHLD). And those of gunicorn's that a process without a master
+     * cannot act on but must survive (their default action stops or kills it): SIGTTIN / SIGTTOU
+     * (add or remove a worker: the master's), SIGUSR1 (reopen the access log: set up by the
+     * access log when there is one), SIGUSR2 (gunicorn's binary upgrade, which libwsgi has not).
+     * Only when nobody took them already: a prefork worker ignores the master's signals. */
+    int sigs[9] = {SIGTERM, SIGINT, SIGQUIT}, n_sigs = 3;
+    if (reexec_enabled()) {
+        sigs[n_sigs++] = SIGHUP;
+        sigs[n_sigs++] = SIGCHLD;
+    }
+    static const int survive[] = {SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+    for (size_t k = 0; k < sizeof(survive) / sizeof(*survive); k++) {
+        struct sigaction cur;
+        if (sigaction(survive[k], NULL, &cur) == 0 && cur.sa_handler == SIG_DFL)
+            sigs[n_sigs++] = survive[k];
+    }
+    s->sigfd = host_signals_open(sigs, n_sigs);
     /* A bridge that exited before the handler was there sent its SIGCHLD for nothing. */
     reexec_reap();
     if (!s->ls_tags || s->epfd < 0 || s->wakefd < 0 || s->sigfd < 0) {

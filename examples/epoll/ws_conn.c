@@ -78,6 +78,11 @@ struct ws_conn {
      * sendmsg (or alone, from write_out, if none follows). */
     uint8_t hdr[16];
     size_t hdr_len;
+    /* The client's Close frame being read (its payload is at most 125 bytes): its reason is
+     * checked here, whatever pieces it arrives in (see on_frame_chunk_cb). */
+    int in_close;
+    size_t close_in_len, close_in_want;
+    uint8_t close_in[125];
 };
 
 /* What recv_cb read from a socket, shared by every connection: WebSockets live on the loop thread
@@ -411,8 +416,61 @@ static void on_frame_start_cb(wslay_event_context_ptr ctx,
 {
     ws_conn *ws = user_data;
     (void)ctx;
+    ws->in_close = arg->opcode == WSLAY_CONNECTION_CLOSE;
+    ws->close_in_len = 0;
+    ws->close_in_want = (size_t)arg->payload_length;
     if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 && !ws->closing)
         fail(ws, 1002, "Close frame with a 1-byte payload");
+}
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int utf8_valid(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], k;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0)
+            k = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            k = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        if (n - i <= k) return 0;
+        for (unsigned j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* A Close reason that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1), before wslay
+ * echoes the frame. wslay checks the reason itself, but per piece read from the socket, skipping
+ * the first two bytes of every piece as if each began with the code: a reason that arrives in
+ * several pieces passed unchecked (found by tests/fuzz/fuzz_server_ws), and was echoed to the
+ * client and given to the app. This sees the whole payload. */
+static void on_frame_chunk_cb(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_chunk_arg *arg,
+                              void *user_data)
+{
+    ws_conn *ws = user_data;
+    (void)ctx;
+    if (!ws->in_close || ws->closing) return;
+    size_t n = arg->data_length;
+    if (n > sizeof(ws->close_in) - ws->close_in_len) n = sizeof(ws->close_in) - ws->close_in_len;
+    memcpy(ws->close_in + ws->close_in_len, arg->data, n);
+    ws->close_in_len += n;
+    if (ws->close_in_len == ws->close_in_want && ws->close_in_len > 2 &&
+        !utf8_valid(ws->close_in + 2, ws->close_in_len - 2))
+        fail(ws, 1007, "Close reason is not UTF-8");
 }
 
 static void on_msg_recv_cb(wslay_event_context_ptr ctx,
@@ -718,6 +776,7 @@ static int cb_accept(void *user_data, const char *subprotocol, size_t subprotoco
         .recv_callback = recv_cb,
         .send_callback = send_cb,
         .on_frame_recv_start_callback = on_frame_start_cb,
+        .on_frame_recv_chunk_callback = on_frame_chunk_cb,
         .on_msg_recv_callback = on_msg_recv_cb,
     };
     if (wslay_event_context_server_init(&ws->ctx, &cbs, ws) != 0) return cb_gone(ws);
@@ -824,8 +883,10 @@ void ws_conn_start(conn *c)
     c->ws = ws;
     c->state = CONN_WS;
     c->keep_alive = 0;
+    conn_obs_dispatch(0);
     int rc = asgi_websocket_dispatch(server_app(c->srv), &req, &ws_handler, &ws->t, &ws->t.ac);
     if (rc != WSGI_OK) {
+        conn_obs_dispatch(rc);
         int status = rc == WSGI_ERR_INVAL ? 400 : 500;
         host_log(status == 400 ? WSGI_LOG_DEBUG : WSGI_LOG_ERROR, "asgi_websocket_dispatch: %s: %s",
                  wsgi_strerror(rc), wsgi_errmsg());

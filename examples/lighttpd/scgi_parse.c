@@ -556,7 +556,9 @@ int scgi_map_request(const scgi_parser *p, const char *head, const scgi_map_buff
 
     for (size_t i = 0; i < p->n_vars; i++) {
         scgi_parser_var(p, head, i, &v);
-        if (v.name_len > 5 && memcmp(v.name, "HTTP_", 5) == 0) {
+        /* "HTTP_" itself too: a header without a name, dropped below (as an extra variable it
+         * would reach the environ as an HTTP_ key that names no header). */
+        if (v.name_len >= 5 && memcmp(v.name, "HTTP_", 5) == 0) {
             if (NAME_IS(&v, "HTTP_CONTENT_LENGTH")) {
                 client_sent_cl = 1;
                 continue;
@@ -564,7 +566,7 @@ int scgi_map_request(const scgi_parser *p, const char *head, const scgi_map_buff
             if (NAME_IS(&v, "HTTP_CONTENT_TYPE")) continue;
             size_t n = v.name_len - 5;
             const char *s = v.name + 5;
-            int ok = 1;
+            int ok = n > 0;
             for (size_t k = 0; k < n && ok; k++) {
                 char ch = s[k];
                 ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||

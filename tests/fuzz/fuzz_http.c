@@ -9,8 +9,10 @@
  * The steps are those of server.c's advance() / next_request() / drain() for one connection;
  * server.c itself (epoll, timers, the app hand-off) is not linked: its few functions the parser
  * calls are stubbed below (limits from the input, no logging). A streamed body (BODY_STREAM,
- * read by the app thread from the socket) ends the run. See README.md for what reaching
- * server.c's state machine itself would need.
+ * read by the app thread from the socket) ends the run. fuzz_server runs the same bytes through
+ * the whole server (server.c's state machine, the apps, streamed bodies) over a real connection,
+ * slower and less deterministic than this target; see README.md for what reaching server.c's
+ * state machine without a socket would need.
  *
  * Input: 5 bytes of settings (header limit, body limit, which requests leave their body unread,
  * split seed, the protocols accepted: 0 for libwsgi-epoll, else libwsgi-scgi's --protocol bits),

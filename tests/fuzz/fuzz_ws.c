@@ -8,9 +8,11 @@
  * comes from the input too and goes through ws_pmd_negotiate() / ws_pmd_answer().
  *
  * What this does not reach: ws_conn.c's own wslay callbacks and read_frames() are static and
- * bound to the server's connection, timers and socket; see tests/fuzz/README.md for the entry
- * point that would let them be fuzzed directly. The library's side of a message
- * (asgi_conn_ws_message(): UTF-8 checks, the queue, the app) is fuzzed by fuzz_request.
+ * bound to the server's connection, timers and socket; fuzz_server_ws drives them (and the
+ * library's side of each message, and the app) through a real connection to the server, slower
+ * and less deterministic than this target; see tests/fuzz/README.md for the entry point that
+ * would let them be fuzzed directly. The library's side of a message (asgi_conn_ws_message():
+ * UTF-8 checks, the queue, the app) is also fuzzed by fuzz_request.
  *
  * Input: a flag byte, the Sec-WebSocket-Extensions value (length-prefixed), a split seed, then
  * the frames. */

@@ -62,7 +62,7 @@ def deflate_msg(data):
 
 
 def main():
-    seeds = {"request": {}, "scgi": {}, "ws": {}, "http": {}}
+    seeds = {"request": {}, "scgi": {}, "ws": {}, "http": {}, "server": {}, "server_ws": {}}
     hdrs = (("Host", "example.com"), ("User-Agent", "curl/8.0"), ("Accept", "*/*"))
     for which, kind in ((0, "wsgi"), (1, "asgi"), (2, "ws")):
         r = seeds["request"]
@@ -142,6 +142,96 @@ def main():
     h["uwsgi"] = scgi_mode + uwsgi_packet(lighttpd) + b"hello"
     h["scgi_drained"] = bytes([0x80, 0x80, 1, 3, 1]) + scgi_netstring(lighttpd + [(b"SCGI", b"1")]) + b"hello"
     h["scgi_mode_http"] = scgi_mode + get
+
+    # fuzz_server: the server (0 epoll WSGI inline, 1 epoll WSGI threads, 2 scgi-auto WSGI,
+    # 3 scgi-only WSGI, 4 scgi-auto ASGI), a split seed, the connection's bytes. The apps pick
+    # what to do by the path's first letter (apps/fuzz_server_apps.py).
+    v = seeds["server"]
+
+    def req(method, path, body=b"", headers=(), version=b"1.1", chunked=False):
+        h = b"%s %s HTTP/%s\r\nHost: fuzz\r\n" % (method, path, version)
+        h += b"".join(b"%s: %s\r\n" % kv for kv in headers)
+        if chunked:
+            h += b"Transfer-Encoding: chunked\r\n\r\n"
+            return h + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:3], body[3:]) if c) \
+                + b"0\r\n\r\n"
+        if body or method in (b"POST", b"PUT"):
+            h += b"Content-Length: %d\r\n" % len(body)
+        return h + b"\r\n" + body
+
+    every_op = (req(b"POST", b"/e", b"hello") + req(b"POST", b"/l5", b"a\nbb\nccc") +
+                req(b"POST", b"/r3", b"abcdefg") + req(b"GET", b"/s3") +
+                req(b"POST", b"/w4", b"written") + req(b"GET", b"/f3") + req(b"GET", b"/fA") +
+                req(b"GET", b"/cC") + req(b"GET", b"/cS") + req(b"POST", b"/n", b"unread") +
+                req(b"HEAD", b"/e") + req(b"GET", b"/t"))
+    # Failures last: one inside the iterable cuts the connection.
+    failing = req(b"GET", b"/x0") + req(b"GET", b"/y") + req(b"GET", b"/x2") + req(b"GET", b"/x1")
+    for k in (0, 1, 2, 4):
+        v["%d_every_op" % k] = bytes([k, 7]) + every_op
+        v["%d_failing" % k] = bytes([k, 8]) + failing
+        v["%d_chunked" % k] = bytes([k, 3]) + req(b"POST", b"/e", b"chunked body", chunked=True) + \
+            req(b"POST", b"/s5", b"stream me", chunked=True) + req(b"GET", b"/d")
+        v["%d_continue" % k] = bytes([k, 9]) + req(b"PUT", b"/e", b"abc",
+                                                   headers=((b"Expect", b"100-continue"),))
+        v["%d_http10" % k] = bytes([k, 1]) + req(b"GET", b"/s2", version=b"1.0") + \
+            req(b"GET", b"/e", version=b"1.0", headers=((b"Connection", b"keep-alive"),))
+        v["%d_proxy" % k] = bytes([k, 5]) + req(b"GET", b"/?q=1", headers=(
+            (b"X-Forwarded-For", b"203.0.113.7, 10.0.0.1"), (b"X-Forwarded-Proto", b"https"),
+            (b"Forwarded", b'for="[2001:db8::1]:4711";proto=https;host=example.com'),
+            (b"Authorization", b"Basic dXNlcjpwYXNz"), (b"User-Agent", b"fuzz"),
+            (b"Referer", b"http://x/")))
+    v["0_too_big"] = bytes([0, 2]) + req(b"POST", b"/e", b"x" * 400) + req(b"GET", b"/e")
+    v["4_trailers_pathsend"] = bytes([4, 4]) + req(b"POST", b"/t", b"body") + req(b"GET", b"/f")
+    v["4_websocket"] = bytes([4, 6]) + (b"GET /e HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                        b"Connection: Upgrade\r\nSec-WebSocket-Key: "
+                                        b"dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+                                        b"\r\n\r\n\x81\x85abcd" + bytes(c ^ b"abcd"[i % 4]
+                                                                  for i, c in enumerate(b"hello")))
+    for k in (2, 3, 4):
+        for op, body in ((b"/e", b"hello"), (b"/s3", b""), (b"/f3", b""), (b"/x1", b""),
+                         (b"/l2", b"a\nb\nc")):
+            pairs = [(b"CONTENT_LENGTH", b"%d" % len(body)), (b"SCGI", b"1"),
+                     (b"REQUEST_METHOD", b"POST"), (b"REQUEST_URI", op), (b"PATH_INFO", op),
+                     (b"SERVER_PROTOCOL", b"HTTP/1.1"), (b"HTTP_HOST", b"fuzz"),
+                     (b"REMOTE_ADDR", b"192.0.2.1"), (b"REMOTE_PORT", b"5000")]
+            name = op[1:2].decode()
+            v["%d_scgi_%s" % (k, name)] = bytes([k, 3]) + scgi_netstring(pairs) + body
+            v["%d_uwsgi_%s" % (k, name)] = bytes([k, 3]) + uwsgi_packet(pairs[:1] + pairs[2:]) + body
+
+    # fuzz_server_ws: flags (offer, subprotocols, path), a split seed, then operations: raw bytes
+    # (0), one frame (1: its first byte, a length-prefixed payload), a message in fragments
+    # (2: bits 2 binary, 3-4 fragments - 1, 5 compressed, 6 pings between, 7 a close after),
+    # a large frame (3: 16-bit length, fill byte).
+    w = seeds["server_ws"]
+
+    def frame(b0, payload):
+        return bytes([1, b0]) + span(payload)
+
+    def message(payload, binary=False, parts=1, deflate=False, pings=False, close=False):
+        op = 2 | (4 if binary else 0) | ((parts - 1) << 3) | (32 if deflate else 0) | \
+            (64 if pings else 0) | (128 if close else 0)
+        return bytes([op]) + span(payload)
+
+    close = frame(0x88, struct.pack(">H", 1000) + b"bye")
+    sync = bytes([0, 0])
+    w["echo"] = bytes([0, 1]) + message(b"hello") + message(bytes(range(100)), binary=True) + \
+        frame(0x89, b"ping") + message(b"fragmented message", parts=3, pings=True) + sync + close
+    w["deflate"] = bytes([1, 2]) + message(b"hello hello hello", deflate=True) + sync + \
+        message(b"compressed in parts " * 5, parts=2, deflate=True) + sync + \
+        message(b"big", deflate=True) + sync + close
+    w["deflate_params"] = bytes([2 | 4 | (1 << 3), 3]) + message(b"abc" * 50, deflate=True) + \
+        message(b"close", close=False)
+    w["offer_from_input"] = bytes([3, 4]) + span(b"permessage-deflate; client_max_window_bits=9; "
+                                                 b"client_no_context_takeover") + \
+        message(b"x" * 200, deflate=True, binary=True) + close
+    w["deny"] = bytes([2 << 3, 5]) + message(b"never read")
+    w["app_close"] = bytes([0, 6]) + message(b"close now") + message(b"after close")
+    w["app_big_fail"] = bytes([0, 7]) + message(b"big" * 20) + sync + message(b"fail")
+    w["too_big"] = bytes([0, 8]) + bytes([3 | (1 << 2)]) + struct.pack("<H", 5000) + b"a" + close
+    w["bad_utf8"] = bytes([0, 9]) + message(b"\xff\xfe") + close
+    w["unmasked"] = bytes([0, 10]) + bytes([1 | 4, 0x81]) + span(b"hi")
+    w["path_from_input"] = bytes([3 << 3 | 32, 11]) + span(b"/echo?x=1") + \
+        span(b"Sec-WebSocket-Protocol: a\r\nOrigin: http://x\r\n") + message(b"hi") + close
 
     for target, files in seeds.items():
         d = os.path.join(HERE, "corpus", target)

@@ -253,6 +253,16 @@ def request(port, method, target, headers=(), body=None, version="HTTP/1.1", **k
         return c.request(method, target, headers, body, version)
 
 
+def read_to_eof(sock):
+    """Everything the peer sends until it closes."""
+    out = b""
+    while True:
+        d = sock.recv(65536)
+        if not d:
+            return out
+        out += d
+
+
 def wait_for(pred, what, guard=GUARD, step=0.01):
     """Poll pred() until true; the guard only turns a hang into a failure."""
     deadline = time.monotonic() + guard

@@ -25,7 +25,7 @@ import pytest
 
 import conftest
 from conftest import EXAMPLE_APPS, ROOT, TEST_APPS, Server, free_port, module_server
-from httpclient import Conn, build_request, chunked, wait_for
+from httpclient import Conn, build_request, chunked, read_to_eof, wait_for
 from wsclient import WSClient
 
 SCGI = os.environ.get("LIBWSGI_SCGI") or os.path.join(ROOT, "build", "examples", "lighttpd",
@@ -639,12 +639,7 @@ def test_blocking_requests_do_not_stop_accepting(daemon, tmp_path):
         assert ok.endswith(b"hello from wsgi\n")
         flag.write_text("go")
         for s in socks:
-            out = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                out += d
+            out = read_to_eof(s)
             assert out.startswith(b"Status: 200 OK") and out.endswith(b"unblocked\n")
     finally:
         for s in socks:

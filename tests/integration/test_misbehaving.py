@@ -153,6 +153,50 @@ def test_wsgi_huge_response_head_is_sent(wsgi, target, length):
         assert c.request("GET", "/hello").body == b"hello"
 
 
+@pytest.fixture(params=["wsgi_threads", "wsgi_inline", "asgi"])
+def wsgi_or_asgi(request):
+    """(server, whether its app is the ASGI one)."""
+    return request.getfixturevalue(request.param), request.param == "asgi"
+
+
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "103 Early Hints"])
+def test_interim_status_from_the_app_is_500(wsgi_or_asgi, status):
+    """A 1xx is no final response: sent as the app's answer, a client would wait for another
+    one (100, 103) or switch protocols (101), and take the next request's response for this
+    one's. The server answers 500 and closes instead (found by tests/fuzz/fuzz_server)."""
+    srv, is_asgi = wsgi_or_asgi
+    mark = len(srv.log())
+    code = status.split()[0]
+    target = "/status?status=" + (code if is_asgi else status.replace(" ", "%20"))
+    with Conn(srv.port) as c:
+        c.send(build_request("GET", target) + build_request("GET", "/hello"))
+        st, _, _, headers, _ = c.read_head()
+        assert st == 500
+        assert ("Connection", "close") in headers
+        assert c.read_until_close().startswith(b"Internal Server Error")
+    wait_for(lambda: "status %s, which is not a final response" % code in srv.log()[mark:],
+             "the refusal in the log")
+    assert request(srv.port, "GET", "/hello").body == b"hello"
+
+
+@pytest.mark.parametrize("status", ["204", "304"])
+def test_content_length_of_a_bodyless_status(wsgi_or_asgi, status):
+    """A 204 goes without the app's Content-Length (RFC 9110 8.6; a client framing by it would
+    read the next response as this one's body, as http_parser does: found by fuzz_server); a 304
+    keeps it (it describes the resource). Either way the next response on the connection is
+    intact."""
+    srv, is_asgi = wsgi_or_asgi
+    # ASGI: Content-Length 0, what the library lets an app send with an empty body for these.
+    target = "/status?cl=0&status=" + status if is_asgi else "/status?cl=5&status=%s%%20X" % status
+    with Conn(srv.port) as c:
+        c.send(build_request("GET", target) + build_request("GET", "/hello"))
+        st, _, _, headers, _ = c.read_head()
+        assert st == int(status)
+        names = [k.lower() for k, _ in headers]
+        assert ("content-length" in names) == (status == "304"), headers
+        assert c.read_response().body == b"hello"
+
+
 # ---- ASGI ----------------------------------------------------------------------------------------
 
 ASGI_CASES = {

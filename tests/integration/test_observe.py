@@ -11,7 +11,7 @@ import socket
 import subprocess
 
 from conftest import EPOLL, EXAMPLE_APPS, TEST_APPS, free_port
-from httpclient import request, wait_for
+from httpclient import Conn, build_request, read_to_eof, request, wait_for
 
 HELLO = b"Hello, World!\n"
 
@@ -135,10 +135,12 @@ def test_metrics_counters_match_the_requests_sent(spawn):
     total = n_ok + n_raise + 1
     # the client has closed every connection, but the server sees each close
     # only when its loop reads the EOF: wait for that too, not just the count
+    # (and libwsgi_workers counts workers running: the second may still have been booting)
     m = wait_for(lambda: (lambda m: m['libwsgi_requests_in_flight'] == 0
                           and m['libwsgi_connections_open'] == 0
+                          and m['libwsgi_workers'] == 2
                           and m['libwsgi_request_duration_seconds_count'] == total and m)(scrape(mport)),
-                 "every request counted and every connection closed")
+                 "every request counted, every connection closed, both workers running")
     assert m['libwsgi_requests_total{status="2xx"}'] == n_ok + 1
     assert m['libwsgi_requests_total{status="5xx"}'] == n_raise
     assert m['libwsgi_requests_total{status="4xx"}'] == 0
@@ -160,52 +162,12 @@ def test_metrics_counters_match_the_requests_sent(spawn):
              "the restart counted")
 
 
-def test_metrics_count_the_workers_sigttin_adds(spawn, tmp_path):
-    # A worker added by SIGTTIN beyond --workers gets a metrics slot: its requests are counted.
-    # --threads 0: a worker holding a request does not accept, so three held requests are served
-    # by three different workers, the new one among them.
-    from httpclient import Conn, build_request
-    mport = free_port()
-    s = spawn("epoll", "deploy_app:app", "--workers", "2", "--threads", "0",
-              "--metrics-bind", "127.0.0.1:%d" % mport)
-    wait_for(lambda: "2 workers ready" in s.log(), "two workers")
-    s.signal(signal.SIGTTIN)
-    wait_for(lambda: s.log().count("listening at") == 3, "the third worker", guard=60)
-    release = tmp_path / "release"
-    conns = []
-    for k in range(3):
-        started = tmp_path / ("started%d" % k)
-        c = Conn(s.port)
-        c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
-        wait_for(started.exists, "held request %d in the app" % k, guard=60)
-        conns.append(c)
-    release.touch()
-    pids = set()
-    for c in conns:
-        r = c.read_response()
-        assert r.status == 200
-        pids.add(int(r.body))
-        c.close()
-    assert len(pids) == 3
-    m = wait_for(lambda: (lambda m: m["libwsgi_request_duration_seconds_count"] == 3 and m)(
-        scrape(mport)), "the three requests counted")
-    assert m['libwsgi_requests_total{status="2xx"}'] == 3
-    assert m["libwsgi_workers"] == 3
-    s.signal(signal.SIGTTOU)
-    wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "two workers again")
-
-
 def raw_exchange(port, data):
     """Sends @data, half-closes, returns the status code of the first response."""
     c = socket.create_connection(("127.0.0.1", port), timeout=30)
     c.sendall(data)
     c.shutdown(socket.SHUT_WR)
-    got = b""
-    while True:
-        chunk = c.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+    got = read_to_eof(c)
     c.close()
     return int(got.split(b" ", 2)[1])
 
@@ -303,8 +265,9 @@ def test_proxy_headers_from_a_trusted_peer(spawn, tmp_path):
     s2 = spawn("epoll", "corners:app", "--proxy-headers",
                "--forwarded-allow-ips", "127.0.0.1,203.0.113.0/24")
     assert environ(s2.port, XFF)["REMOTE_ADDR"] == "198.51.100.7"
-    # RFC 7239 wins over X-Forwarded-*.
-    e = environ(s.port, XFF + [("Forwarded", 'for="[2001:db8::1]:4711";proto=http;host=a.example, '
+    # RFC 7239 from a proxy that sets only it (with X-Forwarded-* too, those decide: see
+    # test_proxy_headers_a_forwarded_header_the_proxy_passed_through).
+    e = environ(s.port, [("Forwarded", 'for="[2001:db8::1]:4711";proto=http;host=a.example, '
                                             'for=192.0.2.60;proto=https;host="b.example:8443"')])
     assert e["REMOTE_ADDR"] == "192.0.2.60" and e["wsgi.url_scheme"] == "https"
     assert e["HTTP_HOST"] == "b.example:8443"
@@ -341,3 +304,143 @@ def test_root_path(spawn):
     assert sc["root_path"] == "/api" and sc["path"] == "/scope"
     r = run("--app", "corners:app", "--root-path", "api/")
     assert r.returncode == 2 and "--root-path" in r.stderr
+
+
+def test_metrics_in_flight_back_to_zero_after_requests_the_app_never_got(spawn):
+    # Requests the server refuses before the app sees them (here a WebSocket handshake without
+    # its key) were counted in flight and never counted out.
+    mport = free_port()
+    s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)
+    bad_ws = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    for k in range(3):
+        assert request(s.port, "GET", "/", bad_ws).status == 400
+    m = wait_for(lambda: (lambda m: m["libwsgi_connections_open"] == 0 and m)(scrape(mport)),
+                 "every connection closed")
+    assert m["libwsgi_requests_in_flight"] == 0
+    assert m['libwsgi_requests_total{status="4xx"}'] == 0  # the app served none of them
+
+
+def test_proxy_headers_x_forwarded_for_on_many_lines(spawn):
+    # A proxy that adds its own X-Forwarded-For line (HAProxy's option forwardfor) after those
+    # the client sent: the last line is the trusted one, however many came before it.
+    s = spawn("epoll", "corners:app", "--proxy-headers")
+    forged = [("X-Forwarded-For", "6.6.6.%d" % k) for k in range(12)]
+    e = environ(s.port, forged + [("X-Forwarded-For", "203.0.113.9")])
+    assert e["REMOTE_ADDR"] == "203.0.113.9"
+
+
+def test_proxy_headers_a_forwarded_header_the_proxy_passed_through(spawn):
+    # The nginx configuration of docs/deployment.md sets X-Forwarded-For and -Proto and passes
+    # the client's other headers on, a Forwarded header included: that one is the client's word.
+    s = spawn("epoll", "corners:app", "--proxy-headers")
+    nginx = [("Forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+             ("X-Forwarded-For", "198.51.100.20"), ("X-Forwarded-Proto", "http")]
+    e = environ(s.port, nginx)
+    assert e["REMOTE_ADDR"] == "198.51.100.20"
+    assert e["wsgi.url_scheme"] == "http" and e["HTTP_HOST"] == "test"
+
+
+def test_sigusr1_without_an_access_log_kills_no_process(spawn):
+    # logrotate's postrotate sends SIGUSR1 whatever the server logs; a process without the access
+    # log's handler died of it (the master forwards it to every worker). SIGUSR1 goes before
+    # SIGTERM, so a process it killed never gets to its graceful shutdown.
+    s = spawn("epoll", "corners:app", "--workers", "2")
+    wait_for(lambda: "2 workers ready" in s.log(), "both workers booted")
+    s.signal(signal.SIGUSR1)
+    assert s.stop() == 0
+    assert len(re.findall(r"worker \d+: shutting down gracefully", s.log())) == 2, s.log()
+    assert "signal 10" not in s.log()
+    one = spawn("epoll", "corners:app")  # --workers 1: no master
+    assert request(one.port, "GET", "/hello").body == HELLO
+    one.signal(signal.SIGUSR1)
+    assert one.stop() == 0
+
+
+def test_access_log_of_a_worker_started_after_the_rotation(spawn, tmp_path):
+    # A worker the master starts after a SIGUSR1 (a crash, --max-requests, a reload) inherited the
+    # master's descriptor, still the rotated file's, and wrote there until the next rotation.
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log, "--access-logformat", "%(p)s %(U)s",
+              "--workers", "2", "--reuse-port")  # per-worker sockets: both get connections
+    wait_for(lambda: "2 workers ready" in s.log(), "both workers booted")
+    os.rename(log, log + ".1")
+    s.signal(signal.SIGUSR1)
+    old = [int(p) for p in re.findall(r"booted worker \d with pid (\d+)", s.log())]
+    os.kill(old[0], signal.SIGKILL)
+    new = wait_for(lambda: [int(p) for p in re.findall(r"booted worker \d with pid (\d+)", s.log())
+                            if int(p) not in old and "listening at" in s.log().split(
+                                "pid %s" % p, 1)[-1]], "the replacement listening")[0]
+    tag = "<%d> " % new
+
+    def served_by_new():
+        request(s.port, "GET", "/hello")
+        return any(l.startswith(tag) for l in lines(log) + lines(log + ".1"))
+
+    wait_for(served_by_new, "a request served by the new worker")
+    assert not any(l.startswith(tag) for l in lines(log + ".1"))
+
+
+def test_metrics_count_the_requests_of_a_worker_added_by_sigttin(spawn):
+    # The region had one slot per worker of --workers: a worker SIGTTIN added had none, and its
+    # requests were counted nowhere.
+    mport = free_port()
+    s = spawn("epoll", "corners:app", "--workers", "2", "--reuse-port",
+              "--metrics-bind", "127.0.0.1:%d" % mport)
+    wait_for(lambda: "2 workers ready" in s.log(), "both workers booted")
+    s.signal(signal.SIGTTIN)
+    third = wait_for(lambda: re.findall(r"booted worker 2 with pid (\d+)", s.log()), "worker 2")[0]
+    wait_for(lambda: "(pid %s," % third in s.log(), "worker 2 listening")
+    sent = [0]
+
+    def served_by_third():
+        sent[0] += 1
+        return request(s.port, "GET", "/pid").body.decode() == third
+
+    wait_for(served_by_third, "a request served by worker 2")
+    m = wait_for(lambda: (lambda m: m["libwsgi_connections_open"] == 0 and m)(scrape(mport)),
+                 "every connection closed")
+    assert m['libwsgi_requests_total{status="2xx"}'] == sent[0]
+    assert m["libwsgi_workers"] == 3
+    s.signal(signal.SIGTTOU)
+    wait_for(lambda: scrape(mport)["libwsgi_workers"] == 2, "worker 2 gone")
+    assert scrape(mport)['libwsgi_requests_total{status="2xx"}'] == sent[0]  # its counts stay
+
+
+def test_access_log_of_a_refused_request_names_no_earlier_client(spawn, tmp_path):
+    # nginx keeps its upstream connections alive and sends requests of different clients over
+    # one: a request refused before the app (417 here) was logged with the client the proxy
+    # forwarded for the connection's previous request.
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--proxy-headers", "--access-logfile", log,
+              "--access-logformat", "%(h)s %(s)s")
+    with Conn(s.port) as c:
+        c.send(build_request("GET", "/hello", [("X-Forwarded-For", "203.0.113.5")]))
+        assert c.read_response().status == 200
+        c.send(build_request("GET", "/hello", [("X-Forwarded-For", "198.51.100.99"),
+                                               ("Expect", "something")]))
+        assert c.read_response().status == 417
+    got = wait_for(lambda: len(lines(log)) >= 2 and lines(log), "two lines")
+    assert got[0] == "203.0.113.5 200"
+    assert got[1].endswith(" 417") and not got[1].startswith("203.0.113.5 "), got
+
+
+def test_forwarded_allow_ips_separated_by_spaces(spawn):
+    # The list was sized by its commas but split at spaces too: entries separated by spaces only
+    # were written past its end (glibc: "malloc(): corrupted top size").
+    many = " ".join("10.0.%d.%d" % (k // 250, k % 250) for k in range(2000)) + " 127.0.0.1"
+    r = run("--app", "corners:app", "--pythonpath", TEST_APPS, "--check-config",
+            "--forwarded-allow-ips", many)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+    s = spawn("epoll", "corners:app", "--proxy-headers", "--forwarded-allow-ips",
+              "10.9.8.7 127.0.0.1")
+    assert environ(s.port, XFF)["REMOTE_ADDR"] == "203.0.113.5"
+
+
+def test_access_log_format_percent_escapes(spawn, tmp_path):
+    # Python's % operator (gunicorn's) reads "%%(h)s" as the text "%(h)s"; it was taken for a "%"
+    # and the atom h.
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--access-logfile", log,
+              "--access-logformat", "%%(h)s|%(s)s|%%%(s)s|%%%%")
+    request(s.port, "GET", "/hello")
+    assert wait_for(lambda: lines(log), "the line") == ["%(h)s|200|%200|%%"]

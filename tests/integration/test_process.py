@@ -3,6 +3,7 @@ graceful shutdown."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -419,3 +420,42 @@ def test_sigquit_stops_at_once(spawn, tmp_path):
     wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
     s.signal(signal.SIGQUIT)
     s.wait()
+
+
+def process_state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_operator_signals_never_stop_or_kill_a_single_process_server(spawn):
+    """gunicorn's operator signals sent to a server running as one process (the default): their
+    default actions would stop it (SIGTTIN, SIGTTOU: the process hung in state T) or kill it
+    (SIGUSR1 without an access log, SIGUSR2). Each is logged and the server goes on serving."""
+    s = spawn("epoll", "hello:app")
+    expect = {signal.SIGTTIN: "SIGTTIN / SIGTTOU ignored", signal.SIGTTOU: "SIGTTIN / SIGTTOU ignored",
+              signal.SIGUSR1: "SIGUSR1: no access log file to reopen",
+              signal.SIGUSR2: "SIGUSR2 ignored"}
+    for sig, words in expect.items():
+        before = s.log().count(words)
+        s.signal(sig)
+        wait_for(lambda: s.log().count(words) > before, "the %s line" % sig.name)
+        assert process_state(s.pid) in ("S", "R"), sig.name
+        assert request(s.port, "GET", "/").status == 200
+    assert s.proc.poll() is None
+
+
+def test_operator_signals_a_prefork_server_survives(spawn):
+    """With a master: SIGUSR1 without an access log reaches the workers, which have nothing to
+    reopen (it used to kill them, even while booting: the master restarted them); SIGUSR2 is
+    logged by the master, which it used to kill. The same workers serve on."""
+    s = spawn("epoll", "hello:app", "--workers", "2")
+    pids = lambda: sorted(re.findall(r"booted worker \d with pid (\d+)", s.log()))
+    wait_for(lambda: len(pids()) == 2, "two workers")
+    before = pids()
+    s.signal(signal.SIGUSR1)  # at once: the workers may still be booting
+    s.signal(signal.SIGUSR2)
+    wait_for(lambda: "SIGUSR2 ignored" in s.log(), "the master's line")
+    for _ in range(4):
+        assert request(s.port, "GET", "/").status == 200
+    assert s.proc.poll() is None and pids() == before
+    assert "exited" not in s.log() and "killed" not in s.log()

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from conftest import Server, epoll_argv, free_port
+from httpclient import wait_for
 from wsclient import OP_BINARY, OP_TEXT, WSClient, build_frame
 
 GUARD = 15.0
@@ -364,6 +365,30 @@ def test_handshake_that_never_finishes(spawn, certs):
         read_until_eof(raw)  # closed by the server at --timeout-request (the guard is 15 s)
         raw.close()
     assert s.proc.poll() is None
+
+
+def test_handshake_in_progress_when_a_graceful_stop_begins_is_served(spawn, certs):
+    """A connection accepted but still before its handshake when a graceful stop begins (SIGTERM
+    here; the old workers of a SIGHUP reload and a replaced worker stop the same way) is not
+    dropped: like a plain connection waiting for its first request, it completes the handshake
+    and its request is answered, with Connection: close. Dropping it failed a client during a
+    reload under load."""
+    s = tls_server(spawn, certs)
+    raw = socket.create_connection(("127.0.0.1", s.port), timeout=GUARD)
+    # Connected after raw, so accepted after it (one FIFO accept queue): once this is answered,
+    # raw is accepted and waits for its ClientHello.
+    c = https(s.port, certs)
+    assert get(c, "/")[0] == 200
+    c.close()
+    s.signal(signal.SIGTERM)
+    wait_for(lambda: "shutting down gracefully" in s.log(), "the graceful stop")
+    t = client_ctx(certs).wrap_socket(raw, server_hostname="localhost")
+    t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = read_until_eof(t)
+    assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+    assert b"\r\nConnection: close\r\n" in got.split(b"\r\n\r\n")[0] + b"\r\n"
+    t.close()
+    assert s.wait() == 0
 
 
 def test_client_disappears_mid_response(spawn, certs):

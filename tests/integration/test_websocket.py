@@ -616,6 +616,19 @@ def test_invalid_utf8_in_close_reason(srv):
     assert code == 1007
 
 
+def test_invalid_utf8_in_close_reason_sent_in_pieces(srv):
+    """The reason's bad bytes in a later piece than the code (found by tests/fuzz/fuzz_server_ws:
+    wslay checks each piece as if it began with the code, and libwsgi-epoll echoed the reason).
+    However the server reads the pieces, the answer is 1007."""
+    with WSClient.open(srv.port, "/echo") as c:
+        frame = build_frame(OP_CLOSE, struct.pack("!H", 1000) + b"ok\x03\xe8")
+        c.send_raw(frame[:-2])
+        time.sleep(0.05)  # most likely a separate read; either way the outcome is the same
+        c.send_raw(frame[-2:])
+        code, _ = c.expect_failure_close()
+    assert code == 1007
+
+
 # ---- --ws-max-size ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module", params=KINDS)

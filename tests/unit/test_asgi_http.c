@@ -967,6 +967,42 @@ static void test_invalid_events_are_catchable(void **state)
     }
 }
 
+/* A Content-Length on a response that has no body in HTTP (a HEAD request's, a 204, a 304)
+ * describes the entity, not the bytes sent: the empty body is complete (Starlette's FileResponse
+ * answers HEAD so; WSGI allows it too). A 200 to GET with the same head is short. */
+static void test_bodyless_responses_keep_their_content_length(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method;
+        int status;
+    } cases[] = {{"HEAD", 200}, {"GET", 204}, {"GET", 304}, {"HEAD", 404}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char script[512], key[32], target[128];
+        snprintf(script, sizeof script,
+                 "[{'type': 'http.response.start', 'status': %d, 'headers': [(b'content-length', "
+                 "b'5')]}, " BODY("b''") "]",
+                 cases[i].status);
+        snprintf(target, sizeof target, "/?key=%s", new_key(key, sizeof key));
+        th_req r;
+        th_req_init(&r, cases[i].method, target);
+        th_req_body(&r, script, strlen(script));
+        ah_rec rec;
+        ah_rec_init(&rec);
+        print_message("case: %s -> %d with Content-Length: 5\n", cases[i].method, cases[i].status);
+        ah_run(th_app(APPS "script"), &r, &rec);
+        ah_assert_ok(&rec, cases[i].status, "");
+        ah_rec_free(&rec);
+    }
+    /* The same head to a GET with a 200: 3 bytes short, a broken response. */
+    ah_rec rec;
+    ah_rec_init(&rec);
+    char key[32];
+    run_script(new_key(key, sizeof key), 0, "[" START_CL("5") ", " BODY("b'abc'") "]", &rec);
+    assert_true(rec.done_result < 0);
+    ah_rec_free(&rec);
+}
+
 /* Not caught: a 500 if nothing was sent yet, else a cut (on_done negative, no 500), except when
  * the response was already complete (on_done 0). The traceback is logged at ERROR. */
 static void test_invalid_events_uncaught(void **state)
@@ -1726,6 +1762,7 @@ int main(void)
         ah_unit_test(test_pathsend_errors),
         ah_unit_test(test_invalid_events_are_catchable),
         ah_unit_test(test_invalid_events_uncaught),
+        ah_unit_test(test_bodyless_responses_keep_their_content_length),
         ah_unit_test(test_app_raises_before_start),
         ah_unit_test(test_head_held_until_first_body),
         ah_unit_test(test_body_outlives_app_code),

@@ -124,6 +124,9 @@ def app(environ, start_response):
     if path == "/invalid-status":
         start_response(q.get("status", "abc"), [])
         return [b"never"]
+    if path == "/status":  # any status, with the Content-Length the app claims
+        start_response(q["status"], [("Content-Length", q.get("cl", "0"))])
+        return []
     if path == "/header-with-newline":
         start_response("200 OK", [("X-Split", "a\r\nSet-Cookie: evil=1")])
         return [b"never"]

@@ -62,6 +62,9 @@ async def app(scope, receive, send):
         await send({"type": "http.response.bogus"})
     elif path == "/body-before-start":
         await send({"type": "http.response.body", "body": b"no head"})
+    elif path == "/status":  # any status, with the Content-Length the app claims
+        await _start(send, int(q["status"]), [(b"content-length", q.get("cl", "0").encode())])
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/invalid-status":
         await send({"type": "http.response.start", "status": "abc", "headers": []})
     elif path == "/invalid-headers":
