@@ -240,20 +240,50 @@ static void put(out *o, const char *s, size_t n)
 
 /* Request bytes, escaped the way gunicorn's lines stay one line: quotes, backslashes and control
  * bytes as \xHH. NULL or empty: "-". */
-static void put_field(out *o, const char *s, size_t n)
+static void put_byte(out *o, unsigned char ch)
 {
     static const char hex[] = "0123456789abcdef";
+    if (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\') {
+        char e[4] = {'\\', 'x', hex[ch >> 4], hex[ch & 15]};
+        put(o, e, 4);
+    } else {
+        o->p[o->n++] = (char)ch;
+    }
+}
+
+static void put_field(out *o, const char *s, size_t n)
+{
+    if (!s || n == 0) {
+        put(o, "-", 1);
+        return;
+    }
+    for (size_t k = 0; k < n && o->n + 4 < o->cap; k++)
+        put_byte(o, (unsigned char)s[k]);
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* %(U)s: the path percent-decoded, as gunicorn logs PATH_INFO (escaped like put_field). */
+static void put_path(out *o, const char *s, size_t n)
+{
     if (!s || n == 0) {
         put(o, "-", 1);
         return;
     }
     for (size_t k = 0; k < n && o->n + 4 < o->cap; k++) {
-        unsigned char ch = (unsigned char)s[k];
-        if (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\') {
-            char e[4] = {'\\', 'x', hex[ch >> 4], hex[ch & 15]};
-            put(o, e, 4);
+        int hi, lo;
+        if (s[k] == '%' && k + 2 < n && (hi = hexval(s[k + 1])) >= 0 &&
+            (lo = hexval(s[k + 2])) >= 0) {
+            put_byte(o, (unsigned char)(hi * 16 + lo));
+            k += 2;
         } else {
-            o->p[o->n++] = (char)ch;
+            put_byte(o, (unsigned char)s[k]);
         }
     }
 }
@@ -328,7 +358,7 @@ void access_log_write(const access_record *r)
             putf(&o, " HTTP/%d.%d", r->http_major % 10, r->http_minor % 10);
             break;
         case A_METHOD: put_field(&o, r->method, r->method_len); break;
-        case A_PATH: put_field(&o, r->target, path_len); break;
+        case A_PATH: put_path(&o, r->target, path_len); break;
         case A_QUERY:
             /* gunicorn: the query string, empty when there is none. */
             if (qm) put_field(&o, qm + 1, r->target_len - path_len - 1);

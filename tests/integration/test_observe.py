@@ -41,7 +41,8 @@ def test_access_log_format_atoms(spawn, tmp_path):
             [("User-Agent", "tester/3"), ("Referer", "http://ref/"), ("X-Trace", "abc"),
              ("Authorization", "Basic Ym9iOnNlY3JldA==")])  # bob:secret
     request(s.port, "HEAD", "/hello")
-    got = wait_for(lambda: len(lines(log)) >= 2 and lines(log), "two access log lines")
+    request(s.port, "GET", "/caf%C3%A9%2Fx%22?q=%41")
+    got = wait_for(lambda: len(lines(log)) >= 3 and lines(log), "three access log lines")
     f = got[0].split("|")
     assert f[0] == "127.0.0.1" and f[1] == "-" and f[2] == "bob", got[0]
     assert re.fullmatch(r"\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", f[3]), f[3]
@@ -59,6 +60,11 @@ def test_access_log_format_atoms(spawn, tmp_path):
     assert h[2] == "-" and h[5] == "HEAD" and h[7] == "" and h[9] == "200"
     assert h[10] == "0" and h[11] == "-"  # a HEAD response carries no body bytes
     assert h[12:14] == ["-", "-"] and h[19] == "-"
+    # %(U)s is PATH_INFO, percent-decoded as gunicorn logs it (a quote escaped); %(r)s and %(q)s
+    # stay as sent
+    e = got[2].split("|")
+    assert e[6] == "/caf\xc3\xa9/x\\x22".encode("latin-1").decode("utf-8"), e[6]
+    assert e[4] == "GET /caf%C3%A9%2Fx%22?q=%41 HTTP/1.1" and e[7] == "q=%41"
 
 
 def test_default_format_with_request_time(spawn, tmp_path):
