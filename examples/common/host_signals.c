@@ -72,6 +72,11 @@ uint64_t host_signals_read(int fd)
     return mask;
 }
 
+uint64_t host_signals_take(void)
+{
+    return pipe_fds[0] >= 0 ? host_signals_read(pipe_fds[0]) : 0;
+}
+
 void host_signals_block_thread(void)
 {
     sigset_t all;

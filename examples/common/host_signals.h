@@ -14,6 +14,9 @@ int host_signals_open(const int *sigs, int n);
 /* Drain the pipe: a bit mask with bit (1 << signo) set for each signal received since last time. */
 uint64_t host_signals_read(int fd);
 
+/* Drain the pipe of the last host_signals_open() (0 if none is open). */
+uint64_t host_signals_take(void);
+
 /* Restore default dispositions for the signals and close the pipe (before fork/exec elsewhere). */
 void host_signals_close(void);
 

@@ -1,8 +1,10 @@
 /* The shared counters of metrics.h and the scrape process that serves them. Each worker process
  * claims a slot of its own and only adds to it (relaxed atomics: a scrape needs no consistency
  * between counters beyond each one's own value); the scrape process sums the slots. The region
- * is MAP_SHARED | MAP_ANONYMOUS, made before any fork, so the master, every worker (restarted,
- * replacing or added ones too) and the scrape process see the same pages.
+ * is a shared memory file (memfd) mapped before any fork, so the master, every worker (restarted,
+ * replacing or added ones too) and the scrape process see the same pages; its descriptor also
+ * lets a one-process server that executes itself again on SIGHUP (reexec.c) map the same
+ * counters and keep its scrape process (the new image takes over its own pid's slot).
  *
  * A slot belongs to a process, not to a worker index: a replacement runs beside the worker it
  * replaces, SIGTTIN adds workers beyond --workers. The counters of a process that is gone stay
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -58,6 +61,7 @@ typedef struct region {
 
 static region *reg;
 static slot *mine;
+static int region_fd = -1;
 static pid_t scraper = -1;
 
 int metrics_enabled(void)
@@ -136,10 +140,15 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
     /* Room for every worker twice (each beside its replacement), and for workers SIGTTIN adds;
      * slots of processes that are gone are taken again. */
     unsigned cap = 2 * n_workers + 64;
+    if (reg) return 0; /* adopted from the image this process was executed by (metrics_adopt) */
     size_t size = sizeof(region) + cap * sizeof(slot);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int mfd = memfd_create("libwsgi-metrics", MFD_CLOEXEC);
+    void *p = MAP_FAILED;
+    if (mfd >= 0 && ftruncate(mfd, (off_t)size) == 0)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     if (p == MAP_FAILED) {
-        fprintf(stderr, "error: --metrics-bind: mmap: %s\n", strerror(errno));
+        fprintf(stderr, "error: --metrics-bind: shared memory: %s\n", strerror(errno));
+        if (mfd >= 0) close(mfd);
         return -1;
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -149,10 +158,12 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         fprintf(stderr, "error: --metrics-bind %s: %s\n", bind_spec, strerror(errno));
         if (fd >= 0) close(fd);
         munmap(p, size);
+        close(mfd);
         return -1;
     }
     reg = p;
     reg->cap = cap;
+    region_fd = mfd;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -182,6 +193,33 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
     return 0;
 }
 
+int metrics_region_fd(void)
+{
+    return region_fd;
+}
+
+int metrics_scraper_pid(void)
+{
+    return (int)scraper;
+}
+
+int metrics_adopt(int fd, int scraper_pid)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(region)) return -1;
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return -1;
+    region *r = p;
+    if (sizeof(region) + (size_t)r->cap * sizeof(slot) > (size_t)st.st_size) {
+        munmap(p, (size_t)st.st_size);
+        return -1;
+    }
+    reg = r;
+    region_fd = fd;
+    scraper = scraper_pid > 0 ? (pid_t)scraper_pid : -1;
+    return 0;
+}
+
 void metrics_shutdown(void)
 {
     if (scraper > 0) {
@@ -202,8 +240,12 @@ void metrics_worker_attach(unsigned index)
     if (!reg) return;
     int32_t me = (int32_t)getpid();
     slot *s = NULL;
-    /* A slot whose owner is gone (its counters stay; its gauges start again from 0)... */
+    /* The slot of an earlier image of this process (a one-process reload executes itself
+     * again: reexec.c), or one whose owner is gone (its counters stay; its gauges start again
+     * from 0)... */
     unsigned n = atomic_load(&reg->n_slots);
+    for (unsigned k = 0; k < n && k < reg->cap && !s; k++)
+        if (atomic_load(&reg->slots[k].owner) == me) s = &reg->slots[k];
     for (unsigned k = 0; k < n && k < reg->cap && !s; k++) {
         int32_t o = atomic_load(&reg->slots[k].owner);
         /* (0: being taken by the process that counted it in n_slots) */

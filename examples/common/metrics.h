@@ -1,6 +1,6 @@
-/* Prometheus metrics of the example hosts (--metrics-bind): counters in an anonymous shared
- * memory region made before the workers fork, one slot per worker process, updated with atomics
- * by the workers (and by the master for restarts), read and summed by a small scrape process that
+/* Prometheus metrics of the example hosts (--metrics-bind): counters in a shared memory region
+ * (a memfd) made before the workers fork, one slot per worker process, updated with atomics by
+ * the workers (and by the master for restarts), read and summed by a small scrape process that
  * serves the text format on its own listener (gauges only of the processes still alive). */
 #ifndef WSGI_HOST_METRICS_H
 #define WSGI_HOST_METRICS_H
@@ -24,6 +24,15 @@ void metrics_worker_restart(unsigned index, const char *reason);
 /* Master: a planned replacement (prefork.c: max_requests, memory, timeout, reload, other) whose
  * successor already serves in the same slot: counted like a restart, the slot's gauges kept. */
 void metrics_worker_replaced(const char *reason);
+/* The region's descriptor (a memfd, close-on-exec; -1 when metrics are off) and the scrape
+ * process (-1 when this process did not start it), for a server that executes itself again
+ * (reexec.c) and hands both over. */
+int metrics_region_fd(void);
+int metrics_scraper_pid(void);
+/* Instead of metrics_setup() (which then does nothing): map the region of an inherited descriptor
+ * (metrics_region_fd() of the image that executed this one). scraper_pid > 0: this process owns
+ * that scrape process now (metrics_shutdown() stops it); otherwise it stops none. 0, or -1. */
+int metrics_adopt(int fd, int scraper_pid);
 /* Stop the scrape process (master exit). */
 void metrics_shutdown(void);
 

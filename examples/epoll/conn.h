@@ -47,7 +47,7 @@ struct ssl_st;                        /* OpenSSL's SSL: only tls.c includes Open
 typedef enum conn_proto { CPROTO_HTTP, CPROTO_SCGI, CPROTO_UWSGI } conn_proto;
 
 /* What an epoll event's data.ptr points to starts with one of these. */
-typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL, EV_ASGI } ev_kind;
+typedef enum ev_kind { EV_CONN, EV_LISTENER, EV_WAKE, EV_SIGNAL, EV_ASGI, EV_RELOAD } ev_kind;
 
 typedef enum conn_state {
     CONN_IDLE,  /* loop: keep-alive, waiting for the first byte of a request */

@@ -143,6 +143,15 @@ int listen_inherit(int fd, const char *spec, listener *l)
     return 0;
 }
 
+void listen_name(const listener *l, int fd, char *buf, size_t cap)
+{
+    if (l->is_unix)
+        snprintf(buf, cap, "unix:%s (fd %d)", ((const struct sockaddr_un *)&l->addr)->sun_path, fd);
+    else
+        snprintf(buf, cap, "%s%s%s:%u (fd %d)", strchr(l->host, ':') ? "[" : "", l->host,
+                 strchr(l->host, ':') ? "]" : "", l->port, fd);
+}
+
 int listen_reserve(listener *l, int prefork, int reuse_port, int backlog)
 {
     if (l->inherited) return 0;

@@ -8,6 +8,7 @@
 #define EPOLL_LISTEN_H
 
 #include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -33,6 +34,10 @@ int listen_parse(const char *spec, listener *l);
  * EPOLLEXCLUSIVE); it is made non-blocking and close-on-exec, and its path is never unlinked (the
  * parent owns it). 0, or -1 with a message on stderr when fd is not a listening stream socket. */
 int listen_inherit(int fd, const char *spec, listener *l);
+
+/* Name an inherited socket by its address for the logs: "unix:PATH (fd N)", "HOST:PORT (fd N)".
+ * l->spec is not changed: point it at buf. */
+void listen_name(const listener *l, int fd, char *buf, size_t cap);
 
 /* Master side, before any fork. TCP prefork with reuse_port: bind with SO_REUSEPORT, so that each
  * worker can bind its own socket to the same port; the master's socket never listens, it only

@@ -30,6 +30,7 @@
 #include "guard.h"
 #include "host_log.h"
 #include "metrics.h"
+#include "reexec.h"
 #include "host_signals.h"
 #include "tls.h"
 
@@ -73,9 +74,11 @@ struct server {
     listener *ls;
     size_t n_ls;
     ev_tag *ls_tags;
-    ev_tag wake_tag, sig_tag, asgi_tag;
+    ev_tag wake_tag, sig_tag, asgi_tag, reload_tag;
     int epfd, wakefd, sigfd;
-    int team;        /* WSGI with --threads N > 0: a team of threads runs the loop (see the top) */
+    int reload_fd; /* SIGHUP without a master: the booting bridge's ready pipe (reexec.h), or -1 */
+    int reexec;    /* ... the bridge serves: drain, keep the listening sockets, then exec */
+    int team;      /* WSGI with --threads N > 0: a team of threads runs the loop (see the top) */
     asgi_host *asgi; /* NULL: a WSGI app */
     tls_ctx *tls;    /* --certfile: every connection starts with a TLS handshake */
     /* Connections waiting for EPOLLIN whose input OpenSSL has already decrypted (arm()). */
@@ -1086,25 +1089,29 @@ static int run_ready(server *s)
     return 1;
 }
 
+/* Stop accepting and finish what is in flight. For a reload without a master (s->reexec) the
+ * listening sockets stay open: the next image of this process inherits them. */
 static void begin_drain(server *s)
 {
     if (s->draining) return;
     atomic_store(&s->draining, 1);
     s->grace_deadline = now_ms() + (int64_t)s->opt->host.graceful_timeout * 1000;
+    const char *what =
+        s->reexec ? "finishing in-flight requests before the restart" : "shutting down gracefully";
     size_t tasks = s->asgi ? asgi_host_busy(s->asgi) : 0;
     if (tasks)
         host_log(WSGI_LOG_INFO,
-                 "worker %d: shutting down gracefully (%zu connections, %zu ASGI app calls running "
-                 "after their connection: waited for up to --graceful-timeout)",
-                 (int)getpid(), s->n_conns, tasks);
+                 "worker %d: %s (%zu connections, %zu ASGI app calls running after their "
+                 "connection: waited for up to --graceful-timeout)",
+                 (int)getpid(), what, s->n_conns, tasks);
     else
-        host_log(WSGI_LOG_INFO, "worker %d: shutting down gracefully (%zu connections)",
-                 (int)getpid(), s->n_conns);
-    /* Stop accepting: the other workers (or nobody) get the new connections. */
+        host_log(WSGI_LOG_INFO, "worker %d: %s (%zu connections)", (int)getpid(), what, s->n_conns);
+    /* Stop accepting: the other workers (or the reload's bridge, or nobody) get the new
+     * connections. */
     for (size_t k = 0; k < s->n_ls; k++) {
         if (s->ls[k].fd >= 0) {
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->ls[k].fd, NULL);
-            listen_close(&s->ls[k], 0);
+            if (!s->reexec) listen_close(&s->ls[k], 0);
         }
     }
     /* Idle keep-alive connections have nothing in flight; open WebSockets are told to go away.
@@ -1121,6 +1128,50 @@ static void begin_drain(server *s)
     }
 }
 
+static void on_signals(server *s, uint64_t sigs)
+{
+    const uint64_t stop = (1ull << SIGQUIT) | (1ull << SIGTERM) | (1ull << SIGINT);
+    if (sigs & ((1ull << SIGTTIN) | (1ull << SIGTTOU)))
+        host_log(WSGI_LOG_WARNING,
+                 "worker %d: SIGTTIN / SIGTTOU ignored: this server runs as one process, with "
+                 "no master to add or remove workers (start it with --workers N)",
+                 (int)getpid());
+    if (sigs & (1ull << SIGUSR1))
+        host_log(WSGI_LOG_INFO, "worker %d: SIGUSR1: no access log file to reopen", (int)getpid());
+    if (sigs & (1ull << SIGUSR2))
+        host_log(WSGI_LOG_WARNING,
+                 "worker %d: SIGUSR2 ignored (gunicorn's binary upgrade: libwsgi reloads on "
+                 "SIGHUP)",
+                 (int)getpid());
+    if (sigs & (1ull << SIGCHLD)) reexec_reap();
+    if ((sigs & stop) && (s->reload_fd >= 0 || s->reexec)) {
+        /* Stopping during a reload: no exec, and the bridge stops too. */
+        reexec_stop_bridges(); /* closes the ready pipe */
+        s->reload_fd = -1;
+        /* Draining already: the sockets kept for the exec go now, as on a plain stop. */
+        for (size_t k = 0; k < s->n_ls && s->reexec; k++)
+            listen_close(&s->ls[k], 0);
+        s->reexec = 0;
+    }
+    if (sigs & (1ull << SIGQUIT)) {
+        host_log(WSGI_LOG_INFO, "worker %d: quitting now", (int)getpid());
+        s->quit = 1;
+    } else if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT))) {
+        /* A second Ctrl-C does not wait for the grace period. */
+        if (s->draining && (sigs & (1ull << SIGINT))) s->quit = 1;
+        begin_drain(s);
+    } else if ((sigs & (1ull << SIGHUP)) && !s->draining && s->reload_fd < 0) {
+        /* Without a master (reexec.h): a bridge with the new code first. */
+        s->reload_fd = reexec_start(s->ls, s->n_ls);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->reload_tag};
+        if (s->reload_fd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->reload_fd, &ev) != 0) {
+            host_log(WSGI_LOG_ERROR, "epoll_ctl (reload): %s", strerror(errno));
+            reexec_stop_bridges();
+            s->reload_fd = -1;
+        }
+    }
+}
+
 static void on_event(server *s, struct epoll_event *e)
 {
     ev_kind kind = *(ev_kind *)e->data.ptr;
@@ -1131,27 +1182,13 @@ static void on_event(server *s, struct epoll_event *e)
         break;
     case EV_WAKE: on_wake(s); break;
     case EV_ASGI: asgi_host_loop_ready(s->asgi); break; /* asgi_host_run() below turns it */
-    case EV_SIGNAL: {
-        uint64_t sigs = host_signals_read(s->sigfd);
-        if (sigs & ((1ull << SIGTTIN) | (1ull << SIGTTOU)))
-            host_log(WSGI_LOG_WARNING,
-                     "worker %d: SIGTTIN / SIGTTOU ignored: this server runs as one process, with "
-                     "no master to add or remove workers (start it with --workers N)",
-                     (int)getpid());
-        if (sigs & (1ull << SIGUSR1))
-            host_log(WSGI_LOG_INFO, "worker %d: SIGUSR1: no access log file to reopen",
-                     (int)getpid());
-        if (sigs & (1ull << SIGUSR2))
-            host_log(WSGI_LOG_WARNING,
-                     "worker %d: SIGUSR2 ignored (gunicorn's binary upgrade: libwsgi reloads on "
-                     "SIGHUP)",
-                     (int)getpid());
-        if (sigs & (1ull << SIGQUIT)) {
-            host_log(WSGI_LOG_INFO, "worker %d: quitting now", (int)getpid());
-            s->quit = 1;
-        } else if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT))) {
-            /* A second Ctrl-C does not wait for the grace period. */
-            if (s->draining && (sigs & (1ull << SIGINT))) s->quit = 1;
+    case EV_SIGNAL: on_signals(s, host_signals_read(s->sigfd)); break;
+    case EV_RELOAD: {
+        int r = reexec_bridge_status();
+        if (r == 0) break;
+        s->reload_fd = -1; /* closed by reexec.c, which takes it out of the epoll set */
+        if (r > 0) {
+            s->reexec = 1;
             begin_drain(s);
         }
         break;
@@ -1396,7 +1433,7 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
     s->app = app;
     s->ls = ls;
     s->n_ls = n_ls;
-    s->epfd = s->wakefd = s->sigfd = -1;
+    s->epfd = s->wakefd = s->sigfd = s->reload_fd = -1;
     pthread_mutex_init(&s->done_mu, NULL);
     pthread_mutex_init(&s->tmu, NULL);
     pthread_cond_init(&s->spare_cv, NULL);
@@ -1411,12 +1448,17 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
     s->ls_tags = calloc(n_ls, sizeof(ev_tag));
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    /* Besides the stop signals, those of gunicorn's that a process without a master cannot act
-     * on but must survive (their default action stops or kills it): SIGTTIN / SIGTTOU (add or
-     * remove a worker: the master's), SIGUSR1 (reopen the access log: set up by the access log
-     * when there is one), SIGUSR2 (gunicorn's binary upgrade, which libwsgi has not). Only when
-     * nobody took them already: a prefork worker ignores the master's signals. */
-    int sigs[7] = {SIGTERM, SIGINT, SIGQUIT}, n_sigs = 3;
+    /* Besides the stop signals: without a master, SIGHUP reloads (reexec.h) and the reload's
+     * bridges are reaped (SIGCHLD). And those of gunicorn's that a process without a master
+     * cannot act on but must survive (their default action stops or kills it): SIGTTIN / SIGTTOU
+     * (add or remove a worker: the master's), SIGUSR1 (reopen the access log: set up by the
+     * access log when there is one), SIGUSR2 (gunicorn's binary upgrade, which libwsgi has not).
+     * Only when nobody took them already: a prefork worker ignores the master's signals. */
+    int sigs[9] = {SIGTERM, SIGINT, SIGQUIT}, n_sigs = 3;
+    if (reexec_enabled()) {
+        sigs[n_sigs++] = SIGHUP;
+        sigs[n_sigs++] = SIGCHLD;
+    }
     static const int survive[] = {SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
     for (size_t k = 0; k < sizeof(survive) / sizeof(*survive); k++) {
         struct sigaction cur;
@@ -1424,6 +1466,8 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
             sigs[n_sigs++] = survive[k];
     }
     s->sigfd = host_signals_open(sigs, n_sigs);
+    /* A bridge that exited before the handler was there sent its SIGCHLD for nothing. */
+    reexec_reap();
     if (!s->ls_tags || s->epfd < 0 || s->wakefd < 0 || s->sigfd < 0) {
         host_log(WSGI_LOG_ERROR, "cannot set up the event loop: %s", strerror(errno));
         goto out;
@@ -1435,6 +1479,7 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
     s->team = !asgi && o->host.threads > 0;
     s->wake_tag.kind = EV_WAKE;
     s->sig_tag.kind = EV_SIGNAL;
+    s->reload_tag.kind = EV_RELOAD;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->wake_tag};
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev);
     ev.data.ptr = &s->sig_tag;
@@ -1490,11 +1535,11 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
 
     if (s->n_app > 0) {
         /* App threads are still inside libwsgi: the runtime must not be torn down under them. */
-        result = 1;
+        result = SERVER_BUSY | (s->reexec ? SERVER_REEXEC : 0);
         goto out_nofree;
     }
     if (s->team) team_join(s);
-    result = 0;
+    result = s->reexec ? SERVER_REEXEC : 0;
     for (conn *c = s->all, *next; c; c = next) {
         next = c->all_next;
         /* A response waiting for a slow reader (CONN_WRITE) still holds the app's iterable: free
@@ -1506,10 +1551,14 @@ int server_run(const epoll_options *o, wsgi_app *app, tls_ctx *tls, listener *ls
 out:
     asgi_host_free(s->asgi);
 out_nofree:
-    host_signals_close();
-    for (size_t k = 0; k < n_ls; k++)
+    /* A reload's exec keeps the handlers until it looks for a stop signal that came meanwhile
+     * (reexec_exec()): back at the default action, such a signal would kill the process. */
+    if (!s->reexec) host_signals_close();
+    if (s->reload_fd >= 0) reexec_stop_bridges(); /* the loop failed during a reload */
+    /* A reload's exec inherits the listening sockets. */
+    for (size_t k = 0; k < n_ls && !s->reexec; k++)
         listen_close(&ls[k], 0);
-    if (result != 1) {
+    if (result < 0 || !(result & SERVER_BUSY)) {
         if (s->epfd >= 0) close(s->epfd);
         if (s->wakefd >= 0) close(s->wakefd);
         pthread_mutex_destroy(&s->done_mu);

@@ -2,7 +2,9 @@
  * request arrives: see http_conn.c): parse the command line, reserve the listening addresses (or
  * take the inherited socket), then either serve in this process (--workers 1) or become the
  * prefork master of N workers. Each worker loads Python and the app itself, after fork, before it
- * starts listening, so a connection that is accepted always finds the app ready. */
+ * starts listening, so a connection that is accepted always finds the app ready. Serving in this
+ * process, SIGHUP ends in an exec of this program (reexec.c), which starts here again with the
+ * listening sockets of the previous image. */
 #include "access_log.h"
 #include "cli.h"
 #include "guard.h"
@@ -12,6 +14,7 @@
 #include "listen.h"
 #include "host_py.h"
 #include "prefork.h"
+#include "reexec.h"
 #include "sd_notify.h"
 #include "server.h"
 #include "server_main.h"
@@ -32,6 +35,10 @@
 #include <unistd.h>
 #include <errno.h>
 #include <limits.h>
+
+/* worker_main(): SIGHUP in a server without a master, the app stopped: execute this program
+ * again (reexec.c). Not an exit status. */
+#define WORKER_REEXEC (-100)
 
 typedef struct worker_ctx {
     const epoll_options *opt;
@@ -76,13 +83,15 @@ static int worker_main(void *arg, unsigned index)
     /* Once listening, a client (or a supervisor) may take the server as up and stop it: a stop
      * signal must then wait for the event loop's handlers (host_signals_open() unblocks what it
      * installs) instead of killing the worker by its default action. A prefork worker starts with
-     * them blocked already (prefork.c). */
+     * them blocked already (prefork.c). Without a master SIGHUP is one of them (a reload,
+     * reexec.h): a supervisor that reloads as soon as the server is up must not kill it. */
     if (!prefork) {
         sigset_t stop;
         sigemptyset(&stop);
         sigaddset(&stop, SIGTERM);
         sigaddset(&stop, SIGINT);
         sigaddset(&stop, SIGQUIT);
+        sigaddset(&stop, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &stop, NULL);
     }
     for (size_t k = 0; k < w->n_ls; k++) {
@@ -96,14 +105,20 @@ static int worker_main(void *arg, unsigned index)
     /* --max-requests, --max-worker-memory, --timeout (guard.c); then tell the master (a
      * replacement it waits for is up) or systemd (no master) that connections are served. */
     guard_start(o, asgi || o->host.threads == 0);
-    if (prefork_is_worker())
+    if (prefork_is_worker()) {
         prefork_worker_ready();
-    else
-        sd_notify_send("READY=1");
+    } else {
+        /* A reload's bridge tells its parent; a re-executed server stops the bridge. */
+        reexec_ready();
+        if (!reexec_is_bridge()) sd_notify_send("READY=1");
+    }
     int r = server_run(o, app, tls, w->ls, w->n_ls);
-    if (!prefork_is_worker()) sd_notify_send("STOPPING=1");
-    if (r == 1) {
-        /* App threads are still running Python: leave without finalizing under them. */
+    int reexec = r > 0 && (r & SERVER_REEXEC);
+    if (!prefork_is_worker() && !reexec_is_bridge() && !reexec) sd_notify_send("STOPPING=1");
+    if (r > 0 && (r & SERVER_BUSY)) {
+        /* App threads are still running Python: leave without finalizing under them (an exec
+         * ends them too). */
+        if (reexec) return WORKER_REEXEC;
         fflush(NULL);
         _exit(0);
     }
@@ -112,6 +127,7 @@ static int worker_main(void *arg, unsigned index)
     tls_ctx_free(tls);
     if (asgi) host_asgi_shutdown(app);
     host_app_stop(rt, app);
+    if (reexec) return WORKER_REEXEC;
     host_log(WSGI_LOG_INFO, "worker %d: exiting", (int)getpid());
     return r == 0 ? 0 : 1;
 }
@@ -136,12 +152,7 @@ static int take_inherited(epoll_options *o, listener *l)
     snprintf(spec, sizeof(spec), "fd %d", fd);
     if (listen_inherit(fd, spec, l) != 0) return -1;
     /* Name it by its address in the logs: "unix:PATH (fd 0)", "127.0.0.1:9000 (fd 0)". */
-    if (l->is_unix)
-        snprintf(spec, sizeof(spec), "unix:%s (fd %d)",
-                 ((const struct sockaddr_un *)&l->addr)->sun_path, fd);
-    else
-        snprintf(spec, sizeof(spec), "%s%s%s:%u (fd %d)", strchr(l->host, ':') ? "[" : "", l->host,
-                 strchr(l->host, ':') ? "]" : "", l->port, fd);
+    listen_name(l, fd, spec, sizeof(spec));
     if (fd <= 2) {
         int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -242,6 +253,9 @@ static size_t reload_dirs(const epoll_options *o, const char **dirs, size_t cap)
 
 int server_main(int argc, char **argv, server_program prog)
 {
+    /* A reload's exec (reexec.c) passes its state in the environment: taken before anything
+     * (the app must not see it). */
+    reexec_init(argv);
     epoll_options o;
     int r = epoll_cli_parse(argc, argv, prog, &o);
     if (r != 0) return r > 0 ? 0 : 2;
@@ -250,6 +264,7 @@ int server_main(int argc, char **argv, server_program prog)
     if (o.obs.check_config) return check_config(&o);
     /* observe.c: the access log file, the metrics region and its scrape process, before anything
      * listens or forks. */
+    reexec_take_metrics(); /* after a reload's exec: the same counters and scrape process */
     if (obs_setup(&o.obs, &o.host) != 0) return 2;
     signal(SIGPIPE, SIG_IGN);
     /* glibc's adaptive thresholds give the top of the heap back to the kernel once a few MiB
@@ -289,19 +304,26 @@ int server_main(int argc, char **argv, server_program prog)
     size_t n_ls = o.n_binds;
     /* Replacing a worker (recycling, --timeout, --reload, SIGHUP) needs the master. */
     int prefork = o.host.workers > 1 || proc_needs_master(&o.proc);
-    if (o.listen_fds > 0) {
+    /* After a reload's exec: the sockets of the previous image (fds 3..), whatever --bind, --fd
+     * or LISTEN_FDS say: nothing is bound again. */
+    int handed = reexec_take_listeners(&o, ls);
+    if (handed < 0) return 2;
+    if (handed > 0) {
+        n_ls = (size_t)handed;
+    } else if (o.listen_fds > 0) {
         if (take_activated(&o, ls) != 0) return 2;
         n_ls = (size_t)o.listen_fds;
     } else if (n_ls == 0) {
         if (take_inherited(&o, &ls[0]) != 0) return 2;
         n_ls = 1;
     }
-    for (size_t k = 0; k < o.n_binds; k++) {
+    for (size_t k = 0; k < o.n_binds && !handed; k++) {
         if (listen_parse(o.binds[k], &ls[k]) != 0) return 2;
         if (listen_reserve(&ls[k], prefork, o.proc.reuse_port, o.backlog) != 0) return 1;
     }
-    /* The pid file before the privileges go (its directory may be root's, as /run is). */
-    if (o.proc.pid_file && write_pid_file(o.proc.pid_file) != 0) return 1;
+    /* The pid file before the privileges go (its directory may be root's, as /run is). After a
+     * reload's exec it holds this pid already (and a bridge's pid does not belong there). */
+    if (o.proc.pid_file && !reexec_resumed() && write_pid_file(o.proc.pid_file) != 0) return 1;
     if (proc_drop_privileges(&o.proc) != 0) return 1;
     host_log(WSGI_LOG_INFO, "%s %s (libwsgi %s) serving %s on %s%s", o.name, EPOLL_SERVER_VERSION,
              libwsgi_version(), o.host.app_spec, ls[0].spec, n_ls > 1 ? " and more" : "");
@@ -332,10 +354,24 @@ int server_main(int argc, char **argv, server_program prog)
         if (w.app) host_app_stop(w.rt, w.app);
     } else {
         status = worker_main(&w, 0);
+        /* SIGHUP: this program again, with the sockets (does not return unless exec fails). */
+        int exec_failed = 0;
+        if (status == WORKER_REEXEC) {
+            exec_failed = reexec_exec(ls, n_ls) < 0;
+            status = exec_failed ? 1 : 0;
+        }
+        /* Exec failed, or this re-executed image could not boot while the reload's bridge
+         * serves: keep the pid alive around the bridge. */
+        if (exec_failed ||
+            (status == HOST_EXIT_BOOT_FAILED && reexec_resumed() && !reexec_is_bridge())) {
+            int st = reexec_supervise(ls, n_ls);
+            if (st >= 0) status = st;
+        }
     }
+    /* A bridge's sockets and pid file are the main process's. */
     for (size_t k = 0; k < n_ls; k++)
-        listen_close(&ls[k], 1);
-    if (o.proc.pid_file) unlink(o.proc.pid_file);
+        listen_close(&ls[k], !reexec_is_bridge());
+    if (o.proc.pid_file && !reexec_is_bridge()) unlink(o.proc.pid_file);
     obs_shutdown();
     return status;
 }

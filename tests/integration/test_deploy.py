@@ -23,11 +23,20 @@ LOG_GUARD = 60.0
 
 
 def child_pids(pid):
+    """The children of every thread of pid (a reload's bridge is forked by the thread that runs
+    the event loop, not necessarily the main one)."""
+    out = []
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
+        tids = os.listdir("/proc/%d/task" % pid)
     except FileNotFoundError:
-        return []
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return sorted(out)
 
 
 def listening_sockets(port):
@@ -266,6 +275,185 @@ def test_ttin_ttou_and_pid_file(spawn, tmp_path):
     assert not pid_file.exists()
 
 
+# ---- SIGHUP without a master (one process: examples/epoll/reexec.c) ----------------------------
+
+def write_hup_app(d, version):
+    """versioned.py of write_app, plus /wait: a request held until the test releases it."""
+    version = version + "+" * int(version[1:])
+    (d / "hupapp.py").write_text(
+        "import os, time\n"
+        "from urllib.parse import parse_qs\n"
+        "VERSION = %r\n"
+        "def app(environ, start_response):\n"
+        "    q = {k: v[0] for k, v in parse_qs(environ.get('QUERY_STRING', '')).items()}\n"
+        "    if environ['PATH_INFO'] == '/wait':\n"
+        "        open(q['started'], 'w').close()\n"
+        "        deadline = time.monotonic() + 60\n"
+        "        while not os.path.exists(q['release']) and time.monotonic() < deadline:\n"
+        "            time.sleep(0.01)\n"
+        "    body = b'%%s %%d' %% (VERSION.encode(), os.getpid())\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n" % version)
+
+
+def wait_reloaded(s, count=1, keep=()):
+    """The count-th reload done and its bridge gone (until it has seen its SIGTERM, the bridge
+    may still answer a connection)."""
+    wait_log(s, "reload done", count)
+    wait_for(lambda: [p for p in child_pids(s.pid) if p not in keep] == [], "the bridge to exit",
+             guard=LOG_GUARD)
+
+
+def served(port, **kw):
+    """(version, pid) of the process that answered."""
+    version, pid = request(port, "GET", "/", **kw).body.split()
+    return version.decode().rstrip("+"), int(pid)
+
+
+def test_sighup_without_master_reloads_in_the_same_process(spawn, tmp_path):
+    # One process (the default): SIGHUP starts a bridge process with the new code; the old image
+    # finishes its in-flight request while the bridge serves, then executes itself again (same
+    # pid) and stops the bridge. A concurrent client sees no failure.
+    write_hup_app(tmp_path, "v1")
+    s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path))
+    assert served(s.port) == ("v1", s.pid)
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = Conn(s.port)
+    slow.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the slow request to reach the app")
+    write_hup_app(tmp_path, "v2")
+    h = Hammer(s.port)
+    s.signal(signal.SIGHUP)
+    wait_log(s, "serves the new code")
+    # The old image waits for its request; the bridge (a child) answers with the new code.
+    bridge = child_pids(s.pid)
+    assert len(bridge) == 1
+    assert served(s.port) == ("v2", bridge[0])
+    release.touch()
+    r = slow.read_response()
+    slow.close()
+    assert r.status == 200 and r.body.split()[0].rstrip(b"+") == b"v1"
+    assert int(r.body.split()[1]) == s.pid
+    wait_reloaded(s)
+    h.stop()
+    assert h.failures == [] and h.ok > 0
+    assert served(s.port) == ("v2", s.pid)
+    # Again: the re-executed image reloads like the first one.
+    write_hup_app(tmp_path, "v3")
+    s.signal(signal.SIGHUP)
+    wait_reloaded(s, 2)
+    assert served(s.port) == ("v3", s.pid)
+    assert s.stop() == 0
+
+
+def test_sighup_without_master_keeps_serving_after_a_syntax_error(spawn, tmp_path):
+    write_hup_app(tmp_path, "v1")
+    s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path), "--threads", "0")
+    (tmp_path / "hupapp.py").write_text("def app(:\n")
+    s.signal(signal.SIGHUP)
+    wait_log(s, "reload failed")
+    assert "SyntaxError" in s.log()
+    wait_for(lambda: child_pids(s.pid) == [], "the failed bridge to be reaped", guard=LOG_GUARD)
+    assert served(s.port) == ("v1", s.pid)
+    write_hup_app(tmp_path, "v2")
+    s.signal(signal.SIGHUP)
+    wait_reloaded(s)
+    assert served(s.port) == ("v2", s.pid)
+    assert s.stop() == 0
+
+
+def test_sighup_without_master_stop_during_the_reload_stops_the_bridge(spawn, tmp_path):
+    write_hup_app(tmp_path, "v1")
+    s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path))
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = Conn(s.port)
+    slow.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the slow request to reach the app")
+    s.signal(signal.SIGHUP)
+    wait_log(s, "serves the new code")
+    bridge = child_pids(s.pid)
+    assert len(bridge) == 1
+    s.signal(signal.SIGTERM)
+    release.touch()
+    assert slow.read_response().status == 200
+    slow.close()
+    assert s.wait() == 0
+    wait_for(lambda: not os.path.exists("/proc/%d" % bridge[0]), "the bridge to exit",
+             guard=LOG_GUARD)
+    assert "executing" not in s.log()
+
+
+def test_sighup_without_master_bridge_serves_when_the_new_image_fails(spawn, tmp_path):
+    # The bridge imports the new code, the re-executed image (same pid) does not (the files
+    # changed in between; here: the app fails in the pid named by fail-in): the bridge keeps
+    # serving and the process waits for it; the next SIGHUP tries the exec again.
+    write_hup_app(tmp_path, "v1")
+    src = (tmp_path / "hupapp.py").read_text()
+    (tmp_path / "hupapp.py").write_text(
+        "import os\n"
+        "if os.path.exists('fail-in') and open('fail-in').read() == str(os.getpid()):\n"
+        "    raise RuntimeError('the new image fails')\n" + src)
+    s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path))
+    (tmp_path / "fail-in").write_text(str(s.pid))
+    s.signal(signal.SIGHUP)
+    wait_log(s, "waits for it")
+    bridge = child_pids(s.pid)
+    assert len(bridge) == 1 and "the new image fails" in s.log()
+    assert served(s.port) == ("v1", bridge[0])
+    (tmp_path / "fail-in").unlink()
+    s.signal(signal.SIGHUP)
+    wait_reloaded(s)
+    assert served(s.port) == ("v1", s.pid)
+    assert s.stop() == 0
+
+
+def test_sighup_without_master_unix_socket_pid_file_and_metrics(spawn, tmp_path):
+    # The unix socket is handed over (not bound again, not unlinked), the pid file keeps the
+    # pid, the metrics endpoint keeps its counters and counts the reload.
+    write_hup_app(tmp_path, "v1")
+    path, pid_file, mport = str(tmp_path / "s.sock"), tmp_path / "server.pid", free_port()
+    s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path), "--pid", str(pid_file),
+              "--metrics-bind", "127.0.0.1:%d" % mport, unix_path=path)
+    for _ in range(3):
+        assert served(None, unix_path=path) == ("v1", s.pid)
+    # A request is counted when the server has freed it, maybe after the client has its answer.
+    wait_for(lambda: total_requests(mport) == 3, "three requests counted")
+    write_hup_app(tmp_path, "v2")
+    s.signal(signal.SIGHUP)
+    wait_reloaded(s, keep=[metrics_pid(s)])
+    assert child_pids(s.pid) == [metrics_pid(s)]
+    assert served(None, unix_path=path) == ("v2", s.pid)
+    assert int(pid_file.read_text()) == s.pid
+    wait_for(lambda: total_requests(mport) == 4, "the counters kept, and the fourth request")
+    assert restarts(mport, "reload") == 1
+    assert s.stop() == 0
+    assert not os.path.exists(path) and not pid_file.exists()
+
+
+def total_requests(mport):
+    body = request(mport, "GET", "/metrics").body.decode()
+    return sum(int(float(line.split()[-1])) for line in body.splitlines()
+               if line.startswith("libwsgi_requests_total{"))
+
+
+def metrics_pid(s):
+    return int(s.log().split("/metrics (pid ")[1].split(")")[0])
+
+
+def test_sighup_without_master_sends_websockets_1001(spawn):
+    s = spawn("epoll", "deploy_asgi:app", "--graceful-timeout", "2")
+    ws = WSClient.open(s.port, "/ws")
+    ws.send_text("hi")
+    assert ws.recv_data() == "hi"
+    s.signal(signal.SIGHUP)
+    code, _ = ws.server_close()
+    assert code == 1001
+    ws.close()
+    wait_reloaded(s)
+    assert pid_of(s.port) == s.pid
+    assert s.stop() == 0
+
+
 # ---- --reload ----------------------------------------------------------------------------------
 
 def test_reload_restarts_on_a_change_and_survives_a_syntax_error(spawn, tmp_path):
@@ -321,7 +509,9 @@ def test_sigterm_never_waits_forever_on_a_stream(spawn):
 
 # ---- systemd -----------------------------------------------------------------------------------
 
-def test_socket_activation_and_notify(tmp_path):
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_socket_activation_and_notify(tmp_path, workers):
+    # workers 1: no master; SIGHUP executes the process again on the same (inherited) socket.
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -333,7 +523,7 @@ def test_socket_activation_and_notify(tmp_path):
     fd = listener.fileno()
     # systemd's contract: the sockets from fd 3, LISTEN_PID the server's own PID (sh execs it).
     argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"] + \
-        epoll_argv("deploy_app:app", "--workers", "2")
+        epoll_argv("deploy_app:app", "--workers", workers)
     log = open(tmp_path / "server.log", "wb")
     env = dict(os.environ, NOTIFY_SOCKET=notify_path)
     env.pop("PYTHONPATH", None)
@@ -345,11 +535,14 @@ def test_socket_activation_and_notify(tmp_path):
         except OSError:
             raise AssertionError((tmp_path / "server.log").read_text())
         listener.close()  # the server holds it now
-        assert pid_of(port) in child_pids(proc.pid)
+        assert pid_of(port) in (child_pids(proc.pid) if workers != "1" else [proc.pid])
         assert "LISTEN_FDS fd 3" in (tmp_path / "server.log").read_text()
         os.kill(proc.pid, signal.SIGHUP)
         assert notify.recv(4096).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
         assert notify.recv(4096) == b"READY=1"
+        if workers == "1":  # the reload's bridge gone: only the same pid answers
+            wait_for(lambda: child_pids(proc.pid) == [], "the bridge to exit", guard=LOG_GUARD)
+            assert pid_of(port) == proc.pid
         os.kill(proc.pid, signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"
         assert proc.wait(LOG_GUARD) == 0

@@ -412,6 +412,22 @@ def test_lighttpd_stops_its_spawned_daemon(site, workers):
     assert not backend_listens(s.backend_port)
 
 
+def test_spawned_daemon_reloads_on_sighup(site):
+    """SIGHUP to the daemon lighttpd spawned (one process, its socket on fd 0): a graceful reload
+    in the same process (examples/epoll/reexec.c); lighttpd sees the same pid serving."""
+    s = site("lighttpd_app:wsgi")
+    assert s.request("GET", "/").status == 200
+    pids = s.backend_pids()
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGHUP)
+    wait_for(lambda: "reload done" in s.log(), "the reload", guard=GUARD)
+    wait_for(lambda: s.backend_pids() == pids,
+             "the bridge process to exit", guard=GUARD)
+    assert s.request("GET", "/").status == 200
+    s.lighttpd.stop()
+    wait_for(lambda: gone(pids[0]), "the daemon to exit", guard=GUARD)
+
+
 def test_spawned_on_a_unix_socket(site):
     """lighttpd's bin-path with a unix socket: the daemon serves the inherited socket, and after
     lighttpd stopped it, nothing is left (lighttpd removes the socket file)."""

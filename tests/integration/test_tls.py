@@ -489,16 +489,16 @@ def peer_cert(port):
             return s.getpeercert(binary_form=True)
 
 
-def start_two_workers(certs, cn):
+def start_two_workers(certs, cn, workers=2):
     d = tempfile.mkdtemp(prefix="libwsgi-tls-reload-", dir=certs["dir"])
     cert, key = make_server_cert(d, "live", cn=cn)
     port = free_port()
-    s = Server("epoll", epoll_argv(APP, "--workers", "2", "--certfile", cert, "--keyfile", key,
-                                   bind="127.0.0.1:%d" % port), port=port)
+    s = Server("epoll", epoll_argv(APP, "--workers", str(workers), "--certfile", cert,
+                                   "--keyfile", key, bind="127.0.0.1:%d" % port), port=port)
     s.wait_ready()
     # Both workers up (the second may still be loading its files when the first listens).
     deadline = time.monotonic() + GUARD
-    while s.log().count("listening at https://") < 2:
+    while s.log().count("listening at https://") < workers:
         assert time.monotonic() < deadline, s.log()
         time.sleep(0.05)
     return s, d, cert, key
@@ -540,8 +540,10 @@ def test_a_new_worker_reads_the_certificate_files_again(certs):
         s.stop()
 
 
-def test_sighup_reload_reads_the_certificate_again(certs):
-    s, d, cert, key = start_two_workers(certs, "first")
+@pytest.mark.parametrize("workers", [2, 1])
+def test_sighup_reload_reads_the_certificate_again(certs, workers):
+    # workers 1: no master, the process executes itself again (examples/epoll/reexec.c).
+    s, d, cert, key = start_two_workers(certs, "first", workers)
     try:
         before = peer_cert(s.port)
         # Renew: a new certificate and key in place of the old files.
