@@ -83,3 +83,18 @@ void host_signals_block_thread(void)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
 }
+
+static void do_nothing(int signo)
+{
+    (void)signo;
+}
+
+void host_signals_ignore(int sig)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = do_nothing;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}

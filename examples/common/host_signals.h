@@ -20,6 +20,11 @@ uint64_t host_signals_take(void);
 /* Restore default dispositions for the signals and close the pipe (before fork/exec elsewhere). */
 void host_signals_close(void);
 
+/* Ignore @sig in this process with a handler that does nothing, not SIG_IGN: programs the app
+ * runs (exec) get the default action back, as SIG_IGN would be inherited (a daemon started by
+ * the app would then ignore SIGHUP, say). */
+void host_signals_ignore(int sig);
+
 /* Block every signal in the calling thread (for helper threads, so the loop thread gets them). */
 void host_signals_block_thread(void);
 

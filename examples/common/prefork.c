@@ -183,11 +183,11 @@ static pid_t spawn(master *m, unsigned slot, int role)
          * terminal's hangup reaches the whole process group). SIGUSR1, which the master forwards
          * for the access log, too until the access log takes it (server_main.c): a worker still
          * booting when logrotate ran was killed by it. */
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGTTIN, SIG_IGN);
-        signal(SIGTTOU, SIG_IGN);
-        signal(SIGUSR1, SIG_IGN);
-        signal(SIGUSR2, SIG_IGN);
+        host_signals_ignore(SIGHUP);
+        host_signals_ignore(SIGTTIN);
+        host_signals_ignore(SIGTTOU);
+        host_signals_ignore(SIGUSR1);
+        host_signals_ignore(SIGUSR2);
         close(m->ctl[0]);
         ctl_fd = m->ctl[1];
         /* Die with the master, whatever kills it. */

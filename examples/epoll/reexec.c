@@ -82,7 +82,7 @@ void reexec_init(char **argv)
     unsetenv(ENV_METRICS);
     if (bridge) {
         /* The bridge: SIGHUP is the parent's business; systemd hears only the main process. */
-        signal(SIGHUP, SIG_IGN);
+        host_signals_ignore(SIGHUP);
         unsetenv("NOTIFY_SOCKET");
     }
 }

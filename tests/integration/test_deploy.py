@@ -583,3 +583,15 @@ def test_user_and_group_after_binding(spawn, tmp_path):
     assert int(uid_line.split()[1]) == nobody.pw_uid
     assert s.stop() == 0
     request_cleanup()
+
+
+@pytest.mark.parametrize("args", [("--workers", "2"), ()], ids=["prefork", "one-process"])
+def test_programs_the_app_runs_do_not_inherit_ignored_signals(spawn, args):
+    """Workers ignore the master's signals (SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2) with a
+    handler that does nothing, not SIG_IGN, which exec keeps: a program the app starts (a daemon,
+    a shell pipeline) gets the default actions back."""
+    s = spawn("epoll", "deploy_app:app", *args)
+    mask = int(request(s.port, "GET", "/child-sigign").body, 16)
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGTERM, signal.SIGINT):
+        assert not mask & (1 << (sig - 1)), "%s ignored in the app's child" % sig.name

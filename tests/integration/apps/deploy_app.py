@@ -18,6 +18,14 @@ def app(environ, start_response):
     elif path == "/stuck":
         open(q["started"], "w").close()
         stuck_forever_in_the_app()
+    elif path == "/child-sigign":
+        # The signals a program the app runs starts out ignoring (a hex mask, bit N-1 for N).
+        import subprocess
+        out = subprocess.run(["/bin/sh", "-c", "grep SigIgn /proc/self/status"],
+                             capture_output=True, check=True).stdout
+        body = out.split()[1]
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
     elif path == "/imported-by":
         body = b"%d" % IMPORTED_BY
         start_response("200 OK", [("Content-Length", str(len(body)))])
