@@ -274,6 +274,17 @@ static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t 
     return pos;
 }
 
+/* Whether c->in holds bytes wslay can take now: not only the start of a frame head or control
+ * frame that waits for its end (which comes from the socket: EPOLLIN tells). */
+static int in_ready(const ws_conn *ws, const conn *c)
+{
+    size_t have = c->in_len - c->in_parsed;
+    if (!have) return 0;
+    if (ws->fr_left == FR_UNKNOWN) return 1;
+    uint64_t left;
+    return frame_gate(ws->fr_left, (const uint8_t *)c->in + c->in_parsed, have, &left) > 0;
+}
+
 /* One recv for recv_cb: into rbuf (@into_in 0) or onto the end of c->in (1, where an incomplete
  * frame head or control frame waits for the rest). 0, or -1 with wslay's error set. */
 static int recv_some(ws_conn *ws, conn *c, int into_in)
@@ -760,7 +771,7 @@ static void open_progress(conn *c)
         start_close(ws, 1001, NULL, 0);
         report(ws, 1001, NULL, 0);
     }
-    if (c->in_parsed < c->in_len && !ws->t.read_paused && wslay_event_get_read_enabled(ctx) &&
+    if (in_ready(ws, c) && !ws->t.read_paused && wslay_event_get_read_enabled(ctx) &&
         read_frames(c) < 0)
         return;
     if (write_out(c) < 0) {
@@ -801,8 +812,10 @@ static void open_progress(conn *c)
         /* Frames already out of the socket (left in rbuf when reading stopped for the pongs, or
          * behind the handshake) wait in c->in, and EPOLLIN will not announce them: come back
          * through EPOLLOUT (everything went out, so the socket has room) and read them then,
-         * after the other connections' events. */
-        if (c->in_parsed < c->in_len) ev |= EPOLLOUT;
+         * after the other connections' events. Not for a frame head or control frame there in
+         * part: its end is still in the socket, and EPOLLOUT, always ready, would have the loop
+         * read the socket for nothing at every turn until it comes. */
+        if (in_ready(ws, c)) ev |= EPOLLOUT;
     }
     server_conn_arm(c, ev);
 }

@@ -2,7 +2,8 @@
 accepted sockets, the response head and body leaving in one vectored write (sendmsg with several
 iovecs: writev semantics plus MSG_NOSIGNAL), and sendfile(2) for wsgi.file_wrapper. The server
 runs under strace; the test reads the trace it wrote. The same for an ASGI app (head and body in one
-sendmsg, sendfile for http.response.pathsend)."""
+sendmsg, sendfile for http.response.pathsend). And a WebSocket whose frame head arrives in pieces is
+not read again and again until the rest comes."""
 
 import os
 import re
@@ -13,13 +14,16 @@ import pytest
 
 from conftest import EPOLL, Server, TEST_APPS, EXAMPLE_APPS, free_port
 from httpclient import Conn, wait_for
+from wsclient import OP_PING, WSClient, build_frame
 
 
-def run_traced(tmp_path, app, *args):
+def run_traced(tmp_path, app, *args, calls="setsockopt,sendmsg,writev,sendfile", endpoints=False):
+    """endpoints: strace -yy, each descriptor with its TCP endpoints (a connection's calls are
+    told by its port)."""
     trace = tmp_path / "trace.log"
     port = free_port()
-    argv = ["strace", "-f", "-qq", "-s", "256", "-o", str(trace), "-e",
-            "trace=setsockopt,sendmsg,writev,sendfile",
+    argv = ["strace", "-f", "-qq"] + (["-yy"] if endpoints else []) + [
+            "-s", "256", "-o", str(trace), "-e", "trace=" + calls,
             EPOLL, "--app", app, "--pythonpath", TEST_APPS, "--pythonpath", EXAMPLE_APPS,
             "--bind", "127.0.0.1:%d" % port] + list(args)
     s = Server("strace-epoll", argv, port=port)
@@ -49,6 +53,11 @@ def traced(tmp_path):
 @pytest.fixture
 def traced_asgi(tmp_path):
     yield from run_traced(tmp_path, "asgi_corners:app")
+
+
+@pytest.fixture
+def traced_ws(tmp_path):
+    yield from run_traced(tmp_path, "ws_app:app", calls="recvfrom,sendmsg", endpoints=True)
 
 
 def test_nodelay_vectored_head_and_body_and_sendfile(traced):
@@ -86,3 +95,35 @@ def test_asgi_head_and_body_in_one_write_and_pathsend(traced_asgi, tmp_path):
     assert hello, text
     assert "HTTP/1.1 200 OK" in hello[0], hello[0]
     assert re.search(r"sendfile\(\d+, \d+, \[0\] => \[\d+\], \d+\) = \d+", text), text
+
+
+def test_websocket_frame_head_in_pieces_is_not_read_in_a_loop(traced_ws):
+    """A frame head (or control frame) that arrived in part waits in the connection's buffer for
+    its end (ws_conn.c, frame_gate): that end comes from the socket, so the connection waits for
+    EPOLLIN. It was armed for EPOLLOUT (as for whole frames left in the buffer), always ready: the
+    loop read the socket for nothing at every turn, a core spinning for as long as the client
+    held the rest back. Here another connection's twenty echoes make the loop turn; the first
+    connection's socket must not be read meanwhile."""
+    with WSClient.open(traced_ws.port, "/echo") as c:
+        c.send_text("before")
+        assert c.recv_data() == "before"
+        cport = c.sock.getsockname()[1]
+        ping = build_frame(OP_PING, b"late ping")
+        c.send_raw(ping[:1])
+        with WSClient.open(traced_ws.port, "/echo") as other:
+            for k in range(20):
+                other.send_text("turn %d" % k)
+                assert other.recv_data() == "turn %d" % k
+        c.send_raw(ping[1:])
+        c.send_text("after-the-ping")
+        assert c.recv_data() == "after-the-ping"
+        assert c.pongs == [b"late ping"]
+
+    def trace():
+        return traced_ws.trace.read_text()
+    wait_for(lambda: "after-the-ping" in trace(), "the echo in the trace")
+    mine = "->127.0.0.1:%d]" % cport
+    idle = [l for l in trace().splitlines() if "recvfrom(" in l and mine in l and "EAGAIN" in l]
+    # Whole frames never need more than one read that finds nothing per EPOLLIN; twenty loop
+    # turns spent reading it would be twenty or more.
+    assert len(idle) <= 3, "\n".join(idle)
