@@ -45,6 +45,21 @@ static int n_bridges;
 static int watch_fd = -1; /* the booting bridge's ready pipe (read end) */
 static pid_t booting;     /* ... and its pid */
 static int placed;        /* a failed exec left the listening sockets at fds 3.. */
+/* The working directory this program was started in: a bridge and a re-executed image start
+ * there, so that relative paths of the command line (--chdir app, --pid, --certfile, ...) name
+ * what they named at the start, not what they name from the app's directory (--chdir). */
+static int start_dir = -1;
+
+/* The working directory as a descriptor above those place_fds() fills (so that a failed exec
+ * leaves it as it was), or -1. */
+static int open_cwd(void)
+{
+    int fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fd >= 3 + EPOLL_MAX_BINDS + 2) return fd;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 3 + EPOLL_MAX_BINDS + 2);
+    close(fd);
+    return high;
+}
 
 static int parse_fd(const char *v)
 {
@@ -58,6 +73,7 @@ static int parse_fd(const char *v)
 void reexec_init(char **argv)
 {
     saved_argv = argv;
+    start_dir = open_cwd();
     const char *v = getenv(ENV_LISTENERS);
     if (v && *v && strlen(v) <= EPOLL_MAX_BINDS && strspn(v, "oi") == strlen(v)) {
         snprintf(flags, sizeof(flags), "%s", v);
@@ -270,7 +286,7 @@ int reexec_start(const listener *ls, size_t n)
     pthread_sigmask(SIG_BLOCK, &all, &old);
     pid_t pid = fork();
     if (pid == 0) {
-        if (place_fds(src, m) == 0) {
+        if ((start_dir < 0 || fchdir(start_dir) == 0) && place_fds(src, m) == 0) {
             sigprocmask(SIG_SETMASK, &boot, NULL);
             execve("/proc/self/exe", saved_argv, env);
         }
@@ -367,6 +383,11 @@ int reexec_exec(const listener *ls, size_t n)
     }
     host_log(WSGI_LOG_INFO, "reload: executing %s again (pid %d)", saved_argv[0], (int)getpid());
     fflush(NULL);
+    /* From the start directory (a failed exec comes back to the app's). */
+    int here = open_cwd();
+    if (start_dir >= 0 && fchdir(start_dir) != 0)
+        host_log(WSGI_LOG_WARNING, "reload: cannot return to the start directory: %s",
+                 strerror(errno));
     if (place_fds(src, m) == 0) {
         placed = 1;
         /* Stop signals arriving from now on wait for the new image's handlers. */
@@ -374,6 +395,12 @@ int reexec_exec(const listener *ls, size_t n)
         execve("/proc/self/exe", saved_argv, env);
     }
     int e = errno;
+    if (here >= 0) {
+        if (fchdir(here) != 0)
+            host_log(WSGI_LOG_WARNING, "reload: cannot return to the app's directory: %s",
+                     strerror(errno));
+        close(here);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     free(env);
     host_log(WSGI_LOG_ERROR, "reload: cannot execute /proc/self/exe: %s", strerror(e));

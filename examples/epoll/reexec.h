@@ -3,7 +3,8 @@
  * *bridge*, on the same listening sockets; the bridge imports the app afresh and serves. Once it
  * does, this process stops accepting (its sockets stay open: the kernel queues connections, none
  * is refused), finishes its in-flight requests within --graceful-timeout (WebSockets get 1001),
- * then executes itself again (same pid, same command line) with the sockets inherited; when that
+ * then executes itself again (same pid, same command line, from the directory it was started in,
+ * as the bridge: relative paths keep their meaning) with the sockets inherited; when that
  * one serves, it stops the bridge, which finishes its own requests and exits. A bridge that
  * cannot boot (a syntax error) leaves the old process serving the old code.
  *

@@ -346,6 +346,28 @@ def test_sighup_without_master_reloads_in_the_same_process(spawn, tmp_path):
     assert s.stop() == 0
 
 
+def test_sighup_without_master_with_a_relative_chdir(spawn, tmp_path):
+    # --chdir app from tmp_path: the command line means what it meant at the start (the app's
+    # directory is tmp_path/app), for the bridge and for the re-executed image alike, although
+    # the process has been in tmp_path/app since it loaded the app.
+    (tmp_path / "app").mkdir()
+    write_hup_app(tmp_path / "app", "v1")
+    s = spawn("epoll", "hupapp:app", "--chdir", "app", cwd=str(tmp_path))
+    assert served(s.port) == ("v1", s.pid)
+    write_hup_app(tmp_path / "app", "v2")
+    s.signal(signal.SIGHUP)
+    wait_for(lambda: "reload done" in s.log() or "reload failed" in s.log(), "the reload's end",
+             guard=LOG_GUARD)
+    assert "reload failed" not in s.log(), s.log()
+    wait_reloaded(s)
+    assert served(s.port) == ("v2", s.pid)
+    write_hup_app(tmp_path / "app", "v3")
+    s.signal(signal.SIGHUP)
+    wait_reloaded(s, 2)
+    assert served(s.port) == ("v3", s.pid)
+    assert s.stop() == 0
+
+
 def test_sighup_without_master_keeps_serving_after_a_syntax_error(spawn, tmp_path):
     write_hup_app(tmp_path, "v1")
     s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path), "--threads", "0")
