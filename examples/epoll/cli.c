@@ -61,6 +61,8 @@ static void usage(FILE *f, server_program prog)
 
             "  --backlog N             listen backlog (default 1024)\n"
             "  --max-header-size BYTES request line + headers limit (default 65536) -> 431\n"
+            "  --max-headers N         header lines in a request (default 100; alias\n"
+            "                          --limit-request-fields) -> 431\n"
             "  --max-body-size BYTES   request body limit, k/m/g suffixes (default 1g;\n"
             "                          0: unlimited) -> 413\n"
             "  --timeout-keepalive S   idle time allowed between requests (default 5)\n"
@@ -117,6 +119,7 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
         prog == PROG_SCGI ? PROTO_ACCEPT_SCGI | PROTO_ACCEPT_UWSGI | PROTO_ACCEPT_HTTP : 0;
     o->inherit_fd = -1;
     o->max_header_size = 65536;
+    o->max_headers = 100;
     o->max_body_size = 1024ull * 1024 * 1024;
     o->timeout_keepalive = 5;
     o->timeout_request = 60;
@@ -234,6 +237,13 @@ int epoll_cli_parse(int argc, char **argv, server_program prog, epoll_options *o
             if (r < 0 || host_cli_uint("--max-header-size", v, 256, 16u << 20, 1, &n) < 0)
                 return -1;
             o->max_header_size = (size_t)n;
+            continue;
+        }
+        if ((r = host_cli_match("--max-headers", 1, argc, argv, &i, &v)) != 0 ||
+            (r = host_cli_match("--limit-request-fields", 1, argc, argv, &i, &v)) != 0) {
+            if (r < 0 || host_cli_uint("--max-headers", v, 1, EPOLL_MAX_HEADERS_LIMIT, 0, &n) < 0)
+                return -1;
+            o->max_headers = (unsigned)n;
             continue;
         }
         if ((r = host_cli_match("--max-body-size", 1, argc, argv, &i, &v)) != 0) {

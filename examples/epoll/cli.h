@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #define EPOLL_MAX_BINDS 16
+/* The largest --max-headers (gunicorn allows 32768; the head's size limit applies as well). */
+#define EPOLL_MAX_HEADERS_LIMIT 10000
 
 /* Which program parses (server_main()). */
 typedef enum server_program { PROG_EPOLL, PROG_SCGI } server_program;
@@ -33,6 +35,7 @@ typedef struct epoll_options {
     const char *binds[EPOLL_MAX_BINDS]; /* --bind HOST:PORT | unix:PATH (default 127.0.0.1:8000) */
     size_t n_binds;
     size_t max_header_size;     /* --max-header-size BYTES: request line + headers */
+    unsigned max_headers;       /* --max-headers N (--limit-request-fields): header lines */
     uint64_t max_body_size;     /* --max-body-size BYTES (0: unlimited) */
     unsigned timeout_keepalive; /* --timeout-keepalive S: idle time between requests */
     unsigned timeout_request;   /* --timeout-request S: to receive a head; body/write inactivity */

@@ -225,8 +225,6 @@ struct conn {
 #define BODY_READ_SIZE (64 * 1024)
 /* At most this much of a body the app left unread is drained to keep the connection. */
 #define DRAIN_MAX (1024 * 1024)
-/* More request headers than this is answered with 431. */
-#define MAX_HEADERS 100
 /* WSGI: queued output waits at most about this long (us) while the app produces more: then it is
  * written (by the loop, if the app thread is still in the app). */
 #define LATE_US 1000
@@ -534,6 +532,7 @@ int64_t server_now_us(void);            /* CLOCK_MONOTONIC */
 void server_late_wake(server *s);
 uint64_t server_max_body(const server *s);
 size_t server_max_header(const server *s);
+size_t server_max_headers(const server *s); /* --max-headers: header lines per request */
 int server_access_log(const server *s);
 asgi_host *server_asgi(const server *s); /* NULL when the app is WSGI */
 /* For asgi_exchange.c and ws_conn.c (loop thread): arm the socket (EPOLLONESHOT added); put the

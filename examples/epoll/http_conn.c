@@ -93,7 +93,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     conn *c = p->data;
     if (c->head_done || c->synth) return 0; /* a chunked body's trailer: ignored */
     if (c->hdr_state != 1) {
-        if (c->n_hdrs == MAX_HEADERS) {
+        if (c->n_hdrs == server_max_headers(c->srv)) {
             c->err_status = 431;
             return -1;
         }
@@ -394,17 +394,17 @@ static int feed(conn *c, size_t n)
 /* ---- SCGI and uwsgi (libwsgi-scgi) --------------------------------------------------------- */
 
 /* lighttpd sends about 20 CGI variables besides one HTTP_* per request header. */
-#define SCGI_MAX_VARS (MAX_HEADERS + 64)
+#define SCGI_EXTRA_VARS 64
 enum { PARSE_HTTP = 2 }; /* scgi_head(): the connection speaks plain HTTP */
 
 struct scgi_front {
     scgi_parser p;
-    scgi_var_pos slots[SCGI_MAX_VARS];
     wsgi_header *headers, *extra; /* scgi_map_request()'s storage, n_cap entries each */
     size_t n_cap;
     char *scratch;
     size_t scratch_cap;
     size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
+    scgi_var_pos slots[];          /* --max-headers + SCGI_EXTRA_VARS */
 };
 
 void conn_scgi_method(const conn *c, const char **m, size_t *len)
@@ -471,7 +471,8 @@ static int scgi_head(conn *c)
 {
     unsigned acc = server_options(c->srv)->scgi_accept;
     if (!c->sf) {
-        c->sf = calloc(1, sizeof(*c->sf));
+        size_t max_vars = server_max_headers(c->srv) + SCGI_EXTRA_VARS;
+        c->sf = calloc(1, sizeof(*c->sf) + max_vars * sizeof(scgi_var_pos));
         if (!c->sf) {
             c->err_status = 503;
             return PARSE_ERROR;
@@ -479,7 +480,7 @@ static int scgi_head(conn *c)
         uint64_t max_body = server_max_body(c->srv);
         scgi_limits lim = {
             .max_header_bytes = server_max_header(c->srv),
-            .max_vars = SCGI_MAX_VARS,
+            .max_vars = max_vars,
             .max_content_length = max_body && max_body < INT64_MAX ? (int64_t)max_body : 0,
         };
         unsigned a = ((acc & PROTO_ACCEPT_SCGI) ? SCGI_ACCEPT_SCGI : 0) |

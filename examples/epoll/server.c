@@ -176,6 +176,10 @@ size_t server_max_header(const server *s)
 {
     return s->opt->max_header_size;
 }
+size_t server_max_headers(const server *s)
+{
+    return s->opt->max_headers;
+}
 int server_access_log(const server *s)
 {
     return s->opt->host.access_log;

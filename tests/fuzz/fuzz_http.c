@@ -50,6 +50,13 @@ size_t server_max_header(const server *s)
     (void)s;
     return max_header;
 }
+/* --max-headers: the default. */
+#define MAX_HEADERS 100
+size_t server_max_headers(const server *s)
+{
+    (void)s;
+    return MAX_HEADERS;
+}
 uint64_t server_max_body(const server *s)
 {
     (void)s;

@@ -131,6 +131,19 @@ def test_too_many_headers_is_431(any_srv):
     assert r.status == 431 and closed
 
 
+@pytest.mark.parametrize("option", ["--max-headers", "--limit-request-fields"])
+def test_header_count_limit_is_configurable(spawn, option):
+    """--max-headers N (gunicorn's --limit-request-fields): N header lines are served, N + 1 get
+    431, for HTTP and for libwsgi-scgi's SCGI heads alike (one HTTP_* variable per header)."""
+    s = spawn("epoll", "corners:app", option, "10")
+    # build_request adds Host: 9 more make 10
+    assert request(s.port, "GET", "/hello", [("X-%d" % i, "v") for i in range(9)]).status == 200
+    r, closed = raw(s, build_request("GET", "/hello", [("X-%d" % i, "v") for i in range(10)]))
+    assert r.status == 431 and closed
+    big = spawn("epoll", "corners:app", option, "300")
+    assert request(big.port, "GET", "/hello", [("X-%d" % i, "v") for i in range(250)]).status == 200
+
+
 def test_endless_head_is_431_without_waiting_for_its_end(any_srv):
     with Conn(any_srv.port) as c:
         c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"a" * 10000)

@@ -578,6 +578,24 @@ def test_malformed_heads_get_an_error_and_a_close(daemon, data, status):
     assert ok.startswith(b"Status: 200 OK\r\n") and ok.endswith(b"hello from wsgi\n")
 
 
+def test_scgi_header_count_follows_max_headers():
+    """--max-headers bounds an SCGI head's variables too: its HTTP_* ones and the CGI ones
+    besides (64 more are allowed for those)."""
+    port = free_port()
+    s = Server("libwsgi-scgi", [SCGI, "--app", "lighttpd_app:wsgi", "--pythonpath", TEST_APPS,
+                                "--bind", "127.0.0.1:%d" % port, "--max-headers", "200"],
+               port=port)
+    try:
+        s.wait_ready()
+        many = [(b"HTTP_X_%d" % i, b"v") for i in range(200)]
+        ok = exchange(port, scgi_bytes(GOOD + many))
+        assert ok.startswith(b"Status: 200 OK\r\n"), ok[:200]
+        many = [(b"HTTP_X_%d" % i, b"v") for i in range(300)]
+        assert exchange(port, scgi_bytes(GOOD + many), shut=True).startswith(b"Status: 431 ")
+    finally:
+        s.stop()
+
+
 def test_scgi_body_is_exactly_content_length(daemon):
     body = os.urandom(200000)
     pairs = [(b"CONTENT_LENGTH", str(len(body)).encode())] + GOOD[1:3] + \
