@@ -414,6 +414,14 @@ int reexec_supervise(const listener *ls, size_t n)
     static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD};
     int sfd = host_signals_open(sigs, (int)(sizeof(sigs) / sizeof(*sigs)));
     if (sfd < 0) return -1;
+    /* A bridge that exited before the SIGCHLD handler was in place sent its signal for nothing:
+     * look again now that a later one cannot be missed. */
+    reap(0);
+    if (!n_bridges) {
+        host_signals_close();
+        host_log(WSGI_LOG_ERROR, "the bridge process exited: stopping");
+        return 1;
+    }
     host_log(WSGI_LOG_ERROR,
              "the reload's new process %d keeps serving; this process (pid %d) waits for it: "
              "send SIGHUP to try the restart again, SIGTERM to stop",
