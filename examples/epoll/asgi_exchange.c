@@ -345,10 +345,10 @@ void asgi_exchange_start(conn *c)
         memcpy(x->body, req.body, req.body_len);
         req.body = x->body;
     }
-    conn_obs_dispatch(0);
+    conn_obs_dispatch(c, 0);
     int rc = asgi_dispatch(server_app(c->srv), &req, &handler, &x->t, &x->t.ac);
     if (rc != WSGI_OK) {
-        conn_obs_dispatch(rc);
+        conn_obs_dispatch(c, rc);
         int status = rc == WSGI_ERR_INVAL ? 400 : 500;
         host_log(status == 400 ? WSGI_LOG_DEBUG : WSGI_LOG_ERROR, "asgi_dispatch: %s: %s",
                  wsgi_strerror(rc), wsgi_errmsg());

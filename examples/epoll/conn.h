@@ -178,6 +178,7 @@ struct conn {
     /* the response */
     wsgi_response *resp;
     int in_call; /* inside wsgi_call(): data given to on_body must be written before returning */
+    int obs_app; /* this request reached the app (conn_obs_dispatch): the observer counts it */
     int started; /* head queued */
     int status;
     framing framing;
@@ -347,7 +348,7 @@ void conn_obs_fill(conn *c, wsgi_request *req);
  * with 0 just before (the app may run inside), then with the call's result if it failed — a
  * request the library did not accept is never reported to the observer, which counts the others
  * out. */
-void conn_obs_dispatch(int rc);
+void conn_obs_dispatch(conn *c, int rc);
 void conn_proxy_apply(conn *c, wsgi_request *req);
 /* An SCGI / uwsgi request (http_conn.c): its method, and one of its variables (0 found, -1). */
 void conn_scgi_method(const conn *c, const char **m, size_t *len);

@@ -151,11 +151,11 @@ static int start(conn *c)
         return 0;
     }
     c->in_call = 1;
-    conn_obs_dispatch(0);
+    conn_obs_dispatch(c, 0);
     rc = wsgi_call(env, &conn_handler, c, &c->resp);
     c->in_call = 0;
     if (rc != WSGI_OK) {
-        conn_obs_dispatch(rc);
+        conn_obs_dispatch(c, rc);
         host_log(WSGI_LOG_ERROR, "wsgi_call: %s: %s", wsgi_strerror(rc), wsgi_errmsg());
         if (c->resp) {
             wsgi_response_free(c->resp);

@@ -340,6 +340,7 @@ void conn_request_begin(conn *c)
     c->fwd_peer[0] = '\0'; /* a proxy's next request may be another client's */
     c->resp = NULL;
     c->in_call = 0;
+    c->obs_app = 0;
     c->started = 0;
     c->status = 0;
     c->framing = FRAME_NONE;

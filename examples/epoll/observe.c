@@ -342,8 +342,9 @@ void conn_obs_fill(conn *c, wsgi_request *req)
     if (proxy_on && c->proto == CPROTO_HTTP) conn_proxy_apply(c, req);
 }
 
-void conn_obs_dispatch(int rc)
+void conn_obs_dispatch(conn *c, int rc)
 {
+    c->obs_app = rc >= 0;
     if (rc < 0)
         metrics_request_refused();
     else

@@ -561,7 +561,9 @@ static void reply_error(server *s, conn *c, int status)
 {
     out_clear(c);
     conn_queue_status(c, status);
-    metrics_request_rejected(status);
+    /* Not when the app has the request (a WebSocket it did not accept in time, a body that failed
+     * under an ASGI app): the observer counts that one. */
+    if (!c->obs_app) metrics_request_rejected(status);
     conn_access_log(c);
     c->state = CONN_ERROR;
     tl_add(s, c, TL_REQUEST);

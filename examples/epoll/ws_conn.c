@@ -993,10 +993,10 @@ void ws_conn_start(conn *c)
     c->ws = ws;
     c->state = CONN_WS;
     c->keep_alive = 0;
-    conn_obs_dispatch(0);
+    conn_obs_dispatch(c, 0);
     int rc = asgi_websocket_dispatch(server_app(c->srv), &req, &ws_handler, &ws->t, &ws->t.ac);
     if (rc != WSGI_OK) {
-        conn_obs_dispatch(rc);
+        conn_obs_dispatch(c, rc);
         int status = rc == WSGI_ERR_INVAL ? 400 : 500;
         host_log(status == 400 ? WSGI_LOG_DEBUG : WSGI_LOG_ERROR, "asgi_websocket_dispatch: %s: %s",
                  wsgi_strerror(rc), wsgi_errmsg());

@@ -212,6 +212,24 @@ def test_server_made_errors_are_logged_and_counted(spawn, tmp_path):
     assert '"POST /echo HTTP/1.1" 413 ' in got[4], got[4]
 
 
+def test_a_websocket_the_app_never_answers_is_counted_once(spawn):
+    """A WebSocket handshake the app neither accepts nor denies in --timeout-request gets the
+    server's 503, but the app had the request: it is counted as the app's (the observer reports
+    it), not also as rejected by the server."""
+    mport = free_port()
+    s = spawn("epoll", "misbehave_asgi:app", "--metrics-bind", "127.0.0.1:%d" % mport,
+              "--timeout-request", "1", "--graceful-timeout", "1")
+    head = ("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+        c.sendall(head.encode())  # no half-close: a client gone in the handshake gets nothing
+        assert read_to_eof(c).startswith(b"HTTP/1.1 503 ")
+    # Counted (or not) before the 503 was written; the app's call goes on (awaiting forever).
+    m = scrape(mport)
+    assert m['libwsgi_rejected_requests_total{status="5xx"}'] == 0
+    assert m["libwsgi_requests_in_flight"] == 1
+
+
 def test_metrics_websockets_and_connections(spawn):
     mport = free_port()
     s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)

@@ -37,6 +37,8 @@ async def app(scope, receive, send):
     path = scope["path"]
     q = _q(scope)
     token = q.get("token", "")
+    if scope["type"] == "websocket":  # never accepts nor denies: the server's handshake timeout
+        await asyncio.Event().wait()
 
     if path == "/hello":
         await _start(send, headers=[(b"content-length", b"5")])
