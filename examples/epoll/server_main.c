@@ -57,6 +57,19 @@ static int worker_main(void *arg, unsigned index)
     int prefork = w->prefork;
     /* observe.c: the access log's SIGUSR1 handler as early as possible (the master forwards it). */
     if (o->host.access_log) access_log_handle_sigusr1();
+    /* Without a master, gunicorn's operator signals would stop (SIGTTIN, SIGTTOU) or kill (SIGUSR2,
+     * SIGUSR1 without an access log) a server still importing its app (a first start, or the new
+     * image of a SIGHUP reload): blocked until server_run()'s handlers take them (it unblocks what
+     * it installs, and logs them). Threads the app starts meanwhile keep them blocked. */
+    if (!prefork) {
+        sigset_t ops;
+        sigemptyset(&ops);
+        sigaddset(&ops, SIGTTIN);
+        sigaddset(&ops, SIGTTOU);
+        sigaddset(&ops, SIGUSR2);
+        if (!o->host.access_log) sigaddset(&ops, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &ops, NULL);
+    }
 
     wsgi_runtime *rt = w->rt;
     wsgi_app *app = w->app;

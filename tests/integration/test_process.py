@@ -459,3 +459,27 @@ def test_operator_signals_a_prefork_server_survives(spawn):
         assert request(s.port, "GET", "/").status == 200
     assert s.proc.poll() is None and pids() == before
     assert "exited" not in s.log() and "killed" not in s.log()
+
+
+def test_operator_signals_while_a_single_process_imports_its_app(tmp_path):
+    """SIGTTIN, SIGTTOU, SIGUSR1 (no access log) and SIGUSR2 sent while the app is still being
+    imported (a first start, or the new image of a SIGHUP reload) neither stop nor kill the
+    server: they wait, blocked, for the event loop, which logs them."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    port = free_port()
+    s = Server("epoll", epoll_argv("slow_import_app:app", bind="127.0.0.1:%d" % port), port=port,
+               env={"SLOW_IMPORT_STARTED": str(started), "SLOW_IMPORT_RELEASE": str(release)})
+    try:
+        wait_for(lambda: started.exists(), "the import under way")
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2):
+            s.signal(sig)
+        assert process_state(s.pid) in ("S", "R")
+        release.write_text("go")
+        s.wait_ready()
+        assert request(port, "GET", "/").body == b"ok"
+        wait_for(lambda: "SIGUSR2 ignored" in s.log() and "SIGUSR1: no access log" in s.log()
+                 and "SIGTTIN / SIGTTOU ignored" in s.log(), "the signals logged")
+        assert process_state(s.pid) in ("S", "R") and s.proc.poll() is None
+    finally:
+        release.write_text("go")
+        s.stop()
