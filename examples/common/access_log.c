@@ -4,6 +4,7 @@
  * write(2) to an O_APPEND descriptor, so lines from threads and workers never interleave. */
 #include "access_log.h"
 #include "host_log.h"
+#include "host_signals.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -216,12 +217,7 @@ static void on_sigusr1(int sig)
 
 void access_log_handle_sigusr1(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigusr1;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
+    host_signals_handle(SIGUSR1, on_sigusr1);
 }
 
 /* ---- rendering ------------------------------------------------------------------------------ */

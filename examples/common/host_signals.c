@@ -89,12 +89,17 @@ static void do_nothing(int signo)
     (void)signo;
 }
 
-void host_signals_ignore(int sig)
+void host_signals_handle(int sig, void (*handler)(int))
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = do_nothing;
+    sa.sa_handler = handler;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaction(sig, &sa, NULL);
+}
+
+void host_signals_ignore(int sig)
+{
+    host_signals_handle(sig, do_nothing);
 }

@@ -25,6 +25,9 @@ void host_signals_close(void);
  * the app would then ignore SIGHUP, say). */
 void host_signals_ignore(int sig);
 
+/* Install @handler for @sig (SA_RESTART, nothing else blocked while it runs). */
+void host_signals_handle(int sig, void (*handler)(int));
+
 /* Block every signal in the calling thread (for helper threads, so the loop thread gets them). */
 void host_signals_block_thread(void);
 

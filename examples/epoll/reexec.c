@@ -50,6 +50,17 @@ static int placed;        /* a failed exec left the listening sockets at fds 3..
  * what they named at the start, not what they name from the app's directory (--chdir). */
 static int start_dir = -1;
 
+/* The signals a new image (bridge or re-executed) starts with blocked: the stop signals and
+ * SIGHUP wait for its loop's handlers (server_main.c blocks them the same way once it listens). */
+static void boot_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGQUIT);
+    sigaddset(set, SIGHUP);
+}
+
 /* The working directory as a descriptor above those place_fds() fills (so that a failed exec
  * leaves it as it was), or -1. */
 static int open_cwd(void)
@@ -278,11 +289,7 @@ int reexec_start(const listener *ls, size_t n)
      * (they write to its signal pipe); the new program unblocks them once it handles them. */
     sigset_t all, old, boot;
     sigfillset(&all);
-    sigemptyset(&boot);
-    sigaddset(&boot, SIGTERM);
-    sigaddset(&boot, SIGINT);
-    sigaddset(&boot, SIGQUIT);
-    sigaddset(&boot, SIGHUP);
+    boot_signals(&boot);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     pid_t pid = fork();
     if (pid == 0) {
@@ -365,11 +372,7 @@ int reexec_exec(const listener *ls, size_t n)
     if (!env) return -1;
     sigset_t all, old, boot;
     sigfillset(&all);
-    sigemptyset(&boot);
-    sigaddset(&boot, SIGTERM);
-    sigaddset(&boot, SIGINT);
-    sigaddset(&boot, SIGQUIT);
-    sigaddset(&boot, SIGHUP);
+    boot_signals(&boot);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     /* Stopped while the old image finished its requests: stop, with the bridge, no exec. */
     if (host_signals_take() & ((1ull << SIGTERM) | (1ull << SIGINT) | (1ull << SIGQUIT))) {
