@@ -16,6 +16,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <time.h>
+#include <poll.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -92,21 +95,32 @@ static int parse_hostport(const char *spec, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
-static void serve_one(int fd)
+/* The scrape process's clients: a request is read by poll() beside the others, so a slow or
+ * silent client cannot hold the scrapes behind it up; each has SCRAPE_MS from its accept to send
+ * its request, then is answered (or dropped). */
+#define SCRAPE_CLIENTS 16
+#define SCRAPE_MS      5000
+
+typedef struct scrape_client {
+    int fd;
+    int64_t deadline_ms;
+    size_t n;
+    char req[4096];
+} scrape_client;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Answer @req (the request head read so far) and close. The answer is small: written with a
+ * send timeout, so a client that does not read is dropped after a few seconds. */
+static void answer(int fd, const char *req)
 {
     struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    char req[4096];
-    size_t n = 0;
-    while (n < sizeof(req) - 1) {
-        ssize_t r = read(fd, req + n, sizeof(req) - 1 - n);
-        if (r <= 0) break;
-        n += (size_t)r;
-        req[n] = '\0';
-        if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n")) break;
-    }
-    req[n] = '\0';
     static char body[1 << 16];
     size_t blen = 0;
     int ok = strncmp(req, "GET /metrics", 12) == 0 || strncmp(req, "GET / ", 6) == 0 ||
@@ -127,6 +141,62 @@ static void serve_one(int fd)
     }
     shutdown(fd, SHUT_WR);
     close(fd);
+}
+
+static void scrape_loop(int lfd)
+{
+    static scrape_client cl[SCRAPE_CLIENTS];
+    size_t n = 0;
+    for (;;) {
+        struct pollfd pfd[SCRAPE_CLIENTS + 1];
+        int64_t now = mono_ms(), wait = -1;
+        for (size_t k = 0; k < n; k++) {
+            pfd[k] = (struct pollfd){.fd = cl[k].fd, .events = POLLIN};
+            int64_t left = cl[k].deadline_ms - now;
+            if (wait < 0 || left < wait) wait = left < 0 ? 0 : left;
+        }
+        /* At the limit of clients, new ones wait in the listen queue. */
+        pfd[n] = (struct pollfd){.fd = n < SCRAPE_CLIENTS ? lfd : -1, .events = POLLIN};
+        if (poll(pfd, n + 1, (int)wait) < 0 && errno != EINTR) _exit(1);
+        now = mono_ms();
+        for (size_t k = 0; k < n;) {
+            scrape_client *c = &cl[k];
+            int done = 0;
+            if (pfd[k].revents) {
+                ssize_t r = read(c->fd, c->req + c->n, sizeof(c->req) - 1 - c->n);
+                if (r > 0) {
+                    c->n += (size_t)r;
+                    c->req[c->n] = '\0';
+                    done = strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n") ||
+                           c->n == sizeof(c->req) - 1;
+                } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                    done = 1; /* answered with what came: a 404 unless it was a scrape */
+                }
+            }
+            if (!done && now >= c->deadline_ms) done = 1;
+            if (done) {
+                c->req[c->n] = '\0';
+                answer(c->fd, c->req);
+                cl[k] = cl[--n];
+                pfd[k] = pfd[n]; /* the moved client's events are looked at in its new place */
+                continue;
+            }
+            k++;
+        }
+        if (n < SCRAPE_CLIENTS) { /* non-blocking: EAGAIN when nobody waits */
+            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (c >= 0) {
+                cl[n].fd = c;
+                cl[n].n = 0;
+                cl[n].req[0] = '\0';
+                cl[n].deadline_ms = now + SCRAPE_MS;
+                n++;
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                       errno != ECONNABORTED) {
+                _exit(1);
+            }
+        }
+    }
 }
 
 int metrics_setup(const char *bind_spec, unsigned n_workers)
@@ -178,14 +248,9 @@ int metrics_setup(const char *bind_spec, unsigned n_workers)
         signal(SIGPIPE, SIG_IGN);
         signal(SIGUSR1, SIG_IGN);
         signal(SIGHUP, SIG_IGN);
-        for (;;) {
-            int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-            if (c < 0) {
-                if (errno == EINTR || errno == ECONNABORTED) continue;
-                _exit(1);
-            }
-            serve_one(c);
-        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) _exit(1);
+        scrape_loop(fd);
     }
     close(fd);
     scraper = pid;

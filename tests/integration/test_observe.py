@@ -230,6 +230,41 @@ def test_a_websocket_the_app_never_answers_is_counted_once(spawn):
     assert m["libwsgi_requests_in_flight"] == 1
 
 
+def test_a_slow_client_does_not_hold_up_the_metrics_scrapes(spawn):
+    """A client of the metrics endpoint that sends its request a byte at a time (or never ends it)
+    does not hold the scrapes behind it: they are answered meanwhile, and the slow one is cut
+    after its few seconds whatever it sends."""
+    import threading
+    mport = free_port()
+    spawn("epoll", "corners:app", "--metrics-bind", "127.0.0.1:%d" % mport)
+    scrape(mport)  # up
+    stop = threading.Event()
+    dribbling = threading.Event()
+    cut = []
+
+    def dribble():
+        c = socket.create_connection(("127.0.0.1", mport), timeout=60)
+        try:
+            while not stop.is_set():
+                c.sendall(b"G")
+                dribbling.set()
+                stop.wait(0.5)
+        except OSError:
+            cut.append(True)  # the endpoint gave up on it
+        c.close()
+
+    t = threading.Thread(target=dribble)
+    t.start()
+    try:
+        assert dribbling.wait(30)
+        m = scrape(mport)  # answered while the slow client is still there (not after it)
+        assert "libwsgi_requests_total{status=\"2xx\"}" in m
+        assert t.is_alive() and not cut
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_metrics_websockets_and_connections(spawn):
     mport = free_port()
     s = spawn("epoll", "ws_echo:app", "--metrics-bind", "127.0.0.1:%d" % mport)
