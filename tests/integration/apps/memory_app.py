@@ -47,6 +47,12 @@ def _result(size, reads, crc):
 
 # ---------------------------------------------------------------------------- WSGI
 
+def _churn(total):
+    held = [bytes(2000) for _ in range(total // 2000)]
+    # the objects live in the heap's middle, below one that stays: the top cannot shrink past it
+    _churn.keep = bytes(2000)
+    return held
+
 def wsgi(environ, start_response):
     path = environ["PATH_INFO"]
     total, chunk, cl, want_crc = _params(environ.get("QUERY_STRING", ""))
@@ -75,6 +81,13 @@ def wsgi(environ, start_response):
     if path == "/hello":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO)))])
         return [HELLO]
+    if path == "/churn":
+        # total bytes in 2,000-byte objects (over pymalloc's 512: malloc's heap), held, then freed:
+        # the heap they leave free is under the server's 32 MiB trim threshold
+        body = _result(len(_churn(total)), 0, None)
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
 
