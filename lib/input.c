@@ -258,6 +258,8 @@ static PyObject *lw_input_read(lw_input *in, PyObject *const *args, Py_ssize_t n
 static PyObject *lw_input_readline_impl(lw_input *in, Py_ssize_t limit)
 {
     if (lw_input_check(in) < 0) return NULL;
+    /* Not even a refill: on a streamed body that would wait for the client for nothing. */
+    if (limit == 0) return PyBytes_FromStringAndSize("", 0);
     PyObject *acc = NULL; /* only when a line spans refills */
     for (;;) {
         Py_ssize_t avail = lw_input_fill(in);
