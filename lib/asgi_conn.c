@@ -983,6 +983,7 @@ static void lw_ac_dealloc(lw_asgi_conn *c)
     Py_XDECREF(c->held[0]);
     Py_XDECREF(c->held[1]);
     Py_XDECREF(c->close_reason);
+    Py_XDECREF(c->offered);
     lw_hdrs_free(&c->head_h);
     if (c->sf_fd >= 0) close(c->sf_fd);
     free(c->errmsg);
@@ -1056,7 +1057,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->wstate = WS_CONNECTING;
     c->connect_sent = 0;
     c->close_code = 0;
-    c->close_reason = NULL;
+    c->close_reason = c->offered = NULL;
     c->attached = 1;
     c->task = c->done_cb = c->recv_waiter = c->send_waiter = c->held[0] = c->held[1] = NULL;
     c->buffered = 0;
@@ -1089,6 +1090,12 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     PyObject *scope = c->body ? lw_asgi_scope(app, req, hc.on_trailers != NULL,
                                               hc.on_sendfile != NULL, kind == LW_AC_WS)
                               : NULL;
+    if (scope && kind == LW_AC_WS) {
+        /* The app may change its scope: websocket.accept checks its pick against a copy. */
+        PyObject *sp = PyDict_GetItemWithError(scope, lw_rt->as->subprotocols);
+        c->offered = sp ? PySequence_Tuple(sp) : PyErr_Occurred() ? NULL : PyTuple_New(0);
+        if (!c->offered) Py_CLEAR(scope);
+    }
     PyObject *receive = scope ? PyCFunction_New(&lw_ac_receive_def, (PyObject *)c) : NULL;
     PyObject *send = receive ? PyCFunction_New(&lw_ac_send_def, (PyObject *)c) : NULL;
     PyObject *report = send ? PyCFunction_New(&lw_ac_report_def, (PyObject *)c) : NULL;

@@ -42,10 +42,10 @@ typedef struct lw_asgi_conn {
     PyObject *recv_waiter;
     /* response */
     int64_t cl, sent;
-    int head_request; /* the request's method is HEAD: its response has no body */
     PyObject *send_waiter;
     PyObject *held[2];      /* the current and the previous body: the host may still read both */
     PyObject *close_reason; /* WebSocket: str, for websocket.disconnect */
+    PyObject *offered;      /* WebSocket: tuple of the subprotocols the client offered */
     struct lw_asgi_conn *free_next; /* on the list of connections freed without the GIL */
     char *errmsg;                   /* malloc'd with the first failure, else NULL */
     size_t head_line_len;
@@ -66,8 +66,9 @@ typedef struct lw_asgi_conn {
     int error;
     /* Flags, as bytes to keep the object small. eager_step: inside its first step, run by
      * asgi_dispatch (eager start); done_owed: ended in that step, asgi_dispatch calls
-     * on_done(done_result) after it. */
-    unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed;
+     * on_done(done_result) after it. head_request: the request's method is HEAD (its response
+     * has no body). */
+    unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed, head_request;
     struct lw_ac_obs *obs; /* the observer's record (observer.h), NULL unless observing */
     char head_line[48];    /* "404 Not Found": the longest standard one is 35 bytes */
     lw_hdrs head_h;

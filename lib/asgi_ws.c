@@ -104,6 +104,18 @@ static int lw_ws_accept(lw_asgi_conn *c, PyObject *msg)
             PyErr_Format(PyExc_ValueError, "websocket.accept 'subprotocol' %R is not a token", sp);
             return -1;
         }
+        /* RFC 6455 4.2.2: one of the client's values, or its client fails the connection (4.1).
+         * PyUnicode_Compare runs no app code (no __eq__ of a str subclass). */
+        int offered = 0;
+        for (Py_ssize_t i = 0; c->offered && i < PyTuple_GET_SIZE(c->offered) && !offered; i++)
+            offered = PyUnicode_Compare(PyTuple_GET_ITEM(c->offered, i), sp) == 0;
+        if (!offered) {
+            PyErr_Format(PyExc_ValueError,
+                         "websocket.accept 'subprotocol' %R was not offered by the client "
+                         "(scope['subprotocols'] lists those it offered)",
+                         sp);
+            return -1;
+        }
     }
     /* Converting the headers may run app code (an iterable), which may drop the message's
      * reference to the subprotocol: spp points into it, so keep it until the callback is done. */

@@ -87,7 +87,8 @@ typedef struct asgi_handler {
      * or the app's own response with the websocket.http.response extension). */
 
     /** websocket.accept: complete the handshake (101 Switching Protocols). @p subprotocol is the
-     *  app's choice (UTF-8, not NUL-terminated) or NULL for none; @p headers are the app's extra
+     *  app's choice, always one the client offered (RFC 6455 4.2.2; UTF-8, not NUL-terminated),
+     *  or NULL for none; @p headers are the app's extra
      *  response headers (validated like HTTP ones; never Sec-WebSocket-Protocol). Borrowed for
      *  the call. @since 0.2.0 */
     int (*on_ws_accept)(void *user_data, const char *subprotocol, size_t subprotocol_len,

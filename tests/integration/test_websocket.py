@@ -323,6 +323,21 @@ def test_no_subprotocol_chosen(srv):
         assert json.loads(c.recv_data()) == []
 
 
+@pytest.mark.parametrize("offer", [["x"], []])
+def test_subprotocol_not_offered_is_an_app_error(srv, offer):
+    """RFC 6455 §4.2.2: the server's subprotocol MUST be one the client offered (a client fails a
+    connection that names another, §4.1). An app that picks one anyway gets ValueError from its
+    websocket.accept; not accepted then, its exception is answered like any other: 500."""
+    uvicorn_deviates(srv, "it sends whatever subprotocol the app picked")
+    with WSClient(srv.port) as c:
+        r = c.handshake("/subprotocols?pick=zzz", subprotocols=offer)
+        assert r.status == 500, (r.status, r.headers_named("Sec-WebSocket-Protocol"))
+        assert r.headers_named("Sec-WebSocket-Protocol") == []
+    # The worker goes on serving.
+    with WSClient(srv.port) as c:
+        assert c.handshake("/subprotocols?pick=x", subprotocols=["x"]).status == 101
+
+
 def test_accept_headers_in_101(srv):
     with WSClient(srv.port) as c:
         r = c.handshake("/headers")

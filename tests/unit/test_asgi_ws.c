@@ -145,6 +145,7 @@ static asgi_conn *run_steps(const char *key, int catch, const char *steps, ws_re
     char target[128];
     snprintf(target, sizeof target, "/ws?key=%s%s", key, catch ? "&catch" : "");
     ws_req(r, target);
+    th_req_header(r, "Sec-WebSocket-Protocol", "chat.v1");
     th_req_header(r, "X-Script", steps);
     return ws_dispatch(APPS "script", r, w);
 }
@@ -296,6 +297,9 @@ static void test_accept_subprotocol_outlives_app_code(void **state)
     (void)state;
     th_req r;
     ws_req(&r, "/?n=600");
+    static char offer[601];
+    memset(offer, 'x', 600);
+    th_req_header(&r, "Sec-WebSocket-Protocol", offer);
     ws_rec w;
     ws_rec_init(&w);
     asgi_conn *c = ws_dispatch(APPS "accept_mutating", &r, &w);
@@ -490,6 +494,8 @@ static void test_invalid_events(void **state)
          "ValueError"},
         {"", "{'type': 'websocket.accept', 'subprotocol': 5}", "TypeError"},
         {"", "{'type': 'websocket.accept', 'subprotocol': 'a b'}", "ValueError"},
+        /* RFC 6455 4.2.2: only one the client offered (run_steps offers chat.v1) */
+        {"", "{'type': 'websocket.accept', 'subprotocol': 'chat.v2'}", "ValueError"},
         {"", "{'type': 'websocket.accept', 'headers': [(b'sec-websocket-protocol', b'x')]}",
          "ValueError"},
         {"", "{'type': 'websocket.accept', 'headers': [('x', 'y')]}", "TypeError"},
@@ -874,6 +880,7 @@ static void leak_once(const char *path, int mode)
 {
     th_req r;
     ws_req(&r, path);
+    th_req_header(&r, "Sec-WebSocket-Protocol", "p");
     ws_rec w;
     ws_rec_init(&w);
     asgi_conn *c = ws_dispatch(APPS "leak_path", &r, &w);
