@@ -187,14 +187,23 @@ static scgi_result uwsgi_head_end(scgi_parser *p)
     return SCGI_HEAD_DONE;
 }
 
+/* Enter a uwsgi length field (S_U_KLEN or S_U_VLEN). Its 2 bytes must fit in the vars: known from
+ * datasize now, not when a byte past the vars arrives, which a peer that sent its whole packet
+ * and no body never sends (it would wait for the answer until a timeout). */
+static scgi_result uwsgi_length_next(scgi_parser *p, int state)
+{
+    if (p->remaining < 2) return fail(p, 400, "uwsgi vars end inside a length field");
+    p->state = state;
+    return SCGI_NEED_MORE;
+}
+
 /* A uwsgi value is complete: the variable is recorded; the vars may be complete too. */
 static scgi_result uwsgi_var_end(scgi_parser *p)
 {
     scgi_result rc = value_end(p, p->vars[p->n_vars].value_off);
     if (rc != SCGI_NEED_MORE) return rc;
     if (p->remaining == 0) return uwsgi_head_end(p);
-    p->state = S_U_KLEN;
-    return SCGI_NEED_MORE;
+    return uwsgi_length_next(p, S_U_KLEN);
 }
 
 #define TOO_MANY_VARS "too many variables"
@@ -342,16 +351,13 @@ scgi_result scgi_parser_feed(scgi_parser *p, const char *data, size_t len, size_
                 rc = uwsgi_head_end(p);
                 break;
             }
-            p->state = S_U_KLEN;
+            rc = uwsgi_length_next(p, S_U_KLEN);
             break;
 
         case S_U_KLEN:
         case S_U_VLEN:
             if (p->tmp_n == 0) {
-                if (p->remaining < 2) {
-                    rc = fail(p, 400, "uwsgi vars end inside a length field");
-                    break;
-                }
+                /* remaining >= 2: checked on entering the field (uwsgi_length_next) */
                 if (p->state == S_U_KLEN && !var_begin(p)) {
                     rc = fail(p, 431, TOO_MANY_VARS);
                     break;
@@ -397,7 +403,7 @@ scgi_result scgi_parser_feed(scgi_parser *p, const char *data, size_t len, size_
             p->pos += n, i += n, p->remaining -= n;
             if (p->cur_len < p->field_len) break;
             if (p->state == S_U_KEY) {
-                if ((rc = name_end(p)) == SCGI_NEED_MORE) p->state = S_U_VLEN;
+                if ((rc = name_end(p)) == SCGI_NEED_MORE) rc = uwsgi_length_next(p, S_U_VLEN);
             } else {
                 rc = uwsgi_var_end(p);
             }

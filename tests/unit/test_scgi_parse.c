@@ -690,6 +690,15 @@ static void test_uwsgi_malformed(void **state)
     CHECK_LIT("\0\x01\0\0\x01", &lim, SCGI_ERROR, 400, "inside a length field");
     CHECK_LIT("\0\x06\0\0\x01\0A\x00\0\x01", &lim, SCGI_ERROR, 400, "inside a length field");
     CHECK_LIT("\0\x04\0\0\x01\0A\x00", &lim, SCGI_ERROR, 400, "inside a length field");
+    /* ... known from the datasize alone, without waiting for a byte past the vars that a peer
+     * which sent its whole packet (and no body) never sends: no EOF here */
+    check("\0\x01\0\0", 4, &lim, SCGI_ACCEPT_ALL, 0, SCGI_ERROR, 400, "inside a length field");
+    check("\0\x03\0\0\x01\0A", 7, &lim, SCGI_ACCEPT_ALL, 0, SCGI_ERROR, 400,
+          "inside a length field");
+    check("\0\x04\0\0\x01\0A", 7, &lim, SCGI_ACCEPT_ALL, 0, SCGI_ERROR, 400,
+          "inside a length field");
+    check("\0\x06\0\0\x01\0A\0\0", 9, &lim, SCGI_ACCEPT_ALL, 0, SCGI_ERROR, 400,
+          "inside a length field");
     /* an empty key */
     CHECK_LIT("\0\x04\0\0\0\0\0\0", &lim, SCGI_ERROR, 400, "empty variable name");
     /* exactly filled: key "A", empty value */
