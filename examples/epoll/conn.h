@@ -206,12 +206,13 @@ struct conn {
     int lent;
 
     /* TLS (tls.c); ssl is NULL on a plain connection. tls_shut: our close_notify is sent (the
-     * linger then reads the raw socket); tls_dead: a fatal TLS error (no close_notify);
+     * linger then reads the raw socket), or tls_shut_wait: still waiting for room in the socket;
+     * tls_dead: a fatal TLS error (no close_notify);
      * tls_wpend: the plaintext bytes of a record SSL_write left half-written (a retry must offer
      * at least as many). tls_prev/next, tls_queued, tls_events: server.c's list of connections
      * with decrypted input buffered in OpenSSL, which epoll cannot see (server.c: arm()). */
     struct ssl_st *ssl;
-    int tls_shut, tls_dead;
+    int tls_shut, tls_shut_wait, tls_dead;
     size_t tls_wpend;
     conn *tls_prev, *tls_next;
     int tls_queued;
@@ -248,7 +249,9 @@ ssize_t tls_recv(conn *c, void *buf, size_t len);
 ssize_t tls_sendv(conn *c, const struct iovec *iov, int n);
 ssize_t tls_sendfile(conn *c, int fd, off_t *off, size_t count);
 int tls_pending(const conn *c);
-void tls_shutdown(conn *c);
+/* Our close_notify: 1 sent (or nothing to send), 0 the socket is full (wait for EPOLLOUT and call
+ * again: tls_shut_wait), -1 failed. */
+int tls_shutdown(conn *c);
 void tls_free(conn *c);
 
 /* Read up to len bytes. With TLS it reads until len bytes or until the socket is drained, so a
@@ -280,10 +283,15 @@ static inline int conn_pending(const conn *c)
 {
     return c->ssl && tls_pending(c);
 }
-/* Closing after a response: our close_notify (TLS), then the write side's FIN. 0 or -1. */
+/* Closing after a response: our close_notify (TLS), then the write side's FIN. 0 done, 1 the
+ * close_notify waits for room in the socket (call again on EPOLLOUT: the FIN must not overtake
+ * it, or a close-delimited response looks truncated), -1 failed. */
 static inline int conn_shutdown_wr(conn *c)
 {
-    if (c->ssl) tls_shutdown(c);
+    if (c->ssl) {
+        int r = tls_shutdown(c);
+        if (r <= 0) return r < 0 ? -1 : 1;
+    }
     return shutdown(c->fd, SHUT_WR);
 }
 /* The connection is being closed: close_notify if nothing went wrong (best effort, never

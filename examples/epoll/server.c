@@ -355,6 +355,13 @@ static void bury(server *s)
     }
 }
 
+/* A lingering connection reads (and discards); with TLS it may also wait to write the rest of its
+ * close_notify, before the FIN (conn_shutdown_wr). */
+static unsigned linger_events(const conn *c)
+{
+    return c->tls_shut_wait ? EPOLLIN | EPOLLOUT : EPOLLIN;
+}
+
 /* Close after the response: shut the write side and discard what the client still sends, so
  * that closing with unread input does not reset the connection before the client has read it. */
 static void close_graceful(server *s, conn *c)
@@ -365,13 +372,13 @@ static void close_graceful(server *s, conn *c)
         conn_close(s, c);
         return;
     }
-    if (conn_shutdown_wr(c) != 0) {
+    if (conn_shutdown_wr(c) < 0) {
         conn_close(s, c);
         return;
     }
     c->state = CONN_LINGER;
     tl_add(s, c, TL_LINGER);
-    arm(s, c, EPOLLIN);
+    arm(s, c, linger_events(c));
 }
 
 /* Append to one of the server's queues (linked through q_next). */
@@ -858,13 +865,26 @@ static void on_linger_readable(server *s, conn *c)
         ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
         if (n > 0) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            arm(s, c, EPOLLIN);
+            arm(s, c, linger_events(c));
             return;
         }
         conn_close(s, c);
         return;
     }
-    arm(s, c, EPOLLIN);
+    arm(s, c, linger_events(c));
+}
+
+static void on_linger_event(server *s, conn *c, unsigned events)
+{
+    if (c->tls_shut_wait && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) &&
+        conn_shutdown_wr(c) < 0) {
+        conn_close(s, c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        on_linger_readable(s, c);
+    else
+        arm(s, c, linger_events(c));
 }
 
 /* The TLS handshake (CONN_TLS): on to the first request once it is done. */
@@ -925,7 +945,7 @@ static void on_conn_event(server *s, conn *c, unsigned events)
     }
     case CONN_ERROR: flush_then_close(s, c); break;
     case CONN_DRAIN: on_readable(s, c); break;
-    case CONN_LINGER: on_linger_readable(s, c); break;
+    case CONN_LINGER: on_linger_event(s, c, events); break;
     case CONN_ASGI: asgi_exchange_event(c, events); break;
     case CONN_WS: ws_conn_event(c, events); break;
     case CONN_APP:

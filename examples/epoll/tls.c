@@ -333,14 +333,24 @@ int tls_pending(const conn *c)
     return !c->tls_shut && !c->tls_dead && SSL_pending(c->ssl) > 0;
 }
 
-void tls_shutdown(conn *c)
+int tls_shutdown(conn *c)
 {
-    if (c->tls_shut || c->tls_dead) return;
+    if (c->tls_dead) return 1;
+    if (c->tls_shut && !c->tls_shut_wait) return 1;
     c->tls_shut = 1;
-    if (!SSL_is_init_finished(c->ssl)) return;
+    c->tls_shut_wait = 0;
+    if (!SSL_is_init_finished(c->ssl)) return 1;
+    /* Sends close_notify; its answer is not waited for. Called again after WANT_WRITE, OpenSSL
+     * writes the alert it still holds (and reads nothing). */
     ERR_clear_error();
-    SSL_shutdown(c->ssl); /* queues and sends close_notify; its answer is not waited for */
+    int r = SSL_shutdown(c->ssl);
+    int e = r < 0 ? SSL_get_error(c->ssl, r) : SSL_ERROR_NONE;
     ERR_clear_error();
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->tls_shut_wait = 1;
+        return 0;
+    }
+    return r >= 0 || e == SSL_ERROR_WANT_READ ? 1 : -1;
 }
 
 void tls_free(conn *c)

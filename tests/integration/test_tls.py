@@ -2,8 +2,9 @@
 Python's ssl module and curl as clients: environ and scope over TLS (https, wss, HTTPS=on), ALPN,
 keep-alive and pipelining, a streamed upload (WSGI and ASGI), a file through wsgi.file_wrapper
 (the sendfile path without TLS), a streamed response, WebSocket over TLS, clients that never
-finish or never start a real handshake, client certificates, and certificates read again by the
-new workers of a SIGHUP reload.
+finish or never start a real handshake, client certificates, certificates read again by the new
+workers of a SIGHUP reload, and close_notify before the FIN when the socket is full (an LD_PRELOAD
+shim, shims/eagain_write.c, fails its first writes with EAGAIN).
 
 The certificates are made by the openssl command (Debian's openssl package) in a temporary
 directory: a self-signed server certificate for 127.0.0.1 / localhost, and a small CA with one
@@ -401,6 +402,65 @@ def test_client_disappears_mid_response(spawn, certs):
     c = https(s.port, certs)
     assert get(c, "/")[0] == 200
     c.close()
+
+
+@pytest.fixture(scope="module")
+def eagain_shim():
+    """tests/integration/shims/eagain_write.c built into a temporary directory (an LD_PRELOAD
+    library that fails the first write() of a given size to a socket with EAGAIN)."""
+    cc = os.environ.get("CC") or "cc"
+    d = tempfile.mkdtemp(prefix="libwsgi-shim-")
+    so = os.path.join(d, "eagain_write.so")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shims", "eagain_write.c")
+    try:
+        subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so, src, "-ldl", "-lpthread"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip("cannot build the LD_PRELOAD shim: %s" % e)
+    return so
+
+
+# A TLS 1.3 close_notify record: 5-byte header, the 2-byte alert and its content type, 16-byte tag.
+CLOSE_NOTIFY_LEN = 24
+
+
+@pytest.mark.parametrize("times", [0, 1, 3])  # 0: the control, nothing injected
+def test_close_notify_is_retried_when_the_socket_is_full(spawn, certs, eagain_shim, times):
+    """A response delimited by the connection's close is complete only if TLS says so: the server's
+    close_notify must reach the client before the FIN (RFC 8446 6.1: without it, a truncation
+    attack cannot be told from the end). When SSL_shutdown cannot write the alert at once (a full
+    socket buffer: here the first writes of a close_notify-sized record fail with EAGAIN), the
+    server waits for EPOLLOUT and writes it then, and only then shuts its write side."""
+    log = os.path.join(tempfile.mkdtemp(prefix="libwsgi-shim-log-"), "failures")
+    env = {"LD_PRELOAD": eagain_shim, "LIBWSGI_SHIM_LEN": str(CLOSE_NOTIFY_LEN),
+           "LIBWSGI_SHIM_TIMES": str(times), "LIBWSGI_SHIM_LOG": log,
+           # ASan wants its runtime first in the library list; the shim only wraps write().
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    s = spawn("epoll", APP, "--certfile", certs["cert"], "--keyfile", certs["key"], "--workers", "1",
+              env=env)
+    ctx = client_ctx(certs)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # the record size above
+    # Python sets it by default: an EOF without close_notify would then look like a clean end.
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    raw = socket.create_connection(("127.0.0.1", s.port), timeout=GUARD)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    # HTTP/1.0 and a streamed body: no Content-Length, no chunking, the close ends the body.
+    sock.sendall(b"GET /stream?n=3&size=1000 HTTP/1.0\r\nHost: x\r\n\r\n")
+    data = bytearray()
+    while True:
+        try:
+            b = sock.recv(65536)
+        except ssl.SSLError as e:  # UNEXPECTED_EOF_WHILE_READING
+            pytest.fail("the connection ended without close_notify after %d bytes: %s" % (len(data), e))
+        if not b:
+            break  # close_notify received
+        data += b
+    sock.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length" not in head.lower()
+    assert body == b"".join(bytes([k % 256]) * 1000 for k in range(3))
+    # The fault was injected (once per failed write).
+    assert (os.path.getsize(log) if os.path.exists(log) else 0) == times
 
 
 # ---- client certificates -------------------------------------------------------------------------
