@@ -830,6 +830,13 @@ static void on_readable(server *s, conn *c)
         /* The client went away (maybe half-way through a request). A gateway that half-closed
          * inside an SCGI / uwsgi head can still read why it failed. */
         int st = c->state == CONN_HEAD ? conn_head_eof(c) : 0;
+        if (c->state == CONN_BODY)
+            /* As conn_body_read() says it for a streamed body: nothing reached the app. */
+            host_log(WSGI_LOG_DEBUG,
+                     "client %s closed the connection in the middle of a body (%llu of %lld "
+                     "bytes): the request is dropped",
+                     c->peer[0] ? c->peer : "unix", (unsigned long long)c->body_received,
+                     (long long)c->content_length);
         if (st)
             reply_error(s, c, st);
         else

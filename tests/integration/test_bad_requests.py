@@ -251,6 +251,20 @@ def test_idle_connection_without_request_is_closed(any_srv):
         assert c.is_closed_by_peer()  # no response bytes, just a close
 
 
+@pytest.mark.parametrize("body", ["buffered", "streamed"])
+def test_client_closing_mid_body_is_logged(spawn, body):
+    """A client that closes half-way through its body: no app call for a buffered one (the
+    streamed one's read fails in the app), and a log line either way saying so."""
+    from httpclient import wait_for
+    s = spawn("epoll", "corners:app", "--log-level", "debug", "--threads", "1")
+    length = 1000 if body == "buffered" else 1 << 20  # libwsgi-epoll buffers up to 64 KiB
+    c = socket.create_connection(("127.0.0.1", s.port))
+    c.sendall(build_request("POST", "/echo", [("Content-Length", str(length))]) + b"abc")
+    c.close()
+    wait_for(lambda: "in the middle of a body" in s.log(), "the log line")
+    assert request(s.port, "GET", "/hello").status == 200
+
+
 def test_client_closing_mid_body_does_not_break_server(any_srv):
     for _ in range(5):
         s = socket.create_connection(("127.0.0.1", any_srv.port))
