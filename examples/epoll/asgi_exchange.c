@@ -247,6 +247,7 @@ static void finish(conn *c)
         host_log(WSGI_LOG_DEBUG, "response to %s cut: the app failed after the head",
                  c->peer[0] ? c->peer : "unix");
         c->keep_alive = 0;
+        c->cut = 1; /* a close-delimited body ends with a reset (close_graceful) */
     }
     if (!conn_can_drain(c)) c->keep_alive = 0;
     conn_access_log(c);

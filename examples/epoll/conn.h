@@ -186,7 +186,7 @@ struct conn {
     uint64_t body_bytes;
     int swallow;   /* the app's response is replaced by a server error response */
     int resp_done; /* nothing more to pull from the app */
-    int cut;       /* the app failed mid-response: send what is queued, then close */
+    int cut;       /* the app failed mid-response: send what is queued, then close (reset) */
 
     asgi_ex *ax;           /* CONN_ASGI: the exchange with the ASGI app */
     int64_t asgi_since_ms; /* --timeout (guard.c): when the ASGI app got the request (0: off) */

@@ -362,10 +362,29 @@ static unsigned linger_events(const conn *c)
     return c->tls_shut_wait ? EPOLLIN | EPOLLOUT : EPOLLIN;
 }
 
+/* Close with a reset (and, with TLS, without close_notify): the client reads what was sent, then
+ * ECONNRESET instead of an end of file. On a Unix socket the client sees an end of file. */
+static void conn_reset(server *s, conn *c)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    if (c->ssl) c->tls_dead = 1;
+    conn_close(s, c);
+}
+
 /* Close after the response: shut the write side and discard what the client still sends, so
  * that closing with unread input does not reset the connection before the client has read it. */
 static void close_graceful(server *s, conn *c)
 {
+    /* A body that ends with the connection (HTTP/1.0 or SCGI without Content-Length) which the
+     * app failed to finish: a FIN, or TLS's close_notify, would tell the client (or lighttpd) it
+     * is complete. */
+    if (c->cut && c->framing == FRAME_CLOSE) {
+        host_log(WSGI_LOG_DEBUG, "response to %s cut: resetting the connection",
+                 c->peer[0] ? c->peer : "unix");
+        conn_reset(s, c);
+        return;
+    }
     /* SCGI / uwsgi: lighttpd sends one request per connection and nothing after it; once all of
      * it is read, closing cannot reset the connection under the response (no unread input). */
     if (c->proto != CPROTO_HTTP && c->msg_done && c->in_parsed == c->in_len) {

@@ -138,6 +138,38 @@ def test_wsgi_fault(wsgi, route):
     check(wsgi, route, outcome, log_text or "")
 
 
+@pytest.mark.parametrize("app", ["wsgi_threads", "wsgi_inline", "asgi"])
+def test_cut_close_delimited_response_is_a_reset(request, app):
+    """An HTTP/1.0 response without Content-Length ends where the connection ends (RFC 9112 6.3,
+    rule 8): cut by the app half-way, a FIN would tell the client it is complete. The server
+    resets the connection instead, after the bytes already sent: the client reads them, then
+    ECONNRESET, never a clean end of file."""
+    srv = request.getfixturevalue(app)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+        s.sendall(b"GET /raise-after-first-chunk HTTP/1.0\r\nHost: t\r\n\r\n")
+        data = b""
+        ending = None
+        while ending is None:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                ending = "reset"
+                break
+            if not b:
+                ending = "end of file"
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length" not in head.lower(), head
+    assert b"transfer-encoding" not in head.lower(), head
+    assert body == b"first"
+    assert ending == "reset", "a cut close-delimited response ended with a clean %s" % ending
+    assert request_ok(srv)
+
+
+def request_ok(srv):
+    return request(srv.port, "GET", "/hello").body == b"hello"
+
+
 @pytest.mark.parametrize("target,length", [("/huge-header?size=1048576", 1048576),
                                            ("/many-headers?n=10000", 10000)])
 def test_wsgi_huge_response_head_is_sent(wsgi, target, length):
