@@ -463,6 +463,34 @@ def test_close_notify_is_retried_when_the_socket_is_full(spawn, certs, eagain_sh
     assert (os.path.getsize(log) if os.path.exists(log) else 0) == times
 
 
+def test_cut_close_delimited_response_has_no_close_notify(spawn, certs):
+    """A close-delimited body the app fails to finish ends without close_notify (a reset): over
+    TLS too, the client must not take the truncated body for the whole response."""
+    s = tls_server(spawn, certs)
+    ctx = client_ctx(certs)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    raw = socket.create_connection(("127.0.0.1", s.port), timeout=GUARD)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    sock.sendall(b"GET /stream?n=3&size=1000&fail=1 HTTP/1.0\r\nHost: x\r\n\r\n")
+    data = bytearray()
+    ending = None
+    while ending is None:
+        try:
+            b = sock.recv(65536)
+        except (ssl.SSLError, ConnectionResetError) as e:
+            ending = "error: %s" % e
+            break
+        if not b:
+            ending = "close_notify"
+        data += b
+    sock.close()
+    assert bytes(data).endswith(bytes([2]) * 1000)
+    assert ending.startswith("error"), "a cut response ended with a clean close_notify"
+    c = https(s.port, certs)
+    assert get(c, "/")[0] == 200
+    c.close()
+
+
 # ---- client certificates -------------------------------------------------------------------------
 
 

@@ -58,6 +58,8 @@ def app(environ, start_response):
         def gen():
             for k in range(n):
                 yield bytes([k % 256]) * size
+            if "fail" in q:  # after the chunks: the response is cut
+                raise RuntimeError("tls_app: stream failed")
         return gen()
     body = b"Hello, TLS!\n"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
