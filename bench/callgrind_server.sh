@@ -57,7 +57,8 @@ run() { # run N FILE: one server under callgrind serving N requests
     epoll-asgi | epoll-wsgi)
         local app=peers_asgi:hello
         [ "$KIND" = epoll-wsgi ] && app=peers_wsgi:hello
-        valgrind --tool=callgrind --callgrind-out-file="$file" "$EPOLL" --app "$app" \
+        # --trace-children: the program executes python3 (pyexe.h), which serves.
+        valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$file" "$EPOLL" --app "$app" \
             --pythonpath "$APPS" --bind "127.0.0.1:$port" --log-level warning 2>/dev/null &
         ;;
     uvicorn)

@@ -14,6 +14,7 @@
 #include "listen.h"
 #include "host_py.h"
 #include "prefork.h"
+#include "pyexe.h"
 #include "reexec.h"
 #include "sd_notify.h"
 #include "server.h"
@@ -266,6 +267,9 @@ static size_t reload_dirs(const epoll_options *o, const char **dirs, size_t cap)
 
 int server_main(int argc, char **argv, server_program prog)
 {
+    /* Inside the Python executable unless disabled (pyexe.h): this call then does not return, and
+     * server_main() starts again in the module, where it returns at once. */
+    pyexe_launch(argc, argv, prog);
     /* A reload's exec (reexec.c) passes its state in the environment: taken before anything
      * (the app must not see it). */
     reexec_init(argv);
@@ -360,6 +364,10 @@ int server_main(int argc, char **argv, server_program prog)
                     listen_close(&ls[k], 1);
                 return HOST_EXIT_BOOT_FAILED;
             }
+        }
+        /* An interpreter in the master (--preload, or the Python executable's own) is kept
+         * consistent across every fork, as os.fork() does: workers, reload, replacements. */
+        if (host_py_running()) {
             pc.before_fork = preload_before_fork;
             pc.after_fork = preload_after_fork;
         }
