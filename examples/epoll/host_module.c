@@ -94,7 +94,6 @@ static int restore_lc_all(const char *saved)
 
 static PyObject *host_main(PyObject *self, PyObject *main_globals)
 {
-    (void)self;
     int argc = 0;
     char **cmd = read_cmdline(&argc);
     if (!cmd || argc < PYEXE_ARGV_FIXED + 1) {
@@ -121,6 +120,12 @@ static PyObject *host_main(PyObject *self, PyObject *main_globals)
         bad = PyDict_DelItemString(xopts, "utf8") < 0;
     if (!bad && PyDict_Check(main_globals) && PyDict_GetItemString(main_globals, "m"))
         bad = PyDict_DelItemString(main_globals, "m") < 0;
+    /* Nor this module in sys.modules (a single-phase extension is put there on import); it stays
+     * alive through the reference main() keeps. */
+    Py_INCREF(self);
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    if (!bad && PyDict_GetItemString(modules, "_libwsgi_host"))
+        bad = PyDict_DelItemString(modules, "_libwsgi_host") < 0;
     if (bad || restore_lc_all(lc_all) < 0) return NULL;
 
     /* python3 handles SIGINT and ignores SIGPIPE and SIGXFSZ: back to the launcher's dispositions

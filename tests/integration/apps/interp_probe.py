@@ -49,6 +49,7 @@ PROBE = {
     "environ_lc": {k: v for k, v in os.environ.items() if k.startswith("LC_") or k == "LANG"},
     "environ_libwsgi": sorted(k for k in os.environ if k.startswith("LIBWSGI")),
     "main_names": sorted(vars(sys.modules["__main__"])),
+    "libwsgi_modules": sorted(m for m in sys.modules if "libwsgi" in m),
     "signals": {name: [_sig(n), _os_sig(n)] for name, n in
                 (("SIGINT", signal.SIGINT), ("SIGPIPE", signal.SIGPIPE),
                  ("SIGXFSZ", signal.SIGXFSZ), ("SIGTERM", signal.SIGTERM),
