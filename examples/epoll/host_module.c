@@ -129,7 +129,7 @@ static PyObject *host_main(PyObject *self, PyObject *main_globals)
     if (bad || restore_lc_all(lc_all) < 0) return NULL;
 
     /* python3 handles SIGINT and ignores SIGPIPE and SIGXFSZ: back to the launcher's dispositions
-     * (ignored ones stay ignored); Python's own records follow in host_py_sync_signals(). */
+     * (ignored ones stay ignored); Python's own records follow in host_py_runtime_starts(). */
     static const int sigs[] = {SIGINT, SIGPIPE, SIGXFSZ};
     for (int k = 0; k < 3; k++) {
         struct sigaction sa;
