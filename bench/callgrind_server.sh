@@ -10,6 +10,9 @@
 #   N1=200 N2=1200 LIBWSGI_EPOLL=build-bench/examples/epoll/libwsgi-epoll bench/callgrind_server.sh epoll-asgi
 #
 # Session 5 (Release build of 903915a): epoll-asgi 26,600 instructions per request, uvicorn 101,470.
+# Session 6, N2=2200, three runs each (the count moves by a few % from run to run: hash seeds, GC):
+# inside python3 (the default) epoll-asgi 25,872-26,423, epoll-wsgi 9,461-9,552; on the embedded
+# interpreter (LIBWSGI_EMBEDDED=1, or 867b74a) 26,597-26,789 and 9,453-9,805.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${1:-epoll-asgi}
@@ -57,7 +60,8 @@ run() { # run N FILE: one server under callgrind serving N requests
     epoll-asgi | epoll-wsgi)
         local app=peers_asgi:hello
         [ "$KIND" = epoll-wsgi ] && app=peers_wsgi:hello
-        valgrind --tool=callgrind --callgrind-out-file="$file" "$EPOLL" --app "$app" \
+        # --trace-children: the program executes python3 (pyexe.h), which serves.
+        valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$file" "$EPOLL" --app "$app" \
             --pythonpath "$APPS" --bind "127.0.0.1:$port" --log-level warning 2>/dev/null &
         ;;
     uvicorn)

@@ -816,11 +816,19 @@ def links_libpython(path):
     return _ldd[path]
 
 
+def runs_in_python_exe(path):
+    """Whether libwsgi-epoll at path runs inside the Python executable (LIBWSGI_PYTHON_EXE_HOSTS:
+    its module next to it, and LIBWSGI_EMBEDDED not set)."""
+    off = os.environ.get("LIBWSGI_EMBEDDED", "")
+    return (os.path.basename(path) == "libwsgi-epoll" and off in ("", "0")
+            and os.path.exists(os.path.join(os.path.dirname(path), "_libwsgi_host.so")))
+
+
 def interpreter(path):
     """The CPython build a server runs its app on: "python3" (a Python program, run by Debian's
-    executable), "libpython.so" (an embedder loading libpython3.11.so) or "static" (an embedder
-    with libpython linked into it, as python3 is)."""
-    if path is None:
+    executable, or libwsgi-epoll inside it), "libpython.so" (an embedder loading
+    libpython3.11.so) or "static" (an embedder with libpython linked into it, as python3 is)."""
+    if path is None or runs_in_python_exe(path):
         return "python3"
     return "libpython.so" if links_libpython(path) else "static"
 

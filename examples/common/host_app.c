@@ -3,6 +3,7 @@
  * "libwsgi-epoll --app hello:app" finds ./hello.py exactly like "gunicorn hello:app". */
 #include "host_app.h"
 #include "host_log.h"
+#include "host_py.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,9 +38,11 @@ int host_app_start(const host_options *o, const char *server_software, wsgi_runt
     ro.log = host_log_cb;
     ro.log_user_data = NULL;
     ro.log_level = o->log_level;
+    host_py_runtime_starts(); /* inside the Python executable: as a fresh interpreter would */
     int rc = wsgi_runtime_new(&ro, rt);
     if (rc != WSGI_OK) {
         host_log(WSGI_LOG_ERROR, "cannot start Python: %s: %s", wsgi_strerror(rc), wsgi_errmsg());
+        host_py_runtime_stopped();
         return -1;
     }
 
@@ -57,6 +60,7 @@ int host_app_start(const host_options *o, const char *server_software, wsgi_runt
         host_log(WSGI_LOG_ERROR, "cannot load app '%s': %s: %s", o->app_spec, wsgi_strerror(rc),
                  wsgi_errmsg());
         wsgi_runtime_free(*rt);
+        host_py_runtime_stopped();
         *rt = NULL;
         return -1;
     }
@@ -69,4 +73,7 @@ void host_app_stop(wsgi_runtime *rt, wsgi_app *app)
 {
     wsgi_app_free(app);
     wsgi_runtime_free(rt);
+    /* Inside the Python executable libwsgi adopted the interpreter and leaves it running: end it
+     * here, as the embedded runtime's free does (atexit handlers run now, not at exit). */
+    host_py_runtime_stopped();
 }

@@ -71,3 +71,63 @@ void host_py_after_fork(int child)
         PyOS_AfterFork_Parent();
     PyGILState_Release(fork_gil);
 }
+
+int host_py_running(void)
+{
+    return Py_IsInitialized();
+}
+
+static int python_exe;
+
+void host_py_set_python_exe(void)
+{
+    python_exe = 1;
+}
+
+int host_py_python_exe(void)
+{
+    return python_exe;
+}
+
+/* A fresh instance of the _signal module (kept for good: the records may refer to it). */
+static PyObject *signal_ns;
+
+void host_py_runtime_starts(void)
+{
+    if (!python_exe || !Py_IsInitialized()) return;
+    struct sigaction sigint;
+    sigaction(SIGINT, NULL, &sigint);
+    PyGILState_STATE g = PyGILState_Ensure();
+    /* Executing another instance of _signal reads every disposition from the kernel into the
+     * records (SIG_DFL, SIG_IGN, None for a handler of the host's), exactly as a fresh
+     * interpreter's start does; over SIG_DFL it installs its SIGINT handler, which libwsgi's
+     * runtime would put back to SIG_DFL, the record staying signal.default_int_handler. */
+    static const char code[] = "import importlib.util as u\n"
+                               "s = u.find_spec('_signal')\n"
+                               "m = u.module_from_spec(s)\n"
+                               "s.loader.exec_module(m)\n"
+                               "if m.getsignal(m.SIGINT) is m.default_int_handler:\n"
+                               "    import signal\n"
+                               "    signal.signal(signal.SIGINT, signal.default_int_handler)\n";
+    PyObject *ns = PyDict_New();
+    PyObject *r = NULL;
+    if (ns && PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) == 0)
+        r = PyRun_String(code, Py_file_input, ns, ns);
+    if (r) {
+        Py_DECREF(r);
+        Py_XSETREF(signal_ns, ns);
+    } else {
+        PyErr_Clear();
+        Py_XDECREF(ns);
+        host_log(WSGI_LOG_WARNING, "signal.getsignal() may not tell the host's dispositions");
+    }
+    sigaction(SIGINT, &sigint, NULL);
+    PyGILState_Release(g);
+}
+
+void host_py_runtime_stopped(void)
+{
+    if (!python_exe || !Py_IsInitialized()) return;
+    PyGILState_Ensure();
+    Py_FinalizeEx(); /* the thread state goes with the interpreter: nothing to release */
+}

@@ -13,6 +13,7 @@
 #include "host_signals.h"
 #include "metrics.h"
 #include "prefork.h"
+#include "pyexe.h"
 #include "sd_notify.h"
 
 #include <errno.h>
@@ -297,7 +298,7 @@ int reexec_start(const listener *ls, size_t n)
     if (pid == 0) {
         if ((start_dir < 0 || fchdir(start_dir) == 0) && place_fds(src, m) == 0) {
             sigprocmask(SIG_SETMASK, &boot, NULL);
-            execve("/proc/self/exe", saved_argv, env);
+            execve(pyexe_self(), saved_argv, env);
         }
         _exit(127);
     }
@@ -397,7 +398,7 @@ int reexec_exec(const listener *ls, size_t n)
         placed = 1;
         /* Stop signals arriving from now on wait for the new image's handlers. */
         pthread_sigmask(SIG_SETMASK, &boot, NULL);
-        execve("/proc/self/exe", saved_argv, env);
+        execve(pyexe_self(), saved_argv, env);
     }
     int e = errno;
     if (here >= 0) {
@@ -408,7 +409,7 @@ int reexec_exec(const listener *ls, size_t n)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     free(env);
-    host_log(WSGI_LOG_ERROR, "reload: cannot execute /proc/self/exe: %s", strerror(e));
+    host_log(WSGI_LOG_ERROR, "reload: cannot execute %s: %s", pyexe_self(), strerror(e));
     return -1;
 }
 

@@ -14,6 +14,7 @@
 #include "listen.h"
 #include "host_py.h"
 #include "prefork.h"
+#include "pyexe.h"
 #include "reexec.h"
 #include "sd_notify.h"
 #include "server.h"
@@ -279,6 +280,9 @@ static int boot_failed(const epoll_options *o, int status)
 
 int server_main(int argc, char **argv, server_program prog)
 {
+    /* Inside the Python executable unless disabled (pyexe.h): this call then does not return, and
+     * server_main() starts again in the module, where it returns at once. */
+    pyexe_launch(argc, argv, prog);
     /* A reload's exec (reexec.c) passes its state in the environment: taken before anything
      * (the app must not see it). */
     reexec_init(argv);
@@ -373,6 +377,10 @@ int server_main(int argc, char **argv, server_program prog)
                     listen_close(&ls[k], 1);
                 return HOST_EXIT_BOOT_FAILED;
             }
+        }
+        /* An interpreter in the master (--preload, or the Python executable's own) is kept
+         * consistent across every fork, as os.fork() does: workers, reload, replacements. */
+        if (host_py_running()) {
             pc.before_fork = preload_before_fork;
             pc.after_fork = preload_after_fork;
         }

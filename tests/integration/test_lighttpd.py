@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -95,8 +96,8 @@ class Site:
 
     def __init__(self, app, *args, spawned=True, protocol="scgi", mounts=False, workers=1,
                  unix=False):
-        self.tmp = os.path.join(conftest.SESSION_TMP, "lt-%d" % free_port())
-        os.makedirs(self.tmp)
+        # mkdtemp: a name from free_port() collided when the kernel handed the same port out twice
+        self.tmp = tempfile.mkdtemp(prefix="lt-", dir=conftest.SESSION_TMP)
         self.port = free_port()
         self.backend_port = free_port()
         # lighttpd names the unix socket of a daemon it starts LIBWSGI_SOCKET + "-0".

@@ -2,6 +2,9 @@
 
 
 def app(environ, start_response):
-    body = ("installed libwsgi: %s %s\n" % (environ["PATH_INFO"], environ["QUERY_STRING"])).encode()
+    import os
+    body = ("installed libwsgi: %s %s\nruns in: %s\n" % (
+        environ["PATH_INFO"], environ["QUERY_STRING"],
+        os.path.basename(os.readlink("/proc/self/exe")))).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
