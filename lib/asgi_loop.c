@@ -627,6 +627,7 @@ void lw_asgi_loop_free(wsgi_runtime *rt)
     Py_CLEAR(rt->lifespan_cls);
     Py_CLEAR(rt->asgi_version);
     lw_asgi_strings_free(rt);
+    rt->lt_valid = 0;
     if (rt->wake_fd >= 0) close(rt->wake_fd);
     rt->wake_fd = rt->loop_fd = -1;
 }
@@ -685,13 +686,45 @@ static int lw_loop_timeout_fast(long *ms)
     return 0;
 }
 
+/* Remember the fast answer for asgi_loop_timeout() (GIL held): it holds until libwsgi takes the
+ * GIL again (py_runs). */
+static void lw_lt_remember(wsgi_runtime *rt, long ms)
+{
+    rt->lt_runs = atomic_load_explicit(&rt->py_runs, memory_order_relaxed);
+    rt->lt_ms = (int)ms;
+    rt->lt_valid = 1;
+}
+
+void lw_loop_timeout_note(void)
+{
+    long ms;
+    wsgi_runtime *rt = lw_rt;
+    if (rt && rt->loop && lw_loop_timeout_fast(&ms)) lw_lt_remember(rt, ms);
+}
+
+/* The loop's state changes only while Python runs: on the loop thread inside libwsgi calls (each
+ * takes the GIL through lw_gil_acquire, which counts), and from other threads through
+ * call_soon_threadsafe and the like, which make the loop's fd readable as asgi_loop_wakeup()
+ * does. So an answer read from the loop's state holds until libwsgi next takes the GIL, and is
+ * given without taking it (a GIL round trip and two dict lookups, per turn of the host's loop).
+ * Not when connections freed without the GIL wait to be released (that needs it), nor when the
+ * caller holds the GIL (it may have run Python itself). */
 LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt)
 {
+    if (rt && rt == lw_rt && rt->lt_valid &&
+        rt->lt_runs == atomic_load_explicit(&rt->py_runs, memory_order_relaxed) &&
+        pthread_equal(rt->loop_thread, pthread_self()) && !lw_ac_frees_pending() &&
+        !PyGILState_Check()) {
+        lw_clear_error();
+        return rt->lt_ms;
+    }
     lw_gil g;
     int rc = lw_asgi_enter(rt, &g);
     if (rc) return rc < -1 ? rc : WSGI_ERR_STATE;
     long ms;
-    if (!lw_loop_timeout_fast(&ms)) {
+    if (lw_loop_timeout_fast(&ms)) {
+        lw_lt_remember(rt, ms);
+    } else {
         PyObject *r = PyObject_CallOneArg(rt->loop_timeout_fn, rt->loop);
         ms = r ? PyLong_AsLong(r) : 0;
         Py_XDECREF(r);
