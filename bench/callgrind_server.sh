@@ -10,6 +10,8 @@
 #   N1=200 N2=1200 LIBWSGI_EPOLL=build-bench/examples/epoll/libwsgi-epoll bench/callgrind_server.sh epoll-asgi
 #
 # Session 5 (Release build of 903915a): epoll-asgi 26,600 instructions per request, uvicorn 101,470.
+# Session 6 (branch asgifast): epoll-asgi ~23,700 (867b74a: 26,500-27,600 on the same machine).
+# Start-up differs from run to run, so the result moves by a few hundred: compare several runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${1:-epoll-asgi}
