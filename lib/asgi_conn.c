@@ -1157,7 +1157,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     }
     /* What the next asgi_loop_timeout() will ask, while the GIL is held anyway (an app that did
      * not wait has scheduled nothing: -1 then, without taking the GIL again). */
-    lw_loop_timeout_note();
+    lw_loop_timeout_note(g.ts == NULL);
     if (!done_owed) {
         lw_gil_release(&g);
         return 0;

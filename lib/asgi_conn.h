@@ -113,7 +113,7 @@ PyObject *lw_ready_new(PyObject *value); /* steals value; an awaitable that retu
 void lw_ac_cache_clear(void);            /* with the loop (GIL held) */
 void lw_ac_drain_frees(void);            /* release what asgi_conn_free deferred (GIL held) */
 int lw_ac_frees_pending(void);           /* asgi_conn_free deferred some (loop thread) */
-void lw_loop_timeout_note(void);         /* remember the loop timeout now (GIL held) */
+void lw_loop_timeout_note(int nested);   /* remember the loop timeout now (GIL held) */
 void lw_future_set(PyObject *fut, PyObject *value, int is_exception); /* steals value */
 void lw_drop_done(PyObject **waiter);
 void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);

@@ -687,19 +687,22 @@ static int lw_loop_timeout_fast(long *ms)
 }
 
 /* Remember the fast answer for asgi_loop_timeout() (GIL held): it holds until libwsgi takes the
- * GIL again (py_runs). */
-static void lw_lt_remember(wsgi_runtime *rt, long ms)
+ * GIL again (py_runs). Not when Python goes on running after this without a new acquisition: in
+ * a loop turn or an eager step (a host callback calling in; the GIL comes back through
+ * PyEval_RestoreThread, uncounted), or when the caller held the GIL already (@nested). */
+static void lw_lt_remember(wsgi_runtime *rt, long ms, int nested)
 {
+    if (rt->loop_turn || nested) return;
     rt->lt_runs = atomic_load_explicit(&rt->py_runs, memory_order_relaxed);
     rt->lt_ms = (int)ms;
     rt->lt_valid = 1;
 }
 
-void lw_loop_timeout_note(void)
+void lw_loop_timeout_note(int nested)
 {
     long ms;
     wsgi_runtime *rt = lw_rt;
-    if (rt && rt->loop && lw_loop_timeout_fast(&ms)) lw_lt_remember(rt, ms);
+    if (rt && rt->loop && lw_loop_timeout_fast(&ms)) lw_lt_remember(rt, ms, nested);
 }
 
 /* The loop's state changes only while Python runs: on the loop thread inside libwsgi calls (each
@@ -723,7 +726,7 @@ LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt)
     if (rc) return rc < -1 ? rc : WSGI_ERR_STATE;
     long ms;
     if (lw_loop_timeout_fast(&ms)) {
-        lw_lt_remember(rt, ms);
+        lw_lt_remember(rt, ms, g.ts == NULL);
     } else {
         PyObject *r = PyObject_CallOneArg(rt->loop_timeout_fn, rt->loop);
         ms = r ? PyLong_AsLong(r) : 0;
@@ -748,6 +751,7 @@ LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt)
         return lw_fail(WSGI_ERR_RECURSIVE, "asgi_loop_run called from inside a loop callback");
     }
     rt->loop_turn = 1;
+    rt->lt_valid = 0; /* whatever a callback of this turn remembered is out of date */
     PyObject *r;
     if (!lw_turn_run_once(&r)) {
         /* Public API only: call_soon(stop) + run_forever(), which sets the running state up
