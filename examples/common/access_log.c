@@ -42,12 +42,13 @@ typedef enum atom_kind {
     A_PID,      /* p */
     A_REQ_HDR,  /* {name}i */
     A_RESP_HDR, /* {name}o */
-    A_ENV,      /* {name}e */
+    A_TARGET,   /* {RAW_URI}e: the target as sent */
+    A_ENV,      /* {name}e of a key a line cannot know: "-" */
 } atom_kind;
 
 typedef struct piece {
     atom_kind kind;
-    const char *text; /* A_LITERAL: the text; A_ENV: the value (or NULL) */
+    const char *text; /* A_LITERAL: the text */
     size_t len;
     int index; /* A_REQ_HDR / A_RESP_HDR: position in the header list */
 } piece;
@@ -75,6 +76,42 @@ static int name_index(const char **names, size_t *n, const char *name)
     if (*n == ACCESS_LOG_MAX_HEADERS) return -1;
     names[*n] = name;
     return (int)(*n)++;
+}
+
+/* %({KEY}e)s names a key of the request's WSGI environ, as in gunicorn (its atoms hold every
+ * environ key; not the process environment, whatever its documentation's "environment variable"
+ * suggests). The keys a log line knows without the app's environ: a header (HTTP_*,
+ * CONTENT_TYPE, CONTENT_LENGTH) is that request header (returns 1, key rewritten in place to the
+ * header's lowercase name); REQUEST_METHOD, PATH_INFO, QUERY_STRING, SERVER_PROTOCOL, REMOTE_ADDR
+ * and RAW_URI the matching atom; any other key logs "-". key is uppercase. */
+static int env_atom(piece *pc, char *key)
+{
+    static const struct {
+        const char *key;
+        atom_kind kind;
+    } known[] = {{"REQUEST_METHOD", A_METHOD}, {"PATH_INFO", A_PATH},     {"QUERY_STRING", A_QUERY},
+                 {"SERVER_PROTOCOL", A_PROTO}, {"REMOTE_ADDR", A_REMOTE}, {"RAW_URI", A_TARGET}};
+    for (size_t k = 0; k < sizeof(known) / sizeof(*known); k++) {
+        if (strcmp(key, known[k].key) == 0) {
+            pc->kind = known[k].kind;
+            return 0;
+        }
+    }
+    const char *hdr = NULL;
+    if (strcmp(key, "CONTENT_TYPE") == 0 || strcmp(key, "CONTENT_LENGTH") == 0)
+        hdr = key;
+    else if (strncmp(key, "HTTP_", 5) == 0 && key[5] && strcmp(key, "HTTP_CONTENT_TYPE") != 0 &&
+             strcmp(key, "HTTP_CONTENT_LENGTH") != 0)
+        hdr = key + 5; /* the WSGI environ has no HTTP_CONTENT_*: those are CONTENT_* */
+    if (!hdr) {
+        pc->kind = A_ENV;
+        return 0;
+    }
+    char *d = key;
+    for (const char *s = hdr; *s; s++)
+        *d++ = *s == '_' ? '-' : (char)(*s >= 'A' && *s <= 'Z' ? *s + 32 : *s);
+    *d = '\0';
+    return 1;
 }
 
 static int compile(const char *fmt)
@@ -121,15 +158,17 @@ static int compile(const char *fmt)
                 return -1;
             }
             char *name = st;
-            for (size_t k = 0; k < nlen; k++)
-                *st++ = kind == 'e'
-                            ? a[1 + k]
-                            : (char)(a[1 + k] >= 'A' && a[1 + k] <= 'Z' ? a[1 + k] + 32 : a[1 + k]);
+            for (size_t k = 0; k < nlen; k++) {
+                char ch = a[1 + k];
+                /* Headers by lowercase name; environ keys case-insensitively too (gunicorn
+                 * lowercases both its keys and the atom). */
+                *st++ = kind == 'e' ? (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch)
+                                    : (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+            }
             *st++ = '\0';
+            if (kind == 'e' && env_atom(pc, name)) kind = 'i'; /* HTTP_*: name is the header's */
             if (kind == 'e') {
-                pc->kind = A_ENV;
-                pc->text = getenv(name);
-                pc->len = pc->text ? strlen(pc->text) : 0;
+                /* env_atom() set the piece */
             } else {
                 pc->kind = kind == 'i' ? A_REQ_HDR : A_RESP_HDR;
                 pc->index = kind == 'i' ? name_index(al.req_names, &al.n_req, name)
@@ -390,7 +429,8 @@ void access_log_write(const access_record *r)
         case A_PID: putf(&o, "<%d>", (int)getpid()); break;
         case A_REQ_HDR: put_field(&o, r->req_values[pc->index], r->req_lens[pc->index]); break;
         case A_RESP_HDR: put_field(&o, r->resp_values[pc->index], r->resp_lens[pc->index]); break;
-        case A_ENV: put_field(&o, pc->text, pc->len); break;
+        case A_TARGET: put_field(&o, r->target, r->target_len); break;
+        case A_ENV: put(&o, "-", 1); break;
         }
     }
     buf[o.n++] = '\n';

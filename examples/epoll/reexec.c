@@ -236,13 +236,15 @@ static int common_vars(const listener *ls, size_t n, int *src, char **extra, int
     int m = 0;
     char *f = buf[0];
     size_t len = (size_t)snprintf(f, 64, ENV_LISTENERS "=");
+    if (!ls) n = strlen(flags); /* still as handed over: fds 3.., described by flags */
     for (size_t k = 0; k < n; k++) {
-        f[len++] = ls[k].inherited ? 'i' : 'o';
-        src[m++] = listener_fd(&ls[k], k);
+        f[len++] = ls ? (ls[k].inherited ? 'i' : 'o') : flags[k];
+        src[m++] = ls ? listener_fd(&ls[k], k) : 3 + (int)k;
     }
     f[len] = '\0';
     extra[(*x)++] = f;
     int mfd = metrics_region_fd();
+    if (mfd < 0 && !ls) mfd = metrics_fd; /* not mapped yet: the region as handed over */
     if (mfd >= 0) {
         /* The bridge maps the counters; the scrape process stays this pid's. */
         snprintf(buf[1], sizeof(buf[1]), ENV_METRICS "=%d,%d", 3 + m,

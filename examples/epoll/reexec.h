@@ -74,7 +74,8 @@ int reexec_exec(const listener *ls, size_t n);
 /* After a failed exec, or when the re-executed server could not boot while a bridge serves:
  * keep this process (the pid systemd and --pid know) until the bridge exits, forwarding stop
  * signals to it; SIGHUP tries the exec again. Returns the exit status, or -1 when no bridge
- * serves (the caller exits as before). */
+ * serves (the caller exits as before). ls NULL: a re-executed server that failed before it took
+ * its listening sockets, which are still at fds 3.. as handed over (reexec_exec() too). */
 int reexec_supervise(const listener *ls, size_t n);
 
 #endif

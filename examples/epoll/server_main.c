@@ -264,6 +264,19 @@ static size_t reload_dirs(const epoll_options *o, const char **dirs, size_t cap)
     return n;
 }
 
+/* A re-executed image (SIGHUP without a master) that fails before it serves, while the reload's
+ * bridge does (an access log, a certificate or the privileges that changed since the bridge
+ * started): keep the pid around the bridge, as for an app that no longer imports (worker_main),
+ * instead of leaving it without anyone to stop it. Its sockets are still at fds 3... */
+static int boot_failed(const epoll_options *o, int status)
+{
+    if (!reexec_resumed() || reexec_is_bridge()) return status;
+    int st = reexec_supervise(NULL, 0);
+    if (st < 0) return status;
+    if (o && o->proc.pid_file) unlink(o->proc.pid_file);
+    return st;
+}
+
 int server_main(int argc, char **argv, server_program prog)
 {
     /* A reload's exec (reexec.c) passes its state in the environment: taken before anything
@@ -271,14 +284,14 @@ int server_main(int argc, char **argv, server_program prog)
     reexec_init(argv);
     epoll_options o;
     int r = epoll_cli_parse(argc, argv, prog, &o);
-    if (r != 0) return r > 0 ? 0 : 2;
+    if (r != 0) return r > 0 ? 0 : boot_failed(NULL, 2);
     host_log_set_level(o.host.log_level);
     proc_apply_umask(&o.proc); /* --umask: before any file or socket is made */
     if (o.obs.check_config) return check_config(&o);
     /* observe.c: the access log file, the metrics region and its scrape process, before anything
      * listens or forks. */
     reexec_take_metrics(); /* after a reload's exec: the same counters and scrape process */
-    if (obs_setup(&o.obs, &o.host) != 0) return 2;
+    if (obs_setup(&o.obs, &o.host) != 0) return boot_failed(&o, 2);
     signal(SIGPIPE, SIG_IGN);
     /* glibc's adaptive thresholds give the top of the heap back to the kernel once a few MiB
      * are free there, and map large blocks with mmap: a worker whose concurrent requests
@@ -311,7 +324,7 @@ int server_main(int argc, char **argv, server_program prog)
 
     /* A bad certificate or key is told now, not by every worker; each worker loads the files
      * again (server_run), so new workers pick up renewed ones. */
-    if (tls_enabled(&o) && tls_check(&o) != 0) return 1;
+    if (tls_enabled(&o) && tls_check(&o) != 0) return boot_failed(&o, 1);
 
     listener ls[EPOLL_MAX_BINDS];
     size_t n_ls = o.n_binds;
@@ -320,7 +333,7 @@ int server_main(int argc, char **argv, server_program prog)
     /* After a reload's exec: the sockets of the previous image (fds 3..), whatever --bind, --fd
      * or LISTEN_FDS say: nothing is bound again. */
     int handed = reexec_take_listeners(&o, ls);
-    if (handed < 0) return 2;
+    if (handed < 0) return boot_failed(&o, 2);
     if (handed > 0) {
         n_ls = (size_t)handed;
     } else if (o.listen_fds > 0) {
@@ -337,7 +350,7 @@ int server_main(int argc, char **argv, server_program prog)
     /* The pid file before the privileges go (its directory may be root's, as /run is). After a
      * reload's exec it holds this pid already (and a bridge's pid does not belong there). */
     if (o.proc.pid_file && !reexec_resumed() && write_pid_file(o.proc.pid_file) != 0) return 1;
-    if (proc_drop_privileges(&o.proc) != 0) return 1;
+    if (proc_drop_privileges(&o.proc) != 0) return boot_failed(&o, 1);
     host_log(WSGI_LOG_INFO, "%s %s (libwsgi %s) serving %s on %s%s", o.name, EPOLL_SERVER_VERSION,
              libwsgi_version(), o.host.app_spec, ls[0].spec, n_ls > 1 ? " and more" : "");
 

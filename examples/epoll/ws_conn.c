@@ -234,9 +234,6 @@ static int check_handshake(conn *c, const wsgi_request *req, ws_conn *out)
 
 static int rbuf_spill(conn *c);
 
-/* ws_conn.fr_left when frame boundaries are no longer followed (see recv_cb). */
-#define FR_UNKNOWN UINT64_MAX
-
 /* How many of the next @m bytes of the client's stream (at @p) wslay may have now: never a frame
  * header or a control frame in part. wslay 1.1.1 checks a Close's code and reason in each piece it
  * reads, as if every piece began with the code: a valid Close cut by the network inside its
@@ -280,7 +277,6 @@ static int in_ready(const ws_conn *ws, const conn *c)
 {
     size_t have = c->in_len - c->in_parsed;
     if (!have) return 0;
-    if (ws->fr_left == FR_UNKNOWN) return 1;
     uint64_t left;
     return frame_gate(ws->fr_left, (const uint8_t *)c->in + c->in_parsed, have, &left) > 0;
 }
@@ -363,13 +359,20 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
             have = rbuf.len - rbuf.off;
         }
         size_t m = have < len ? have : len;
-        uint64_t left = FR_UNKNOWN;
-        size_t n = ws->fr_left == FR_UNKNOWN ? m : frame_gate(ws->fr_left, src, m, &left);
+        uint64_t left;
+        size_t n = frame_gate(ws->fr_left, src, m, &left);
         if (n == 0 && m < have) {
-            /* wslay asks for what its 4 KiB buffer has room for, which a control frame fits: not
-             * reached. Were it, the bytes go as they are, and frames are no longer followed. */
-            n = m;
-            left = FR_UNKNOWN;
+            /* Room for less than a whole frame head or control frame (at most 131 bytes): wslay
+             * 1.1 never asks for less than 4 KiB - 13 (its input buffer, less an unread piece of a
+             * head, which the gate never leaves), so only another wslay gets here. Handing part
+             * would bring back the 1007 for a valid Close: fail the connection, told. */
+            host_log(WSGI_LOG_ERROR,
+                     "WebSocket from %s: wslay asked for %zu bytes, less than a "
+                     "frame head or control frame: closing",
+                     peer(c), len);
+            ws->io_error = 1;
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
         }
         if (n == 0) {
             /* Wait for the rest in c->in: rbuf is shared and refilled whole. */

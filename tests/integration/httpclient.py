@@ -273,3 +273,32 @@ def wait_for(pred, what, guard=GUARD, step=0.01):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(step)
+
+
+def _tcp_queues(local, remote):
+    """(tx_queue, rx_queue) of the IPv4 TCP socket local -> remote in /proc/net/tcp, or None."""
+    def hexaddr(a):
+        return "%s:%04X" % ("".join("%02X" % int(b) for b in reversed(a[0].split("."))), a[1])
+    want = (hexaddr(local), hexaddr(remote))
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            cols = line.split()
+            if (cols[1], cols[2]) == want:
+                tx, rx = cols[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
+
+
+def wait_peer_read(sock, what="the server to read what was sent"):
+    """Wait until the peer process has read everything sent on sock (a loopback IPv4 TCP socket):
+    our bytes are acknowledged (no longer in our send queue) and no longer in the peer socket's
+    receive queue. Then a piece sent next is a read of its own for the peer, whatever the
+    machine's speed: what a test of data split across reads needs (a sleep only makes it
+    likely)."""
+    me, peer = sock.getsockname()[:2], sock.getpeername()[:2]
+
+    def drained():
+        mine, theirs = _tcp_queues(me, peer), _tcp_queues(peer, me)
+        return mine is not None and theirs is not None and mine[0] == 0 and theirs[1] == 0
+
+    wait_for(drained, what)

@@ -429,6 +429,38 @@ def test_sighup_without_master_bridge_serves_when_the_new_image_fails(spawn, tmp
     assert s.stop() == 0
 
 
+def test_sighup_without_master_bridge_serves_when_the_new_image_fails_early(spawn, tmp_path):
+    # As above, but the re-executed image fails before it even loads the app: its
+    # --access-logfile cannot be opened any more (here: a directory took the file's place while
+    # the old image finished its request). It exited with status 2 and left the bridge running
+    # with nobody to stop it; now it waits for the bridge, and the next SIGHUP tries again.
+    write_hup_app(tmp_path, "v1")
+    log = tmp_path / "access.log"
+    s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path), "--access-logfile", str(log))
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = Conn(s.port)
+    slow.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the slow request to reach the app")
+    s.signal(signal.SIGHUP)
+    wait_log(s, "serves the new code")
+    bridge = child_pids(s.pid)
+    assert len(bridge) == 1
+    log.unlink()
+    log.mkdir()
+    release.touch()
+    assert slow.read_response().status == 200
+    slow.close()
+    wait_log(s, "waits for it")
+    assert s.proc.poll() is None, s.log()
+    assert child_pids(s.pid) == bridge
+    assert served(s.port) == ("v1", bridge[0])
+    log.rmdir()
+    s.signal(signal.SIGHUP)
+    wait_reloaded(s)
+    assert served(s.port) == ("v1", s.pid)
+    assert s.stop() == 0
+
+
 def test_sighup_without_master_unix_socket_pid_file_and_metrics(spawn, tmp_path):
     # The unix socket is handed over (not bound again, not unlinked), the pid file keeps the
     # pid, the metrics endpoint keeps its counters and counts the reload.

@@ -30,7 +30,11 @@ def lines(path):
 # ---- access log ------------------------------------------------------------------------------
 
 FORMAT = ('%(h)s|%(l)s|%(u)s|%(t)s|%(r)s|%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%(f)s|%(a)s|'
-          '%(T)s|%(D)s|%(M)s|%(L)s|%(p)s|%({x-trace}i)s|%({content-type}o)s|%({HOME}e)s|100%%')
+          '%(T)s|%(D)s|%(M)s|%(L)s|%(p)s|%({x-trace}i)s|%({content-type}o)s|%({HOME}e)s|100%%|'
+          # %({KEY}e)s is a key of the request's WSGI environ, as gunicorn's atoms are
+          '%({HTTP_X_TRACE}e)s|%({http_user_agent}e)s|%({REQUEST_METHOD}e)s|%({RAW_URI}e)s|'
+          '%({QUERY_STRING}e)s|%({SERVER_PROTOCOL}e)s|%({REMOTE_ADDR}e)s|%({CONTENT_TYPE}e)s|'
+          '%({HTTP_CONTENT_TYPE}e)s|%({wsgi.url_scheme}e)s')
 
 
 def test_access_log_format_atoms(spawn, tmp_path):
@@ -54,8 +58,11 @@ def test_access_log_format_atoms(spawn, tmp_path):
     assert re.fullmatch(r"\d+\.\d{6}", dsecs) and int(dsecs.replace(".", "")) == micros
     assert re.fullmatch(r"<\d+>", f[18]) and int(f[18][1:-1]) == s.pid  # --workers 1: one process
     assert f[19:21] == ["abc", "text/plain"]
-    assert f[21] == (os.environ.get("HOME") or "-")
+    assert f[21] == "-"  # not the process environment: HOME is no key of a request's environ
     assert f[22] == "100%"
+    assert f[23:32] == ["abc", "tester/3", "GET", "/hello?x=1&y=2", "x=1&y=2", "HTTP/1.1",
+                        "127.0.0.1", "-", "-"], got[0]
+    assert f[32] == "-"  # a key the log line cannot know
     h = got[1].split("|")
     assert h[2] == "-" and h[5] == "HEAD" and h[7] == "" and h[9] == "200"
     assert h[10] == "0" and h[11] == "-"  # a HEAD response carries no body bytes

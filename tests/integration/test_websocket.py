@@ -30,6 +30,7 @@ import conftest
 from conftest import module_server
 from wsclient import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, GUARD, ProtocolViolation,
                       WSClient, build_frame, close_payload, handshake_request)
+from httpclient import wait_peer_read
 
 KINDS = ["epoll", "uvicorn"]
 APP = "ws_app:app"
@@ -623,7 +624,7 @@ def test_invalid_utf8_in_close_reason_sent_in_pieces(srv):
     with WSClient.open(srv.port, "/echo") as c:
         frame = build_frame(OP_CLOSE, struct.pack("!H", 1000) + b"ok\x03\xe8")
         c.send_raw(frame[:-2])
-        time.sleep(0.05)  # most likely a separate read; either way the outcome is the same
+        wait_peer_read(c.sock)  # the server has read the first piece: the second is a read apart
         c.send_raw(frame[-2:])
         code, _ = c.expect_failure_close()
     assert code == 1007
@@ -641,7 +642,7 @@ def test_valid_close_sent_in_pieces(srv, cut):
         assert c.recv_data() == "one"
         frame = build_frame(OP_CLOSE, struct.pack("!H", 4003) + "bye \u2713".encode())
         c.send_raw(frame[:cut])
-        time.sleep(0.05)  # most likely a separate read; either way the outcome is the same
+        wait_peer_read(c.sock)  # the server has read the first piece: the second is a read apart
         c.send_raw(frame[cut:])
         assert c.recv_close()[0] == 4003
     d = disconnect_of(t)

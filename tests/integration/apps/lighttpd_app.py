@@ -18,6 +18,8 @@ import os
 import time
 import urllib.parse
 
+from asgi_lifespan import lifespan
+
 CHUNK = b"x" * 1023 + b"\n"
 
 
@@ -101,13 +103,7 @@ async def _start(send, status=200, headers=()):
 
 async def asgi(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            m = await receive()
-            if m["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif m["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] == "websocket":
         m = await receive()
         assert m["type"] == "websocket.connect"

@@ -13,6 +13,8 @@ import sys
 import time
 from urllib.parse import parse_qs
 
+from asgi_lifespan import lifespan
+
 _state = {}  # token -> what happened to the task
 
 
@@ -27,13 +29,7 @@ async def _start(send, status=200, headers=()):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            m = await receive()
-            if m["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif m["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     path = scope["path"]
     q = _q(scope)
     token = q.get("token", "")
