@@ -12,7 +12,9 @@
 # Session 5 (Release build of 903915a): epoll-asgi 26,600 instructions per request, uvicorn 101,470.
 # Session 6, N2=2200, three runs each (the count moves by a few % from run to run: hash seeds, GC):
 # inside python3 (the default) epoll-asgi 25,872-26,423, epoll-wsgi 9,461-9,552; on the embedded
-# interpreter (LIBWSGI_EMBEDDED=1, or 867b74a) 26,597-26,789 and 9,453-9,805.
+# interpreter (LIBWSGI_EMBEDDED=1, or 867b74a) 26,597-26,789 and 9,453-9,805. Then the per-request
+# work of branch asgifast (no epoll_ctl re-arm, one-pass head, scope template, eager Task): epoll-asgi
+# ~23,700 (867b74a: 26,500-27,600 on the same machine); the merged result is in bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND=${1:-epoll-asgi}

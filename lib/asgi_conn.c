@@ -1162,6 +1162,9 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
         Py_DECREF(ctx);
         Py_DECREF(c);
     }
+    /* What the next asgi_loop_timeout() will ask, while the GIL is held anyway (an app that did
+     * not wait has scheduled nothing: -1 then, without taking the GIL again). */
+    lw_loop_timeout_note(g.ts == NULL);
     if (!done_owed) {
         lw_gil_release(&g);
         return 0;
@@ -1293,6 +1296,11 @@ LIBWSGI_API int asgi_conn_cancel(asgi_conn *conn)
 
 /* Connections the host freed without the GIL, released at the next call that takes it. */
 static lw_asgi_conn *lw_ac_free_list;
+
+int lw_ac_frees_pending(void)
+{
+    return lw_ac_free_list != NULL;
+}
 
 void lw_ac_drain_frees(void)
 {

@@ -113,6 +113,8 @@ void lw_asgi_scope_cache_clear(void);
 PyObject *lw_ready_new(PyObject *value); /* steals value; an awaitable that returns it at once */
 void lw_ac_cache_clear(void);            /* with the loop (GIL held) */
 void lw_ac_drain_frees(void);            /* release what asgi_conn_free deferred (GIL held) */
+int lw_ac_frees_pending(void);           /* asgi_conn_free deferred some (loop thread) */
+void lw_loop_timeout_note(int nested);   /* remember the loop timeout now (GIL held) */
 void lw_future_set(PyObject *fut, PyObject *value, int is_exception); /* steals value */
 void lw_drop_done(PyObject **waiter);
 void lw_ac_fail(lw_asgi_conn *c, int code, const char *fmt, ...) LW_PRINTF(3, 4);

@@ -133,7 +133,11 @@ static struct {
     PyObject *run_once;   /* loop._run_once (bound), NULL: turns go through run_forever */
     int running;          /* the loop is marked running on the loop thread (lw_running_enter) */
     int catching;         /* inside the Task() call */
+    unsigned catch_calls; /* call_soon calls the catcher saw during it */
     PyObject *step, *ctx; /* what the catcher kept */
+    /* type(loop).call_soon bound to the loop: what the loop's __dict__ holds between Task() calls
+     * (see lw_eager_task), and the function it binds */
+    PyObject *call_soon_bound, *call_soon_func;
 } lw_eg;
 
 /* loop.call_soon while a Task is being created: keep its first step, pass anything else on. */
@@ -143,6 +147,7 @@ static PyObject *lw_eg_catch(PyObject *self, PyObject *const *args, Py_ssize_t n
     (void)self;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     PyObject *ctx = NULL;
+    if (lw_eg.catching) lw_eg.catch_calls++;
     int other = 0;
     for (Py_ssize_t i = 0; i < nkw; i++) {
         if (lw_streq(PyTuple_GET_ITEM(kwnames, i), lw_eg.s_context))
@@ -186,17 +191,24 @@ static void lw_eager_free(void)
         PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_get_debug) <
             0) /* breaks loop -> get_debug -> loop */
         PyErr_Clear();
+    if (lw_eg.loop_dict && lw_eg.call_soon_bound) { /* the same for call_soon, if still ours */
+        PyObject *cur = PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_call_soon);
+        if (cur == lw_eg.call_soon_bound && PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon) < 0)
+            PyErr_Clear();
+        PyErr_Clear();
+    }
     if (lw_eg.old_hooks && lw_rt && lw_rt->loop &&
         pthread_equal(lw_rt->loop_thread, pthread_self()) && lw_eager_hooks(0) < 0)
         lw_log_exception("restoring the async generator hooks", NULL, 0);
     PyObject **objs[] = {
-        &lw_eg.loop_dict,    &lw_eg.catcher,       &lw_eg.task_type,   &lw_eg.task_kwnames,
-        &lw_eg.current_task, &lw_eg.get_running,   &lw_eg.set_running, &lw_eg.get_hooks,
-        &lw_eg.set_hooks,    &lw_eg.hooks_kwnames, &lw_eg.hooks[0],    &lw_eg.hooks[1],
-        &lw_eg.old_hooks,    &lw_eg.thread_id,     &lw_eg.s_call_soon, &lw_eg.s_thread_id,
-        &lw_eg.s_context,    &lw_eg.s_ready,       &lw_eg.s_scheduled, &lw_eg.s_debug,
-        &lw_eg.s_get_debug,  &lw_eg.s_stopping,    &lw_eg.step,        &lw_eg.ctx,
-        &lw_eg.run_asgi,     &lw_eg.run_once,      &lw_eg.s_self,      &lw_eg.context_kwnames};
+        &lw_eg.loop_dict,       &lw_eg.catcher,       &lw_eg.task_type,   &lw_eg.task_kwnames,
+        &lw_eg.current_task,    &lw_eg.get_running,   &lw_eg.set_running, &lw_eg.get_hooks,
+        &lw_eg.set_hooks,       &lw_eg.hooks_kwnames, &lw_eg.hooks[0],    &lw_eg.hooks[1],
+        &lw_eg.old_hooks,       &lw_eg.thread_id,     &lw_eg.s_call_soon, &lw_eg.s_thread_id,
+        &lw_eg.s_context,       &lw_eg.s_ready,       &lw_eg.s_scheduled, &lw_eg.s_debug,
+        &lw_eg.s_get_debug,     &lw_eg.s_stopping,    &lw_eg.step,        &lw_eg.ctx,
+        &lw_eg.run_asgi,        &lw_eg.run_once,      &lw_eg.s_self,      &lw_eg.context_kwnames,
+        &lw_eg.call_soon_bound, &lw_eg.call_soon_func};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
         Py_CLEAR(*objs[i]);
     memset(&lw_eg, 0, sizeof lw_eg);
@@ -331,23 +343,49 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
         nb[nl++] = digits[--nd];
     PyObject *name = PyUnicode_FromStringAndSize(nb, (Py_ssize_t)nl);
     if (!name) return NULL;
-    /* Someone (an app, a monitoring library) put its own call_soon on the loop instance: leave
-     * it alone, and let this Task start the deferred way, through it. */
-    PyObject *patched = PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_call_soon);
-    if ((!patched && PyErr_Occurred()) ||
-        (!patched && PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, lw_eg.catcher) < 0)) {
+    /* The catcher goes into the loop's __dict__ for the Task() call. Between calls the entry holds
+     * type(loop).call_soon bound to the loop, which is what the attribute lookup would find
+     * anyway: replacing a value costs less than inserting and deleting a key of the instance's
+     * (shared-key) dict each time. Someone (an app, a monitoring library) that put its own
+     * call_soon on the loop instance is left alone, and this Task starts the deferred way,
+     * through it. */
+    PyObject *cur = PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_call_soon);
+    int ours = !cur || cur == lw_eg.call_soon_bound;
+    if (!cur && PyErr_Occurred()) {
         Py_DECREF(name);
         return NULL;
     }
-    lw_eg.catching = !patched;
+    PyObject *restore = NULL; /* what goes back after the call: NULL deletes the entry */
+    if (ours) {
+        /* The class's call_soon now (a class patched since still counts), bound if a function. */
+        PyObject *fn = PyObject_GetAttr((PyObject *)Py_TYPE(lw_rt->loop), lw_eg.s_call_soon);
+        if (fn && PyFunction_Check(fn) && fn != lw_eg.call_soon_func) {
+            PyObject *bound = PyMethod_New(fn, lw_rt->loop);
+            if (bound) {
+                Py_XSETREF(lw_eg.call_soon_bound, bound);
+                Py_XSETREF(lw_eg.call_soon_func, Py_NewRef(fn));
+            }
+        }
+        if (fn && PyFunction_Check(fn) && fn == lw_eg.call_soon_func)
+            restore = lw_eg.call_soon_bound;
+        Py_XDECREF(fn);
+        if (PyErr_Occurred() ||
+            PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, lw_eg.catcher) < 0) {
+            Py_DECREF(name);
+            return NULL;
+        }
+    }
+    lw_eg.catching = ours;
+    lw_eg.catch_calls = 0;
     PyObject *argv[3] = {coro, lw_rt->loop, name};
     PyObject *task = PyObject_Vectorcall(lw_eg.task_type, argv, 1, lw_eg.task_kwnames);
     lw_eg.catching = 0;
     Py_DECREF(name);
-    if (!patched) {
+    if (ours) {
         lw_exc_saved exc;
         LW_EXC_SAVE(exc);
-        if (PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon) < 0)
+        if ((restore ? PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_call_soon, restore)
+                     : PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_call_soon)) < 0)
             lw_log_exception("restoring loop.call_soon", NULL, 0);
         LW_EXC_RESTORE(exc);
     }
@@ -359,10 +397,11 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
         Py_CLEAR(*ctx);
         return NULL;
     }
-    if (*step && lw_eg.step_type) {
+    if (*step && lw_eg.step_type && lw_eg.catch_calls != 1) {
         /* Another Task created meanwhile (by a finalizer the allocations ran) would have had its
          * step caught instead, and ours scheduled: then schedule that one as it asked, and ours
-         * starts the deferred way. */
+         * starts the deferred way. (With one call_soon during the call, the caught step is the
+         * one our Task.__init__ made.) */
         PyObject *owner = PyObject_GetAttr(*step, lw_eg.s_self);
         if (owner != task) {
             PyErr_Clear();
@@ -588,6 +627,7 @@ void lw_asgi_loop_free(wsgi_runtime *rt)
     Py_CLEAR(rt->lifespan_cls);
     Py_CLEAR(rt->asgi_version);
     lw_asgi_strings_free(rt);
+    rt->lt_valid = 0;
     if (rt->wake_fd >= 0) close(rt->wake_fd);
     rt->wake_fd = rt->loop_fd = -1;
 }
@@ -646,13 +686,48 @@ static int lw_loop_timeout_fast(long *ms)
     return 0;
 }
 
+/* Remember the fast answer for asgi_loop_timeout() (GIL held): it holds until libwsgi takes the
+ * GIL again (py_runs). Not when Python goes on running after this without a new acquisition: in
+ * a loop turn or an eager step (a host callback calling in; the GIL comes back through
+ * PyEval_RestoreThread, uncounted), or when the caller held the GIL already (@nested). */
+static void lw_lt_remember(wsgi_runtime *rt, long ms, int nested)
+{
+    if (rt->loop_turn || nested) return;
+    rt->lt_runs = atomic_load_explicit(&rt->py_runs, memory_order_relaxed);
+    rt->lt_ms = (int)ms;
+    rt->lt_valid = 1;
+}
+
+void lw_loop_timeout_note(int nested)
+{
+    long ms;
+    wsgi_runtime *rt = lw_rt;
+    if (rt && rt->loop && lw_loop_timeout_fast(&ms)) lw_lt_remember(rt, ms, nested);
+}
+
+/* The loop's state changes only while Python runs: on the loop thread inside libwsgi calls (each
+ * takes the GIL through lw_gil_acquire, which counts), and from other threads through
+ * call_soon_threadsafe and the like, which make the loop's fd readable as asgi_loop_wakeup()
+ * does. So an answer read from the loop's state holds until libwsgi next takes the GIL, and is
+ * given without taking it (a GIL round trip and two dict lookups, per turn of the host's loop).
+ * Not when connections freed without the GIL wait to be released (that needs it), nor when the
+ * caller holds the GIL (it may have run Python itself). */
 LIBWSGI_API int asgi_loop_timeout(wsgi_runtime *rt)
 {
+    if (rt && rt == lw_rt && rt->lt_valid &&
+        rt->lt_runs == atomic_load_explicit(&rt->py_runs, memory_order_relaxed) &&
+        pthread_equal(rt->loop_thread, pthread_self()) && !lw_ac_frees_pending() &&
+        !PyGILState_Check()) {
+        lw_clear_error();
+        return rt->lt_ms;
+    }
     lw_gil g;
     int rc = lw_asgi_enter(rt, &g);
     if (rc) return rc < -1 ? rc : WSGI_ERR_STATE;
     long ms;
-    if (!lw_loop_timeout_fast(&ms)) {
+    if (lw_loop_timeout_fast(&ms)) {
+        lw_lt_remember(rt, ms, g.ts == NULL);
+    } else {
         PyObject *r = PyObject_CallOneArg(rt->loop_timeout_fn, rt->loop);
         ms = r ? PyLong_AsLong(r) : 0;
         Py_XDECREF(r);
@@ -676,6 +751,7 @@ LIBWSGI_API int asgi_loop_run(wsgi_runtime *rt)
         return lw_fail(WSGI_ERR_RECURSIVE, "asgi_loop_run called from inside a loop callback");
     }
     rt->loop_turn = 1;
+    rt->lt_valid = 0; /* whatever a callback of this turn remembered is out of date */
     PyObject *r;
     if (!lw_turn_run_once(&r)) {
         /* Public API only: call_soon(stop) + run_forever(), which sets the running state up

@@ -23,8 +23,25 @@ typedef struct lw_sc_slot {
     unsigned port;
 } lw_sc_slot;
 
+/* The scope's keys whose values are immutable and made per request (see lw_asgi_scope). */
+enum {
+    SV_HTTP_VERSION,
+    SV_METHOD,
+    SV_SCHEME,
+    SV_PATH,
+    SV_RAW_PATH,
+    SV_QUERY,
+    SV_ROOT,
+    SV_CLIENT,
+    SV_SERVER,
+    SV_N
+};
+
 static struct {
-    PyObject *templ[2]; /* http, websocket scopes: every key, in order, constant values */
+    /* http, websocket scopes: every key, in order, with the constant values, the last request's
+     * immutable ones (lastv: the same objects, borrowed from it) and None for the mutable ones */
+    PyObject *templ[2];
+    PyObject *lastv[2][SV_N];
     lw_sc_slot method, path, query, client, server;
     lw_sc_slot pairs[LW_SC_PAIRS]; /* raw = name as received, then the trimmed value */
 } lw_sc;
@@ -43,6 +60,7 @@ void lw_asgi_scope_cache_clear(void)
     }
     Py_CLEAR(lw_sc.templ[0]);
     Py_CLEAR(lw_sc.templ[1]);
+    memset(lw_sc.lastv, 0, sizeof lw_sc.lastv);
 }
 
 /* The slot holds the objects made from exactly these bytes (and port). */
@@ -263,49 +281,52 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     size_t qlen = q ? n - pend - 1 : 0;
 
     PyObject **templ = &lw_sc.templ[websocket != 0];
-    if (!*templ && !(*templ = lw_scope_template(a, websocket))) return NULL;
-    PyObject *s = PyDict_Copy(*templ);
-    if (!s) return NULL;
+    PyObject **lastv = lw_sc.lastv[websocket != 0];
+    if (!*templ) {
+        if (!(*templ = lw_scope_template(a, websocket))) return NULL;
+        memset(lw_sc.lastv[websocket != 0], 0, sizeof lw_sc.lastv[0]);
+    }
     int https = req->scheme && strcmp(req->scheme, "https") == 0;
-    PyObject *ext = PyDict_New();
-    int bad = !ext;
-    if (!bad && trailers) bad = lw_steal(ext, a->ext_trailers, PyDict_New()) < 0;
-    if (!bad && pathsend) bad = lw_steal(ext, a->ext_pathsend, PyDict_New()) < 0;
-    if (!bad && websocket) bad = lw_steal(ext, a->ext_ws_response, PyDict_New()) < 0;
-    bad = bad || lw_steal(s, a->asgi, PyDict_Copy(rt->asgi_version)) < 0;
-    bad = bad || lw_steal(s, a->http_version, lw_http_version(a, req)) < 0;
+    /* The immutable values, new references (reused objects when the bytes repeat: caches above) */
+    PyObject *keys[SV_N] = {a->http_version, websocket ? NULL : a->method,
+                            a->scheme,       a->path,
+                            a->raw_path,     a->query_string,
+                            a->root_path,    a->client,
+                            a->server};
+    PyObject *vals[SV_N] = {NULL};
+    vals[SV_HTTP_VERSION] = lw_http_version(a, req);
     if (websocket) {
-        bad = bad || PyDict_SetItem(s, a->scheme, https ? a->wss : a->ws) < 0;
-        bad = bad || lw_steal(s, a->subprotocols, lw_subprotocols(req)) < 0;
+        vals[SV_SCHEME] = Py_NewRef(https ? a->wss : a->ws);
     } else {
+        vals[SV_SCHEME] = Py_NewRef(https ? a->https : a->http);
         lw_sc_slot *m = &lw_sc.method;
-        if (!bad && !lw_sc_hit(m, req->method, req->method_len, 0)) {
+        if (lw_sc_hit(m, req->method, req->method_len, 0)) {
+            vals[SV_METHOD] = Py_NewRef(m->obj);
+        } else {
             PyObject *v = PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL);
             if (v) lw_sc_keep(m, req->method, req->method_len, 0, v, NULL);
-            bad = lw_steal(s, a->method, v) < 0;
-        } else {
-            bad = bad || PyDict_SetItem(s, a->method, m->obj) < 0;
+            vals[SV_METHOD] = v;
         }
-        bad = bad || PyDict_SetItem(s, a->scheme, https ? a->https : a->http) < 0;
     }
     /* path and raw_path, from the same bytes */
     lw_sc_slot *ps = &lw_sc.path;
-    if (!bad && !lw_sc_hit(ps, path, plen, 0)) {
+    if (lw_sc_hit(ps, path, plen, 0)) {
+        vals[SV_PATH] = Py_NewRef(ps->obj);
+        vals[SV_RAW_PATH] = Py_NewRef(ps->obj2);
+    } else {
         PyObject *d = plen ? lw_decoded_path(path, plen) : PyUnicode_FromString("/");
         PyObject *r = d ? PyBytes_FromStringAndSize(path, (Py_ssize_t)plen) : NULL;
         if (r) lw_sc_keep(ps, path, plen, 0, d, r);
-        bad = lw_steal(s, a->path, d) < 0 || lw_steal(s, a->raw_path, r) < 0;
-    } else if (!bad) {
-        bad =
-            PyDict_SetItem(s, a->path, ps->obj) < 0 || PyDict_SetItem(s, a->raw_path, ps->obj2) < 0;
+        vals[SV_PATH] = d;
+        vals[SV_RAW_PATH] = r;
     }
     lw_sc_slot *qs = &lw_sc.query;
-    if (!bad && !lw_sc_hit(qs, query, qlen, 0)) {
+    if (lw_sc_hit(qs, query, qlen, 0)) {
+        vals[SV_QUERY] = Py_NewRef(qs->obj);
+    } else {
         PyObject *v = PyBytes_FromStringAndSize(query, (Py_ssize_t)qlen);
         if (v) lw_sc_keep(qs, query, qlen, 0, v, NULL);
-        bad = lw_steal(s, a->query_string, v) < 0;
-    } else {
-        bad = bad || PyDict_SetItem(s, a->query_string, qs->obj) < 0;
+        vals[SV_QUERY] = v;
     }
     /* root_path: the app's mount point, unless a gateway that split the path itself (lighttpd's
      * SCGI, CGI-style) passed SCRIPT_NAME among the extra environ variables. */
@@ -317,19 +338,45 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
                 sn = &req->extra_environ[i];
                 break;
             }
-    if (!bad && sn)
-        bad = lw_steal(s, a->root_path,
-                       PyUnicode_DecodeLatin1(sn->value, (Py_ssize_t)sn->value_len, NULL)) < 0;
-    else
-        bad = bad || PyDict_SetItem(s, a->root_path, app->script_name) < 0;
+    vals[SV_ROOT] = sn ? PyUnicode_DecodeLatin1(sn->value, (Py_ssize_t)sn->value_len, NULL)
+                       : Py_NewRef(app->script_name);
+    vals[SV_CLIENT] = lw_addr(&lw_sc.client, req->client_addr, req->client_port);
+    vals[SV_SERVER] = lw_addr(&lw_sc.server, req->server_name ? req->server_name : "localhost",
+                              req->server_port ? req->server_port
+                              : https          ? 443
+                                               : 80);
+    /* Into the template where they differ from the last request's (as a rule none, or the
+     * client's port), then one copy: fewer dict stores than setting every key of a copy. */
+    int bad = 0;
+    for (int i = 0; i < SV_N; i++) {
+        if (!keys[i]) continue;
+        if (!vals[i]) {
+            bad = 1;
+        } else if (!bad && vals[i] != lastv[i]) {
+            if (PyDict_SetItem(*templ, keys[i], vals[i]) < 0)
+                bad = 1;
+            else
+                lastv[i] = vals[i]; /* the template holds it */
+        }
+    }
+    for (int i = 0; i < SV_N; i++)
+        Py_XDECREF(vals[i]);
+    if (bad) {
+        /* The template may hold some of this request's values already: start it over. */
+        Py_CLEAR(*templ);
+        return NULL;
+    }
+    PyObject *s = PyDict_Copy(*templ);
+    if (!s) return NULL;
+    /* What an app may mutate: new for every scope. */
+    PyObject *ext = PyDict_New();
+    bad = !ext;
+    if (!bad && trailers) bad = lw_steal(ext, a->ext_trailers, PyDict_New()) < 0;
+    if (!bad && pathsend) bad = lw_steal(ext, a->ext_pathsend, PyDict_New()) < 0;
+    if (!bad && websocket) bad = lw_steal(ext, a->ext_ws_response, PyDict_New()) < 0;
+    bad = bad || lw_steal(s, a->asgi, PyDict_Copy(rt->asgi_version)) < 0;
+    if (websocket) bad = bad || lw_steal(s, a->subprotocols, lw_subprotocols(req)) < 0;
     bad = bad || lw_steal(s, a->headers, lw_headers_list(req)) < 0;
-    bad = bad ||
-          lw_steal(s, a->client, lw_addr(&lw_sc.client, req->client_addr, req->client_port)) < 0;
-    bad = bad || lw_steal(s, a->server,
-                          lw_addr(&lw_sc.server, req->server_name ? req->server_name : "localhost",
-                                  req->server_port ? req->server_port
-                                  : https          ? 443
-                                                   : 80)) < 0;
     bad = bad || lw_steal(s, a->state, app->state ? PyDict_Copy(app->state) : PyDict_New()) < 0;
     bad = bad || PyDict_SetItem(s, a->extensions, ext) < 0;
     Py_XDECREF(ext);

@@ -75,11 +75,16 @@ int lw_gil_acquire(lw_gil *g)
     wsgi_runtime *rt = lw_rt;
     g->ts = NULL;
     if (LW_UNLIKELY(!rt)) return WSGI_ERR_PYTHON;
-    if (PyGILState_Check()) return 0; /* already ours: nested or a Python-embedding host */
-    PyThreadState *ts = lw_thread_state(rt);
-    if (!ts) return WSGI_ERR_PYTHON;
-    PyEval_RestoreThread(ts);
-    g->ts = ts;
+    if (!PyGILState_Check()) { /* else already ours: nested or a Python-embedding host */
+        PyThreadState *ts = lw_thread_state(rt);
+        if (!ts) return WSGI_ERR_PYTHON;
+        PyEval_RestoreThread(ts);
+        g->ts = ts;
+    }
+    /* Python may run now: asgi_loop_timeout()'s remembered answer is stale (GIL held). */
+    atomic_store_explicit(&rt->py_runs,
+                          atomic_load_explicit(&rt->py_runs, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     return 0;
 }
 

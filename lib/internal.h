@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <libwsgi/libwsgi.h>
@@ -82,6 +83,12 @@ struct wsgi_runtime {
     pthread_t loop_thread;
     int loop_turn; /* inside asgi_loop_run / lifespan: re-entry is refused */
     struct lw_asgi_strings *as;
+    /* GIL acquisitions through libwsgi (lw_gil_acquire; only GIL holders write it, so a plain
+     * load and store), and asgi_loop_timeout()'s last answer from the loop's state (lt_valid),
+     * which holds while the count is still lt_runs: no Python ran since (asgi_loop.c) */
+    _Atomic unsigned long py_runs;
+    unsigned long lt_runs;
+    int lt_ms, lt_valid;
 
     /* The request observer (observer.c); observing: at least one callback is set. */
     wsgi_observer obs;

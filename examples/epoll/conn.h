@@ -11,8 +11,9 @@
  * which (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go
  * through the server's queues (mutex-protected) or the leader hand-over (server.c), so no field
  * needs a lock.
- * While the app thread owns the connection the socket is not armed in epoll (EPOLLONESHOT), so the
- * loop never sees its events. The one exception is the output queue of a WSGI response while its
+ * While the app thread owns the connection the socket is not armed in epoll (EPOLLONESHOT with a
+ * team of threads; a kept registration's events are dropped otherwise, server.c: arm()), so the
+ * loop never acts on its events. The one exception is the output queue of a WSGI response while its
  * app thread is inside wsgi_iter_next: the loop may write what has waited there for LATE_US
  * (exchange_late_flush); out_owner says who holds the queue then. */
 #ifndef EPOLL_CONN_H
@@ -125,8 +126,11 @@ struct conn {
     int pump_result;
     int ready_action;
     int abort_requested;
-    unsigned armed; /* the epoll events armed (EPOLLONESHOT included) and not fired yet, or 0 */
+    unsigned armed; /* the events of its epoll registration (EPOLLONESHOT included), 0 when a
+                     * one-shot registration fired or none exists */
     int in_epoll;   /* in the epoll set (arm() adds it the first time) */
+    int disarmed;   /* its last event was handled and nothing armed it since: a kept
+                     * registration's next event is dropped (server.c: arm()) */
 
     char peer[INET6_ADDRSTRLEN];
     unsigned peer_port;
@@ -544,8 +548,8 @@ size_t server_max_header(const server *s);
 size_t server_max_headers(const server *s); /* --max-headers: header lines per request */
 int server_access_log(const server *s);
 asgi_host *server_asgi(const server *s); /* NULL when the app is WSGI */
-/* For asgi_exchange.c and ws_conn.c (loop thread): arm the socket (EPOLLONESHOT added); put the
- * connection in timeout list TL_* (the clock restarts; TL_NONE: no timeout); close now; answer
+/* For asgi_exchange.c and ws_conn.c (loop thread): arm the socket for its next event (arm()); put
+ * the connection in timeout list TL_* (the clock restarts; TL_NONE: no timeout); close now; answer
  * with a server error and close; the response is complete (keep-alive: next request, drain an
  * unread body, or close). */
 void server_conn_arm(conn *c, unsigned events);

@@ -65,13 +65,12 @@ static int sc_reserve(conn *c, size_t more)
     return 0;
 }
 
-/* Append bytes to the scratch buffer as (part of) a queued item. */
-static int out_bytes(conn *c, const char *s, size_t n)
+/* The @n bytes just written at the end of the scratch buffer (after sc_reserve) become (part of)
+ * a queued item, as out_bytes() would have copied them. */
+static int out_written(conn *c, size_t n)
 {
     if (n == 0) return 0;
-    if (sc_reserve(c, n) < 0) return -1;
     size_t off = c->sc_len;
-    memcpy(c->scratch + off, s, n);
     c->sc_len += n;
     if (c->oq_len > c->oq_head) {
         out_item *last = &c->outq[c->oq_len - 1];
@@ -81,11 +80,23 @@ static int out_bytes(conn *c, const char *s, size_t n)
         }
     }
     out_item *it = oq_push(c);
-    if (!it) return -1;
+    if (!it) {
+        c->sc_len -= n;
+        return -1;
+    }
     it->kind = OUT_SCRATCH;
     it->off = off;
     it->len = n;
     return 0;
+}
+
+/* Append bytes to the scratch buffer as (part of) a queued item. */
+static int out_bytes(conn *c, const char *s, size_t n)
+{
+    if (n == 0) return 0;
+    if (sc_reserve(c, n) < 0) return -1;
+    memcpy(c->scratch + c->sc_len, s, n);
+    return out_written(c, n);
 }
 
 static int out_str(conn *c, const char *s)
@@ -338,12 +349,15 @@ int conn_queue_status(conn *c, int status)
 
 static int hop_by_hop(const char *name, size_t len)
 {
-    static const char *const names[] = {
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
-        "te",         "trailer",    "upgrade"};
-    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
-        if (strlen(names[k]) == len && strncasecmp(name, names[k], len) == 0) return 1;
-    return 0;
+    switch (len) { /* by length first: most headers are none of these */
+    case 2: return strncasecmp(name, "te", 2) == 0;
+    case 7: return strncasecmp(name, "trailer", 7) == 0 || strncasecmp(name, "upgrade", 7) == 0;
+    case 10:
+        return strncasecmp(name, "connection", 10) == 0 || strncasecmp(name, "keep-alive", 10) == 0;
+    case 16: return strncasecmp(name, "proxy-connection", 16) == 0;
+    case 17: return strncasecmp(name, "transfer-encoding", 17) == 0;
+    default: return 0;
+    }
 }
 
 static int has_token(const char *v, size_t n, const char *tok)
@@ -442,24 +456,50 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
     if (c->framing == FRAME_CLOSE || !conn_can_drain(c) || server_draining(c->srv))
         c->keep_alive = 0;
 
-    int rc = 0;
-    rc |= out_str(c, "HTTP/1.1 ");
-    rc |= out_bytes(c, h->status_line, h->status_line_len);
-    rc |= out_str(c, "\r\n");
-    if (!have_server) rc |= server_line(c);
-    if (!have_date) {
-        rc |= out_str(c, "Date: ");
-        rc |= out_str(c, http_date());
-        rc |= out_str(c, "\r\n");
+    /* The whole head in one piece of the scratch buffer: its size first, then the bytes. */
+    const char *name = server_options(c->srv)->name, *date = have_date ? "" : http_date();
+    size_t name_len = have_server ? 0 : strlen(name), date_len = strlen(date);
+    size_t need = 9 + h->status_line_len + 2 + (have_server ? 0 : 8 + name_len + 2) +
+                  (have_date ? 0 : 6 + date_len + 2) + 28 + 24 + 2;
+    for (size_t k = 0; k < h->n_headers; k++)
+        need += h->headers[k].name_len + h->headers[k].value_len + 4;
+    if (sc_reserve(c, need) < 0) return -1;
+    char *p = c->scratch + c->sc_len, *p0 = p;
+#define PUT(s, n) (memcpy(p, (s), (n)), p += (n))
+#define PUTS(lit) PUT(lit, sizeof(lit) - 1)
+    PUTS("HTTP/1.1 ");
+    PUT(h->status_line, h->status_line_len);
+    PUTS("\r\n");
+    if (!have_server) {
+        PUTS("Server: ");
+        PUT(name, name_len);
+        PUTS("\r\n");
     }
-    rc |= queue_app_headers(c, h);
-    if (c->framing == FRAME_CHUNKED) rc |= out_str(c, "Transfer-Encoding: chunked\r\n");
+    if (!have_date) {
+        PUTS("Date: ");
+        PUT(date, date_len);
+        PUTS("\r\n");
+    }
+    for (size_t k = 0; k < h->n_headers; k++) { /* as queue_app_headers() */
+        const wsgi_header *x = &h->headers[k];
+        if (hop_by_hop(x->name, x->name_len)) continue;
+        if (h->status == 204 && x->name_len == 14 &&
+            strncasecmp(x->name, "content-length", 14) == 0)
+            continue;
+        PUT(x->name, x->name_len);
+        PUTS(": ");
+        PUT(x->value, x->value_len);
+        PUTS("\r\n");
+    }
+    if (c->framing == FRAME_CHUNKED) PUTS("Transfer-Encoding: chunked\r\n");
     if (!c->keep_alive)
-        rc |= out_str(c, "Connection: close\r\n");
+        PUTS("Connection: close\r\n");
     else if (c->http_minor == 0)
-        rc |= out_str(c, "Connection: keep-alive\r\n");
-    rc |= out_str(c, "\r\n");
-    return rc ? -1 : 0;
+        PUTS("Connection: keep-alive\r\n");
+    PUTS("\r\n");
+#undef PUTS
+#undef PUT
+    return out_written(c, (size_t)(p - p0));
 }
 
 static int named_in(const wsgi_header *x, const wsgi_header *set, size_t n)

@@ -1,6 +1,8 @@
-/* The libwsgi-epoll event loop (see server.h). Connections are armed with EPOLLONESHOT so each
- * arming yields at most one event and a connection handed to an app thread can never produce
- * events behind its back. Timeouts live in FIFO lists (idle keep-alive, request, linger, and the
+/* The libwsgi-epoll event loop (see server.h). A connection is armed for one event at a time: with
+ * a team of threads (below) with EPOLLONESHOT, so that a connection handed to an app thread can
+ * never produce events behind its back; with one thread running the loop the registration is kept
+ * between events and an event nobody armed for is dropped (arm()), which saves an epoll_ctl per
+ * request. Timeouts live in FIFO lists (idle keep-alive, request, linger, and the
  * WebSocket ping, pong and close timers; TL_* in conn.h): every entry of a list has the same
  * timeout, so appending keeps each list sorted by deadline and expiry is O(1).
  *
@@ -259,9 +261,20 @@ static void tls_unqueue(server *s, conn *c)
     c->tls_prev = c->tls_next = NULL;
 }
 
-/* Armed with the same events since the last event for it was handled: nothing to change (saves
- * an epoll_ctl, e.g. a WebSocket armed for reading when its read drained the socket, and again
- * after the loop turn that wrote the answer). A fired event not handled yet is still delivered.
+/* Arm the connection for @events: its next event is wanted (not before; see conn.h's armed and
+ * disarmed). Armed with the same events already: nothing to change (saves an epoll_ctl, e.g. a
+ * keep-alive connection armed for reading again after its response, a WebSocket armed for reading
+ * when its read drained the socket). A fired event not handled yet is still delivered.
+ *
+ * One-shot or kept. With a team (WSGI, --threads N) every arming is EPOLLONESHOT: a connection lent
+ * to an app thread must produce no event the next leader could act on. With one thread running the
+ * loop (ASGI, --threads 0) nobody else can race for the connection, so the registration is kept
+ * level-triggered across its events (no epoll_ctl per request to re-arm it); an event that arrives
+ * while the connection is logically disarmed (its last event was handled and nothing armed it
+ * again) is dropped and the registration disabled then (on_event), which is what EPOLLONESHOT
+ * would have done. Arming for no events at all stays one-shot: a kept registration would still
+ * report EPOLLHUP and EPOLLERR over and over.
+ *
  * TLS: input OpenSSL has already decrypted (a read that filled its buffer) does not make the
  * socket readable; such a connection goes on the TLS list instead, where the loop hands it the
  * events as if epoll had reported them (run_tls_pending). */
@@ -269,6 +282,7 @@ static void arm(server *s, conn *c, unsigned events)
 {
     if ((events & EPOLLIN) && conn_pending(c)) {
         c->tls_events = events & (EPOLLIN | EPOLLOUT); /* as epoll would report them */
+        c->disarmed = 1; /* the socket's own events are not wanted meanwhile */
         if (c->tls_queued) return;
         c->tls_queued = 1;
         c->tls_next = NULL;
@@ -281,16 +295,31 @@ static void arm(server *s, conn *c, unsigned events)
         return;
     }
     tls_unqueue(s, c); /* armed in epoll now: an earlier synthesized event is out of date */
-    events |= EPOLLONESHOT;
+    if (s->team || !events) events |= EPOLLONESHOT;
+    c->disarmed = 0;
     if (c->in_epoll && c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};
     if (epoll_ctl(s->epfd, c->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
         c->armed = 0;
+        c->disarmed = 1;
         return;
     }
     c->in_epoll = 1;
     c->armed = events;
+}
+
+/* An event arrived for a kept (not one-shot) registration that nobody armed again after its last
+ * event: make it one-shot for no events (only an EPOLLHUP / EPOLLERR can fire it once more, and is
+ * dropped too), as EPOLLONESHOT would have left it. */
+static void disarm_kept(server *s, conn *c)
+{
+    struct epoll_event ev = {.events = EPOLLONESHOT, .data.ptr = c};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+        host_log(WSGI_LOG_ERROR, "epoll_ctl: %s", strerror(errno));
+        return;
+    }
+    c->armed = EPOLLONESHOT;
 }
 
 static void listeners_enable(server *s, int on)
@@ -570,6 +599,7 @@ static void request_abort(server *s, conn *c)
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     c->in_epoll = 0;
     c->armed = 0;
+    c->disarmed = 1;
     c->abort_requested = 1;
     to_app(s, c);
 }
@@ -929,9 +959,10 @@ static void tls_step(server *s, conn *c)
     }
 }
 
+/* An event for the connection (from epoll, or synthesized for TLS input already decrypted): it
+ * is disarmed now (see arm()). */
 static void on_conn_event(server *s, conn *c, unsigned events)
 {
-    c->armed = 0; /* one-shot: disarmed by this event */
     switch (c->state) {
     case CONN_TLS: tls_step(s, c); break;
     case CONN_IDLE:
@@ -1234,7 +1265,18 @@ static void on_event(server *s, struct epoll_event *e)
 {
     ev_kind kind = *(ev_kind *)e->data.ptr;
     switch (kind) {
-    case EV_CONN: on_conn_event(s, e->data.ptr, e->events); break;
+    case EV_CONN: {
+        conn *c = e->data.ptr;
+        if (c->armed & EPOLLONESHOT) c->armed = 0; /* the kernel disabled it */
+        if (c->disarmed) {
+            /* Not armed since its last event (a kept registration still fires): dropped. */
+            if (c->armed && c->state != CONN_CLOSED) disarm_kept(s, c);
+            break;
+        }
+        c->disarmed = 1;
+        on_conn_event(s, c, e->events);
+        break;
+    }
     case EV_LISTENER:
         if (!s->draining) on_accept(s, &s->ls[((ev_tag *)e->data.ptr)->index]);
         break;

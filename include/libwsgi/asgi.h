@@ -350,6 +350,12 @@ LIBWSGI_API int asgi_loop_fd(wsgi_runtime *rt);
 
 /**
  * @brief Milliseconds until the loop needs a turn even if its fd stays quiet.
+ *
+ * The loop's state changes only while Python runs, so an answer of 0 or -1 is remembered until
+ * libwsgi next takes the GIL, and given again without taking it. Work scheduled from other
+ * threads (`call_soon_threadsafe`, asgi_loop_wakeup()) makes the fd readable instead. A host
+ * that runs Python code of its own on the loop thread, outside libwsgi calls, and schedules work
+ * on the loop there, wakes it with asgi_loop_wakeup() as another thread would.
  * @param[in] rt The runtime.
  * @return 0 if work is ready now, -1 if nothing is scheduled (wait for the fd only), else the
  *         delay to the next timer (rounded up), or a negative ::wsgi_error below -1.

@@ -92,6 +92,31 @@ static void test_timeout_zero_after_dispatch(void **state)
     ah_rec_free(&rec);
 }
 
+/* Eager start of an app that answers at once but leaves work scheduled (a background task):
+ * asgi_loop_timeout() is 0 right after the dispatch and after the free (libwsgi remembers the
+ * answer it read while the dispatch held the GIL: it must be read after the app's step), -1 once
+ * a turn has run the work, and 0 again after the next such dispatch. */
+static void test_timeout_after_eager_dispatch_with_work_left(void **state)
+{
+    (void)state;
+    ah_set_eager(1);
+    for (int i = 0; i < 2; i++) {
+        th_req r;
+        ah_rec rec;
+        ah_rec_init(&rec);
+        asgi_conn *conn = get_start(APPS "spawn_background", "/", &rec, &r);
+        assert_int_equal(asgi_loop_timeout(th_rt), 0);
+        assert_int_equal(asgi_loop_timeout(th_rt), 0);
+        asgi_conn_free(conn);
+        assert_int_equal(asgi_loop_timeout(th_rt), 0);
+        assert_rc(asgi_loop_run(th_rt), WSGI_OK);
+        assert_int_equal(asgi_loop_timeout(th_rt), -1);
+        assert_int_equal(asgi_loop_timeout(th_rt), -1);
+        ah_assert_ok(&rec, 200, "spawned");
+        ah_rec_free(&rec);
+    }
+}
+
 /* Pending asyncio.sleep / call_later: a positive delay no longer than requested; the driver
  * then needs only a few turns (the loop is not spun). The delays are long compared with the
  * few microseconds between the app scheduling its timer and the test reading the timeout, so
@@ -655,6 +680,7 @@ int main(void)
         ah_unit_test(test_loop_fd_is_stable),
         ah_unit_test(test_idle_loop),
         ah_unit_test(test_timeout_zero_after_dispatch),
+        ah_unit_test(test_timeout_after_eager_dispatch_with_work_left),
         ah_unit_test(test_timeout_tracks_timers),
         ah_unit_test(test_timeout_nearest_timer),
         ah_unit_test(test_cancelled_timers_do_not_count),

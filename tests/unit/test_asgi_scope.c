@@ -337,6 +337,25 @@ static void test_scope_objects_are_per_request(void **state)
     ah_rec_free(&rec);
 }
 
+/* The scope is a copy of a template holding the last request's values: one that differs from the
+ * request before (and then the same again) must show its own. */
+static void test_values_follow_each_request(void **state)
+{
+    (void)state;
+    const char *paths[] = {"/a?x=1", "/b", "/b", "/a?x=1", "/%C3%A9"};
+    const char *want[] = {"'/a'", "'/b'", "'/b'", "'/a'", "'/\xc3\xa9'"};
+    const char *query[] = {"b'x=1'", "b''", "b''", "b'x=1'", "b''"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        ah_rec rec;
+        ah_rec_init(&rec);
+        ah_get(DUMP, paths[i], &rec);
+        ah_assert_ok(&rec, 200, NULL);
+        assert_scope(&rec, "path", "str", want[i]);
+        assert_scope(&rec, "query_string", "bytes", query[i]);
+        ah_rec_free(&rec);
+    }
+}
+
 static void test_extensions_follow_handler(void **state)
 {
     (void)state;
@@ -559,6 +578,7 @@ int main(void)
         ah_unit_test(test_path_decoding_corners),
         ah_unit_test(test_header_bytes),
         ah_unit_test(test_scope_objects_are_per_request),
+        ah_unit_test(test_values_follow_each_request),
         ah_unit_test(test_extensions_follow_handler),
         ah_unit_test(test_invalid_requests),
         ah_unit_test(test_wsgi_app_is_refused),

@@ -131,3 +131,16 @@ async def hold_gil(scope, receive, send):
     pfd = _PollFd(go_fd, 1, 0)  # POLLIN
     n = libc.poll(ctypes.byref(pfd), 1, 10000)
     await respond(send, "released" if n == 1 else "timed out (poll returned %d)" % n)
+
+
+BACKGROUND = []
+
+
+async def spawn_background(scope, receive, send):
+    """Answers at once and leaves a background task scheduled (its first step waits in the loop's
+    ready queue), which ends in its first turn."""
+    async def later():
+        BACKGROUND.append("ran")
+
+    BACKGROUND.append(asyncio.ensure_future(later()))
+    await respond(send, "spawned")
