@@ -95,10 +95,7 @@ def test_shared_socket_goes_to_the_idle_worker(spawn, tmp_path):
     wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
     wait_log(s, "2 workers ready")
     assert listening_sockets(s.port) == 1
-    started, release = tmp_path / "started", tmp_path / "release"
-    c = Conn(s.port)
-    c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
-    wait_for(started.exists, "the request to reach the app")
+    c, release = start_slow(s.port, tmp_path, "the request to reach the app")
     others = {pid_of(s.port) for _ in range(20)}
     release.touch()
     busy = int(c.read_response().body)
@@ -310,6 +307,15 @@ def served(port, **kw):
     return version.decode().rstrip("+"), int(pid)
 
 
+def start_slow(port, d, what="the slow request to reach the app"):
+    """A request held in the app (apps' /wait) until the returned path is touched: (conn, release)."""
+    started, release = d / "started", d / "release"
+    c = Conn(port)
+    c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, what)
+    return c, release
+
+
 def test_sighup_without_master_reloads_in_the_same_process(spawn, tmp_path):
     # One process (the default): SIGHUP starts a bridge process with the new code; the old image
     # finishes its in-flight request while the bridge serves, then executes itself again (same
@@ -317,10 +323,7 @@ def test_sighup_without_master_reloads_in_the_same_process(spawn, tmp_path):
     write_hup_app(tmp_path, "v1")
     s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path))
     assert served(s.port) == ("v1", s.pid)
-    started, release = tmp_path / "started", tmp_path / "release"
-    slow = Conn(s.port)
-    slow.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
-    wait_for(started.exists, "the slow request to reach the app")
+    slow, release = start_slow(s.port, tmp_path)
     write_hup_app(tmp_path, "v2")
     h = Hammer(s.port)
     s.signal(signal.SIGHUP)
@@ -387,10 +390,7 @@ def test_sighup_without_master_keeps_serving_after_a_syntax_error(spawn, tmp_pat
 def test_sighup_without_master_stop_during_the_reload_stops_the_bridge(spawn, tmp_path):
     write_hup_app(tmp_path, "v1")
     s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path))
-    started, release = tmp_path / "started", tmp_path / "release"
-    slow = Conn(s.port)
-    slow.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
-    wait_for(started.exists, "the slow request to reach the app")
+    slow, release = start_slow(s.port, tmp_path)
     s.signal(signal.SIGHUP)
     wait_log(s, "serves the new code")
     bridge = child_pids(s.pid)
@@ -437,10 +437,7 @@ def test_sighup_without_master_bridge_serves_when_the_new_image_fails_early(spaw
     write_hup_app(tmp_path, "v1")
     log = tmp_path / "access.log"
     s = spawn("epoll", "hupapp:app", "--chdir", str(tmp_path), "--access-logfile", str(log))
-    started, release = tmp_path / "started", tmp_path / "release"
-    slow = Conn(s.port)
-    slow.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
-    wait_for(started.exists, "the slow request to reach the app")
+    slow, release = start_slow(s.port, tmp_path)
     s.signal(signal.SIGHUP)
     wait_log(s, "serves the new code")
     bridge = child_pids(s.pid)
