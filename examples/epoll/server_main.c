@@ -51,6 +51,17 @@ typedef struct worker_ctx {
     wsgi_app *app;
 } worker_ctx;
 
+/* Block these signals in the calling thread (0: none). */
+static void block_signals(int a, int b, int c, int d)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {a, b, c, d};
+    for (size_t k = 0; k < sizeof(sigs) / sizeof(*sigs); k++)
+        if (sigs[k]) sigaddset(&set, sigs[k]);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 static int worker_main(void *arg, unsigned index)
 {
     worker_ctx *w = arg;
@@ -62,15 +73,7 @@ static int worker_main(void *arg, unsigned index)
      * SIGUSR1 without an access log) a server still importing its app (a first start, or the new
      * image of a SIGHUP reload): blocked until server_run()'s handlers take them (it unblocks what
      * it installs, and logs them). Threads the app starts meanwhile keep them blocked. */
-    if (!prefork) {
-        sigset_t ops;
-        sigemptyset(&ops);
-        sigaddset(&ops, SIGTTIN);
-        sigaddset(&ops, SIGTTOU);
-        sigaddset(&ops, SIGUSR2);
-        if (!o->host.access_log) sigaddset(&ops, SIGUSR1);
-        pthread_sigmask(SIG_BLOCK, &ops, NULL);
-    }
+    if (!prefork) block_signals(SIGTTIN, SIGTTOU, SIGUSR2, o->host.access_log ? 0 : SIGUSR1);
 
     wsgi_runtime *rt = w->rt;
     wsgi_app *app = w->app;
@@ -99,15 +102,7 @@ static int worker_main(void *arg, unsigned index)
      * installs) instead of killing the worker by its default action. A prefork worker starts with
      * them blocked already (prefork.c). Without a master SIGHUP is one of them (a reload,
      * reexec.h): a supervisor that reloads as soon as the server is up must not kill it. */
-    if (!prefork) {
-        sigset_t stop;
-        sigemptyset(&stop);
-        sigaddset(&stop, SIGTERM);
-        sigaddset(&stop, SIGINT);
-        sigaddset(&stop, SIGQUIT);
-        sigaddset(&stop, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    }
+    if (!prefork) block_signals(SIGTERM, SIGINT, SIGQUIT, SIGHUP);
     for (size_t k = 0; k < w->n_ls; k++) {
         if (listen_open(&w->ls[k], prefork, o->backlog) != 0) {
             if (asgi) host_asgi_shutdown(app);
