@@ -11,11 +11,12 @@
  * which (CONN_APP: the app thread). Only the owner touches the connection, and hand-overs go
  * through the server's queues (mutex-protected) or the leader hand-over (server.c), so no field
  * needs a lock.
- * While the app thread owns the connection the socket is not armed in epoll (EPOLLONESHOT with a
- * team of threads; a kept registration's events are dropped otherwise, server.c: arm()), so the
- * loop never acts on its events. The one exception is the output queue of a WSGI response while its
- * app thread is inside wsgi_iter_next: the loop may write what has waited there for LATE_US
- * (exchange_late_flush); out_owner says who holds the queue then. */
+ * While the app thread owns the connection the socket is not armed in epoll (its kept
+ * registration's events are dropped, server.c: arm()), so the loop never acts on its events;
+ * armed and disarmed are the loop's fields whoever owns the connection. The
+ * one exception is the output queue of a WSGI response while its app thread is inside
+ * wsgi_iter_next: the loop may write what has waited there for LATE_US (exchange_late_flush);
+ * out_owner says who holds the queue then. */
 #ifndef EPOLL_CONN_H
 #define EPOLL_CONN_H
 

@@ -1,8 +1,8 @@
-/* The libwsgi-epoll event loop (see server.h). A connection is armed for one event at a time: with
- * a team of threads (below) with EPOLLONESHOT, so that a connection handed to an app thread can
- * never produce events behind its back; with one thread running the loop the registration is kept
- * between events and an event nobody armed for is dropped (arm()), which saves an epoll_ctl per
- * request. Timeouts live in FIFO lists (idle keep-alive, request, linger, and the
+/* The libwsgi-epoll event loop (see server.h). A connection is armed for one event at a time: its
+ * epoll registration is kept level-triggered between events and an event nobody armed for is
+ * dropped (arm()), which saves an epoll_ctl per request and also keeps a connection handed to an
+ * app thread from being acted on behind its back (only the thread running the loop reads or
+ * changes the arming). Timeouts live in FIFO lists (idle keep-alive, request, linger, and the
  * WebSocket ping, pong and close timers; TL_* in conn.h): every entry of a list has the same
  * timeout, so appending keeps each list sorted by deadline and expiry is O(1).
  *
@@ -266,14 +266,16 @@ static void tls_unqueue(server *s, conn *c)
  * keep-alive connection armed for reading again after its response, a WebSocket armed for reading
  * when its read drained the socket). A fired event not handled yet is still delivered.
  *
- * One-shot or kept. With a team (WSGI, --threads N) every arming is EPOLLONESHOT: a connection lent
- * to an app thread must produce no event the next leader could act on. With one thread running the
- * loop (ASGI, --threads 0) nobody else can race for the connection, so the registration is kept
- * level-triggered across its events (no epoll_ctl per request to re-arm it); an event that arrives
- * while the connection is logically disarmed (its last event was handled and nothing armed it
- * again) is dropped and the registration disabled then (on_event), which is what EPOLLONESHOT
- * would have done. Arming for no events at all stays one-shot: a kept registration would still
- * report EPOLLHUP and EPOLLERR over and over.
+ * Kept, not one-shot. The registration stays level-triggered across its events (no epoll_ctl per
+ * request to re-arm it); an event that arrives while the connection is logically disarmed (its last
+ * event was handled and nothing armed it again) is dropped and the registration disabled then
+ * (on_event), which is what EPOLLONESHOT would have done. That holds with a team too (WSGI,
+ * --threads N): a connection lent to an app thread was disarmed when the loop handed it over, and
+ * only the thread running the loop (one at a time; the leader hand-over orders their accesses)
+ * reads or writes armed and disarmed, so the next leader drops the event (one epoll_ctl, only
+ * when the client sends or closes while its request is in the app) instead of acting on it.
+ * Arming for no events at all stays one-shot: a kept registration would still report EPOLLHUP and
+ * EPOLLERR over and over.
  *
  * TLS: input OpenSSL has already decrypted (a read that filled its buffer) does not make the
  * socket readable; such a connection goes on the TLS list instead, where the loop hands it the
@@ -295,7 +297,7 @@ static void arm(server *s, conn *c, unsigned events)
         return;
     }
     tls_unqueue(s, c); /* armed in epoll now: an earlier synthesized event is out of date */
-    if (s->team || !events) events |= EPOLLONESHOT;
+    if (!events) events |= EPOLLONESHOT;
     c->disarmed = 0;
     if (c->in_epoll && c->armed == events) return;
     struct epoll_event ev = {.events = events, .data.ptr = c};

@@ -133,6 +133,48 @@ def test_slow_app_does_not_block_the_loop(spawn, tmp_path):
     c.close()
 
 
+def all_threads_sleep(pid):
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        if state not in ("S", "D"):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("then", ["pipelined", "half-close"])
+def test_input_while_the_request_is_in_an_app_thread(spawn, tmp_path, then):
+    # --threads: the connection's epoll registration stays level-triggered between requests (no
+    # epoll_ctl per request). Its request blocks in the app, so the standby runs the loop; the
+    # client then sends more (a pipelined request, or its FIN): the socket turns readable while an
+    # app thread owns the connection. The loop must leave it alone (not read it, not spin on it)
+    # and still serve others; once the app returns, the answer and what followed are handled.
+    s = spawn("epoll", "corners:app", "--threads", "2")
+    started, release = tmp_path / "started", tmp_path / "release"
+    c = Conn(s.port)
+    c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the slow request to start")
+    if then == "pipelined":
+        c.send(build_request("GET", "/environ?tag=second"))
+    else:
+        c.sock.shutdown(socket.SHUT_WR)
+    for _ in range(20):
+        assert request(s.port, "GET", "/hello").status == 200
+    # Not spinning on the readable socket: at some moment every thread of the server sleeps (a
+    # loop that took the event again and again would always be running or runnable).
+    wait_for(lambda: all_threads_sleep(s.pid), "every thread of the server to sleep")
+    release.touch()
+    assert c.read_response().body == b"released"
+    if then == "pipelined":
+        second = c.read_response()
+        assert second.status == 200 and json.loads(second.body)["QUERY_STRING"] == "tag=second"
+    c.close()
+    assert request(s.port, "GET", "/hello").status == 200
+
+
 def test_every_thread_in_the_app_the_loop_still_serves(spawn, tmp_path):
     # --threads 2: two requests block in the app; the loop (run by the third thread of the team)
     # still answers what needs no app, and a request for the app waits its turn.
