@@ -2,11 +2,18 @@
  * through the WSGI app and print the HTTP response to stdout. No sockets: this is the whole API a
  * host server needs, in one page.
  *
- * Usage: libwsgi-minimal [APPS_DIR [SPEC [PATH]]]   (defaults: examples/apps, hello:app, /) */
+ * Usage: libwsgi-minimal [APPS_DIR [SPEC [PATH]]]   (defaults: examples/apps, hello:app, /)
+ *
+ * tests/packaging/check_installed.sh builds this file against an installed libwsgi (pkg-config,
+ * pkg-config --static, CMake's find_package) the way a library user would. */
 #include <libwsgi/libwsgi.h>
 
 #include <stdio.h>
 #include <string.h>
+
+#ifndef LIBWSGI_EXAMPLE_APPS
+#define LIBWSGI_EXAMPLE_APPS "examples/apps"
+#endif
 
 static void log_to_stderr(void *ud, int level, const char *msg, size_t len)
 {
@@ -36,6 +43,12 @@ int main(int argc, char **argv)
     const char *apps_dir = argc > 1 ? argv[1] : LIBWSGI_EXAMPLE_APPS;
     const char *spec = argc > 2 ? argv[2] : "hello:app";
     const char *path = argc > 3 ? argv[3] : "/";
+
+    /* 0. The headers this was compiled with and the library it runs against are one release. */
+    if (libwsgi_version_num() != LIBWSGI_VERSION_NUM) {
+        fprintf(stderr, "headers %s, library %s\n", LIBWSGI_VERSION, libwsgi_version());
+        return 1;
+    }
 
     /* 1. One interpreter per process. */
     wsgi_runtime_options ro;

@@ -5,8 +5,9 @@
 #     libwsgi.so.0.MINOR.PATCH with SONAME libwsgi.so.0, libwsgi.a, libwsgi.pc, the CMake package,
 #     libwsgi-epoll and libwsgi-scgi (and for the Debian packages their man pages, libwsgi(3), the
 #     HTML reference and the lighttpd example configuration);
-#   - a small C host (host.c) built with `cc host.c $(pkg-config --cflags --libs libwsgi)`, and
-#     again against libwsgi.a with `pkg-config --static`, serving a request to a Python app;
+#   - the minimal C host (examples/minimal/minimal.c, as host.c) built with
+#     `cc host.c $(pkg-config --cflags --libs libwsgi)`, and again against libwsgi.a with
+#     `pkg-config --static`, serving a request to a Python app;
 #   - the same host built by a 5-line CMakeLists.txt with find_package(libwsgi) (consumer/);
 #   - the installed libwsgi-epoll --app ... serving a request over a real socket.
 #
@@ -22,6 +23,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+host_c=$here/../../examples/minimal/minimal.c # the host every check builds
 py=${LIBWSGI_PYTHON3:-/usr/bin/python3}
 work=$(mktemp -d "${TMPDIR:-/tmp}/libwsgi-installed.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -73,6 +75,7 @@ esac
 incdir=$prefix/include/libwsgi
 mkdir "$work/app" "$work/pc" "$work/cmake"
 cp "$here/pkg_app.py" "$work/app/"
+target_path="/installed?from=host" # the request the host serves
 expect="installed libwsgi: /installed from=host"
 
 if want files+pkgconfig; then
@@ -110,12 +113,12 @@ if want files+pkgconfig; then
             fail "no lighttpd example configuration in libwsgi-servers"
     fi
 
-    cp "$here/host.c" "$work/pc/"
+    cp "$host_c" "$work/pc/host.c"
     step "cc host.c \$(pkg-config --cflags --libs libwsgi)   [$(pkg-config --cflags --libs libwsgi)]"
     cd "$work/pc"
     # shellcheck disable=SC2046 # word splitting of pkg-config's output is the point
     cc -o host host.c $(pkg-config --cflags --libs libwsgi)
-    ./host "$work/app" >out.txt || fail "the pkg-config host failed"
+    ./host "$work/app" pkg_app:app "$target_path" >out.txt || fail "the pkg-config host failed"
     grep -q "$expect" out.txt || fail "the pkg-config host printed: $(cat out.txt)"
     ldd ./host | grep -q 'libwsgi\.so\.0 => ' || fail "the pkg-config host does not load libwsgi.so.0"
 
@@ -125,7 +128,7 @@ if want files+pkgconfig; then
     step "cc host.c \$(pkg-config --static --cflags --libs libwsgi), libwsgi.a   [$static_flags]"
     # shellcheck disable=SC2046
     cc -o host-static host.c $(echo "$static_flags" | sed 's/-lwsgi\b/-l:libwsgi.a/')
-    ./host-static "$work/app" >out.txt || fail "the static host failed"
+    ./host-static "$work/app" pkg_app:app "$target_path" >out.txt || fail "the static host failed"
     grep -q "$expect" out.txt || fail "the static host printed: $(cat out.txt)"
     ! ldd ./host-static | grep -q libwsgi || fail "the static host loads a libwsgi.so"
 fi
@@ -135,7 +138,7 @@ for target in libwsgi libwsgi_static; do
     if [ $target = libwsgi ]; then want cmake || continue; else want cmake-static || continue; fi
     step "cmake: find_package(libwsgi), libwsgi::$target"
     mkdir "$work/cmake/$target"
-    cp "$here/host.c" "$work/cmake/$target/"
+    cp "$host_c" "$work/cmake/$target/host.c"
     sed "s/libwsgi::libwsgi)/libwsgi::$target)/" "$here/consumer/CMakeLists.txt" \
         >"$work/cmake/$target/CMakeLists.txt"
     cd "$work/cmake/$target"
@@ -145,7 +148,7 @@ for target in libwsgi libwsgi_static; do
         cat build.log
         fail "the CMake consumer (libwsgi::$target) did not build"
     }
-    ./build/host "$work/app" >out.txt || fail "the CMake host (libwsgi::$target) failed"
+    ./build/host "$work/app" pkg_app:app "$target_path" >out.txt || fail "the CMake host (libwsgi::$target) failed"
     grep -q "$expect" out.txt || fail "the CMake host (libwsgi::$target) printed: $(cat out.txt)"
     if [ "$target" = libwsgi ]; then
         ldd ./build/host | grep -q 'libwsgi\.so\.0 => ' || fail "libwsgi::libwsgi: no libwsgi.so.0"
