@@ -37,6 +37,25 @@ class Response:
         return "<Response %d %r %d bytes %s>" % (self.status, self.reason, len(self.body), self.framing)
 
 
+def read_head_with(read_line):
+    """A response head read line by line with read_line() (no line ending; b"" ends the head):
+    (code, reason, version, [(name, value)], status line, header lines)."""
+    status_line = read_line()
+    lines = []
+    while True:
+        line = read_line()
+        if not line:
+            break
+        lines.append(line)
+    version, _, rest = status_line.decode("latin-1").partition(" ")
+    code, _, reason = rest.partition(" ")
+    headers = []
+    for line in lines:
+        k, _, v = line.decode("latin-1").partition(":")
+        headers.append((k, v.strip()))
+    return int(code), reason, version, headers, status_line, lines
+
+
 class Conn:
     """One client connection; requests and responses are explicit.
 
@@ -166,21 +185,9 @@ class Conn:
 
     def read_head(self):
         """Status line and headers of the next response (may be a 1xx)."""
-        lines = []
-        status_line = self.read_line()
-        while True:
-            line = self.read_line()
-            if not line:
-                break
-            lines.append(line)
-        version, _, rest = status_line.decode("latin-1").partition(" ")
-        code, _, reason = rest.partition(" ")
-        headers = []
-        for line in lines:
-            k, _, v = line.decode("latin-1").partition(":")
-            headers.append((k, v.strip()))
+        code, reason, version, headers, status_line, lines = read_head_with(self.read_line)
         raw = status_line + b"\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
-        return int(code), reason, version, headers, raw
+        return code, reason, version, headers, raw
 
     def read_response(self, method="GET", skip_continue=True):
         while True:

@@ -21,16 +21,15 @@ import signal
 import socket
 import struct
 import time
-import uuid
 import zlib
 
 import pytest
 
-import conftest
 from conftest import module_server
 from wsclient import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, GUARD, ProtocolViolation,
                       WSClient, build_frame, close_payload, handshake_request)
 from httpclient import wait_peer_read
+from wsreport import report, token, wait_report
 
 KINDS = ["epoll", "uvicorn"]
 APP = "ws_app:app"
@@ -61,30 +60,6 @@ def start(spawn):
 def uvicorn_deviates(srv, why):
     if srv.kind == "uvicorn":
         pytest.skip("uvicorn 0.17 deviates from the spec: " + why)
-
-
-def token():
-    return uuid.uuid4().hex[:12]
-
-
-def report(tok):
-    try:
-        with open(os.path.join(conftest.SESSION_TMP, "ws-%s.json" % tok)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def wait_report(tok, pred, what, guard=GUARD):
-    """Poll the app's report until pred(report); the guard only turns a hang into a failure."""
-    deadline = time.monotonic() + guard
-    while True:
-        r = report(tok)
-        if r is not None and pred(r):
-            return r
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app to report %s; last report: %r" % (what, r))
-        time.sleep(0.01)
 
 
 def disconnect_of(tok):

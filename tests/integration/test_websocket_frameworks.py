@@ -13,13 +13,12 @@ code) must be identical, and equal to what the endpoint is written to do.
 import json
 import os
 import time
-import uuid
 
 import pytest
 
-import conftest
 from conftest import module_server
 from wsclient import GUARD, OP_BINARY, OP_TEXT, WSClient
+from wsreport import token, wait_report
 
 FRAMEWORKS = {
     "starlette": "ws_starlette:app",
@@ -28,24 +27,8 @@ FRAMEWORKS = {
 }
 
 
-def token():
-    return uuid.uuid4().hex[:12]
-
-
 def app_disconnect(tok):
-    path = os.path.join(conftest.SESSION_TMP, "ws-%s.json" % tok)
-    deadline = time.monotonic() + GUARD
-    while True:
-        try:
-            with open(path) as f:
-                r = json.load(f)
-            if "disconnect" in r:
-                return r["disconnect"]["code"]
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("the app did not report its disconnect (%s)" % tok)
-        time.sleep(0.01)
+    return wait_report(tok, lambda r: "disconnect" in r, "its disconnect")["disconnect"]["code"]
 
 
 def http_status(port, target="/"):

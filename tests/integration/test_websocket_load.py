@@ -10,18 +10,15 @@ machine is (on a slow one the test is merely less strict).
 
 import asyncio
 import hashlib
-import json
-import os
 import resource
 import socket
 import struct
 import time
-import uuid
 
 import pytest
 
-import conftest
 from conftest import vm_hwm_kib
+from wsreport import report, token, wait_report
 from wsclient import GUARD, OP_BINARY, OP_CLOSE, OP_PING, WSClient, aopen, arecv, build_frame, close_payload
 
 KINDS = ["epoll", "uvicorn"]
@@ -38,29 +35,6 @@ def start(spawn):
     def _start(kind, *args):
         return spawn(kind, APP, *server_args(kind, *args))
     return _start
-
-
-def token():
-    return uuid.uuid4().hex[:12]
-
-
-def report(tok):
-    try:
-        with open(os.path.join(conftest.SESSION_TMP, "ws-%s.json" % tok)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def wait_report(tok, pred, what, guard=GUARD):
-    deadline = time.monotonic() + guard
-    while True:
-        r = report(tok)
-        if r is not None and pred(r):
-            return r
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app to report %s; last: %r" % (what, r))
-        time.sleep(0.01)
 
 
 def raise_nofile(n):

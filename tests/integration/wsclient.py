@@ -20,6 +20,8 @@ import socket
 import struct
 import zlib
 
+from httpclient import read_head_with
+
 GUARD = 15.0
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 COMPACT_MIN = 1 << 16
@@ -333,20 +335,8 @@ class WSClient:
         return r
 
     def read_response_head(self):
-        status_line = self.read_line()
-        lines = []
-        while True:
-            line = self.read_line()
-            if not line:
-                break
-            lines.append(line)
-        _, _, rest = status_line.decode("latin-1").partition(" ")
-        code, _, reason = rest.partition(" ")
-        headers = []
-        for line in lines:
-            k, _, v = line.decode("latin-1").partition(":")
-            headers.append((k, v.strip()))
-        return HandshakeResponse(int(code), reason, headers, b"", status_line + b"\r\n" + b"\r\n".join(lines))
+        code, reason, _, headers, status_line, lines = read_head_with(self.read_line)
+        return HandshakeResponse(code, reason, headers, b"", status_line + b"\r\n" + b"\r\n".join(lines))
 
     def _read_body(self, r):
         te = (r.header("transfer-encoding") or "").lower()
