@@ -47,7 +47,9 @@ async def serve_http(mode, scope, receive, send):
 
 def make(mode):
     """Modes: complete, startup_failed, shutdown_failed, raise_in_shutdown, unsupported,
-    return_early (returns right after startup.complete), slow (awaits timers in both phases)."""
+    return_early (returns right after startup.complete), slow (awaits timers in both phases),
+    loop_on (keeps calling receive() after shutdown.complete, as a lifespan loop without a
+    return does; notes the CancelledError it gets there)."""
 
     async def app(scope, receive, send):
         if mode == "unsupported":
@@ -57,7 +59,11 @@ def make(mode):
         note(mode, "scope type=%s asgi.version=%s state=%s" % (
             scope["type"], scope["asgi"]["version"], type(scope.get("state")).__name__))
         while True:
-            event = await receive()
+            try:
+                event = await receive()
+            except asyncio.CancelledError:
+                note(mode, "cancelled in receive()")
+                raise
             note(mode, event["type"])
             if event["type"] == "lifespan.startup":
                 if mode == "startup_failed":
@@ -83,6 +89,8 @@ def make(mode):
                     await asyncio.sleep(0.01)
                 await send({"type": "lifespan.shutdown.complete"})
                 note(mode, "after shutdown.complete")
+                if mode == "loop_on":
+                    continue
                 return
 
     return app
