@@ -244,7 +244,16 @@ class Lifespan:
             return (await self.stopped) if self.stopped.done() else True
         await self.queue.put({"type": "lifespan.shutdown"})
         self.shutdown_sent = True
-        result = await self.stopped
+        await asyncio.wait([self.stopped, self.idle], return_when=asyncio.FIRST_COMPLETED)
+        if self.stopped.done():
+            result = self.stopped.result()
+        else:
+            # Given lifespan.shutdown, the app called receive() again without answering: it would
+            # wait for good, and so would the worker. Taken as if it had returned without
+            # answering (complete, see main), and ended below.
+            self.log(4, "ASGI app called receive() again instead of answering lifespan.shutdown: "
+                        "ending its lifespan task")
+            result = True
         # Let the app finish what it does after answering (up to 30 s), but not wait for a task
         # that only waits in receive() for an event that never comes: that one is cancelled at
         # once, quietly (uvicorn does not wait for the lifespan task at all).

@@ -49,7 +49,8 @@ def make(mode):
     """Modes: complete, startup_failed, shutdown_failed, raise_in_shutdown, unsupported,
     return_early (returns right after startup.complete), slow (awaits timers in both phases),
     loop_on (keeps calling receive() after shutdown.complete, as a lifespan loop without a
-    return does; notes the CancelledError it gets there)."""
+    return does; notes the CancelledError it gets there), ignore_shutdown (answers startup only:
+    lifespan.shutdown is noted and the loop goes on to receive() again)."""
 
     async def app(scope, receive, send):
         if mode == "unsupported":
@@ -79,6 +80,8 @@ def make(mode):
                 if mode == "return_early":
                     return
             elif event["type"] == "lifespan.shutdown":
+                if mode == "ignore_shutdown":
+                    continue
                 if mode == "shutdown_failed":
                     await send({"type": "lifespan.shutdown.failed",
                                 "message": "libwsgi-test: flush failed"})
