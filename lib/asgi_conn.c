@@ -246,7 +246,9 @@ static PyObject *lw_ac_take_body(lw_asgi_conn *c)
 static PyObject *lw_ac_next_event(lw_asgi_conn *c)
 {
     if (c->kind == LW_AC_WS) return lw_ws_next_event(c);
-    if (c->disconnected) return lw_ev_disconnect();
+    /* After the response, http.disconnect even if the request was never read (the spec: "if
+     * receive is called after a response has been sent"; uvicorn answers the same). */
+    if (c->disconnected || c->rstate == R_DONE) return lw_ev_disconnect();
     if (PyList_GET_SIZE(c->body) > 0) {
         PyObject *body = lw_ac_take_body(c);
         if (!body) return NULL;
@@ -263,7 +265,6 @@ static PyObject *lw_ac_next_event(lw_asgi_conn *c)
         c->body_final_sent = 1;
         return lw_ev_request(PyBytes_FromStringAndSize("", 0), 0);
     }
-    if (c->rstate == R_DONE) return lw_ev_disconnect();
     return NULL;
 }
 

@@ -188,8 +188,15 @@ class Lifespan:
         self.stopped = loop.create_future()  # True complete / str failed
         self.task = None
         self.error = ""
+        # Done when the app, past lifespan.shutdown, waits in receive() with nothing queued: no
+        # event will ever come (a lifespan loop without a return after shutdown.complete).
+        self.idle = loop.create_future()
+        self.shutdown_sent = False
+        self.ended_by_us = False  # the task was cancelled by shutdown(): not the app's error
 
     async def receive(self):
+        if self.shutdown_sent and self.queue.empty() and not self.idle.done():
+            self.idle.set_result(None)
         return await self.queue.get()
 
     async def send(self, message):
@@ -211,6 +218,8 @@ class Lifespan:
         try:
             await self.app(scope, self.receive, self.send)
         except BaseException as exc:
+            if self.ended_by_us and isinstance(exc, asyncio.CancelledError):
+                return  # shutdown() ended a task that waited for nothing (see idle)
             if not self.started.done():
                 # Raised before answering startup: the app does not speak lifespan (auto mode).
                 self.log(6, "ASGI 'lifespan' protocol appears unsupported: "
@@ -234,12 +243,30 @@ class Lifespan:
         if self.task is None or self.task.done() and self.stopped.done():
             return (await self.stopped) if self.stopped.done() else True
         await self.queue.put({"type": "lifespan.shutdown"})
-        result = await self.stopped
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), 30)
-        except asyncio.TimeoutError:
-            self.log(4, "ASGI lifespan task still running 30 s after shutdown; cancelling it")
+        self.shutdown_sent = True
+        await asyncio.wait([self.stopped, self.idle], return_when=asyncio.FIRST_COMPLETED)
+        if self.stopped.done():
+            result = self.stopped.result()
+        else:
+            # Given lifespan.shutdown, the app called receive() again without answering: it would
+            # wait for good, and so would the worker. Taken as if it had returned without
+            # answering (complete, see main), and ended below.
+            self.log(4, "ASGI app called receive() again instead of answering lifespan.shutdown: "
+                        "ending its lifespan task")
+            result = True
+        # Let the app finish what it does after answering (up to 30 s), but not wait for a task
+        # that only waits in receive() for an event that never comes: that one is cancelled at
+        # once, quietly (uvicorn does not wait for the lifespan task at all).
+        if not self.task.done():
+            await asyncio.wait([self.task, self.idle], timeout=30,
+                               return_when=asyncio.FIRST_COMPLETED)
+        if not self.task.done():
+            if self.idle.done():
+                self.ended_by_us = True
+            else:
+                self.log(4, "ASGI lifespan task still running 30 s after shutdown; cancelling it")
             self.task.cancel()
+            await asyncio.wait([self.task], timeout=1)
         return result
 
 

@@ -390,6 +390,18 @@ def test_receive_after_response_is_disconnect(srv):
         assert f.read() == "http.disconnect"
 
 
+@pytest.mark.parametrize("method,body", [("GET", None), ("POST", b"never read")])
+def test_receive_after_response_is_disconnect_even_unread(srv, method, body):
+    """ASGI: http.disconnect "is sent to the application if receive is called after a response
+    has been sent", also when the app never read the request."""
+    t = token()
+    assert request(srv.port, method, "/after-response-unread?token=" + t, body=body).status == 200
+    path = marker("after-response-unread", t)
+    wait_for(lambda: os.path.exists(path), "the app's receive() after the response")
+    with open(path) as f:
+        assert f.read() == "http.disconnect"
+
+
 def test_app_keeps_running_after_its_response(srv):
     t = token()
     r = request(srv.port, "GET", "/background?token=" + t)

@@ -176,6 +176,44 @@ static void test_app_returns_after_startup(void **state)
     ah_drive_idle();
 }
 
+/* A lifespan loop without a return after shutdown.complete waits in receive() for an event that
+ * will never come: shutdown ends there (no 30 s wait for the task, as uvicorn does not wait), the
+ * task is cancelled where it waits, and that cancellation is not reported as the app's error. */
+static void test_receive_after_shutdown_complete(void **state)
+{
+    (void)state;
+    wsgi_app *app = load("loop_on");
+    assert_rc(asgi_lifespan_startup(app), WSGI_OK);
+    size_t mark = th_log_mark();
+    assert_rc(asgi_lifespan_shutdown(app), WSGI_OK);
+    ah_drive_idle();
+    if (th_log_count(mark, WSGI_LOG_WARNING, NULL) != 0) th_log_dump(mark);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_WARNING, NULL), 0);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, NULL), 0);
+    assert_get(app, "/notes",
+               "scope type=lifespan asgi.version=3.0 state=dict\nlifespan.startup\n"
+               "lifespan.shutdown\nafter shutdown.complete\ncancelled in receive()");
+}
+
+/* An app that answers startup only and, given lifespan.shutdown, calls receive() again would make
+ * the shutdown wait for good (a worker that never exits on SIGTERM): no event will ever come, so
+ * the app is taken to have ended there, as if it had returned without answering (which counts as
+ * complete), and its task is cancelled. */
+static void test_shutdown_not_answered_but_waiting(void **state)
+{
+    (void)state;
+    wsgi_app *app = load("ignore_shutdown");
+    assert_rc(asgi_lifespan_startup(app), WSGI_OK);
+    size_t mark = th_log_mark();
+    assert_rc(asgi_lifespan_shutdown(app), WSGI_OK);
+    ah_drive_idle();
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, NULL), 0);
+    assert_true(th_log_count(mark, WSGI_LOG_WARNING, "lifespan.shutdown") > 0);
+    assert_get(app, "/notes",
+               "scope type=lifespan asgi.version=3.0 state=dict\nlifespan.startup\n"
+               "lifespan.shutdown\ncancelled in receive()");
+}
+
 /* Startup and shutdown that wait on timers and a worker thread: the library drives the loop
  * until each phase completes. */
 static void test_lifespan_awaiting_io(void **state)
@@ -273,6 +311,8 @@ int main(void)
         ah_unit_test(test_startup_twice),
         ah_unit_test(test_shutdown_without_startup),
         ah_unit_test(test_app_returns_after_startup),
+        ah_unit_test(test_receive_after_shutdown_complete),
+        ah_unit_test(test_shutdown_not_answered_but_waiting),
         ah_unit_test(test_lifespan_awaiting_io),
         ah_unit_test(test_refused_calls),
         ah_unit_test(test_other_thread_refused),

@@ -229,6 +229,14 @@ async def r_after_response(scope, receive, send, args):
     touch(marker("after-response", token), m["type"])
 
 
+async def r_after_response_unread(scope, receive, send, args):
+    """Receive after the response is complete, the request (or its body) never read: still
+    http.disconnect (the spec; uvicorn answers the same)."""
+    await send_json(send, {"ok": True})
+    m = await receive()
+    touch(marker("after-response-unread", args["token"]), m["type"])
+
+
 async def r_background(scope, receive, send, args):
     """Respond, then keep working until the test creates the go file (or at once without one)."""
     token = args["token"]
@@ -300,6 +308,7 @@ ROUTES = {
     "/wait-disconnect": r_wait_disconnect,
     "/receive-when-told": r_receive_when_told,
     "/after-response": r_after_response,
+    "/after-response-unread": r_after_response_unread,
     "/background": r_background,
     "/slow-stream": r_slow_stream,
     "/late-end": r_late_end,

@@ -47,7 +47,10 @@ async def serve_http(mode, scope, receive, send):
 
 def make(mode):
     """Modes: complete, startup_failed, shutdown_failed, raise_in_shutdown, unsupported,
-    return_early (returns right after startup.complete), slow (awaits timers in both phases)."""
+    return_early (returns right after startup.complete), slow (awaits timers in both phases),
+    loop_on (keeps calling receive() after shutdown.complete, as a lifespan loop without a
+    return does; notes the CancelledError it gets there), ignore_shutdown (answers startup only:
+    lifespan.shutdown is noted and the loop goes on to receive() again)."""
 
     async def app(scope, receive, send):
         if mode == "unsupported":
@@ -57,7 +60,11 @@ def make(mode):
         note(mode, "scope type=%s asgi.version=%s state=%s" % (
             scope["type"], scope["asgi"]["version"], type(scope.get("state")).__name__))
         while True:
-            event = await receive()
+            try:
+                event = await receive()
+            except asyncio.CancelledError:
+                note(mode, "cancelled in receive()")
+                raise
             note(mode, event["type"])
             if event["type"] == "lifespan.startup":
                 if mode == "startup_failed":
@@ -73,6 +80,8 @@ def make(mode):
                 if mode == "return_early":
                     return
             elif event["type"] == "lifespan.shutdown":
+                if mode == "ignore_shutdown":
+                    continue
                 if mode == "shutdown_failed":
                     await send({"type": "lifespan.shutdown.failed",
                                 "message": "libwsgi-test: flush failed"})
@@ -83,6 +92,8 @@ def make(mode):
                     await asyncio.sleep(0.01)
                 await send({"type": "lifespan.shutdown.complete"})
                 note(mode, "after shutdown.complete")
+                if mode == "loop_on":
+                    continue
                 return
 
     return app
