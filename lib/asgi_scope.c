@@ -341,10 +341,14 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
     vals[SV_ROOT] = sn ? PyUnicode_DecodeLatin1(sn->value, (Py_ssize_t)sn->value_len, NULL)
                        : Py_NewRef(app->script_name);
     vals[SV_CLIENT] = lw_addr(&lw_sc.client, req->client_addr, req->client_port);
-    vals[SV_SERVER] = lw_addr(&lw_sc.server, req->server_name ? req->server_name : "localhost",
-                              req->server_port ? req->server_port
-                              : https          ? 443
-                                               : 80);
+    /* A unix socket has no port: the spec's server is then [path, None] or None. */
+    vals[SV_SERVER] =
+        (req->flags & WSGI_REQUEST_UNIX_SOCKET)
+            ? Py_NewRef(Py_None)
+            : lw_addr(&lw_sc.server, req->server_name ? req->server_name : "localhost",
+                      req->server_port ? req->server_port
+                      : https          ? 443
+                                       : 80);
     /* Into the template where they differ from the last request's (as a rule none, or the
      * client's port), then one copy: fewer dict stores than setting every key of a copy. */
     int bad = 0;

@@ -783,6 +783,7 @@ static void fill_http(conn *c, wsgi_request *req)
     req->client_port = c->peer_port;
     req->content_length = c->content_length;
     if (c->chunked) req->flags |= WSGI_REQUEST_CHUNKED;
+    if (c->lst->is_unix) req->flags |= WSGI_REQUEST_UNIX_SOCKET;
 }
 
 void conn_fill_request(conn *c, wsgi_request *req)

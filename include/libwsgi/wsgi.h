@@ -48,6 +48,12 @@ typedef int (*wsgi_body_read_cb)(void *body_user_data, char *buf, size_t len, si
 enum wsgi_request_flags {
     /** The body is chunked (no Content-Length): it ends where the body source says so. */
     WSGI_REQUEST_CHUNKED = 1u << 0,
+    /** The connection came through a unix domain socket, which has no port. ASGI: the scope's
+     *  @c server is None (the spec's "[path, None] or None"; @c server_name and @c server_port
+     *  are not used for it). WSGI: no change, SERVER_NAME and SERVER_PORT come from
+     *  @c server_name and @c server_port as for TCP (PEP 3333 requires both).
+     *  @since 0.5.0 */
+    WSGI_REQUEST_UNIX_SOCKET = 1u << 1,
 };
 
 /**

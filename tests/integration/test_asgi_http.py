@@ -71,6 +71,20 @@ def test_scope_values(srv):
     assert s["extensions"] == ["http.response.pathsend"]
 
 
+def test_scope_over_a_unix_socket(spawn, tmp_path):
+    # A unix socket has no ports: client and server are None (the spec: server is "[path, None]"
+    # or None, client is None where unknown), not a made-up ("localhost", 80).
+    path = str(tmp_path / "asgi.sock")
+    spawn("epoll", "asgi_corners:app", unix_path=path)
+    with Conn(None, unix_path=path) as c:
+        s = json.loads(c.request("GET", "/scope/").body)
+        assert s["server"] is None
+        assert s["client"] is None
+        assert s["path"] == "/scope/"
+        # The next request's scope is copied from a template that kept this one's values: still None.
+        assert json.loads(c.request("GET", "/scope/x").body)["server"] is None
+
+
 def test_scope_http10(srv):
     r = request(srv.port, "GET", "/scope/", version="HTTP/1.0")
     assert json.loads(r.body)["http_version"] == "1.0"
