@@ -148,6 +148,29 @@ static void test_http2_version(void **state)
     ah_rec_free(&rec);
 }
 
+/* WSGI_REQUEST_UNIX_SOCKET: no port to give, so server is None; the next request (TCP again)
+ * gets its tuple back although the scope template kept None. */
+static void test_server_unix_socket(void **state)
+{
+    (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/u");
+    r.req.server_name = "localhost";
+    r.req.flags |= WSGI_REQUEST_UNIX_SOCKET;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    dump_scope(th_app(DUMP), &r, &rec);
+    assert_scope(&rec, "server", "NoneType", "None");
+    assert_scope(&rec, "client", "NoneType", "None");
+    ah_rec_free(&rec);
+    r.req.flags &= ~(unsigned)WSGI_REQUEST_UNIX_SOCKET;
+    r.req.server_port = 8000;
+    ah_rec_init(&rec);
+    dump_scope(th_app(DUMP), &r, &rec);
+    assert_scope(&rec, "server", "tuple", "('localhost', 8000)");
+    ah_rec_free(&rec);
+}
+
 static void test_server_defaults_http(void **state)
 {
     (void)state;
@@ -571,6 +594,7 @@ int main(void)
         ah_unit_test(test_http10_https_no_client),
         ah_unit_test(test_http2_version),
         ah_unit_test(test_server_defaults_http),
+        ah_unit_test(test_server_unix_socket),
         ah_unit_test(test_extension_method_passes_through),
         ah_unit_test(test_root_path_from_script_name),
         ah_unit_test(test_root_path_from_extra_environ),
