@@ -268,20 +268,38 @@ static PyObject *lw_ac_next_event(lw_asgi_conn *c)
     return NULL;
 }
 
-/* Something changed (body fed, disconnect, response done): complete a pending receive(). */
-void lw_ac_wake_receiver(lw_asgi_conn *c)
+/* The oldest receive() still waiting (its future in recv_waiter), or NULL: futures the app
+ * cancelled meanwhile are dropped, and the next of recv_more moves up. */
+static PyObject *lw_ac_next_waiter(lw_asgi_conn *c)
 {
     lw_drop_done(&c->recv_waiter);
-    if (!c->recv_waiter) return;
-    PyObject *ev = lw_ac_next_event(c);
-    if (!ev) {
-        if (PyErr_Occurred()) lw_log_exception("ASGI receive", NULL, 0);
-        return;
+    while (!c->recv_waiter && c->recv_more && PyList_GET_SIZE(c->recv_more) > 0) {
+        c->recv_waiter = Py_NewRef(PyList_GET_ITEM(c->recv_more, 0));
+        if (PyList_SetSlice(c->recv_more, 0, 1, NULL) < 0) {
+            lw_log_exception("ASGI receive", NULL, 0);
+            break;
+        }
+        lw_drop_done(&c->recv_waiter);
     }
-    PyObject *fut = c->recv_waiter;
-    c->recv_waiter = NULL;
-    lw_future_set(fut, ev, 0);
-    Py_DECREF(fut);
+    return c->recv_waiter;
+}
+
+/* Something changed (body fed, disconnect, response done): complete the pending receive() calls,
+ * oldest first, one event each, for as long as there are events (a disconnect is one for every
+ * call: each waiting task learns of it). */
+void lw_ac_wake_receiver(lw_asgi_conn *c)
+{
+    while (lw_ac_next_waiter(c)) {
+        PyObject *ev = lw_ac_next_event(c);
+        if (!ev) {
+            if (PyErr_Occurred()) lw_log_exception("ASGI receive", NULL, 0);
+            return;
+        }
+        PyObject *fut = c->recv_waiter;
+        c->recv_waiter = NULL;
+        lw_future_set(fut, ev, 0);
+        Py_DECREF(fut);
+    }
 }
 
 static void lw_ac_fail_sender(lw_asgi_conn *c)
@@ -312,16 +330,25 @@ static PyObject *lw_ac_receive(PyObject *self, PyObject *unused)
 {
     (void)unused;
     lw_asgi_conn *c = (lw_asgi_conn *)self;
-    lw_drop_done(&c->recv_waiter);
-    PyObject *ev = lw_ac_next_event(c);
-    if (ev) return lw_ready_new(ev);
-    if (PyErr_Occurred()) return NULL;
-    if (c->recv_waiter) {
-        PyErr_SetString(PyExc_RuntimeError, "receive() awaited twice at the same time");
+    /* Another task's receive() still waiting: this one waits behind it (an event ready now would
+     * have been given to that one already). */
+    if (!lw_ac_next_waiter(c)) {
+        PyObject *ev = lw_ac_next_event(c);
+        if (ev) return lw_ready_new(ev);
+        if (PyErr_Occurred()) return NULL;
+    }
+    PyObject *fut = PyObject_CallNoArgs(lw_rt->create_future);
+    if (!fut) return NULL;
+    if (!c->recv_waiter) {
+        c->recv_waiter = fut;
+        return Py_NewRef(fut);
+    }
+    if ((!c->recv_more && !(c->recv_more = PyList_New(0))) ||
+        PyList_Append(c->recv_more, fut) < 0) {
+        Py_DECREF(fut);
         return NULL;
     }
-    c->recv_waiter = PyObject_CallNoArgs(lw_rt->create_future);
-    return Py_XNewRef(c->recv_waiter);
+    return fut;
 }
 
 /* ---- send() --------------------------------------------------------------------------------- */
@@ -980,6 +1007,7 @@ static void lw_ac_dealloc(lw_asgi_conn *c)
     Py_XDECREF(c->done_cb);
     Py_XDECREF(c->body);
     Py_XDECREF(c->recv_waiter);
+    Py_XDECREF(c->recv_more);
     Py_XDECREF(c->send_waiter);
     Py_XDECREF(c->held[0]);
     Py_XDECREF(c->held[1]);
@@ -1060,7 +1088,8 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->close_code = 0;
     c->close_reason = c->offered = NULL;
     c->attached = 1;
-    c->task = c->done_cb = c->recv_waiter = c->send_waiter = c->held[0] = c->held[1] = NULL;
+    c->task = c->done_cb = c->recv_waiter = c->recv_more = c->send_waiter = NULL;
+    c->held[0] = c->held[1] = NULL;
     c->buffered = 0;
     c->body_final_sent = c->read_paused = 0;
     c->rstate = R_START;
@@ -1322,8 +1351,9 @@ LIBWSGI_API void asgi_conn_free(asgi_conn *conn)
         lw_ac_observe_ws(c, 0, c->close_code ? c->close_code : 1006, 0);
         lw_ac_observe_done(c, 0, c->done);
     }
-    if (c->done && c->attached && !c->recv_waiter && !c->send_waiter && rt == lw_rt && rt->loop &&
-        pthread_equal(rt->loop_thread, pthread_self())) {
+    if (c->done && c->attached && !c->recv_waiter &&
+        !(c->recv_more && PyList_GET_SIZE(c->recv_more) > 0) && !c->send_waiter && rt == lw_rt &&
+        rt->loop && pthread_equal(rt->loop_thread, pthread_self())) {
         /* The usual end: the app is over and nothing waits on the connection, so detaching it
          * runs no Python (what lw_ac_disconnect would do comes down to these flags); the host's
          * reference is dropped the next time the library holds the GIL. The fields read here

@@ -37,9 +37,13 @@ typedef struct lw_asgi_conn {
     PyObject *task;
     PyObject *done_cb; /* the task's done callback, removed once run_asgi reported the end */
     /* incoming: HTTP body chunks, or WebSocket receive events, not yet received by the app */
-    PyObject *body;  /* list of bytes (HTTP) or of event dicts (WebSocket) */
-    size_t buffered; /* their total size in bytes */
-    PyObject *recv_waiter;
+    PyObject *body;        /* list of bytes (HTTP) or of event dicts (WebSocket) */
+    size_t buffered;       /* their total size in bytes */
+    PyObject *recv_waiter; /* the future of the oldest receive() still waiting, or NULL */
+    PyObject *recv_more;   /* list of the futures of receive() calls awaited meanwhile (several
+                            * tasks receiving at once: starlette's is_disconnected() while its
+                            * StreamingResponse listens for the disconnect), oldest first; NULL
+                            * until there is one */
     /* response */
     int64_t cl, sent;
     PyObject *send_waiter;
@@ -70,7 +74,7 @@ typedef struct lw_asgi_conn {
      * has no body). */
     unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed, head_request;
     struct lw_ac_obs *obs; /* the observer's record (observer.h), NULL unless observing */
-    char head_line[48];    /* "404 Not Found": the longest standard one is 35 bytes */
+    char head_line[40];    /* "404 Not Found": the longest standard one is 35 bytes */
     lw_hdrs head_h;
 } lw_asgi_conn;
 

@@ -183,3 +183,23 @@ def test_keep_alive_across_framework_requests(pair):
             c.send(build_request(method, target, headers, body, host="example.test"))
             r = c.read_response(method)
             assert r.status in (200, 404, 418, 500), (name, r)
+
+
+def test_server_sent_events_with_is_disconnected(pair):
+    # starlette's Request.is_disconnected() calls receive() while StreamingResponse's task already
+    # waits in receive(): two receive() calls at once, which the spec does not forbid (the second
+    # used to raise RuntimeError, a 500). Then the client goes mid-stream: the endless stream ends.
+    framework, epoll, uvicorn = pair
+    if framework != "starlette":
+        pytest.skip("the route is the starlette app's")
+    same(fetch(epoll, "GET", "/events", [], None), fetch(uvicorn, "GET", "/events", [], None))
+    r = fetch(epoll, "GET", "/events", [], None)
+    assert r.status == 200 and r.body == b"".join(b"data: %d\n\n" % i for i in range(5))
+    token = os.urandom(4).hex()
+    c = Conn(epoll.port)
+    c.send(build_request("GET", "/events?n=0&token=" + token, host="example.test"))
+    assert c.read_head()[0] == 200
+    c.close()
+    path = os.path.join(conftest.SESSION_TMP, "bg-starlette-sse-%s" % token)
+    wait_for(lambda: os.path.exists(path), "the event generator to end after the disconnect")
+    assert "Exception in ASGI application" not in epoll.log()

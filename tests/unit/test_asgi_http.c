@@ -235,6 +235,40 @@ static void test_receive_waits_until_disconnect(void **state)
     ah_rec_free(&rec);
 }
 
+/* receive() awaited by several tasks at once: a fed piece goes to the oldest call still waiting
+ * (one cancelled meanwhile is skipped and loses nothing), the next piece to the next; the
+ * disconnect then wakes the last one, and later calls get it too. (Once raised RuntimeError.) */
+static void test_receive_from_several_tasks(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req r;
+    stream_req(&r, target, 4);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "receive_together"), &r, &rec);
+    assert_int_equal(ah_settle(), -1);
+    assert_notes(key, "waiting");
+    assert_rc(asgi_conn_feed(conn, "ab", 2, 1), 0);
+    assert_int_equal(ah_settle(), -1);
+    assert_rc(asgi_conn_feed(conn, "cd", 2, 1), 0);
+    assert_int_equal(ah_settle(), -1);
+    assert_notes(key, "waiting\n"
+                      "a got http.request/bytes/2/True keys=body,more_body,type\n"
+                      "b got http.request/bytes/2/True keys=body,more_body,type");
+    assert_rc(asgi_conn_disconnect(conn), WSGI_OK);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    assert_notes(key, "waiting\n"
+                      "a got http.request/bytes/2/True keys=body,more_body,type\n"
+                      "b got http.request/bytes/2/True keys=body,more_body,type\n"
+                      "c got http.disconnect keys=type\n"
+                      "then http.disconnect keys=type");
+    ah_rec_free(&rec);
+}
+
 /* A task waiting in receive() while the response is sent gets http.disconnect once the
  * response is complete, not before. */
 static void test_receive_disconnect_after_response(void **state)
@@ -1750,6 +1784,7 @@ int main(void)
         ah_unit_test(test_chunked_body_and_coalescing),
         ah_unit_test(test_receive_waits_until_disconnect),
         ah_unit_test(test_receive_disconnect_after_response),
+        ah_unit_test(test_receive_from_several_tasks),
         ah_unit_test(test_feed_after_body_ended),
         ah_unit_test(test_feed_pause_and_read_resume),
         ah_unit_test(test_large_streamed_upload),

@@ -1,5 +1,6 @@
 """Starlette app for the libwsgi-epoll vs uvicorn comparison (tests/integration/test_asgi_frameworks.py)."""
 
+import asyncio
 import hashlib
 import json
 
@@ -61,6 +62,29 @@ async def stream(request):
     return StreamingResponse(gen(), media_type="text/plain")
 
 
+async def events(request):
+    """Server-sent events, the usual way: the generator asks request.is_disconnected() before each
+    event while StreamingResponse's own task waits in receive() for the disconnect (two receive()
+    calls at once). ?n=N events (default 5), or until the client goes (?n=0); with ?token=T the
+    generator's end (returned, or cancelled by StreamingResponse when the client went) writes a
+    marker."""
+    n, token = int(request.query_params.get("n", "5")), request.query_params.get("token")
+
+    async def gen():
+        try:
+            i = 0
+            while n == 0 or i < n:
+                if await request.is_disconnected():
+                    return
+                yield "data: %d\n\n" % i
+                i += 1
+                await asyncio.sleep(0.005)
+        finally:
+            if token:
+                background_done("starlette-sse", token)
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
 async def file(request):
     return FileResponse(FILE, media_type="application/octet-stream", filename="data.bin")
 
@@ -106,6 +130,7 @@ app = Starlette(routes=[
     Route("/upload", upload, methods=["POST"]),
     Route("/raw", raw, methods=["POST"]),
     Route("/stream", stream),
+    Route("/events", events),
     Route("/file", file),
     Route("/background", background),
     Route("/error", error),

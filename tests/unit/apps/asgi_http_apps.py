@@ -122,6 +122,33 @@ async def watch_then_respond(scope, receive, send):
     note(key, "finished")
 
 
+async def receive_together(scope, receive, send):
+    """Three tasks in receive() at once (the spec does not forbid it; Starlette's
+    Request.is_disconnected() does it while its StreamingResponse listens for the disconnect):
+    each event goes to the oldest call still waiting, a call cancelled while it waits takes
+    nothing, and a disconnect reaches every call still waiting (and every later one)."""
+    key = query(scope)["key"]
+    loop = asyncio.get_running_loop()
+
+    async def one(name):
+        event = await receive()
+        note(key, "%s got %s" % (name, describe(event)))
+
+    a = loop.create_task(one("a"))
+    await asyncio.sleep(0)
+    gone = loop.create_task(one("cancelled"))
+    await asyncio.sleep(0)
+    b = loop.create_task(one("b"))
+    await asyncio.sleep(0)
+    c = loop.create_task(one("c"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    note(key, "waiting")
+    await asyncio.gather(a, b, c)
+    note(key, "then " + describe(await receive()))
+
+
 async def script(scope, receive, send):
     """Sends the messages listed in the request body (a Python literal) one by one; notes "ok" or
     the exception of each. With ?catch the app catches every error and goes on, otherwise the
