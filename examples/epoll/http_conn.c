@@ -564,6 +564,27 @@ int conn_head_eof(conn *c)
     return c->err_status;
 }
 
+/* What Debian's http_parser, built without HTTP_PARSER_STRICT, lets through in a head: a CR
+ * followed by anything but LF (it takes the next byte for the LF, so "X-A:\rZHost: y" is two
+ * fields to it and one malformed one to a stricter peer; RFC 9112 2.2: a bare CR is invalid), and
+ * an HTTP-name other than "HTTP" (it checks the "H" only). The head is c->in[0, end], end being
+ * the byte the parser took for its last LF (not consumed yet: the parser pauses before it). */
+static int check_head_bytes(const conn *c, size_t end)
+{
+    const char *p = c->in, *stop = c->in + end + 1;
+    for (const char *cr = memchr(p, '\r', (size_t)(stop - p)); cr;
+         cr = memchr(cr + 1, '\r', (size_t)(stop - cr - 1)))
+        if (cr + 1 == stop || cr[1] != '\n') return 400;
+    /* The request line, after the empty lines http_parser skips: "... HTTP/d.d" CRLF. */
+    while (p < stop && (*p == '\r' || *p == '\n'))
+        p++;
+    const char *lf = memchr(p, '\n', (size_t)(stop - p));
+    if (!lf) return 400;
+    if (lf > p && lf[-1] == '\r') lf--;
+    if (lf - p < 8 || memcmp(lf - 8, "HTTP/", 5) != 0) return 400;
+    return 0;
+}
+
 int conn_parse_head(conn *c)
 {
     if (!c->proto_known) {
@@ -576,7 +597,15 @@ int conn_parse_head(conn *c)
     }
     size_t avail = c->in_len - c->in_parsed;
     if (avail && feed(c, avail) < 0) return PARSE_ERROR;
-    if (c->head_done) return PARSE_DONE;
+    if (c->head_done) {
+        c->err_status = check_head_bytes(c, c->in_parsed);
+        if (c->err_status) {
+            host_log(WSGI_LOG_DEBUG, "bad request from %s: a bare CR or no HTTP-name (400)",
+                     c->peer[0] ? c->peer : "unix");
+            return PARSE_ERROR;
+        }
+        return PARSE_DONE;
+    }
     if (c->in_parsed > server_max_header(c->srv)) {
         c->err_status = 431;
         return PARSE_ERROR;

@@ -66,6 +66,14 @@ BAD_400 = {
     "two TE headers": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "NUL in target": b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    # Debian's http_parser is built without HTTP_PARSER_STRICT: it takes any byte after some CRs
+    # for the LF, and checks only the "H" of "HTTP". A bare CR is invalid (RFC 9112 2.2): a proxy
+    # in front may see "X-A: \rZHost: evil" as one field where the parser sees two.
+    "bare CR after an empty value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A:\rZX-Smuggled: 1\r\n\r\n",
+    "bare CR after a blank value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: \rZX-Smuggled: 1\r\n\r\n",
+    "bare CR ending the head": b"GET / HTTP/1.1\r\nHost: x\r\n\rZ",
+    "HTTP-name not HTTP": b"GET / HXYZ/1.1\r\nHost: x\r\n\r\n",
+    "lowercase HTTP-name": b"GET / Http/1.1\r\nHost: x\r\n\r\n",
 }
 
 
