@@ -159,6 +159,8 @@ struct conn {
     int err_status; /* status chosen by our own checks in the parser callbacks */
     int64_t content_length;
     int chunked;
+    int ck_state;    /* chunked framing as http_conn.c checks it (chunk_framing) */
+    uint64_t ck_left; /* the chunk-data bytes still to come */
     int expect_continue, continue_sent;
     int keep_alive, is_head, http_major, http_minor;
 

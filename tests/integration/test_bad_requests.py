@@ -103,6 +103,42 @@ def test_bad_chunk_size_is_400(any_srv):
         assert c.is_closed_by_peer()
 
 
+@pytest.mark.parametrize("body", [
+    b"5\r\nhelloXX0\r\n\r\n",           # chunk-data not followed by CRLF
+    b"5\r\nhello\rX0\r\n\r\n",           # ... by CR and another byte
+    b"5\rXhello\r\n0\r\n\r\n",           # chunk-size line: CR without LF
+    b"5;a\x01b\r\nhello\r\n0\r\n\r\n",   # a control byte in a chunk extension
+    b"5\r\nhello\r\n0\rX\r\n",           # last-chunk line: CR without LF
+    b"5\r\nhello\r\n0\r\n\rX",           # end of the trailer section: CR without LF
+    b"5\r\nhello\r\n0\r\nX-T:\rZ\r\n\r\n",  # a trailer field: CR without LF
+])
+def test_malformed_chunked_framing_is_400(any_srv, body):
+    """RFC 9112 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF. The non-strict
+    http_parser takes any two bytes after chunk-data for the CRLF (and any byte after a CR for
+    the LF): a front end that reads the body otherwise would see another request than ours.
+    A request pipelined after it must not be answered."""
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + body +
+               build_request("GET", "/hello"))
+        r = c.read_response()
+        assert r.status == 400, r
+        assert r.header("Connection", "").lower() == "close"
+        assert c.is_closed_by_peer()
+
+
+@pytest.mark.parametrize("body", [
+    b"5 ;a=b ; c=\"d e\"\r\nhello\r\n0\r\n\r\n",  # BWS and quoted-string extensions
+    b"5\r\nhe\r\nl\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",  # CR LF inside chunk-data, trailers
+    b"5\r\nhe\r\nl\r\n0\r\nX-T: 1\n\n",   # trailer lines ended by LF alone (RFC 9112 2.2)
+])
+def test_valid_chunked_framing_is_accepted(any_srv, body):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + body)
+        r = c.read_response()
+        assert r.status == 200 and r.body == (b"hello" if b"hello" in body else b"he\r\nl"), r
+        assert c.request("GET", "/hello").status == 200
+
+
 def test_unsupported_transfer_coding_is_501(any_srv):
     before = app_calls(any_srv)
     r, closed = raw(any_srv, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
