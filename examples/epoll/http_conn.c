@@ -372,10 +372,16 @@ void conn_request_begin(conn *c)
     c->abort_requested = 0;
 }
 
-static int status_for_errno(enum http_errno e)
+int conn_head_too_large(const conn *c)
+{
+    /* Still in the request line: its target is what is too long (RFC 9112 3). */
+    return c->proto_known && c->proto == CPROTO_HTTP && c->n_hdrs == 0 && !c->head_done ? 414 : 431;
+}
+
+static int status_for_errno(const conn *c, enum http_errno e)
 {
     switch (e) {
-    case HPE_HEADER_OVERFLOW: return 431;
+    case HPE_HEADER_OVERFLOW: return conn_head_too_large(c);
     default: return 400;
     }
 }
@@ -500,7 +506,7 @@ static ssize_t parse(conn *c, const char *p, size_t n)
     if (c->body_error)
         c->err_status = c->body_error;
     else if (!c->err_status)
-        c->err_status = status_for_errno(e);
+        c->err_status = status_for_errno(c, e);
     host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
              http_errno_description(e), c->err_status);
     return -1;
@@ -729,7 +735,7 @@ int conn_parse_head(conn *c)
         return PARSE_DONE;
     }
     if (c->in_parsed > server_max_header(c->srv)) {
-        c->err_status = 431;
+        c->err_status = conn_head_too_large(c);
         return PARSE_ERROR;
     }
     return PARSE_MORE;

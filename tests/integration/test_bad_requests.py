@@ -170,6 +170,21 @@ def test_headers_too_large_is_431(any_srv):
     assert app_calls(any_srv) == before + 1
 
 
+def test_request_target_too_long_is_414(any_srv):
+    """RFC 9112 3: a request-target longer than the server wishes to parse gets 414, not the
+    431 of a head whose fields are too large; 431 stays for the fields."""
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, build_request("GET", "/" + "a" * 5000))
+    assert r.status == 414 and closed, r
+    with Conn(any_srv.port) as c:  # a target without its end
+        c.send(b"GET /" + b"a" * 10000)
+        r = c.read_response()
+        assert r.status == 414, r
+    r, closed = raw(any_srv, build_request("GET", "/hello?" + "q" * 3000, [("X-Big", "a" * 3000)]))
+    assert r.status == 431 and closed, r
+    assert app_calls(any_srv) == before + 1
+
+
 def test_too_many_headers_is_431(any_srv):
     r, closed = raw(any_srv, build_request("GET", "/hello", [("X-%d" % i, "v") for i in range(150)]))
     assert r.status == 431 and closed
