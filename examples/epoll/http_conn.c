@@ -172,6 +172,34 @@ static int check_te(const char *te, size_t te_len)
     return n_codings > 1 ? 501 : 0;
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2): an IP-literal in brackets, or a
+ * reg-name / IPv4 address (unreserved, pct-encoded and sub-delims characters), then digits after
+ * a colon. Empty is allowed (a target without an authority). No userinfo, path or blank. */
+static int valid_host(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        while (i < n && v[i] != ']') {
+            unsigned char ch = (unsigned char)v[i++];
+            if (!(ch == '[' && i == 1) && !is_tchar(ch) && ch != ':') return 0;
+        }
+        if (i == n) return 0;
+        i++; /* the ']' */
+    } else {
+        for (; i < n && v[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9') || (ch && strchr("-._~%!$&'()*+,;=", ch));
+            if (!ok) return 0;
+        }
+    }
+    if (i == n) return 1;
+    if (v[i] != ':') return 0;
+    for (i++; i < n; i++)
+        if (v[i] < '0' || v[i] > '9') return 0;
+    return 1;
+}
+
 /* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
 static int check_head(conn *c)
 {
@@ -201,6 +229,8 @@ static int check_head(conn *c)
             te_len = vlen;
         } else if (ieq(name, h->name_len, "host")) {
             n_host++;
+            trim(&value, &vlen);
+            if (!valid_host(value, vlen)) return 400; /* RFC 9112 3.2 */
         } else if (ieq(name, h->name_len, "expect")) {
             trim(&value, &vlen);
             if (!ieq(value, vlen, "100-continue")) return 417;

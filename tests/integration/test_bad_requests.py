@@ -74,6 +74,13 @@ BAD_400 = {
     "bare CR ending the head": b"GET / HTTP/1.1\r\nHost: x\r\n\rZ",
     "HTTP-name not HTTP": b"GET / HXYZ/1.1\r\nHost: x\r\n\r\n",
     "lowercase HTTP-name": b"GET / Http/1.1\r\nHost: x\r\n\r\n",
+    # RFC 9112 3.2: 400 for a Host field with an invalid value (Host = uri-host [ ":" port ]).
+    "Host with a blank": b"GET / HTTP/1.1\r\nHost: exa mple\r\n\r\n",
+    "Host with a path": b"GET / HTTP/1.1\r\nHost: example/evil\r\n\r\n",
+    "Host with userinfo": b"GET / HTTP/1.1\r\nHost: user@example\r\n\r\n",
+    "Host with a bad port": b"GET / HTTP/1.1\r\nHost: example:80a\r\n\r\n",
+    "Host: unclosed IP literal": b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    "Host (1.0) with a blank": b"GET / HTTP/1.0\r\nHost: exa mple\r\n\r\n",
 }
 
 
@@ -85,6 +92,15 @@ def test_malformed_is_400_and_never_reaches_app(any_srv, name):
     assert r.header("Connection", "").lower() == "close"
     assert closed
     assert app_calls(any_srv) == before + 1  # only the /state call itself
+
+
+@pytest.mark.parametrize("host", ["example.com", "example.com:8080", "example.com:", "",
+                                  "127.0.0.1:80", "[::1]:8080", "[::1]", "a-b_c~d.e%41!$&'()*+,;="])
+def test_valid_host_values_are_accepted(any_srv, host):
+    with Conn(any_srv.port) as c:
+        c.send(b"GET /hello HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+        r = c.read_response()
+        assert r.status == 200, (host, r)
 
 
 def test_http2_version_is_505(any_srv):
