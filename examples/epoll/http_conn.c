@@ -934,18 +934,45 @@ int conn_end_head(conn *c)
     return c->msg_done ? 0 : -1;
 }
 
+/* The host of an absolute-form target ("http://user@host:port/path": "host:port"), or 0 for
+ * another form. */
+static int target_authority(const char *t, size_t n, const char **auth, size_t *len)
+{
+    if (n == 0 || t[0] == '/' || t[0] == '*') return 0;
+    const char *end = t + n, *p = t;
+    while (p + 2 < end && !(p[0] == ':' && p[1] == '/' && p[2] == '/'))
+        p++;
+    if (p + 2 >= end) return 0;
+    p += 3;
+    const char *a = p;
+    while (p < end && *p != '/' && *p != '?' && *p != '#')
+        p++;
+    for (const char *q = a; q < p; q++)
+        if (*q == '@') a = q + 1; /* userinfo is not the host */
+    *auth = a;
+    *len = (size_t)(p - a);
+    return 1;
+}
+
 /* The request of an HTTP head. */
 static void fill_http(conn *c, wsgi_request *req)
 {
     wsgi_request_init(req);
-    if (c->hdr_ptrs_cap < c->n_hdrs) {
-        wsgi_header *h = realloc(c->hdr_ptrs, c->n_hdrs * sizeof(*h));
+    if (c->hdr_ptrs_cap < c->n_hdrs + 1) { /* + 1: a Host from an absolute-form target */
+        wsgi_header *h = realloc(c->hdr_ptrs, (c->n_hdrs + 1) * sizeof(*h));
         if (h) {
             c->hdr_ptrs = h;
-            c->hdr_ptrs_cap = c->n_hdrs;
+            c->hdr_ptrs_cap = c->n_hdrs + 1;
         }
     }
     size_t n = c->hdr_ptrs_cap < c->n_hdrs ? c->hdr_ptrs_cap : c->n_hdrs;
+    const char *auth;
+    size_t auth_len;
+    /* RFC 9112 3.2.2: the host of an absolute-form target is its authority; a Host field sent
+     * with it is ignored (replaced: HTTP_HOST, the scope's host header), or added when none was
+     * sent (HTTP/1.0). */
+    int absolute = target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len);
+    int host_seen = 0;
     for (size_t k = 0; k < n; k++) {
         const hdr_span *s = &c->hdrs[k];
         c->hdr_ptrs[k].name = c->in + s->name_off;
@@ -953,6 +980,18 @@ static void fill_http(conn *c, wsgi_request *req)
         c->hdr_ptrs[k].value = c->in + s->value_off;
         c->hdr_ptrs[k].value_len = s->value_len;
         trim(&c->hdr_ptrs[k].value, &c->hdr_ptrs[k].value_len);
+        if (absolute && ieq(c->hdr_ptrs[k].name, s->name_len, "host")) {
+            c->hdr_ptrs[k].value = auth;
+            c->hdr_ptrs[k].value_len = auth_len;
+            host_seen = 1;
+        }
+    }
+    if (absolute && !host_seen && auth_len && n < c->hdr_ptrs_cap) {
+        c->hdr_ptrs[n].name = "Host";
+        c->hdr_ptrs[n].name_len = 4;
+        c->hdr_ptrs[n].value = auth;
+        c->hdr_ptrs[n].value_len = auth_len;
+        n++;
     }
     const char *m = http_method_str((enum http_method)c->parser.method);
     req->method = m;

@@ -519,6 +519,27 @@ def test_absolute_form_target(any_srv):
     assert env["QUERY_STRING"] == "x=1"
 
 
+@pytest.mark.parametrize("target,host", [
+    ("http://example.com/environ?x=1", "example.com"),
+    ("http://example.com:8080/environ", "example.com:8080"),
+    ("http://user@example.com/environ", "example.com"),
+    ("HTTP://[::1]:81/environ", "[::1]:81"),
+])
+def test_absolute_form_target_authority_is_the_host(any_srv, target, host):
+    """RFC 9112 3.2.2: for an absolute-form target the origin server must ignore the Host field
+    and use the target's authority: HTTP_HOST, which PEP 3333's URL reconstruction reads first,
+    is the target's host (the Host field sent along names another)."""
+    import json
+    r = request(any_srv.port, "GET", target, [("Host", "other.example")])
+    env = json.loads(r.body)
+    assert env["PATH_INFO"] == "/environ"
+    assert env["HTTP_HOST"] == host
+    # HTTP/1.0 needs no Host field: the target's authority is the host all the same
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", target, version="HTTP/1.0", host=None)
+        assert json.loads(r.body)["HTTP_HOST"] == host
+
+
 def test_unix_socket(spawn, tmp_path):
     path = str(tmp_path / "s.sock")
     s = spawn("epoll", "corners:app", unix_path=path)
