@@ -246,6 +246,12 @@ static int check_head(conn *c)
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;
     if (c->url_len == 0) return 400;
+    /* No whitespace or control in the target: http_parser built without HTTP_PARSER_STRICT
+     * takes HTAB and FF there, where a front end may end the target (RFC 9112 3). */
+    for (size_t i = 0; i < c->url_len; i++) {
+        unsigned char ch = (unsigned char)c->in[c->url_off + i];
+        if (ch <= ' ' || ch == 0x7f) return 400;
+    }
     return 0;
 }
 

@@ -66,6 +66,10 @@ BAD_400 = {
     "two TE headers": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "NUL in target": b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    # Taken by the non-strict http_parser; whitespace a front end may split the line at (RFC 9112 3)
+    "HTAB in target": b"GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n",
+    "HTAB in query": b"GET /?a\tb HTTP/1.1\r\nHost: x\r\n\r\n",
+    "FF in target": b"GET /a\x0cb HTTP/1.1\r\nHost: x\r\n\r\n",
     # Debian's http_parser is built without HTTP_PARSER_STRICT: it takes any byte after some CRs
     # for the LF, and checks only the "H" of "HTTP". A bare CR is invalid (RFC 9112 2.2): a proxy
     # in front may see "X-A: \rZHost: evil" as one field where the parser sees two.
