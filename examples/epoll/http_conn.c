@@ -252,6 +252,8 @@ static int check_head(conn *c)
         unsigned char ch = (unsigned char)c->in[c->url_off + i];
         if (ch <= ' ' || ch == 0x7f) return 400;
     }
+    /* An origin server, not a tunnel: a method it does not implement (RFC 9110 9.1, 9.3.6). */
+    if (c->parser.method == HTTP_CONNECT) return 501;
     return 0;
 }
 

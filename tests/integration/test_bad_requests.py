@@ -107,6 +107,16 @@ def test_valid_host_values_are_accepted(any_srv, host):
         assert r.status == 200, (host, r)
 
 
+def test_connect_is_501(any_srv):
+    """An origin server does not tunnel: CONNECT is a method it does not implement (RFC 9110
+    9.1: 501), whatever follows the head is not HTTP, and the connection closes."""
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+                    b"\x16\x03\x01tunnel bytes")
+    assert r.status == 501 and closed, r
+    assert app_calls(any_srv) == before + 1
+
+
 def test_http2_version_is_505(any_srv):
     r, closed = raw(any_srv, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
     assert r.status == 505 and closed
