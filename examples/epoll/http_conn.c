@@ -823,8 +823,12 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
     *nread = 0;
     if (c->msg_done) return 0;
     if (c->body_error || c->err_status) return -1;
-    if (c->expect_continue && !c->continue_sent) {
-        /* The app wants the body: now tell the client to send it. */
+    if (c->expect_continue && !c->continue_sent && !c->started) {
+        /* The app wants the body: now tell the client to send it. Not once the final head is
+         * queued (c->started: the app reads after its response began): a 100 is interim, it
+         * would land inside the response (RFC 9110 15.2). The client, which has its final
+         * status, may send the body anyway; if it does not, the read times out, and a body left
+         * unread is not drained (conn_can_drain: the connection closes). */
         c->continue_sent = 1;
         conn_out_lock(c); /* a generator reading the body: the loop may be writing (conn.h) */
         int bad = conn_queue_status(c, 100) < 0 ||
@@ -888,7 +892,22 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
             c->body_error = 400;
             return -1;
         }
-        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        /* Before waiting for the client, write what the response has queued (the app reads
+         * after its response began): the client may wait for it before it sends more, and with
+         * --threads 0 nobody else writes while the app runs. */
+        int more = 0;
+        if (c->started) {
+            conn_out_lock(c);
+            int f = out_pending(c) ? out_flush(c) : OUT_DONE;
+            conn_out_unlock(c);
+            if (f == OUT_ERR) {
+                c->body_error = 400;
+                c->dst = NULL;
+                return -1;
+            }
+            more = f == OUT_AGAIN;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN | (more ? POLLOUT : 0)};
         int pr = poll(&pfd, 1, server_timeout_ms(c->srv));
         if (pr == 0) {
             host_log(WSGI_LOG_DEBUG, "timed out waiting for the request body");
