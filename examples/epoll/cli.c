@@ -61,6 +61,7 @@ static void usage(FILE *f, server_program prog)
 
             "  --backlog N             listen backlog (default 1024)\n"
             "  --max-header-size BYTES request line + headers limit (default 65536) -> 431\n"
+            "                          (414 if the request line alone is longer)\n"
             "  --max-headers N         header lines in a request (default 100; alias\n"
             "                          --limit-request-fields) -> 431\n"
             "  --max-body-size BYTES   request body limit, k/m/g suffixes (default 1g;\n"

@@ -159,6 +159,8 @@ struct conn {
     int err_status; /* status chosen by our own checks in the parser callbacks */
     int64_t content_length;
     int chunked;
+    int ck_state;     /* chunked framing as http_conn.c checks it (chunk_framing) */
+    uint64_t ck_left; /* the chunk-data bytes still to come */
     int expect_continue, continue_sent;
     int keep_alive, is_head, http_major, http_minor;
 
@@ -318,6 +320,8 @@ enum { PARSE_MORE = 0, PARSE_DONE = 1, PARSE_ERROR = -1 };
 void conn_request_begin(conn *c);
 /* Feed buffered input until the head is complete. PARSE_ERROR sets c->err_status. */
 int conn_parse_head(conn *c);
+/* The status for a head past --max-header-size: 414 while in the request line, else 431. */
+int conn_head_too_large(const conn *c);
 /* The peer half-closed in the middle of an SCGI / uwsgi head (libwsgi-scgi): the status to answer
  * (logged), or 0 when there is nothing to answer (HTTP, or no byte yet: just close). */
 int conn_head_eof(conn *c);

@@ -64,6 +64,24 @@ static void trim(const char **p, size_t *n)
         (*n)--;
 }
 
+/* The states of chunk_framing() (c->ck_state). */
+enum {
+    CK_HEAD_LF, /* the head's last LF, which the parser paused before (checked with the head) */
+    CK_SIZE0,   /* the first digit of a chunk size */
+    CK_SIZE,
+    CK_BWS, /* blanks after the size: ';' or the CR next */
+    CK_EXT, /* a chunk extension, up to the CR */
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TRAILER, /* the start of a line of the trailer section */
+    CK_FIELD,
+    CK_FIELD_LF,
+    CK_END_LF,
+    CK_END,
+};
+
 int conn_in_reserve(conn *c, size_t want)
 {
     if (c->in_cap >= want) return 0;
@@ -154,6 +172,34 @@ static int check_te(const char *te, size_t te_len)
     return n_codings > 1 ? 501 : 0;
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2): an IP-literal in brackets, or a
+ * reg-name / IPv4 address (unreserved, pct-encoded and sub-delims characters), then digits after
+ * a colon. Empty is allowed (a target without an authority). No userinfo, path or blank. */
+static int valid_host(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        while (i < n && v[i] != ']') {
+            unsigned char ch = (unsigned char)v[i++];
+            if (!(ch == '[' && i == 1) && !is_tchar(ch) && ch != ':') return 0;
+        }
+        if (i == n) return 0;
+        i++; /* the ']' */
+    } else {
+        for (; i < n && v[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9') || (ch && strchr("-._~%!$&'()*+,;=", ch));
+            if (!ok) return 0;
+        }
+    }
+    if (i == n) return 1;
+    if (v[i] != ':') return 0;
+    for (i++; i < n; i++)
+        if (v[i] < '0' || v[i] > '9') return 0;
+    return 1;
+}
+
 /* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
 static int check_head(conn *c)
 {
@@ -183,6 +229,8 @@ static int check_head(conn *c)
             te_len = vlen;
         } else if (ieq(name, h->name_len, "host")) {
             n_host++;
+            trim(&value, &vlen);
+            if (!valid_host(value, vlen)) return 400; /* RFC 9112 3.2 */
         } else if (ieq(name, h->name_len, "expect")) {
             trim(&value, &vlen);
             if (!ieq(value, vlen, "100-continue")) return 417;
@@ -198,6 +246,14 @@ static int check_head(conn *c)
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;
     if (c->url_len == 0) return 400;
+    /* No whitespace or control in the target: http_parser built without HTTP_PARSER_STRICT
+     * takes HTAB and FF there, where a front end may end the target (RFC 9112 3). */
+    for (size_t i = 0; i < c->url_len; i++) {
+        unsigned char ch = (unsigned char)c->in[c->url_off + i];
+        if (ch <= ' ' || ch == 0x7f) return 400;
+    }
+    /* An origin server, not a tunnel: a method it does not implement (RFC 9110 9.1, 9.3.6). */
+    if (c->parser.method == HTTP_CONNECT) return 501;
     return 0;
 }
 
@@ -324,6 +380,8 @@ void conn_request_begin(conn *c)
     c->err_status = 0;
     c->content_length = -1;
     c->chunked = 0;
+    c->ck_state = CK_HEAD_LF;
+    c->ck_left = 0;
     c->expect_continue = c->continue_sent = 0;
     c->keep_alive = 0;
     c->is_head = 0;
@@ -352,21 +410,129 @@ void conn_request_begin(conn *c)
     c->abort_requested = 0;
 }
 
-static int status_for_errno(enum http_errno e)
+int conn_head_too_large(const conn *c)
+{
+    /* Still in the request line: its target is what is too long (RFC 9112 3). */
+    return c->proto_known && c->proto == CPROTO_HTTP && c->n_hdrs == 0 && !c->head_done ? 414 : 431;
+}
+
+static int status_for_errno(const conn *c, enum http_errno e)
 {
     switch (e) {
-    case HPE_HEADER_OVERFLOW: return 431;
+    case HPE_HEADER_OVERFLOW: return conn_head_too_large(c);
     default: return 400;
     }
 }
 
-/* Feed [in_parsed, in_parsed + n) to the parser. 0 ok (maybe paused), -1 error (status set). */
+static int hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* The chunked framing of a request body, checked on the bytes http_parser consumed (it was given
+ * them first: it decides where the body ends). Built without HTTP_PARSER_STRICT, it takes any two
+ * bytes after chunk-data for the CRLF and any byte after the CR of a chunk-size line or of the
+ * trailer section for the LF, and ignores whatever follows a chunk size up to the CR: a front
+ * end that reads "5\r\nhelloXX0\r\n\r\n" otherwise sees another message than we do (RFC 9112
+ * 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF). Whitespace before the CR of a
+ * size line, and a line of the trailer section ended by LF alone (2.2), are taken. 0 or -1. */
+
+static int chunk_framing(conn *c, const char *p, size_t n)
+{
+    const char *end = p + n;
+    int st = c->ck_state;
+    while (p < end) {
+        unsigned char ch = (unsigned char)*p;
+        if (st == CK_DATA) {
+            size_t k = (size_t)(end - p);
+            if ((uint64_t)k > c->ck_left) k = (size_t)c->ck_left;
+            c->ck_left -= k;
+            p += k;
+            if (c->ck_left == 0) st = CK_DATA_CR;
+            continue;
+        }
+        p++;
+        switch (st) {
+        case CK_HEAD_LF: st = CK_SIZE0; break;
+        case CK_SIZE0:
+        case CK_SIZE:
+            if (hexval(ch) >= 0) {
+                /* http_parser refuses a size past 2^64 before we see it */
+                c->ck_left = (c->ck_left << 4) | (uint64_t)hexval(ch);
+                st = CK_SIZE;
+            } else if (st == CK_SIZE && (ch == ' ' || ch == '\t')) {
+                st = CK_BWS;
+            } else if (st == CK_SIZE && ch == ';') {
+                st = CK_EXT;
+            } else if (st == CK_SIZE && ch == '\r') {
+                st = CK_SIZE_LF;
+            } else {
+                return -1;
+            }
+            break;
+        case CK_BWS:
+            if (ch == ';')
+                st = CK_EXT;
+            else if (ch == '\r')
+                st = CK_SIZE_LF;
+            else if (ch != ' ' && ch != '\t')
+                return -1;
+            break;
+        case CK_EXT:
+            if (ch == '\r')
+                st = CK_SIZE_LF;
+            else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return -1;
+            break;
+        case CK_SIZE_LF:
+            if (ch != '\n') return -1;
+            st = c->ck_left ? CK_DATA : CK_TRAILER;
+            break;
+        case CK_DATA_CR:
+            if (ch != '\r') return -1;
+            st = CK_DATA_LF;
+            break;
+        case CK_DATA_LF:
+            if (ch != '\n') return -1;
+            st = CK_SIZE0;
+            break;
+        case CK_TRAILER: st = ch == '\r' ? CK_END_LF : ch == '\n' ? CK_END : CK_FIELD; break;
+        case CK_FIELD:
+            if (ch == '\r')
+                st = CK_FIELD_LF;
+            else if (ch == '\n')
+                st = CK_TRAILER;
+            break;
+        case CK_FIELD_LF:
+            if (ch != '\n') return -1;
+            st = CK_TRAILER;
+            break;
+        case CK_END_LF:
+            if (ch != '\n') return -1;
+            st = CK_END;
+            break;
+        default: break; /* CK_END: the parser stops at the message's end */
+        }
+    }
+    c->ck_state = st;
+    return 0;
+}
+
 /* Parse n bytes at p (the input buffer, or the app's buffer for a body read straight into it);
  * returns how many were used, or -1 (err_status set). */
 static ssize_t parse(conn *c, const char *p, size_t n)
 {
+    int chunked_body = c->chunked; /* set by on_headers_complete: these bytes are its body's */
     size_t used = http_parser_execute(&c->parser, &conn_parser_settings, p, n);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if ((e == HPE_OK || e == HPE_PAUSED) && chunked_body && chunk_framing(c, p, used) < 0) {
+        if (!c->err_status) c->err_status = 400;
+        host_log(WSGI_LOG_DEBUG, "bad request from %s: malformed chunked framing (%d)",
+                 c->peer[0] ? c->peer : "unix", c->err_status);
+        return -1;
+    }
     if (e == HPE_OK || e == HPE_PAUSED) {
         /* An upgrade (or CONNECT) stops the parser early: what follows is not HTTP. */
         if (used < n && e == HPE_OK && c->parser.upgrade) {
@@ -378,7 +544,7 @@ static ssize_t parse(conn *c, const char *p, size_t n)
     if (c->body_error)
         c->err_status = c->body_error;
     else if (!c->err_status)
-        c->err_status = status_for_errno(e);
+        c->err_status = status_for_errno(c, e);
     host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
              http_errno_description(e), c->err_status);
     return -1;
@@ -564,6 +730,27 @@ int conn_head_eof(conn *c)
     return c->err_status;
 }
 
+/* What Debian's http_parser, built without HTTP_PARSER_STRICT, lets through in a head: a CR
+ * followed by anything but LF (it takes the next byte for the LF, so "X-A:\rZHost: y" is two
+ * fields to it and one malformed one to a stricter peer; RFC 9112 2.2: a bare CR is invalid), and
+ * an HTTP-name other than "HTTP" (it checks the "H" only). The head is c->in[0, end], end being
+ * the byte the parser took for its last LF (not consumed yet: the parser pauses before it). */
+static int check_head_bytes(const conn *c, size_t end)
+{
+    const char *p = c->in, *stop = c->in + end + 1;
+    for (const char *cr = memchr(p, '\r', (size_t)(stop - p)); cr;
+         cr = memchr(cr + 1, '\r', (size_t)(stop - cr - 1)))
+        if (cr + 1 == stop || cr[1] != '\n') return 400;
+    /* The request line, after the empty lines http_parser skips: "... HTTP/d.d" CRLF. */
+    while (p < stop && (*p == '\r' || *p == '\n'))
+        p++;
+    const char *lf = memchr(p, '\n', (size_t)(stop - p));
+    if (!lf) return 400;
+    if (lf > p && lf[-1] == '\r') lf--;
+    if (lf - p < 8 || memcmp(lf - 8, "HTTP/", 5) != 0) return 400;
+    return 0;
+}
+
 int conn_parse_head(conn *c)
 {
     if (!c->proto_known) {
@@ -576,9 +763,17 @@ int conn_parse_head(conn *c)
     }
     size_t avail = c->in_len - c->in_parsed;
     if (avail && feed(c, avail) < 0) return PARSE_ERROR;
-    if (c->head_done) return PARSE_DONE;
+    if (c->head_done) {
+        c->err_status = check_head_bytes(c, c->in_parsed);
+        if (c->err_status) {
+            host_log(WSGI_LOG_DEBUG, "bad request from %s: a bare CR or no HTTP-name (400)",
+                     c->peer[0] ? c->peer : "unix");
+            return PARSE_ERROR;
+        }
+        return PARSE_DONE;
+    }
     if (c->in_parsed > server_max_header(c->srv)) {
-        c->err_status = 431;
+        c->err_status = conn_head_too_large(c);
         return PARSE_ERROR;
     }
     return PARSE_MORE;
@@ -628,8 +823,12 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
     *nread = 0;
     if (c->msg_done) return 0;
     if (c->body_error || c->err_status) return -1;
-    if (c->expect_continue && !c->continue_sent) {
-        /* The app wants the body: now tell the client to send it. */
+    if (c->expect_continue && !c->continue_sent && !c->started) {
+        /* The app wants the body: now tell the client to send it. Not once the final head is
+         * queued (c->started: the app reads after its response began): a 100 is interim, it
+         * would land inside the response (RFC 9110 15.2). The client, which has its final
+         * status, may send the body anyway; if it does not, the read times out, and a body left
+         * unread is not drained (conn_can_drain: the connection closes). */
         c->continue_sent = 1;
         conn_out_lock(c); /* a generator reading the body: the loop may be writing (conn.h) */
         int bad = conn_queue_status(c, 100) < 0 ||
@@ -693,7 +892,22 @@ int conn_body_read(void *user_data, char *buf, size_t len, size_t *nread)
             c->body_error = 400;
             return -1;
         }
-        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        /* Before waiting for the client, write what the response has queued (the app reads
+         * after its response began): the client may wait for it before it sends more, and with
+         * --threads 0 nobody else writes while the app runs. */
+        int more = 0;
+        if (c->started) {
+            conn_out_lock(c);
+            int f = out_pending(c) ? out_flush(c) : OUT_DONE;
+            conn_out_unlock(c);
+            if (f == OUT_ERR) {
+                c->body_error = 400;
+                c->dst = NULL;
+                return -1;
+            }
+            more = f == OUT_AGAIN;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN | (more ? POLLOUT : 0)};
         int pr = poll(&pfd, 1, server_timeout_ms(c->srv));
         if (pr == 0) {
             host_log(WSGI_LOG_DEBUG, "timed out waiting for the request body");
@@ -747,18 +961,45 @@ int conn_end_head(conn *c)
     return c->msg_done ? 0 : -1;
 }
 
+/* The host of an absolute-form target ("http://user@host:port/path": "host:port"), or 0 for
+ * another form. */
+static int target_authority(const char *t, size_t n, const char **auth, size_t *len)
+{
+    if (n == 0 || t[0] == '/' || t[0] == '*') return 0;
+    const char *end = t + n, *p = t;
+    while (p + 2 < end && !(p[0] == ':' && p[1] == '/' && p[2] == '/'))
+        p++;
+    if (p + 2 >= end) return 0;
+    p += 3;
+    const char *a = p;
+    while (p < end && *p != '/' && *p != '?' && *p != '#')
+        p++;
+    for (const char *q = a; q < p; q++)
+        if (*q == '@') a = q + 1; /* userinfo is not the host */
+    *auth = a;
+    *len = (size_t)(p - a);
+    return 1;
+}
+
 /* The request of an HTTP head. */
 static void fill_http(conn *c, wsgi_request *req)
 {
     wsgi_request_init(req);
-    if (c->hdr_ptrs_cap < c->n_hdrs) {
-        wsgi_header *h = realloc(c->hdr_ptrs, c->n_hdrs * sizeof(*h));
+    if (c->hdr_ptrs_cap < c->n_hdrs + 1) { /* + 1: a Host from an absolute-form target */
+        wsgi_header *h = realloc(c->hdr_ptrs, (c->n_hdrs + 1) * sizeof(*h));
         if (h) {
             c->hdr_ptrs = h;
-            c->hdr_ptrs_cap = c->n_hdrs;
+            c->hdr_ptrs_cap = c->n_hdrs + 1;
         }
     }
     size_t n = c->hdr_ptrs_cap < c->n_hdrs ? c->hdr_ptrs_cap : c->n_hdrs;
+    const char *auth;
+    size_t auth_len;
+    /* RFC 9112 3.2.2: the host of an absolute-form target is its authority; a Host field sent
+     * with it is ignored (replaced: HTTP_HOST, the scope's host header), or added when none was
+     * sent (HTTP/1.0). */
+    int absolute = target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len);
+    int host_seen = 0;
     for (size_t k = 0; k < n; k++) {
         const hdr_span *s = &c->hdrs[k];
         c->hdr_ptrs[k].name = c->in + s->name_off;
@@ -766,6 +1007,18 @@ static void fill_http(conn *c, wsgi_request *req)
         c->hdr_ptrs[k].value = c->in + s->value_off;
         c->hdr_ptrs[k].value_len = s->value_len;
         trim(&c->hdr_ptrs[k].value, &c->hdr_ptrs[k].value_len);
+        if (absolute && ieq(c->hdr_ptrs[k].name, s->name_len, "host")) {
+            c->hdr_ptrs[k].value = auth;
+            c->hdr_ptrs[k].value_len = auth_len;
+            host_seen = 1;
+        }
+    }
+    if (absolute && !host_seen && auth_len && n < c->hdr_ptrs_cap) {
+        c->hdr_ptrs[n].name = "Host";
+        c->hdr_ptrs[n].name_len = 4;
+        c->hdr_ptrs[n].value = auth;
+        c->hdr_ptrs[n].value_len = auth_len;
+        n++;
     }
     const char *m = http_method_str((enum http_method)c->parser.method);
     req->method = m;

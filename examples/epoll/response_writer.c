@@ -304,6 +304,7 @@ static const char *reason(int status)
     case 400: return "Bad Request";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 417: return "Expectation Failed";
     case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";

@@ -872,7 +872,7 @@ static void on_readable(server *s, conn *c)
     }
     if (c->in_len == c->in_cap) {
         if (c->in_cap >= limit || conn_in_reserve(c, c->in_cap ? c->in_cap * 2 : IN_BUF_SIZE)) {
-            reply_error(s, c, c->state == CONN_BODY ? 503 : 431);
+            reply_error(s, c, c->state == CONN_BODY ? 503 : conn_head_too_large(c));
             return;
         }
     }

@@ -115,6 +115,16 @@ int out_flush_blocking(conn *c, int timeout_ms)
     (void)c, (void)timeout_ms;
     abort();
 }
+int out_pending(const conn *c)
+{
+    (void)c;
+    abort();
+}
+int out_flush(conn *c)
+{
+    (void)c;
+    abort();
+}
 /* tls.c: the connection has no TLS here (c->ssl NULL), so conn_recv() never calls it. */
 ssize_t tls_recv(conn *c, void *buf, size_t len)
 {

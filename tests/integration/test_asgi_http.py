@@ -90,6 +90,15 @@ def test_scope_http10(srv):
     assert json.loads(r.body)["http_version"] == "1.0"
 
 
+def test_scope_absolute_form_target_authority_is_the_host(srv):
+    """RFC 9112 3.2.2: the host header of the scope is the absolute-form target's authority, not
+    the Host field sent along (which is ignored)."""
+    r = request(srv.port, "GET", "http://example.com:8080/scope/?q=1", [("Host", "other.example")])
+    s = json.loads(r.body)
+    assert s["path"] == "/scope/" and s["query_string"] == "q=1"
+    assert [v for n, v in s["headers"] if n == "host"] == ["example.com:8080"]
+
+
 # ---- request bodies ---------------------------------------------------------------------------------
 
 def test_chunked_body_arrives_in_several_events(srv):

@@ -66,6 +66,25 @@ BAD_400 = {
     "two TE headers": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "NUL in target": b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    # Taken by the non-strict http_parser; whitespace a front end may split the line at (RFC 9112 3)
+    "HTAB in target": b"GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n",
+    "HTAB in query": b"GET /?a\tb HTTP/1.1\r\nHost: x\r\n\r\n",
+    "FF in target": b"GET /a\x0cb HTTP/1.1\r\nHost: x\r\n\r\n",
+    # Debian's http_parser is built without HTTP_PARSER_STRICT: it takes any byte after some CRs
+    # for the LF, and checks only the "H" of "HTTP". A bare CR is invalid (RFC 9112 2.2): a proxy
+    # in front may see "X-A: \rZHost: evil" as one field where the parser sees two.
+    "bare CR after an empty value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A:\rZX-Smuggled: 1\r\n\r\n",
+    "bare CR after a blank value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: \rZX-Smuggled: 1\r\n\r\n",
+    "bare CR ending the head": b"GET / HTTP/1.1\r\nHost: x\r\n\rZ",
+    "HTTP-name not HTTP": b"GET / HXYZ/1.1\r\nHost: x\r\n\r\n",
+    "lowercase HTTP-name": b"GET / Http/1.1\r\nHost: x\r\n\r\n",
+    # RFC 9112 3.2: 400 for a Host field with an invalid value (Host = uri-host [ ":" port ]).
+    "Host with a blank": b"GET / HTTP/1.1\r\nHost: exa mple\r\n\r\n",
+    "Host with a path": b"GET / HTTP/1.1\r\nHost: example/evil\r\n\r\n",
+    "Host with userinfo": b"GET / HTTP/1.1\r\nHost: user@example\r\n\r\n",
+    "Host with a bad port": b"GET / HTTP/1.1\r\nHost: example:80a\r\n\r\n",
+    "Host: unclosed IP literal": b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    "Host (1.0) with a blank": b"GET / HTTP/1.0\r\nHost: exa mple\r\n\r\n",
 }
 
 
@@ -77,6 +96,25 @@ def test_malformed_is_400_and_never_reaches_app(any_srv, name):
     assert r.header("Connection", "").lower() == "close"
     assert closed
     assert app_calls(any_srv) == before + 1  # only the /state call itself
+
+
+@pytest.mark.parametrize("host", ["example.com", "example.com:8080", "example.com:", "",
+                                  "127.0.0.1:80", "[::1]:8080", "[::1]", "a-b_c~d.e%41!$&'()*+,;="])
+def test_valid_host_values_are_accepted(any_srv, host):
+    with Conn(any_srv.port) as c:
+        c.send(b"GET /hello HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+        r = c.read_response()
+        assert r.status == 200, (host, r)
+
+
+def test_connect_is_501(any_srv):
+    """An origin server does not tunnel: CONNECT is a method it does not implement (RFC 9110
+    9.1: 501), whatever follows the head is not HTTP, and the connection closes."""
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+                    b"\x16\x03\x01tunnel bytes")
+    assert r.status == 501 and closed, r
+    assert app_calls(any_srv) == before + 1
 
 
 def test_http2_version_is_505(any_srv):
@@ -93,6 +131,42 @@ def test_bad_chunk_size_is_400(any_srv):
         r = c.read_response()
         assert r.status == 400
         assert c.is_closed_by_peer()
+
+
+@pytest.mark.parametrize("body", [
+    b"5\r\nhelloXX0\r\n\r\n",           # chunk-data not followed by CRLF
+    b"5\r\nhello\rX0\r\n\r\n",           # ... by CR and another byte
+    b"5\rXhello\r\n0\r\n\r\n",           # chunk-size line: CR without LF
+    b"5;a\x01b\r\nhello\r\n0\r\n\r\n",   # a control byte in a chunk extension
+    b"5\r\nhello\r\n0\rX\r\n",           # last-chunk line: CR without LF
+    b"5\r\nhello\r\n0\r\n\rX",           # end of the trailer section: CR without LF
+    b"5\r\nhello\r\n0\r\nX-T:\rZ\r\n\r\n",  # a trailer field: CR without LF
+])
+def test_malformed_chunked_framing_is_400(any_srv, body):
+    """RFC 9112 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF. The non-strict
+    http_parser takes any two bytes after chunk-data for the CRLF (and any byte after a CR for
+    the LF): a front end that reads the body otherwise would see another request than ours.
+    A request pipelined after it must not be answered."""
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + body +
+               build_request("GET", "/hello"))
+        r = c.read_response()
+        assert r.status == 400, r
+        assert r.header("Connection", "").lower() == "close"
+        assert c.is_closed_by_peer()
+
+
+@pytest.mark.parametrize("body", [
+    b"5 ;a=b ; c=\"d e\"\r\nhello\r\n0\r\n\r\n",  # BWS and quoted-string extensions
+    b"5\r\nhe\r\nl\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",  # CR LF inside chunk-data, trailers
+    b"5\r\nhe\r\nl\r\n0\r\nX-T: 1\n\n",   # trailer lines ended by LF alone (RFC 9112 2.2)
+])
+def test_valid_chunked_framing_is_accepted(any_srv, body):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + body)
+        r = c.read_response()
+        assert r.status == 200 and r.body == (b"hello" if b"hello" in body else b"he\r\nl"), r
+        assert c.request("GET", "/hello").status == 200
 
 
 def test_unsupported_transfer_coding_is_501(any_srv):
@@ -123,6 +197,21 @@ def test_headers_too_large_is_431(any_srv):
     assert r.status == 431 and closed
     r, closed = raw(any_srv, build_request("GET", "/hello", [("X-H%d" % i, "v" * 60) for i in range(80)]))
     assert r.status == 431 and closed
+    assert app_calls(any_srv) == before + 1
+
+
+def test_request_target_too_long_is_414(any_srv):
+    """RFC 9112 3: a request-target longer than the server wishes to parse gets 414, not the
+    431 of a head whose fields are too large; 431 stays for the fields."""
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, build_request("GET", "/" + "a" * 5000))
+    assert r.status == 414 and closed, r
+    with Conn(any_srv.port) as c:  # a target without its end
+        c.send(b"GET /" + b"a" * 10000)
+        r = c.read_response()
+        assert r.status == 414, r
+    r, closed = raw(any_srv, build_request("GET", "/hello?" + "q" * 3000, [("X-Big", "a" * 3000)]))
+    assert r.status == 431 and closed, r
     assert app_calls(any_srv) == before + 1
 
 

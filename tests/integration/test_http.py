@@ -283,6 +283,34 @@ def test_expect_100_continue_not_sent_when_app_ignores_body(any_srv):
         assert r.header("Connection", "").lower() == "close"
 
 
+@pytest.mark.parametrize("expect", [True, False])
+def test_response_begun_before_the_body_is_read(any_srv, expect):
+    """A 100 (Continue) is an interim response: it must come before the final one (RFC 9110
+    15.2), never in the middle of its body. An app that reads wsgi.input after its response
+    started gets no 100 sent; the client, which has its final status, may send the body anyway.
+    The head and first chunk are written before the server waits for the body (PEP 3333: no
+    block held back), also with --threads 0, where the app's thread is the only writer."""
+    body = b"q" * 100000  # streamed into wsgi.input (more than the 64 KiB read before the app)
+    with Conn(any_srv.port) as c:
+        headers = [("Content-Length", str(len(body)))] + ([("Expect", "100-continue")] if expect else [])
+        c.send(build_request("POST", "/respond-then-read", headers))
+        status, _, _, headers, _ = c.read_head()
+        assert status == 200
+        assert ("Transfer-Encoding", "chunked") in headers
+        c.send(body)
+        parts = []
+        while True:
+            line = c.read_line()
+            assert b"Continue" not in line, parts
+            size = int(line, 16)
+            if size == 0:
+                assert c.read_line() == b""
+                break
+            parts.append(c.read_exact(size))
+            assert c.read_exact(2) == b"\r\n"
+        assert b"".join(parts) == b"first,read:100000"
+
+
 def test_expect_unknown_is_417(any_srv):
     r = request(any_srv.port, "POST", "/echo", [("Expect", "something-else")], body=b"x")
     assert r.status == 417
@@ -517,6 +545,27 @@ def test_absolute_form_target(any_srv):
     env = json.loads(r.body)
     assert env["PATH_INFO"] == "/environ"
     assert env["QUERY_STRING"] == "x=1"
+
+
+@pytest.mark.parametrize("target,host", [
+    ("http://example.com/environ?x=1", "example.com"),
+    ("http://example.com:8080/environ", "example.com:8080"),
+    ("http://user@example.com/environ", "example.com"),
+    ("HTTP://[::1]:81/environ", "[::1]:81"),
+])
+def test_absolute_form_target_authority_is_the_host(any_srv, target, host):
+    """RFC 9112 3.2.2: for an absolute-form target the origin server must ignore the Host field
+    and use the target's authority: HTTP_HOST, which PEP 3333's URL reconstruction reads first,
+    is the target's host (the Host field sent along names another)."""
+    import json
+    r = request(any_srv.port, "GET", target, [("Host", "other.example")])
+    env = json.loads(r.body)
+    assert env["PATH_INFO"] == "/environ"
+    assert env["HTTP_HOST"] == host
+    # HTTP/1.0 needs no Host field: the target's authority is the host all the same
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", target, version="HTTP/1.0", host=None)
+        assert json.loads(r.body)["HTTP_HOST"] == host
 
 
 def test_unix_socket(spawn, tmp_path):

@@ -195,6 +195,15 @@ def app(environ, start_response):
             yield b"rest:" + rest
         return gen()
 
+    if path == "/respond-then-read":
+        # The head and a first chunk go out before the body is read (from the generator).
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            yield b"first,"
+            yield b"read:%d" % len(inp.read())
+        return gen()
+
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"one,")
