@@ -993,8 +993,8 @@ static void fill_http(conn *c, wsgi_request *req)
         }
     }
     size_t n = c->hdr_ptrs_cap < c->n_hdrs ? c->hdr_ptrs_cap : c->n_hdrs;
-    const char *auth;
-    size_t auth_len;
+    const char *auth = NULL;
+    size_t auth_len = 0;
     /* RFC 9112 3.2.2: the host of an absolute-form target is its authority; a Host field sent
      * with it is ignored (replaced: HTTP_HOST, the scope's host header), or added when none was
      * sent (HTTP/1.0). */
