@@ -918,8 +918,13 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
         if (!c->disconnected) lw_ac_fixed_response(c, &lw_500_head, lw_500_body);
     } else {
         if (!result) {
-            lw_log(WSGI_LOG_ERROR, "ASGI app returned without completing the response");
-            lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without completing the response");
+            /* After a disconnect this is how a stream ends (Starlette's StreamingResponse sees
+             * http.disconnect, cancels its generator and returns): not an app error either. */
+            lw_log(c->disconnected ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
+                   "ASGI app returned without completing the response%s",
+                   c->disconnected ? " (client disconnected)" : "");
+            lw_ac_fail(c, c->disconnected ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
+                       "ASGI app returned without completing the response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
     }

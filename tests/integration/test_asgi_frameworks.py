@@ -192,6 +192,7 @@ def test_server_sent_events_with_is_disconnected(pair):
     framework, epoll, uvicorn = pair
     if framework != "starlette":
         pytest.skip("the route is the starlette app's")
+    start = len(epoll.log())  # the module's server: other tests' errors are logged before
     same(fetch(epoll, "GET", "/events", [], None), fetch(uvicorn, "GET", "/events", [], None))
     r = fetch(epoll, "GET", "/events", [], None)
     assert r.status == 200 and r.body == b"".join(b"data: %d\n\n" % i for i in range(5))
@@ -202,4 +203,25 @@ def test_server_sent_events_with_is_disconnected(pair):
     c.close()
     path = os.path.join(conftest.SESSION_TMP, "bg-starlette-sse-%s" % token)
     wait_for(lambda: os.path.exists(path), "the event generator to end after the disconnect")
-    assert "Exception in ASGI application" not in epoll.log()
+    assert "Exception in ASGI application" not in epoll.log()[start:]
+
+
+def test_stream_ended_by_the_client_is_not_an_app_error(pair):
+    # StreamingResponse sees the client's disconnect in receive(), cancels its generator and
+    # returns without the final body event: under uvicorn that is silent, the normal end of every
+    # server-sent-events stream. It was logged as an ERROR ("returned without completing the
+    # response") and reported to the host as an application error.
+    framework, epoll, _ = pair
+    if framework != "starlette":
+        pytest.skip("the route is the starlette app's")
+    token = os.urandom(4).hex()
+    start = len(epoll.log())
+    c = Conn(epoll.port)
+    c.send(build_request("GET", "/hold?token=" + token, host="example.test"))
+    assert c.read_head()[0] == 200
+    c.close()
+    path = os.path.join(conftest.SESSION_TMP, "bg-starlette-hold-%s" % token)
+    wait_for(lambda: os.path.exists(path), "the event generator to end after the disconnect")
+    wait_for(lambda: "without completing the response" in epoll.log()[start:], "the end of the app")
+    log = epoll.log()[start:]
+    assert "[ERROR]" not in log and "Exception in ASGI application" not in log, log
