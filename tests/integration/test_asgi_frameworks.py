@@ -225,3 +225,23 @@ def test_stream_ended_by_the_client_is_not_an_app_error(pair):
     wait_for(lambda: "without completing the response" in epoll.log()[start:], "the end of the app")
     log = epoll.log()[start:]
     assert "[ERROR]" not in log and "Exception in ASGI application" not in log, log
+
+
+def test_head_of_an_endless_stream_ends_when_the_client_goes(pair):
+    # HEAD of a server-sent-events route (curl -I, a link checker): the head is the whole
+    # response, the client closes, and the stream's generator, which only a disconnect ends, must
+    # learn of it (receive() -> http.disconnect) as under uvicorn. libwsgi-epoll took the close for
+    # the normal end of a complete response and told the app nothing: it ran on until
+    # --timeout-request (60 s), and held a graceful shutdown as long.
+    framework, epoll, uvicorn = pair
+    if framework != "starlette":
+        pytest.skip("the route is the starlette app's")
+    for server in (epoll, uvicorn):
+        token = os.urandom(4).hex()
+        start = len(server.log())
+        r = fetch(server, "HEAD", "/hold?token=" + token, [], None)
+        assert r.status == 200 and r.body == b""
+        path = os.path.join(conftest.SESSION_TMP, "bg-starlette-hold-%s" % token)
+        wait_for(lambda: os.path.exists(path), "the generator to end after the client closed (%s)"
+                 % server.name, guard=20)
+        assert "[ERROR]" not in server.log()[start:] and "Traceback" not in server.log()[start:]
