@@ -248,7 +248,7 @@ static PyObject *lw_ac_next_event(lw_asgi_conn *c)
     if (c->kind == LW_AC_WS) return lw_ws_next_event(c);
     /* After the response, http.disconnect even if the request was never read (the spec: "if
      * receive is called after a response has been sent"; uvicorn answers the same). */
-    if (c->disconnected || c->rstate == R_DONE) return lw_ev_disconnect();
+    if (c->disconnected || c->client_closed || c->rstate == R_DONE) return lw_ev_disconnect();
     if (PyList_GET_SIZE(c->body) > 0) {
         PyObject *body = lw_ac_take_body(c);
         if (!body) return NULL;
@@ -904,10 +904,11 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
     } else if (c->rstate == R_START || c->head_pending) {
         if (!result) {
             /* After http.disconnect there is nobody to respond to: not an app error. */
-            lw_log(c->disconnected ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
+            int gone = c->disconnected || c->client_closed;
+            lw_log(gone ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
                    "ASGI app returned without sending a response%s",
-                   c->disconnected ? " (client disconnected)" : "");
-            lw_ac_fail(c, c->disconnected ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
+                   gone ? " (client disconnected)" : "");
+            lw_ac_fail(c, gone ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
                        "ASGI app returned without sending a response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
@@ -918,8 +919,14 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
         if (!c->disconnected) lw_ac_fixed_response(c, &lw_500_head, lw_500_body);
     } else {
         if (!result) {
-            lw_log(WSGI_LOG_ERROR, "ASGI app returned without completing the response");
-            lw_ac_fail(c, WSGI_ERR_APP, "ASGI app returned without completing the response");
+            /* After a disconnect this is how a stream ends (Starlette's StreamingResponse sees
+             * http.disconnect, cancels its generator and returns): not an app error either. */
+            int gone = c->disconnected || c->client_closed;
+            lw_log(gone ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
+                   "ASGI app returned without completing the response%s",
+                   gone ? " (client disconnected)" : "");
+            lw_ac_fail(c, gone ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
+                       "ASGI app returned without completing the response");
         }
         result = c->error ? c->error : WSGI_ERR_APP;
     }
@@ -1098,7 +1105,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->sent = 0;
     c->head_request = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
     c->sf_fd = -1;
-    c->disconnected = c->done = c->error = 0;
+    c->disconnected = c->client_closed = c->done = c->error = 0;
     c->eager_step = c->done_owed = c->done_result = 0;
     c->free_next = NULL;
     c->errmsg = NULL;
@@ -1269,6 +1276,22 @@ LIBWSGI_API int asgi_conn_disconnect(asgi_conn *conn)
     int rc = lw_ac_enter(conn, &g);
     if (rc) return rc;
     lw_ac_disconnect((lw_asgi_conn *)conn);
+    lw_gil_release(&g);
+    return 0;
+}
+
+LIBWSGI_API int asgi_conn_client_closed(asgi_conn *conn)
+{
+    lw_gil g;
+    int rc = lw_ac_enter(conn, &g);
+    if (rc) return rc;
+    lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (c->kind == LW_AC_WS) {
+        lw_ac_disconnect(c); /* a WebSocket has no "whole response": the client is gone */
+    } else if (!c->client_closed) {
+        c->client_closed = 1;
+        lw_ac_wake_receiver(c);
+    }
     lw_gil_release(&g);
     return 0;
 }

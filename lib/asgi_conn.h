@@ -71,8 +71,10 @@ typedef struct lw_asgi_conn {
     /* Flags, as bytes to keep the object small. eager_step: inside its first step, run by
      * asgi_dispatch (eager start); done_owed: ended in that step, asgi_dispatch calls
      * on_done(done_result) after it. head_request: the request's method is HEAD (its response
-     * has no body). */
-    unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed, head_request;
+     * has no body). client_closed: asgi_conn_client_closed(), the client has the whole response
+     * and went; receive() reports http.disconnect, send() still works. */
+    unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed, head_request,
+        client_closed;
     struct lw_ac_obs *obs; /* the observer's record (observer.h), NULL unless observing */
     char head_line[40];    /* "404 Not Found": the longest standard one is 35 bytes */
     lw_hdrs head_h;

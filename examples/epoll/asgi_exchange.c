@@ -22,7 +22,9 @@
  *    Content-Length, or a bodyless HEAD response) while the app has not sent its final, empty
  *    http.response.body yet (Quart does that after the last chunk; Starlette's FileResponse streams
  *    the file even for HEAD): that is a normal end, not an abort, so the app is let finish (within
- *    --timeout-request) without its last send() raising, as under uvicorn.
+ *    --timeout-request) without its last send() raising, as under uvicorn;
+ * asgi_conn_client_closed() makes its receive() return http.disconnect, so an app that waits for
+ * that (an event stream answering HEAD) ends too.
  *
  * Callbacks never close or free anything (the library forbids asgi_* calls inside them): they mark
  * the exchange (an asgi_task) and queue it; asgi_host.c calls progress() after the loop turn, and
@@ -379,6 +381,9 @@ void asgi_exchange_event(conn *c, unsigned events)
     } else if ((events & EPOLLRDHUP) && !(events & EPOLLHUP) && wire_complete(c)) {
         c->keep_alive = 0;
         x->peer_closed = 1;
+        /* receive() now says http.disconnect (an endless stream answering HEAD ends), send()
+         * still works. */
+        asgi_conn_client_closed(x->t.ac);
     } else if (events & (EPOLLRDHUP | EPOLLHUP)) {
         host_log(WSGI_LOG_DEBUG, "client %s closed the connection", c->peer[0] ? c->peer : "unix");
         server_conn_close(c);

@@ -267,6 +267,25 @@ LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, in
 LIBWSGI_API int asgi_conn_disconnect(asgi_conn *conn);
 
 /**
+ * @brief The client closed the connection after it had received the whole response (a bodyless
+ * response to HEAD, every byte of a declared Content-Length) while the app has not finished it:
+ * receive() returns http.disconnect from now on, so an app that waits for the disconnect (an
+ * endless event stream, Starlette's StreamingResponse) ends, but send() keeps working, so an app
+ * that still sends its final events (Quart's last empty body, Starlette's FileResponse streaming
+ * the file even for HEAD) ends normally; the host drops what the callbacks give it. On a WebSocket
+ * connection it is asgi_conn_disconnect().
+ * @param[in] conn The connection.
+ * @retval WSGI_OK Success (also if called before).
+ * @retval WSGI_ERR_INVAL NULL conn.
+ * @retval WSGI_ERR_STATE Not the loop thread.
+ * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
+ * @since 0.5.0
+ * @par Thread safety
+ * The loop thread only; also from inside an ASGI callback.
+ */
+LIBWSGI_API int asgi_conn_client_closed(asgi_conn *conn);
+
+/**
  * @brief Let a send() that a callback paused complete (the host drained its output).
  * @param[in] conn The connection.
  * @retval WSGI_OK Success (also if nothing was paused).

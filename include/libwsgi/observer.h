@@ -52,7 +52,7 @@ typedef enum wsgi_outcome_class {
     WSGI_OUTCOME_APP_EXCEPTION = 1,
     /** The application broke the protocol without raising: no start_response, a status, header
      *  or chunk that is not valid, a body shorter than its Content-Length, an ASGI app that
-     *  returned without completing its response. */
+     *  returned without completing its response (while the client was still there). */
     WSGI_OUTCOME_INVALID_RESPONSE = 2,
     /** The client went away: a host callback failed, the host reported a disconnect, or it freed
      *  the request before its end. */

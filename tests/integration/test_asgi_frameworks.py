@@ -192,7 +192,7 @@ def test_server_sent_events_with_is_disconnected(pair):
     framework, epoll, uvicorn = pair
     if framework != "starlette":
         pytest.skip("the route is the starlette app's")
-    log_mark = len(epoll.log())  # the module's server: other tests' errors are logged before
+    start = len(epoll.log())  # the module's server: other tests' errors are logged before
     same(fetch(epoll, "GET", "/events", [], None), fetch(uvicorn, "GET", "/events", [], None))
     r = fetch(epoll, "GET", "/events", [], None)
     assert r.status == 200 and r.body == b"".join(b"data: %d\n\n" % i for i in range(5))
@@ -203,4 +203,45 @@ def test_server_sent_events_with_is_disconnected(pair):
     c.close()
     path = os.path.join(conftest.SESSION_TMP, "bg-starlette-sse-%s" % token)
     wait_for(lambda: os.path.exists(path), "the event generator to end after the disconnect")
-    assert "Exception in ASGI application" not in epoll.log()[log_mark:]
+    assert "Exception in ASGI application" not in epoll.log()[start:]
+
+
+def test_stream_ended_by_the_client_is_not_an_app_error(pair):
+    # StreamingResponse sees the client's disconnect in receive(), cancels its generator and
+    # returns without the final body event: under uvicorn that is silent, the normal end of every
+    # server-sent-events stream. It was logged as an ERROR ("returned without completing the
+    # response") and reported to the host as an application error.
+    framework, epoll, _ = pair
+    if framework != "starlette":
+        pytest.skip("the route is the starlette app's")
+    token = os.urandom(4).hex()
+    start = len(epoll.log())
+    c = Conn(epoll.port)
+    c.send(build_request("GET", "/hold?token=" + token, host="example.test"))
+    assert c.read_head()[0] == 200
+    c.close()
+    path = os.path.join(conftest.SESSION_TMP, "bg-starlette-hold-%s" % token)
+    wait_for(lambda: os.path.exists(path), "the event generator to end after the disconnect")
+    wait_for(lambda: "without completing the response" in epoll.log()[start:], "the end of the app")
+    log = epoll.log()[start:]
+    assert "[ERROR]" not in log and "Exception in ASGI application" not in log, log
+
+
+def test_head_of_an_endless_stream_ends_when_the_client_goes(pair):
+    # HEAD of a server-sent-events route (curl -I, a link checker): the head is the whole
+    # response, the client closes, and the stream's generator, which only a disconnect ends, must
+    # learn of it (receive() -> http.disconnect) as under uvicorn. libwsgi-epoll took the close for
+    # the normal end of a complete response and told the app nothing: it ran on until
+    # --timeout-request (60 s), and held a graceful shutdown as long.
+    framework, epoll, uvicorn = pair
+    if framework != "starlette":
+        pytest.skip("the route is the starlette app's")
+    for server in (epoll, uvicorn):
+        token = os.urandom(4).hex()
+        start = len(server.log())
+        r = fetch(server, "HEAD", "/hold?token=" + token, [], None)
+        assert r.status == 200 and r.body == b""
+        path = os.path.join(conftest.SESSION_TMP, "bg-starlette-hold-%s" % token)
+        wait_for(lambda: os.path.exists(path), "the generator to end after the client closed (%s)"
+                 % server.name, guard=20)
+        assert "[ERROR]" not in server.log()[start:] and "Traceback" not in server.log()[start:]

@@ -289,6 +289,33 @@ static void test_receive_disconnect_after_response(void **state)
     ah_rec_free(&rec);
 }
 
+/* asgi_conn_client_closed(): the client has the whole response (say to HEAD) and closed while
+ * the app, an endless stream, waits in receive() for the disconnect: receive() returns
+ * http.disconnect, and send() still works, so the app ends its response normally. */
+static void test_client_closed_after_the_whole_response(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req r;
+    th_req_init(&r, "HEAD", target);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "stream_until_disconnect"), &r, &rec);
+    assert_int_equal(ah_settle(), -1);
+    assert_notes(key, "streaming");
+    assert_rc(asgi_conn_client_closed(conn), WSGI_OK);
+    assert_rc(asgi_conn_client_closed(conn), WSGI_OK); /* idempotent */
+    assert_rc(asgi_conn_client_closed(NULL), WSGI_ERR_INVAL);
+    ah_drive_done(&rec);
+    assert_notes(key, "streaming\ngot http.disconnect keys=type\nfinal send ok");
+    assert_int_equal(rec.done_result, 0);
+    assert_int_equal(asgi_conn_error(conn), 0);
+    asgi_conn_free(conn);
+    ah_rec_free(&rec);
+}
+
 static void test_feed_after_body_ended(void **state)
 {
     (void)state;
@@ -1785,6 +1812,7 @@ int main(void)
         ah_unit_test(test_receive_waits_until_disconnect),
         ah_unit_test(test_receive_disconnect_after_response),
         ah_unit_test(test_receive_from_several_tasks),
+        ah_unit_test(test_client_closed_after_the_whole_response),
         ah_unit_test(test_feed_after_body_ended),
         ah_unit_test(test_feed_pause_and_read_resume),
         ah_unit_test(test_large_streamed_upload),

@@ -85,6 +85,22 @@ async def events(request):
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
+async def hold(request):
+    """An event stream that sends one event and then waits (for nothing): only the client's
+    disconnect, which StreamingResponse's receive() sees, ends it (it cancels the generator and
+    returns without the final body event). ?token=T: the generator's end writes a marker."""
+    token = request.query_params.get("token")
+
+    async def gen():
+        try:
+            yield "data: hello\n\n"
+            await asyncio.Event().wait()
+        finally:
+            if token:
+                background_done("starlette-hold", token)
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
 async def file(request):
     return FileResponse(FILE, media_type="application/octet-stream", filename="data.bin")
 
@@ -131,6 +147,7 @@ app = Starlette(routes=[
     Route("/raw", raw, methods=["POST"]),
     Route("/stream", stream),
     Route("/events", events),
+    Route("/hold", hold),
     Route("/file", file),
     Route("/background", background),
     Route("/error", error),

@@ -411,3 +411,20 @@ async def cancel_others(scope, receive, send):
             t.cancel()
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def stream_until_disconnect(scope, receive, send):
+    """An endless event stream (answering HEAD, say): one chunk, then it waits for http.disconnect
+    in receive(); then it still sends its final, empty body event."""
+    key = query(scope)["key"]
+    await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"event", "more_body": True})
+    note(key, "streaming")
+    event = await receive()
+    note(key, "got " + describe(event))
+    try:
+        await send({"type": "http.response.body", "body": b""})
+        note(key, "final send ok")
+    except OSError as e:
+        note(key, "final send %s" % type(e).__name__)
