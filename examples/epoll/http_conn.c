@@ -31,6 +31,7 @@
 #include "host_log.h"
 #include "scgi_parse.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -132,6 +133,51 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 3986 unreserved / sub-delims, and '%' of pct-encoded: what a reg-name and the inside of an
+ * IPvFuture literal are made of (pct-encoded is not checked further: a name is compared, never
+ * decoded, by the hosts and apps that use it). */
+static int is_host_char(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+    return ch && strchr("-._~!$&'()*+,;=%", ch) != NULL;
+}
+
+/* RFC 9112 3.2: Host = uri-host [ ":" port ], uri-host = IP-literal / IPv4address / reg-name
+ * (RFC 3986 3.2.2), port = *DIGIT; empty is allowed (a target without an authority). The value
+ * has no surrounding OWS. An IP-literal ("[...]") is an IPvFuture ("v" ...: its characters only)
+ * or an IPv6 address (hex digits, ':' and '.'; not parsed further), which may end in an RFC 6874
+ * zone id ("%25" then unreserved or pct-encoded). */
+static int valid_host(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        int future = n > 1 && (v[1] == 'v' || v[1] == 'V'), zone = 0;
+        for (i = 1; i < n && v[i] != ']'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (future || zone) {
+                if (!is_host_char(ch) && (ch != ':' || zone)) return 0;
+            } else if (ch == '%' && n - i > 3 && v[i + 1] == '2' && v[i + 2] == '5') {
+                zone = 1;
+                i += 2;
+            } else if (!isxdigit(ch) && ch != ':' && ch != '.') {
+                return 0;
+            }
+        }
+        if (i == n || i == 1) return 0; /* no "]", or "[]" */
+        i++;
+    } else {
+        while (i < n && v[i] != ':') {
+            if (!is_host_char((unsigned char)v[i])) return 0;
+            i++;
+        }
+    }
+    if (i == n) return 1;
+    if (v[i] != ':') return 0; /* something after "]" */
+    for (i++; i < n; i++)
+        if (v[i] < '0' || v[i] > '9') return 0;
+    return 1;
+}
+
 /* Transfer-Encoding of a request: 0 if it is exactly "chunked", else the status to answer. RFC 9112
  * 6.3: a request whose final coding is not chunked has no reliable length (400, and close), nor has
  * one that applies chunked twice; chunked after a coding we cannot decode ("gzip, chunked"): 501 */
@@ -183,6 +229,9 @@ static int check_head(conn *c)
             te_len = vlen;
         } else if (ieq(name, h->name_len, "host")) {
             n_host++;
+            /* A Host that is not a host is a 400 (MUST): apps build their absolute URLs from it. */
+            trim(&value, &vlen);
+            if (!valid_host(value, vlen)) return 400;
         } else if (ieq(name, h->name_len, "expect")) {
             trim(&value, &vlen);
             if (!ieq(value, vlen, "100-continue")) return 417;

@@ -66,6 +66,35 @@ BAD_400 = {
     "two TE headers": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "NUL in target": b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    # RFC 9112 3.2: a Host that is not uri-host [":" port] is a 400 (MUST). Apps build absolute
+    # URLs (redirects, url_for(_external=True), build_absolute_uri) from it.
+    "host with a space": b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "host with a path": b"GET / HTTP/1.1\r\nHost: a.test/evil?\r\n\r\n",
+    "host with userinfo": b"GET / HTTP/1.1\r\nHost: user@a.test\r\n\r\n",
+    "host with a backslash": b"GET / HTTP/1.1\r\nHost: a.test\\b\r\n\r\n",
+    "host port not digits": b"GET / HTTP/1.1\r\nHost: a.test:80x\r\n\r\n",
+    "host with two colons": b"GET / HTTP/1.1\r\nHost: a.test:80:81\r\n\r\n",
+    "host ipv6 unclosed": b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    "host ipv6 not hex": b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n",
+    "host ipv6 then garbage": b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+    "host not ascii": b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9.test\r\n\r\n",
+    "host with quotes": b"GET / HTTP/1.1\r\nHost: \"a.test\"\r\n\r\n",
+    "invalid host in HTTP/1.0": b"GET / HTTP/1.0\r\nHost: a.test/x\r\n\r\n",
+}
+
+# Hosts RFC 9112 3.2 / RFC 3986 3.2.2 allow: they reach the app as sent (OWS trimmed).
+GOOD_HOSTS = {
+    "empty": (b"", ""),
+    "name and port": (b"example.test:8080", "example.test:8080"),
+    "ipv4": (b"192.0.2.1", "192.0.2.1"),
+    "ipv6 and port": (b"[::1]:8080", "[::1]:8080"),
+    "ipv6 full": (b"[2001:db8::a:b:192.0.2.1]", "[2001:db8::a:b:192.0.2.1]"),
+    "ipv6 zone id": (b"[fe80::1%25eth0]", "[fe80::1%25eth0]"),
+    "ipvfuture": (b"[v1.fe80::a+en1]", "[v1.fe80::a+en1]"),
+    "underscore, trailing dot, upper case": (b"My_Host.Example.", "My_Host.Example."),
+    "percent-encoded, sub-delims": (b"%61b!$&'()*+,;=-~.test", "%61b!$&'()*+,;=-~.test"),
+    "empty port": (b"example.test:", "example.test:"),
+    "surrounding spaces": (b" \t example.test \t", "example.test"),
 }
 
 
@@ -77,6 +106,16 @@ def test_malformed_is_400_and_never_reaches_app(any_srv, name):
     assert r.header("Connection", "").lower() == "close"
     assert closed
     assert app_calls(any_srv) == before + 1  # only the /state call itself
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_HOSTS))
+def test_valid_host_reaches_app(srv, name):
+    sent, seen = GOOD_HOSTS[name]
+    with Conn(srv.port) as c:
+        c.send(b"GET /environ HTTP/1.1\r\nHost: " + sent + b"\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, (name, r)
+    assert json.loads(r.body)["HTTP_HOST"] == seen
 
 
 def test_http2_version_is_505(any_srv):
