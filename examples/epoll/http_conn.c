@@ -178,6 +178,26 @@ static int valid_host(const char *v, size_t n)
     return 1;
 }
 
+/* The authority of an absolute-form target (scheme "://" authority [path-abempty] ["?" query],
+ * RFC 9112 3.2.2): 1 and its span, or 0 for any other form. */
+static int target_authority(const char *t, size_t n, const char **a, size_t *alen)
+{
+    if (n == 0 || t[0] == '/' || (n == 1 && t[0] == '*')) return 0;
+    const char *sep = NULL;
+    for (size_t j = 0; j + 2 < n; j++)
+        if (t[j] == ':' && t[j + 1] == '/' && t[j + 2] == '/') {
+            sep = t + j;
+            break;
+        }
+    if (!sep) return 0;
+    size_t i = (size_t)(sep - t) + 3, start = i;
+    while (i < n && t[i] != '/' && t[i] != '?')
+        i++;
+    *a = t + start;
+    *alen = i - start;
+    return 1;
+}
+
 /* Transfer-Encoding of a request: 0 if it is exactly "chunked", else the status to answer. RFC 9112
  * 6.3: a request whose final coding is not chunked has no reliable length (400, and close), nor has
  * one that applies chunked twice; chunked after a coding we cannot decode ("gzip, chunked"): 501 */
@@ -247,6 +267,13 @@ static int check_head(conn *c)
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;
     if (c->url_len == 0) return 400;
+    /* An absolute-form target's authority stands for Host (fill_http()): the same rule, and
+     * no userinfo (RFC 9110 4.2.4). */
+    const char *auth;
+    size_t auth_len;
+    if (target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len) &&
+        !valid_host(auth, auth_len))
+        return 400;
     return 0;
 }
 
@@ -815,6 +842,18 @@ static void fill_http(conn *c, wsgi_request *req)
         c->hdr_ptrs[k].value = c->in + s->value_off;
         c->hdr_ptrs[k].value_len = s->value_len;
         trim(&c->hdr_ptrs[k].value, &c->hdr_ptrs[k].value_len);
+    }
+    /* RFC 9112 3.2.2: with an absolute-form target, an origin server MUST ignore Host and use the
+     * target's authority (checked by check_head()): Host becomes it, so HTTP_HOST and the scope's
+     * host header, from which apps build absolute URLs, agree with the target. */
+    const char *auth;
+    size_t auth_len;
+    if (target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len)) {
+        for (size_t k = 0; k < n; k++)
+            if (ieq(c->hdr_ptrs[k].name, c->hdr_ptrs[k].name_len, "host")) {
+                c->hdr_ptrs[k].value = auth;
+                c->hdr_ptrs[k].value_len = auth_len;
+            }
     }
     const char *m = http_method_str((enum http_method)c->parser.method);
     req->method = m;
