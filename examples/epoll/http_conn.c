@@ -147,7 +147,7 @@ static int is_host_char(unsigned char ch)
  * has no surrounding OWS. An IP-literal ("[...]") is an IPvFuture ("v" ...: its characters only)
  * or an IPv6 address (hex digits, ':' and '.'; not parsed further), which may end in an RFC 6874
  * zone id ("%25" then unreserved or pct-encoded). */
-static int valid_host(const char *v, size_t n)
+int conn_valid_host(const char *v, size_t n)
 {
     size_t i = 0;
     if (n && v[0] == '[') {
@@ -251,7 +251,7 @@ static int check_head(conn *c)
             n_host++;
             /* A Host that is not a host is a 400 (MUST): apps build their absolute URLs from it. */
             trim(&value, &vlen);
-            if (!valid_host(value, vlen)) return 400;
+            if (!conn_valid_host(value, vlen)) return 400;
         } else if (ieq(name, h->name_len, "expect")) {
             trim(&value, &vlen);
             if (!ieq(value, vlen, "100-continue")) return 417;
@@ -272,7 +272,7 @@ static int check_head(conn *c)
     const char *auth;
     size_t auth_len;
     if (target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len) &&
-        !valid_host(auth, auth_len))
+        !conn_valid_host(auth, auth_len))
         return 400;
     return 0;
 }
