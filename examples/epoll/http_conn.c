@@ -267,6 +267,9 @@ static int check_head(conn *c)
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;
     if (c->url_len == 0) return 400;
+    /* RFC 9112 3.2: no fragment in a request-target (http_parser takes one); it would reach the
+     * app inside PATH_INFO / QUERY_STRING. An invalid request-line is a 400 (section 3). */
+    if (memchr(c->in + c->url_off, '#', c->url_len)) return 400;
     /* An absolute-form target's authority stands for Host (fill_http()): the same rule, and
      * no userinfo (RFC 9110 4.2.4). */
     const char *auth;

@@ -80,6 +80,11 @@ BAD_400 = {
     "host not ascii": b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9.test\r\n\r\n",
     "host with quotes": b"GET / HTTP/1.1\r\nHost: \"a.test\"\r\n\r\n",
     "invalid host in HTTP/1.0": b"GET / HTTP/1.0\r\nHost: a.test/x\r\n\r\n",
+    # RFC 9112 3.2: a request-target has no fragment ('#' is not a pchar nor in a query); it
+    # reached the app inside PATH_INFO / QUERY_STRING ("/hello#frag": a 404 from every router).
+    "fragment in target": b"GET /hello#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+    "fragment after query": b"GET /environ?a=1#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+    "fragment in absolute form": b"GET http://x/environ#f HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 # Hosts RFC 9112 3.2 / RFC 3986 3.2.2 allow: they reach the app as sent (OWS trimmed).
