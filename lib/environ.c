@@ -330,6 +330,8 @@ typedef struct lw_view {
     const char *query; /* "" when absent */
     size_t query_len;
     size_t scheme_len, server_name_len, client_addr_len;
+    const char *server_name; /* req->server_name, or sn_buf: an IPv6 address in brackets */
+    char sn_buf[64];
     unsigned flags; /* LW_SCHEME_* | LW_HAS_* */
     char *heap;     /* the decoded path when it did not fit `stack` */
     char stack[1024];
@@ -368,6 +370,18 @@ static int lw_view_init(wsgi_app *app, const wsgi_request *req, lw_view *v)
         v->scheme_len = strlen(req->scheme);
     }
     v->server_name_len = req->server_name ? strlen(req->server_name) : 0;
+    /* RFC 3875 4.1.14: SERVER_NAME is "[" IPv6address "]" for an IPv6 address, so that PEP 3333's
+     * URL reconstruction (scheme://SERVER_NAME:SERVER_PORT) gives a URL. */
+    v->server_name = req->server_name;
+    if (req->server_name && req->server_name[0] != '[' &&
+        memchr(req->server_name, ':', v->server_name_len) &&
+        v->server_name_len + 2 <= sizeof v->sn_buf) {
+        v->sn_buf[0] = '[';
+        memcpy(v->sn_buf + 1, req->server_name, v->server_name_len);
+        v->sn_buf[v->server_name_len + 1] = ']';
+        v->server_name = v->sn_buf;
+        v->server_name_len += 2;
+    }
     v->client_addr_len = req->client_addr ? strlen(req->client_addr) : 0;
     if (req->server_name) f |= LW_HAS_SERVER_NAME;
     if (req->server_port) f |= LW_HAS_SERVER_PORT;
@@ -591,7 +605,7 @@ static int lw_shape_update(wsgi_runtime *rt, lw_shape *sh, const lw_view *v)
         lw_shape_set(d, s->wsgi_url_scheme, &sh->scheme, r->scheme, v->scheme_len) < 0)
         return -1;
     if ((v->flags & LW_HAS_SERVER_NAME) &&
-        lw_shape_set(d, s->SERVER_NAME, &sh->server_name, r->server_name, v->server_name_len) < 0)
+        lw_shape_set(d, s->SERVER_NAME, &sh->server_name, v->server_name, v->server_name_len) < 0)
         return -1;
     if ((v->flags & LW_HAS_SERVER_PORT) &&
         lw_shape_set_port(d, s->SERVER_PORT, &sh->server_port, r->server_port) < 0)
@@ -666,7 +680,7 @@ static int lw_fill(wsgi_app *app, const lw_view *v, PyObject *d, lw_shape *sh)
     }
     if (req->server_name) {
         LW_SET(s->SERVER_NAME,
-               lw_cached_latin1(&ec->server_name, req->server_name, v->server_name_len),
+               lw_cached_latin1(&ec->server_name, v->server_name, v->server_name_len),
                sh->server_name);
     } else if (PyDict_SetItem(d, s->SERVER_NAME, s->localhost) < 0) {
         return -1;

@@ -348,6 +348,8 @@ int conn_upgrade_websocket(const conn *c);
  * what the client sent after it (the new protocol's bytes). 0, or -1 if the message is not over
  * there (a body) or malformed. */
 int conn_end_head(conn *c);
+/* A Host value (no surrounding OWS) is uri-host [":" port] (RFC 9112 3.2): 1, else 0. */
+int conn_valid_host(const char *v, size_t n);
 /* Fill req from the parsed head (pointers into conn.in, valid until the buffer is next touched). */
 void conn_fill_request(conn *c, wsgi_request *req);
 /* ---- observe.c, proxy_headers.c: access log, metrics, forwarded headers (issue 13) -------- */

@@ -31,6 +31,7 @@
 #include "host_log.h"
 #include "scgi_parse.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -150,6 +151,71 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 3986 unreserved / sub-delims, and '%' of pct-encoded: what a reg-name and the inside of an
+ * IPvFuture literal are made of (pct-encoded is not checked further: a name is compared, never
+ * decoded, by the hosts and apps that use it). */
+static int is_host_char(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+    return ch && strchr("-._~!$&'()*+,;=%", ch) != NULL;
+}
+
+/* RFC 9112 3.2: Host = uri-host [ ":" port ], uri-host = IP-literal / IPv4address / reg-name
+ * (RFC 3986 3.2.2), port = *DIGIT; empty is allowed (a target without an authority). The value
+ * has no surrounding OWS. An IP-literal ("[...]") is an IPvFuture ("v" ...: its characters only)
+ * or an IPv6 address (hex digits, ':' and '.'; not parsed further), which may end in an RFC 6874
+ * zone id ("%25" then unreserved or pct-encoded). */
+int conn_valid_host(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n && v[0] == '[') {
+        int future = n > 1 && (v[1] == 'v' || v[1] == 'V'), zone = 0;
+        for (i = 1; i < n && v[i] != ']'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (future || zone) {
+                if (!is_host_char(ch) && (ch != ':' || zone)) return 0;
+            } else if (ch == '%' && n - i > 3 && v[i + 1] == '2' && v[i + 2] == '5') {
+                zone = 1;
+                i += 2;
+            } else if (!isxdigit(ch) && ch != ':' && ch != '.') {
+                return 0;
+            }
+        }
+        if (i == n || i == 1) return 0; /* no "]", or "[]" */
+        i++;
+    } else {
+        while (i < n && v[i] != ':') {
+            if (!is_host_char((unsigned char)v[i])) return 0;
+            i++;
+        }
+    }
+    if (i == n) return 1;
+    if (v[i] != ':') return 0; /* something after "]" */
+    for (i++; i < n; i++)
+        if (v[i] < '0' || v[i] > '9') return 0;
+    return 1;
+}
+
+/* The authority of an absolute-form target (scheme "://" authority [path-abempty] ["?" query],
+ * RFC 9112 3.2.2): 1 and its span, or 0 for any other form. */
+static int target_authority(const char *t, size_t n, const char **a, size_t *alen)
+{
+    if (n == 0 || t[0] == '/' || (n == 1 && t[0] == '*')) return 0;
+    const char *sep = NULL;
+    for (size_t j = 0; j + 2 < n; j++)
+        if (t[j] == ':' && t[j + 1] == '/' && t[j + 2] == '/') {
+            sep = t + j;
+            break;
+        }
+    if (!sep) return 0;
+    size_t i = (size_t)(sep - t) + 3, start = i;
+    while (i < n && t[i] != '/' && t[i] != '?')
+        i++;
+    *a = t + start;
+    *alen = i - start;
+    return 1;
+}
+
 /* Transfer-Encoding of a request: 0 if it is exactly "chunked", else the status to answer. RFC 9112
  * 6.3: a request whose final coding is not chunked has no reliable length (400, and close), nor has
  * one that applies chunked twice; chunked after a coding we cannot decode ("gzip, chunked"): 501 */
@@ -170,34 +236,6 @@ static int check_te(const char *te, size_t te_len)
     }
     if (!last_chunked || n_chunked > 1) return 400;
     return n_codings > 1 ? 501 : 0;
-}
-
-/* Host = uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2): an IP-literal in brackets, or a
- * reg-name / IPv4 address (unreserved, pct-encoded and sub-delims characters), then digits after
- * a colon. Empty is allowed (a target without an authority). No userinfo, path or blank. */
-static int valid_host(const char *v, size_t n)
-{
-    size_t i = 0;
-    if (n && v[0] == '[') {
-        while (i < n && v[i] != ']') {
-            unsigned char ch = (unsigned char)v[i++];
-            if (!(ch == '[' && i == 1) && !is_tchar(ch) && ch != ':') return 0;
-        }
-        if (i == n) return 0;
-        i++; /* the ']' */
-    } else {
-        for (; i < n && v[i] != ':'; i++) {
-            unsigned char ch = (unsigned char)v[i];
-            int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                     (ch >= '0' && ch <= '9') || (ch && strchr("-._~%!$&'()*+,;=", ch));
-            if (!ok) return 0;
-        }
-    }
-    if (i == n) return 1;
-    if (v[i] != ':') return 0;
-    for (i++; i < n; i++)
-        if (v[i] < '0' || v[i] > '9') return 0;
-    return 1;
 }
 
 /* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
@@ -229,8 +267,10 @@ static int check_head(conn *c)
             te_len = vlen;
         } else if (ieq(name, h->name_len, "host")) {
             n_host++;
+            /* A Host that is not a host is a 400 (RFC 9112 3.2 MUST): apps build their absolute
+             * URLs from it. */
             trim(&value, &vlen);
-            if (!valid_host(value, vlen)) return 400; /* RFC 9112 3.2 */
+            if (!conn_valid_host(value, vlen)) return 400;
         } else if (ieq(name, h->name_len, "expect")) {
             trim(&value, &vlen);
             if (!ieq(value, vlen, "100-continue")) return 417;
@@ -252,6 +292,16 @@ static int check_head(conn *c)
         unsigned char ch = (unsigned char)c->in[c->url_off + i];
         if (ch <= ' ' || ch == 0x7f) return 400;
     }
+    /* RFC 9112 3.2: no fragment in a request-target (http_parser takes one); it would reach the
+     * app inside PATH_INFO / QUERY_STRING. An invalid request-line is a 400 (section 3). */
+    if (memchr(c->in + c->url_off, '#', c->url_len)) return 400;
+    /* An absolute-form target's authority stands for Host (fill_http()): the same rule, and
+     * no userinfo (RFC 9110 4.2.4). */
+    const char *auth;
+    size_t auth_len;
+    if (target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len) &&
+        !conn_valid_host(auth, auth_len))
+        return 400;
     /* An origin server, not a tunnel: a method it does not implement (RFC 9110 9.1, 9.3.6). */
     if (c->parser.method == HTTP_CONNECT) return 501;
     return 0;
@@ -959,26 +1009,6 @@ int conn_end_head(conn *c)
     http_parser_pause(&c->parser, 0);
     if (conn_parse_body(c) == PARSE_ERROR) return -1;
     return c->msg_done ? 0 : -1;
-}
-
-/* The host of an absolute-form target ("http://user@host:port/path": "host:port"), or 0 for
- * another form. */
-static int target_authority(const char *t, size_t n, const char **auth, size_t *len)
-{
-    if (n == 0 || t[0] == '/' || t[0] == '*') return 0;
-    const char *end = t + n, *p = t;
-    while (p + 2 < end && !(p[0] == ':' && p[1] == '/' && p[2] == '/'))
-        p++;
-    if (p + 2 >= end) return 0;
-    p += 3;
-    const char *a = p;
-    while (p < end && *p != '/' && *p != '?' && *p != '#')
-        p++;
-    for (const char *q = a; q < p; q++)
-        if (*q == '@') a = q + 1; /* userinfo is not the host */
-    *auth = a;
-    *len = (size_t)(p - a);
-    return 1;
 }
 
 /* The request of an HTTP head. */

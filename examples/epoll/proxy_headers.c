@@ -313,7 +313,9 @@ void conn_proxy_apply(conn *c, wsgi_request *req)
         else if (ieq(f.proto, f.proto_len, "http") || ieq(f.proto, f.proto_len, "ws"))
             req->scheme = "http";
     }
-    if (f.host && f.host_len && host_hdr) {
+    /* Not a host (a client's own X-Forwarded-Host that the proxy passed on): ignored, as Host
+     * itself would have been refused (check_head()). */
+    if (f.host && f.host_len && host_hdr && conn_valid_host(f.host, f.host_len)) {
         host_hdr->value = f.host;
         host_hdr->value_len = f.host_len;
     }

@@ -78,7 +78,8 @@ typedef struct wsgi_request {
     const wsgi_header *headers; /**< Request headers in arrival order, duplicates kept. */
     size_t n_headers;           /**< Number of @c headers. */
     const char *scheme;         /**< "http" or "https"; NULL means "http". */
-    const char *server_name; /**< Server host name or address (SERVER_NAME); NULL: "localhost". */
+    const char *server_name; /**< Server host name or address (SERVER_NAME, an IPv6 address put in
+                                  brackets, RFC 3875 4.1.14); NULL: "localhost". */
     unsigned server_port;    /**< Server port (SERVER_PORT); 0: 80 or 443 from the scheme. */
     const char *client_addr; /**< Peer address (REMOTE_ADDR); NULL for none (unix sockets). */
     unsigned client_port;    /**< Peer port (REMOTE_PORT); 0 for none. */

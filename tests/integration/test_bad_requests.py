@@ -85,6 +85,40 @@ BAD_400 = {
     "Host with a bad port": b"GET / HTTP/1.1\r\nHost: example:80a\r\n\r\n",
     "Host: unclosed IP literal": b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
     "Host (1.0) with a blank": b"GET / HTTP/1.0\r\nHost: exa mple\r\n\r\n",
+    # RFC 9112 3.2: a Host that is not uri-host [":" port] is a 400 (MUST). Apps build absolute
+    # URLs (redirects, url_for(_external=True), build_absolute_uri) from it.
+    "host with a space": b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "host with a path": b"GET / HTTP/1.1\r\nHost: a.test/evil?\r\n\r\n",
+    "host with userinfo": b"GET / HTTP/1.1\r\nHost: user@a.test\r\n\r\n",
+    "host with a backslash": b"GET / HTTP/1.1\r\nHost: a.test\\b\r\n\r\n",
+    "host port not digits": b"GET / HTTP/1.1\r\nHost: a.test:80x\r\n\r\n",
+    "host with two colons": b"GET / HTTP/1.1\r\nHost: a.test:80:81\r\n\r\n",
+    "host ipv6 unclosed": b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    "host ipv6 not hex": b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n",
+    "host ipv6 then garbage": b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+    "host not ascii": b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9.test\r\n\r\n",
+    "host with quotes": b"GET / HTTP/1.1\r\nHost: \"a.test\"\r\n\r\n",
+    "invalid host in HTTP/1.0": b"GET / HTTP/1.0\r\nHost: a.test/x\r\n\r\n",
+    # RFC 9112 3.2: a request-target has no fragment ('#' is not a pchar nor in a query); it
+    # reached the app inside PATH_INFO / QUERY_STRING ("/hello#frag": a 404 from every router).
+    "fragment in target": b"GET /hello#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+    "fragment after query": b"GET /environ?a=1#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+    "fragment in absolute form": b"GET http://x/environ#f HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+# Hosts RFC 9112 3.2 / RFC 3986 3.2.2 allow: they reach the app as sent (OWS trimmed).
+GOOD_HOSTS = {
+    "empty": (b"", ""),
+    "name and port": (b"example.test:8080", "example.test:8080"),
+    "ipv4": (b"192.0.2.1", "192.0.2.1"),
+    "ipv6 and port": (b"[::1]:8080", "[::1]:8080"),
+    "ipv6 full": (b"[2001:db8::a:b:192.0.2.1]", "[2001:db8::a:b:192.0.2.1]"),
+    "ipv6 zone id": (b"[fe80::1%25eth0]", "[fe80::1%25eth0]"),
+    "ipvfuture": (b"[v1.fe80::a+en1]", "[v1.fe80::a+en1]"),
+    "underscore, trailing dot, upper case": (b"My_Host.Example.", "My_Host.Example."),
+    "percent-encoded, sub-delims": (b"%61b!$&'()*+,;=-~.test", "%61b!$&'()*+,;=-~.test"),
+    "empty port": (b"example.test:", "example.test:"),
+    "surrounding spaces": (b" \t example.test \t", "example.test"),
 }
 
 
@@ -115,6 +149,14 @@ def test_connect_is_501(any_srv):
                     b"\x16\x03\x01tunnel bytes")
     assert r.status == 501 and closed, r
     assert app_calls(any_srv) == before + 1
+@pytest.mark.parametrize("name", sorted(GOOD_HOSTS))
+def test_valid_host_reaches_app(srv, name):
+    sent, seen = GOOD_HOSTS[name]
+    with Conn(srv.port) as c:
+        c.send(b"GET /environ HTTP/1.1\r\nHost: " + sent + b"\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, (name, r)
+    assert json.loads(r.body)["HTTP_HOST"] == seen
 
 
 def test_http2_version_is_505(any_srv):

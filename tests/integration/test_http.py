@@ -1,6 +1,7 @@
 """HTTP/1.1 behaviour of libwsgi-epoll over real sockets: keep-alive, pipelining, HTTP/1.0, HEAD,
 100-continue, request and response framing, Date/Server, backpressure, client aborts."""
 
+import json
 import re
 import socket
 import time
@@ -550,7 +551,6 @@ def test_absolute_form_target(any_srv):
 @pytest.mark.parametrize("target,host", [
     ("http://example.com/environ?x=1", "example.com"),
     ("http://example.com:8080/environ", "example.com:8080"),
-    ("http://user@example.com/environ", "example.com"),
     ("HTTP://[::1]:81/environ", "[::1]:81"),
 ])
 def test_absolute_form_target_authority_is_the_host(any_srv, target, host):
@@ -566,6 +566,33 @@ def test_absolute_form_target_authority_is_the_host(any_srv, target, host):
     with Conn(any_srv.port) as c:
         r = c.request("GET", target, version="HTTP/1.0", host=None)
         assert json.loads(r.body)["HTTP_HOST"] == host
+
+
+@pytest.mark.parametrize("target, host", [
+    ("http://example.com/environ?x=1", "example.com"),
+    ("http://example.com:8080/environ", "example.com:8080"),
+    ("HTTP://[::1]:81/environ", "[::1]:81"),
+    ("https://other.test/environ?q", "other.test"),
+])
+def test_absolute_form_authority_replaces_host(any_srv, target, host):
+    """RFC 9112 3.2.2: an origin server that receives an absolute-form target MUST ignore Host and
+    use the target's authority: HTTP_HOST, from which apps build their absolute URLs, is it."""
+    with Conn(any_srv.port) as c:
+        c.send(build_request("GET", target, host="sent-host.test"))
+        r = c.read_response()
+    assert r.status == 200, r
+    env = json.loads(r.body)
+    assert env["HTTP_HOST"] == host
+    assert env["PATH_INFO"] == "/environ"
+
+
+@pytest.mark.parametrize("authority", ["user@example.com", "a b", "ex%ample.com:80x", "[::1"])
+def test_absolute_form_bad_authority_is_400(any_srv, authority):
+    """An authority that is not host[:port] (userinfo included, RFC 9110 4.2.4) is refused."""
+    with Conn(any_srv.port) as c:
+        c.send(("GET http://%s/environ HTTP/1.1\r\nHost: x\r\n\r\n" % authority).encode())
+        r = c.read_response()
+    assert r.status == 400, r
 
 
 def test_unix_socket(spawn, tmp_path):

@@ -406,6 +406,20 @@ def test_proxy_headers_a_forwarded_header_the_proxy_passed_through(spawn):
     assert e["wsgi.url_scheme"] == "http" and e["HTTP_HOST"] == "test"
 
 
+def test_proxy_headers_an_invalid_forwarded_host_is_ignored(spawn):
+    # A Host that is not host[:port] is a 400 (RFC 9112 3.2); a forwarded host replacing it must
+    # not bring one back: a proxy that does not set X-Forwarded-Host itself passes the client's
+    # on (docs/deployment.md). Such a value is ignored, Host kept; a valid one is still taken.
+    s = spawn("epoll", "corners:app", "--proxy-headers")
+    for bad in ("a.test/evil?", "a b", "user@a.test", "a.test:80x"):
+        e = environ(s.port, [("X-Forwarded-For", "198.51.100.20"), ("X-Forwarded-Host", bad)])
+        assert e["HTTP_HOST"] == "test", bad
+        e = environ(s.port, [("Forwarded", 'for=192.0.2.60;host="%s"' % bad)])
+        assert e["HTTP_HOST"] == "test", bad
+    e = environ(s.port, [("X-Forwarded-Host", "[::1]:8443")])
+    assert e["HTTP_HOST"] == "[::1]:8443"
+
+
 def test_sigusr1_without_an_access_log_kills_no_process(spawn):
     # logrotate's postrotate sends SIGUSR1 whatever the server logs; a process without the access
     # log's handler died of it (the master forwards it to every worker). SIGUSR1 goes before

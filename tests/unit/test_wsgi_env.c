@@ -304,6 +304,30 @@ static void test_server_and_client_address(void **state)
     th_rec_free(&rec);
 }
 
+/* RFC 3875 4.1.14: SERVER_NAME is a hostname, an IPv4 address or "[" IPv6 "]": a server on an
+ * IPv6 address gives it bracketed, else the URL of PEP 3333's reconstruction (Flask's request.url
+ * for a request without Host) is "http://::1:8080/"; the next request on an IPv4 name and the
+ * one after it (a reused layout) get theirs unchanged. */
+static void test_server_name_ipv6_bracketed(void **state)
+{
+    (void)state;
+    const char *names[][2] = {{"::1", "[::1]"},
+                              {"192.0.2.1", "192.0.2.1"},
+                              {"2001:db8::7", "[2001:db8::7]"},
+                              {"[::2]", "[::2]"},
+                              {"2001:db8::7", "[2001:db8::7]"}};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        th_req r;
+        th_rec rec;
+        th_req_init(&r, "GET", "/");
+        r.req.server_name = names[k][0];
+        r.req.server_port = 8080;
+        run_dump(th_app(DUMP), &r, &rec);
+        assert_env_str(&rec, "SERVER_NAME", names[k][1]);
+        th_rec_free(&rec);
+    }
+}
+
 /* A unix-socket peer has no address: the request still works (absent or "" both fine). */
 static void test_no_client_address(void **state)
 {
@@ -1021,6 +1045,7 @@ int main(void)
         cmocka_unit_test(test_absolute_form_target),
         cmocka_unit_test(test_https),
         cmocka_unit_test(test_server_and_client_address),
+        cmocka_unit_test(test_server_name_ipv6_bracketed),
         cmocka_unit_test(test_no_client_address),
         cmocka_unit_test(test_http_1_0),
         cmocka_unit_test(test_content_type_and_length),
