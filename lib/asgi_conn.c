@@ -867,6 +867,16 @@ static PyObject *lw_ac_send(PyObject *self, PyObject *msg)
 
 /* ---- the end of the app's task -------------------------------------------------------------- */
 
+/* The app returned without @p what ("sending a response", "completing the response"): an app
+ * error, or, once the client is gone (disconnected or closed), only how such a request ends. */
+static void lw_ac_unfinished(lw_asgi_conn *c, const char *what)
+{
+    int gone = c->disconnected || c->client_closed;
+    lw_log(gone ? WSGI_LOG_INFO : WSGI_LOG_ERROR, "ASGI app returned without %s%s", what,
+           gone ? " (client disconnected)" : "");
+    lw_ac_fail(c, gone ? WSGI_ERR_CALLBACK : WSGI_ERR_APP, "ASGI app returned without %s", what);
+}
+
 /* How the app ended: @cancelled, or @exc (None: it returned). Logs, records, and answers what
  * the protocol still owes (500, 403, a Close), then on_done. Once per connection. */
 static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
@@ -902,15 +912,8 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
     } else if (c->rstate == R_DONE) {
         result = 0; /* the response was complete; a later failure was only logged */
     } else if (c->rstate == R_START || c->head_pending) {
-        if (!result) {
-            /* After http.disconnect there is nobody to respond to: not an app error. */
-            int gone = c->disconnected || c->client_closed;
-            lw_log(gone ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
-                   "ASGI app returned without sending a response%s",
-                   gone ? " (client disconnected)" : "");
-            lw_ac_fail(c, gone ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
-                       "ASGI app returned without sending a response");
-        }
+        /* After http.disconnect there is nobody to respond to: not an app error. */
+        if (!result) lw_ac_unfinished(c, "sending a response");
         result = c->error ? c->error : WSGI_ERR_APP;
         /* After a disconnect nothing is sent: no 500 replaces the head, and no app error. */
         if (c->head_pending && c->rstate == R_BODY && !c->disconnected)
@@ -918,16 +921,9 @@ static void lw_ac_end(lw_asgi_conn *c, int cancelled, PyObject *exc)
                                    "event: the held head is replaced by a 500");
         if (!c->disconnected) lw_ac_fixed_response(c, &lw_500_head, lw_500_body);
     } else {
-        if (!result) {
-            /* After a disconnect this is how a stream ends (Starlette's StreamingResponse sees
-             * http.disconnect, cancels its generator and returns): not an app error either. */
-            int gone = c->disconnected || c->client_closed;
-            lw_log(gone ? WSGI_LOG_INFO : WSGI_LOG_ERROR,
-                   "ASGI app returned without completing the response%s",
-                   gone ? " (client disconnected)" : "");
-            lw_ac_fail(c, gone ? WSGI_ERR_CALLBACK : WSGI_ERR_APP,
-                       "ASGI app returned without completing the response");
-        }
+        /* After a disconnect this is how a stream ends (Starlette's StreamingResponse sees
+         * http.disconnect, cancels its generator and returns): not an app error either. */
+        if (!result) lw_ac_unfinished(c, "completing the response");
         result = c->error ? c->error : WSGI_ERR_APP;
     }
     if (LW_UNLIKELY(c->obs)) {
