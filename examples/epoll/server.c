@@ -346,7 +346,12 @@ static void conn_close(server *s, conn *c)
     tl_remove(s, c);
     tls_unqueue(s, c);
     conn_io_close(c); /* TLS: close_notify (best effort), then free the TLS state */
-    close(c->fd);     /* also removes it from epoll */
+    /* Out of the epoll set first: close() removes the socket only when no other fd refers to it,
+     * and a forked child (an app's fork() before its exec, the SIGHUP bridge) may hold a copy,
+     * which would keep delivering events for this connection after it is freed. */
+    if (c->in_epoll) epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->in_epoll = 0;
+    close(c->fd);
     c->fd = -1;
     c->state = CONN_CLOSED;
     if (c->all_prev)

@@ -145,6 +145,31 @@ def all_threads_sleep(pid):
     return True
 
 
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_connection_closed_while_a_forked_child_holds_its_socket(spawn, tmp_path, threads):
+    # close() takes a socket out of an epoll set only when no other fd refers to it: a forked child
+    # (an app's fork() before its exec, the SIGHUP bridge) keeps the registration alive, and its
+    # events came for a connection already freed (use after free under ASan, a loop spinning on a
+    # level-triggered EOF otherwise). The server must take it out of the set itself.
+    s = spawn("epoll", "corners:app", "--threads", threads)
+    release = tmp_path / "release"
+    c = Conn(s.port)
+    r = c.request("GET", "/fork-hold?release=%s" % release)
+    child = int(r.body)
+    try:
+        c.close()  # EOF: the server closes its end while the child still holds the socket
+        for _ in range(20):
+            assert request(s.port, "GET", "/hello").status == 200
+        wait_for(lambda: all_threads_sleep(s.pid), "every thread of the server to sleep")
+        assert request(s.port, "GET", "/hello").status == 200
+    finally:
+        release.touch()
+        try:
+            os.waitpid(child, 0)
+        except ChildProcessError:
+            pass  # not ours: the server reaps it (or it has gone)
+
+
 @pytest.mark.parametrize("then", ["pipelined", "half-close"])
 def test_input_while_the_request_is_in_an_app_thread(spawn, tmp_path, then):
     # --threads: the connection's epoll registration stays level-triggered between requests (no

@@ -131,6 +131,19 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
 
+    if path == "/fork-hold":
+        # A child process that holds copies of every fd of the server (its sockets included)
+        # until q["release"] exists: what an app's fork() does until the child execs or exits.
+        pid = os.fork()
+        if pid == 0:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(q["release"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os._exit(0)
+        body = str(pid).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
     if path.startswith("/environ"):
         return _json(start_response, environ_view(environ))
 
