@@ -1038,6 +1038,37 @@ int lw_asgi_types_ready(void)
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
+/* The end of asgi_dispatch once the app's first step ran inside it (@c: the reference taken
+ * for that step, or NULL if none ran): on_done if the app ended in it, the GIL given back. */
+static int lw_ac_dispatched(lw_asgi_conn *c, lw_gil *g, const asgi_handler *hc, void *user_data)
+{
+    int done_owed = 0, done_result = 0;
+    if (c) {
+        /* The app ended in its first step: on_done is owed, unless the host let go meanwhile
+         * (then it keeps its reference until this call returns, and nothing dereferences c). */
+        done_owed = c->done_owed && c->attached;
+        done_result = c->done_result;
+        c->done_owed = 0;
+        Py_DECREF(c);
+    }
+    /* What the next asgi_loop_timeout() will ask, while the GIL is held anyway (an app that did
+     * not wait has scheduled nothing: -1 then, without taking the GIL again). */
+    lw_loop_timeout_note(g->ts == NULL);
+    if (!done_owed) {
+        lw_gil_release(g);
+        return 0;
+    }
+    if (g->ts) {
+        lw_gil_release(g);
+        hc->on_done(user_data, done_result);
+    } else { /* the caller holds the GIL: callbacks still run without it */
+        PyThreadState *save = PyEval_SaveThread();
+        hc->on_done(user_data, done_result);
+        PyEval_RestoreThread(save);
+    }
+    return 0;
+}
+
 static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
                         void *user_data, asgi_conn **out, lw_ac_kind kind)
 {
@@ -1145,8 +1176,25 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     Py_XDECREF(send);
     Py_XDECREF(report);
     if (coro && lw_eager_enabled()) entered = lw_eager_begin();
+    if (coro && entered >= 0 && lw_lazy_enabled()) {
+        Py_XDECREF(done);
+        *out = (asgi_conn *)c; /* before any callback: the host may free it from on_done */
+        Py_INCREF(c);          /* the host may free its handle meanwhile */
+        c->eager_step = 1;
+        int lr = lw_lazy_drive(coro, &c->task);
+        c->eager_step = 0;
+        Py_DECREF(coro);
+        if (lr < 0) {
+            /* run_asgi reports what the app raised: this is the machinery failing, or
+             * report() itself. The request ends here (a 500 if nothing was sent). */
+            PyObject *exc = lw_take_exception();
+            if (!c->done) lw_ac_end(c, 0, exc ? exc : Py_None); /* logs it */
+            Py_XDECREF(exc);
+        }
+        return lw_ac_dispatched(c, &g, &hc, user_data);
+    }
     if (coro && entered >= 0)
-        task = lw_eager_task(coro, &step, &ctx); /* its first step caught, to run below */
+        task = lw_eager_task(coro, NULL, &step, &ctx); /* its first step caught, to run below */
     else if (coro)
         task = PyObject_CallOneArg(rt->create_task, coro);
     Py_XDECREF(coro);
@@ -1180,37 +1228,14 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     c->task = task;
     c->done_cb = done;
     *out = (asgi_conn *)c; /* before any callback: the host may free it from on_done */
-    int done_owed = 0, done_result = 0;
-    if (step) {
-        Py_INCREF(c); /* the host may free its handle during the step */
-        c->eager_step = 1;
-        lw_eager_step(step, ctx);
-        c->eager_step = 0;
-        /* The app ended in its first step: on_done is owed, unless the host let go meanwhile
-         * (then it keeps its reference until this call returns, and nothing dereferences c). */
-        done_owed = c->done_owed && c->attached;
-        done_result = c->done_result;
-        c->done_owed = 0;
-        Py_DECREF(step);
-        Py_DECREF(ctx);
-        Py_DECREF(c);
-    }
-    /* What the next asgi_loop_timeout() will ask, while the GIL is held anyway (an app that did
-     * not wait has scheduled nothing: -1 then, without taking the GIL again). */
-    lw_loop_timeout_note(g.ts == NULL);
-    if (!done_owed) {
-        lw_gil_release(&g);
-        return 0;
-    }
-    if (g.ts) {
-        lw_gil_release(&g);
-        hc.on_done(user_data, done_result);
-    } else { /* the caller holds the GIL: callbacks still run without it */
-        PyThreadState *save = PyEval_SaveThread();
-        hc.on_done(user_data, done_result);
-        PyEval_RestoreThread(save);
-    }
-    return 0;
+    if (!step) return lw_ac_dispatched(NULL, &g, &hc, user_data);
+    Py_INCREF(c); /* the host may free its handle during the step */
+    c->eager_step = 1;
+    lw_eager_step(step, ctx);
+    c->eager_step = 0;
+    Py_DECREF(step);
+    Py_DECREF(ctx);
+    return lw_ac_dispatched(c, &g, &hc, user_data);
 }
 
 LIBWSGI_API int asgi_dispatch(wsgi_app *app, const wsgi_request *req, const asgi_handler *handler,
@@ -1327,6 +1352,8 @@ LIBWSGI_API int asgi_conn_cancel(asgi_conn *conn)
     int rc = lw_ac_enter(conn, &g);
     if (rc) return rc;
     lw_asgi_conn *c = (lw_asgi_conn *)conn;
+    if (!c->task && !c->done && !lw_lazy_task_of(&c->task))
+        PyErr_Clear(); /* (from a callback while it runs without a Task: it gets one now) */
     if (c->task && !c->done) {
         PyObject *done = PyObject_CallMethod(c->task, "done", NULL);
         int ended = !done || PyObject_IsTrue(done) != 0;

@@ -108,9 +108,18 @@ int lw_eager_enabled(void);
 int lw_eager_begin(void);
 /* asyncio.Task(coro, loop=loop) with its first step caught in *step, *ctx (new references), or
  * both NULL if it was scheduled the usual way. NULL on error. */
-PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx);
+PyObject *lw_eager_task(PyObject *coro, PyObject *context, PyObject **step, PyObject **ctx);
 /* Run a caught first step now, in its context (failures of the machinery are logged). */
 void lw_eager_step(PyObject *step, PyObject *ctx);
+/* asgi_loop.c: lazy tasks (a request's coroutine runs without a Task until it needs one) */
+int lw_lazy_enabled(void);
+/* Drive @coro now, without a Task, until it ends or waits; if it waits (or asked for its task
+ * meanwhile) it gets a Task, stored in *slot (new reference) unless it has ended. 0, or -1 with a
+ * Python exception set: the coroutine raised it (or it could not be handed to a Task). */
+int lw_lazy_drive(PyObject *coro, PyObject **slot);
+/* The Task of the coroutine being driven for @slot, made now if need be (borrowed; NULL: none is
+ * driven for it, or making it failed, with an exception set). */
+PyObject *lw_lazy_task_of(PyObject **slot);
 
 /* asgi_scope.c: drop the cached scope objects (with the loop; GIL held) */
 void lw_asgi_scope_cache_clear(void);

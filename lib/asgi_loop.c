@@ -138,6 +138,19 @@ static struct {
     /* type(loop).call_soon bound to the loop: what the loop's __dict__ holds between Task() calls
      * (see lw_eager_task), and the function it binds */
     PyObject *call_soon_bound, *call_soon_func;
+    /* Lazy tasks (see below): on when usable and not turned off by LIBWSGI_ASGI_LAZY_TASKS=0 */
+    int lazy_on;
+    PyObject *lazy_resume;             /* boot.lazy_resume */
+    PyObject *enter_task, *leave_task; /* asyncio.tasks._enter_task / _leave_task */
+    PyObject *task_kwnames_ctx;        /* ("loop", "name", "context") */
+    PyObject *boot_dict, *s_lazy_task; /* boot's globals, where _lazy_task is set */
+    struct {
+        int active;           /* a coroutine is being driven without a Task (lw_lazy_drive) */
+        int entered;          /* its Task, made meanwhile, was entered as the loop's current task */
+        PyObject *coro, *ctx; /* borrowed for the drive */
+        PyObject **slot;      /* where the Task goes once made (the connection's) */
+        PyObject *task, *step, *box; /* once made: the Task, its caught first step, the box */
+    } lz;
 } lw_eg;
 
 /* loop.call_soon while a Task is being created: keep its first step, pass anything else on. */
@@ -187,6 +200,10 @@ static void lw_running_leave(void);
 static void lw_eager_free(void)
 {
     lw_running_leave(); /* loop.close() refuses a running loop */
+    if (lw_eg.boot_dict && lw_eg.s_lazy_task &&
+        PyDict_SetItem(lw_eg.boot_dict, lw_eg.s_lazy_task, Py_None) < 0)
+        PyErr_Clear();
+    lw_eg.boot_dict = NULL; /* borrowed */
     if (lw_eg.loop_dict && lw_eg.s_get_debug &&
         PyDict_DelItem(lw_eg.loop_dict, lw_eg.s_get_debug) <
             0) /* breaks loop -> get_debug -> loop */
@@ -201,14 +218,15 @@ static void lw_eager_free(void)
         pthread_equal(lw_rt->loop_thread, pthread_self()) && lw_eager_hooks(0) < 0)
         lw_log_exception("restoring the async generator hooks", NULL, 0);
     PyObject **objs[] = {
-        &lw_eg.loop_dict,       &lw_eg.catcher,       &lw_eg.task_type,   &lw_eg.task_kwnames,
-        &lw_eg.current_task,    &lw_eg.get_running,   &lw_eg.set_running, &lw_eg.get_hooks,
-        &lw_eg.set_hooks,       &lw_eg.hooks_kwnames, &lw_eg.hooks[0],    &lw_eg.hooks[1],
-        &lw_eg.old_hooks,       &lw_eg.thread_id,     &lw_eg.s_call_soon, &lw_eg.s_thread_id,
-        &lw_eg.s_context,       &lw_eg.s_ready,       &lw_eg.s_scheduled, &lw_eg.s_debug,
-        &lw_eg.s_get_debug,     &lw_eg.s_stopping,    &lw_eg.step,        &lw_eg.ctx,
-        &lw_eg.run_asgi,        &lw_eg.run_once,      &lw_eg.s_self,      &lw_eg.context_kwnames,
-        &lw_eg.call_soon_bound, &lw_eg.call_soon_func};
+        &lw_eg.loop_dict,       &lw_eg.catcher,          &lw_eg.task_type,   &lw_eg.task_kwnames,
+        &lw_eg.current_task,    &lw_eg.get_running,      &lw_eg.set_running, &lw_eg.get_hooks,
+        &lw_eg.set_hooks,       &lw_eg.hooks_kwnames,    &lw_eg.hooks[0],    &lw_eg.hooks[1],
+        &lw_eg.old_hooks,       &lw_eg.thread_id,        &lw_eg.s_call_soon, &lw_eg.s_thread_id,
+        &lw_eg.s_context,       &lw_eg.s_ready,          &lw_eg.s_scheduled, &lw_eg.s_debug,
+        &lw_eg.s_get_debug,     &lw_eg.s_stopping,       &lw_eg.step,        &lw_eg.ctx,
+        &lw_eg.run_asgi,        &lw_eg.run_once,         &lw_eg.s_self,      &lw_eg.context_kwnames,
+        &lw_eg.call_soon_bound, &lw_eg.call_soon_func,   &lw_eg.lazy_resume, &lw_eg.enter_task,
+        &lw_eg.leave_task,      &lw_eg.task_kwnames_ctx, &lw_eg.s_lazy_task};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
         Py_CLEAR(*objs[i]);
     memset(&lw_eg, 0, sizeof lw_eg);
@@ -274,6 +292,7 @@ fail:
 int lw_eager_begin(void)
 {
     wsgi_runtime *rt = lw_rt;
+    if (lw_eg.lz.active) return -1; /* a request runs without its Task: the next one waits */
     if (rt->loop_turn) {
         /* Inside a turn or an eager step (a dispatch from a callback): a task may be in the
          * middle of its step, which another task's step cannot interrupt. */
@@ -328,7 +347,7 @@ static int lw_turn_run_once(PyObject **r)
 
 /* asyncio.Task(coro, loop=loop) with its first step caught: *step and *ctx are set (new
  * references) when it was, else the task was scheduled the usual way. NULL on error. */
-PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
+PyObject *lw_eager_task(PyObject *coro, PyObject *context, PyObject **step, PyObject **ctx)
 {
     *step = *ctx = NULL;
     /* A name of our own: Python 3.11 formats "Task-<n>" with PyUnicode_FromFormat, which costs
@@ -377,8 +396,9 @@ PyObject *lw_eager_task(PyObject *coro, PyObject **step, PyObject **ctx)
     }
     lw_eg.catching = ours;
     lw_eg.catch_calls = 0;
-    PyObject *argv[3] = {coro, lw_rt->loop, name};
-    PyObject *task = PyObject_Vectorcall(lw_eg.task_type, argv, 1, lw_eg.task_kwnames);
+    PyObject *argv[4] = {coro, lw_rt->loop, name, context};
+    PyObject *task = PyObject_Vectorcall(lw_eg.task_type, argv, 1,
+                                         context ? lw_eg.task_kwnames_ctx : lw_eg.task_kwnames);
     lw_eg.catching = 0;
     Py_DECREF(name);
     if (ours) {
@@ -440,6 +460,177 @@ void lw_eager_step(PyObject *step, PyObject *ctx)
     Py_XDECREF(r);
 }
 
+/* ---- lazy tasks: a request's coroutine runs without a Task until it needs one -----------------
+ *
+ * A Task costs more than the rest of a small request (Task.__init__ registers it in asyncio's
+ * WeakSet of all tasks, its deallocation runs that set's Python callback: about a third of an ASGI
+ * hello world's instructions). So asgi_dispatch drives the coroutine itself (lw_lazy_drive:
+ * coro.send(None) in a copy of the context, the loop marked running, as a Task's step would), and a
+ * request that never waits ends there, Task-less. A Task is made when the coroutine needs one:
+ *
+ * - it waits (yields a future, or None for sleep(0)): Task(boot.lazy_resume(coro, box)) in the
+ *   same context; lazy_resume, primed to its first yield, hands what the coroutine yielded to the
+ *   Task in its first step (run now, eagerly) and then delegates (yield from coro): from there on
+ *   the request is an ordinary Task;
+ * - it asks for it: asyncio.current_task() / all_tasks() (boot's wrappers call lw_lazy_hook when
+ *   the loop has no current task; asyncio.timeout, TaskGroup, anyio, sniffio all go through
+ *   them), or the host cancels it (asgi_conn_cancel): the Task is made then, and entered as the
+ *   loop's current task for the rest of the drive, so every later call sees the same object;
+ *   when the drive ends, box tells lazy_resume how (returned, raised, or waiting on what).
+ *
+ * The context, the running loop, current_task(), cancellation and timeouts are therefore those of
+ * a Task wherever the app can observe them (tests/integration/test_asgi_lazy_task.py). */
+
+int lw_lazy_enabled(void)
+{
+    return lw_eg.lazy_on && lw_eager_enabled();
+}
+
+/* Make the Task for the coroutine being driven: lazy_resume primed, Task() with its first step
+ * caught. 0, or -1 with an exception set. */
+static int lw_lazy_make(void)
+{
+    PyObject *box = PyList_New(0);
+    PyObject *args[2] = {lw_eg.lz.coro, box};
+    PyObject *gen = box ? PyObject_Vectorcall(lw_eg.lazy_resume, args, 2, NULL) : NULL;
+    PyObject *r = NULL;
+    if (gen && PyIter_Send(gen, Py_None, &r) != PYGEN_NEXT) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "lazy_resume did not start");
+        Py_CLEAR(gen);
+    }
+    Py_XDECREF(r);
+    PyObject *step = NULL, *ctx = NULL;
+    PyObject *task = gen ? lw_eager_task(gen, lw_eg.lz.ctx, &step, &ctx) : NULL;
+    Py_XDECREF(gen);
+    Py_XDECREF(ctx);
+    if (!task) {
+        Py_XDECREF(box);
+        Py_XDECREF(step);
+        return -1;
+    }
+    lw_eg.lz.task = task;
+    lw_eg.lz.step = step; /* NULL: scheduled the usual way (someone's call_soon), runs next turn */
+    lw_eg.lz.box = box;
+    if (lw_eg.lz.slot) Py_XSETREF(*lw_eg.lz.slot, Py_NewRef(task));
+    return 0;
+}
+
+/* boot._lazy_task(loop): the Task of the coroutine being driven on this thread for @loop, made and
+ * entered now if need be; None when there is none. */
+static PyObject *lw_lazy_hook(PyObject *self, PyObject *loop)
+{
+    (void)self;
+    if (!lw_eg.lz.active || !lw_rt || loop != lw_rt->loop ||
+        !pthread_equal(lw_rt->loop_thread, pthread_self()))
+        Py_RETURN_NONE;
+    if (!lw_eg.lz.task && lw_lazy_make() < 0) return NULL;
+    if (!lw_eg.lz.entered) {
+        PyObject *a[2] = {loop, lw_eg.lz.task};
+        PyObject *r = PyObject_Vectorcall(lw_eg.enter_task, a, 2, NULL);
+        if (!r) return NULL;
+        Py_DECREF(r);
+        lw_eg.lz.entered = 1;
+    }
+    return Py_NewRef(lw_eg.lz.task);
+}
+static PyMethodDef lw_lazy_hook_def = {"_lazy_task", lw_lazy_hook, METH_O, NULL};
+
+PyObject *lw_lazy_task_of(PyObject **slot)
+{
+    if (!lw_eg.lz.active || lw_eg.lz.slot != slot) return NULL;
+    PyObject *t = lw_lazy_hook(NULL, lw_rt->loop);
+    Py_XDECREF(t); /* lw_eg.lz.task holds it */
+    return t == Py_None ? NULL : t;
+}
+
+int lw_lazy_drive(PyObject *coro, PyObject **slot)
+{
+    wsgi_runtime *rt = lw_rt;
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (!ctx) return -1;
+    lw_eg.lz.active = 1;
+    lw_eg.lz.entered = 0;
+    lw_eg.lz.coro = coro;
+    lw_eg.lz.ctx = ctx;
+    lw_eg.lz.slot = slot;
+    lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.box = NULL;
+    int turn = rt->loop_turn;
+    rt->loop_turn = 1; /* asgi_loop_run and the lifespan calls are refused meanwhile */
+    PyObject *val = NULL;
+    PySendResult sr = PYGEN_ERROR;
+    if (PyContext_Enter(ctx) == 0) {
+        sr = PyIter_Send(coro, Py_None, &val);
+        lw_exc_saved exc;
+        LW_EXC_SAVE(exc);
+        if (PyContext_Exit(ctx) < 0) PyErr_Clear();
+        LW_EXC_RESTORE(exc);
+    }
+    if (lw_eg.lz.entered) {
+        lw_exc_saved exc;
+        LW_EXC_SAVE(exc);
+        PyObject *a[2] = {rt->loop, lw_eg.lz.task};
+        PyObject *r = PyObject_Vectorcall(lw_eg.leave_task, a, 2, NULL);
+        if (!r) lw_log_exception("leaving an ASGI request's task", NULL, 0);
+        Py_XDECREF(r);
+        LW_EXC_RESTORE(exc);
+    }
+    lw_eg.lz.active = 0;
+    rt->loop_turn = turn;
+    if (!lw_eg.lz.task && sr == PYGEN_RETURN) { /* ended without needing a Task */
+        Py_DECREF(val);
+        Py_DECREF(ctx);
+        return 0;
+    }
+    if (!lw_eg.lz.task && sr == PYGEN_ERROR) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    /* A Task takes over: made now if the coroutine waits, else told how the drive ended. */
+    lw_exc_saved exc = {0};
+    if (sr == PYGEN_ERROR) {
+        LW_EXC_SAVE(exc);
+        PyErr_NormalizeException(&exc.t, &exc.v, &exc.tb);
+        if (exc.v && exc.tb) PyException_SetTraceback(exc.v, exc.tb);
+    }
+    if (!lw_eg.lz.task && lw_lazy_make() < 0) {
+        /* Nothing can resume it: close it (its finally blocks run) and fail the request. */
+        Py_XDECREF(val);
+        lw_exc_saved e2;
+        LW_EXC_SAVE(e2);
+        PyObject *r = PyObject_CallMethod(coro, "close", NULL);
+        if (!r) lw_log_exception("closing an ASGI coroutine that could not get a task", NULL, 0);
+        Py_XDECREF(r);
+        LW_EXC_RESTORE(e2);
+        Py_DECREF(ctx);
+        return -1;
+    }
+    PyObject *task = lw_eg.lz.task, *step = lw_eg.lz.step, *box = lw_eg.lz.box;
+    lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.box = NULL;
+    lw_eg.lz.slot = NULL;
+    PyObject *kind = PyLong_FromLong(sr == PYGEN_RETURN ? 0 : sr == PYGEN_ERROR ? 1 : 2);
+    PyObject *value = sr == PYGEN_ERROR ? (exc.v ? Py_NewRef(exc.v) : Py_NewRef(Py_None))
+                                        : val; /* val: a new reference (or NULL) */
+    Py_XDECREF(exc.t);
+    Py_XDECREF(exc.v);
+    Py_XDECREF(exc.tb);
+    if (!value) value = Py_NewRef(Py_None);
+    int rc = 0;
+    if (!kind || PyList_Append(box, kind) < 0 || PyList_Append(box, value) < 0) {
+        lw_log_exception("handing an ASGI coroutine to its task", NULL, 0);
+        rc = -1;
+    }
+    Py_XDECREF(kind);
+    Py_DECREF(value);
+    if (step) {
+        if (rc == 0) lw_eager_step(step, ctx); /* the Task's first step: it takes over now */
+        Py_DECREF(step);
+    }
+    Py_DECREF(box);
+    Py_DECREF(task);
+    Py_DECREF(ctx);
+    return rc;
+}
+
 /* loop.get_debug() in C: Future() and Task() call it for every future, and the Python method is a
  * frame for `return self._debug`. Installed in the loop's instance __dict__ at loop creation. */
 static PyObject *lw_loop_get_debug(PyObject *loop, PyObject *unused)
@@ -473,7 +664,10 @@ static void lw_eager_init(wsgi_runtime *rt)
     lw_eg.catcher = PyCFunction_New(&lw_eg_catch_def, NULL);
     lw_eg.task_type = PyObject_GetAttrString(asyncio, "Task");
     lw_eg.task_kwnames = Py_BuildValue("(ss)", "loop", "name");
-    lw_eg.current_task = PyObject_GetAttrString(asyncio, "current_task");
+    /* asyncio's own current_task (boot wraps the one asyncio hands out: see lazy tasks) */
+    lw_eg.current_task =
+        Py_XNewRef(PyDict_GetItemString(PyModule_GetDict(rt->boot), "_orig_current_task"));
+    if (!lw_eg.current_task) lw_eg.current_task = PyObject_GetAttrString(asyncio, "current_task");
     lw_eg.get_running = PyObject_GetAttrString(asyncio, "_get_running_loop");
     lw_eg.set_running = PyObject_GetAttrString(asyncio, "_set_running_loop");
     lw_eg.get_hooks = PyObject_GetAttrString(sys, "get_asyncgen_hooks");
@@ -505,7 +699,7 @@ static void lw_eager_init(wsgi_runtime *rt)
     int entered = lw_eager_begin();
     PyObject *coro = entered >= 0 ? PyObject_CallNoArgs(probe) : NULL;
     PyObject *step = NULL, *ctx = NULL;
-    PyObject *task = coro ? lw_eager_task(coro, &step, &ctx) : NULL;
+    PyObject *task = coro ? lw_eager_task(coro, NULL, &step, &ctx) : NULL;
     lw_eg.usable = 0;
     if (task && step) {
         lw_eg.step_type = Py_TYPE(step);
@@ -524,6 +718,34 @@ static void lw_eager_init(wsgi_runtime *rt)
     Py_XDECREF(ctx);
     Py_XDECREF(task);
     Py_XDECREF(coro);
+    if (lw_eg.usable) {
+        PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
+        lw_eg.boot_dict = PyModule_GetDict(rt->boot);
+        lw_eg.lazy_resume = Py_XNewRef(PyDict_GetItemString(lw_eg.boot_dict, "lazy_resume"));
+        lw_eg.enter_task = tasks ? PyObject_GetAttrString(tasks, "_enter_task") : NULL;
+        lw_eg.leave_task = tasks ? PyObject_GetAttrString(tasks, "_leave_task") : NULL;
+        lw_eg.task_kwnames_ctx = Py_BuildValue("(sss)", "loop", "name", "context");
+        lw_eg.s_lazy_task = PyUnicode_InternFromString("_lazy_task");
+        PyObject *hook = PyCFunction_New(&lw_lazy_hook_def, NULL);
+        const char *env = getenv("LIBWSGI_ASGI_LAZY_TASKS");
+        int off = env && strcmp(env, "0") == 0;
+        Py_XDECREF(tasks);
+        /* boot's wrappers must be what asyncio hands out (an app or library may have put its own)
+         */
+        PyObject *cur = PyObject_GetAttrString(asyncio, "current_task");
+        PyObject *mine =
+            lw_eg.boot_dict ? PyDict_GetItemString(lw_eg.boot_dict, "_orig_current_task") : NULL;
+        int wrapped = cur && mine && cur != mine && PyObject_HasAttrString(cur, "__wrapped__");
+        Py_XDECREF(cur);
+        if (!off && wrapped && hook && lw_eg.lazy_resume && lw_eg.enter_task && lw_eg.leave_task &&
+            lw_eg.task_kwnames_ctx && lw_eg.s_lazy_task &&
+            PyDict_SetItem(lw_eg.boot_dict, lw_eg.s_lazy_task, hook) == 0)
+            lw_eg.lazy_on = 1;
+        Py_XDECREF(hook);
+        if (!lw_eg.lazy_on)
+            lw_log(WSGI_LOG_DEBUG, "ASGI requests start with a Task (lazy tasks are %s)",
+                   off ? "off: LIBWSGI_ASGI_LAZY_TASKS=0" : "not available");
+    }
 out:
     if (PyErr_Occurred()) lw_log_exception("probing the eager start of ASGI tasks", NULL, 0);
     if (!lw_eg.usable)

@@ -112,6 +112,9 @@ def task_stack(task):
         if frame is None:
             break
         code = frame.f_code
+        if code is lazy_resume.__code__:  # libwsgi's, around a request's coroutine: skip it
+            obj = frame.f_locals.get("coro")
+            continue
         lines.append('  File "%s", line %d, in %s' % (code.co_filename, frame.f_lineno, code.co_name))
         obj = (getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
                or getattr(obj, "ag_await", None))
@@ -268,6 +271,106 @@ class Lifespan:
             self.task.cancel()
             await asyncio.wait([self.task], timeout=1)
         return result
+
+
+# ---- ASGI: requests run without a Task until they need one (asgi_loop.c, "lazy tasks") ----------
+#
+# libwsgi drives a request's coroutine itself (coro.send) while it does not wait; only when it
+# waits, or asks for its task, does it get an asyncio.Task, whose body is lazy_resume(). Until then
+# the task that asyncio.current_task() and all_tasks() must report does not exist: these wrappers
+# ask libwsgi to make it (_lazy_task, set by asgi_loop.c while lazy tasks are on) when the running
+# loop's current task is None. Installed when this module runs, before any app is imported, and
+# rebound in the modules that imported the originals by name before (asyncio's own, for one).
+import types as _types
+
+_lazy_task = None
+
+
+def _install_task_hooks():
+    import asyncio.tasks as tasks
+    import sys
+
+    orig_current, orig_all = tasks.current_task, tasks.all_tasks
+    get_loop = asyncio.get_running_loop
+
+    def current_task(loop=None):
+        if loop is None:
+            loop = get_loop()
+        task = orig_current(loop)
+        if task is None and _lazy_task is not None:
+            task = _lazy_task(loop)
+        return task
+
+    def all_tasks(loop=None):
+        if loop is None:
+            loop = get_loop()
+        if _lazy_task is not None:
+            _lazy_task(loop)  # the running request's task, made now, is one of them
+        return orig_all(loop)
+
+    swap = {id(orig_current): current_task, id(orig_all): all_tasks}
+    for new, old in ((current_task, orig_current), (all_tasks, orig_all)):
+        new.__name__, new.__qualname__, new.__doc__ = old.__name__, old.__qualname__, old.__doc__
+        new.__module__, new.__wrapped__ = old.__module__, old
+    for mod in list(sys.modules.values()):
+        d = getattr(mod, "__dict__", None)
+        if not isinstance(d, dict):
+            continue
+        for k, v in list(d.items()):
+            if id(v) in swap and (v is orig_current or v is orig_all):
+                d[k] = swap[id(v)]
+    return orig_current
+
+
+try:
+    _orig_current_task = _install_task_hooks()
+except Exception:  # an asyncio without these: requests then get their Task first (asgi_loop.c)
+    _orig_current_task = None
+
+
+@_types.coroutine
+def lazy_resume(coro, box):
+    """The body of the Task that libwsgi gives a request's coroutine once it needs one. Primed to
+    its first yield before the Task exists; when the Task's first step resumes it, box holds how
+    the coroutine's run without a Task ended: [0, result], [1, exception], or [2, what it yielded]
+    (it waits on that). From then on the Task drives the coroutine through this generator."""
+    try:
+        yield
+        exc = None
+    except BaseException as e:  # the Task was cancelled before its first step
+        exc = e
+    kind, value = box
+    box.clear()
+    if kind == 0:
+        if exc is not None:
+            raise exc
+        return value
+    if kind == 1:
+        raise value
+    while True:  # the coroutine waits on value
+        if exc is None:
+            try:
+                yield value  # to the Task, as the coroutine yielded it
+            except BaseException as e:
+                exc = e
+            else:
+                return (yield from coro)
+        if isinstance(exc, GeneratorExit):
+            coro.close()
+            raise exc
+        if (isinstance(exc, asyncio.CancelledError) and asyncio.isfuture(value)
+                and not value.done()):
+            # What a Task does when cancelled before the coroutine's first wait: cancel what it
+            # waits on, then resume it (the await raises CancelledError).
+            value.cancel(exc.args[0] if exc.args else None)
+            exc = value = None
+            return (yield from coro)
+        try:
+            value = coro.throw(exc)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            exc = None
 
 
 async def eager_probe():

@@ -414,10 +414,13 @@ LIBWSGI_API int asgi_loop_wakeup(wsgi_runtime *rt);
  * @brief Start apps eagerly: asgi_dispatch() and asgi_websocket_dispatch() run the app's first step
  * at once, inside the call, instead of at the next asgi_loop_run().
  *
- * Each connection still runs in a real asyncio Task (as with Python 3.12's eager_task_factory):
- * the task is created and its first step runs synchronously, in the task's own copy of the
- * context, with the loop marked running on the loop thread, so asyncio.current_task(),
- * asyncio.get_running_loop(), contextvars, cancellation and timeouts behave as in a loop turn. An
+ * The first step runs synchronously (as with Python 3.12's eager_task_factory), in the
+ * connection's own copy of the context, with the loop marked running on the loop thread, so
+ * asyncio.current_task(), asyncio.get_running_loop(), contextvars, cancellation and timeouts
+ * behave as in a loop turn. The connection's asyncio Task is made when it is first needed (at
+ * the first real wait, or when current_task(), all_tasks() or asgi_conn_cancel() ask for it): a
+ * request that never waits needs none ("lazy tasks", docs/asgi.md; LIBWSGI_ASGI_LAZY_TASKS=0 in
+ * the environment makes the Task first, as before 0.6.0). An
  * app that never waits (its receive() has data, its send() is accepted by the host) runs to its
  * end inside asgi_dispatch(): no loop turn is needed, and asgi_loop_timeout() does not ask for one.
  * At its first real wait (I/O, a timer, a receive() with nothing buffered, a paused send()) the

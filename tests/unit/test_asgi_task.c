@@ -449,6 +449,127 @@ static void test_eager_step_is_a_turn(void **state)
     ah_rec_free(&rec);
 }
 
+/* ---- lazy tasks: a request that starts eagerly runs without a Task until it needs one ----------
+ */
+
+static int ah_env_lazy(void)
+{
+    const char *e = getenv("LIBWSGI_ASGI_LAZY_TASKS");
+    return ah_env_eager() && !(e && strcmp(e, "0") == 0);
+}
+
+/* A GET of @app with ?key=KEY@extra, driven to the end: status and body checked. */
+static void run_ok(const char *app, const char *key, const char *extra, const char *body)
+{
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(app, key, extra, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, body);
+    ah_rec_free(&rec);
+}
+
+/* A request that never waits gets no Task: the loop registers none (with lazy tasks), one per
+ * request otherwise. One that waits gets one, which current_task() and all_tasks() report. */
+static void test_tasks_only_when_needed(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    run_ok(APPS "tasks_made", key, "&start=1", "counting");
+    for (int i = 0; i < 3; i++)
+        run_ok(APPS "hello", key, NULL, "hello");
+    run_ok(APPS "tasks_made", key, NULL, ah_env_lazy() ? "0" : "4"); /* this one too */
+    run_ok(APPS "wait_once", key, NULL, "ok");
+    assert_notes(key, "after the wait: a Task True, in all_tasks True");
+    run_ok(APPS "tasks_made", key, NULL, ah_env_lazy() ? "1" : "7");
+}
+
+/* current_task() asked before any wait, and the request ends without one: the same Task all along,
+ * in all_tasks(), and it ends done with the coroutine's result, complete inside asgi_dispatch. */
+static void test_task_asked_for_without_waiting(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    th_req r;
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "task_without_wait", key, NULL, &rec, &r);
+    if (ah_env_eager()) assert_string_equal(rec.events, "SbD");
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    ah_rec_free(&rec);
+    run_ok(APPS "task_state", key, NULL, "ok");
+    assert_notes(key, "a Task True, same again True, in all_tasks True, done False\n"
+                      "done True, cancelled False, result None");
+}
+
+/* The task cancelled by the app itself before its first wait: the wait raises CancelledError and
+ * what it waited on is cancelled; cancelled and returning without a wait: a complete response,
+ * the task ends cancelled. */
+static void test_cancel_self_before_first_wait(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    run_ok(APPS "cancel_self_first", key, NULL, "ok");
+    assert_notes(key, "cancel() -> True\n"
+                      "CancelledError at the first wait, its future cancelled True\n"
+                      "then waits normally");
+    new_key(key, sizeof key);
+    run_ok(APPS "cancel_self_and_return", key, NULL, "ok");
+    run_ok(APPS "task_state", key, NULL, "ok");
+    assert_notes(key, "done True, cancelled True, result None");
+}
+
+/* A first wait on something no Task accepts: RuntimeError thrown into the coroutine. */
+static void test_bad_first_yield(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    run_ok(APPS "bad_yield", key, NULL, "ok");
+    assert_notes(key, "RuntimeError: Task got bad yield: 5");
+}
+
+static int cancel_from_start(ah_rec *rec, const wsgi_response_head *head)
+{
+    (void)head;
+    asgi_conn **slot = rec->hook_data;
+    assert_rc(asgi_conn_cancel(*slot), WSGI_OK);
+    return 0;
+}
+
+/* The host cancels from a callback of the app's first step (no Task yet with lazy tasks): the
+ * request gets one, cancelled, and its next wait raises CancelledError; the response that was
+ * started is cut and on_done reports the cancellation. */
+static void test_host_cancel_during_first_step(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    asgi_conn *conn = NULL;
+    th_req r;
+    char target[64];
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req_init(&r, "GET", target);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    rec.start_hook = cancel_from_start;
+    rec.hook_data = &conn;
+    asgi_handler h = ah_handler(&rec);
+    assert_rc(asgi_dispatch(th_app(APPS "raise_after_start"), &r.req, &h, &rec, &conn), WSGI_OK);
+    ah_drive_done(&rec);
+    assert_int_equal(rec.done_calls, 1);
+    assert_rc(rec.done_result, WSGI_ERR_APP);
+    asgi_conn_free(conn);
+    ah_rec_free(&rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,6 +588,11 @@ int main(void)
         ah_unit_test(test_eager_needs_no_turn),
         ah_unit_test(test_eager_free_from_on_done),
         ah_unit_test(test_eager_step_is_a_turn),
+        ah_unit_test(test_tasks_only_when_needed),
+        ah_unit_test(test_task_asked_for_without_waiting),
+        ah_unit_test(test_cancel_self_before_first_wait),
+        ah_unit_test(test_bad_first_yield),
+        ah_unit_test(test_host_cancel_during_first_step),
     };
     return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
 }

@@ -215,3 +215,107 @@ async def patch_call_soon(scope, receive, send):
         wrapper.ours = True
         loop.call_soon = wrapper
     await respond(send, 200, b"ok")
+
+
+# ---- the task of a request that starts without one (lazy tasks, asgi_loop.c) ----------------------
+# With eager start a request runs without a Task until it waits or asks for it; these apps ask for
+# it in the first step and then end, cancel themselves or yield something odd. Either way they
+# must see what a Task-started request sees.
+
+
+async def task_without_wait(scope, receive, send):
+    """Asks for its task (current_task, all_tasks) and ends without ever waiting."""
+    key = query(scope)["key"]
+    t = asyncio.current_task()
+    TASKS[key] = t
+    note(key, "a Task %s, same again %s, in all_tasks %s, done %s" % (
+        isinstance(t, asyncio.Task), asyncio.current_task() is t, t in asyncio.all_tasks(),
+        t.done()))
+    await respond(send, 200, b"ok")
+
+
+async def task_state(scope, receive, send):
+    """Reports how the task `task_without_wait` (or `cancel_self_and_return`) kept ended."""
+    key = query(scope)["key"]
+    t = TASKS.pop(key)
+    note(key, "done %s, cancelled %s, result %s" % (
+        t.done(), t.cancelled(), None if t.cancelled() else t.result()))
+    await respond(send, 200, b"ok")
+
+
+async def cancel_self_first(scope, receive, send):
+    """Cancels its own task before its first wait: that wait raises CancelledError, and what it
+    waited on is cancelled, as for any Task."""
+    key = query(scope)["key"]
+    fut = asyncio.get_running_loop().create_future()
+    note(key, "cancel() -> %s" % asyncio.current_task().cancel())
+    try:
+        await fut
+        note(key, "not cancelled")
+    except asyncio.CancelledError:
+        note(key, "CancelledError at the first wait, its future cancelled %s" % fut.cancelled())
+        asyncio.current_task().uncancel()
+    await asyncio.sleep(0)
+    note(key, "then waits normally")
+    await respond(send, 200, b"ok")
+
+
+async def cancel_self_and_return(scope, receive, send):
+    """Cancels its own task and returns without waiting: the response is complete, the task ends
+    cancelled."""
+    key = query(scope)["key"]
+    TASKS[key] = asyncio.current_task()
+    TASKS[key].cancel()
+    await respond(send, 200, b"ok")
+
+
+async def bad_yield(scope, receive, send):
+    """Yields a value no Task accepts, as its first wait: the Task throws RuntimeError in."""
+    import types
+    key = query(scope)["key"]
+
+    @types.coroutine
+    def odd():
+        yield 5
+
+    try:
+        await odd()
+    except RuntimeError as e:
+        note(key, "RuntimeError: %s" % e)
+    await respond(send, 200, b"ok")
+
+
+async def wait_once(scope, receive, send):
+    """Waits once, then responds: the task it is given then (lazy tasks) is current_task()."""
+    await asyncio.sleep(0)
+    key = query(scope).get("key")
+    if key:
+        t = asyncio.current_task()
+        note(key, "after the wait: a Task %s, in all_tasks %s" % (
+            isinstance(t, asyncio.Task), t in asyncio.all_tasks()))
+    await respond(send, 200, b"ok")
+
+
+def _count_tasks():
+    """Counts the Tasks asyncio registers from now on (Task.__init__ calls _all_tasks.add)."""
+    import asyncio.tasks as tasks
+    ws = tasks._all_tasks
+    if not getattr(ws, "libwsgi_counting", False):
+        real = ws.add
+
+        def add(item):
+            EVENTS["tasks"] = EVENTS.get("tasks", 0) + 1
+            return real(item)
+
+        ws.add = add
+        ws.libwsgi_counting = True
+
+
+async def tasks_made(scope, receive, send):
+    """?start=1: count Task registrations from now; else report the count since then."""
+    if query(scope).get("start"):
+        _count_tasks()
+        EVENTS["tasks"] = 0
+        await respond(send, 200, b"counting")
+    else:
+        await respond(send, 200, str(EVENTS.get("tasks", 0)).encode())
