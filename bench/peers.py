@@ -700,8 +700,23 @@ def fmt(v, spec, width):
     return f"{'-':>{width}}" if v is None else f"{v:{width}{spec}}"
 
 
-def ratios(agg, epoll_key):
-    """libwsgi-epoll row vs the best peer (not a libwsgi-epoll row) in req/s and per CPU-second."""
+def paired(runs, a, b, field):
+    """Run-by-run ratios of a to b in one field: run i of each server is in the same pass, minutes
+    apart at most, so the machine's drift (a shared VM's speed moves by 30 % over a quarter of an
+    hour) cancels out in each ratio, not in the ratio of medians. (median, lowest, highest, how many
+    passes a was ahead in, passes) or None."""
+    if not runs or a not in runs or b not in runs:
+        return None
+    rs = [ra[field] / rb[field] for ra, rb in zip(runs[a], runs[b])
+          if "error" not in ra and "error" not in rb and ra.get(field) and rb.get(field)]
+    if len(rs) < 2:
+        return None
+    return statistics.median(rs), min(rs), max(rs), sum(r >= 1 for r in rs), len(rs)
+
+
+def ratios(agg, epoll_key, runs=None):
+    """libwsgi-epoll row vs the best peer (not a libwsgi-epoll row) in req/s and per CPU-second;
+    with --repeat, also the median of the pass-by-pass ratios (paired())."""
     e = agg.get(epoll_key)
     peers = {k: v for k, v in agg.items()
              if not k.startswith(("epoll", "lt-")) and k != "floor" and "error" not in v}
@@ -715,6 +730,12 @@ def ratios(agg, epoll_key):
     if best_cpu and e["per_cpu_s"]:
         r["best_peer_cpu"] = best_cpu
         r["ratio_per_cpu_s"] = e["per_cpu_s"] / cpu_peers[best_cpu]["per_cpu_s"]
+    p = paired(runs, epoll_key, best, "rps")
+    if p:
+        r["paired_rps"] = p
+    p = paired(runs, epoll_key, best_cpu, "per_cpu_s") if best_cpu else None
+    if p:
+        r["paired_per_cpu_s"] = p
     return r
 
 
@@ -771,6 +792,11 @@ def print_table(title, w, iface, servers, agg, args, rats, labels):
         if "ratio_per_cpu_s" in r:
             line += f", {r['ratio_per_cpu_s']:.2f}x per CPU-s (best: {labels[r['best_peer_cpu']]})"
         print(line)
+        for k, what in (("paired_rps", "req/s"), ("paired_per_cpu_s", "per CPU-s")):
+            if k in r:
+                m, lo, hi, ahead, n = r[k]
+                print(f"   paired by pass ({what}): median {m:.2f}x, {lo:.2f}-{hi:.2f}, ahead in "
+                      f"{ahead} of {n} passes")
     ls, lu = agg.get("lt-scgi"), agg.get("lt-uwsgi")
     if ls and lu and "error" not in ls and "error" not in lu and lu["rps"]:
         line = f"   through lighttpd: libwsgi-scgi / uWSGI: {ls['rps'] / lu['rps']:.2f}x req/s"
@@ -1356,9 +1382,9 @@ def main():
             lab = dict(labels)
             if iface == "asgi":
                 lab["epoll"] = "libwsgi-epoll (ASGI on the loop)"
-            rats = [ratios(agg, "epoll")]
+            rats = [ratios(agg, "epoll", runs)]
             if "epoll-t0" in agg:
-                rats.append(ratios(agg, "epoll-t0"))
+                rats.append(ratios(agg, "epoll-t0", runs))
             print_table(title, w, iface, ss, agg, args, rats, lab)
             results["tests"].append({"workload": w.name, "iface": iface, "desc": w.desc, "runs": runs,
                                      "aggregate": agg, "ratios": [r for r in rats if r]})

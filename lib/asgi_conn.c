@@ -1004,6 +1004,18 @@ static PyMethodDef lw_ac_send_def = {"send", lw_ac_send, METH_O, "await send(mes
 static PyMethodDef lw_ac_done_def = {"_task_done", lw_ac_task_done, METH_O, NULL};
 static PyMethodDef lw_ac_report_def = {"_report", lw_ac_report, METH_O, NULL};
 
+/* For lazy tasks (lw_lazy_host): report() as a Python callable, and called from C. */
+static PyObject *lw_ac_reporter(PyObject *c)
+{
+    return PyCFunction_New(&lw_ac_report_def, c);
+}
+static void lw_ac_report_c(PyObject *c, PyObject *exc)
+{
+    PyObject *r = lw_ac_report(c, exc);
+    if (!r) lw_log_exception("reporting the end of an ASGI app", NULL, 0);
+    Py_XDECREF(r);
+}
+
 static void lw_ac_dealloc(lw_asgi_conn *c)
 {
     Py_XDECREF(c->task);
@@ -1162,9 +1174,30 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     }
     PyObject *receive = scope ? PyCFunction_New(&lw_ac_receive_def, (PyObject *)c) : NULL;
     PyObject *send = receive ? PyCFunction_New(&lw_ac_send_def, (PyObject *)c) : NULL;
-    PyObject *report = send ? PyCFunction_New(&lw_ac_report_def, (PyObject *)c) : NULL;
     PyObject *coro = NULL, *task = NULL, *done = NULL, *step = NULL, *ctx = NULL;
     int entered = -1, ok = 0;
+    if (send && lw_eager_enabled()) entered = lw_eager_begin();
+    if (send && entered >= 0 && lw_lazy_enabled()) {
+        /* Lazy tasks: the app is called and its coroutine driven now, without a Task. */
+        *out = (asgi_conn *)c; /* before any callback: the host may free it from on_done */
+        Py_INCREF(c);          /* the host may free its handle meanwhile */
+        c->eager_step = 1;
+        PyObject *args[3] = {scope, receive, send};
+        lw_lazy_host lh = {(PyObject *)c, &c->task, lw_ac_reporter, lw_ac_report_c};
+        if (lw_lazy_drive(app->callable, args, &lh) < 0) {
+            /* Nothing could report the end (the machinery failed): it ends here, a 500 if
+             * nothing was sent. */
+            PyObject *exc = lw_take_exception();
+            if (!c->done) lw_ac_end(c, 0, exc ? exc : Py_None); /* logs it */
+            Py_XDECREF(exc);
+        }
+        c->eager_step = 0;
+        Py_DECREF(scope);
+        Py_DECREF(receive);
+        Py_DECREF(send);
+        return lw_ac_dispatched(c, &g, &hc, user_data);
+    }
+    PyObject *report = send ? PyCFunction_New(&lw_ac_report_def, (PyObject *)c) : NULL;
     if (report) {
         PyObject *runner = lw_asgi_runner();
         PyObject *argv[5] = {app->callable, scope, receive, send, report};
@@ -1175,24 +1208,6 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     Py_XDECREF(receive);
     Py_XDECREF(send);
     Py_XDECREF(report);
-    if (coro && lw_eager_enabled()) entered = lw_eager_begin();
-    if (coro && entered >= 0 && lw_lazy_enabled()) {
-        Py_XDECREF(done);
-        *out = (asgi_conn *)c; /* before any callback: the host may free it from on_done */
-        Py_INCREF(c);          /* the host may free its handle meanwhile */
-        c->eager_step = 1;
-        int lr = lw_lazy_drive(coro, &c->task);
-        c->eager_step = 0;
-        Py_DECREF(coro);
-        if (lr < 0) {
-            /* run_asgi reports what the app raised: this is the machinery failing, or
-             * report() itself. The request ends here (a 500 if nothing was sent). */
-            PyObject *exc = lw_take_exception();
-            if (!c->done) lw_ac_end(c, 0, exc ? exc : Py_None); /* logs it */
-            Py_XDECREF(exc);
-        }
-        return lw_ac_dispatched(c, &g, &hc, user_data);
-    }
     if (coro && entered >= 0)
         task = lw_eager_task(coro, NULL, &step, &ctx); /* its first step caught, to run below */
     else if (coro)

@@ -113,10 +113,18 @@ PyObject *lw_eager_task(PyObject *coro, PyObject *context, PyObject **step, PyOb
 void lw_eager_step(PyObject *step, PyObject *ctx);
 /* asgi_loop.c: lazy tasks (a request's coroutine runs without a Task until it needs one) */
 int lw_lazy_enabled(void);
-/* Drive @coro now, without a Task, until it ends or waits; if it waits (or asked for its task
- * meanwhile) it gets a Task, stored in *slot (new reference) unless it has ended. 0, or -1 with a
- * Python exception set: the coroutine raised it (or it could not be handed to a Task). */
-int lw_lazy_drive(PyObject *coro, PyObject **slot);
+/* The connection a coroutine is driven for (lw_lazy_drive). */
+typedef struct lw_lazy_host {
+    PyObject *owner;                                /* the connection */
+    PyObject **slot;                                /* where its Task goes (new reference) */
+    PyObject *(*report_callable)(PyObject *owner);  /* report(exc) for Python (new reference) */
+    void (*report)(PyObject *owner, PyObject *exc); /* the same from C; exc None: returned */
+} lw_lazy_host;
+/* Call @fn(*args[3]) (the app) and drive the coroutine it returns now, without a Task, in a copy
+ * of the context, until it ends or waits; its end is reported through @h (at once, or by its Task
+ * later). If it waits, or asks for its task meanwhile, it gets a Task, stored in *h->slot. 0, or
+ * -1 with a Python exception set when nothing could report (the request must be ended). */
+int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h);
 /* The Task of the coroutine being driven for @slot, made now if need be (borrowed; NULL: none is
  * driven for it, or making it failed, with an exception set). */
 PyObject *lw_lazy_task_of(PyObject **slot);

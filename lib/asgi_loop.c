@@ -149,6 +149,8 @@ static struct {
         int entered;          /* its Task, made meanwhile, was entered as the loop's current task */
         PyObject *coro, *ctx; /* borrowed for the drive */
         PyObject **slot;      /* where the Task goes once made (the connection's) */
+        const lw_lazy_host *host; /* whose coroutine it is */
+        int own; /* the coroutine is the app's (no run_asgi): lazy_resume reports */
         PyObject *task, *step, *box; /* once made: the Task, its caught first step, the box */
     } lz;
 } lw_eg;
@@ -486,13 +488,13 @@ int lw_lazy_enabled(void)
     return lw_eg.lazy_on && lw_eager_enabled();
 }
 
-/* Make the Task for the coroutine being driven: lazy_resume primed, Task() with its first step
- * caught. 0, or -1 with an exception set. */
-static int lw_lazy_make(void)
+/* Make the Task for the coroutine being driven: lazy_resume(coro, box, report) primed, Task() with
+ * its first step caught. 0, or -1 with an exception set. */
+static int lw_lazy_make(PyObject *report)
 {
     PyObject *box = PyList_New(0);
-    PyObject *args[2] = {lw_eg.lz.coro, box};
-    PyObject *gen = box ? PyObject_Vectorcall(lw_eg.lazy_resume, args, 2, NULL) : NULL;
+    PyObject *args[3] = {lw_eg.lz.coro, box, report};
+    PyObject *gen = box ? PyObject_Vectorcall(lw_eg.lazy_resume, args, 3, NULL) : NULL;
     PyObject *r = NULL;
     if (gen && PyIter_Send(gen, Py_None, &r) != PYGEN_NEXT) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "lazy_resume did not start");
@@ -520,10 +522,15 @@ static int lw_lazy_make(void)
 static PyObject *lw_lazy_hook(PyObject *self, PyObject *loop)
 {
     (void)self;
-    if (!lw_eg.lz.active || !lw_rt || loop != lw_rt->loop ||
+    if (!lw_eg.lz.active || !lw_eg.lz.coro || !lw_rt || loop != lw_rt->loop ||
         !pthread_equal(lw_rt->loop_thread, pthread_self()))
         Py_RETURN_NONE;
-    if (!lw_eg.lz.task && lw_lazy_make() < 0) return NULL;
+    if (!lw_eg.lz.task) {
+        PyObject *report = lw_eg.lz.host->report_callable(lw_eg.lz.host->owner);
+        int r = report ? lw_lazy_make(lw_eg.lz.own ? report : Py_None) : -1;
+        Py_XDECREF(report);
+        if (r < 0) return NULL;
+    }
     if (!lw_eg.lz.entered) {
         PyObject *a[2] = {loop, lw_eg.lz.task};
         PyObject *r = PyObject_Vectorcall(lw_eg.enter_task, a, 2, NULL);
@@ -543,88 +550,155 @@ PyObject *lw_lazy_task_of(PyObject **slot)
     return t == Py_None ? NULL : t;
 }
 
-int lw_lazy_drive(PyObject *coro, PyObject **slot)
+/* The end of a request whose coroutine is the app's own (no run_asgi around it): reported from C
+ * as run_asgi would (KeyboardInterrupt and SystemExit, which asyncio lets escape the loop, as a
+ * RuntimeError caused by them). @exc: None if it returned. */
+static void lw_lazy_report(const lw_lazy_host *h, PyObject *exc)
+{
+    PyObject *err = NULL;
+    if (exc != Py_None && (PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
+                           PyErr_GivenExceptionMatches(exc, PyExc_SystemExit))) {
+        err = PyObject_CallFunction(PyExc_RuntimeError, "s",
+                                    PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
+                                        ? "ASGI app raised SystemExit"
+                                        : "ASGI app raised KeyboardInterrupt");
+        if (err) PyException_SetCause(err, Py_NewRef(exc));
+        PyErr_Clear();
+    }
+    h->report(h->owner, err ? err : exc);
+    Py_XDECREF(err);
+}
+
+int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
 {
     wsgi_runtime *rt = lw_rt;
     PyObject *ctx = PyContext_CopyCurrent();
     if (!ctx) return -1;
     lw_eg.lz.active = 1;
     lw_eg.lz.entered = 0;
-    lw_eg.lz.coro = coro;
+    lw_eg.lz.coro = NULL; /* until the app's call returned it: no Task can be made before */
     lw_eg.lz.ctx = ctx;
-    lw_eg.lz.slot = slot;
+    lw_eg.lz.slot = h->slot;
+    lw_eg.lz.host = h;
+    lw_eg.lz.own = 0;
     lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.box = NULL;
     int turn = rt->loop_turn;
     rt->loop_turn = 1; /* asgi_loop_run and the lifespan calls are refused meanwhile */
-    PyObject *val = NULL;
+    PyObject *coro = NULL, *val = NULL;
+    int own = 0; /* coro is the app's coroutine: its end is reported here (else run_asgi's) */
     PySendResult sr = PYGEN_ERROR;
     if (PyContext_Enter(ctx) == 0) {
-        sr = PyIter_Send(coro, Py_None, &val);
+        PyObject *aw = PyObject_Vectorcall(fn, args, 3, NULL);
+        if (aw && PyCoro_CheckExact(aw)) {
+            coro = aw;
+            own = 1;
+        } else if (aw) {
+            /* Not a coroutine (an awaitable object, or something that is not awaitable, which
+             * the await in run_asgi reports as the TypeError it raises). */
+            PyObject *report = h->report_callable(h->owner);
+            PyObject *ra[6] = {Py_None, Py_None, Py_None, Py_None, report, aw};
+            coro = report ? PyObject_Vectorcall(lw_eg.run_asgi, ra, 6, NULL) : NULL;
+            Py_XDECREF(report);
+            Py_DECREF(aw);
+        } else {
+            own = 1; /* the app's call raised: reported below, as run_asgi would */
+        }
+        lw_eg.lz.coro = coro;
+        lw_eg.lz.own = own;
+        if (coro) sr = PyIter_Send(coro, Py_None, &val);
         lw_exc_saved exc;
         LW_EXC_SAVE(exc);
         if (PyContext_Exit(ctx) < 0) PyErr_Clear();
         LW_EXC_RESTORE(exc);
     }
+    PyObject *exc = NULL; /* what the coroutine (or the app's call) raised */
+    if (sr == PYGEN_ERROR && PyErr_Occurred()) {
+        lw_exc_saved e;
+        LW_EXC_SAVE(e);
+        PyErr_NormalizeException(&e.t, &e.v, &e.tb);
+        if (e.v && e.tb) PyException_SetTraceback(e.v, e.tb);
+        exc = e.v;
+        Py_XDECREF(e.t);
+        Py_XDECREF(e.tb);
+    }
+    int rc = 0;
+    if (own && sr != PYGEN_NEXT && (coro || exc)) {
+        /* Reported in the step, as run_asgi does: its Task (if one was made) is still current
+         * and another dispatch from the callbacks waits for a turn. */
+        lw_lazy_report(h, sr == PYGEN_RETURN ? Py_None : exc);
+    } else if (!own && sr == PYGEN_ERROR && !lw_eg.lz.task) {
+        rc = -1; /* run_asgi failed (or could not be made): the caller ends the request */
+    }
     if (lw_eg.lz.entered) {
-        lw_exc_saved exc;
-        LW_EXC_SAVE(exc);
+        lw_exc_saved e;
+        LW_EXC_SAVE(e);
         PyObject *a[2] = {rt->loop, lw_eg.lz.task};
         PyObject *r = PyObject_Vectorcall(lw_eg.leave_task, a, 2, NULL);
         if (!r) lw_log_exception("leaving an ASGI request's task", NULL, 0);
         Py_XDECREF(r);
-        LW_EXC_RESTORE(exc);
+        LW_EXC_RESTORE(e);
     }
     lw_eg.lz.active = 0;
     rt->loop_turn = turn;
-    if (!lw_eg.lz.task && sr == PYGEN_RETURN) { /* ended without needing a Task */
-        Py_DECREF(val);
-        Py_DECREF(ctx);
-        return 0;
-    }
-    if (!lw_eg.lz.task && sr == PYGEN_ERROR) {
-        Py_DECREF(ctx);
-        return -1;
-    }
-    /* A Task takes over: made now if the coroutine waits, else told how the drive ended. */
-    lw_exc_saved exc = {0};
-    if (sr == PYGEN_ERROR) {
-        LW_EXC_SAVE(exc);
-        PyErr_NormalizeException(&exc.t, &exc.v, &exc.tb);
-        if (exc.v && exc.tb) PyException_SetTraceback(exc.v, exc.tb);
-    }
-    if (!lw_eg.lz.task && lw_lazy_make() < 0) {
-        /* Nothing can resume it: close it (its finally blocks run) and fail the request. */
+    if (!lw_eg.lz.task && sr != PYGEN_NEXT) { /* ended without needing a Task: the fast path */
         Py_XDECREF(val);
-        lw_exc_saved e2;
-        LW_EXC_SAVE(e2);
-        PyObject *r = PyObject_CallMethod(coro, "close", NULL);
-        if (!r) lw_log_exception("closing an ASGI coroutine that could not get a task", NULL, 0);
-        Py_XDECREF(r);
-        LW_EXC_RESTORE(e2);
+        if (rc < 0) {
+            if (exc)
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            else if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "the ASGI coroutine could not be made");
+        }
+        Py_XDECREF(exc);
+        Py_XDECREF(coro);
         Py_DECREF(ctx);
-        return -1;
+        lw_eg.lz.coro = NULL;
+        return rc;
     }
+    /* A Task takes over: made now if the coroutine waits, else told how the step ended. */
+    if (!lw_eg.lz.task) {
+        PyObject *report = own ? h->report_callable(h->owner) : Py_NewRef(Py_None);
+        if (!report || lw_lazy_make(report) < 0) {
+            /* Nothing can resume it: close it (its finally blocks run) and fail the request. */
+            Py_XDECREF(report);
+            Py_XDECREF(val);
+            lw_exc_saved e2;
+            LW_EXC_SAVE(e2);
+            PyObject *r = PyObject_CallMethod(coro, "close", NULL);
+            if (!r)
+                lw_log_exception("closing an ASGI coroutine that could not get a task", NULL, 0);
+            Py_XDECREF(r);
+            LW_EXC_RESTORE(e2);
+            Py_XDECREF(exc);
+            Py_XDECREF(coro);
+            Py_DECREF(ctx);
+            lw_eg.lz.coro = NULL;
+            return -1;
+        }
+        Py_DECREF(report);
+    }
+    lw_eg.lz.coro = NULL;
     PyObject *task = lw_eg.lz.task, *step = lw_eg.lz.step, *box = lw_eg.lz.box;
     lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.box = NULL;
     lw_eg.lz.slot = NULL;
-    PyObject *kind = PyLong_FromLong(sr == PYGEN_RETURN ? 0 : sr == PYGEN_ERROR ? 1 : 2);
-    PyObject *value = sr == PYGEN_ERROR ? (exc.v ? Py_NewRef(exc.v) : Py_NewRef(Py_None))
-                                        : val; /* val: a new reference (or NULL) */
-    Py_XDECREF(exc.t);
-    Py_XDECREF(exc.v);
-    Py_XDECREF(exc.tb);
+    /* box: [2, what it waits on]; [0, result]; [1, exception] (the app's own coroutine's end was
+     * reported above: its Task then just ends, as run_asgi's does) */
+    long kind = sr == PYGEN_NEXT ? 2 : (sr == PYGEN_ERROR && !own) ? 1 : 0;
+    PyObject *value = kind == 2 ? val : kind == 1 ? Py_XNewRef(exc) : Py_NewRef(Py_None);
+    if (kind != 2) Py_XDECREF(val);
     if (!value) value = Py_NewRef(Py_None);
-    int rc = 0;
-    if (!kind || PyList_Append(box, kind) < 0 || PyList_Append(box, value) < 0) {
+    PyObject *k = PyLong_FromLong(kind);
+    if (!k || PyList_Append(box, k) < 0 || PyList_Append(box, value) < 0) {
         lw_log_exception("handing an ASGI coroutine to its task", NULL, 0);
         rc = -1;
     }
-    Py_XDECREF(kind);
+    Py_XDECREF(k);
     Py_DECREF(value);
     if (step) {
         if (rc == 0) lw_eager_step(step, ctx); /* the Task's first step: it takes over now */
         Py_DECREF(step);
     }
+    Py_XDECREF(exc);
+    Py_XDECREF(coro);
     Py_DECREF(box);
     Py_DECREF(task);
     Py_DECREF(ctx);

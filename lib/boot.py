@@ -112,7 +112,8 @@ def task_stack(task):
         if frame is None:
             break
         code = frame.f_code
-        if code is lazy_resume.__code__:  # libwsgi's, around a request's coroutine: skip it
+        if code is lazy_resume.__code__ or code is _lazy_wait.__code__:
+            # libwsgi's, around a request's coroutine: skip to it
             obj = frame.f_locals.get("coro")
             continue
         lines.append('  File "%s", line %d, in %s' % (code.co_filename, frame.f_lineno, code.co_name))
@@ -329,11 +330,12 @@ except Exception:  # an asyncio without these: requests then get their Task firs
 
 
 @_types.coroutine
-def lazy_resume(coro, box):
+def lazy_resume(coro, box, report):
     """The body of the Task that libwsgi gives a request's coroutine once it needs one. Primed to
     its first yield before the Task exists; when the Task's first step resumes it, box holds how
     the coroutine's run without a Task ended: [0, result], [1, exception], or [2, what it yielded]
-    (it waits on that). From then on the Task drives the coroutine through this generator."""
+    (it waits on that). From then on the Task drives the coroutine through this generator, and
+    report (None when coro is run_asgi's, which reports itself) hears its end, as in run_asgi."""
     try:
         yield
         exc = None
@@ -347,7 +349,27 @@ def lazy_resume(coro, box):
         return value
     if kind == 1:
         raise value
-    while True:  # the coroutine waits on value
+    if report is None:
+        return (yield from _lazy_wait(coro, value, exc))
+    try:
+        yield from _lazy_wait(coro, value, exc)
+    except GeneratorExit:
+        raise  # the task is being destroyed: nothing to report to
+    except (KeyboardInterrupt, SystemExit) as e:
+        err = RuntimeError(f"ASGI app raised {type(e).__name__}")
+        err.__cause__ = e
+        report(err)
+    except BaseException as e:
+        report(e)
+    else:
+        report(None)
+
+
+@_types.coroutine
+def _lazy_wait(coro, value, exc):
+    """lazy_resume's delegation to coro, which waits on value (exc: thrown in by the Task's first
+    step)."""
+    while True:
         if exc is None:
             try:
                 yield value  # to the Task, as the coroutine yielded it
@@ -379,12 +401,13 @@ async def eager_probe():
     return asyncio.current_task()
 
 
-async def run_asgi(app, scope, receive, send, report):
+async def run_asgi(app, scope, receive, send, report, aw=None):
     """The task body of one ASGI connection: however the app ends (returns, raises synchronously
     or later, returns a non-awaitable, is cancelled), report() hears it here, in the task's last
-    step, so the host learns the end in the same loop turn."""
+    step, so the host learns the end in the same loop turn. aw: what app(scope, receive, send)
+    returned, when libwsgi called it already (lazy tasks: an app that returns no coroutine)."""
     try:
-        await app(scope, receive, send)
+        await (app(scope, receive, send) if aw is None else aw)
     except GeneratorExit:
         raise  # the task is being destroyed: nothing to report to
     except (KeyboardInterrupt, SystemExit) as exc:

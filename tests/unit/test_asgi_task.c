@@ -570,6 +570,46 @@ static void test_host_cancel_during_first_step(void **state)
     ah_rec_free(&rec);
 }
 
+
+/* A callable forced to the ASGI interface (a plain function: not detected as ASGI). */
+static wsgi_app *forced_asgi(const char *spec)
+{
+    wsgi_app_options opts;
+    wsgi_app_options_init(&opts);
+    opts.spec = spec;
+    opts.interface = WSGI_INTERFACE_ASGI;
+    return th_app_with(&opts);
+}
+
+/* An app callable that returns an awaitable object that is not a coroutine is awaited as such (in
+ * a Task); one that raises before returning anything is a 500, the exception logged. */
+static void test_app_call_not_a_coroutine(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req r;
+    th_req_init(&r, "GET", target);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(forced_asgi(APPS "awaitable_object"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "awaited");
+    ah_rec_free(&rec);
+    assert_notes(key, "awaitable object: in a Task True");
+    th_req_init(&r, "GET", "/");
+    ah_rec_init(&rec);
+    size_t mark = th_log_mark();
+    conn = ah_dispatch(forced_asgi(APPS "raises_in_call"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_500(&rec, WSGI_ERR_APP);
+    assert_true(th_log_count(mark, WSGI_LOG_ERROR, "libwsgi-test raised in the call") >= 1);
+    ah_rec_free(&rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -593,6 +633,7 @@ int main(void)
         ah_unit_test(test_cancel_self_before_first_wait),
         ah_unit_test(test_bad_first_yield),
         ah_unit_test(test_host_cancel_during_first_step),
+        ah_unit_test(test_app_call_not_a_coroutine),
     };
     return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
 }

@@ -319,3 +319,29 @@ async def tasks_made(scope, receive, send):
         await respond(send, 200, b"counting")
     else:
         await respond(send, 200, str(EVENTS.get("tasks", 0)).encode())
+
+
+class _AwaitableResponse:
+    """Not a coroutine: an object with __await__ (what some ASGI wrappers return)."""
+
+    def __init__(self, send, key):
+        self.send, self.key = send, key
+
+    def __await__(self):
+        return self._run().__await__()
+
+    async def _run(self):
+        await asyncio.sleep(0)
+        t = asyncio.current_task()
+        note(self.key, "awaitable object: in a Task %s" % isinstance(t, asyncio.Task))
+        await respond(self.send, 200, b"awaited")
+
+
+def awaitable_object(scope, receive, send):
+    """A plain function returning an awaitable object that is not a coroutine."""
+    return _AwaitableResponse(send, query(scope)["key"])
+
+
+def raises_in_call(scope, receive, send):
+    """A plain function that raises before returning anything."""
+    raise ValueError("libwsgi-test raised in the call")
