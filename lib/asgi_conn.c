@@ -249,7 +249,7 @@ static PyObject *lw_ac_next_event(lw_asgi_conn *c)
     /* After the response, http.disconnect even if the request was never read (the spec: "if
      * receive is called after a response has been sent"; uvicorn answers the same). */
     if (c->disconnected || c->client_closed || c->rstate == R_DONE) return lw_ev_disconnect();
-    if (PyList_GET_SIZE(c->body) > 0) {
+    if (lw_ac_queued(c) > 0) {
         PyObject *body = lw_ac_take_body(c);
         if (!body) return NULL;
         int more = c->body_more;
@@ -1153,19 +1153,20 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
         c->obs->bytes_in = req->body ? req->body_len : 0;
         lw_obs_begin(&c->obs->t, req, 0);
     }
-    c->body = PyList_New(0);
+    c->body = NULL; /* made when something is queued (lw_ac_queue) */
     /* A buffered body is one event; no body at all is one empty event; else the host feeds. */
     c->body_more = !req->body && (req->content_length > 0 || (req->flags & WSGI_REQUEST_CHUNKED));
-    if (c->body && req->body && req->body_len) {
+    int queued = 1;
+    if (req->body && req->body_len) {
         PyObject *b = PyBytes_FromStringAndSize(req->body, (Py_ssize_t)req->body_len);
-        if (!b || PyList_Append(c->body, b) < 0) Py_CLEAR(c->body);
+        queued = b && lw_ac_queue(c, b) == 0;
         c->buffered = req->body_len;
         Py_XDECREF(b);
     }
     if (kind == LW_AC_WS) c->body_more = 0, c->body_final_sent = 1;
-    PyObject *scope = c->body ? lw_asgi_scope(app, req, hc.on_trailers != NULL,
-                                              hc.on_sendfile != NULL, kind == LW_AC_WS)
-                              : NULL;
+    PyObject *scope = queued ? lw_asgi_scope(app, req, hc.on_trailers != NULL,
+                                             hc.on_sendfile != NULL, kind == LW_AC_WS)
+                             : NULL;
     if (scope && kind == LW_AC_WS) {
         /* The app may change its scope: websocket.accept checks its pick against a copy. */
         PyObject *sp = PyDict_GetItemWithError(scope, lw_rt->as->subprotocols);
@@ -1286,7 +1287,7 @@ LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, in
     }
     if (len && c->rstate != R_DONE && !c->disconnected && !c->done) {
         PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
-        if (!b || PyList_Append(c->body, b) < 0) {
+        if (!b || lw_ac_queue(c, b) < 0) {
             Py_XDECREF(b);
             PyErr_Clear();
             lw_gil_release(&g);

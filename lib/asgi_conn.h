@@ -37,7 +37,7 @@ typedef struct lw_asgi_conn {
     PyObject *task;
     PyObject *done_cb; /* the task's done callback, removed once run_asgi reported the end */
     /* incoming: HTTP body chunks, or WebSocket receive events, not yet received by the app */
-    PyObject *body;        /* list of bytes (HTTP) or of event dicts (WebSocket) */
+    PyObject *body;        /* list of bytes (HTTP) or of event dicts (WebSocket); NULL: empty */
     size_t buffered;       /* their total size in bytes */
     PyObject *recv_waiter; /* the future of the oldest receive() still waiting, or NULL */
     PyObject *recv_more;   /* list of the futures of receive() calls awaited meanwhile (several
@@ -79,6 +79,17 @@ typedef struct lw_asgi_conn {
     char head_line[40];    /* "404 Not Found": the longest standard one is 35 bytes */
     lw_hdrs head_h;
 } lw_asgi_conn;
+
+/* The queue in c->body, made on first use (most requests never queue anything). */
+static inline Py_ssize_t lw_ac_queued(const lw_asgi_conn *c)
+{
+    return c->body ? PyList_GET_SIZE(c->body) : 0;
+}
+static inline int lw_ac_queue(lw_asgi_conn *c, PyObject *item)
+{
+    if (!c->body && !(c->body = PyList_New(0))) return -1;
+    return PyList_Append(c->body, item);
+}
 
 /* Callback wrappers: GIL released, skipped (-1) once the host detached. */
 #define LW_AC_CALL(c, expr)                                                                        \

@@ -47,7 +47,7 @@ PyObject *lw_ws_next_event(lw_asgi_conn *c)
         return lw_ws_event(a->ws_connect, NULL, NULL, NULL, NULL);
     }
     /* Messages that arrived before the disconnect are still delivered, in order. */
-    if (PyList_GET_SIZE(c->body) > 0) {
+    if (lw_ac_queued(c) > 0) {
         PyObject *ev = Py_NewRef(PyList_GET_ITEM(c->body, 0));
         if (PyList_SetSlice(c->body, 0, 1, NULL) < 0) {
             Py_DECREF(ev);
@@ -59,8 +59,8 @@ PyObject *lw_ws_next_event(lw_asgi_conn *c)
         if (data && PyBytes_Check(data)) sz = (size_t)PyBytes_GET_SIZE(data);
         if (data && PyUnicode_Check(data)) sz = (size_t)PyUnicode_GET_LENGTH(data);
         c->buffered = c->buffered > sz ? c->buffered - sz : 0;
-        if (PyList_GET_SIZE(c->body) == 0) c->buffered = 0;
-        if (c->read_paused && PyList_GET_SIZE(c->body) <= LW_WS_QUEUE_MSGS / 2 &&
+        if (lw_ac_queued(c) == 0) c->buffered = 0;
+        if (c->read_paused && lw_ac_queued(c) <= LW_WS_QUEUE_MSGS / 2 &&
             c->buffered <= LW_WS_QUEUE_BYTES / 2) {
             c->read_paused = 0;
             if (c->h.on_read_resume) LW_AC_CALL(c, (c->h.on_read_resume(c->ud), 0));
@@ -407,7 +407,7 @@ LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data
     }
     PyObject *ev =
         lw_ws_event(a->ws_receive, type == ASGI_WS_TEXT ? a->text : a->bytes, v, NULL, NULL);
-    if (!ev || PyList_Append(c->body, ev) < 0) {
+    if (!ev || lw_ac_queue(c, ev) < 0) {
         Py_XDECREF(ev);
         PyErr_Clear();
         lw_gil_release(&g);
@@ -418,7 +418,7 @@ LIBWSGI_API int asgi_conn_ws_message(asgi_conn *conn, int type, const char *data
     /* Counted as the app will see it (characters for text): what next_event subtracts. */
     c->buffered += type == ASGI_WS_TEXT ? (size_t)PyUnicode_GET_LENGTH(v) : len;
     lw_ac_wake_receiver(c);
-    if (PyList_GET_SIZE(c->body) >= LW_WS_QUEUE_MSGS || c->buffered >= LW_WS_QUEUE_BYTES) {
+    if (lw_ac_queued(c) >= LW_WS_QUEUE_MSGS || c->buffered >= LW_WS_QUEUE_BYTES) {
         c->read_paused = 1;
         rc = ASGI_PAUSE;
     }
