@@ -625,8 +625,8 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     if (own && sr != PYGEN_NEXT && (coro || exc)) {
         /* Reported in the step, as run_asgi does: its Task (if one was made) is still current
          * and another dispatch from the callbacks waits for a turn. */
-        lw_lazy_report(h, sr == PYGEN_RETURN ? Py_None : exc);
-    } else if (!own && sr == PYGEN_ERROR && !lw_eg.lz.task) {
+        lw_lazy_report(h, sr == PYGEN_RETURN || !exc ? Py_None : exc);
+    } else if (!own && sr == PYGEN_ERROR) {
         rc = -1; /* run_asgi failed (or could not be made): the caller ends the request */
     }
     if (lw_eg.lz.entered) {
@@ -694,9 +694,10 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     Py_XDECREF(k);
     Py_DECREF(value);
     if (step) {
-        if (rc == 0) lw_eager_step(step, ctx); /* the Task's first step: it takes over now */
+        if (kind == 1 || rc == 0) lw_eager_step(step, ctx); /* the Task takes over now */
         Py_DECREF(step);
     }
+    if (rc < 0 && exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc); /* for the caller */
     Py_XDECREF(exc);
     Py_XDECREF(coro);
     Py_DECREF(box);
