@@ -329,15 +329,41 @@ except Exception:  # an asyncio without these: requests then get their Task firs
     _orig_current_task = None
 
 
-@_types.coroutine
-def lazy_resume(coro, box, report):
+class _Yield:
+    """await _Yield(v) hands v to whoever drives the awaiting coroutine (its Task), as the
+    coroutine's own await did, and returns what it sends back."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        return (yield self.value)
+
+
+class _Resume:
+    """await _Resume(coro) delegates to a coroutine already suspended in an await of its own (an
+    `await coro` refuses one: "coroutine is being awaited already")."""
+
+    __slots__ = ("it",)
+
+    def __init__(self, coro):
+        self.it = coro.__await__()
+
+    def __await__(self):
+        return self.it
+
+
+async def lazy_resume(coro, box, report):
     """The body of the Task that libwsgi gives a request's coroutine once it needs one. Primed to
-    its first yield before the Task exists; when the Task's first step resumes it, box holds how
+    its first await before the Task exists; when the Task's first step resumes it, box holds how
     the coroutine's run without a Task ended: [0, result], [1, exception], or [2, what it yielded]
-    (it waits on that). From then on the Task drives the coroutine through this generator, and
-    report (None when coro is run_asgi's, which reports itself) hears its end, as in run_asgi."""
+    (it waits on that). From then on the Task drives the coroutine through this one, and report
+    (None when coro is run_asgi's, which reports itself) hears its end, as in run_asgi. A
+    coroutine, not a generator: Python 3.12's Task takes nothing else."""
     try:
-        yield
+        await _Yield(None)
         exc = None
     except BaseException as e:  # the Task was cancelled before its first step
         exc = e
@@ -350,9 +376,9 @@ def lazy_resume(coro, box, report):
     if kind == 1:
         raise value
     if report is None:
-        return (yield from _lazy_wait(coro, value, exc))
+        return await _lazy_wait(coro, value, exc)
     try:
-        yield from _lazy_wait(coro, value, exc)
+        await _lazy_wait(coro, value, exc)
     except GeneratorExit:
         raise  # the task is being destroyed: nothing to report to
     except (KeyboardInterrupt, SystemExit) as e:
@@ -365,18 +391,17 @@ def lazy_resume(coro, box, report):
         report(None)
 
 
-@_types.coroutine
-def _lazy_wait(coro, value, exc):
+async def _lazy_wait(coro, value, exc):
     """lazy_resume's delegation to coro, which waits on value (exc: thrown in by the Task's first
     step)."""
     while True:
         if exc is None:
             try:
-                yield value  # to the Task, as the coroutine yielded it
+                await _Yield(value)  # to the Task, as the coroutine yielded it
             except BaseException as e:
                 exc = e
             else:
-                return (yield from coro)
+                return await _Resume(coro)
         if isinstance(exc, GeneratorExit):
             coro.close()
             raise exc
@@ -386,7 +411,7 @@ def _lazy_wait(coro, value, exc):
             # waits on, then resume it (the await raises CancelledError).
             value.cancel(exc.args[0] if exc.args else None)
             exc = value = None
-            return (yield from coro)
+            return await _Resume(coro)
         try:
             value = coro.throw(exc)
         except StopIteration as stop:

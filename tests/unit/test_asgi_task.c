@@ -479,12 +479,15 @@ static void test_tasks_only_when_needed(void **state)
     char key[32];
     new_key(key, sizeof key);
     run_ok(APPS "tasks_made", key, "&start=1", "counting");
+    char made[64];
+    ah_get_body(APPS "tasks_made", "/", made, sizeof made);
+    if (strcmp(made, "unknown") == 0) skip(); /* Python 3.13+: Tasks are not countable */
     for (int i = 0; i < 3; i++)
         run_ok(APPS "hello", key, NULL, "hello");
-    run_ok(APPS "tasks_made", key, NULL, ah_env_lazy() ? "0" : "4"); /* this one too */
+    run_ok(APPS "tasks_made", key, NULL, ah_env_lazy() ? "0" : "5"); /* these too */
     run_ok(APPS "wait_once", key, NULL, "ok");
     assert_notes(key, "after the wait: a Task True, in all_tasks True");
-    run_ok(APPS "tasks_made", key, NULL, ah_env_lazy() ? "1" : "7");
+    run_ok(APPS "tasks_made", key, NULL, ah_env_lazy() ? "1" : "8");
 }
 
 /* current_task() asked before any wait, and the request ends without one: the same Task all along,

@@ -297,9 +297,15 @@ async def wait_once(scope, receive, send):
 
 
 def _count_tasks():
-    """Counts the Tasks asyncio registers from now on (Task.__init__ calls _all_tasks.add)."""
+    """Counts the Tasks asyncio registers from now on (Task.__init__ calls .add on a WeakSet:
+    _all_tasks on 3.11, _scheduled_tasks on 3.12; 3.13 links them in C: not countable)."""
     import asyncio.tasks as tasks
-    ws = tasks._all_tasks
+    import sys
+    ws = {(3, 11): "_all_tasks", (3, 12): "_scheduled_tasks"}.get(sys.version_info[:2])
+    ws = getattr(tasks, ws, None) if ws else None
+    if ws is None:
+        EVENTS["tasks"] = "unknown"
+        return
     if not getattr(ws, "libwsgi_counting", False):
         real = ws.add
 
@@ -314,8 +320,8 @@ def _count_tasks():
 async def tasks_made(scope, receive, send):
     """?start=1: count Task registrations from now; else report the count since then."""
     if query(scope).get("start"):
-        _count_tasks()
         EVENTS["tasks"] = 0
+        _count_tasks()
         await respond(send, 200, b"counting")
     else:
         await respond(send, 200, str(EVENTS.get("tasks", 0)).encode())
