@@ -140,7 +140,7 @@ static struct {
     PyObject *call_soon_bound, *call_soon_func;
     /* Lazy tasks (see below): on when usable and not turned off by LIBWSGI_ASGI_LAZY_TASKS=0 */
     int lazy_on;
-    PyObject *lazy_resume;             /* boot.lazy_resume */
+    PyObject *cancelled_error;         /* asyncio.CancelledError */
     PyObject *enter_task, *leave_task; /* asyncio.tasks._enter_task / _leave_task */
     PyObject *task_kwnames_ctx;        /* ("loop", "name", "context") */
     PyObject *boot_dict, *s_lazy_task; /* boot's globals, where _lazy_task is set */
@@ -150,8 +150,9 @@ static struct {
         PyObject *coro, *ctx; /* borrowed for the drive */
         PyObject **slot;      /* where the Task goes once made (the connection's) */
         const lw_lazy_host *host; /* whose coroutine it is */
-        int own; /* the coroutine is the app's (no run_asgi): lazy_resume reports */
-        PyObject *task, *step, *box; /* once made: the Task, its caught first step, the box */
+        int own; /* the coroutine is the app's (no run_asgi): its end is reported by libwsgi */
+        PyObject *task, *step,
+            *resume; /* once made: the Task, its caught first step, the resumer */
     } lz;
 } lw_eg;
 
@@ -219,16 +220,41 @@ static void lw_eager_free(void)
     if (lw_eg.old_hooks && lw_rt && lw_rt->loop &&
         pthread_equal(lw_rt->loop_thread, pthread_self()) && lw_eager_hooks(0) < 0)
         lw_log_exception("restoring the async generator hooks", NULL, 0);
-    PyObject **objs[] = {
-        &lw_eg.loop_dict,       &lw_eg.catcher,          &lw_eg.task_type,   &lw_eg.task_kwnames,
-        &lw_eg.current_task,    &lw_eg.get_running,      &lw_eg.set_running, &lw_eg.get_hooks,
-        &lw_eg.set_hooks,       &lw_eg.hooks_kwnames,    &lw_eg.hooks[0],    &lw_eg.hooks[1],
-        &lw_eg.old_hooks,       &lw_eg.thread_id,        &lw_eg.s_call_soon, &lw_eg.s_thread_id,
-        &lw_eg.s_context,       &lw_eg.s_ready,          &lw_eg.s_scheduled, &lw_eg.s_debug,
-        &lw_eg.s_get_debug,     &lw_eg.s_stopping,       &lw_eg.step,        &lw_eg.ctx,
-        &lw_eg.run_asgi,        &lw_eg.run_once,         &lw_eg.s_self,      &lw_eg.context_kwnames,
-        &lw_eg.call_soon_bound, &lw_eg.call_soon_func,   &lw_eg.lazy_resume, &lw_eg.enter_task,
-        &lw_eg.leave_task,      &lw_eg.task_kwnames_ctx, &lw_eg.s_lazy_task};
+    PyObject **objs[] = {&lw_eg.loop_dict,
+                         &lw_eg.catcher,
+                         &lw_eg.task_type,
+                         &lw_eg.task_kwnames,
+                         &lw_eg.current_task,
+                         &lw_eg.get_running,
+                         &lw_eg.set_running,
+                         &lw_eg.get_hooks,
+                         &lw_eg.set_hooks,
+                         &lw_eg.hooks_kwnames,
+                         &lw_eg.hooks[0],
+                         &lw_eg.hooks[1],
+                         &lw_eg.old_hooks,
+                         &lw_eg.thread_id,
+                         &lw_eg.s_call_soon,
+                         &lw_eg.s_thread_id,
+                         &lw_eg.s_context,
+                         &lw_eg.s_ready,
+                         &lw_eg.s_scheduled,
+                         &lw_eg.s_debug,
+                         &lw_eg.s_get_debug,
+                         &lw_eg.s_stopping,
+                         &lw_eg.step,
+                         &lw_eg.ctx,
+                         &lw_eg.run_asgi,
+                         &lw_eg.run_once,
+                         &lw_eg.s_self,
+                         &lw_eg.context_kwnames,
+                         &lw_eg.call_soon_bound,
+                         &lw_eg.call_soon_func,
+                         &lw_eg.cancelled_error,
+                         &lw_eg.enter_task,
+                         &lw_eg.leave_task,
+                         &lw_eg.task_kwnames_ctx,
+                         &lw_eg.s_lazy_task};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
         Py_CLEAR(*objs[i]);
     memset(&lw_eg, 0, sizeof lw_eg);
@@ -466,53 +492,365 @@ void lw_eager_step(PyObject *step, PyObject *ctx)
  *
  * A Task costs more than the rest of a small request (Task.__init__ registers it in asyncio's
  * WeakSet of all tasks, its deallocation runs that set's Python callback: about a third of an ASGI
- * hello world's instructions). So asgi_dispatch drives the coroutine itself (lw_lazy_drive:
- * coro.send(None) in a copy of the context, the loop marked running, as a Task's step would), and a
- * request that never waits ends there, Task-less. A Task is made when the coroutine needs one:
+ * hello world's instructions). So asgi_dispatch calls the app and drives its coroutine itself
+ * (lw_lazy_drive: coro.send(None) in a copy of the context, the loop marked running, as a Task's
+ * step would), and a request that never waits ends there, Task-less, its end reported from C. A
+ * Task is made when the coroutine needs one:
  *
- * - it waits (yields a future, or None for sleep(0)): Task(boot.lazy_resume(coro, box)) in the
- *   same context; lazy_resume, primed to its first yield, hands what the coroutine yielded to the
- *   Task in its first step (run now, eagerly) and then delegates (yield from coro): from there on
- *   the request is an ordinary Task;
+ * - it waits (yields a future, or None for sleep(0)): Task(resumer) in the same context, where the
+ *   resumer (lw_resume, a C coroutine-like object) hands what the coroutine yielded to the Task in
+ *   its first step (run now, eagerly) and then delegates every send and throw to the coroutine,
+ *   reporting its end: from there on the request is an ordinary Task;
  * - it asks for it: asyncio.current_task() / all_tasks() (boot's wrappers call lw_lazy_hook when
  *   the loop has no current task; asyncio.timeout, TaskGroup, anyio, sniffio all go through
  *   them), or the host cancels it (asgi_conn_cancel): the Task is made then, and entered as the
  *   loop's current task for the rest of the drive, so every later call sees the same object;
- *   when the drive ends, box tells lazy_resume how (returned, raised, or waiting on what).
+ *   when the drive ends, the resumer is told how (returned, raised, or waiting on what).
  *
  * The context, the running loop, current_task(), cancellation and timeouts are therefore those of
- * a Task wherever the app can observe them (tests/integration/test_asgi_lazy_task.py). */
+ * a Task wherever the app can observe them (tests/unit/test_asgi_task.c). */
 
 int lw_lazy_enabled(void)
 {
     return lw_eg.lazy_on && lw_eager_enabled();
 }
 
-/* Make the Task for the coroutine being driven: lazy_resume(coro, box, report) primed, Task() with
- * its first step caught. 0, or -1 with an exception set. */
-static int lw_lazy_make(PyObject *report)
+/* The coroutine of a Task made for a lazily started request. Until the Task's first step it only
+ * knows what the drive told it (state); then it is the request's coroutine for the Task: send and
+ * throw go through, and the end is reported (when the coroutine is the app's own). Looks like that
+ * coroutine to introspection (cr_frame, cr_await, cr_code, __qualname__: Task repr, get_stack,
+ * boot.task_stack). Registered as a collections.abc.Coroutine (Python 3.12's Task takes nothing
+ * else). GC-tracked: the app's frames may hold its Task. */
+enum { LR_UNKNOWN, LR_RETURNED, LR_RAISED, LR_WAITS, LR_RUNNING, LR_DONE };
+typedef struct {
+    PyObject_HEAD PyObject *coro; /* the request's coroutine */
+    PyObject *value; /* until the first step: the result, the exception, or what it waits on */
+    PyObject *owner; /* the connection whose end it reports (the app's own coroutine), or NULL */
+    void (*report)(PyObject *owner, PyObject *exc);
+    int state;
+} lw_resume;
+
+static PyTypeObject lw_ResumeType;
+
+static PyObject *lw_resume_new(PyObject *coro, PyObject *owner,
+                               void (*report)(PyObject *, PyObject *))
 {
-    PyObject *box = PyList_New(0);
-    PyObject *args[3] = {lw_eg.lz.coro, box, report};
-    PyObject *gen = box ? PyObject_Vectorcall(lw_eg.lazy_resume, args, 3, NULL) : NULL;
-    PyObject *r = NULL;
-    if (gen && PyIter_Send(gen, Py_None, &r) != PYGEN_NEXT) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "lazy_resume did not start");
-        Py_CLEAR(gen);
+    lw_resume *r = PyObject_GC_New(lw_resume, &lw_ResumeType);
+    if (!r) return NULL;
+    r->coro = Py_NewRef(coro);
+    r->value = NULL;
+    r->owner = Py_XNewRef(owner);
+    r->report = report;
+    r->state = LR_UNKNOWN;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+static int lw_resume_traverse(lw_resume *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->coro);
+    Py_VISIT(r->value);
+    Py_VISIT(r->owner);
+    return 0;
+}
+
+static int lw_resume_clear(lw_resume *r)
+{
+    Py_CLEAR(r->coro);
+    Py_CLEAR(r->value);
+    Py_CLEAR(r->owner);
+    return 0;
+}
+
+static void lw_resume_dealloc(lw_resume *r)
+{
+    PyObject_GC_UnTrack(r);
+    lw_resume_clear(r);
+    PyObject_GC_Del(r);
+}
+
+/* The end of a request whose coroutine is the app's own (no run_asgi around it): reported from C
+ * as run_asgi would (KeyboardInterrupt and SystemExit, which asyncio lets escape the loop, as a
+ * RuntimeError caused by them). @exc: None if it returned. */
+static void lw_lazy_report(PyObject *owner, void (*report)(PyObject *, PyObject *), PyObject *exc)
+{
+    PyObject *err = NULL;
+    if (exc != Py_None && (PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
+                           PyErr_GivenExceptionMatches(exc, PyExc_SystemExit))) {
+        err = PyObject_CallFunction(PyExc_RuntimeError, "s",
+                                    PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
+                                        ? "ASGI app raised SystemExit"
+                                        : "ASGI app raised KeyboardInterrupt");
+        if (err) PyException_SetCause(err, Py_NewRef(exc));
+        PyErr_Clear();
     }
-    Py_XDECREF(r);
+    report(owner, err ? err : exc);
+    Py_XDECREF(err);
+}
+
+/* The coroutine ended (sr: RETURN or ERROR, *res its value or NULL): reported if it is the app's,
+ * which then ends the Task with None, as run_asgi's body does (GeneratorExit, the Task being
+ * destroyed, goes on unreported). */
+static PySendResult lw_resume_end(lw_resume *r, PySendResult sr, PyObject **res)
+{
+    r->state = LR_DONE;
+    if (!r->owner) return sr;
+    PyObject *owner = r->owner;
+    r->owner = NULL;
+    if (sr == PYGEN_RETURN) {
+        lw_lazy_report(owner, r->report, Py_None);
+    } else {
+        if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+            Py_DECREF(owner);
+            return sr;
+        }
+        lw_exc_saved e;
+        LW_EXC_SAVE(e);
+        PyErr_NormalizeException(&e.t, &e.v, &e.tb);
+        if (e.v && e.tb) PyException_SetTraceback(e.v, e.tb);
+        lw_lazy_report(owner, r->report, e.v ? e.v : Py_None);
+        Py_XDECREF(e.t);
+        Py_XDECREF(e.v);
+        Py_XDECREF(e.tb);
+    }
+    Py_DECREF(owner);
+    Py_XSETREF(*res, Py_NewRef(Py_None));
+    return PYGEN_RETURN;
+}
+
+/* A method call's outcome as a send result (NULL + StopIteration: returned). */
+static PySendResult lw_as_send_result(PyObject *r, PyObject **res)
+{
+    if (r) {
+        *res = r;
+        return PYGEN_NEXT;
+    }
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        lw_exc_saved e;
+        LW_EXC_SAVE(e);
+        PyErr_NormalizeException(&e.t, &e.v, &e.tb);
+        PyObject *v = e.v ? PyObject_GetAttrString(e.v, "value") : NULL;
+        Py_XDECREF(e.t);
+        Py_XDECREF(e.v);
+        Py_XDECREF(e.tb);
+        if (!v) {
+            *res = NULL;
+            return PYGEN_ERROR;
+        }
+        *res = v;
+        return PYGEN_RETURN;
+    }
+    *res = NULL;
+    return PYGEN_ERROR;
+}
+
+static PySendResult lw_resume_am_send(lw_resume *r, PyObject *arg, PyObject **res)
+{
+    *res = NULL;
+    switch (r->state) {
+    case LR_RUNNING: {
+        PySendResult sr = PyIter_Send(r->coro, arg, res);
+        return sr == PYGEN_NEXT ? sr : lw_resume_end(r, sr, res);
+    }
+    case LR_WAITS: /* the Task's first step: it now waits on what the coroutine waits on */
+        r->state = LR_RUNNING;
+        *res = r->value;
+        r->value = NULL;
+        return PYGEN_NEXT;
+    case LR_RETURNED:
+        r->state = LR_DONE;
+        *res = r->value ? r->value : Py_NewRef(Py_None);
+        r->value = NULL;
+        return PYGEN_RETURN;
+    case LR_RAISED:
+        r->state = LR_DONE;
+        PyErr_SetObject((PyObject *)Py_TYPE(r->value), r->value);
+        Py_CLEAR(r->value);
+        return PYGEN_ERROR;
+    case LR_UNKNOWN:
+        PyErr_SetString(PyExc_RuntimeError, "an ASGI request's task stepped before libwsgi "
+                                            "handed its coroutine over");
+        return PYGEN_ERROR;
+    default:
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+}
+
+/* send(value), as a coroutine's */
+static PyObject *lw_resume_send(lw_resume *r, PyObject *arg)
+{
+    PyObject *res = NULL;
+    PySendResult sr = lw_resume_am_send(r, arg, &res);
+    if (sr == PYGEN_NEXT) return res;
+    if (sr == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
+        Py_DECREF(res);
+        if (stop) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+/* throw(exc) / throw(type[, value[, tb]]), as a coroutine's: what the Task does to cancel it. */
+static PyObject *lw_resume_throw(lw_resume *r, PyObject *args)
+{
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb)) return NULL;
+    PyObject *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        exc = Py_NewRef(typ);
+    } else {
+        PyErr_SetObject(typ, val ? val : Py_None);
+        lw_exc_saved e;
+        LW_EXC_SAVE(e);
+        PyErr_NormalizeException(&e.t, &e.v, &e.tb);
+        Py_XDECREF(e.t);
+        Py_XDECREF(e.tb);
+        if (!e.v) return NULL;
+        exc = e.v;
+    }
+    PyObject *res = NULL;
+    PySendResult sr;
+    switch (r->state) {
+    case LR_WAITS: {
+        /* Thrown in by the Task's first step (it was cancelled before it ever ran). */
+        PyObject *waited = r->value;
+        r->value = NULL;
+        r->state = LR_RUNNING;
+        if (PyErr_GivenExceptionMatches(exc, PyExc_GeneratorExit)) {
+            Py_XDECREF(waited);
+            PyObject *c = PyObject_CallMethod(r->coro, "close", NULL);
+            Py_XDECREF(c);
+            r->state = LR_DONE;
+            Py_CLEAR(r->owner);
+            if (c) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+            return NULL;
+        }
+        /* A Task cancelled before the coroutine's first wait cancels what it waits on and
+         * resumes it (the await raises CancelledError): do the same. */
+        PyObject *blocking = waited && waited != Py_None
+                                 ? PyObject_GetAttrString(waited, "_asyncio_future_blocking")
+                                 : NULL;
+        PyErr_Clear();
+        int cancelled = 0;
+        if (blocking && blocking != Py_None && lw_eg.cancelled_error &&
+            PyErr_GivenExceptionMatches(exc, lw_eg.cancelled_error)) {
+            PyObject *done = PyObject_CallMethod(waited, "done", NULL);
+            if (done == Py_False) {
+                PyObject *a = PyObject_GetAttrString(exc, "args");
+                PyObject *msg = a && PyTuple_Check(a) && PyTuple_GET_SIZE(a) > 0
+                                    ? PyTuple_GET_ITEM(a, 0)
+                                    : Py_None;
+                PyObject *c = PyObject_CallMethod(waited, "cancel", "O", msg);
+                cancelled = c == Py_True;
+                Py_XDECREF(c);
+                Py_XDECREF(a);
+            }
+            Py_XDECREF(done);
+            PyErr_Clear();
+        }
+        Py_XDECREF(blocking);
+        Py_XDECREF(waited);
+        if (cancelled)
+            sr = PyIter_Send(r->coro, Py_None, &res);
+        else
+            sr = lw_as_send_result(PyObject_CallMethod(r->coro, "throw", "O", exc), &res);
+        break;
+    }
+    case LR_RUNNING:
+        sr = lw_as_send_result(PyObject_CallMethod(r->coro, "throw", "O", exc), &res);
+        break;
+    case LR_RAISED: /* its coroutine had ended: the Task ends with what was thrown */
+    case LR_RETURNED:
+    default:
+        r->state = LR_DONE;
+        Py_CLEAR(r->value);
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(exc);
+    if (sr != PYGEN_NEXT) sr = lw_resume_end(r, sr, &res);
+    if (sr == PYGEN_NEXT) return res;
+    if (sr == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
+        Py_DECREF(res);
+        if (stop) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *lw_resume_close(lw_resume *r, PyObject *unused)
+{
+    (void)unused;
+    if (r->state == LR_DONE) Py_RETURN_NONE;
+    r->state = LR_DONE;
+    Py_CLEAR(r->value);
+    Py_CLEAR(r->owner);
+    return PyObject_CallMethod(r->coro, "close", NULL);
+}
+
+/* Introspection: the request's coroutine's own attributes. */
+static PyObject *lw_resume_attr(lw_resume *r, void *name)
+{
+    return PyObject_GetAttrString(r->coro, (const char *)name);
+}
+
+static PyMethodDef lw_resume_methods[] = {
+    {"send", (PyCFunction)lw_resume_send, METH_O, NULL},
+    {"throw", (PyCFunction)lw_resume_throw, METH_VARARGS, NULL},
+    {"close", (PyCFunction)lw_resume_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef lw_resume_getset[] = {
+    {"cr_frame", (getter)lw_resume_attr, NULL, NULL, "cr_frame"},
+    {"cr_await", (getter)lw_resume_attr, NULL, NULL, "cr_await"},
+    {"cr_code", (getter)lw_resume_attr, NULL, NULL, "cr_code"},
+    {"cr_running", (getter)lw_resume_attr, NULL, NULL, "cr_running"},
+    {"__name__", (getter)lw_resume_attr, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)lw_resume_attr, NULL, NULL, "__qualname__"},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyAsyncMethods lw_resume_async = {.am_send = (sendfunc)lw_resume_am_send};
+
+static PyTypeObject lw_ResumeType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "libwsgi.LazyTaskCoroutine",
+    .tp_basicsize = sizeof(lw_resume),
+    .tp_dealloc = (destructor)lw_resume_dealloc,
+    .tp_as_async = &lw_resume_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The coroutine of an ASGI request's Task made after the request started (libwsgi's "
+              "lazy tasks): the request's own coroutine, handed over.",
+    .tp_traverse = (traverseproc)lw_resume_traverse,
+    .tp_clear = (inquiry)lw_resume_clear,
+    .tp_methods = lw_resume_methods,
+    .tp_getset = lw_resume_getset,
+};
+
+/* Make the Task for the coroutine being driven: Task(resumer, context=the drive's) with its first
+ * step caught. 0, or -1 with an exception set. */
+static int lw_lazy_make(void)
+{
+    const lw_lazy_host *h = lw_eg.lz.host;
+    PyObject *r = lw_resume_new(lw_eg.lz.coro, lw_eg.lz.own ? h->owner : NULL, h->report);
     PyObject *step = NULL, *ctx = NULL;
-    PyObject *task = gen ? lw_eager_task(gen, lw_eg.lz.ctx, &step, &ctx) : NULL;
-    Py_XDECREF(gen);
+    PyObject *task = r ? lw_eager_task(r, lw_eg.lz.ctx, &step, &ctx) : NULL;
     Py_XDECREF(ctx);
     if (!task) {
-        Py_XDECREF(box);
+        Py_XDECREF(r);
         Py_XDECREF(step);
         return -1;
     }
     lw_eg.lz.task = task;
     lw_eg.lz.step = step; /* NULL: scheduled the usual way (someone's call_soon), runs next turn */
-    lw_eg.lz.box = box;
+    lw_eg.lz.resume = r;
     if (lw_eg.lz.slot) Py_XSETREF(*lw_eg.lz.slot, Py_NewRef(task));
     return 0;
 }
@@ -525,12 +863,7 @@ static PyObject *lw_lazy_hook(PyObject *self, PyObject *loop)
     if (!lw_eg.lz.active || !lw_eg.lz.coro || !lw_rt || loop != lw_rt->loop ||
         !pthread_equal(lw_rt->loop_thread, pthread_self()))
         Py_RETURN_NONE;
-    if (!lw_eg.lz.task) {
-        PyObject *report = lw_eg.lz.host->report_callable(lw_eg.lz.host->owner);
-        int r = report ? lw_lazy_make(lw_eg.lz.own ? report : Py_None) : -1;
-        Py_XDECREF(report);
-        if (r < 0) return NULL;
-    }
+    if (!lw_eg.lz.task && lw_lazy_make() < 0) return NULL;
     if (!lw_eg.lz.entered) {
         PyObject *a[2] = {loop, lw_eg.lz.task};
         PyObject *r = PyObject_Vectorcall(lw_eg.enter_task, a, 2, NULL);
@@ -550,25 +883,6 @@ PyObject *lw_lazy_task_of(PyObject **slot)
     return t == Py_None ? NULL : t;
 }
 
-/* The end of a request whose coroutine is the app's own (no run_asgi around it): reported from C
- * as run_asgi would (KeyboardInterrupt and SystemExit, which asyncio lets escape the loop, as a
- * RuntimeError caused by them). @exc: None if it returned. */
-static void lw_lazy_report(const lw_lazy_host *h, PyObject *exc)
-{
-    PyObject *err = NULL;
-    if (exc != Py_None && (PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
-                           PyErr_GivenExceptionMatches(exc, PyExc_SystemExit))) {
-        err = PyObject_CallFunction(PyExc_RuntimeError, "s",
-                                    PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)
-                                        ? "ASGI app raised SystemExit"
-                                        : "ASGI app raised KeyboardInterrupt");
-        if (err) PyException_SetCause(err, Py_NewRef(exc));
-        PyErr_Clear();
-    }
-    h->report(h->owner, err ? err : exc);
-    Py_XDECREF(err);
-}
-
 int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
 {
     wsgi_runtime *rt = lw_rt;
@@ -581,7 +895,7 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     lw_eg.lz.slot = h->slot;
     lw_eg.lz.host = h;
     lw_eg.lz.own = 0;
-    lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.box = NULL;
+    lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.resume = NULL;
     int turn = rt->loop_turn;
     rt->loop_turn = 1; /* asgi_loop_run and the lifespan calls are refused meanwhile */
     PyObject *coro = NULL, *val = NULL;
@@ -624,8 +938,10 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     int rc = 0;
     if (own && sr != PYGEN_NEXT && (coro || exc)) {
         /* Reported in the step, as run_asgi does: its Task (if one was made) is still current
-         * and another dispatch from the callbacks waits for a turn. */
-        lw_lazy_report(h, sr == PYGEN_RETURN || !exc ? Py_None : exc);
+         * and another dispatch from the callbacks waits for a turn. The resumer, if made, then
+         * only ends its Task. */
+        if (lw_eg.lz.resume) Py_CLEAR(((lw_resume *)lw_eg.lz.resume)->owner);
+        lw_lazy_report(h->owner, h->report, sr == PYGEN_RETURN || !exc ? Py_None : exc);
     } else if (!own && sr == PYGEN_ERROR) {
         rc = -1; /* run_asgi failed (or could not be made): the caller ends the request */
     }
@@ -655,52 +971,48 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
         return rc;
     }
     /* A Task takes over: made now if the coroutine waits, else told how the step ended. */
-    if (!lw_eg.lz.task) {
-        PyObject *report = own ? h->report_callable(h->owner) : Py_NewRef(Py_None);
-        if (!report || lw_lazy_make(report) < 0) {
-            /* Nothing can resume it: close it (its finally blocks run) and fail the request. */
-            Py_XDECREF(report);
-            Py_XDECREF(val);
-            lw_exc_saved e2;
-            LW_EXC_SAVE(e2);
-            PyObject *r = PyObject_CallMethod(coro, "close", NULL);
-            if (!r)
-                lw_log_exception("closing an ASGI coroutine that could not get a task", NULL, 0);
-            Py_XDECREF(r);
-            LW_EXC_RESTORE(e2);
-            Py_XDECREF(exc);
-            Py_XDECREF(coro);
-            Py_DECREF(ctx);
-            lw_eg.lz.coro = NULL;
-            return -1;
-        }
-        Py_DECREF(report);
+    if (!lw_eg.lz.task && lw_lazy_make() < 0) {
+        /* Nothing can resume it: close it (its finally blocks run) and fail the request. */
+        Py_XDECREF(val);
+        lw_exc_saved e2;
+        LW_EXC_SAVE(e2);
+        PyObject *r = PyObject_CallMethod(coro, "close", NULL);
+        if (!r) lw_log_exception("closing an ASGI coroutine that could not get a task", NULL, 0);
+        Py_XDECREF(r);
+        LW_EXC_RESTORE(e2);
+        Py_XDECREF(exc);
+        Py_XDECREF(coro);
+        Py_DECREF(ctx);
+        lw_eg.lz.coro = NULL;
+        return -1;
     }
     lw_eg.lz.coro = NULL;
-    PyObject *task = lw_eg.lz.task, *step = lw_eg.lz.step, *box = lw_eg.lz.box;
-    lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.box = NULL;
+    PyObject *task = lw_eg.lz.task, *step = lw_eg.lz.step;
+    lw_resume *res = (lw_resume *)lw_eg.lz.resume;
+    lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.resume = NULL;
     lw_eg.lz.slot = NULL;
-    /* box: [2, what it waits on]; [0, result]; [1, exception] (the app's own coroutine's end was
-     * reported above: its Task then just ends, as run_asgi's does) */
-    long kind = sr == PYGEN_NEXT ? 2 : (sr == PYGEN_ERROR && !own) ? 1 : 0;
-    PyObject *value = kind == 2 ? val : kind == 1 ? Py_XNewRef(exc) : Py_NewRef(Py_None);
-    if (kind != 2) Py_XDECREF(val);
-    if (!value) value = Py_NewRef(Py_None);
-    PyObject *k = PyLong_FromLong(kind);
-    if (!k || PyList_Append(box, k) < 0 || PyList_Append(box, value) < 0) {
-        lw_log_exception("handing an ASGI coroutine to its task", NULL, 0);
-        rc = -1;
+    /* The resumer learns how the drive ended: waiting on val; returned (the app's own coroutine's
+     * end was reported above: its Task then just ends, as run_asgi's does); or run_asgi raised. */
+    if (sr == PYGEN_NEXT) {
+        res->state = LR_WAITS;
+        res->value = val ? val : Py_NewRef(Py_None);
+    } else if (sr == PYGEN_ERROR && !own) {
+        res->state = LR_RAISED;
+        res->value = exc ? Py_NewRef(exc) : PyObject_CallNoArgs(PyExc_RuntimeError);
+        Py_XDECREF(val);
+    } else {
+        res->state = LR_RETURNED;
+        res->value = own || !val ? Py_NewRef(Py_None) : val;
+        if (own) Py_XDECREF(val);
     }
-    Py_XDECREF(k);
-    Py_DECREF(value);
     if (step) {
-        if (kind == 1 || rc == 0) lw_eager_step(step, ctx); /* the Task takes over now */
+        lw_eager_step(step, ctx); /* the Task's first step: it takes over now */
         Py_DECREF(step);
     }
     if (rc < 0 && exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc); /* for the caller */
     Py_XDECREF(exc);
     Py_XDECREF(coro);
-    Py_DECREF(box);
+    Py_DECREF((PyObject *)res);
     Py_DECREF(task);
     Py_DECREF(ctx);
     return rc;
@@ -796,7 +1108,17 @@ static void lw_eager_init(wsgi_runtime *rt)
     if (lw_eg.usable) {
         PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
         lw_eg.boot_dict = PyModule_GetDict(rt->boot);
-        lw_eg.lazy_resume = Py_XNewRef(PyDict_GetItemString(lw_eg.boot_dict, "lazy_resume"));
+        lw_eg.cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
+        /* The resumer must pass asyncio.iscoroutine() (Task() checks it): a Coroutine. */
+        int typed = PyType_Ready(&lw_ResumeType) == 0;
+        PyObject *abc = typed ? PyImport_ImportModule("collections.abc") : NULL;
+        PyObject *co = abc ? PyObject_GetAttrString(abc, "Coroutine") : NULL;
+        PyObject *ok =
+            co ? PyObject_CallMethod(co, "register", "O", (PyObject *)&lw_ResumeType) : NULL;
+        typed = ok != NULL;
+        Py_XDECREF(ok);
+        Py_XDECREF(co);
+        Py_XDECREF(abc);
         lw_eg.enter_task = tasks ? PyObject_GetAttrString(tasks, "_enter_task") : NULL;
         lw_eg.leave_task = tasks ? PyObject_GetAttrString(tasks, "_leave_task") : NULL;
         lw_eg.task_kwnames_ctx = Py_BuildValue("(sss)", "loop", "name", "context");
@@ -812,8 +1134,8 @@ static void lw_eager_init(wsgi_runtime *rt)
             lw_eg.boot_dict ? PyDict_GetItemString(lw_eg.boot_dict, "_orig_current_task") : NULL;
         int wrapped = cur && mine && cur != mine && PyObject_HasAttrString(cur, "__wrapped__");
         Py_XDECREF(cur);
-        if (!off && wrapped && hook && lw_eg.lazy_resume && lw_eg.enter_task && lw_eg.leave_task &&
-            lw_eg.task_kwnames_ctx && lw_eg.s_lazy_task &&
+        if (!off && wrapped && typed && hook && lw_eg.cancelled_error && lw_eg.enter_task &&
+            lw_eg.leave_task && lw_eg.task_kwnames_ctx && lw_eg.s_lazy_task &&
             PyDict_SetItem(lw_eg.boot_dict, lw_eg.s_lazy_task, hook) == 0)
             lw_eg.lazy_on = 1;
         Py_XDECREF(hook);

@@ -112,10 +112,6 @@ def task_stack(task):
         if frame is None:
             break
         code = frame.f_code
-        if code is lazy_resume.__code__ or code is _lazy_wait.__code__:
-            # libwsgi's, around a request's coroutine: skip to it
-            obj = frame.f_locals.get("coro")
-            continue
         lines.append('  File "%s", line %d, in %s' % (code.co_filename, frame.f_lineno, code.co_name))
         obj = (getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
                or getattr(obj, "ag_await", None))
@@ -277,13 +273,11 @@ class Lifespan:
 # ---- ASGI: requests run without a Task until they need one (asgi_loop.c, "lazy tasks") ----------
 #
 # libwsgi drives a request's coroutine itself (coro.send) while it does not wait; only when it
-# waits, or asks for its task, does it get an asyncio.Task, whose body is lazy_resume(). Until then
+# waits, or asks for its task, does it get an asyncio.Task (around a C resumer). Until then
 # the task that asyncio.current_task() and all_tasks() must report does not exist: these wrappers
 # ask libwsgi to make it (_lazy_task, set by asgi_loop.c while lazy tasks are on) when the running
 # loop's current task is None. Installed when this module runs, before any app is imported, and
 # rebound in the modules that imported the originals by name before (asyncio's own, for one).
-import types as _types
-
 _lazy_task = None
 
 
@@ -327,97 +321,6 @@ try:
     _orig_current_task = _install_task_hooks()
 except Exception:  # an asyncio without these: requests then get their Task first (asgi_loop.c)
     _orig_current_task = None
-
-
-class _Yield:
-    """await _Yield(v) hands v to whoever drives the awaiting coroutine (its Task), as the
-    coroutine's own await did, and returns what it sends back."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def __await__(self):
-        return (yield self.value)
-
-
-class _Resume:
-    """await _Resume(coro) delegates to a coroutine already suspended in an await of its own (an
-    `await coro` refuses one: "coroutine is being awaited already")."""
-
-    __slots__ = ("it",)
-
-    def __init__(self, coro):
-        self.it = coro.__await__()
-
-    def __await__(self):
-        return self.it
-
-
-async def lazy_resume(coro, box, report):
-    """The body of the Task that libwsgi gives a request's coroutine once it needs one. Primed to
-    its first await before the Task exists; when the Task's first step resumes it, box holds how
-    the coroutine's run without a Task ended: [0, result], [1, exception], or [2, what it yielded]
-    (it waits on that). From then on the Task drives the coroutine through this one, and report
-    (None when coro is run_asgi's, which reports itself) hears its end, as in run_asgi. A
-    coroutine, not a generator: Python 3.12's Task takes nothing else."""
-    try:
-        await _Yield(None)
-        exc = None
-    except BaseException as e:  # the Task was cancelled before its first step
-        exc = e
-    kind, value = box
-    box.clear()
-    if kind == 0:
-        if exc is not None:
-            raise exc
-        return value
-    if kind == 1:
-        raise value
-    if report is None:
-        return await _lazy_wait(coro, value, exc)
-    try:
-        await _lazy_wait(coro, value, exc)
-    except GeneratorExit:
-        raise  # the task is being destroyed: nothing to report to
-    except (KeyboardInterrupt, SystemExit) as e:
-        err = RuntimeError(f"ASGI app raised {type(e).__name__}")
-        err.__cause__ = e
-        report(err)
-    except BaseException as e:
-        report(e)
-    else:
-        report(None)
-
-
-async def _lazy_wait(coro, value, exc):
-    """lazy_resume's delegation to coro, which waits on value (exc: thrown in by the Task's first
-    step)."""
-    while True:
-        if exc is None:
-            try:
-                await _Yield(value)  # to the Task, as the coroutine yielded it
-            except BaseException as e:
-                exc = e
-            else:
-                return await _Resume(coro)
-        if isinstance(exc, GeneratorExit):
-            coro.close()
-            raise exc
-        if (isinstance(exc, asyncio.CancelledError) and asyncio.isfuture(value)
-                and not value.done()):
-            # What a Task does when cancelled before the coroutine's first wait: cancel what it
-            # waits on, then resume it (the await raises CancelledError).
-            value.cancel(exc.args[0] if exc.args else None)
-            exc = value = None
-            return await _Resume(coro)
-        try:
-            value = coro.throw(exc)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            exc = None
 
 
 async def eager_probe():
