@@ -613,6 +613,25 @@ static void test_app_call_not_a_coroutine(void **state)
     ah_rec_free(&rec);
 }
 
+
+/* The Task a request gets at its first wait shows the app's coroutine (repr, get_stack, the
+ * coroutine's code), and, kept in a local of that coroutine, it is released once the request is
+ * done. */
+static void test_task_introspection_and_collection(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    run_ok(APPS "introspect_after_wait", key, NULL, "ok");
+    ah_drive_idle();
+    run_ok(APPS "collected", key, NULL, "ok");
+    /* (a Task made before the first step runs run_asgi around the app: its stack is run_asgi's) */
+    assert_notes(key, ah_env_lazy() ? "stack has the app True, coro introspect_after_wait, in the "
+                                      "repr True\ntask collected True"
+                                    : "stack has the app False, coro run_asgi, in the repr True\n"
+                                      "task collected True");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,6 +656,7 @@ int main(void)
         ah_unit_test(test_bad_first_yield),
         ah_unit_test(test_host_cancel_during_first_step),
         ah_unit_test(test_app_call_not_a_coroutine),
+        ah_unit_test(test_task_introspection_and_collection),
     };
     return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
 }

@@ -351,3 +351,27 @@ def awaitable_object(scope, receive, send):
 def raises_in_call(scope, receive, send):
     """A plain function that raises before returning anything."""
     raise ValueError("libwsgi-test raised in the call")
+
+
+async def introspect_after_wait(scope, receive, send):
+    """Its Task, made at its first wait, shows this coroutine: repr, get_stack(), get_coro()'s
+    code; the Task it kept in a local is released once it is done."""
+    import weakref
+    key = query(scope)["key"]
+    await asyncio.sleep(0)
+    t = asyncio.current_task()
+    names = [f.f_code.co_name for f in t.get_stack()]
+    coro = t.get_coro().cr_code.co_name
+    note(key, "stack has the app %s, coro %s, in the repr %s" % (
+        "introspect_after_wait" in names, coro, coro + "()" in repr(t)))
+    EVENTS[key] = weakref.ref(t)
+    await respond(send, 200, b"ok")
+
+
+async def collected(scope, receive, send):
+    """After gc.collect(): whether the task `introspect_after_wait` kept a weak reference to is gone."""
+    import gc
+    key = query(scope)["key"]
+    gc.collect()
+    note(key, "task collected %s" % (EVENTS.pop(key)() is None))
+    await respond(send, 200, b"ok")
