@@ -1191,6 +1191,7 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
             PyObject *exc = lw_take_exception();
             if (!c->done) lw_ac_end(c, 0, exc ? exc : Py_None); /* logs it */
             Py_XDECREF(exc);
+            Py_CLEAR(c->task); /* a Task it may have got: nothing left to report through c */
         }
         c->eager_step = 0;
         Py_DECREF(scope);

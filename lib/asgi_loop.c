@@ -523,9 +523,10 @@ int lw_lazy_enabled(void)
  * else). GC-tracked: the app's frames may hold its Task. */
 enum { LR_UNKNOWN, LR_RETURNED, LR_RAISED, LR_WAITS, LR_RUNNING, LR_DONE };
 typedef struct {
-    PyObject_HEAD PyObject *coro; /* the request's coroutine */
-    PyObject *value; /* until the first step: the result, the exception, or what it waits on */
-    PyObject *owner; /* the connection whose end it reports (the app's own coroutine), or NULL */
+    PyObject_HEAD PyObject *coro; /* the request's coroutine (NULL until the app's call returns) */
+    PyObject *value;   /* until the first step: the result, the exception, or what it waits on */
+    PyObject *pending; /* thrown into the coroutine at the next send (a cancel that came early) */
+    PyObject *owner;   /* the connection whose end it reports (the app's own coroutine), or NULL */
     void (*report)(PyObject *owner, PyObject *exc);
     int state;
 } lw_resume;
@@ -537,8 +538,8 @@ static PyObject *lw_resume_new(PyObject *coro, PyObject *owner,
 {
     lw_resume *r = PyObject_GC_New(lw_resume, &lw_ResumeType);
     if (!r) return NULL;
-    r->coro = Py_NewRef(coro);
-    r->value = NULL;
+    r->coro = Py_XNewRef(coro);
+    r->value = r->pending = NULL;
     r->owner = Py_XNewRef(owner);
     r->report = report;
     r->state = LR_UNKNOWN;
@@ -550,6 +551,7 @@ static int lw_resume_traverse(lw_resume *r, visitproc visit, void *arg)
 {
     Py_VISIT(r->coro);
     Py_VISIT(r->value);
+    Py_VISIT(r->pending);
     Py_VISIT(r->owner);
     return 0;
 }
@@ -558,6 +560,7 @@ static int lw_resume_clear(lw_resume *r)
 {
     Py_CLEAR(r->coro);
     Py_CLEAR(r->value);
+    Py_CLEAR(r->pending);
     Py_CLEAR(r->owner);
     return 0;
 }
@@ -649,7 +652,15 @@ static PySendResult lw_resume_am_send(lw_resume *r, PyObject *arg, PyObject **re
     *res = NULL;
     switch (r->state) {
     case LR_RUNNING: {
-        PySendResult sr = PyIter_Send(r->coro, arg, res);
+        PySendResult sr;
+        if (r->pending) { /* a cancel the Task asked for before its first wait: now, as it would */
+            PyObject *exc = r->pending;
+            r->pending = NULL;
+            sr = lw_as_send_result(PyObject_CallMethod(r->coro, "throw", "O", exc), res);
+            Py_DECREF(exc);
+        } else {
+            sr = PyIter_Send(r->coro, arg, res);
+        }
         return sr == PYGEN_NEXT ? sr : lw_resume_end(r, sr, res);
     }
     case LR_WAITS: /* the Task's first step: it now waits on what the coroutine waits on */
@@ -716,7 +727,10 @@ static PyObject *lw_resume_throw(lw_resume *r, PyObject *args)
     PySendResult sr;
     switch (r->state) {
     case LR_WAITS: {
-        /* Thrown in by the Task's first step (it was cancelled before it ever ran). */
+        /* Thrown in by the Task's first step: it was cancelled before it ever ran (_must_cancel).
+         * A Task in that state cancels what the coroutine waits on and waits for it to end; if
+         * that cannot be cancelled (done, or a bare yield), it throws CancelledError in at its
+         * next step. Hand the awaited object to the Task so that it does just that. */
         PyObject *waited = r->value;
         r->value = NULL;
         r->state = LR_RUNNING;
@@ -730,17 +744,11 @@ static PyObject *lw_resume_throw(lw_resume *r, PyObject *args)
             Py_DECREF(exc);
             return NULL;
         }
-        /* A Task cancelled before the coroutine's first wait cancels what it waits on and
-         * resumes it (the await raises CancelledError): do the same. */
-        PyObject *blocking = waited && waited != Py_None
-                                 ? PyObject_GetAttrString(waited, "_asyncio_future_blocking")
-                                 : NULL;
-        PyErr_Clear();
         int cancelled = 0;
-        if (blocking && blocking != Py_None && lw_eg.cancelled_error &&
+        if (waited && waited != Py_None && lw_eg.cancelled_error &&
             PyErr_GivenExceptionMatches(exc, lw_eg.cancelled_error)) {
-            PyObject *done = PyObject_CallMethod(waited, "done", NULL);
-            if (done == Py_False) {
+            PyObject *blocking = PyObject_GetAttrString(waited, "_asyncio_future_blocking");
+            if (blocking && blocking != Py_None) {
                 PyObject *a = PyObject_GetAttrString(exc, "args");
                 PyObject *msg = a && PyTuple_Check(a) && PyTuple_GET_SIZE(a) > 0
                                     ? PyTuple_GET_ITEM(a, 0)
@@ -750,16 +758,12 @@ static PyObject *lw_resume_throw(lw_resume *r, PyObject *args)
                 Py_XDECREF(c);
                 Py_XDECREF(a);
             }
-            Py_XDECREF(done);
+            Py_XDECREF(blocking);
             PyErr_Clear();
         }
-        Py_XDECREF(blocking);
-        Py_XDECREF(waited);
-        if (cancelled)
-            sr = PyIter_Send(r->coro, Py_None, &res);
-        else
-            sr = lw_as_send_result(PyObject_CallMethod(r->coro, "throw", "O", exc), &res);
-        break;
+        if (!cancelled) r->pending = Py_NewRef(exc);
+        Py_DECREF(exc);
+        return waited ? waited : Py_NewRef(Py_None); /* the Task waits on it */
     }
     case LR_RUNNING:
         sr = lw_as_send_result(PyObject_CallMethod(r->coro, "throw", "O", exc), &res);
@@ -793,13 +797,16 @@ static PyObject *lw_resume_close(lw_resume *r, PyObject *unused)
     if (r->state == LR_DONE) Py_RETURN_NONE;
     r->state = LR_DONE;
     Py_CLEAR(r->value);
+    Py_CLEAR(r->pending);
     Py_CLEAR(r->owner);
+    if (!r->coro) Py_RETURN_NONE;
     return PyObject_CallMethod(r->coro, "close", NULL);
 }
 
 /* Introspection: the request's coroutine's own attributes. */
 static PyObject *lw_resume_attr(lw_resume *r, void *name)
 {
+    if (!r->coro) Py_RETURN_NONE;
     return PyObject_GetAttrString(r->coro, (const char *)name);
 }
 
@@ -839,7 +846,9 @@ static PyTypeObject lw_ResumeType = {
 static int lw_lazy_make(void)
 {
     const lw_lazy_host *h = lw_eg.lz.host;
-    PyObject *r = lw_resume_new(lw_eg.lz.coro, lw_eg.lz.own ? h->owner : NULL, h->report);
+    /* (coro: NULL when asked for during the app's call; the owner, for a coroutine that waits, is
+     * set when the drive ends) */
+    PyObject *r = lw_resume_new(lw_eg.lz.coro, NULL, h->report);
     PyObject *step = NULL, *ctx = NULL;
     PyObject *task = r ? lw_eager_task(r, lw_eg.lz.ctx, &step, &ctx) : NULL;
     Py_XDECREF(ctx);
@@ -860,7 +869,7 @@ static int lw_lazy_make(void)
 static PyObject *lw_lazy_hook(PyObject *self, PyObject *loop)
 {
     (void)self;
-    if (!lw_eg.lz.active || !lw_eg.lz.coro || !lw_rt || loop != lw_rt->loop ||
+    if (!lw_eg.lz.active || !lw_rt || loop != lw_rt->loop ||
         !pthread_equal(lw_rt->loop_thread, pthread_self()))
         Py_RETURN_NONE;
     if (!lw_eg.lz.task && lw_lazy_make() < 0) return NULL;
@@ -993,9 +1002,11 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     lw_eg.lz.slot = NULL;
     /* The resumer learns how the drive ended: waiting on val; returned (the app's own coroutine's
      * end was reported above: its Task then just ends, as run_asgi's does); or run_asgi raised. */
+    if (!res->coro && coro) res->coro = Py_NewRef(coro); /* made during the app's call */
     if (sr == PYGEN_NEXT) {
         res->state = LR_WAITS;
         res->value = val ? val : Py_NewRef(Py_None);
+        if (own && !res->owner) res->owner = Py_NewRef(h->owner); /* reports the end */
     } else if (sr == PYGEN_ERROR && !own) {
         res->state = LR_RAISED;
         res->value = exc ? Py_NewRef(exc) : PyObject_CallNoArgs(PyExc_RuntimeError);

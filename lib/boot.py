@@ -329,13 +329,14 @@ async def eager_probe():
     return asyncio.current_task()
 
 
-async def run_asgi(app, scope, receive, send, report, aw=None):
+async def run_asgi(app, scope, receive, send, report, *aw):
     """The task body of one ASGI connection: however the app ends (returns, raises synchronously
     or later, returns a non-awaitable, is cancelled), report() hears it here, in the task's last
-    step, so the host learns the end in the same loop turn. aw: what app(scope, receive, send)
-    returned, when libwsgi called it already (lazy tasks: an app that returns no coroutine)."""
+    step, so the host learns the end in the same loop turn. aw: (what app(scope, receive, send)
+    returned,) when libwsgi called it already (lazy tasks: an app that returns no coroutine; None
+    included, whose await raises the TypeError to report)."""
     try:
-        await (app(scope, receive, send) if aw is None else aw)
+        await (aw[0] if aw else app(scope, receive, send))
     except GeneratorExit:
         raise  # the task is being destroyed: nothing to report to
     except (KeyboardInterrupt, SystemExit) as exc:

@@ -632,6 +632,72 @@ static void test_task_introspection_and_collection(void **state)
                                       "task collected True");
 }
 
+/* Cancelled before its first wait, which is on a Task or a gather(): what it awaits is cancelled,
+ * and the await raises CancelledError once that has ended (as Task.__step does: it cancels its
+ * _fut_waiter and waits for it), not at once (a Task's cancel() does not end it). */
+static void test_cancel_self_then_await_task(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    run_ok(APPS "cancel_self_then_await_task", key, NULL, "ok");
+    run_ok(APPS "cancel_self_then_await_task", key, "&gather=1", "ok");
+    run_ok(APPS "cancel_self_then_sleep0", key, NULL, "ok");
+    assert_notes(key, "CancelledError, what it awaited done True\n"
+                      "CancelledError, what it awaited done True\n"
+                      "CancelledError at sleep(0)");
+}
+
+/* An app callable returning None: the TypeError that awaiting None raises, a 500. */
+static void test_app_call_returns_none(void **state)
+{
+    (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    size_t mark = th_log_mark();
+    asgi_conn *conn = ah_dispatch(forced_asgi(APPS "returns_none"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_500(&rec, WSGI_ERR_APP);
+    assert_true(th_log_count(mark, WSGI_LOG_ERROR, "can't be used in 'await' expression") >= 1);
+    assert_int_equal(th_log_count(mark, WSGI_LOG_ERROR, "not callable"), 0);
+    ah_rec_free(&rec);
+}
+
+/* A plain-function app (a wrapper) that asks for asyncio.current_task() before it returns its
+ * coroutine (or an awaitable object) gets the request's Task, the one the coroutine then runs in
+ * (with or without a wait), as when the call is made inside the Task. */
+static void test_task_asked_for_in_the_call(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    wsgi_app *app = forced_asgi(APPS "task_in_call");
+    static const char *const extra[] = {"", "&wait=1", "&obj=1", "&obj=1&wait=1"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(target, sizeof target, "/?key=%s%s", key, extra[i]);
+        th_req r;
+        th_req_init(&r, "GET", target);
+        ah_rec rec;
+        ah_rec_init(&rec);
+        asgi_conn *conn = ah_dispatch(app, &r, &rec);
+        ah_drive_done(&rec);
+        asgi_conn_free(conn);
+        ah_assert_ok(&rec, 200, "ok");
+        ah_rec_free(&rec);
+    }
+    assert_notes(key, "in the call: a Task True\n"
+                      "in the coroutine: same True, after a wait True\n"
+                      "in the call: a Task True\n"
+                      "in the coroutine: same True, after a wait True\n"
+                      "in the call: a Task True\n"
+                      "in the coroutine: same True, after a wait True\n"
+                      "in the call: a Task True\n"
+                      "in the coroutine: same True, after a wait True");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -657,6 +723,9 @@ int main(void)
         ah_unit_test(test_host_cancel_during_first_step),
         ah_unit_test(test_app_call_not_a_coroutine),
         ah_unit_test(test_task_introspection_and_collection),
+        ah_unit_test(test_cancel_self_then_await_task),
+        ah_unit_test(test_app_call_returns_none),
+        ah_unit_test(test_task_asked_for_in_the_call),
     };
     return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
 }

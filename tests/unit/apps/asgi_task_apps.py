@@ -375,3 +375,71 @@ async def collected(scope, receive, send):
     gc.collect()
     note(key, "task collected %s" % (EVENTS.pop(key)() is None))
     await respond(send, 200, b"ok")
+
+
+async def cancel_self_then_await_task(scope, receive, send):
+    """Cancels its own task before its first wait, which is on another Task (or a gather()):
+    as for any Task, that one is cancelled and the await raises CancelledError once it has ended
+    (Task.cancel() does not end a Task at once)."""
+    key = query(scope)["key"]
+    if query(scope).get("gather"):
+        inner = asyncio.gather(asyncio.sleep(5), asyncio.sleep(5))
+    else:
+        inner = asyncio.get_running_loop().create_task(asyncio.sleep(5))
+    asyncio.current_task().cancel()
+    try:
+        await inner
+        note(key, "not cancelled")
+    except asyncio.CancelledError:
+        note(key, "CancelledError, what it awaited done %s" % inner.done())
+        asyncio.current_task().uncancel()
+    except BaseException as e:
+        note(key, "%s: %s" % (type(e).__name__, e))
+    await respond(send, 200, b"ok")
+
+
+def returns_none(scope, receive, send):
+    """A plain function that returns None, which is not awaitable."""
+    return None
+
+
+def task_in_call(scope, receive, send):
+    """A plain function (an ASGI wrapper) that asks for its task before returning the coroutine:
+    the same Task as the coroutine's, as when the call runs inside the Task (run_asgi)."""
+    key = query(scope)["key"]
+    t = asyncio.current_task()
+    note(key, "in the call: a Task %s" % isinstance(t, asyncio.Task))
+
+    async def body():
+        same_first = asyncio.current_task() is t
+        if query(scope).get("wait"):
+            await asyncio.sleep(0)
+        note(key, "in the coroutine: same %s, after a wait %s" % (
+            same_first, asyncio.current_task() is t))
+        await respond(send, 200, b"ok")
+
+    if query(scope).get("obj"):  # an awaitable object that is not a coroutine
+        return _Awaiting(body())
+    return body()
+
+
+class _Awaiting:
+    def __init__(self, coro):
+        self.coro = coro
+
+    def __await__(self):
+        return self.coro.__await__()
+
+
+async def cancel_self_then_sleep0(scope, receive, send):
+    """Cancels its own task, then its first wait is a bare yield (sleep(0)), which cannot be
+    cancelled: the Task throws CancelledError in at its next step, as for any Task."""
+    key = query(scope)["key"]
+    asyncio.current_task().cancel()
+    try:
+        await asyncio.sleep(0)
+        note(key, "not cancelled")
+    except asyncio.CancelledError:
+        note(key, "CancelledError at sleep(0)")
+        asyncio.current_task().uncancel()
+    await respond(send, 200, b"ok")
