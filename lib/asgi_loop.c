@@ -688,11 +688,10 @@ static PySendResult lw_resume_am_send(lw_resume *r, PyObject *arg, PyObject **re
     }
 }
 
-/* send(value), as a coroutine's */
-static PyObject *lw_resume_send(lw_resume *r, PyObject *arg)
+/* A send result as a coroutine method's: the yielded value, or NULL with StopIteration(value) or
+ * the exception set. */
+static PyObject *lw_send_result_obj(PySendResult sr, PyObject *res)
 {
-    PyObject *res = NULL;
-    PySendResult sr = lw_resume_am_send(r, arg, &res);
     if (sr == PYGEN_NEXT) return res;
     if (sr == PYGEN_RETURN) {
         PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
@@ -703,6 +702,14 @@ static PyObject *lw_resume_send(lw_resume *r, PyObject *arg)
         }
     }
     return NULL;
+}
+
+/* send(value), as a coroutine's */
+static PyObject *lw_resume_send(lw_resume *r, PyObject *arg)
+{
+    PyObject *res = NULL;
+    PySendResult sr = lw_resume_am_send(r, arg, &res);
+    return lw_send_result_obj(sr, res);
 }
 
 /* throw(exc) / throw(type[, value[, tb]]), as a coroutine's: what the Task does to cancel it. */
@@ -779,16 +786,7 @@ static PyObject *lw_resume_throw(lw_resume *r, PyObject *args)
     }
     Py_DECREF(exc);
     if (sr != PYGEN_NEXT) sr = lw_resume_end(r, sr, &res);
-    if (sr == PYGEN_NEXT) return res;
-    if (sr == PYGEN_RETURN) {
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
-        Py_DECREF(res);
-        if (stop) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-    }
-    return NULL;
+    return lw_send_result_obj(sr, res);
 }
 
 static PyObject *lw_resume_close(lw_resume *r, PyObject *unused)
