@@ -150,7 +150,6 @@ static struct {
         PyObject *coro, *ctx; /* borrowed for the drive */
         PyObject **slot;      /* where the Task goes once made (the connection's) */
         const lw_lazy_host *host; /* whose coroutine it is */
-        int own; /* the coroutine is the app's (no run_asgi): its end is reported by libwsgi */
         PyObject *task, *step,
             *resume; /* once made: the Task, its caught first step, the resumer */
     } lz;
@@ -533,14 +532,14 @@ typedef struct {
 
 static PyTypeObject lw_ResumeType;
 
-static PyObject *lw_resume_new(PyObject *coro, PyObject *owner,
-                               void (*report)(PyObject *, PyObject *))
+/* The owner (who hears the end) is set once the coroutine waits (lw_lazy_drive). */
+static PyObject *lw_resume_new(PyObject *coro, void (*report)(PyObject *, PyObject *))
 {
     lw_resume *r = PyObject_GC_New(lw_resume, &lw_ResumeType);
     if (!r) return NULL;
     r->coro = Py_XNewRef(coro);
     r->value = r->pending = NULL;
-    r->owner = Py_XNewRef(owner);
+    r->owner = NULL;
     r->report = report;
     r->state = LR_UNKNOWN;
     PyObject_GC_Track(r);
@@ -846,7 +845,7 @@ static int lw_lazy_make(void)
     const lw_lazy_host *h = lw_eg.lz.host;
     /* (coro: NULL when asked for during the app's call; the owner, for a coroutine that waits, is
      * set when the drive ends) */
-    PyObject *r = lw_resume_new(lw_eg.lz.coro, NULL, h->report);
+    PyObject *r = lw_resume_new(lw_eg.lz.coro, h->report);
     PyObject *step = NULL, *ctx = NULL;
     PyObject *task = r ? lw_eager_task(r, lw_eg.lz.ctx, &step, &ctx) : NULL;
     Py_XDECREF(ctx);
@@ -901,7 +900,6 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     lw_eg.lz.ctx = ctx;
     lw_eg.lz.slot = h->slot;
     lw_eg.lz.host = h;
-    lw_eg.lz.own = 0;
     lw_eg.lz.task = lw_eg.lz.step = lw_eg.lz.resume = NULL;
     int turn = rt->loop_turn;
     rt->loop_turn = 1; /* asgi_loop_run and the lifespan calls are refused meanwhile */
@@ -925,7 +923,6 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
             own = 1; /* the app's call raised: reported below, as run_asgi would */
         }
         lw_eg.lz.coro = coro;
-        lw_eg.lz.own = own;
         if (coro) sr = PyIter_Send(coro, Py_None, &val);
         lw_exc_saved exc;
         LW_EXC_SAVE(exc);
@@ -945,9 +942,8 @@ int lw_lazy_drive(PyObject *fn, PyObject *const *args, const lw_lazy_host *h)
     int rc = 0;
     if (own && sr != PYGEN_NEXT && (coro || exc)) {
         /* Reported in the step, as run_asgi does: its Task (if one was made) is still current
-         * and another dispatch from the callbacks waits for a turn. The resumer, if made, then
-         * only ends its Task. */
-        if (lw_eg.lz.resume) Py_CLEAR(((lw_resume *)lw_eg.lz.resume)->owner);
+         * and another dispatch from the callbacks waits for a turn. The resumer, if made, has
+         * no owner: it only ends its Task. */
         lw_lazy_report(h->owner, h->report, sr == PYGEN_RETURN || !exc ? Py_None : exc);
     } else if (!own && sr == PYGEN_ERROR) {
         rc = -1; /* run_asgi failed (or could not be made): the caller ends the request */
