@@ -503,7 +503,10 @@ def test_frameworks_same_as_reference_server(fw_pair):
     name, s, ref, reqs, names = fw_pair
     for req in names:
         method, target, headers, body = reqs[req]
-        ours = s.request(method, target, headers, body)
+        try:
+            ours = s.request(method, target, headers, body)
+        except OSError as e:  # a timeout included: say which request, and what the servers logged
+            pytest.fail("%s %s: %r\n%s" % (name, req, e, s.log()))
         with Conn(ref.port) as c:
             c.send(build_request(method, target, headers, body, host="example.test"))
             theirs = c.read_response(method)
