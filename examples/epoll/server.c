@@ -15,8 +15,10 @@
  * old leader finishes its request as an app thread and reports through a mutex-protected
  * completion queue and an eventfd, as the pool threads of earlier versions did. So at most N
  * requests are in the app at once, the loop never waits for one, and a request that does not
- * block costs no thread switch at all. Everything the loop owns is in struct server (the event
- * batch included), so a new leader continues exactly where the old one stopped; a leader that
+ * block costs no thread switch at all. With every other thread in the app (no standby), the
+ * leader queues requests instead of calling the app; the first thread back becomes the standby
+ * and the leader runs them itself (run_pending). Everything the loop owns is in struct server (the
+ * event batch included), so a new leader continues exactly where the old one stopped; a leader that
  * finds itself replaced when its app call returns unwinds without touching anything
  * (t_leader).
  *
@@ -117,7 +119,7 @@ struct server {
     pthread_cond_t spare_cv, standby_cv, main_cv;
     int has_leader, has_standby, finished;
     atomic_int standby_sleeping, stopping;
-    conn *pend_head, *pend_tail; /* requests waiting for an app thread (no standby was free) */
+    conn *pend_head, *pend_tail; /* requests waiting for a standby (run_pending) */
     pthread_t *threads;
     unsigned n_threads;
 
@@ -456,15 +458,21 @@ static void ready_push(server *s, conn *c, int action)
 static void on_pump_result(server *s, conn *c, int r);
 
 /* An app thread (not the leader) is done with the connection: report to the loop. */
+/* Make the loop's epoll_wait return (its eventfd; on_wake). */
+static void wake_loop(server *s)
+{
+    uint64_t one = 1;
+    ssize_t w = write(s->wakefd, &one, sizeof(one));
+    (void)w; /* the counter cannot overflow in practice; a failed wake-up is retried by the next */
+}
+
 static void report_done(server *s, conn *c, int r)
 {
     c->pump_result = r;
     pthread_mutex_lock(&s->done_mu);
     fifo_push(&s->done_head, &s->done_tail, c);
     pthread_mutex_unlock(&s->done_mu);
-    uint64_t one = 1;
-    ssize_t w = write(s->wakefd, &one, sizeof(one));
-    (void)w; /* the counter cannot overflow in practice; a failed wake-up is retried by the next */
+    wake_loop(s);
 }
 
 static int run_exchange(conn *c)
@@ -560,8 +568,29 @@ static void saturation_check(server *s)
     }
 }
 
-/* Hand the connection to the app: run it here, or (team, no standby free) queue it for the next
- * team thread to come back from the app. */
+/* The leader calls the app of a lent connection itself, the standby watching (team). Returns 0 if
+ * the standby took the loop over meanwhile: this thread is an app thread now and has reported. */
+static int run_here(server *s, conn *c)
+{
+    uint64_t busy = (++s->app_gen << 1) | 1;
+    atomic_store(&s->lstate, busy); /* publishes the loop's state to the standby */
+    if (atomic_load(&s->standby_sleeping)) standby_wake(s);
+    t_busy = busy;
+    int r = run_exchange(c);
+    t_busy = 0;
+    if (atomic_compare_exchange_strong(&s->lstate, &busy, busy - 1)) {
+        on_pump_result(s, c, r); /* still the leader */
+        return 1;
+    }
+    /* The standby took the loop over while the app ran: this is an app thread now. */
+    t_leader = 0;
+    report_done(s, c, r);
+    return 0;
+}
+
+/* Hand the connection to the app: run it here, or (team, no standby free: every other thread is
+ * in the app) queue it for the leader to run once a thread back from the app watches it as the
+ * standby (run_pending). */
 static void to_app(server *s, conn *c)
 {
     tl_remove(s, c);
@@ -585,19 +614,31 @@ static void to_app(server *s, conn *c)
         return;
     }
     pthread_mutex_unlock(&s->tmu);
-    uint64_t busy = (++s->app_gen << 1) | 1;
-    atomic_store(&s->lstate, busy); /* publishes the loop's state to the standby */
-    if (atomic_load(&s->standby_sleeping)) standby_wake(s);
-    t_busy = busy;
-    int r = run_exchange(c);
-    t_busy = 0;
-    if (atomic_compare_exchange_strong(&s->lstate, &busy, busy - 1)) {
-        on_pump_result(s, c, r); /* still the leader */
-        return;
+    run_here(s, c);
+}
+
+/* Requests queued while the leader had no standby (to_app), run by the leader itself once a
+ * standby watches it again, oldest first, as new ones are. (They used to go to the first thread
+ * back from the app, before it would become the standby: under steady load the queue then never
+ * emptied, the leader kept queueing every request and the threads took turns at the GIL; Flask at
+ * 64 connections cost 339 us of CPU per request against 177 with --threads 0, from the first app
+ * call that took over a millisecond on.) Returns 0 if this thread is no longer the leader. */
+static int run_pending(server *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->tmu);
+        conn *c = s->has_standby ? s->pend_head : NULL;
+        if (c) {
+            s->pend_head = c->q_next;
+            if (!s->pend_head) s->pend_tail = NULL;
+            c->q_next = NULL;
+        }
+        pthread_mutex_unlock(&s->tmu);
+        if (!c) break;
+        if (!run_here(s, c)) return 0;
     }
-    /* The standby took the loop over while the app ran: this is an app thread now. */
-    t_leader = 0;
-    report_done(s, c, r);
+    saturation_check(s);
+    return 1;
 }
 
 /* The loop wants the app thread to drop the response (client gone or too slow). */
@@ -1333,6 +1374,7 @@ static int idle_trim(server *s, int64_t now, int timeout)
 static int loop(server *s)
 {
     for (;;) {
+        if (s->team && !run_pending(s)) return LOOP_REPLACED;
         while (s->ev_i < s->ev_n) {
             on_event(s, &s->evs[s->ev_i++]);
             if (!t_leader) return LOOP_REPLACED;
@@ -1484,26 +1526,23 @@ static void lead(server *s)
     pthread_mutex_unlock(&s->tmu);
 }
 
-/* A team thread: the leader, the standby, an app thread for a queued request, or spare. */
+/* A team thread: the leader, the standby, or spare (an app thread is a former leader). */
 static void *team_main(void *arg)
 {
     server *s = arg;
     pthread_mutex_lock(&s->tmu);
     while (!atomic_load(&s->stopping)) {
-        if (s->pend_head) {
-            conn *c = s->pend_head;
-            s->pend_head = c->q_next;
-            if (!s->pend_head) s->pend_tail = NULL;
-            c->q_next = NULL;
-            pthread_mutex_unlock(&s->tmu);
-            report_done(s, c, run_exchange(c));
-        } else if (!s->has_leader) {
+        if (!s->has_leader) {
             s->has_leader = 1;
             pthread_mutex_unlock(&s->tmu);
             lead(s);
         } else if (!s->has_standby) {
+            /* Requests queued meanwhile are the leader's to run, now that it is watched again
+             * (run_pending), not this thread's: it never runs one of its own. */
             s->has_standby = 1;
+            int queued = s->pend_head != NULL;
             pthread_mutex_unlock(&s->tmu);
+            if (queued) wake_loop(s); /* the leader may be waiting in epoll_wait */
             if (standby(s)) lead(s);
         } else {
             pthread_cond_wait(&s->spare_cv, &s->tmu);

@@ -466,6 +466,13 @@ def app(environ, start_response):
         while not os.path.exists(q["release"]) and time.monotonic() < deadline:
             time.sleep(0.01)
         body = b"released"
+        if q.get("ident"):  # which thread ran it
+            body += b" %d" % threading.get_ident()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    if path == "/ident":
+        body = b"%d" % threading.get_ident()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
 
