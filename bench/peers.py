@@ -739,7 +739,7 @@ def ratios(agg, epoll_key, runs=None):
     return r
 
 
-def print_table(title, w, iface, servers, agg, args, rats, labels):
+def print_table(title, w, iface, servers, agg, args, rats, labels, runs=None):
     unit = "msg/s" if w.kind == "ws" else "req/s"
     print(f"\n== {title}: {w.desc} ==")
     if w.kind == "ws":
@@ -803,6 +803,11 @@ def print_table(title, w, iface, servers, agg, args, rats, labels):
         if ls.get("per_cpu_s") and lu.get("per_cpu_s"):
             line += f", {ls['per_cpu_s'] / lu['per_cpu_s']:.2f}x per CPU-s"
         print(line)
+        for field, what in (("rps", "req/s"), ("per_cpu_s", "per CPU-s")):
+            p = paired(runs, "lt-scgi", "lt-uwsgi", field)
+            if p:
+                print(f"   through lighttpd, paired by pass ({what}): median {p[0]:.2f}x, "
+                      f"{p[1]:.2f}-{p[2]:.2f}, ahead in {p[3]} of {p[4]} passes")
     f = agg.get("floor")
     if f and "error" not in f and f.get("per_cpu_s"):
         # The kernel's share: no server on this machine can do more requests per CPU-second.
@@ -1385,7 +1390,7 @@ def main():
             rats = [ratios(agg, "epoll", runs)]
             if "epoll-t0" in agg:
                 rats.append(ratios(agg, "epoll-t0", runs))
-            print_table(title, w, iface, ss, agg, args, rats, lab)
+            print_table(title, w, iface, ss, agg, args, rats, lab, runs)
             results["tests"].append({"workload": w.name, "iface": iface, "desc": w.desc, "runs": runs,
                                      "aggregate": agg, "ratios": [r for r in rats if r]})
             if w.appcost:
