@@ -12,8 +12,8 @@
  *  - open: on_ws_accept queued the 101 and made a wslay server context. wslay reads frames into
  *    its own 4 KiB buffer (the HTTP buffers are given back) from rbuf, one recv of up to 64 KiB
  *    shared by the worker's WebSockets (see recv_cb), reassembles fragments, answers pings,
- *    checks masking, opcodes, UTF-8 of plain text, close codes and --ws-max-size, and echoes the
- *    client's Close. Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c)
+ *    checks masking, opcodes, close codes and --ws-max-size, and echoes the client's Close; it
+ *    gets text messages as binary ones (as_binary), whose UTF-8 the library checks instead. Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c)
  *    when permessage-deflate was agreed; ASGI_PAUSE stops reading the socket until on_read_resume.
  *    The app's messages are copied into wslay's queue (compressed first if agreed); when more than
  *    WS_OUT_HWM bytes wait for the socket (WS_MSG_COST more per message), the app's send() is held
@@ -84,6 +84,11 @@ struct ws_conn {
     int in_close;
     size_t close_in_len, close_in_want;
     uint8_t close_in[125];
+    /* Which of the data messages handed to wslay and not yet received whole were text, oldest
+     * first, one bit each (see as_binary): at most one begun earlier plus those beginning in one
+     * 4 KiB read, whose frames take 6 bytes at least. */
+    uint8_t kinds[(1 + 4096 / 6 + 7) / 8 + 1];
+    unsigned k_head, k_len;
 };
 
 /* What recv_cb read from a socket, shared by every connection: WebSockets live on the loop thread
@@ -241,6 +246,25 @@ static int rbuf_spill(conn *c);
  * is whole costs nothing; data frames go through in any pieces. *left: the bytes of the current
  * frame still to come after those (@fr_left before). 0 if one incomplete header or control frame
  * starts the bytes. */
+/* The frame head at @p (@avail bytes there): its length in *hl and its payload's in *plen, or 0 if
+ * it is not all there. */
+static int frame_head(const uint8_t *p, size_t avail, size_t *hl, uint64_t *plen)
+{
+    if (avail < 2) return 0;
+    uint64_t n = p[1] & 0x7f;
+    size_t h = 2 + ((p[1] & 0x80) ? 4 : 0) + (n == 126 ? 2 : n == 127 ? 8 : 0);
+    if (avail < h) return 0;
+    if (n >= 126) {
+        size_t nb = n == 126 ? 2 : 8;
+        n = 0;
+        for (size_t k = 0; k < nb; k++)
+            n = n << 8 | p[2 + k];
+    }
+    *hl = h;
+    *plen = n;
+    return 1;
+}
+
 static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t *left)
 {
     size_t pos = 0;
@@ -251,24 +275,64 @@ static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t 
             fr_left -= take;
             continue;
         }
-        size_t avail = m - pos;
-        if (avail < 2) break;
-        uint64_t plen = p[pos + 1] & 0x7f;
-        size_t hl = 2 + ((p[pos + 1] & 0x80) ? 4 : 0) + (plen == 126 ? 2 : plen == 127 ? 8 : 0);
-        if (avail < hl) break;
-        if (plen >= 126) {
-            size_t nb = plen == 126 ? 2 : 8;
-            plen = 0;
-            for (size_t k = 0; k < nb; k++)
-                plen = plen << 8 | p[pos + 2 + k];
-        }
+        size_t hl;
+        uint64_t plen;
+        if (!frame_head(p + pos, m - pos, &hl, &plen)) break;
         /* opcode 8..15: a control frame (longer than 125 bytes it is wslay's protocol error) */
-        if ((p[pos] & 0x08) && plen <= 125 && avail < hl + plen) break;
+        if ((p[pos] & 0x08) && plen <= 125 && m - pos < hl + plen) break;
         pos += hl;
         fr_left = plen;
     }
     *left = fr_left;
     return pos;
+}
+
+/* wslay checks the UTF-8 of text messages one byte at a time (a DFA in wslay_event_recv, which no
+ * option turns off): a third of the CPU of a worker echoing 4 KiB text messages (bench/README.md,
+ * session 9). The library checks it anyway, when it makes the app's str (Python's strict UTF-8
+ * decoder: asgi_conn_ws_message() answers WSGI_ERR_INVAL, and on_message fails the connection
+ * with 1007, as wslay did; at the message's end rather than at the first bad fragment, which RFC
+ * 6455 8.1 allows). So the first frame of a text message is handed to wslay as binary (its opcode
+ * rewritten in the bytes wslay reads, @p: @n bytes given by frame_gate, so only whole heads, the
+ * frame before them having @fr_left bytes to go), and kinds remembers it was text for
+ * on_msg_recv_cb. Control frames (a Close's reason) are left to wslay. */
+static void as_binary(ws_conn *ws, uint8_t *p, size_t n, uint64_t fr_left)
+{
+    size_t pos = 0;
+    while (pos < n) {
+        if (fr_left) {
+            size_t take = fr_left < n - pos ? (size_t)fr_left : n - pos;
+            pos += take;
+            fr_left -= take;
+            continue;
+        }
+        size_t hl;
+        uint64_t plen;
+        if (!frame_head(p + pos, n - pos, &hl, &plen)) break; /* frame_gate never does this */
+        unsigned op = p[pos] & 0x0f;
+        if ((op == WSLAY_TEXT_FRAME || op == WSLAY_BINARY_FRAME) &&
+            ws->k_len < sizeof(ws->kinds) * 8) {
+            unsigned bit = (ws->k_head + ws->k_len++) % (sizeof(ws->kinds) * 8);
+            if (op == WSLAY_TEXT_FRAME) {
+                ws->kinds[bit / 8] |= (uint8_t)(1u << (bit % 8));
+                p[pos] = (uint8_t)((p[pos] & 0xf0) | WSLAY_BINARY_FRAME);
+            } else {
+                ws->kinds[bit / 8] &= (uint8_t) ~(1u << (bit % 8));
+            }
+        }
+        pos += hl;
+        fr_left = plen;
+    }
+}
+
+/* Whether the data message wslay has just received whole began as text (as_binary). */
+static int was_text(ws_conn *ws)
+{
+    if (!ws->k_len) return 0;
+    unsigned bit = ws->k_head;
+    ws->k_head = (ws->k_head + 1) % (sizeof(ws->kinds) * 8);
+    ws->k_len--;
+    return (ws->kinds[bit / 8] >> (bit % 8)) & 1;
 }
 
 /* Whether c->in holds bytes wslay can take now: not only the start of a frame head or control
@@ -384,8 +448,9 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
             if (recv_some(ws, c, 1) < 0) return -1;
             continue;
         }
-        ws->fr_left = left;
         memcpy(buf, src, n);
+        as_binary(ws, buf, n, ws->fr_left);
+        ws->fr_left = left;
         if (in_in) {
             c->in_parsed += n;
             if (c->in_parsed == c->in_len && ws->shrunk) {
@@ -488,7 +553,7 @@ static void fail(ws_conn *ws, int code, const char *why)
     report(ws, code, NULL, 0);
 }
 
-static void on_message(ws_conn *ws, const struct wslay_event_on_msg_recv_arg *arg)
+static void on_message(ws_conn *ws, const struct wslay_event_on_msg_recv_arg *arg, int text)
 {
     if (ws->closing) return; /* after our Close: dropped (docs/asgi.md) */
     const char *data = (const char *)arg->msg;
@@ -507,7 +572,7 @@ static void on_message(ws_conn *ws, const struct wslay_event_on_msg_recv_arg *ar
         }
         data = plain;
     }
-    int type = arg->opcode == WSLAY_TEXT_FRAME ? ASGI_WS_TEXT : ASGI_WS_BINARY;
+    int type = text ? ASGI_WS_TEXT : ASGI_WS_BINARY;
     int r = asgi_conn_ws_message(ws->t.ac, type, data, len);
     free(plain);
     if (r == ASGI_PAUSE)
@@ -590,8 +655,8 @@ static void on_msg_recv_cb(wslay_event_context_ptr ctx,
     ws_conn *ws = user_data;
     (void)ctx;
     switch (arg->opcode) {
-    case WSLAY_TEXT_FRAME:
-    case WSLAY_BINARY_FRAME: on_message(ws, arg); break;
+    case WSLAY_TEXT_FRAME: on_message(ws, arg, 1); break; /* not from as_binary's wslay */
+    case WSLAY_BINARY_FRAME: on_message(ws, arg, was_text(ws)); break;
     case WSLAY_CONNECTION_CLOSE: {
         /* wslay has queued the echo (unless our own Close went first). */
         size_t n = arg->status_code && arg->msg_length > 2 ? arg->msg_length - 2 : 0;

@@ -132,6 +132,35 @@ def test_burst_of_messages_in_one_write(srv, count):
         assert c.close_handshake(1000)[0] == 1000
 
 
+def test_text_and_binary_interleaved_in_one_read(srv):
+    """Text and binary messages, some fragmented, with pings between fragments, all in one send:
+    each arrives with its own type, in order (libwsgi-epoll hands text frames to wslay as binary
+    and remembers which were text: ws_conn.c, as_binary)."""
+    frames, want = [], []
+    for i in range(200):
+        if i % 3 == 0:
+            data = os.urandom(i % 50)
+            frames.append(build_frame(OP_BINARY, data))
+            want.append(data)
+        elif i % 3 == 1:
+            text = "t%d-\u00e9\u20ac" % i
+            frames.append(build_frame(OP_TEXT, text.encode()))
+            want.append(text)
+        else:
+            text = "frag%d-\u00e9" % i
+            raw = text.encode()
+            frames.append(build_frame(OP_TEXT, raw[:3], fin=False))
+            frames.append(build_frame(OP_PING, b"p%d" % i))
+            frames.append(build_frame(OP_CONT, raw[3:], fin=True))
+            want.append(text)
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_raw(b"".join(frames))
+        for w in want:
+            got = c.recv_data()
+            assert type(got) is type(w) and got == w, (got, w)
+        assert c.close_handshake(1000)[0] == 1000
+
+
 def test_fragmented_input(srv):
     """Messages sent in several frames arrive whole; a ping between fragments is answered at once
     and does not break the message; a UTF-8 sequence split across fragments is valid."""
