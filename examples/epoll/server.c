@@ -457,7 +457,6 @@ static void ready_push(server *s, conn *c, int action)
 
 static void on_pump_result(server *s, conn *c, int r);
 
-/* An app thread (not the leader) is done with the connection: report to the loop. */
 /* Make the loop's epoll_wait return (its eventfd; on_wake). */
 static void wake_loop(server *s)
 {
@@ -466,6 +465,7 @@ static void wake_loop(server *s)
     (void)w; /* the counter cannot overflow in practice; a failed wake-up is retried by the next */
 }
 
+/* An app thread (not the leader) is done with the connection: report to the loop. */
 static void report_done(server *s, conn *c, int r)
 {
     c->pump_result = r;
