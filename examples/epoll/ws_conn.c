@@ -13,8 +13,9 @@
  *    its own 4 KiB buffer (the HTTP buffers are given back) from rbuf, one recv of up to 64 KiB
  *    shared by the worker's WebSockets (see recv_cb), reassembles fragments, answers pings,
  *    checks masking, opcodes, close codes and --ws-max-size, and echoes the client's Close; it
- *    gets text messages as binary ones (as_binary), whose UTF-8 the library checks instead. Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c)
- *    when permessage-deflate was agreed; ASGI_PAUSE stops reading the socket until on_read_resume.
+ *    gets text messages as binary ones (as_binary), whose UTF-8 the library checks instead.
+ *    Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c) when
+ *    permessage-deflate was agreed; ASGI_PAUSE stops reading the socket until on_read_resume.
  *    The app's messages are copied into wslay's queue (compressed first if agreed); when more than
  *    WS_OUT_HWM bytes wait for the socket (WS_MSG_COST more per message), the app's send() is held
  *    until EPOLLOUT drains them.
