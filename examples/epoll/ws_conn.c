@@ -13,7 +13,7 @@
  *    its own 4 KiB buffer (the HTTP buffers are given back) from rbuf, one recv of up to 64 KiB
  *    shared by the worker's WebSockets (see recv_cb), reassembles fragments, answers pings,
  *    checks masking, opcodes, close codes and --ws-max-size, and echoes the client's Close; it
- *    gets text messages as binary ones (as_binary), whose UTF-8 the library checks instead.
+ *    gets text messages as binary ones (mark_kind), whose UTF-8 the library checks instead.
  *    Whole messages go to asgi_conn_ws_message(), after inflating (ws_deflate.c) when
  *    permessage-deflate was agreed; ASGI_PAUSE stops reading the socket until on_read_resume.
  *    The app's messages are copied into wslay's queue (compressed first if agreed); when more than
@@ -86,7 +86,7 @@ struct ws_conn {
     size_t close_in_len, close_in_want;
     uint8_t close_in[125];
     /* Which of the data messages handed to wslay and not yet received whole were text, oldest
-     * first, one bit each (see as_binary): at most one begun earlier plus those beginning in one
+     * first, one bit each (see mark_kind): at most one begun earlier plus those beginning in one
      * 4 KiB read, whose frames take 6 bytes at least. */
     uint8_t kinds[(1 + 4096 / 6 + 7) / 8 + 1];
     unsigned k_head, k_len;
@@ -240,13 +240,6 @@ static int check_handshake(conn *c, const wsgi_request *req, ws_conn *out)
 
 static int rbuf_spill(conn *c);
 
-/* How many of the next @m bytes of the client's stream (at @p) wslay may have now: never a frame
- * header or a control frame in part. wslay 1.1.1 checks a Close's code and reason in each piece it
- * reads, as if every piece began with the code: a valid Close cut by the network inside its
- * reason was failed with 1007. A control frame is at most 131 bytes, so holding it back until it
- * is whole costs nothing; data frames go through in any pieces. *left: the bytes of the current
- * frame still to come after those (@fr_left before). 0 if one incomplete header or control frame
- * starts the bytes. */
 /* The frame head at @p (@avail bytes there): its length in *hl and its payload's in *plen, or 0 if
  * it is not all there. */
 static int frame_head(const uint8_t *p, size_t avail, size_t *hl, uint64_t *plen)
@@ -266,7 +259,38 @@ static int frame_head(const uint8_t *p, size_t avail, size_t *hl, uint64_t *plen
     return 1;
 }
 
-static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t *left)
+/* A data frame's head wslay is about to read (@h, in the bytes handed to it): text is made binary.
+ * wslay checks the UTF-8 of text messages one byte at a time (a DFA in wslay_event_recv, which no
+ * option turns off): a third of the CPU of a worker echoing 4 KiB text messages (bench/README.md,
+ * session 9). The library checks it anyway, when it makes the app's str (Python's strict UTF-8
+ * decoder: asgi_conn_ws_message() answers WSGI_ERR_INVAL, and on_message fails the connection
+ * with 1007, as wslay did; at the message's end rather than at the first bad fragment, which RFC
+ * 6455 8.1 allows). So the first frame of a text message is handed to wslay as binary, and kinds
+ * remembers it was text, in order, for on_msg_recv_cb (was_text). Continuation and control frames
+ * (a Close's reason) are left as they are, for wslay. */
+static void mark_kind(ws_conn *ws, uint8_t *h)
+{
+    unsigned op = *h & 0x0f;
+    if ((op != WSLAY_TEXT_FRAME && op != WSLAY_BINARY_FRAME) || ws->k_len >= sizeof(ws->kinds) * 8)
+        return;
+    unsigned bit = (ws->k_head + ws->k_len++) % (sizeof(ws->kinds) * 8);
+    if (op == WSLAY_TEXT_FRAME) {
+        ws->kinds[bit / 8] |= (uint8_t)(1u << (bit % 8));
+        *h = (uint8_t)((*h & 0xf0) | WSLAY_BINARY_FRAME);
+    } else {
+        ws->kinds[bit / 8] &= (uint8_t) ~(1u << (bit % 8));
+    }
+}
+
+/* How many of the next @m bytes of the client's stream (at @p) wslay may have now: never a frame
+ * header or a control frame in part. wslay 1.1.1 checks a Close's code and reason in each piece it
+ * reads, as if every piece began with the code: a valid Close cut by the network inside its
+ * reason was failed with 1007. A control frame is at most 131 bytes, so holding it back until it
+ * is whole costs nothing; data frames go through in any pieces. *left: the bytes of the current
+ * frame still to come after those (@fr_left before). 0 if one incomplete header or control frame
+ * starts the bytes. With @mark (the bytes are wslay's copy), each data frame's head let through
+ * is passed to mark_kind. */
+static size_t frame_gate(ws_conn *mark, uint64_t fr_left, uint8_t *p, size_t m, uint64_t *left)
 {
     size_t pos = 0;
     while (pos < m) {
@@ -280,7 +304,11 @@ static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t 
         uint64_t plen;
         if (!frame_head(p + pos, m - pos, &hl, &plen)) break;
         /* opcode 8..15: a control frame (longer than 125 bytes it is wslay's protocol error) */
-        if ((p[pos] & 0x08) && plen <= 125 && m - pos < hl + plen) break;
+        if (p[pos] & 0x08) {
+            if (plen <= 125 && m - pos < hl + plen) break;
+        } else if (mark) {
+            mark_kind(mark, p + pos);
+        }
         pos += hl;
         fr_left = plen;
     }
@@ -288,45 +316,7 @@ static size_t frame_gate(uint64_t fr_left, const uint8_t *p, size_t m, uint64_t 
     return pos;
 }
 
-/* wslay checks the UTF-8 of text messages one byte at a time (a DFA in wslay_event_recv, which no
- * option turns off): a third of the CPU of a worker echoing 4 KiB text messages (bench/README.md,
- * session 9). The library checks it anyway, when it makes the app's str (Python's strict UTF-8
- * decoder: asgi_conn_ws_message() answers WSGI_ERR_INVAL, and on_message fails the connection
- * with 1007, as wslay did; at the message's end rather than at the first bad fragment, which RFC
- * 6455 8.1 allows). So the first frame of a text message is handed to wslay as binary (its opcode
- * rewritten in the bytes wslay reads, @p: @n bytes given by frame_gate, so only whole heads, the
- * frame before them having @fr_left bytes to go), and kinds remembers it was text for
- * on_msg_recv_cb. Control frames (a Close's reason) are left to wslay. */
-static void as_binary(ws_conn *ws, uint8_t *p, size_t n, uint64_t fr_left)
-{
-    size_t pos = 0;
-    while (pos < n) {
-        if (fr_left) {
-            size_t take = fr_left < n - pos ? (size_t)fr_left : n - pos;
-            pos += take;
-            fr_left -= take;
-            continue;
-        }
-        size_t hl;
-        uint64_t plen;
-        if (!frame_head(p + pos, n - pos, &hl, &plen)) break; /* frame_gate never does this */
-        unsigned op = p[pos] & 0x0f;
-        if ((op == WSLAY_TEXT_FRAME || op == WSLAY_BINARY_FRAME) &&
-            ws->k_len < sizeof(ws->kinds) * 8) {
-            unsigned bit = (ws->k_head + ws->k_len++) % (sizeof(ws->kinds) * 8);
-            if (op == WSLAY_TEXT_FRAME) {
-                ws->kinds[bit / 8] |= (uint8_t)(1u << (bit % 8));
-                p[pos] = (uint8_t)((p[pos] & 0xf0) | WSLAY_BINARY_FRAME);
-            } else {
-                ws->kinds[bit / 8] &= (uint8_t) ~(1u << (bit % 8));
-            }
-        }
-        pos += hl;
-        fr_left = plen;
-    }
-}
-
-/* Whether the data message wslay has just received whole began as text (as_binary). */
+/* Whether the data message wslay has just received whole began as text (mark_kind). */
 static int was_text(ws_conn *ws)
 {
     if (!ws->k_len) return 0;
@@ -343,7 +333,7 @@ static int in_ready(const ws_conn *ws, const conn *c)
     size_t have = c->in_len - c->in_parsed;
     if (!have) return 0;
     uint64_t left;
-    return frame_gate(ws->fr_left, (const uint8_t *)c->in + c->in_parsed, have, &left) > 0;
+    return frame_gate(NULL, ws->fr_left, (uint8_t *)c->in + c->in_parsed, have, &left) > 0;
 }
 
 /* One recv for recv_cb: into rbuf (@into_in 0) or onto the end of c->in (1, where an incomplete
@@ -425,7 +415,8 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         }
         size_t m = have < len ? have : len;
         uint64_t left;
-        size_t n = frame_gate(ws->fr_left, src, m, &left);
+        memcpy(buf, src, m); /* wslay's copy, marked (frame_gate) */
+        size_t n = frame_gate(ws, ws->fr_left, buf, m, &left);
         if (n == 0 && m < have) {
             /* Room for less than a whole frame head or control frame (at most 131 bytes): wslay
              * 1.1 never asks for less than 4 KiB - 13 (its input buffer, less an unread piece of a
@@ -449,8 +440,6 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
             if (recv_some(ws, c, 1) < 0) return -1;
             continue;
         }
-        memcpy(buf, src, n);
-        as_binary(ws, buf, n, ws->fr_left);
         ws->fr_left = left;
         if (in_in) {
             c->in_parsed += n;
@@ -656,7 +645,7 @@ static void on_msg_recv_cb(wslay_event_context_ptr ctx,
     ws_conn *ws = user_data;
     (void)ctx;
     switch (arg->opcode) {
-    case WSLAY_TEXT_FRAME: on_message(ws, arg, 1); break; /* not from as_binary's wslay */
+    case WSLAY_TEXT_FRAME: on_message(ws, arg, 1); break; /* not from this wslay (mark_kind) */
     case WSLAY_BINARY_FRAME: on_message(ws, arg, was_text(ws)); break;
     case WSLAY_CONNECTION_CLOSE: {
         /* wslay has queued the echo (unless our own Close went first). */

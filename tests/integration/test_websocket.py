@@ -135,7 +135,7 @@ def test_burst_of_messages_in_one_write(srv, count):
 def test_text_and_binary_interleaved_in_one_read(srv):
     """Text and binary messages, some fragmented, with pings between fragments, all in one send:
     each arrives with its own type, in order (libwsgi-epoll hands text frames to wslay as binary
-    and remembers which were text: ws_conn.c, as_binary)."""
+    and remembers which were text: ws_conn.c, mark_kind)."""
     frames, want = [], []
     for i in range(200):
         if i % 3 == 0:
@@ -627,6 +627,23 @@ def test_invalid_utf8_closes_1007(srv, name):
     d = disconnect_of(t)
     assert d["code"] in (1007, 1006)
     assert report(t)["received"] == 0  # nothing of it reached the app
+
+
+def test_invalid_utf8_fails_at_the_message_end(srv):
+    """libwsgi-epoll checks a text message's UTF-8 once the message is whole (the library's strict
+    decoder; wslay gets the frames as binary: ws_conn.c, mark_kind), which RFC 6455 8.1 allows: a
+    ping after a bad first fragment is still answered, and the message's last fragment fails the
+    connection with 1007. (With wslay checking, its Close 1007 would come instead of the pong.)"""
+    if srv.kind != "epoll":
+        pytest.skip("libwsgi-epoll's own design (RFC 6455 8.1 allows failing at either point)")
+    with WSClient.open(srv.port, "/echo") as c:
+        c.send_frame(OP_TEXT, b"\xff\xfe", fin=False)
+        c.ping(b"still open")
+        f = c.recv_frame()
+        assert (f.opcode, f.payload) == (OP_PONG, b"still open"), f
+        c.send_frame(OP_CONT, b"end", fin=True)
+        code, _ = c.expect_failure_close()
+    assert code == 1007
 
 
 def test_invalid_utf8_in_close_reason(srv):
