@@ -6,6 +6,7 @@
 #   scripts/install-deps.sh test       everything ./scripts/test.sh needs (the default): run, docs,
 #                                      unit and integration tests, sanitizers, ABI check, benchmarks
 #   scripts/install-deps.sh packaging  test + the Debian packaging tools (scripts/ci-packages.sh)
+#   scripts/install-deps.sh bench      test + every server bench/peers.py compares (not in CI)
 #
 # Several profiles may be given. Idempotent: nothing is done when everything is already installed.
 # As root or through sudo; apt-get's own output shows the progress.
@@ -51,6 +52,10 @@ TEST=(
 # dpkg-buildpackage, debhelper, lintian; mk-build-deps (devscripts + equivs) for debian/control
 PACKAGING=(dpkg-dev debhelper lintian devscripts equivs fakeroot)
 
+# bench/peers.py: the peers only the side-by-side benchmark runs (the others are in TEST already)
+BENCH=(uwsgi-core uwsgi-plugin-python3 apache2-bin libapache2-mod-wsgi-py3 python3-hypercorn daphne
+  python3-h11 python3-pydantic util-linux)
+
 [ $# -gt 0 ] || set -- test
 PACKAGES=()
 for profile in "$@"; do
@@ -59,8 +64,9 @@ for profile in "$@"; do
   docs) PACKAGES+=("${RUN[@]}" "${DOCS[@]}") ;;
   test) PACKAGES+=("${RUN[@]}" "${DOCS[@]}" "${TEST[@]}") ;;
   packaging) PACKAGES+=("${RUN[@]}" "${DOCS[@]}" "${TEST[@]}" "${PACKAGING[@]}") ;;
+  bench) PACKAGES+=("${RUN[@]}" "${DOCS[@]}" "${TEST[@]}" "${BENCH[@]}") ;;
   *)
-    echo "usage: $0 [run|docs|test|packaging]..." >&2
+    echo "usage: $0 [run|docs|test|packaging|bench]..." >&2
     exit 2
     ;;
   esac
