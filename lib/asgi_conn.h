@@ -37,8 +37,14 @@ typedef struct lw_asgi_conn {
     PyObject *task;
     PyObject *done_cb; /* the task's done callback, removed once run_asgi reported the end */
     /* incoming: HTTP body chunks, or WebSocket receive events, not yet received by the app */
-    PyObject *body;        /* list of bytes (HTTP) or of event dicts (WebSocket); NULL: empty */
-    size_t buffered;       /* their total size in bytes */
+    PyObject *body;  /* list of bytes (HTTP) or of event dicts (WebSocket); NULL: empty */
+    size_t buffered; /* their total size in bytes */
+    /* HTTP: a fed Content-Length body of at most LW_ASGI_BODY_LIMIT is gathered here, in the
+     * bytes object the app gets, and queued whole when complete (asgi_conn_feed) */
+    PyObject *gather;
+    size_t gathered;
+    int64_t body_left;     /* bytes of a Content-Length body not fed yet; -1: chunked or none */
+    int gather_ok;         /* the Content-Length body fits in LW_ASGI_BODY_LIMIT: gather it whole */
     PyObject *recv_waiter; /* the future of the oldest receive() still waiting, or NULL */
     PyObject *recv_more;   /* list of the futures of receive() calls awaited meanwhile (several
                             * tasks receiving at once: starlette's is_disconnected() while its

@@ -236,6 +236,10 @@ LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reaso
 
 /**
  * @brief Feed request body bytes (already de-chunked) to the app's receive().
+ *
+ * A body with a Content-Length of at most 256 KiB (wsgi_request::content_length, not chunked) is
+ * gathered (since 0.6.1): the app gets it whole, in one `http.request` event, after the last
+ * piece (copied once, into the bytes object the app gets); other bodies arrive as they are fed.
  * @param[in] conn The connection.
  * @param[in] data Body bytes (copied), may be NULL when @p len is 0.
  * @param[in] len Number of bytes.
@@ -244,7 +248,8 @@ LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reaso
  * @retval ASGI_PAUSE Accepted, but the unread body exceeds the buffer limit: stop reading from the
  *         client until on_read_resume.
  * @retval WSGI_ERR_STATE The body already ended, or not the loop thread.
- * @retval WSGI_ERR_INVAL NULL conn, or NULL data with len > 0.
+ * @retval WSGI_ERR_INVAL NULL conn, or NULL data with len > 0, or more bytes than are left of
+ *         the request's Content-Length (since 0.6.1; nothing of them is taken).
  * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0

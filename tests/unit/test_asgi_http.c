@@ -131,7 +131,7 @@ static void test_no_body_is_one_empty_event(void **state)
     }
 }
 
-/* Pieces fed while the app waits arrive one event each, more_body True until the last. */
+/* Chunked: pieces fed while the app waits arrive one event each, more_body True until the last. */
 static void test_streamed_body_pieces(void **state)
 {
     (void)state;
@@ -139,7 +139,7 @@ static void test_streamed_body_pieces(void **state)
     new_key(key, sizeof key);
     snprintf(target, sizeof target, "/?key=%s", key);
     th_req r;
-    stream_req(&r, target, 11);
+    stream_req(&r, target, -1);
     ah_rec rec;
     ah_rec_init(&rec);
     asgi_conn *conn = ah_dispatch(th_app(APPS "echo"), &r, &rec);
@@ -157,6 +157,81 @@ static void test_streamed_body_pieces(void **state)
                       "http.request/bytes/4/True keys=body,more_body,type\n"
                       "http.request/bytes/2/False keys=body,more_body,type");
     ah_rec_free(&rec);
+}
+
+/* A Content-Length body that fits in the library's 256 KiB is gathered: the app, waiting, gets
+ * nothing until the last piece, then the whole body in one event (copied once, no join). */
+static void test_content_length_body_is_gathered_whole(void **state)
+{
+    (void)state;
+    char key[32], target[64];
+    new_key(key, sizeof key);
+    snprintf(target, sizeof target, "/?key=%s", key);
+    th_req r;
+    stream_req(&r, target, 11);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    asgi_conn *conn = ah_dispatch(th_app(APPS "echo"), &r, &rec);
+    assert_int_equal(ah_settle(), -1);
+    assert_rc(asgi_conn_feed(conn, "hello", 5, 1), 0);
+    assert_int_equal(ah_settle(), -1);
+    assert_rc(asgi_conn_feed(conn, " wor", 4, 1), 0);
+    assert_int_equal(ah_settle(), -1);
+    assert_notes(key, ""); /* the app has had no event yet */
+    assert_rc(asgi_conn_feed(conn, "ld", 2, 0), 0);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "hello world");
+    assert_notes(key, "http.request/bytes/11/False keys=body,more_body,type");
+    ah_rec_free(&rec);
+}
+
+/* Gathering never holds more than is announced: more bytes than the Content-Length are refused
+ * (WSGI_ERR_INVAL, nothing queued); a body that ends short (more = 0 early) is delivered as far as
+ * it came; one larger than 256 KiB is streamed piece by piece as before. */
+static void test_gathered_body_limits(void **state)
+{
+    (void)state;
+    for (int variant = 0; variant < 3; variant++) {
+        char key[32], target[64];
+        new_key(key, sizeof key);
+        snprintf(target, sizeof target, "/?key=%s", key);
+        th_req r;
+        stream_req(&r, target, variant == 2 ? 300000 : 6);
+        ah_rec rec;
+        ah_rec_init(&rec);
+        asgi_conn *conn = ah_dispatch(th_app(APPS "echo"), &r, &rec);
+        assert_int_equal(ah_settle(), -1);
+        if (variant == 0) {
+            assert_rc(asgi_conn_feed(conn, "abc", 3, 1), 0);
+            assert_rc(asgi_conn_feed(conn, "defg", 4, 1), WSGI_ERR_INVAL);
+            assert_non_null(strstr(wsgi_errmsg(), "Content-Length"));
+            assert_rc(asgi_conn_feed(conn, "def", 3, 0), 0);
+            ah_drive_done(&rec);
+            ah_assert_ok(&rec, 200, "abcdef");
+            assert_notes(key, "http.request/bytes/6/False keys=body,more_body,type");
+        } else if (variant == 1) {
+            assert_rc(asgi_conn_feed(conn, "abc", 3, 1), 0);
+            assert_int_equal(ah_settle(), -1);
+            assert_rc(asgi_conn_feed(conn, "d", 1, 0), 0);
+            ah_drive_done(&rec);
+            ah_assert_ok(&rec, 200, "abcd");
+            assert_notes(key, "http.request/bytes/4/False keys=body,more_body,type");
+        } else {
+            assert_rc(asgi_conn_feed(conn, "abc", 3, 1), 0);
+            assert_int_equal(ah_settle(), -1);
+            char *rest = calloc(1, 300000 - 3);
+            assert_non_null(rest);
+            assert_rc(asgi_conn_feed(conn, rest, 300000 - 3, 0), 0);
+            free(rest);
+            ah_drive_done(&rec);
+            assert_int_equal(rec.status, 200);
+            assert_notes(key, "http.request/bytes/3/True keys=body,more_body,type\n"
+                              "http.request/bytes/299997/False keys=body,more_body,type");
+        }
+        asgi_conn_free(conn);
+        ah_rec_free(&rec);
+    }
 }
 
 /* Chunked: the end is an empty feed with more = 0, which is an empty final event. Pieces fed
@@ -245,7 +320,7 @@ static void test_receive_from_several_tasks(void **state)
     new_key(key, sizeof key);
     snprintf(target, sizeof target, "/?key=%s", key);
     th_req r;
-    stream_req(&r, target, 4);
+    stream_req(&r, target, -1); /* chunked: one event per piece */
     ah_rec rec;
     ah_rec_init(&rec);
     asgi_conn *conn = ah_dispatch(th_app(APPS "receive_together"), &r, &rec);
@@ -1808,6 +1883,8 @@ int main(void)
         ah_unit_test(test_buffered_body_is_one_event),
         ah_unit_test(test_no_body_is_one_empty_event),
         ah_unit_test(test_streamed_body_pieces),
+        ah_unit_test(test_content_length_body_is_gathered_whole),
+        ah_unit_test(test_gathered_body_limits),
         ah_unit_test(test_chunked_body_and_coalescing),
         ah_unit_test(test_receive_waits_until_disconnect),
         ah_unit_test(test_receive_disconnect_after_response),
