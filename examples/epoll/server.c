@@ -641,6 +641,18 @@ static int run_pending(server *s)
     return 1;
 }
 
+/* Whether queued requests wait for a leader that has a standby now: run_pending would run them,
+ * so the loop must not sleep (loop()). The wake-up a thread sends as it becomes the standby with
+ * requests queued (team_main) is no sure sign: on_wake may read it together with an earlier one
+ * in the very iteration whose run_pending looked before that thread was the standby. */
+static int pending_runnable(server *s)
+{
+    pthread_mutex_lock(&s->tmu);
+    int r = s->has_standby && s->pend_head;
+    pthread_mutex_unlock(&s->tmu);
+    return r;
+}
+
 /* The loop wants the app thread to drop the response (client gone or too slow). */
 static void request_abort(server *s, conn *c)
 {
@@ -1452,6 +1464,8 @@ static int loop(server *s)
         if (asgi_scan >= 0 && (timeout < 0 || asgi_scan < timeout)) timeout = asgi_scan;
         if (s->trim_due) timeout = idle_trim(s, now, timeout);
         if (s->ready_head || s->tls_head) timeout = 0;
+        /* Queued requests are counted in n_app. */
+        if (s->team && s->n_app && pending_runnable(s)) timeout = 0;
         if (s->asgi) guard_loop_end(); /* --timeout: an ASGI loop turn is over */
         int n = epoll_wait(s->epfd, s->evs, 256, timeout);
         if (s->asgi) guard_loop_begin();
@@ -1542,7 +1556,9 @@ static void *team_main(void *arg)
             s->has_standby = 1;
             int queued = s->pend_head != NULL;
             pthread_mutex_unlock(&s->tmu);
-            if (queued) wake_loop(s); /* the leader may be waiting in epoll_wait */
+            /* The leader may be waiting in epoll_wait (if it reads this wake-up before it
+             * looks at the queue again, it still does not sleep: pending_runnable). */
+            if (queued) wake_loop(s);
             if (standby(s)) lead(s);
         } else {
             pthread_cond_wait(&s->spare_cv, &s->tmu);

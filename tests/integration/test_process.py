@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -258,6 +259,63 @@ def test_request_queued_while_every_thread_was_in_the_app_runs_on_the_loop_threa
     queued.close()
     assert r.status == 200
     assert len(app_threads) == 2 and r.body not in app_threads, (r.body, app_threads)
+
+
+@pytest.fixture(scope="module")
+def wake_order_shim():
+    """tests/integration/shims/wake_order.c built into a temporary directory (an LD_PRELOAD
+    library that makes the team's hand-over wake-ups interleave in one given way)."""
+    cc = os.environ.get("CC") or "cc"
+    d = tempfile.mkdtemp(prefix="libwsgi-shim-")
+    so = os.path.join(d, "wake_order.so")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shims", "wake_order.c")
+    try:
+        subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so, src, "-ldl", "-lpthread"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip("cannot build the LD_PRELOAD shim: %s" % e)
+    return so
+
+
+def test_queued_request_runs_when_the_standby_wake_up_was_read_early(spawn, tmp_path,
+                                                                      wake_order_shim):
+    # --threads 1, a team of two: a request blocks in the app and the other thread runs the loop
+    # with no standby, so it queues the next request. When the blocked call returns, its thread
+    # reports (a write to the loop's eventfd), becomes the standby and, the queue not being empty,
+    # wakes the loop a second time. When the first wake-up had already woken the loop, the loop's
+    # look at the queue (run_pending, at the top of an iteration) could come before that thread was
+    # the standby, and its read of the eventfd later in the same iteration swallowed the second
+    # wake-up too: the loop then slept in epoll_wait with a request it could run, until some other
+    # event or timer (at most 250 ms, the idle heap trim, when nothing else happens). The shim makes
+    # that interleaving happen (the scheduler's choice otherwise) and records any epoll_wait that
+    # may block before the queued request has begun.
+    arm, mark, log = tmp_path / "arm", tmp_path / "queued-started", tmp_path / "shim.log"
+    release = tmp_path / "release"
+    env = {"LD_PRELOAD": wake_order_shim, "LIBWSGI_SHIM_ARM": str(arm),
+           "LIBWSGI_SHIM_MARK": str(mark), "LIBWSGI_SHIM_LOG": str(log),
+           # ASan wants its runtime first in the library list.
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    s = spawn("epoll", "corners:app", "--threads", "1", env=env)
+    started = tmp_path / "started"
+    blocked = Conn(s.port)
+    blocked.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the slow request to start")
+    queued = Conn(s.port)
+    queued.send(build_request("GET", "/wait?started=%s&release=%s" % (mark, release)))
+    # Answered by the loop itself, sent after the queued request: once it is answered, the loop
+    # has read the queued one (and, with no standby, queued it).
+    with Conn(s.port) as bad:
+        bad.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        assert bad.read_response().status == 400
+    arm.touch()
+    release.touch()
+    assert blocked.read_response().body == b"released"
+    assert queued.read_response().body == b"released"
+    blocked.close()
+    queued.close()
+    records = log.read_text().split() if log.exists() else []
+    assert records[:1] == ["parked"], records  # the interleaving took place
+    assert "slept" not in records, records
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])
