@@ -618,25 +618,39 @@ static int utf8_valid(const uint8_t *s, size_t n)
     return 1;
 }
 
-/* A Close reason that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1), before wslay
- * echoes the frame. wslay checks the reason itself, but per piece read from the socket, skipping
- * the first two bytes of every piece as if each began with the code: a reason that arrives in
- * several pieces passed unchecked (found by tests/fuzz/fuzz_server_ws), and was echoed to the
- * client and given to the app. This sees the whole payload. */
+/* The client's Close, gathered here whole (whatever pieces it arrives in) before wslay echoes it:
+ *  - A reason that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1). wslay checks the
+ *    reason itself, but per piece read from the socket, skipping the first two bytes of every
+ *    piece as if each began with the code: a reason that arrives in several pieces passed
+ *    unchecked (found by tests/fuzz/fuzz_server_ws), and was echoed to the client and given to
+ *    the app. This sees the whole payload.
+ *  - 1012-1014 (Service Restart, Try Again Later, Bad Gateway: registered with IANA after RFC
+ *    6455, and codes an app may send) are unknown to wslay 1.1.1, which fails the connection with
+ *    1002 once the frame ends. The echo is queued here first (unless our Close was queued
+ *    already), so wslay's 1002 finds a Close queued and goes nowhere (wslay stops reading all the
+ *    same), and the app hears the code and reason. */
 static void on_frame_chunk_cb(wslay_event_context_ptr ctx,
                               const struct wslay_event_on_frame_recv_chunk_arg *arg,
                               void *user_data)
 {
     ws_conn *ws = user_data;
-    (void)ctx;
-    if (!ws->in_close || ws->closing) return;
+    if (!ws->in_close) return;
     size_t n = arg->data_length;
     if (n > sizeof(ws->close_in) - ws->close_in_len) n = sizeof(ws->close_in) - ws->close_in_len;
     memcpy(ws->close_in + ws->close_in_len, arg->data, n);
     ws->close_in_len += n;
-    if (ws->close_in_len == ws->close_in_want && ws->close_in_len > 2 &&
-        !utf8_valid(ws->close_in + 2, ws->close_in_len - 2))
-        fail(ws, 1007, "Close reason is not UTF-8");
+    if (ws->close_in_len != ws->close_in_want || ws->close_in_len < 2) return;
+    const uint8_t *reason = ws->close_in + 2;
+    size_t reason_len = ws->close_in_len - 2;
+    if (!utf8_valid(reason, reason_len)) {
+        if (!ws->closing) fail(ws, 1007, "Close reason is not UTF-8");
+        return;
+    }
+    unsigned code = (unsigned)ws->close_in[0] << 8 | ws->close_in[1];
+    if (code < 1012 || code > 1014) return;
+    wslay_event_queue_close(ctx, (uint16_t)code, reason, reason_len);
+    ws->closing = 1;
+    report(ws, (int)code, (const char *)reason, reason_len);
 }
 
 static void on_msg_recv_cb(wslay_event_context_ptr ctx,

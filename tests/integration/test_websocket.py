@@ -460,6 +460,34 @@ def test_client_close_1000_no_reason(srv):
     assert d["code"] == 1000 and d.get("reason") in ("", None)
 
 
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_client_close_with_a_code_registered_after_rfc6455(srv, code):
+    """1012 (Service Restart), 1013 (Try Again Later) and 1014 (Bad Gateway) are in the IANA
+    registry RFC 6455 §7.4.2 defers to (and an app may send them: docs/asgi.md). A client's Close
+    with one is echoed and the app gets its code and reason; it is not a protocol error (wslay
+    1.1.1 knows the codes up to 1011 only, and failed the connection with 1002)."""
+    t = token()
+    with WSClient.open(srv.port, "/echo?token=" + t) as c:
+        c.send_text("one")
+        assert c.recv_data() == "one"
+        assert c.close_handshake(code, "later \u2713")[0] == code
+    d = disconnect_of(t)
+    assert d["code"] == code
+    if srv.kind != "uvicorn":  # uvicorn 0.17 (spec 2.3) has no reason in websocket.disconnect
+        assert d["reason"] == "later \u2713"
+
+
+def test_client_echo_of_a_code_registered_after_rfc6455(srv):
+    """The app closes with 1013 and the client echoes it: the app's receive() after its close gives
+    websocket.disconnect with the client's 1013 (not 1006, a connection lost without a Close)."""
+    t = token()
+    with WSClient.open(srv.port, "/close?code=1013&reason=later&token=" + t) as c:
+        assert c.server_close() == (1013, "later")
+    r = wait_report(t, lambda r: "after_close" in r, "the event after close")
+    assert r["after_close"] == "websocket.disconnect"
+    assert r["after_close_code"] == 1013
+
+
 def test_abrupt_drop_is_1006(srv):
     t = token()
     c = WSClient.open(srv.port, "/echo?token=" + t)

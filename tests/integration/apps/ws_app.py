@@ -12,6 +12,7 @@ WebSocket routes (path):
   /handshake-headers  accept with headers only the server may set (Connection, Upgrade,
                  Content-Length, Sec-WebSocket-Accept/-Extensions...), then echo
   /close         accept, then websocket.close with ?code= and ?reason= (either may be absent)
+                 and records the next event (type, code)
   /deny          websocket.close before accept (?receive_after=1: then receive(), recorded)
   /deny-response websocket.http.response.start/body (401, headers, a body in two parts; the same
                  ?receive_after=1)
@@ -143,7 +144,7 @@ async def websocket(scope, receive, send):
             msg["reason"] = q["reason"]
         await send(msg)
         m = await receive()
-        record(token, after_close=m["type"])
+        record(token, after_close=m["type"], after_close_code=m.get("code"))
         return
     elif path == "/raise-after":
         await receive()
