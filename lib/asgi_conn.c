@@ -1156,11 +1156,12 @@ static int lw_ac_create(wsgi_app *app, const wsgi_request *req, const asgi_handl
     }
     c->body = NULL; /* made when something is queued (lw_ac_queue) */
     c->gather = NULL;
-    c->gathered = 0;
     /* A buffered body is one event; no body at all is one empty event; else the host feeds. */
     c->body_more = !req->body && (req->content_length > 0 || (req->flags & WSGI_REQUEST_CHUNKED));
-    c->body_left = c->body_more && !(req->flags & WSGI_REQUEST_CHUNKED) ? req->content_length : -1;
-    c->gather_ok = c->body_left > 0 && c->body_left <= LW_ASGI_BODY_LIMIT;
+    c->gather_cl = c->body_more && !(req->flags & WSGI_REQUEST_CHUNKED) &&
+                           req->content_length <= LW_ASGI_BODY_LIMIT
+                       ? (uint32_t)req->content_length
+                       : 0;
     int queued = 1;
     if (req->body && req->body_len) {
         PyObject *b = PyBytes_FromStringAndSize(req->body, (Py_ssize_t)req->body_len);
@@ -1288,13 +1289,12 @@ static int lw_ac_enter(asgi_conn *conn, lw_gil *g)
  * of one event per read joined by the app (a copy more, and a wake-up of the app per read). */
 static int lw_ac_take_piece(lw_asgi_conn *c, const char *data, size_t len, int more)
 {
-    if (c->gather_ok) { /* the first piece: the body is gathered unless this is all of it */
-        c->gather_ok = 0;
-        if (len && more && c->body_left > (int64_t)len) {
-            c->gather = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)c->body_left);
+    if (c->gather_cl) { /* the first piece: the body is gathered unless this is all of it */
+        if (len && more && c->gather_cl > len) {
+            c->gather = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)c->gather_cl);
             if (!c->gather) return -1;
-            c->gathered = 0;
         }
+        c->gather_cl = 0;
     }
     if (!c->gather) {
         PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
@@ -1302,14 +1302,14 @@ static int lw_ac_take_piece(lw_asgi_conn *c, const char *data, size_t len, int m
         Py_XDECREF(b);
         return r;
     }
-    /* asgi_conn_feed() refuses more than the announced length */
-    if (len) memcpy(PyBytes_AS_STRING(c->gather) + c->gathered, data, len);
-    c->gathered += len;
-    if (c->gathered < (size_t)PyBytes_GET_SIZE(c->gather) && more) return 0;
+    size_t have = c->buffered, size = (size_t)PyBytes_GET_SIZE(c->gather);
+    if (len) memcpy(PyBytes_AS_STRING(c->gather) + have, data, len);
+    have += len;
+    if (have < size && more) return 0;
     PyObject *b = c->gather;
     c->gather = NULL;
-    if (c->gathered < (size_t)PyBytes_GET_SIZE(b)) { /* the body ended short */
-        PyObject *cut = PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), (Py_ssize_t)c->gathered);
+    if (have < size) { /* the body ended short */
+        PyObject *cut = PyBytes_FromStringAndSize(PyBytes_AS_STRING(b), (Py_ssize_t)have);
         Py_DECREF(b);
         if (!(b = cut)) return -1;
     }
@@ -1329,11 +1329,14 @@ LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, in
         lw_gil_release(&g);
         return lw_fail(WSGI_ERR_STATE, "the request body already ended");
     }
-    if (c->body_left >= 0 && len > (uint64_t)c->body_left) {
+    /* A body being gathered (or about to be) takes no more than its Content-Length. */
+    size_t left = c->gather      ? (size_t)PyBytes_GET_SIZE(c->gather) - c->buffered
+                  : c->gather_cl ? c->gather_cl
+                                 : SIZE_MAX;
+    if (len > left) {
         lw_gil_release(&g);
         return lw_fail(WSGI_ERR_INVAL,
-                       "%zu bytes fed, more than the %lld left of the Content-Length", len,
-                       (long long)c->body_left);
+                       "%zu bytes fed, more than the %zu left of the Content-Length", len, left);
     }
     if (len && c->rstate != R_DONE && !c->disconnected && !c->done) {
         if (lw_ac_take_piece(c, data, len, more) < 0) {
@@ -1347,7 +1350,6 @@ LIBWSGI_API int asgi_conn_feed(asgi_conn *conn, const char *data, size_t len, in
         lw_gil_release(&g);
         return lw_fail(WSGI_ERR_NOMEM, "out of memory");
     }
-    if (c->body_left >= 0) c->body_left -= (int64_t)len;
     if (c->obs) c->obs->bytes_in += len;
     if (!more) c->body_more = 0;
     if (!c->gather) lw_ac_wake_receiver(c); /* a gathered body wakes it when whole */

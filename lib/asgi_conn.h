@@ -40,11 +40,9 @@ typedef struct lw_asgi_conn {
     PyObject *body;  /* list of bytes (HTTP) or of event dicts (WebSocket); NULL: empty */
     size_t buffered; /* their total size in bytes */
     /* HTTP: a fed Content-Length body of at most LW_ASGI_BODY_LIMIT is gathered here, in the
-     * bytes object the app gets, and queued whole when complete (asgi_conn_feed) */
+     * bytes object the app gets, and queued whole when complete (asgi_conn_feed); until then
+     * buffered counts its bytes (nothing else is queued meanwhile) */
     PyObject *gather;
-    size_t gathered;
-    int64_t body_left;     /* bytes of a Content-Length body not fed yet; -1: chunked or none */
-    int gather_ok;         /* the Content-Length body fits in LW_ASGI_BODY_LIMIT: gather it whole */
     PyObject *recv_waiter; /* the future of the oldest receive() still waiting, or NULL */
     PyObject *recv_more;   /* list of the futures of receive() calls awaited meanwhile (several
                             * tasks receiving at once: starlette's is_disconnected() while its
@@ -60,10 +58,9 @@ typedef struct lw_asgi_conn {
     char *errmsg;                   /* malloc'd with the first failure, else NULL */
     size_t head_line_len;
     lw_ac_kind kind;
-    int attached;  /* the host still holds its handle: callbacks may fire */
-    int body_more; /* the host may feed more */
-    int body_final_sent;
-    int read_paused; /* feed answered ASGI_PAUSE; on_read_resume is owed */
+    /* a Content-Length body of at most LW_ASGI_BODY_LIMIT: its length until the first piece is fed
+     * (then it is gathered unless that piece is all of it); else 0 */
+    uint32_t gather_cl;
     lw_rstate rstate;
     int sf_fd;
     /* http.response.start, validated, held until the first body event (ASGI spec) */
@@ -81,6 +78,9 @@ typedef struct lw_asgi_conn {
      * and went; receive() reports http.disconnect, send() still works. */
     unsigned char trailers, connect_sent, disconnected, done, eager_step, done_owed, head_request,
         client_closed;
+    /* attached: the host still holds its handle, callbacks may fire. body_more: the host may feed
+     * more. read_paused: feed answered ASGI_PAUSE, on_read_resume is owed. */
+    unsigned char attached, body_more, body_final_sent, read_paused;
     struct lw_ac_obs *obs; /* the observer's record (observer.h), NULL unless observing */
     char head_line[40];    /* "404 Not Found": the longest standard one is 35 bytes */
     lw_hdrs head_h;

@@ -248,8 +248,8 @@ LIBWSGI_API int asgi_conn_ws_closed(asgi_conn *conn, int code, const char *reaso
  * @retval ASGI_PAUSE Accepted, but the unread body exceeds the buffer limit: stop reading from the
  *         client until on_read_resume.
  * @retval WSGI_ERR_STATE The body already ended, or not the loop thread.
- * @retval WSGI_ERR_INVAL NULL conn, or NULL data with len > 0, or more bytes than are left of
- *         the request's Content-Length (since 0.6.1; nothing of them is taken).
+ * @retval WSGI_ERR_INVAL NULL conn, or NULL data with len > 0, or, for a body being gathered,
+ *         more bytes than are left of its Content-Length (since 0.6.1; nothing of them is taken).
  * @retval WSGI_ERR_PYTHON The calling thread could not get a Python thread state.
  * @retval WSGI_ERR_NOMEM Out of memory.
  * @since 0.1.0

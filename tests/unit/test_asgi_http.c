@@ -203,6 +203,7 @@ static void test_gathered_body_limits(void **state)
         asgi_conn *conn = ah_dispatch(th_app(APPS "echo"), &r, &rec);
         assert_int_equal(ah_settle(), -1);
         if (variant == 0) {
+            assert_rc(asgi_conn_feed(conn, "abcdefg", 7, 1), WSGI_ERR_INVAL);
             assert_rc(asgi_conn_feed(conn, "abc", 3, 1), 0);
             assert_rc(asgi_conn_feed(conn, "defg", 4, 1), WSGI_ERR_INVAL);
             assert_non_null(strstr(wsgi_errmsg(), "Content-Length"));
