@@ -569,6 +569,21 @@ static int free_in_body(ah_rec *rec, const char *data, size_t len, int more)
     return -1;
 }
 
+/* Dispatch with &self_conn as asgi_dispatch()'s out: the library sets it before any callback, so
+ * a hook can free the connection even from an on_done that runs inside asgi_dispatch() (eager
+ * start: the app ends in its first step). (With get_start, self_conn was assigned only after
+ * asgi_dispatch returned: in eager mode free_in_done freed nothing and the connection leaked,
+ * which valgrind showed once lw_asgi_conn outgrew pymalloc's 512 bytes.) */
+static asgi_conn *dispatch_exposed(const char *spec, const char *target, ah_rec *rec, th_req *r)
+{
+    th_req_init(r, "GET", target);
+    asgi_handler h = ah_handler(rec);
+    self_conn = NULL;
+    assert_rc(asgi_dispatch(th_app(spec), &r->req, &h, rec, &self_conn), WSGI_OK);
+    assert_non_null(self_conn);
+    return self_conn;
+}
+
 static void test_free_from_own_callback(void **state)
 {
     (void)state;
@@ -576,15 +591,16 @@ static void test_free_from_own_callback(void **state)
     ah_rec rec;
     ah_rec_init(&rec);
     rec.done_hook = free_in_done;
-    self_conn = get_start(APPS "hello", "/", &rec, &r);
+    self_conn = dispatch_exposed(APPS "hello", "/", &rec, &r);
     ah_drive_done(&rec);
+    assert_int_equal(rec.freed, 1);
     ah_drive_idle();
     ah_assert_ok(&rec, 200, "hello");
     ah_rec_free(&rec);
 
     ah_rec_init(&rec);
     rec.body_hook = free_in_body;
-    self_conn = get_start(APPS "gather", "/?n=3", &rec, &r);
+    self_conn = dispatch_exposed(APPS "gather", "/?n=3", &rec, &r);
     ah_drive_until(ah_pred_started, &rec, AH_MAX_TURNS);
     ah_drive_idle();
     ah_assert_sane(&rec);
