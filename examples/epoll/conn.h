@@ -378,6 +378,9 @@ int conn_in_reserve(conn *c, size_t want);
 void conn_set_nodelay(conn *c);
 /* Free what the connection's protocol front end holds (the SCGI head). */
 void conn_front_free(conn *c);
+/* The connection closes and its buffers wait for another one (server.c: conn_keep): its SCGI
+ * parser is reset by the next connection's first read. */
+void conn_front_recycle(conn *c);
 
 /* ---- response_writer.c: output ----------------------------------------------------------- */
 extern const wsgi_response_handler conn_handler;

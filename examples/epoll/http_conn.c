@@ -26,7 +26,8 @@
  * scgi_map_request() (conn_fill_request); its body is exactly CONTENT_LENGTH bytes, and to read
  * it through the very same paths (buffered, streamed into wsgi.input, fed to ASGI, drained)
  * http_parser is first given a made-up head "PUT / HTTP/1.1" with that Content-Length (c->synth:
- * the callbacks ignore it), after which it frames the body bytes as it does for HTTP. */
+ * the callbacks ignore it), after which it frames the body bytes as it does for HTTP. A request
+ * with no body (Content-Length 0, most of them) is complete at once, without the made-up head. */
 #include "conn.h"
 #include "host_log.h"
 #include "scgi_parse.h"
@@ -621,6 +622,7 @@ struct scgi_front {
     char *scratch;
     size_t scratch_cap;
     size_t method_off, method_len; /* REQUEST_METHOD in conn.in */
+    int parsing;                   /* p is this connection's (not a closed one's: conn_keep) */
     scgi_var_pos slots[];          /* --max-headers + SCGI_EXTRA_VARS */
 };
 
@@ -639,6 +641,11 @@ void conn_set_nodelay(conn *c)
 {
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void conn_front_recycle(conn *c)
+{
+    if (c->sf) c->sf->parsing = 0;
 }
 
 void conn_front_free(conn *c)
@@ -682,18 +689,48 @@ static conn_proto gateway_proto(const scgi_parser *p)
     return scgi_parser_protocol(p) == SCGI_PROTO_UWSGI ? CPROTO_UWSGI : CPROTO_SCGI;
 }
 
+/* A body of exactly CONTENT_LENGTH (> 0) bytes: let http_parser frame it as it frames a
+ * Content-Length body (see the top), fed a made-up head first. 0 or -1 (err_status set). */
+static int scgi_frame_body(conn *c)
+{
+    static const char pre[] = "PUT / HTTP/1.1\r\nContent-Length: ";
+    char head[sizeof pre + 32], digits[24];
+    size_t nd = 0;
+    for (uint64_t v = (uint64_t)c->content_length; v; v /= 10)
+        digits[nd++] = (char)('0' + v % 10);
+    size_t n = sizeof pre - 1;
+    memcpy(head, pre, n);
+    while (nd)
+        head[n++] = digits[--nd];
+    memcpy(head + n, "\r\n\r\n", 4);
+    n += 4;
+    c->synth = 1;
+    size_t u = http_parser_execute(&c->parser, &conn_parser_settings, head, n);
+    c->synth = 0;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (u != n || (e != HPE_OK && e != HPE_PAUSED)) {
+        c->err_status = 500;
+        host_log(WSGI_LOG_ERROR, "SCGI body framing: %s", http_errno_description(e));
+        return -1;
+    }
+    return 0;
+}
+
 /* The first request of a libwsgi-scgi connection: parse an SCGI / uwsgi head. PARSE_MORE,
  * PARSE_DONE, PARSE_ERROR (err_status set), or PARSE_HTTP (nothing consumed). */
 static int scgi_head(conn *c)
 {
     unsigned acc = server_options(c->srv)->scgi_accept;
+    size_t max_vars = server_max_headers(c->srv) + SCGI_EXTRA_VARS;
     if (!c->sf) {
-        size_t max_vars = server_max_headers(c->srv) + SCGI_EXTRA_VARS;
         c->sf = calloc(1, sizeof(*c->sf) + max_vars * sizeof(scgi_var_pos));
         if (!c->sf) {
             c->err_status = 503;
             return PARSE_ERROR;
         }
+    }
+    if (!c->sf->parsing) {
+        c->sf->parsing = 1;
         uint64_t max_body = server_max_body(c->srv);
         scgi_limits lim = {
             .max_header_bytes = server_max_header(c->srv),
@@ -748,28 +785,22 @@ static int scgi_head(conn *c)
         memcpy(c->peer, req.client_addr, strlen(req.client_addr) + 1);
         c->peer_port = req.client_port;
     }
-    /* The body is exactly CONTENT_LENGTH bytes: let http_parser frame it as it frames a
-     * Content-Length body (see the top). */
-    char head[64];
-    int n = snprintf(head, sizeof(head), "PUT / HTTP/1.1\r\nContent-Length: %lld\r\n\r\n",
-                     (long long)c->content_length);
-    c->synth = 1;
-    size_t u = http_parser_execute(&c->parser, &conn_parser_settings, head, (size_t)n);
-    c->synth = 0;
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (u != (size_t)n || (e != HPE_OK && e != HPE_PAUSED)) {
-        c->err_status = 500;
-        host_log(WSGI_LOG_ERROR, "SCGI body framing: %s", http_errno_description(e));
+    c->head_done = 1;
+    if (c->content_length == 0) {
+        /* No body: the request is complete, as on_message_complete() would have found at the
+         * end of a made-up head with Content-Length: 0 (the parser is at the start of a next
+         * message either way). */
+        c->msg_done = 1;
+    } else if (scgi_frame_body(c) < 0) {
         return PARSE_ERROR;
     }
-    c->head_done = 1;
     http_parser_pause(&c->parser, 1); /* as after an HTTP head: conn_choose_body() resumes */
     return PARSE_DONE;
 }
 
 int conn_head_eof(conn *c)
 {
-    if (c->proto_known || !c->sf || c->in_len == 0) return 0;
+    if (c->proto_known || !c->sf || !c->sf->parsing || c->in_len == 0) return 0;
     scgi_parser_eof(&c->sf->p);
     c->proto_known = 1;
     c->proto = gateway_proto(&c->sf->p);
@@ -1101,7 +1132,7 @@ void conn_fill_request(conn *c, wsgi_request *req)
 const char *conn_request_method(const conn *c, size_t *len)
 {
     const char *m;
-    if (c->proto != CPROTO_HTTP && c->sf) {
+    if (c->proto != CPROTO_HTTP && c->sf && c->sf->parsing) {
         m = c->in + c->sf->method_off;
         *len = c->sf->method_len;
     } else {

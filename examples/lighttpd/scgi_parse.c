@@ -208,6 +208,56 @@ static scgi_result uwsgi_var_end(scgi_parser *p)
 
 #define TOO_MANY_VARS "too many variables"
 
+static uint32_t le16(const unsigned char *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8;
+}
+
+/* The rest of the uwsgi vars, all of them in @p d (at a key length field, p->remaining bytes):
+ * walked var by var instead of through a state per field (the usual case: lighttpd writes the
+ * whole packet at once). The same checks and errors as the states S_U_KLEN to S_U_VAL, in the
+ * same order. *@p used: the bytes consumed, also on an error. */
+static scgi_result uwsgi_vars_whole(scgi_parser *p, const unsigned char *d, size_t *used)
+{
+    const unsigned char *start = d;
+    scgi_result rc = SCGI_NEED_MORE;
+    while (rc == SCGI_NEED_MORE) {
+        /* p->remaining >= 2 here: checked on entering each length field (uwsgi_length_next) */
+        if (!var_begin(p)) {
+            rc = fail(p, 431, TOO_MANY_VARS);
+            break;
+        }
+        uint32_t kl = le16(d);
+        d += 2, p->pos += 2, p->remaining -= 2;
+        if (kl > p->remaining) {
+            rc = fail(p, 400, "uwsgi key length runs past the vars");
+            break;
+        }
+        if (kl == 0) {
+            rc = fail(p, 400, "empty variable name");
+            break;
+        }
+        p->vars[p->n_vars].name_off = p->pos;
+        name_bytes(p, (const char *)d, kl);
+        d += kl, p->pos += kl, p->remaining -= kl;
+        if ((rc = name_end(p)) != SCGI_NEED_MORE) break;
+        if ((rc = uwsgi_length_next(p, S_U_VLEN)) != SCGI_NEED_MORE) break;
+        uint32_t vl = le16(d);
+        d += 2, p->pos += 2, p->remaining -= 2;
+        if (vl > p->remaining) {
+            rc = fail(p, 400, "uwsgi value length runs past the vars");
+            break;
+        }
+        p->vars[p->n_vars].value_off = p->pos;
+        p->state = S_U_VAL;
+        if (vl && (rc = value_bytes(p, (const char *)d, vl)) != SCGI_NEED_MORE) break;
+        d += vl, p->pos += vl, p->remaining -= vl;
+        rc = uwsgi_var_end(p); /* S_U_KLEN again, the head's end, or an error */
+    }
+    *used = (size_t)(d - start);
+    return rc;
+}
+
 scgi_result scgi_parser_feed(scgi_parser *p, const char *data, size_t len, size_t *consumed)
 {
     size_t i = 0;
@@ -356,6 +406,12 @@ scgi_result scgi_parser_feed(scgi_parser *p, const char *data, size_t len, size_
 
         case S_U_KLEN:
         case S_U_VLEN:
+            if (p->state == S_U_KLEN && p->tmp_n == 0 && len - i >= p->remaining) {
+                size_t used = 0;
+                rc = uwsgi_vars_whole(p, (const unsigned char *)data + i, &used);
+                i += used;
+                break;
+            }
             if (p->tmp_n == 0) {
                 /* remaining >= 2: checked on entering the field (uwsgi_length_next) */
                 if (p->state == S_U_KLEN && !var_begin(p)) {

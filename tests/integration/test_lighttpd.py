@@ -666,3 +666,41 @@ def test_blocking_requests_do_not_stop_accepting(daemon, tmp_path):
     finally:
         for s in socks:
             s.close()
+
+
+def test_closed_connections_leave_nothing_to_the_next(daemon):
+    """A gateway opens a connection per request; the daemon keeps the buffers of closed
+    connections for the next ones (server.c: conn_keep). Requests of every kind in a row — uwsgi
+    with and without a body, a body that grows the input buffer, SCGI refused by its parser,
+    plain HTTP on the same port — each get their own answer, with nothing of the one before."""
+    for i in range(20):
+        pairs = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/env"),
+                 (b"PATH_INFO", b"/env"), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+                 (b"REMOTE_ADDR", b"10.0.0.%d" % i), (b"HTTP_X_ONLY_%d" % i, b"%d" % i)]
+        head, _, payload = exchange(daemon.port, uwsgi_bytes(pairs)).partition(b"\r\n\r\n")
+        assert head.startswith(b"Status: 200 OK"), head
+        env = json.loads(payload)
+        assert env["REMOTE_ADDR"] == "10.0.0.%d" % i and env["HTTP_X_ONLY_%d" % i] == str(i)
+        assert not [k for k in env if k.startswith("HTTP_X_ONLY_") and k != "HTTP_X_ONLY_%d" % i]
+        assert "CONTENT_LENGTH" not in env or env["CONTENT_LENGTH"] in ("", "0")
+
+        assert exchange(daemon.port, b"5:abc", shut=True).startswith(b"Status: 400 ")
+
+        body = os.urandom(60000 + 997 * i)  # buffered before the app runs: conn.in grows
+        pairs = [(b"CONTENT_LENGTH", b"%d" % len(body)), (b"REQUEST_METHOD", b"POST"),
+                 (b"REQUEST_URI", b"/upload"), (b"SERVER_PROTOCOL", b"HTTP/1.1")]
+        head, _, payload = exchange(daemon.port, uwsgi_bytes(pairs, body)).partition(b"\r\n\r\n")
+        assert head.startswith(b"Status: 200 OK"), head
+        assert json.loads(payload) == {"size": len(body),
+                                       "sha256": hashlib.sha256(body).hexdigest()}
+
+        pairs[0] = (b"CONTENT_LENGTH", b"0")
+        head, _, payload = exchange(daemon.port, uwsgi_bytes(pairs)).partition(b"\r\n\r\n")
+        assert json.loads(payload)["size"] == 0
+
+        out = exchange(daemon.port, b"GET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head, _, payload = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK"), head
+        env = json.loads(payload)
+        assert env["REMOTE_ADDR"] == "127.0.0.1" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+        assert not [k for k in env if k.startswith("HTTP_X_ONLY_")]
