@@ -11,8 +11,8 @@
  * standby, see "the team" below): the thread running the loop (the leader) calls the app itself,
  * with no hand-off to another thread and back, as long as another thread (the standby) watches
  * it; when the standby sees the leader still inside the same app call at its next look, 1 to 8 ms
- * later (an app that blocks: a slow query, time.sleep, a slow upload), it takes the loop over, and the
- * old leader finishes its request as an app thread and reports through a mutex-protected
+ * later (an app that blocks: a slow query, time.sleep, a slow upload), it takes the loop over, and
+ * the old leader finishes its request as an app thread and reports through a mutex-protected
  * completion queue and an eventfd, as the pool threads of earlier versions did. So at most N
  * requests are in the app at once, the loop never waits for one, and a request that does not
  * block costs no thread switch at all. With every other thread in the app (no standby), the
