@@ -613,6 +613,9 @@ static int feed(conn *c, size_t n)
 
 /* lighttpd sends about 20 CGI variables besides one HTTP_* per request header. */
 #define SCGI_EXTRA_VARS 64
+/* What a connection kept for the next one may keep of its SCGI head's storage. */
+#define SCGI_KEEP_SCRATCH 4096
+#define SCGI_KEEP_VARS    64
 enum { PARSE_HTTP = 2 }; /* scgi_head(): the connection speaks plain HTTP */
 
 struct scgi_front {
@@ -645,7 +648,13 @@ void conn_set_nodelay(conn *c)
 
 void conn_front_recycle(conn *c)
 {
-    if (c->sf) c->sf->parsing = 0;
+    if (!c->sf) return;
+    /* The storage of a usual head is kept; a large one's goes (a kept connection's memory stays
+     * small: server.c conn_keep). */
+    if (c->sf->scratch_cap > SCGI_KEEP_SCRATCH || c->sf->n_cap > SCGI_KEEP_VARS)
+        conn_front_free(c);
+    else
+        c->sf->parsing = 0;
 }
 
 void conn_front_free(conn *c)

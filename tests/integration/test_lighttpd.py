@@ -677,10 +677,13 @@ def test_closed_connections_leave_nothing_to_the_next(daemon):
         pairs = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/env"),
                  (b"PATH_INFO", b"/env"), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
                  (b"REMOTE_ADDR", b"10.0.0.%d" % i), (b"HTTP_X_ONLY_%d" % i, b"%d" % i)]
-        head, _, payload = exchange(daemon.port, uwsgi_bytes(pairs)).partition(b"\r\n\r\n")
+        many = [(b"HTTP_X_MANY_%d" % k, b"v") for k in range(70)] if i % 2 else []
+        out = exchange(daemon.port, uwsgi_bytes(pairs + many))
+        head, _, payload = out.partition(b"\r\n\r\n")
         assert head.startswith(b"Status: 200 OK"), head
         env = json.loads(payload)
         assert env["REMOTE_ADDR"] == "10.0.0.%d" % i and env["HTTP_X_ONLY_%d" % i] == str(i)
+        assert len([k for k in env if k.startswith("HTTP_X_MANY_")]) == len(many)
         assert not [k for k in env if k.startswith("HTTP_X_ONLY_") and k != "HTTP_X_ONLY_%d" % i]
         assert "CONTENT_LENGTH" not in env or env["CONTENT_LENGTH"] in ("", "0")
 
