@@ -97,7 +97,7 @@ struct server {
     conn *batch_head; /* run_ready's batch, taken from the ready list */
     conn *graveyard;
     conn *spare; /* closed connections kept with their buffers (conn_keep) */
-    unsigned n_spare;
+    int n_spare; /* int: compared with CONN_SPARE, 0 under ASan (-Wtype-limits) */
 
     conn *all;
     size_t n_conns;
@@ -423,6 +423,7 @@ static void conn_keep(server *s, conn *c)
     c->q_next = s->spare;
     s->spare = c;
     s->n_spare++;
+    s->trim_due = 1; /* freed at the next idle trim, also when a timer closed it */
 }
 
 /* A zeroed connection, as calloc gives, with a spare one's buffers if there is one. */

@@ -1105,6 +1105,102 @@ static void test_mutations(void **state)
         free(base[i].p);
 }
 
+/* ---- the uwsgi fast path (uwsgi_vars_whole) against the byte-wise states -------------------- */
+
+/* Fed in two pieces, split at @p k: the second piece may take the fast path where the first
+ * could not (the vars are whole only from there). */
+static void parse_split(const char *in, size_t len, size_t k, const scgi_limits *lim, outcome *o)
+{
+    scgi_parser p;
+    assert_int_equal(scgi_parser_init(&p, lim, o->slots, SCGI_ACCEPT_ALL), 0);
+    char *a = malloc(k ? k : 1), *b = malloc(len - k ? len - k : 1);
+    assert_true(a && b);
+    memcpy(a, in, k);
+    memcpy(b, in + k, len - k);
+    size_t u1 = 0, u2 = 0;
+    scgi_result rc = scgi_parser_feed(&p, a, k, &u1);
+    if (rc == SCGI_NEED_MORE) rc = scgi_parser_feed(&p, b, len - k, &u2);
+    free(a), free(b);
+    finish(&p, rc, u1 + u2, 1, o);
+    o->p = p;
+}
+
+static void same_outcome(const outcome *a, const outcome *b)
+{
+    assert_int_equal(a->rc, b->rc);
+    assert_int_equal(a->status, b->status);
+    assert_string_equal(a->error, b->error);
+    assert_int_equal(a->proto, b->proto);
+    assert_int_equal(a->head_len, b->head_len);
+    assert_int_equal(a->content_length, b->content_length);
+    assert_int_equal(a->nvars, b->nvars);
+    assert_int_equal(memcmp(a->slots, b->slots, a->nvars * sizeof a->slots[0]), 0);
+    if (a->rc != SCGI_ERROR) assert_int_equal(a->consumed, b->consumed);
+}
+
+/* Random uwsgi packets (special and ordinary names, good and bad CONTENT_LENGTH values, key and
+ * value lengths past the vars, a datasize shorter or longer than the vars, few variable slots):
+ * whole (the fast path), byte by byte (the states) and split at every point agree on everything. */
+static void test_uwsgi_fast_path_matches_bytewise(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"CONTENT_LENGTH",
+                                        "CONTENT_LENGT",
+                                        "CONTENT_LENGTHX",
+                                        "REQUEST_METHOD",
+                                        "A",
+                                        "SCGI",
+                                        "HTTP_X_Y",
+                                        ""};
+    static const char *const values[] = {"",  "0",   "12", "1a", "99999999999999999999",
+                                         "1", "GET", "007"};
+    outcome *os = malloc(sizeof *os);
+    assert_non_null(os);
+    uint32_t seed = 777;
+    for (int round = 0; round < 4000; round++) {
+        buf pay = {0}, out = {0};
+        unsigned nv = lcg(&seed) % 7;
+        for (unsigned v = 0; v < nv; v++) {
+            const char *n = names[lcg(&seed) % 8], *val = values[lcg(&seed) % 8];
+            size_t nl = strlen(n), vl = strlen(val), knl = nl, kvl = vl;
+            switch (lcg(&seed) % 24) {
+            case 0: knl = nl + 1 + lcg(&seed) % 40; break; /* key length past the vars */
+            case 1: kvl = vl + 1 + lcg(&seed) % 40; break; /* value length past the vars */
+            case 2: knl = nl ? nl - 1 : 0; break;          /* key length one short */
+            default: break;
+            }
+            le16(&pay, knl);
+            buf_add(&pay, n, nl);
+            le16(&pay, kvl);
+            buf_add(&pay, val, vl);
+        }
+        if (lcg(&seed) % 10 == 0) buf_add(&pay, "\x01", 1); /* a stray byte: no room for a length */
+        size_t ds = pay.len;
+        switch (lcg(&seed) % 10) {
+        case 0: ds = ds > 3 ? ds - 1 - lcg(&seed) % 3 : ds; break; /* datasize short */
+        case 1: ds += 1 + lcg(&seed) % 6; break;                   /* datasize long: body in vars */
+        default: break;
+        }
+        unsigned char h[4] = {0, (unsigned char)(ds & 0xff), (unsigned char)(ds >> 8), 0};
+        buf_add(&out, h, 4);
+        buf_add(&out, pay.p ? pay.p : "", pay.len);
+        if (lcg(&seed) & 1)
+            buf_str(&out, "\x02\x00"
+                          "BODY");
+        scgi_limits lim = limits(lcg(&seed) % 3 ? 0 : 8 + lcg(&seed) % 64, 1 + lcg(&seed) % 8);
+        parse_whole(out.p, out.len, &lim, SCGI_ACCEPT_ALL, 1, ow);
+        parse_bytes(out.p, out.len, &lim, SCGI_ACCEPT_ALL, 1, ob);
+        same_outcome(ow, ob);
+        for (size_t k = 0; k <= out.len; k++) {
+            parse_split(out.p, out.len, k, &lim, os);
+            same_outcome(ow, os);
+        }
+        free(pay.p);
+        free(out.p);
+    }
+    free(os);
+}
+
 /* ---- end to end: the environ an app sees ----------------------------------------------------- */
 
 /* The dump app's line for @p key, decoded from hex; NULL if absent. */
@@ -1247,6 +1343,7 @@ int main(void)
         cmocka_unit_test(test_map_variants),
         cmocka_unit_test(test_map_errors),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_uwsgi_fast_path_matches_bytewise),
         cmocka_unit_test(test_environ_end_to_end),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
