@@ -131,15 +131,16 @@ static void test_no_body_is_one_empty_event(void **state)
     }
 }
 
-/* Chunked: pieces fed while the app waits arrive one event each, more_body True until the last. */
-static void test_streamed_body_pieces(void **state)
+/* Feeds "hello", " wor", "ld" to the echo app while it waits (chunked when @content_length is
+ * -1, else that Content-Length), reading the app's notes before the last piece: @before is what
+ * it has received by then, @after everything. */
+static void feed_three_pieces(int64_t content_length, const char *before, const char *after)
 {
-    (void)state;
     char key[32], target[64];
     new_key(key, sizeof key);
     snprintf(target, sizeof target, "/?key=%s", key);
     th_req r;
-    stream_req(&r, target, -1);
+    stream_req(&r, target, content_length);
     ah_rec rec;
     ah_rec_init(&rec);
     asgi_conn *conn = ah_dispatch(th_app(APPS "echo"), &r, &rec);
@@ -149,14 +150,25 @@ static void test_streamed_body_pieces(void **state)
     assert_rc(asgi_conn_feed(conn, " wor", 4, 1), 0);
     assert_int_equal(ah_settle(), -1);
     assert_int_equal(rec.starts, 0);
+    assert_notes(key, before);
     assert_rc(asgi_conn_feed(conn, "ld", 2, 0), 0);
     ah_drive_done(&rec);
     asgi_conn_free(conn);
     ah_assert_ok(&rec, 200, "hello world");
-    assert_notes(key, "http.request/bytes/5/True keys=body,more_body,type\n"
+    assert_notes(key, after);
+    ah_rec_free(&rec);
+}
+
+/* Chunked: pieces fed while the app waits arrive one event each, more_body True until the last. */
+static void test_streamed_body_pieces(void **state)
+{
+    (void)state;
+    feed_three_pieces(-1,
+                      "http.request/bytes/5/True keys=body,more_body,type\n"
+                      "http.request/bytes/4/True keys=body,more_body,type",
+                      "http.request/bytes/5/True keys=body,more_body,type\n"
                       "http.request/bytes/4/True keys=body,more_body,type\n"
                       "http.request/bytes/2/False keys=body,more_body,type");
-    ah_rec_free(&rec);
 }
 
 /* A Content-Length body that fits in the library's 256 KiB is gathered: the app, waiting, gets
@@ -164,26 +176,7 @@ static void test_streamed_body_pieces(void **state)
 static void test_content_length_body_is_gathered_whole(void **state)
 {
     (void)state;
-    char key[32], target[64];
-    new_key(key, sizeof key);
-    snprintf(target, sizeof target, "/?key=%s", key);
-    th_req r;
-    stream_req(&r, target, 11);
-    ah_rec rec;
-    ah_rec_init(&rec);
-    asgi_conn *conn = ah_dispatch(th_app(APPS "echo"), &r, &rec);
-    assert_int_equal(ah_settle(), -1);
-    assert_rc(asgi_conn_feed(conn, "hello", 5, 1), 0);
-    assert_int_equal(ah_settle(), -1);
-    assert_rc(asgi_conn_feed(conn, " wor", 4, 1), 0);
-    assert_int_equal(ah_settle(), -1);
-    assert_notes(key, ""); /* the app has had no event yet */
-    assert_rc(asgi_conn_feed(conn, "ld", 2, 0), 0);
-    ah_drive_done(&rec);
-    asgi_conn_free(conn);
-    ah_assert_ok(&rec, 200, "hello world");
-    assert_notes(key, "http.request/bytes/11/False keys=body,more_body,type");
-    ah_rec_free(&rec);
+    feed_three_pieces(11, "", "http.request/bytes/11/False keys=body,more_body,type");
 }
 
 /* Gathering never holds more than is announced: more bytes than the Content-Length are refused

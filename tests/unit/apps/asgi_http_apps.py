@@ -35,12 +35,14 @@ def describe(event):
                                     event.get("more_body", "missing"), ",".join(sorted(event)))
 
 
-async def read_body(receive, events=None):
+async def read_body(receive, key=None):
+    """The whole body; with @key, notes every receive() event as it arrives (so a test can read,
+    mid-body, which events the app has had so far)."""
     chunks = []
     while True:
         event = await receive()
-        if events is not None:
-            events.append(describe(event))
+        if key is not None:
+            note(key, describe(event))
         if event["type"] != "http.request":
             return b"".join(chunks), event["type"]
         chunks.append(event.get("body", b""))
@@ -51,10 +53,7 @@ async def read_body(receive, events=None):
 async def echo(scope, receive, send):
     """Sends the request body back; notes every receive() event."""
     key = query(scope).get("key", "echo")
-    events = []
-    body, _ = await read_body(receive, events)
-    for e in events:
-        note(key, e)
+    body, _ = await read_body(receive, key)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
