@@ -170,9 +170,9 @@ static void lw_trim(const char **val, size_t *vlen)
 /* What lw_add_header() did with a header. */
 enum { LW_HDR_NEW = 0, LW_HDR_JOINED = 1, LW_HDR_DROPPED = 2 };
 
-/* Add one request header to the environ, joining repeats with ", ". Returns -1 on error, or an
- * LW_HDR_* code; for LW_HDR_NEW, *key_out and *val_out are the key and value now in env
- * (borrowed). */
+/* Add one request header to the environ, joining repeats with ", " (Cookie with "; "). Returns
+ * -1 on error, or an LW_HDR_* code; for LW_HDR_NEW, *key_out and *val_out are the key and value
+ * now in env (borrowed). */
 static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h, PyObject **key_out,
                          PyObject **val_out)
 {
@@ -247,11 +247,15 @@ static int lw_add_header(wsgi_runtime *rt, PyObject *env, const wsgi_header *h, 
     int r;
     PyObject *v = NULL;
     if (old) {
-        /* Repeated header: "a, b" in arrival order (RFC 9110 §5.3). */
+        /* Repeated header: "a, b" in arrival order (RFC 9110 §5.3). Cookie is not a list
+         * header: "a=1, b=2" would read as one cookie a = "1, b=2" (lost b), so its lines are
+         * joined with "; ", the same semantics as one line (RFC 3875 §4.1.18, RFC 6265 §4.2.1;
+         * as HTTP/2 recombines them, RFC 9113 §8.2.3, and lighttpd passes them to CGI). */
         v = lw_latin1(val, vlen);
         PyObject *joined = NULL;
         if (v) {
-            PyObject *parts[3] = {old, rt->s.comma_sp, v};
+            PyObject *sep = lw_ieq(name, nlen, "cookie") ? rt->s.semi_sp : rt->s.comma_sp;
+            PyObject *parts[3] = {old, sep, v};
             PyObject *tup = PyTuple_Pack(3, parts[0], parts[1], parts[2]);
             if (tup) {
                 joined = PyUnicode_Join(rt->s.empty, tup);

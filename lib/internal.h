@@ -33,7 +33,7 @@ typedef struct lw_strings {
         *wsgi_errors, *wsgi_multithread, *wsgi_multiprocess, *wsgi_run_once, *wsgi_input_terminated,
         *wsgi_file_wrapper;
     PyObject *http, *https, *on, *empty, *http10, *http11, *port80, *port443, *localhost;
-    PyObject *close, *read, *fileno, *tell, *comma_sp;
+    PyObject *close, *read, *fileno, *tell, *comma_sp, *semi_sp;
 } lw_strings;
 
 /* Per-runtime caches of environ keys and values (environ.c), guarded by the GIL. A keep-alive

@@ -74,6 +74,7 @@ static int lw_intern_all(lw_strings *s)
     I(fileno, "fileno");
     I(tell, "tell");
     I(comma_sp, ", ");
+    I(semi_sp, "; ");
 #undef I
     return 0;
 }
