@@ -120,10 +120,10 @@ typedef struct wsgi_response wsgi_response;
  * SERVER_PROTOCOL, SERVER_SOFTWARE, REMOTE_ADDR and REMOTE_PORT (left out when client_addr is NULL
  * or client_port 0), CONTENT_TYPE and CONTENT_LENGTH (from the request's headers, left out when
  * absent; wsgi_request::content_length only bounds wsgi.input),
- * HTTP_* (repeated headers joined by ", ", Cookie by "; "; names containing "_" or invalid bytes are dropped so
- * they cannot spoof a "-" header), HTTPS ("on" for https), wsgi.version, wsgi.url_scheme,
- * wsgi.input, wsgi.input_terminated (True), wsgi.errors, wsgi.multithread, wsgi.multiprocess,
- * wsgi.run_once, wsgi.file_wrapper; then @c extra_environ.
+ * HTTP_* (repeated headers joined by ", ", Cookie by "; "; names containing "_" or invalid bytes
+ * are dropped so they cannot spoof a "-" header), HTTPS ("on" for https), wsgi.version,
+ * wsgi.url_scheme, wsgi.input, wsgi.input_terminated (True), wsgi.errors, wsgi.multithread,
+ * wsgi.multiprocess, wsgi.run_once, wsgi.file_wrapper; then @c extra_environ.
  *
  * The request is validated and its wire data copied; the Python dict itself is made by
  * wsgi_call(), under the GIL that call takes anyway, so this function does not take the GIL.
