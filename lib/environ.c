@@ -82,6 +82,7 @@ void lw_env_cache_clear(lw_env_cache *c)
         Py_CLEAR(c->hkeys[i].last);
         c->hkeys[i].len = 0;
     }
+    Py_CLEAR(c->cl_item);
     Py_CLEAR(c->method);
     Py_CLEAR(c->server_name);
     Py_CLEAR(c->remote_addr);

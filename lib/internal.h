@@ -33,7 +33,7 @@ typedef struct lw_strings {
         *wsgi_errors, *wsgi_multithread, *wsgi_multiprocess, *wsgi_run_once, *wsgi_input_terminated,
         *wsgi_file_wrapper;
     PyObject *http, *https, *on, *empty, *http10, *http11, *port80, *port443, *localhost;
-    PyObject *close, *read, *fileno, *tell, *comma_sp, *semi_sp;
+    PyObject *close, *read, *fileno, *tell, *comma_sp, *semi_sp, *Content_Length;
 } lw_strings;
 
 /* Per-runtime caches of environ keys and values (environ.c), guarded by the GIL. A keep-alive
@@ -54,6 +54,9 @@ typedef struct lw_env_cache {
     PyObject *method, *server_name, *remote_addr, *uri, *path, *query;
     PyObject *server_port, *remote_port;
     unsigned server_port_n, remote_port_n;
+    /* The ("Content-Length", "<n>") item response.c last added to a list body's head. */
+    PyObject *cl_item;
+    int64_t cl_item_n;
 } lw_env_cache;
 void lw_env_cache_clear(lw_env_cache *c); /* GIL held */
 

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -308,11 +309,67 @@ static void lw_resp_release(wsgi_response *resp, lw_gil *g)
  * `return [body]`) needs no GIL after wsgi_call() at all. Only when nothing about it can fail or
  * be logged later than it would have been: bytes, not empty, start_response called, within
  * Content-Length, and if it is the last item, not shorter than Content-Length. */
+/* A list or tuple of bytes is the whole body, known before the head is sent: when the app gave no
+ * Content-Length, add one (PEP 3333, "Handling the Content-Length Header": "if the iterable has
+ * len() of 1, the server can automatically determine content length"; all items bytes is the
+ * same case). The host can then frame the body by length: an HTTP/1.0 keep-alive client keeps
+ * its connection, an HTTP/1.1 one gets no chunked framing. Not for a status without a body
+ * (1xx, 204, 304), an empty body (a HEAD answered with no items must not claim 0), a head already
+ * sent by write(), or an app that set Transfer-Encoding itself. GIL held. */
+static void lw_seq_add_length(wsgi_response *resp, PyObject *seq, Py_ssize_t n)
+{
+    int code = resp->status_code;
+    if (resp->started || resp->content_length >= 0 || code < 200 || code == 204 || code == 304)
+        return;
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(c)) return; /* reported when it is reached */
+        total += PyBytes_GET_SIZE(c);
+    }
+    if (total == 0) return;
+    Py_ssize_t nh = PyTuple_GET_SIZE(resp->headers);
+    for (Py_ssize_t i = 0; i < nh; i++) {
+        PyObject *name = PyTuple_GET_ITEM(PyTuple_GET_ITEM(resp->headers, i), 0);
+        if (PyUnicode_GET_LENGTH(name) == 17 && PyUnicode_KIND(name) == PyUnicode_1BYTE_KIND &&
+            strncasecmp((const char *)PyUnicode_DATA(name), "Transfer-Encoding", 17) == 0)
+            return;
+    }
+    /* The same lengths come back (the same page, request after request): keep the last item. */
+    lw_env_cache *ec = &lw_rt->ec;
+    PyObject *item = NULL;
+    if (ec->cl_item && ec->cl_item_n == total) {
+        item = Py_NewRef(ec->cl_item);
+    } else {
+        char digits[24];
+        int nd = snprintf(digits, sizeof digits, "%lld", (long long)total);
+        PyObject *value = PyUnicode_FromStringAndSize(digits, nd);
+        item = value ? PyTuple_Pack(2, lw_rt->s.Content_Length, value) : NULL;
+        Py_XDECREF(value);
+        if (item) {
+            Py_XSETREF(ec->cl_item, Py_NewRef(item));
+            ec->cl_item_n = total;
+        }
+    }
+    PyObject *headers = item ? PyTuple_New(nh + 1) : NULL;
+    if (!headers) {
+        Py_XDECREF(item);
+        PyErr_Clear(); /* out of memory: the body goes out without a length, as before */
+        return;
+    }
+    for (Py_ssize_t i = 0; i < nh; i++)
+        PyTuple_SET_ITEM(headers, i, Py_NewRef(PyTuple_GET_ITEM(resp->headers, i)));
+    PyTuple_SET_ITEM(headers, nh, item);
+    Py_SETREF(resp->headers, headers);
+    resp->content_length = total;
+}
+
 static void lw_seq_prefetch(wsgi_response *resp)
 {
     PyObject *seq = resp->result;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (n == 0 || !resp->status || resp->error || resp->done) return;
+    lw_seq_add_length(resp, seq, n);
     PyObject *chunk = PySequence_Fast_GET_ITEM(seq, 0);
     if (!PyBytes_Check(chunk)) return;
     size_t len = (size_t)PyBytes_GET_SIZE(chunk);

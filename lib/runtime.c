@@ -75,6 +75,7 @@ static int lw_intern_all(lw_strings *s)
     I(tell, "tell");
     I(comma_sp, ", ");
     I(semi_sp, "; ");
+    I(Content_Length, "Content-Length");
 #undef I
     return 0;
 }

@@ -115,6 +115,27 @@ def test_http10_keep_alive_when_asked(any_srv):
             assert r.header("Connection", "").lower() == "keep-alive"
 
 
+def test_list_body_without_content_length_gets_one(any_srv):
+    """An app that returns a list of bytes without a Content-Length (here /status: ["status
+    body"]) gets one computed by libwsgi (PEP 3333, "Handling the Content-Length Header"): an
+    HTTP/1.0 keep-alive client keeps its connection instead of getting a close-delimited body,
+    and HTTP/1.1 is framed by length, not chunked. A generator body (/stream) is not measured."""
+    with Conn(any_srv.port) as c:
+        for _ in range(3):
+            r = c.request("GET", "/status?code=200&reason=OK", [("Connection", "keep-alive")],
+                          version="HTTP/1.0")
+            assert r.body == b"status body"
+            assert r.header("Content-Length") == "11"
+            assert r.header("Connection", "").lower() == "keep-alive"
+        r = c.request("GET", "/status?code=200&reason=OK")
+        assert r.framing == "length" and r.header("Transfer-Encoding") is None
+        assert r.header("Content-Length") == "11" and r.body == b"status body"
+        r = c.request("HEAD", "/status?code=200&reason=OK")
+        assert r.header("Content-Length") == "11" and r.body == b""
+        r = c.request("GET", "/stream?n=3&size=2")
+        assert r.framing == "chunked" and r.body == b"001122"
+
+
 def test_http10_transfer_encoding_closes_even_with_keep_alive(any_srv):
     # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing (an HTTP/1.0
     # intermediary may not have read it as a body): answer, then close.

@@ -319,7 +319,9 @@ static void test_many_response_headers(void **state)
     th_result res;
     get(SR("many_headers"), "/", &rec, &res);
     th_assert_ok(&rec, &res, 200, "many");
-    assert_int_equal(rec.n_headers, 200);
+    assert_int_equal(rec.n_headers, 201); /* the app's 200, then the Content-Length libwsgi adds */
+    assert_string_equal(rec.headers[200].name, "Content-Length");
+    assert_string_equal(rec.headers[200].value, "4");
     for (size_t i = 0; i < 200; i++) {
         char name[32], value[32];
         snprintf(name, sizeof name, "X-H-%zu", i);
@@ -448,12 +450,74 @@ static void test_response_head(void **state)
     get(SR("head_custom_reason"), "/", &rec, &res);
     th_assert_ok(&rec, &res, 599, "x");
     assert_string_equal(rec.status_line, "599 Custom Reason Phrase Here");
-    assert_true(rec.head_content_length == -1);
+    assert_int_equal(rec.head_content_length, 1); /* added: test_length_added_for_known_bodies */
     th_rec_free(&rec);
 
     get(SR("head_latin1_reason"), "/", &rec, &res);
     th_assert_ok(&rec, &res, 200, "x");
     assert_string_equal(rec.status_line, "200 Tr\xe8s bien");
+    th_rec_free(&rec);
+}
+
+/* A list or tuple of bytes is the whole body before the head goes out: without an app
+ * Content-Length libwsgi adds one with its length (PEP 3333, "Handling the Content-Length
+ * Header"), so that the host frames it by length (an HTTP/1.0 keep-alive client keeps its
+ * connection). Never for what it cannot know or where HTTP has no body. */
+static void test_length_added_for_known_bodies(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *query;
+        const char *want_cl; /* NULL: no Content-Length header */
+        int status;
+        const char *body;
+    } cases[] = {
+        {"GET", "shape=one", "5", 200, "hello"},
+        {"GET", "shape=many", "6", 200, "abcdef"},
+        {"GET", "shape=tuple", "4", 200, "abcd"},
+        {"HEAD", "shape=one", "5", 200, ""}, /* HEAD: the length of the body it would have */
+        {"GET", "shape=one&status=404+Not+Found", "5", 404, "hello"},
+        {"GET", "shape=empty", NULL, 200, ""},         /* nothing to measure: a HEAD may send [] */
+        {"GET", "shape=emptybytes", NULL, 200, ""},    /* the same */
+        {"GET", "shape=gen", NULL, 200, "abcd"},       /* not known before it is iterated */
+        {"GET", "shape=write", NULL, 200, "abcd"},     /* the head went out with write() */
+        {"GET", "shape=one&te=1", NULL, 200, "hello"}, /* the app frames it itself */
+        {"GET", "shape=one&status=204+No+Content", NULL, 204, ""},
+        {"GET", "shape=one&status=304+Not+Modified", NULL, 304, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char target[128];
+        snprintf(target, sizeof target, "/?%s", cases[i].query);
+        th_req r;
+        th_req_init(&r, cases[i].method, target);
+        th_rec rec;
+        th_result res;
+        th_rec_init(&rec);
+        th_run(th_app(SR("body_shape")), &r, &rec, &res);
+        const char *cl = th_rec_header(&rec, "Content-Length");
+        if ((cl == NULL) != (cases[i].want_cl == NULL) ||
+            (cl && strcmp(cl, cases[i].want_cl) != 0) || rec.status != cases[i].status)
+            print_error("%s %s: status %d, Content-Length %s\n", cases[i].method, target,
+                        rec.status, cl ? cl : "(none)");
+        assert_int_equal(rec.status, cases[i].status);
+        if (cases[i].want_cl) {
+            assert_non_null(cl);
+            assert_string_equal(cl, cases[i].want_cl);
+            assert_int_equal(rec.head_content_length, atoll(cases[i].want_cl));
+        } else {
+            assert_null(cl);
+            assert_true(rec.head_content_length == -1);
+        }
+        if (cases[i].status != 204 && cases[i].status != 304 && strcmp(cases[i].method, "HEAD"))
+            th_assert_ok(&rec, &res, cases[i].status, cases[i].body);
+        th_rec_free(&rec);
+    }
+    /* A tuple with a non-bytes item: no length, and the item is refused when it is reached. */
+    th_rec rec;
+    th_result res;
+    get(SR("body_shape"), "/?shape=tuple&mixed=1", &rec, &res);
+    assert_null(th_rec_header(&rec, "Content-Length"));
+    assert_int_equal(res.resp_error, WSGI_ERR_BAD_CHUNK);
     th_rec_free(&rec);
 }
 
@@ -482,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_exception_after_write_cuts),
         cmocka_unit_test(test_write_within_content_length),
         cmocka_unit_test(test_response_head),
+        cmocka_unit_test(test_length_added_for_known_bodies),
         cmocka_unit_test(test_many_response_headers),
         cmocka_unit_test(test_stale_objects_of_finished_request),
         cmocka_unit_test(test_kept_callables_never_reused),

@@ -392,3 +392,31 @@ def names_checked(environ, start_response):
                     wrong.append(repr(fresh))
     start_response("200 OK", TEXT, exc_info)
     return [(" ".join(wrong) or "ok").encode()]
+
+
+def body_shape(environ, start_response):
+    """A body of the shape QUERY_STRING names (shape=...&status=...&te=1), without a
+    Content-Length: whether libwsgi adds one (test_length_added_for_known_bodies)."""
+    q = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
+    headers = [("Content-Type", "text/plain")]
+    if q.get("te") == "1":
+        headers.append(("Transfer-Encoding", "chunked"))
+    shape = q.get("shape", "one")
+    if shape == "write":
+        write = start_response(q.get("status", "200 OK"), headers)
+        write(b"ab")
+        return [b"cd"]
+    start_response(q.get("status", "200 OK").replace("+", " "), headers)
+    if shape == "one":
+        return [b"hello"]
+    if shape == "many":
+        return [b"ab", b"", b"cde", b"f"]
+    if shape == "tuple":
+        return (b"ab", bytearray(b"cd")) if q.get("mixed") else (b"ab", b"cd")
+    if shape == "empty":
+        return []
+    if shape == "emptybytes":
+        return [b"", b""]
+    if shape == "gen":
+        return (c for c in [b"ab", b"cd"])
+    raise ValueError(shape)
