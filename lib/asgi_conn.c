@@ -394,8 +394,9 @@ int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
     if (!seq) return -1;
     h->keep = seq;
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
-    if ((size_t)n > sizeof h->stack / sizeof h->stack[0] &&
-        !(h->v = PyMem_Malloc((size_t)n * sizeof *h->v))) {
+    /* One spare entry: the content-length lw_ac_add_length() may add. */
+    if ((size_t)n >= sizeof h->stack / sizeof h->stack[0] &&
+        !(h->v = PyMem_Malloc(((size_t)n + 1) * sizeof *h->v))) {
         h->v = h->stack;
         PyErr_NoMemory();
         return -1;
@@ -575,12 +576,33 @@ static void lw_ac_hold(lw_asgi_conn *c, PyObject *body)
     Py_XDECREF(oldest);
 }
 
+/* The whole body is this one event (the head is still held, no more_body): when the app gave no
+ * content-length, add one, as for a WSGI list body (docs/asgi.md, "Content-Length"): the host
+ * frames the body by length (an HTTP/1.0 keep-alive client keeps its connection, HTTP/1.1 needs
+ * no chunked framing). Not for an empty body (a HEAD answered with b"" must not claim 0), a
+ * status without a body (1xx, 204, 304), trailers, or an app that set transfer-encoding.
+ * @digits (24 bytes) holds the value; it must live until on_start returns. */
+static void lw_ac_add_length(lw_asgi_conn *c, size_t len, char *digits)
+{
+    lw_hdrs *h = &c->head_h;
+    int code = c->head_status;
+    if (h->cl >= 0 || len == 0 || c->trailers || code < 200 || code == 204 || code == 304) return;
+    for (size_t i = 0; i < h->n; i++)
+        if (h->v[i].name_len == 17 && lw_ieq(h->v[i].name, "transfer-encoding", 17)) return;
+    /* lw_hdrs_parse left room for one more */
+    int nd = snprintf(digits, 24, "%zu", len);
+    h->v[h->n++] = (wsgi_header){"content-length", 14, digits, (size_t)nd};
+    h->cl = (int64_t)len;
+}
+
 /* The first body event with the head held: on_start and on_body in one stretch without the GIL
  * (one release instead of two). The state is what the two separate steps leave, including when
  * on_start fails (nothing went out: the body did not end). Takes @body's reference. */
 static int lw_ac_head_and_body(lw_asgi_conn *c, PyObject *body, size_t len, int more)
 {
     c->head_pending = 0;
+    char digits[24];
+    if (!more) lw_ac_add_length(c, len, digits);
     wsgi_response_head head = lw_ac_head(c);
     if (c->obs) c->obs->status_sent = head.status;
     lw_rstate rstate = c->rstate;

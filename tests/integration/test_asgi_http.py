@@ -269,6 +269,24 @@ def test_content_length_response(srv):
     assert r.header("Transfer-Encoding") is None
 
 
+def test_one_event_body_without_content_length_gets_one(srv):
+    """The whole body in one http.response.body and no content-length from the app: libwsgi adds
+    one (docs/asgi.md, "Content-Length"), so an HTTP/1.0 keep-alive client keeps its connection
+    and HTTP/1.1 is framed by length; a streamed body is not measured."""
+    body = b"measured by the server\n"
+    with Conn(srv.port) as c:
+        for _ in range(3):
+            r = c.request("GET", "/unmeasured", [("Connection", "keep-alive")], version="HTTP/1.0")
+            assert r.body == body and r.header("Content-Length") == str(len(body))
+            assert r.header("Connection", "").lower() == "keep-alive"
+        r = c.request("GET", "/unmeasured")
+        assert r.framing == "length" and r.header("Transfer-Encoding") is None and r.body == body
+        r = c.request("HEAD", "/unmeasured")
+        assert r.header("Content-Length") == str(len(body)) and r.body == b""
+        r = c.request("GET", "/stream?n=3&size=2")
+        assert r.framing == "chunked" and r.body == b"001122"
+
+
 def test_http10_close_delimited(srv):
     with Conn(srv.port) as c:
         r = c.request("GET", "/stream?n=3&size=2", version="HTTP/1.0")

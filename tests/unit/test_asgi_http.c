@@ -582,7 +582,8 @@ static void test_response_head(void **state)
     ah_assert_ok(&rec, 404, "nope");
     assert_string_equal(rec.status_line, "404 Not Found");
     assert_int_equal(rec.status_line_len, strlen("404 Not Found"));
-    assert_int_equal(rec.n_headers, 4);
+    /* The app's four, then the content-length of its one-event body (test_length_added). */
+    assert_int_equal(rec.n_headers, 5);
     assert_string_equal(rec.headers[0].name, "content-type");
     assert_string_equal(rec.headers[0].value, "text/plain");
     assert_string_equal(rec.headers[1].name, "x-dup");
@@ -590,7 +591,9 @@ static void test_response_head(void **state)
     assert_string_equal(rec.headers[2].name, "x-dup");
     assert_string_equal(rec.headers[2].value, "2");
     assert_string_equal(rec.headers[3].value, "a=b; Path=/");
-    assert_int_equal(rec.head_content_length, -1);
+    assert_string_equal(rec.headers[4].name, "content-length");
+    assert_string_equal(rec.headers[4].value, "4");
+    assert_int_equal(rec.head_content_length, 4);
     assert_int_equal(rec.head_flags, 0);
     ah_rec_free(&rec);
 
@@ -628,6 +631,60 @@ static void test_response_head(void **state)
     ah_assert_ok(&rec, 599, "");
     assert_true(strncmp(rec.status_line, "599", 3) == 0);
     ah_rec_free(&rec);
+}
+
+/* A response whose whole body is its first body event (more_body False) without an app
+ * content-length gets one, as a WSGI list body does (docs/asgi.md): the host frames it by length.
+ * Not for a streamed body, an empty one (a HEAD answered with b''), 204/304, trailers, or an
+ * app that set transfer-encoding. Header counts 0..5 cover the spare slot lw_hdrs_parse keeps
+ * both on its stack array and on the heap. */
+static void test_length_added(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *script;
+        const char *want; /* the content-length header, or NULL for none */
+        int status;
+    } cases[] = {
+        {"[{'type': 'http.response.start', 'status': 200}, " BODY("b'hello'") "]", "5", 200},
+        {"[{'type': 'http.response.start', 'status': 200, 'headers': [(b'a', b'1'), (b'b', "
+         "b'2'), (b'c', b'3')]}, " BODY("b'hey'") "]",
+         "3", 200},
+        {"[{'type': 'http.response.start', 'status': 200, 'headers': [(b'a', b'1'), (b'b', "
+         "b'2'), (b'c', b'3'), (b'd', b'4')]}, " BODY("b'hey'") "]",
+         "3", 200},
+        {"[{'type': 'http.response.start', 'status': 404, 'headers': [(b'a', b'1'), (b'b', "
+         "b'2'), (b'c', b'3'), (b'd', b'4'), (b'e', b'5')]}, " BODY("b'gone'") "]",
+         "4", 404},
+        {"[" START ", " BODY_MORE("b'a'") ", " BODY("b'b'") "]", NULL, 200},
+        {"[" START ", " BODY("b''") "]", NULL, 200},
+        {"[{'type': 'http.response.start', 'status': 204}, " BODY("b'x'") "]", NULL, 204},
+        {"[{'type': 'http.response.start', 'status': 304}, " BODY("b'x'") "]", NULL, 304},
+        {"[{'type': 'http.response.start', 'status': 200, 'headers': [(b'transfer-encoding', "
+         "b'chunked')]}, " BODY("b'x'") "]",
+         NULL, 200},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char key[32];
+        ah_rec rec;
+        ah_rec_init(&rec);
+        run_script(new_key(key, sizeof key), 0, cases[i].script, &rec);
+        assert_int_equal(rec.status, cases[i].status);
+        const char *cl = NULL;
+        for (size_t h = 0; h < rec.n_headers; h++)
+            if (strcasecmp(rec.headers[h].name, "content-length") == 0) cl = rec.headers[h].value;
+        if ((cl == NULL) != (cases[i].want == NULL))
+            print_error("case %zu: content-length %s\n", i, cl ? cl : "(none)");
+        if (cases[i].want) {
+            assert_non_null(cl);
+            assert_string_equal(cl, cases[i].want);
+            assert_int_equal(rec.head_content_length, atoll(cases[i].want));
+        } else {
+            assert_null(cl);
+            assert_int_equal(rec.head_content_length, -1);
+        }
+        ah_rec_free(&rec);
+    }
 }
 
 static void test_streamed_response_body(void **state)
@@ -1889,6 +1946,7 @@ int main(void)
         ah_unit_test(test_large_streamed_upload),
         ah_unit_test(test_pause_without_read_resume_callback),
         ah_unit_test(test_response_head),
+        ah_unit_test(test_length_added),
         ah_unit_test(test_streamed_response_body),
         ah_unit_test(test_trailers),
         ah_unit_test(test_trailers_order_enforced),

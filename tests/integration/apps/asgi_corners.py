@@ -107,6 +107,12 @@ async def r_hello(scope, receive, send, args):
     await send({"type": "http.response.body", "body": b"Hello, World!\n"})
 
 
+async def r_unmeasured(scope, receive, send, args):
+    """The whole body in one event, no content-length from the app."""
+    await start(send)
+    await send({"type": "http.response.body", "body": b"measured by the server\n"})
+
+
 async def r_scope(scope, receive, send, args):
     await send_json(send, scope_json(scope))
 
@@ -294,6 +300,7 @@ async def r_state(scope, receive, send, args):
 
 ROUTES = {
     "/hello": r_hello,
+    "/unmeasured": r_unmeasured,
     "/scope": r_scope,
     "/echo": r_echo,
     "/upload": r_upload,
