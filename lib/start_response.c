@@ -258,6 +258,14 @@ static PyObject *lw_sr_call(lw_start_response *sr, PyObject *status, PyObject *h
             /* Too late to change the head: re-raise so the app aborts (PEP 3333). */
             PyObject *t = PyTuple_GET_ITEM(exc_info, 0), *v = PyTuple_GET_ITEM(exc_info, 1),
                      *tb = PyTuple_GET_ITEM(exc_info, 2);
+            /* Not a sys.exc_info() tuple ((None, None, None) outside an except block): still an
+             * error, but PyErr_Restore would take it as given and crash on it. */
+            if (!PyExceptionClass_Check(t) || (tb != Py_None && !PyTraceBack_Check(tb))) {
+                PyErr_SetString(PyExc_TypeError,
+                                "start_response called with exc_info after the response head was "
+                                "sent, and exc_info is not a sys.exc_info() tuple");
+                return NULL;
+            }
             PyErr_Restore(Py_NewRef(t), Py_NewRef(v), tb == Py_None ? NULL : Py_NewRef(tb));
             return NULL;
         }

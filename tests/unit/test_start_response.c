@@ -177,6 +177,21 @@ static void test_exc_info_after_write_cuts_response(void **state)
     th_rec_free(&rec);
 }
 
+/* exc_info that is no sys.exc_info() tuple (e.g. (None, None, None), what sys.exc_info() gives
+ * outside an except block) after the head went out: start_response raises an error (PEP 3333:
+ * "must raise an error"), a TypeError the app can catch, instead of handing the malformed tuple
+ * to PyErr_Restore (which crashed the process). */
+static void test_exc_info_malformed_after_body_raises(void **state)
+{
+    (void)state;
+    static const char *const cases[] = {"none", "ints", "bad_traceback", "not_a_class"};
+    for (size_t i = 0; i < N_OF(cases); i++) {
+        char target[64];
+        snprintf(target, sizeof target, "/?%s", cases[i]);
+        expect_ok(SR("exc_info_malformed_after_body"), target, 200, "part one;raised TypeError");
+    }
+}
+
 /* write() commits the head and delivers its data while wsgi_call is still running. */
 static void test_write_delivers_during_call(void **state)
 {
@@ -533,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_exc_info_after_empty_chunk_still_replaces),
         cmocka_unit_test(test_exc_info_after_body_cuts_response),
         cmocka_unit_test(test_exc_info_after_write_cuts_response),
+        cmocka_unit_test(test_exc_info_malformed_after_body_raises),
         cmocka_unit_test(test_write_delivers_during_call),
         cmocka_unit_test(test_write_rejects_str),
         cmocka_unit_test(test_no_start_response),

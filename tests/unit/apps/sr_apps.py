@@ -135,6 +135,27 @@ def exc_info_after_write(environ, start_response):
     return [b"must not be sent"]
 
 
+BAD_EXC_INFO = {
+    "none": (None, None, None),  # sys.exc_info() outside an except block
+    "ints": (1, 2, 3),
+    "bad_traceback": (ValueError, ValueError("x"), 5),
+    "not_a_class": ("ValueError", None, None),
+}
+
+
+def exc_info_malformed_after_body(environ, start_response):
+    """A malformed exc_info once the head was sent: start_response must raise an error (PEP 3333)
+    and the process must survive it. The app reports which one and carries on."""
+    start_response("200 OK", TEXT)
+    yield b"part one;"
+    try:
+        start_response("500 Too Late", TEXT, BAD_EXC_INFO[environ["QUERY_STRING"]])
+    except Exception as e:
+        yield ("raised %s" % type(e).__name__).encode()
+        return
+    yield b"not raised"
+
+
 def writer(environ, start_response):
     write = start_response("200 OK", TEXT)
     write(b"hello ")
