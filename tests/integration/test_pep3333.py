@@ -225,6 +225,16 @@ def test_exc_info_after_output_cuts_response(any_srv):
                 c.read_exact(size + 2)
 
 
+def test_exc_info_not_exc_info_after_output_raises(any_srv):
+    # (None, None, None) as exc_info once the head is out: an error the app can catch (PEP 3333:
+    # "must raise an error"); it used to crash the server process.
+    with Conn(any_srv.port) as c:
+        r = c.request("GET", "/exc-info-not-exc-info")
+        assert r.status == 200
+        assert r.body == b"partial;raised TypeError"
+        assert c.request("GET", "/hello").status == 200
+
+
 def test_app_exception_before_start_is_500(any_srv):
     with Conn(any_srv.port) as c:
         r = c.request("GET", "/raise")

@@ -266,6 +266,18 @@ def app(environ, start_response):
             yield b"never"
         return gen()
 
+    if path == "/exc-info-not-exc-info":
+        # exc_info after the head was sent that is no sys.exc_info() tuple ((None, None, None),
+        # what sys.exc_info() gives outside an except block): start_response must still raise.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"partial;")
+        try:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                           sys.exc_info())
+        except Exception as e:
+            return [("raised %s" % type(e).__name__).encode()]
+        return [b"not raised"]
+
     if path == "/raise":
         raise RuntimeError("app failure before start_response")
 
