@@ -193,7 +193,7 @@ static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
     PyObject *copy = PyList_AsTuple(headers);
     if (!copy) return NULL;
     *content_length = -1;
-    Py_ssize_t count = PyTuple_GET_SIZE(copy);
+    Py_ssize_t count = PyTuple_GET_SIZE(copy), repeats = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyTuple_GET_ITEM(copy, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
@@ -231,8 +231,23 @@ static PyObject *lw_check_headers(PyObject *headers, int64_t *content_length)
                 PyErr_Format(PyExc_ValueError, "invalid Content-Length %R", value);
                 goto fail;
             }
+            if (*content_length >= 0) repeats++;
             *content_length = cl;
         }
+    }
+    if (repeats) {
+        /* Content-Length is no list: a sender must not repeat it (RFC 9110 5.3). Keep the first. */
+        PyObject *once = PyTuple_New(count - repeats);
+        if (!once) goto fail;
+        int seen = 0;
+        for (Py_ssize_t i = 0, o = 0; i < count; i++) {
+            PyObject *item = PyTuple_GET_ITEM(copy, i);
+            Py_ssize_t nl = 0;
+            const char *np = lw_latin1_view(PyTuple_GET_ITEM(item, 0), &nl); /* checked above */
+            if (nl == 14 && lw_is_content_length(np) && seen++) continue;
+            PyTuple_SET_ITEM(once, o++, Py_NewRef(item));
+        }
+        Py_SETREF(copy, once);
     }
     return copy;
 fail:

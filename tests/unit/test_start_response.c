@@ -536,6 +536,26 @@ static void test_length_added_for_known_bodies(void **state)
     th_rec_free(&rec);
 }
 
+/* Content-Length is no list (RFC 9110 8.6: 1*DIGIT), and RFC 9110 5.3 says a sender MUST NOT
+ * generate several field lines of such a field: repeated Content-Length headers that agree
+ * reach the host once, the first; ones that disagree are refused. */
+static void test_repeated_content_length_sent_once(void **state)
+{
+    (void)state;
+    th_rec rec;
+    th_result res;
+    get(SR("repeated_content_length"), "/", &rec, &res);
+    th_assert_ok(&rec, &res, 200, "hello");
+    assert_int_equal(rec.head_content_length, 5);
+    assert_int_equal(rec.n_headers, 3);
+    assert_header_at(&rec, 0, "Content-Length", "5");
+    assert_header_at(&rec, 1, "X-Between", "1");
+    assert_header_at(&rec, 2, "Content-Type", "text/plain");
+    th_rec_free(&rec);
+
+    expect_500(SR("conflicting_content_length"), "/", WSGI_ERR_BAD_HEADER);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -563,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_write_within_content_length),
         cmocka_unit_test(test_response_head),
         cmocka_unit_test(test_length_added_for_known_bodies),
+        cmocka_unit_test(test_repeated_content_length_sent_once),
         cmocka_unit_test(test_many_response_headers),
         cmocka_unit_test(test_stale_objects_of_finished_request),
         cmocka_unit_test(test_kept_callables_never_reused),

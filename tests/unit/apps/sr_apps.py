@@ -265,6 +265,18 @@ def raise_after_write(environ, start_response):
     raise ValueError("sr_apps failure after write")
 
 
+def repeated_content_length(environ, start_response):
+    """The same Content-Length twice (in two spellings) around another header."""
+    start_response("200 OK", [("Content-Length", "5"), ("X-Between", "1"),
+                              ("content-length", " 5")] + TEXT)
+    return [b"hello"]
+
+
+def conflicting_content_length(environ, start_response):
+    start_response("200 OK", [("Content-Length", "5"), ("Content-Length", "6")] + TEXT)
+    return [b"hello"]
+
+
 def write_beyond_content_length(environ, start_response):
     write = start_response("200 OK", TEXT + [("Content-Length", "5")])
     write(b"hello world")
