@@ -78,6 +78,15 @@ def test_environ_values(srv):
             assert t == "str", (k, t)
 
 
+def test_environ_repeated_cookie_headers_keep_their_meaning(srv):
+    # Cookie is no comma list: "a=1, b=2" would give cookie a the value "1,". RFC 3875 4.1.18
+    # (repeated fields MUST become one value with the same semantics), RFC 9113 8.2.3 ("; ").
+    env = get_json(srv.port, "/environ", headers=[("Cookie", "a=1"), ("Accept", "x"),
+                                                  ("Cookie", "b=2"), ("Accept", "y")])
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+    assert env["HTTP_ACCEPT"] == "x, y"
+
+
 def test_environ_underscore_header_cannot_spoof(srv):
     env = get_json(srv.port, "/environ", headers=[("X_Forwarded_For", "evil"), ("X-Forwarded-For", "good")])
     assert env["HTTP_X_FORWARDED_FOR"] == "good"
