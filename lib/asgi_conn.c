@@ -511,19 +511,17 @@ int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
         return -1;
     }
     /* Held until the first body event: the ASGI spec forbids sending the head before it. */
-    /* "404 Not Found": the code (100..999) and its standard reason, if any */
+    /* "404 Not Found": the code (100..999), a space and its standard reason; "599 " for a code
+     * without one (RFC 9112 4: the space is sent even when the reason phrase is absent). */
     const char *reason = lw_reason_phrase((int)code);
     size_t rl = strlen(reason);
     if (rl > sizeof c->head_line - 5) rl = sizeof c->head_line - 5;
     c->head_line[0] = (char)('0' + code / 100);
     c->head_line[1] = (char)('0' + code / 10 % 10);
     c->head_line[2] = (char)('0' + code % 10);
-    c->head_line_len = 3;
-    if (rl) {
-        c->head_line[3] = ' ';
-        memcpy(c->head_line + 4, reason, rl);
-        c->head_line_len = 4 + rl;
-    }
+    c->head_line[3] = ' ';
+    memcpy(c->head_line + 4, reason, rl);
+    c->head_line_len = 4 + rl;
     c->head_line[c->head_line_len] = '\0';
     c->head_status = (int)code;
     c->head_pending = 1;

@@ -269,6 +269,17 @@ def test_content_length_response(srv):
     assert r.header("Transfer-Encoding") is None
 
 
+@pytest.mark.parametrize("code, reason", [(200, b"OK"), (299, b""), (599, b"")])
+def test_status_line_keeps_the_space_before_an_empty_reason(srv, code, reason):
+    # RFC 9112 section 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]; "a server
+    # MUST send the space that separates the status-code from the reason-phrase even when the
+    # reason-phrase is absent". An ASGI app gives only the code: one without a standard reason
+    # phrase still gets its SP.
+    r = request(srv.port, "GET", "/status?code=%d" % code)
+    assert r.status == code and r.body == b"ok\n"
+    assert r.raw_head.split(b"\r\n", 1)[0] == b"HTTP/1.1 %d %s" % (code, reason)
+
+
 def test_http10_close_delimited(srv):
     with Conn(srv.port) as c:
         r = c.request("GET", "/stream?n=3&size=2", version="HTTP/1.0")

@@ -630,6 +630,32 @@ static void test_response_head(void **state)
     ah_rec_free(&rec);
 }
 
+/* A code without a standard reason phrase: the status line is "599 ", with the space, as a WSGI
+ * app's "599 " is. A host writes "HTTP/1.1 " + status_line, and RFC 9112 section 4 (status-line =
+ * HTTP-version SP status-code SP [ reason-phrase ]) says a server MUST send that space even when
+ * the reason phrase is absent. */
+static void test_status_line_without_reason_keeps_its_space(void **state)
+{
+    (void)state;
+    static const struct {
+        int status;
+        const char *line;
+    } cases[] = {{599, "599 "}, {299, "299 "}, {999, "999 "}, {200, "200 OK"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char script[256], key[32];
+        snprintf(script, sizeof script,
+                 "[{'type': 'http.response.start', 'status': %d, 'headers': []}, " BODY("b''") "]",
+                 cases[i].status);
+        ah_rec rec;
+        ah_rec_init(&rec);
+        run_script(new_key(key, sizeof key), 0, script, &rec);
+        ah_assert_ok(&rec, cases[i].status, "");
+        assert_string_equal(rec.status_line, cases[i].line);
+        assert_int_equal(rec.status_line_len, strlen(cases[i].line));
+        ah_rec_free(&rec);
+    }
+}
+
 static void test_streamed_response_body(void **state)
 {
     (void)state;
@@ -1889,6 +1915,7 @@ int main(void)
         ah_unit_test(test_large_streamed_upload),
         ah_unit_test(test_pause_without_read_resume_callback),
         ah_unit_test(test_response_head),
+        ah_unit_test(test_status_line_without_reason_keeps_its_space),
         ah_unit_test(test_streamed_response_body),
         ah_unit_test(test_trailers),
         ah_unit_test(test_trailers_order_enforced),

@@ -288,6 +288,13 @@ async def r_pathsend(scope, receive, send, args):
     await send({"type": "http.response.pathsend", "path": path})
 
 
+async def r_status(scope, receive, send, args):
+    """The status code given in ?code (a code without a standard reason phrase, say)."""
+    await send({"type": "http.response.start", "status": int(args["code"]),
+                "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
+
+
 async def r_state(scope, receive, send, args):
     await send_json(send, _state.get(args.get("token", ""), {}))
 
@@ -313,6 +320,7 @@ ROUTES = {
     "/slow-stream": r_slow_stream,
     "/late-end": r_late_end,
     "/pathsend": r_pathsend,
+    "/status": r_status,
     "/state": r_state,
 }
 
