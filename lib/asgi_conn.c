@@ -712,12 +712,14 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
         Py_DECREF(path);
         return -1;
     }
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (refused below, as anything but a regular file) would otherwise block
+     * the loop thread in open() until a writer came; a regular file's reads ignore it. */
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         if (fd >= 0) {
             close(fd);
-            errno = EISDIR;
+            errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* EINVAL: a FIFO, device, socket */
         }
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         Py_DECREF(fs);

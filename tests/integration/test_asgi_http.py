@@ -295,6 +295,20 @@ def test_pathsend(srv, tmp_path):
     assert r.status == 200 and r.framing == "length" and r.body == data
 
 
+def test_pathsend_to_a_fifo_is_refused_without_blocking(spawn, tmp_path):
+    # The extension's path names a file; a FIFO is not one. Opening it for reading blocks until a
+    # writer comes, and that open() runs on the worker's one event-loop thread: every connection
+    # of the worker would wait for good. It is refused at once (the app's send() raises OSError;
+    # uncaught, a 500), and the worker goes on serving. Own server: a regression hangs only it.
+    s = spawn("epoll", "asgi_corners:app")
+    fifo = tmp_path / "a.fifo"
+    os.mkfifo(fifo)
+    with Conn(s.port, timeout=10.0) as c:  # a hang guard only
+        assert c.request("GET", "/pathsend?path=" + str(fifo)).status == 500
+    assert request(s.port, "GET", "/hello").status == 200
+    wait_for(lambda: "a.fifo" in s.log(), "the app's OSError in the log")
+
+
 # ---- app failures -------------------------------------------------------------------------------------
 
 def test_raise_before_start_is_500(srv):

@@ -984,6 +984,35 @@ static void test_pathsend_errors(void **state)
     unlink(path);
 }
 
+/* A FIFO is not a file to send: refused with OSError like a directory, and at once. Opened
+ * without O_NONBLOCK, open() would wait for a writer on the loop thread, for good (this test then
+ * hangs until ctest's timeout). */
+static void test_pathsend_to_a_fifo(void **state)
+{
+    (void)state;
+    char dir[64], fifo[96], script[512], key[32], got[4096];
+    snprintf(dir, sizeof dir, "/tmp/libwsgi-asgi-fifo-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    snprintf(script, sizeof script,
+             "[" START ", {'type': 'http.response.pathsend', 'path': '%s'}, " BODY("b'ok'") "]",
+             fifo);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    rec.with_sendfile = 1;
+    new_key(key, sizeof key);
+    run_script(key, 1, script, &rec);
+    ah_assert_ok(&rec, 200, "ok");
+    assert_int_equal(rec.sendfile_calls, 0);
+    notes(key, got, sizeof got);
+    if (strncmp(got, "ok\nOSError: ", 12) != 0) print_error("notes\n%s\n", got);
+    assert_true(strncmp(got, "ok\nOSError: ", 12) == 0);
+    ah_rec_free(&rec);
+    unlink(fifo);
+    rmdir(dir);
+}
+
 /* ---- send(): invalid events ----------------------------------------------------------------- */
 
 typedef struct bad_event {
@@ -1921,6 +1950,7 @@ int main(void)
         ah_unit_test(test_trailers_order_enforced),
         ah_unit_test(test_pathsend),
         ah_unit_test(test_pathsend_errors),
+        ah_unit_test(test_pathsend_to_a_fifo),
         ah_unit_test(test_invalid_events_are_catchable),
         ah_unit_test(test_invalid_events_uncaught),
         ah_unit_test(test_bodyless_responses_keep_their_content_length),
