@@ -85,6 +85,19 @@ def test_scope_over_a_unix_socket(spawn, tmp_path):
         assert json.loads(c.request("GET", "/scope/x").body)["server"] is None
 
 
+def test_scope_root_path_is_decoded_like_path(spawn):
+    # root_path is a str decoded as path is (UTF-8), so a mount point with non-ASCII characters
+    # is still the prefix of path (asgiref's WSGI adapter, Starlette's Mount and others strip it
+    # from path); it was latin-1 decoded ("/caf\u00c3\u00a9").
+    s = spawn("epoll", "asgi_corners:app", "--root-path", "/caf\u00e9")
+    r = request(s.port, "GET", "/caf%C3%A9/scope/x")
+    assert r.status == 200
+    scope = json.loads(r.body)
+    assert scope["root_path"] == "/caf\u00e9"
+    assert scope["path"] == "/caf\u00e9/scope/x"
+    assert scope["path"].startswith(scope["root_path"])
+
+
 def test_scope_http10(srv):
     r = request(srv.port, "GET", "/scope/", version="HTTP/1.0")
     assert json.loads(r.body)["http_version"] == "1.0"

@@ -328,8 +328,11 @@ ROUTES = {
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
-    route = ROUTES.get(scope["path"])
-    if route is None and scope["path"].startswith("/scope/"):
+    path = scope["path"]
+    if scope["root_path"] and path.startswith(scope["root_path"] + "/"):
+        path = path[len(scope["root_path"]):]  # mounted (--root-path): route on the rest
+    route = ROUTES.get(path)
+    if route is None and path.startswith("/scope/"):
         route = r_scope
     if route is None:
         await send_json(send, {"error": "no route", "path": scope["path"]}, status=404)
