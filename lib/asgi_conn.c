@@ -512,19 +512,17 @@ int lw_ac_start(lw_asgi_conn *c, PyObject *msg)
         return -1;
     }
     /* Held until the first body event: the ASGI spec forbids sending the head before it. */
-    /* "404 Not Found": the code (100..999) and its standard reason, if any */
+    /* "404 Not Found": the code (100..999), a space and its standard reason; "599 " for a code
+     * without one (RFC 9112 4: the space is sent even when the reason phrase is absent). */
     const char *reason = lw_reason_phrase((int)code);
     size_t rl = strlen(reason);
     if (rl > sizeof c->head_line - 5) rl = sizeof c->head_line - 5;
     c->head_line[0] = (char)('0' + code / 100);
     c->head_line[1] = (char)('0' + code / 10 % 10);
     c->head_line[2] = (char)('0' + code % 10);
-    c->head_line_len = 3;
-    if (rl) {
-        c->head_line[3] = ' ';
-        memcpy(c->head_line + 4, reason, rl);
-        c->head_line_len = 4 + rl;
-    }
+    c->head_line[3] = ' ';
+    memcpy(c->head_line + 4, reason, rl);
+    c->head_line_len = 4 + rl;
     c->head_line[c->head_line_len] = '\0';
     c->head_status = (int)code;
     c->head_pending = 1;
@@ -736,12 +734,14 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
         Py_DECREF(path);
         return -1;
     }
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (refused below, as anything but a regular file) would otherwise block
+     * the loop thread in open() until a writer came; a regular file's reads ignore it. */
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         if (fd >= 0) {
             close(fd);
-            errno = EISDIR;
+            errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* EINVAL: a FIFO, device, socket */
         }
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         Py_DECREF(fs);

@@ -338,8 +338,15 @@ PyObject *lw_asgi_scope(wsgi_app *app, const wsgi_request *req, int trailers, in
                 sn = &req->extra_environ[i];
                 break;
             }
-    vals[SV_ROOT] = sn ? PyUnicode_DecodeLatin1(sn->value, (Py_ssize_t)sn->value_len, NULL)
-                       : Py_NewRef(app->script_name);
+    /* Decoded as path is (UTF-8, invalid sequences replaced), so that a non-ASCII mount point is
+     * still path's prefix; the app's SCRIPT_NAME (latin-1, for WSGI) is the same str when ASCII. */
+    if (sn)
+        vals[SV_ROOT] = PyUnicode_DecodeUTF8(sn->value, (Py_ssize_t)sn->value_len, "replace");
+    else if (PyUnicode_IS_ASCII(app->script_name))
+        vals[SV_ROOT] = Py_NewRef(app->script_name);
+    else
+        vals[SV_ROOT] =
+            PyUnicode_DecodeUTF8(app->script_name_c, (Py_ssize_t)app->script_name_len, "replace");
     vals[SV_CLIENT] = lw_addr(&lw_sc.client, req->client_addr, req->client_port);
     /* A unix socket has no port: the spec's server is then [path, None] or None. */
     vals[SV_SERVER] =

@@ -58,7 +58,8 @@ typedef struct asgi_handler {
     /** http.response.start, delivered only when the first http.response.body (or pathsend)
      *  event arrives, right before its on_body / on_sendfile, as the ASGI spec requires (so an app
      *  that fails between the two still gets a clean 500, and head and first chunk can leave in
-     *  one write). head->status_line is the code with its standard reason ("404 Not Found");
+     *  one write). head->status_line is the code with its standard reason ("404 Not Found"),
+     *  or the code and a space for one without ("599 ": RFC 9112 keeps the space);
      *  head->flags has ::WSGI_HEAD_TRAILERS when the app announced trailers. */
     int (*on_start)(void *user_data, const wsgi_response_head *head);
     /** http.response.body: @p len may be 0 only when @p more is 0 (end of body). @p data stays

@@ -85,6 +85,19 @@ def test_scope_over_a_unix_socket(spawn, tmp_path):
         assert json.loads(c.request("GET", "/scope/x").body)["server"] is None
 
 
+def test_scope_root_path_is_decoded_like_path(spawn):
+    # root_path is a str decoded as path is (UTF-8), so a mount point with non-ASCII characters
+    # is still the prefix of path (asgiref's WSGI adapter, Starlette's Mount and others strip it
+    # from path); it was latin-1 decoded ("/caf\u00c3\u00a9").
+    s = spawn("epoll", "asgi_corners:app", "--root-path", "/caf\u00e9")
+    r = request(s.port, "GET", "/caf%C3%A9/scope/x")
+    assert r.status == 200
+    scope = json.loads(r.body)
+    assert scope["root_path"] == "/caf\u00e9"
+    assert scope["path"] == "/caf\u00e9/scope/x"
+    assert scope["path"].startswith(scope["root_path"])
+
+
 def test_scope_http10(srv):
     r = request(srv.port, "GET", "/scope/", version="HTTP/1.0")
     assert json.loads(r.body)["http_version"] == "1.0"
@@ -287,6 +300,17 @@ def test_one_event_body_without_content_length_gets_one(srv):
         assert r.framing == "chunked" and r.body == b"001122"
 
 
+@pytest.mark.parametrize("code, reason", [(200, b"OK"), (299, b""), (599, b"")])
+def test_status_line_keeps_the_space_before_an_empty_reason(srv, code, reason):
+    # RFC 9112 section 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]; "a server
+    # MUST send the space that separates the status-code from the reason-phrase even when the
+    # reason-phrase is absent". An ASGI app gives only the code: one without a standard reason
+    # phrase still gets its SP.
+    r = request(srv.port, "GET", "/status?code=%d" % code)
+    assert r.status == code and r.body == b"ok\n"
+    assert r.raw_head.split(b"\r\n", 1)[0] == b"HTTP/1.1 %d %s" % (code, reason)
+
+
 def test_http10_close_delimited(srv):
     with Conn(srv.port) as c:
         r = c.request("GET", "/stream?n=3&size=2", version="HTTP/1.0")
@@ -300,6 +324,20 @@ def test_pathsend(srv, tmp_path):
     p.write_bytes(data)
     r = request(srv.port, "GET", "/pathsend?path=" + str(p))
     assert r.status == 200 and r.framing == "length" and r.body == data
+
+
+def test_pathsend_to_a_fifo_is_refused_without_blocking(spawn, tmp_path):
+    # The extension's path names a file; a FIFO is not one. Opening it for reading blocks until a
+    # writer comes, and that open() runs on the worker's one event-loop thread: every connection
+    # of the worker would wait for good. It is refused at once (the app's send() raises OSError;
+    # uncaught, a 500), and the worker goes on serving. Own server: a regression hangs only it.
+    s = spawn("epoll", "asgi_corners:app")
+    fifo = tmp_path / "a.fifo"
+    os.mkfifo(fifo)
+    with Conn(s.port, timeout=10.0) as c:  # a hang guard only
+        assert c.request("GET", "/pathsend?path=" + str(fifo)).status == 500
+    assert request(s.port, "GET", "/hello").status == 200
+    wait_for(lambda: "a.fifo" in s.log(), "the app's OSError in the log")
 
 
 # ---- app failures -------------------------------------------------------------------------------------

@@ -687,6 +687,32 @@ static void test_length_added(void **state)
     }
 }
 
+/* A code without a standard reason phrase: the status line is "599 ", with the space, as a WSGI
+ * app's "599 " is. A host writes "HTTP/1.1 " + status_line, and RFC 9112 section 4 (status-line =
+ * HTTP-version SP status-code SP [ reason-phrase ]) says a server MUST send that space even when
+ * the reason phrase is absent. */
+static void test_status_line_without_reason_keeps_its_space(void **state)
+{
+    (void)state;
+    static const struct {
+        int status;
+        const char *line;
+    } cases[] = {{599, "599 "}, {299, "299 "}, {999, "999 "}, {200, "200 OK"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char script[256], key[32];
+        snprintf(script, sizeof script,
+                 "[{'type': 'http.response.start', 'status': %d, 'headers': []}, " BODY("b''") "]",
+                 cases[i].status);
+        ah_rec rec;
+        ah_rec_init(&rec);
+        run_script(new_key(key, sizeof key), 0, script, &rec);
+        ah_assert_ok(&rec, cases[i].status, "");
+        assert_string_equal(rec.status_line, cases[i].line);
+        assert_int_equal(rec.status_line_len, strlen(cases[i].line));
+        ah_rec_free(&rec);
+    }
+}
+
 static void test_streamed_response_body(void **state)
 {
     (void)state;
@@ -1013,6 +1039,35 @@ static void test_pathsend_errors(void **state)
     assert_true(strncmp(got, "ok\nRuntimeError: ", 17) == 0);
     ah_rec_free(&rec);
     unlink(path);
+}
+
+/* A FIFO is not a file to send: refused with OSError like a directory, and at once. Opened
+ * without O_NONBLOCK, open() would wait for a writer on the loop thread, for good (this test then
+ * hangs until ctest's timeout). */
+static void test_pathsend_to_a_fifo(void **state)
+{
+    (void)state;
+    char dir[64], fifo[96], script[512], key[32], got[4096];
+    snprintf(dir, sizeof dir, "/tmp/libwsgi-asgi-fifo-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    snprintf(script, sizeof script,
+             "[" START ", {'type': 'http.response.pathsend', 'path': '%s'}, " BODY("b'ok'") "]",
+             fifo);
+    ah_rec rec;
+    ah_rec_init(&rec);
+    rec.with_sendfile = 1;
+    new_key(key, sizeof key);
+    run_script(key, 1, script, &rec);
+    ah_assert_ok(&rec, 200, "ok");
+    assert_int_equal(rec.sendfile_calls, 0);
+    notes(key, got, sizeof got);
+    if (strncmp(got, "ok\nOSError: ", 12) != 0) print_error("notes\n%s\n", got);
+    assert_true(strncmp(got, "ok\nOSError: ", 12) == 0);
+    ah_rec_free(&rec);
+    unlink(fifo);
+    rmdir(dir);
 }
 
 /* ---- send(): invalid events ----------------------------------------------------------------- */
@@ -1947,11 +2002,13 @@ int main(void)
         ah_unit_test(test_pause_without_read_resume_callback),
         ah_unit_test(test_response_head),
         ah_unit_test(test_length_added),
+        ah_unit_test(test_status_line_without_reason_keeps_its_space),
         ah_unit_test(test_streamed_response_body),
         ah_unit_test(test_trailers),
         ah_unit_test(test_trailers_order_enforced),
         ah_unit_test(test_pathsend),
         ah_unit_test(test_pathsend_errors),
+        ah_unit_test(test_pathsend_to_a_fifo),
         ah_unit_test(test_invalid_events_are_catchable),
         ah_unit_test(test_invalid_events_uncaught),
         ah_unit_test(test_bodyless_responses_keep_their_content_length),

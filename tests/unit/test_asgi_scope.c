@@ -259,6 +259,42 @@ static void test_root_path_from_extra_environ(void **state)
     ah_rec_free(&rec);
 }
 
+/* root_path is a str decoded as path is (UTF-8), so that a mount point with non-ASCII characters
+ * stays the prefix of path: "/caf\xc3\xa9" (UTF-8 bytes, from wsgi_app_options::script_name or a
+ * gateway's SCRIPT_NAME) is "/caf\u00e9", as in the path "/caf%C3%A9/x". asgiref's WSGI adapter
+ * makes SCRIPT_NAME of it with .encode("utf8").decode("latin1"), as it does PATH_INFO of path: a
+ * latin-1 decoded root_path ("/caf\u00c3\u00a9") would no longer match. */
+static void test_root_path_is_utf8_like_path(void **state)
+{
+    (void)state;
+    wsgi_app_options opts;
+    wsgi_app_options_init(&opts);
+    opts.spec = DUMP;
+    opts.script_name = "/caf\xc3\xa9";
+    wsgi_app *app = th_app_with(&opts);
+    th_req r;
+    th_req_init(&r, "GET", "/caf%C3%A9/x");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    dump_scope(app, &r, &rec);
+    assert_scope(&rec, "root_path", "str", "'/caf\xc3\xa9'");
+    assert_scope(&rec, "path", "str", "'/caf\xc3\xa9/x'");
+    ah_rec_free(&rec);
+    /* From a gateway's SCRIPT_NAME: the same; invalid UTF-8 replaced, as in path. */
+    th_req_init(&r, "GET", "/caf%C3%A9/x");
+    th_req_extra(&r, "SCRIPT_NAME", "/caf\xc3\xa9");
+    ah_rec_init(&rec);
+    dump_scope(app, &r, &rec);
+    assert_scope(&rec, "root_path", "str", "'/caf\xc3\xa9'");
+    ah_rec_free(&rec);
+    th_req_init(&r, "GET", "/x");
+    th_req_extra(&r, "SCRIPT_NAME", "/a\xff");
+    ah_rec_init(&rec);
+    dump_scope(app, &r, &rec);
+    assert_scope(&rec, "root_path", "str", "'/a\xef\xbf\xbd'");
+    ah_rec_free(&rec);
+}
+
 static void test_absolute_form_target(void **state)
 {
     (void)state;
@@ -598,6 +634,7 @@ int main(void)
         ah_unit_test(test_extension_method_passes_through),
         ah_unit_test(test_root_path_from_script_name),
         ah_unit_test(test_root_path_from_extra_environ),
+        ah_unit_test(test_root_path_is_utf8_like_path),
         ah_unit_test(test_absolute_form_target),
         ah_unit_test(test_path_decoding_corners),
         ah_unit_test(test_header_bytes),

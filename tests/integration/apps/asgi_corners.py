@@ -294,6 +294,13 @@ async def r_pathsend(scope, receive, send, args):
     await send({"type": "http.response.pathsend", "path": path})
 
 
+async def r_status(scope, receive, send, args):
+    """The status code given in ?code (a code without a standard reason phrase, say)."""
+    await send({"type": "http.response.start", "status": int(args["code"]),
+                "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
+
+
 async def r_state(scope, receive, send, args):
     await send_json(send, _state.get(args.get("token", ""), {}))
 
@@ -320,6 +327,7 @@ ROUTES = {
     "/slow-stream": r_slow_stream,
     "/late-end": r_late_end,
     "/pathsend": r_pathsend,
+    "/status": r_status,
     "/state": r_state,
 }
 
@@ -327,8 +335,11 @@ ROUTES = {
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
-    route = ROUTES.get(scope["path"])
-    if route is None and scope["path"].startswith("/scope/"):
+    path = scope["path"]
+    if scope["root_path"] and path.startswith(scope["root_path"] + "/"):
+        path = path[len(scope["root_path"]):]  # mounted (--root-path): route on the rest
+    route = ROUTES.get(path)
+    if route is None and path.startswith("/scope/"):
         route = r_scope
     if route is None:
         await send_json(send, {"error": "no route", "path": scope["path"]}, status=404)
