@@ -454,6 +454,9 @@ int lw_hdrs_parse(PyObject *headers, lw_hdrs *h, const char *what)
                 PyErr_Format(PyExc_ValueError, "invalid Content-Length %R", value);
                 return -1;
             }
+            /* A repeat that agrees reaches the host once: Content-Length is no list, and a
+             * sender MUST NOT generate several field lines of it (RFC 9110 5.3). */
+            if (h->cl >= 0) continue;
             h->cl = x;
         }
         h->v[h->n].name = np;
