@@ -283,6 +283,12 @@ static int check_head(conn *c)
     if (n_te) {
         int st = check_te(te, te_len);
         if (st) return st;
+        /* Exactly chunked: tell http_parser (it reads its flags after this callback), which
+         * takes "chunked" only when followed by nothing but spaces, and refuses the request
+         * otherwise. A recipient MUST accept empty list elements ("chunked,", ", chunked": RFC
+         * 9110 5.6.1.2), and OWS around a field value (a trailing HTAB) is not part of it (RFC
+         * 9112 5.1). */
+        c->parser.flags |= F_CHUNKED;
     }
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;

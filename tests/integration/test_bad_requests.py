@@ -211,6 +211,21 @@ def test_valid_chunked_framing_is_accepted(any_srv, body):
         assert c.request("GET", "/hello").status == 200
 
 
+# RFC 9110 5.6.1.2: a recipient MUST accept empty list elements and OWS around them
+# (Transfer-Encoding = #transfer-coding); RFC 9112 5.1: OWS around a field value is not part of
+# it; transfer-coding names are case-insensitive (RFC 9112 7). http_parser takes none of these
+# forms for chunked (it then refuses the request).
+@pytest.mark.parametrize("te", ["chunked\t", "chunked,", "chunked ,", ", chunked", ",chunked",
+                                " , chunked , ", "chunked,,", "CHUNKED"])
+def test_chunked_transfer_encoding_list_forms_are_accepted(any_srv, te):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", te)]) +
+               b"5\r\nhello\r\n0\r\n\r\n" + build_request("GET", "/hello"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello", (te, r)
+        assert c.read_response().body == b"Hello, World!\n"
+
+
 def test_unsupported_transfer_coding_is_501(any_srv):
     before = app_calls(any_srv)
     r, closed = raw(any_srv, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
