@@ -239,10 +239,11 @@ static int check_te(const char *te, size_t te_len)
     return n_codings > 1 ? 501 : 0;
 }
 
-/* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
+/* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer; with
+ * 0, c->keep_alive says whether the request lets the connection persist (RFC 9112 9.3). */
 static int check_head(conn *c)
 {
-    int n_cl = 0, n_te = 0, n_host = 0;
+    int n_cl = 0, n_te = 0, n_host = 0, opt_close = 0, opt_keep_alive = 0;
     /* http_parser takes "GET /" (no version) for HTTP/0.9: not a request we serve. */
     if (c->parser.http_major != 1) return c->parser.http_major == 0 ? 400 : 505;
     const char *te = NULL;
@@ -272,6 +273,13 @@ static int check_head(conn *c)
              * URLs from it. */
             trim(&value, &vlen);
             if (!conn_valid_host(value, vlen)) return 400;
+        } else if (ieq(name, h->name_len, "connection")) {
+            /* Read here, not by http_parser, which misses an option after an empty list element
+             * (", close", "keep-alive,,close") or before a trailing HTAB: a recipient MUST accept
+             * both (RFC 9110 5.6.1.2, RFC 9112 5.1), and a request pipelined after a "close"
+             * MUST NOT be processed (RFC 9112 9.6). */
+            opt_close |= conn_token_in_list(value, vlen, "close");
+            opt_keep_alive |= conn_token_in_list(value, vlen, "keep-alive");
         } else if (ieq(name, h->name_len, "expect")) {
             trim(&value, &vlen);
             if (!ieq(value, vlen, "100-continue")) return 417;
@@ -311,6 +319,9 @@ static int check_head(conn *c)
         return 400;
     /* An origin server, not a tunnel: a method it does not implement (RFC 9110 9.1, 9.3.6). */
     if (c->parser.method == HTTP_CONNECT) return 501;
+    /* RFC 9112 9.3: a "close" option ends the connection after the response, in either version;
+     * else HTTP/1.1 persists, HTTP/1.0 only with "keep-alive". */
+    c->keep_alive = !opt_close && (c->parser.http_minor >= 1 || opt_keep_alive);
     return 0;
 }
 
@@ -327,7 +338,7 @@ static int on_headers_complete(http_parser *p)
     c->http_major = p->http_major;
     c->http_minor = p->http_minor;
     c->is_head = p->method == HTTP_HEAD;
-    c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    if (p->upgrade) c->keep_alive = 0; /* c->keep_alive: check_head() */
     c->chunked = (p->flags & F_CHUNKED) != 0;
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > INT64_MAX) {
         c->err_status = 413; /* http_parser takes lengths up to ~2^64: more than we can count */

@@ -135,6 +135,28 @@ def test_connection_close_from_client(any_srv):
         assert c.is_closed_by_peer()
 
 
+# RFC 9112 9.6: a "close" connection option ends the connection after the response, and a
+# request pipelined behind it MUST NOT be processed, whatever the version; RFC 9110 5.6.1.2: a
+# recipient MUST accept empty list elements, and OWS around each (Connection = #connection-option,
+# 7.6.1). http_parser misses "close" after an empty element or before a trailing HTAB.
+@pytest.mark.parametrize("value,version", [
+    ("close\t", "HTTP/1.1"),
+    (", close", "HTTP/1.1"),
+    (",close", "HTTP/1.1"),
+    ("keep-alive,,close", "HTTP/1.1"),
+    ("Keep-Alive , Close", "HTTP/1.1"),
+    ("keep-alive, close", "HTTP/1.0"),
+])
+def test_connection_close_option_in_any_list_form(any_srv, value, version):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("GET", "/hello", [("Connection", value)], version=version) +
+               build_request("GET", "/hello", version=version))
+        r = c.read_response()
+        assert r.body == b"Hello, World!\n"
+        assert r.header("Connection", "").lower() == "close", (value, r)
+        assert c.is_closed_by_peer(), value
+
+
 def test_connection_close_from_app(any_srv):
     with Conn(any_srv.port) as c:
         r = c.request("GET", "/connection-close")
