@@ -311,12 +311,17 @@ static int check_head(conn *c)
      * app inside PATH_INFO / QUERY_STRING. An invalid request-line is a 400 (section 3). */
     if (memchr(c->in + c->url_off, '#', c->url_len)) return 400;
     /* An absolute-form target's authority stands for Host (fill_http()): the same rule, and
-     * no userinfo (RFC 9110 4.2.4). */
-    const char *auth;
+     * no userinfo (RFC 9110 4.2.4); an http or https URI with an empty host ("http:///p",
+     * "http://:80/p") is invalid, a recipient MUST reject it (RFC 9110 4.2.1, 4.2.2). */
+    const char *auth, *t = c->in + c->url_off;
     size_t auth_len;
-    if (target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len) &&
-        !conn_valid_host(auth, auth_len))
-        return 400;
+    if (target_authority(t, c->url_len, &auth, &auth_len)) {
+        if (!conn_valid_host(auth, auth_len)) return 400;
+        size_t scheme_len = (size_t)(auth - 3 - t);
+        if ((ieq(t, scheme_len, "http") || ieq(t, scheme_len, "https")) &&
+            (auth_len == 0 || auth[0] == ':'))
+            return 400;
+    }
     /* An origin server, not a tunnel: a method it does not implement (RFC 9110 9.1, 9.3.6). */
     if (c->parser.method == HTTP_CONNECT) return 501;
     /* RFC 9112 9.3: a "close" option ends the connection after the response, in either version;

@@ -608,9 +608,11 @@ def test_absolute_form_authority_replaces_host(any_srv, target, host):
     assert env["PATH_INFO"] == "/environ"
 
 
-@pytest.mark.parametrize("authority", ["user@example.com", "a b", "ex%ample.com:80x", "[::1"])
+@pytest.mark.parametrize("authority", ["user@example.com", "a b", "ex%ample.com:80x", "[::1",
+                                       "", ":80"])
 def test_absolute_form_bad_authority_is_400(any_srv, authority):
-    """An authority that is not host[:port] (userinfo included, RFC 9110 4.2.4) is refused."""
+    """An authority that is not host[:port] (userinfo included, RFC 9110 4.2.4) is refused, and so
+    is an http URI with an empty host (RFC 9110 4.2.1: a recipient MUST reject it as invalid)."""
     with Conn(any_srv.port) as c:
         c.send(("GET http://%s/environ HTTP/1.1\r\nHost: x\r\n\r\n" % authority).encode())
         r = c.read_response()
