@@ -239,6 +239,26 @@ static int check_te(const char *te, size_t te_len)
     return n_codings > 1 ? 501 : 0;
 }
 
+/* Expect = #expectation (RFC 9110 10.1.1), its empty elements ignored (a recipient MUST accept
+ * them, 5.6.1.2): 1 if it holds 100-continue only, 0 if nothing, -1 if an expectation we do not
+ * meet (417). */
+static int check_expect(const char *v, size_t n)
+{
+    const char *end = v + n;
+    int cont = 0;
+    while (v < end) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        const char *tok = v;
+        size_t tok_len = (size_t)((comma ? comma : end) - v);
+        v = comma ? comma + 1 : end;
+        trim(&tok, &tok_len);
+        if (tok_len == 0) continue;
+        if (!ieq(tok, tok_len, "100-continue")) return -1;
+        cont = 1;
+    }
+    return cont;
+}
+
 /* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer; with
  * 0, c->keep_alive says whether the request lets the connection persist (RFC 9112 9.3). */
 static int check_head(conn *c)
@@ -281,9 +301,9 @@ static int check_head(conn *c)
             opt_close |= conn_token_in_list(value, vlen, "close");
             opt_keep_alive |= conn_token_in_list(value, vlen, "keep-alive");
         } else if (ieq(name, h->name_len, "expect")) {
-            trim(&value, &vlen);
-            if (!ieq(value, vlen, "100-continue")) return 417;
-            if (c->parser.http_major == 1 && c->parser.http_minor >= 1) c->expect_continue = 1;
+            int e = check_expect(value, vlen);
+            if (e < 0) return 417;
+            if (e && c->parser.http_major == 1 && c->parser.http_minor >= 1) c->expect_continue = 1;
         }
     }
     /* Request smuggling: a message whose length two parties could read differently. */

@@ -284,6 +284,19 @@ def test_expect_100_continue_small_body(any_srv):
         assert r.status == 200 and r.body == b"hello"
 
 
+# Expect = #expectation (RFC 9110 10.1.1): a recipient MUST accept empty list elements and OWS
+# around them (5.6.1.2), so these hold 100-continue and nothing else, and are no cause for a 417.
+@pytest.mark.parametrize("value", ["100-continue,", ", 100-Continue", "100-continue\t", "100-continue, ,"])
+def test_expect_100_continue_in_any_list_form(any_srv, value):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Expect", value), ("Content-Length", "5")]))
+        status, reason, _, _, _ = c.read_head()
+        assert status == 100, (value, status)
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"
+
+
 def test_expect_100_continue_streamed_body(any_srv):
     with Conn(any_srv.port) as c:
         body = b"z" * (1 << 20)
