@@ -509,10 +509,38 @@ int conn_head_too_large(const conn *c)
     return c->proto_known && c->proto == CPROTO_HTTP && c->n_hdrs == 0 && !c->head_done ? 414 : 431;
 }
 
+/* http_parser knows a fixed set of methods and refuses any other at its first byte that differs.
+ * An origin server SHOULD answer a method it does not recognise with 501 (RFC 9110 9.1; methods
+ * are case-sensitive), and an invalid request line with 400 (RFC 9112 3): 501 for a whole
+ * request line "method SP request-target SP HTTP/1.d" with a token for its method (the target
+ * checked as check_head() does), 400 for anything else, and 0 while the buffered bytes are the
+ * start of such a line (a token, then SP and more without a LF yet). */
+static int unknown_method_status(const conn *c)
+{
+    const char *p = c->in, *end = c->in + c->in_len;
+    while (p < end && (*p == '\r' || *p == '\n')) /* the empty lines http_parser skips */
+        p++;
+    const char *m = p;
+    while (p < end && is_tchar((unsigned char)*p))
+        p++;
+    if (p == end) return 0;
+    if (p == m || *p != ' ') return 400;
+    const char *t = p + 1, *lf = memchr(t, '\n', (size_t)(end - t));
+    if (!lf) return 0;
+    if (lf > t && lf[-1] == '\r') lf--;
+    /* The target runs to the version's SP: " HTTP/1.d" ends the line. */
+    if (lf - t < 10 || memcmp(lf - 9, " HTTP/1.", 8) != 0 || lf[-1] < '0' || lf[-1] > '9')
+        return 400;
+    for (const char *q = t; q < lf - 9; q++)
+        if ((unsigned char)*q <= ' ' || *q == 0x7f || *q == '#') return 400;
+    return 501;
+}
+
 static int status_for_errno(const conn *c, enum http_errno e)
 {
     switch (e) {
     case HPE_HEADER_OVERFLOW: return conn_head_too_large(c);
+    case HPE_INVALID_METHOD: return unknown_method_status(c);
     default: return 400;
     }
 }
@@ -638,8 +666,9 @@ static ssize_t parse(conn *c, const char *p, size_t n)
         c->err_status = c->body_error;
     else if (!c->err_status)
         c->err_status = status_for_errno(c, e);
-    host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
-             http_errno_description(e), c->err_status);
+    if (c->err_status) /* else a request line still to come: conn_parse_head() */
+        host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
+                 http_errno_description(e), c->err_status);
     return -1;
 }
 
@@ -894,7 +923,16 @@ int conn_parse_head(conn *c)
         }
     }
     size_t avail = c->in_len - c->in_parsed;
-    if (avail && feed(c, avail) < 0) return PARSE_ERROR;
+    if (avail && feed(c, avail) < 0) {
+        if (c->err_status) return PARSE_ERROR;
+        /* A method http_parser does not know, its request line not complete yet: parse it
+         * again from its start when more has come (unknown_method_status()). Nothing was
+         * recorded before the method; the buffer's limit still ends an endless line (414). */
+        http_parser_init(&c->parser, HTTP_REQUEST);
+        c->parser.data = c;
+        c->in_parsed = 0;
+        return PARSE_MORE;
+    }
     if (c->head_done) {
         c->err_status = check_head_bytes(c, c->in_parsed);
         if (c->err_status) {

@@ -149,6 +149,38 @@ def test_connect_is_501(any_srv):
                     b"\x16\x03\x01tunnel bytes")
     assert r.status == 501 and closed, r
     assert app_calls(any_srv) == before + 1
+# RFC 9110 9.1: an origin server SHOULD answer a method it does not recognise with 501 (methods
+# are case-sensitive: "get" is not GET); RFC 9112 3: a malformed request line is a 400 (the
+# garbage and bad-version lines of BAD_400). http_parser knows a fixed set of methods.
+@pytest.mark.parametrize("line", [b"FOO /hello HTTP/1.1", b"QUERY /hello HTTP/1.1",
+                                  b"get /hello HTTP/1.1", b"GETX /hello HTTP/1.1",
+                                  b"\r\nBREW * HTTP/1.1", b"X-Y_Z! /hello?a=b HTTP/1.0"])
+def test_unknown_method_is_501(any_srv, line):
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, line + b"\r\nHost: x\r\n\r\n")
+    assert r.status == 501 and closed, (line, r)
+    assert app_calls(any_srv) == before + 1
+
+
+@pytest.mark.parametrize("line", [b"FOO", b"FOO /hello", b"FOO  /hello HTTP/1.1",
+                                  b"FOO /hello HTTP/1.1 ", b"FOO /hello HTTP/x.1",
+                                  b"FOO /a\tb HTTP/1.1", b"FO(O /hello HTTP/1.1",
+                                  b"FOO /hello#f HTTP/1.1"])
+def test_malformed_line_with_unknown_method_is_400(any_srv, line):
+    r, closed = raw(any_srv, line + b"\r\nHost: x\r\n\r\n")
+    assert r.status == 400 and closed, (line, r)
+
+
+def test_unknown_method_sent_byte_by_byte_is_501(any_srv):
+    """The method is refused at its first byte, the status depends on the rest of the line."""
+    with Conn(any_srv.port) as c:
+        for b in b"QUERY /hello HTTP/1.1\r\nHost: x\r\n\r\n":
+            c.send(bytes([b]))
+        r = c.read_response()
+        assert r.status == 501, r
+        assert c.is_closed_by_peer()
+
+
 @pytest.mark.parametrize("name", sorted(GOOD_HOSTS))
 def test_valid_host_reaches_app(srv, name):
     sent, seen = GOOD_HOSTS[name]
