@@ -475,6 +475,7 @@ void conn_request_begin(conn *c)
     c->chunked = 0;
     c->ck_state = CK_HEAD_LF;
     c->ck_left = 0;
+    c->ck_ext = 0;
     c->expect_continue = c->continue_sent = 0;
     c->keep_alive = 0;
     c->is_head = 0;
@@ -558,7 +559,11 @@ static int hexval(unsigned char ch)
  * trailer section for the LF, and ignores whatever follows a chunk size up to the CR: a front
  * end that reads "5\r\nhelloXX0\r\n\r\n" otherwise sees another message than we do (RFC 9112
  * 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF). Whitespace before the CR of a
- * size line, and a line of the trailer section ended by LF alone (2.2), are taken. 0 or -1. */
+ * size line, and a line of the trailer section ended by LF alone (2.2), are taken. Chunk
+ * extensions are no body bytes (--max-body-size does not count them) and http_parser bounds
+ * each chunk-size line only (--max-header-size, 431), not their sum: past --max-header-size in
+ * all, the request is refused (413; RFC 9112 7.1.1: a server ought to limit their total length
+ * and answer a 4xx). 0 or -1 (err_status set, or 400). */
 
 static int chunk_framing(conn *c, const char *p, size_t n)
 {
@@ -594,6 +599,10 @@ static int chunk_framing(conn *c, const char *p, size_t n)
             }
             break;
         case CK_BWS:
+            if (++c->ck_ext > server_max_header(c->srv)) {
+                c->err_status = 413;
+                return -1;
+            }
             if (ch == ';')
                 st = CK_EXT;
             else if (ch == '\r')
@@ -602,6 +611,10 @@ static int chunk_framing(conn *c, const char *p, size_t n)
                 return -1;
             break;
         case CK_EXT:
+            if (++c->ck_ext > server_max_header(c->srv)) {
+                c->err_status = 413;
+                return -1;
+            }
             if (ch == '\r')
                 st = CK_SIZE_LF;
             else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)

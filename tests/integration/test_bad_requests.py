@@ -375,6 +375,19 @@ def test_chunked_body_too_large_is_413(any_srv):
         assert r.status == 413
 
 
+def test_chunk_extensions_past_the_head_limit_are_refused(any_srv):
+    """Chunk extensions are no body bytes, so --max-body-size never bounds them, and http_parser
+    bounds each chunk-size line only (431 past --max-header-size): one byte of data per chunk
+    let a client send them for ever. RFC 9112 7.1.1: a server ought to limit their total length
+    in a request and answer a 4xx past it; the limit is the head's (4096 here)."""
+    body = b"".join(b"1;e=%s\r\nx\r\n" % (b"v" * 100) for _ in range(60)) + b"0\r\n\r\n"
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + body)
+        r = c.read_response()
+        assert r.status == 413, r
+        assert c.is_closed_by_peer()
+
+
 def test_huge_chunk_size_after_some_body_is_413(any_srv):
     # A chunk size close to 2^64 must not wrap around the body limit check (which would let the
     # body run on until the limit is crossed by the data itself, or the client gives up).
