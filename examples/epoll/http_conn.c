@@ -515,7 +515,10 @@ int conn_head_too_large(const conn *c)
  * are case-sensitive), and an invalid request line with 400 (RFC 9112 3): 501 for a whole
  * request line "method SP request-target SP HTTP/1.d" with a token for its method (the target
  * checked as check_head() does), 400 for anything else, and 0 while the buffered bytes are the
- * start of such a line (a token, then SP and more without a LF yet). */
+ * start of such a line (a token, then SP and more without a LF yet). A token longer than
+ * METHOD_MAX is a method longer than any we implement: 501 at once (RFC 9112 3), so that the
+ * bytes rescanned at each arrival (conn_parse_head()) are the target's only, with memchr. */
+#define METHOD_MAX 32 /* none of http_parser's methods is longer than 11 */
 static int unknown_method_status(const conn *c)
 {
     const char *p = c->in, *end = c->in + c->in_len;
@@ -523,7 +526,7 @@ static int unknown_method_status(const conn *c)
         p++;
     const char *m = p;
     while (p < end && is_tchar((unsigned char)*p))
-        p++;
+        if (++p - m > METHOD_MAX) return 501;
     if (p == end) return 0;
     if (p == m || *p != ' ') return 400;
     const char *t = p + 1, *lf = memchr(t, '\n', (size_t)(end - t));
@@ -940,7 +943,13 @@ int conn_parse_head(conn *c)
         if (c->err_status) return PARSE_ERROR;
         /* A method http_parser does not know, its request line not complete yet: parse it
          * again from its start when more has come (unknown_method_status()). Nothing was
-         * recorded before the method; the buffer's limit still ends an endless line (414). */
+         * recorded before the method, and the empty lines before it are dropped (not rescanned
+         * at each arrival); the buffer's limit still ends an endless line (414). */
+        size_t skip = 0;
+        while (skip < c->in_len && (c->in[skip] == '\r' || c->in[skip] == '\n'))
+            skip++;
+        if (skip) memmove(c->in, c->in + skip, c->in_len - skip);
+        c->in_len -= skip;
         http_parser_init(&c->parser, HTTP_REQUEST);
         c->parser.data = c;
         c->in_parsed = 0;

@@ -154,7 +154,8 @@ def test_connect_is_501(any_srv):
 # garbage and bad-version lines of BAD_400). http_parser knows a fixed set of methods.
 @pytest.mark.parametrize("line", [b"FOO /hello HTTP/1.1", b"QUERY /hello HTTP/1.1",
                                   b"get /hello HTTP/1.1", b"GETX /hello HTTP/1.1",
-                                  b"\r\nBREW * HTTP/1.1", b"X-Y_Z! /hello?a=b HTTP/1.0"])
+                                  b"\r\nBREW * HTTP/1.1", b"X-Y_Z! /hello?a=b HTTP/1.0",
+                                  b"A" * 33])  # longer than any method (RFC 9112 3)
 def test_unknown_method_is_501(any_srv, line):
     before = app_calls(any_srv)
     r, closed = raw(any_srv, line + b"\r\nHost: x\r\n\r\n")
