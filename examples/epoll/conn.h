@@ -161,6 +161,7 @@ struct conn {
     int chunked;
     int ck_state;     /* chunked framing as http_conn.c checks it (chunk_framing) */
     uint64_t ck_left; /* the chunk-data bytes still to come */
+    size_t ck_ext;    /* the request's chunk-extension bytes so far (limited by chunk_framing) */
     int expect_continue, continue_sent;
     int keep_alive, is_head, http_major, http_minor;
 

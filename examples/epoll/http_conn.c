@@ -239,10 +239,31 @@ static int check_te(const char *te, size_t te_len)
     return n_codings > 1 ? 501 : 0;
 }
 
-/* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer. */
+/* Expect = #expectation (RFC 9110 10.1.1), its empty elements ignored (a recipient MUST accept
+ * them, 5.6.1.2): 1 if it holds 100-continue only, 0 if nothing, -1 if an expectation we do not
+ * meet (417). */
+static int check_expect(const char *v, size_t n)
+{
+    const char *end = v + n;
+    int cont = 0;
+    while (v < end) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        const char *tok = v;
+        size_t tok_len = (size_t)((comma ? comma : end) - v);
+        v = comma ? comma + 1 : end;
+        trim(&tok, &tok_len);
+        if (tok_len == 0) continue;
+        if (!ieq(tok, tok_len, "100-continue")) return -1;
+        cont = 1;
+    }
+    return cont;
+}
+
+/* The checks of RFC 9112 that http_parser leaves to us. Returns 0 or the status to answer; with
+ * 0, c->keep_alive says whether the request lets the connection persist (RFC 9112 9.3). */
 static int check_head(conn *c)
 {
-    int n_cl = 0, n_te = 0, n_host = 0;
+    int n_cl = 0, n_te = 0, n_host = 0, opt_close = 0, opt_keep_alive = 0;
     /* http_parser takes "GET /" (no version) for HTTP/0.9: not a request we serve. */
     if (c->parser.http_major != 1) return c->parser.http_major == 0 ? 400 : 505;
     const char *te = NULL;
@@ -272,10 +293,17 @@ static int check_head(conn *c)
              * URLs from it. */
             trim(&value, &vlen);
             if (!conn_valid_host(value, vlen)) return 400;
+        } else if (ieq(name, h->name_len, "connection")) {
+            /* Read here, not by http_parser, which misses an option after an empty list element
+             * (", close", "keep-alive,,close") or before a trailing HTAB: a recipient MUST accept
+             * both (RFC 9110 5.6.1.2, RFC 9112 5.1), and a request pipelined after a "close"
+             * MUST NOT be processed (RFC 9112 9.6). */
+            opt_close |= conn_token_in_list(value, vlen, "close");
+            opt_keep_alive |= conn_token_in_list(value, vlen, "keep-alive");
         } else if (ieq(name, h->name_len, "expect")) {
-            trim(&value, &vlen);
-            if (!ieq(value, vlen, "100-continue")) return 417;
-            if (c->parser.http_major == 1 && c->parser.http_minor >= 1) c->expect_continue = 1;
+            int e = check_expect(value, vlen);
+            if (e < 0) return 417;
+            if (e && c->parser.http_major == 1 && c->parser.http_minor >= 1) c->expect_continue = 1;
         }
     }
     /* Request smuggling: a message whose length two parties could read differently. */
@@ -283,6 +311,12 @@ static int check_head(conn *c)
     if (n_te) {
         int st = check_te(te, te_len);
         if (st) return st;
+        /* Exactly chunked: tell http_parser (it reads its flags after this callback), which
+         * takes "chunked" only when followed by nothing but spaces, and refuses the request
+         * otherwise. A recipient MUST accept empty list elements ("chunked,", ", chunked": RFC
+         * 9110 5.6.1.2), and OWS around a field value (a trailing HTAB) is not part of it (RFC
+         * 9112 5.1). */
+        c->parser.flags |= F_CHUNKED;
     }
     if (c->parser.http_major == 1 && c->parser.http_minor >= 1 && n_host != 1) return 400;
     if (n_host > 1) return 400;
@@ -297,14 +331,22 @@ static int check_head(conn *c)
      * app inside PATH_INFO / QUERY_STRING. An invalid request-line is a 400 (section 3). */
     if (memchr(c->in + c->url_off, '#', c->url_len)) return 400;
     /* An absolute-form target's authority stands for Host (fill_http()): the same rule, and
-     * no userinfo (RFC 9110 4.2.4). */
-    const char *auth;
+     * no userinfo (RFC 9110 4.2.4); an http or https URI with an empty host ("http:///p",
+     * "http://:80/p") is invalid, a recipient MUST reject it (RFC 9110 4.2.1, 4.2.2). */
+    const char *auth, *t = c->in + c->url_off;
     size_t auth_len;
-    if (target_authority(c->in + c->url_off, c->url_len, &auth, &auth_len) &&
-        !conn_valid_host(auth, auth_len))
-        return 400;
+    if (target_authority(t, c->url_len, &auth, &auth_len)) {
+        if (!conn_valid_host(auth, auth_len)) return 400;
+        size_t scheme_len = (size_t)(auth - 3 - t);
+        if ((ieq(t, scheme_len, "http") || ieq(t, scheme_len, "https")) &&
+            (auth_len == 0 || auth[0] == ':'))
+            return 400;
+    }
     /* An origin server, not a tunnel: a method it does not implement (RFC 9110 9.1, 9.3.6). */
     if (c->parser.method == HTTP_CONNECT) return 501;
+    /* RFC 9112 9.3: a "close" option ends the connection after the response, in either version;
+     * else HTTP/1.1 persists, HTTP/1.0 only with "keep-alive". */
+    c->keep_alive = !opt_close && (c->parser.http_minor >= 1 || opt_keep_alive);
     return 0;
 }
 
@@ -321,7 +363,7 @@ static int on_headers_complete(http_parser *p)
     c->http_major = p->http_major;
     c->http_minor = p->http_minor;
     c->is_head = p->method == HTTP_HEAD;
-    c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    if (p->upgrade) c->keep_alive = 0; /* c->keep_alive: check_head() */
     c->chunked = (p->flags & F_CHUNKED) != 0;
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > INT64_MAX) {
         c->err_status = 413; /* http_parser takes lengths up to ~2^64: more than we can count */
@@ -433,6 +475,7 @@ void conn_request_begin(conn *c)
     c->chunked = 0;
     c->ck_state = CK_HEAD_LF;
     c->ck_left = 0;
+    c->ck_ext = 0;
     c->expect_continue = c->continue_sent = 0;
     c->keep_alive = 0;
     c->is_head = 0;
@@ -467,10 +510,41 @@ int conn_head_too_large(const conn *c)
     return c->proto_known && c->proto == CPROTO_HTTP && c->n_hdrs == 0 && !c->head_done ? 414 : 431;
 }
 
+/* http_parser knows a fixed set of methods and refuses any other at its first byte that differs.
+ * An origin server SHOULD answer a method it does not recognise with 501 (RFC 9110 9.1; methods
+ * are case-sensitive), and an invalid request line with 400 (RFC 9112 3): 501 for a whole
+ * request line "method SP request-target SP HTTP/1.d" with a token for its method (the target
+ * checked as check_head() does), 400 for anything else, and 0 while the buffered bytes are the
+ * start of such a line (a token, then SP and more without a LF yet). A token longer than
+ * METHOD_MAX is a method longer than any we implement: 501 at once (RFC 9112 3), so that the
+ * bytes rescanned at each arrival (conn_parse_head()) are the target's only, with memchr. */
+#define METHOD_MAX 32 /* none of http_parser's methods is longer than 11 */
+static int unknown_method_status(const conn *c)
+{
+    const char *p = c->in, *end = c->in + c->in_len;
+    while (p < end && (*p == '\r' || *p == '\n')) /* the empty lines http_parser skips */
+        p++;
+    const char *m = p;
+    while (p < end && is_tchar((unsigned char)*p))
+        if (++p - m > METHOD_MAX) return 501;
+    if (p == end) return 0;
+    if (p == m || *p != ' ') return 400;
+    const char *t = p + 1, *lf = memchr(t, '\n', (size_t)(end - t));
+    if (!lf) return 0;
+    if (lf > t && lf[-1] == '\r') lf--;
+    /* The target runs to the version's SP: " HTTP/1.d" ends the line. */
+    if (lf - t < 10 || memcmp(lf - 9, " HTTP/1.", 8) != 0 || lf[-1] < '0' || lf[-1] > '9')
+        return 400;
+    for (const char *q = t; q < lf - 9; q++)
+        if ((unsigned char)*q <= ' ' || *q == 0x7f || *q == '#') return 400;
+    return 501;
+}
+
 static int status_for_errno(const conn *c, enum http_errno e)
 {
     switch (e) {
     case HPE_HEADER_OVERFLOW: return conn_head_too_large(c);
+    case HPE_INVALID_METHOD: return unknown_method_status(c);
     default: return 400;
     }
 }
@@ -488,7 +562,11 @@ static int hexval(unsigned char ch)
  * trailer section for the LF, and ignores whatever follows a chunk size up to the CR: a front
  * end that reads "5\r\nhelloXX0\r\n\r\n" otherwise sees another message than we do (RFC 9112
  * 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF). Whitespace before the CR of a
- * size line, and a line of the trailer section ended by LF alone (2.2), are taken. 0 or -1. */
+ * size line, and a line of the trailer section ended by LF alone (2.2), are taken. Chunk
+ * extensions are no body bytes (--max-body-size does not count them) and http_parser bounds
+ * each chunk-size line only (--max-header-size, 431), not their sum: past --max-header-size in
+ * all, the request is refused (413; RFC 9112 7.1.1: a server ought to limit their total length
+ * and answer a 4xx). 0 or -1 (err_status set, or 400). */
 
 static int chunk_framing(conn *c, const char *p, size_t n)
 {
@@ -524,6 +602,10 @@ static int chunk_framing(conn *c, const char *p, size_t n)
             }
             break;
         case CK_BWS:
+            if (++c->ck_ext > server_max_header(c->srv)) {
+                c->err_status = 413;
+                return -1;
+            }
             if (ch == ';')
                 st = CK_EXT;
             else if (ch == '\r')
@@ -532,6 +614,10 @@ static int chunk_framing(conn *c, const char *p, size_t n)
                 return -1;
             break;
         case CK_EXT:
+            if (++c->ck_ext > server_max_header(c->srv)) {
+                c->err_status = 413;
+                return -1;
+            }
             if (ch == '\r')
                 st = CK_SIZE_LF;
             else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -596,8 +682,9 @@ static ssize_t parse(conn *c, const char *p, size_t n)
         c->err_status = c->body_error;
     else if (!c->err_status)
         c->err_status = status_for_errno(c, e);
-    host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
-             http_errno_description(e), c->err_status);
+    if (c->err_status) /* else a request line still to come: conn_parse_head() */
+        host_log(WSGI_LOG_DEBUG, "bad request from %s: %s (%d)", c->peer[0] ? c->peer : "unix",
+                 http_errno_description(e), c->err_status);
     return -1;
 }
 
@@ -852,7 +939,22 @@ int conn_parse_head(conn *c)
         }
     }
     size_t avail = c->in_len - c->in_parsed;
-    if (avail && feed(c, avail) < 0) return PARSE_ERROR;
+    if (avail && feed(c, avail) < 0) {
+        if (c->err_status) return PARSE_ERROR;
+        /* A method http_parser does not know, its request line not complete yet: parse it
+         * again from its start when more has come (unknown_method_status()). Nothing was
+         * recorded before the method, and the empty lines before it are dropped (not rescanned
+         * at each arrival); the buffer's limit still ends an endless line (414). */
+        size_t skip = 0;
+        while (skip < c->in_len && (c->in[skip] == '\r' || c->in[skip] == '\n'))
+            skip++;
+        if (skip) memmove(c->in, c->in + skip, c->in_len - skip);
+        c->in_len -= skip;
+        http_parser_init(&c->parser, HTTP_REQUEST);
+        c->parser.data = c;
+        c->in_parsed = 0;
+        return PARSE_MORE;
+    }
     if (c->head_done) {
         c->err_status = check_head_bytes(c, c->in_parsed);
         if (c->err_status) {

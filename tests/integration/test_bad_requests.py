@@ -149,6 +149,39 @@ def test_connect_is_501(any_srv):
                     b"\x16\x03\x01tunnel bytes")
     assert r.status == 501 and closed, r
     assert app_calls(any_srv) == before + 1
+# RFC 9110 9.1: an origin server SHOULD answer a method it does not recognise with 501 (methods
+# are case-sensitive: "get" is not GET); RFC 9112 3: a malformed request line is a 400 (the
+# garbage and bad-version lines of BAD_400). http_parser knows a fixed set of methods.
+@pytest.mark.parametrize("line", [b"FOO /hello HTTP/1.1", b"QUERY /hello HTTP/1.1",
+                                  b"get /hello HTTP/1.1", b"GETX /hello HTTP/1.1",
+                                  b"\r\nBREW * HTTP/1.1", b"X-Y_Z! /hello?a=b HTTP/1.0",
+                                  b"A" * 33])  # longer than any method (RFC 9112 3)
+def test_unknown_method_is_501(any_srv, line):
+    before = app_calls(any_srv)
+    r, closed = raw(any_srv, line + b"\r\nHost: x\r\n\r\n")
+    assert r.status == 501 and closed, (line, r)
+    assert app_calls(any_srv) == before + 1
+
+
+@pytest.mark.parametrize("line", [b"FOO", b"FOO /hello", b"FOO  /hello HTTP/1.1",
+                                  b"FOO /hello HTTP/1.1 ", b"FOO /hello HTTP/x.1",
+                                  b"FOO /a\tb HTTP/1.1", b"FO(O /hello HTTP/1.1",
+                                  b"FOO /hello#f HTTP/1.1"])
+def test_malformed_line_with_unknown_method_is_400(any_srv, line):
+    r, closed = raw(any_srv, line + b"\r\nHost: x\r\n\r\n")
+    assert r.status == 400 and closed, (line, r)
+
+
+def test_unknown_method_sent_byte_by_byte_is_501(any_srv):
+    """The method is refused at its first byte, the status depends on the rest of the line."""
+    with Conn(any_srv.port) as c:
+        for b in b"QUERY /hello HTTP/1.1\r\nHost: x\r\n\r\n":
+            c.send(bytes([b]))
+        r = c.read_response()
+        assert r.status == 501, r
+        assert c.is_closed_by_peer()
+
+
 @pytest.mark.parametrize("name", sorted(GOOD_HOSTS))
 def test_valid_host_reaches_app(srv, name):
     sent, seen = GOOD_HOSTS[name]
@@ -209,6 +242,21 @@ def test_valid_chunked_framing_is_accepted(any_srv, body):
         r = c.read_response()
         assert r.status == 200 and r.body == (b"hello" if b"hello" in body else b"he\r\nl"), r
         assert c.request("GET", "/hello").status == 200
+
+
+# RFC 9110 5.6.1.2: a recipient MUST accept empty list elements and OWS around them
+# (Transfer-Encoding = #transfer-coding); RFC 9112 5.1: OWS around a field value is not part of
+# it; transfer-coding names are case-insensitive (RFC 9112 7). http_parser takes none of these
+# forms for chunked (it then refuses the request).
+@pytest.mark.parametrize("te", ["chunked\t", "chunked,", "chunked ,", ", chunked", ",chunked",
+                                " , chunked , ", "chunked,,", "CHUNKED"])
+def test_chunked_transfer_encoding_list_forms_are_accepted(any_srv, te):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", te)]) +
+               b"5\r\nhello\r\n0\r\n\r\n" + build_request("GET", "/hello"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello", (te, r)
+        assert c.read_response().body == b"Hello, World!\n"
 
 
 def test_unsupported_transfer_coding_is_501(any_srv):
@@ -326,6 +374,19 @@ def test_chunked_body_too_large_is_413(any_srv):
         c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"186a1\r\n")
         r = c.read_response()
         assert r.status == 413
+
+
+def test_chunk_extensions_past_the_head_limit_are_refused(any_srv):
+    """Chunk extensions are no body bytes, so --max-body-size never bounds them, and http_parser
+    bounds each chunk-size line only (431 past --max-header-size): one byte of data per chunk
+    let a client send them for ever. RFC 9112 7.1.1: a server ought to limit their total length
+    in a request and answer a 4xx past it; the limit is the head's (4096 here)."""
+    body = b"".join(b"1;e=%s\r\nx\r\n" % (b"v" * 100) for _ in range(60)) + b"0\r\n\r\n"
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + body)
+        r = c.read_response()
+        assert r.status == 413, r
+        assert c.is_closed_by_peer()
 
 
 def test_huge_chunk_size_after_some_body_is_413(any_srv):

@@ -156,6 +156,28 @@ def test_connection_close_from_client(any_srv):
         assert c.is_closed_by_peer()
 
 
+# RFC 9112 9.6: a "close" connection option ends the connection after the response, and a
+# request pipelined behind it MUST NOT be processed, whatever the version; RFC 9110 5.6.1.2: a
+# recipient MUST accept empty list elements, and OWS around each (Connection = #connection-option,
+# 7.6.1). http_parser misses "close" after an empty element or before a trailing HTAB.
+@pytest.mark.parametrize("value,version", [
+    ("close\t", "HTTP/1.1"),
+    (", close", "HTTP/1.1"),
+    (",close", "HTTP/1.1"),
+    ("keep-alive,,close", "HTTP/1.1"),
+    ("Keep-Alive , Close", "HTTP/1.1"),
+    ("keep-alive, close", "HTTP/1.0"),
+])
+def test_connection_close_option_in_any_list_form(any_srv, value, version):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("GET", "/hello", [("Connection", value)], version=version) +
+               build_request("GET", "/hello", version=version))
+        r = c.read_response()
+        assert r.body == b"Hello, World!\n"
+        assert r.header("Connection", "").lower() == "close", (value, r)
+        assert c.is_closed_by_peer(), value
+
+
 def test_connection_close_from_app(any_srv):
     with Conn(any_srv.port) as c:
         r = c.request("GET", "/connection-close")
@@ -278,6 +300,19 @@ def test_expect_100_continue_small_body(any_srv):
         c.send(build_request("POST", "/echo", [("Expect", "100-continue"), ("Content-Length", "5")]))
         status, reason, _, _, _ = c.read_head()
         assert status == 100
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"
+
+
+# Expect = #expectation (RFC 9110 10.1.1): a recipient MUST accept empty list elements and OWS
+# around them (5.6.1.2), so these hold 100-continue and nothing else, and are no cause for a 417.
+@pytest.mark.parametrize("value", ["100-continue,", ", 100-Continue", "100-continue\t", "100-continue, ,"])
+def test_expect_100_continue_in_any_list_form(any_srv, value):
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", [("Expect", value), ("Content-Length", "5")]))
+        status, reason, _, _, _ = c.read_head()
+        assert status == 100, (value, status)
         c.send(b"hello")
         r = c.read_response()
         assert r.status == 200 and r.body == b"hello"
@@ -607,9 +642,11 @@ def test_absolute_form_authority_replaces_host(any_srv, target, host):
     assert env["PATH_INFO"] == "/environ"
 
 
-@pytest.mark.parametrize("authority", ["user@example.com", "a b", "ex%ample.com:80x", "[::1"])
+@pytest.mark.parametrize("authority", ["user@example.com", "a b", "ex%ample.com:80x", "[::1",
+                                       "", ":80"])
 def test_absolute_form_bad_authority_is_400(any_srv, authority):
-    """An authority that is not host[:port] (userinfo included, RFC 9110 4.2.4) is refused."""
+    """An authority that is not host[:port] (userinfo included, RFC 9110 4.2.4) is refused, and so
+    is an http URI with an empty host (RFC 9110 4.2.1: a recipient MUST reject it as invalid)."""
     with Conn(any_srv.port) as c:
         c.send(("GET http://%s/environ HTTP/1.1\r\nHost: x\r\n\r\n" % authority).encode())
         r = c.read_response()
