@@ -587,7 +587,9 @@ static void lw_ac_add_length(lw_asgi_conn *c, size_t len, char *digits)
 {
     lw_hdrs *h = &c->head_h;
     int code = c->head_status;
-    if (h->cl >= 0 || len == 0 || c->trailers || code < 200 || code == 204 || code == 304) return;
+    if (h->cl >= 0 || len == 0 || c->trailers || code < 200 || code == 204 || code == 205 ||
+        code == 304)
+        return;
     for (size_t i = 0; i < h->n; i++)
         if (h->v[i].name_len == 17 && lw_ieq(h->v[i].name, "transfer-encoding", 17)) return;
     /* lw_hdrs_parse left room for one more */

@@ -315,11 +315,13 @@ static void lw_resp_release(wsgi_response *resp, lw_gil *g)
  * same case). The host can then frame the body by length: an HTTP/1.0 keep-alive client keeps
  * its connection, an HTTP/1.1 one gets no chunked framing. Not for a status without a body
  * (1xx, 204, 304), an empty body (a HEAD answered with no items must not claim 0), a head already
- * sent by write(), or an app that set Transfer-Encoding itself. GIL held. */
+ * sent by write(), or an app that set Transfer-Encoding itself. 205 has no content either (RFC 9110
+ * 15.3.6). GIL held. */
 static void lw_seq_add_length(wsgi_response *resp, PyObject *seq, Py_ssize_t n)
 {
     int code = resp->status_code;
-    if (resp->started || resp->content_length >= 0 || code < 200 || code == 204 || code == 304)
+    if (resp->started || resp->content_length >= 0 || code < 200 || code == 204 || code == 205 ||
+        code == 304)
         return;
     int64_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {

@@ -381,30 +381,43 @@ static int after_queue(conn *c)
     return 0;
 }
 
-/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. A 204 has no
- * Content-Length (RFC 9110 8.6: a server must not send one): a client that frames by it (as
- * http_parser does) would take the next response's bytes for this one's body. */
+/* Whether the response goes out without its body bytes: HEAD, 1xx, 204, 304 (RFC 9112 6.3), and
+ * 205, in which "a server MUST NOT generate content" (RFC 9110 15.3.6). */
+static int no_body_sent(const conn *c, int status)
+{
+    return c->is_head || status < 200 || status == 204 || status == 205 || status == 304;
+}
+
+/* The app's Content-Length is not sent for a 204 (RFC 9110 8.6: a server must not send one: a
+ * client that frames by it, as http_parser does, would take the next response's bytes for this
+ * one's body) nor for a 205, which gets "Content-Length: 0" instead (its body is empty and, unlike
+ * a 204's, must be framed: RFC 9112 6.3). */
+static int drop_app_header(int status, const wsgi_header *x)
+{
+    return (status == 204 || status == 205) && x->name_len == 14 &&
+           strncasecmp(x->name, "content-length", 14) == 0;
+}
+
+/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. */
 static int queue_app_headers(conn *c, const wsgi_response_head *h)
 {
     int rc = 0;
     for (size_t k = 0; k < h->n_headers; k++) {
         const wsgi_header *x = &h->headers[k];
-        if (hop_by_hop(x->name, x->name_len)) continue;
-        if (h->status == 204 && x->name_len == 14 &&
-            strncasecmp(x->name, "content-length", 14) == 0)
-            continue;
+        if (hop_by_hop(x->name, x->name_len) || drop_app_header(h->status, x)) continue;
         rc |= out_bytes(c, x->name, x->name_len);
         rc |= out_str(c, ": ");
         rc |= out_bytes(c, x->value, x->value_len);
         rc |= out_str(c, "\r\n");
     }
+    if (h->status == 205) rc |= out_str(c, "Content-Length: 0\r\n");
     return rc;
 }
 
 /* SCGI / uwsgi: the CGI-style head; the body ends with Content-Length or the connection. */
 static int queue_cgi_head(conn *c, const wsgi_response_head *h)
 {
-    int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
+    int no_body = no_body_sent(c, h->status);
     c->framing = no_body ? FRAME_NONE : h->content_length >= 0 ? FRAME_LENGTH : FRAME_CLOSE;
     c->resp_cl = h->content_length;
     c->keep_alive = 0;
@@ -432,7 +445,7 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
     c->status = h->status;
     if (c->alog) conn_access_head(c, h);
     if (c->proto != CPROTO_HTTP) return queue_cgi_head(c, h);
-    int no_body = c->is_head || h->status < 200 || h->status == 204 || h->status == 304;
+    int no_body = no_body_sent(c, h->status);
     int have_server = 0, have_date = 0;
     for (size_t k = 0; k < h->n_headers; k++) {
         const wsgi_header *x = &h->headers[k];
@@ -461,7 +474,7 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
     const char *name = server_options(c->srv)->name, *date = have_date ? "" : http_date();
     size_t name_len = have_server ? 0 : strlen(name), date_len = strlen(date);
     size_t need = 9 + h->status_line_len + 2 + (have_server ? 0 : 8 + name_len + 2) +
-                  (have_date ? 0 : 6 + date_len + 2) + 28 + 24 + 2;
+                  (have_date ? 0 : 6 + date_len + 2) + 28 + 24 + 19 + 2;
     for (size_t k = 0; k < h->n_headers; k++)
         need += h->headers[k].name_len + h->headers[k].value_len + 4;
     if (sc_reserve(c, need) < 0) return -1;
@@ -483,15 +496,13 @@ int conn_queue_head(conn *c, const wsgi_response_head *h)
     }
     for (size_t k = 0; k < h->n_headers; k++) { /* as queue_app_headers() */
         const wsgi_header *x = &h->headers[k];
-        if (hop_by_hop(x->name, x->name_len)) continue;
-        if (h->status == 204 && x->name_len == 14 &&
-            strncasecmp(x->name, "content-length", 14) == 0)
-            continue;
+        if (hop_by_hop(x->name, x->name_len) || drop_app_header(h->status, x)) continue;
         PUT(x->name, x->name_len);
         PUTS(": ");
         PUT(x->value, x->value_len);
         PUTS("\r\n");
     }
+    if (h->status == 205) PUTS("Content-Length: 0\r\n");
     if (c->framing == FRAME_CHUNKED) PUTS("Transfer-Encoding: chunked\r\n");
     if (!c->keep_alive)
         PUTS("Connection: close\r\n");
@@ -587,7 +598,7 @@ int conn_queue_chunked_end(conn *c)
 
 int conn_queue_body(conn *c, const char *data, size_t len, int copy)
 {
-    if (c->framing == FRAME_NONE || len == 0) return 0; /* HEAD, 204, 304: the bytes are dropped */
+    if (c->framing == FRAME_NONE || len == 0) return 0; /* HEAD, 204, 205, 304: dropped */
     int rc = 0;
     if (c->framing == FRAME_CHUNKED) rc |= chunk_size_line(c, len);
     rc |= copy ? out_bytes(c, data, len) : out_mem(c, data, len);

@@ -311,6 +311,14 @@ def test_status_line_keeps_the_space_before_an_empty_reason(srv, code, reason):
     assert r.raw_head.split(b"\r\n", 1)[0] == b"HTTP/1.1 %d %s" % (code, reason)
 
 
+def test_205_has_no_content(srv):
+    """RFC 9110 15.3.6: no content in a 205; its empty body framed by Content-Length: 0."""
+    with Conn(srv.port) as c:
+        r = c.request("GET", "/status?code=205")
+        assert r.status == 205 and r.header("Content-Length") == "0" and r.body == b""
+        assert c.request("GET", "/hello").body == b"Hello, World!\n"
+
+
 def test_http10_close_delimited(srv):
     with Conn(srv.port) as c:
         r = c.request("GET", "/stream?n=3&size=2", version="HTTP/1.0")

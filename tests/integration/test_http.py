@@ -218,6 +218,19 @@ def test_204_and_304_have_no_body(any_srv):
         assert c.request("GET", "/hello").body == b"Hello, World!\n"
 
 
+def test_205_has_no_content(any_srv):
+    """RFC 9110 15.3.6: "a server MUST NOT generate content in a 205 response". The app's body
+    (and its Content-Length, given or computed) is dropped; unlike a 204's, a 205's empty body is
+    framed, Content-Length: 0 (RFC 9112 6.3), and the connection goes on."""
+    with Conn(any_srv.port) as c:
+        for target in ("/status?code=205&reason=Reset+Content", "/stream?n=2&size=2&code=205"):
+            r = c.request("GET", target)
+            assert r.status == 205
+            assert r.header("Content-Length") == "0" and r.header("Transfer-Encoding") is None
+            assert r.body == b""
+            assert c.request("GET", "/hello").body == b"Hello, World!\n"
+
+
 def test_chunked_response_when_no_content_length(any_srv):
     r = request(any_srv.port, "GET", "/stream?n=4&size=3")
     assert r.framing == "chunked"

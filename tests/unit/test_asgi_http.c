@@ -660,6 +660,7 @@ static void test_length_added(void **state)
         {"[" START ", " BODY("b''") "]", NULL, 200},
         {"[{'type': 'http.response.start', 'status': 204}, " BODY("b'x'") "]", NULL, 204},
         {"[{'type': 'http.response.start', 'status': 304}, " BODY("b'x'") "]", NULL, 304},
+        {"[{'type': 'http.response.start', 'status': 205}, " BODY("b'x'") "]", NULL, 205},
         {"[{'type': 'http.response.start', 'status': 200, 'headers': [(b'transfer-encoding', "
          "b'chunked')]}, " BODY("b'x'") "]",
          NULL, 200},

@@ -347,7 +347,9 @@ def app(environ, start_response):
         def gen():
             for i in range(n):
                 yield (b"%d" % (i % 10)) * size
-        start_response("200 OK", [("Content-Type", "text/plain")])
+        code = q.get("code", "200")
+        start_response(code + (" OK" if code == "200" else " Whatever"),
+                       [("Content-Type", "text/plain")])
         return gen()
 
     if path == "/numbered":
