@@ -312,6 +312,9 @@ static int lw_split_target(const char *t, size_t n, const char **path, size_t *p
     *plen = end - i;
     *query = q ? q + 1 : NULL;
     *qlen = q ? n - end - 1 : 0;
+    /* absolute-form without a path ("http://h", "http://h?q"): the path is "/" (RFC 9110 4.2.3:
+     * an empty path is equivalent to "/"; the origin-form would have been "/", RFC 9112 3.2.1) */
+    if (*plen == 0) *path = "/", *plen = 1;
     return 0;
 }
 

@@ -270,6 +270,20 @@ static void test_absolute_form_target(void **state)
     assert_env_str(&rec, "RAW_URI", "http://example.com/p?q=1");
     assert_env_str(&rec, "REQUEST_URI", "http://example.com/p?q=1");
     th_rec_free(&rec);
+
+    /* An empty path is "/" (RFC 9110 4.2.3; the origin-form would have been "/", RFC 9112
+     * 3.2.1), as ASGI's scope path is. */
+    static const char *const empty[][2] = {{"http://example.com", ""},
+                                           {"http://example.com?q=1", "q=1"},
+                                           {"http://example.com:8080?", ""}};
+    for (size_t i = 0; i < 3; i++) {
+        th_req_init(&r, "GET", empty[i][0]);
+        run_dump(th_app(DUMP), &r, &rec);
+        assert_env_str(&rec, "PATH_INFO", "/");
+        assert_env_str(&rec, "QUERY_STRING", empty[i][1]);
+        assert_env_str(&rec, "RAW_URI", empty[i][0]);
+        th_rec_free(&rec);
+    }
 }
 
 static void test_https(void **state)
