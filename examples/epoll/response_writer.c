@@ -381,15 +381,18 @@ static int after_queue(conn *c)
     return 0;
 }
 
-/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. A 204 has no
- * Content-Length (RFC 9110 8.6: a server must not send one): a client that frames by it (as
- * http_parser does) would take the next response's bytes for this one's body. */
+/* The app's headers but hop-by-hop ones, "Name: value" lines of a CGI-style head. 0 or -1. A 204
+ * has no Content-Length (RFC 9110 8.6: a server must not send one): a client that frames by it (as
+ * http_parser does) would take the next response's bytes for this one's body. A header named
+ * Status is dropped: in a CGI response it is the status (RFC 3875 6.3.3), and lighttpd would
+ * answer with it instead of the app's. */
 static int queue_app_headers(conn *c, const wsgi_response_head *h)
 {
     int rc = 0;
     for (size_t k = 0; k < h->n_headers; k++) {
         const wsgi_header *x = &h->headers[k];
         if (hop_by_hop(x->name, x->name_len)) continue;
+        if (x->name_len == 6 && strncasecmp(x->name, "status", 6) == 0) continue;
         if (h->status == 204 && x->name_len == 14 &&
             strncasecmp(x->name, "content-length", 14) == 0)
             continue;
