@@ -398,13 +398,16 @@ static int drop_app_header(int status, const wsgi_header *x)
            strncasecmp(x->name, "content-length", 14) == 0;
 }
 
-/* The app's headers but hop-by-hop ones, "Name: value" lines. 0 or -1. */
+/* The app's headers but hop-by-hop ones, "Name: value" lines of a CGI-style head. 0 or -1. A
+ * header named Status is dropped: in a CGI response it is the status (RFC 3875 6.3.3), and
+ * lighttpd would answer with it instead of the app's. */
 static int queue_app_headers(conn *c, const wsgi_response_head *h)
 {
     int rc = 0;
     for (size_t k = 0; k < h->n_headers; k++) {
         const wsgi_header *x = &h->headers[k];
         if (hop_by_hop(x->name, x->name_len) || drop_app_header(h->status, x)) continue;
+        if (x->name_len == 6 && strncasecmp(x->name, "status", 6) == 0) continue;
         rc |= out_bytes(c, x->name, x->name_len);
         rc |= out_str(c, ": ");
         rc |= out_bytes(c, x->value, x->value_len);

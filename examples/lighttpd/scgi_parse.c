@@ -694,13 +694,20 @@ int scgi_map_request(const scgi_parser *p, const char *head, const scgi_map_buff
                            (ch >= '0' && ch <= '9') || ch == '_';
             }
             if (!cgi_name) continue;
-            if (NAME_IS(&v, "SCRIPT_NAME") && !have_sn) {
+            /* A repeated one of these is dropped: the first wins in the environ too (extra
+             * variables later in the array replace earlier ones), as in the request (scheme) and
+             * in ASGI's root_path (the first SCRIPT_NAME). */
+            if (NAME_IS(&v, "SCRIPT_NAME")) {
+                if (have_sn) continue;
                 have_sn = 1, cgi->script_name = v.value, cgi->script_name_len = v.value_len;
-            } else if (NAME_IS(&v, "PATH_INFO") && !have_pi) {
+            } else if (NAME_IS(&v, "PATH_INFO")) {
+                if (have_pi) continue;
                 have_pi = 1, cgi->path_info = v.value, cgi->path_info_len = v.value_len;
-            } else if (NAME_IS(&v, "QUERY_STRING") && !cgi->query) {
+            } else if (NAME_IS(&v, "QUERY_STRING")) {
+                if (cgi->query) continue;
                 cgi->query = v.value, cgi->query_len = v.value_len;
-            } else if (NAME_IS(&v, "REQUEST_SCHEME") && !have_rs) {
+            } else if (NAME_IS(&v, "REQUEST_SCHEME")) {
+                if (have_rs) continue;
                 have_rs = 1;
                 if (v.value_len == 5 && strncasecmp(v.value, "https", 5) == 0) cgi->https = 1;
             }

@@ -227,7 +227,10 @@ typedef struct scgi_cgi {
  * - extra_environ: every other variable verbatim (SCRIPT_NAME, PATH_INFO, QUERY_STRING,
  *   DOCUMENT_ROOT, SERVER_SOFTWARE, ...), so the app sees lighttpd's split of SCRIPT_NAME /
  *   PATH_INFO; PATH_INFO "" is added when SCRIPT_NAME is given without PATH_INFO.
- * The body fields are left for the caller. For duplicated variables the first one wins.
+ * The body fields are left for the caller. Of a variable this function reads that is repeated
+ * (SCGI forbids it) the first one wins, also in the environ: the repeats of SCRIPT_NAME,
+ * PATH_INFO, QUERY_STRING and REQUEST_SCHEME are not passed on. Other repeated names are passed
+ * on as given (the environ keeps the last); repeated HTTP_* variables are repeated headers.
  *
  * @param[in] p A parser that returned ::SCGI_HEAD_DONE.
  * @param[in] head As for scgi_parser_var(); must stay in place while @p req is used.

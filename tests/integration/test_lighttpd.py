@@ -357,6 +357,18 @@ def test_app_error_is_500(wsgi_site, asgi_site, app):
     assert site.request("GET", "/").status == 200  # and the daemon goes on
 
 
+@pytest.mark.parametrize("app", ["wsgi", "asgi"])
+def test_app_status_header_does_not_change_the_status(wsgi_site, asgi_site, app):
+    """The status is the app's (start_response / http.response.start), whatever its headers: a
+    response header named "Status" would be the CGI Status field to lighttpd (RFC 3875 6.3.3),
+    which then answered 404 or 502 instead of the app's 200. Over CGI such a header cannot be
+    passed on, so it is dropped (libwsgi-epoll sends it as it is)."""
+    site = wsgi_site if app == "wsgi" else asgi_site
+    r = site.request("GET", "/status-header")
+    assert (r.status, r.body) == (200, b"status header\n"), (r, r.body[:200])
+    assert r.header("content-type") == "text/plain"
+
+
 def test_fifty_concurrent_requests(wsgi_site):
     results = [None] * 50
 

@@ -1306,6 +1306,57 @@ static void test_environ_end_to_end(void **state)
     free(b.p);
 }
 
+/* SCGI forbids repeated names ("Duplicate names are not allowed in the headers",
+ * python.ca/scgi/protocol.txt); a gateway that repeats one anyway gets the documented rule, the
+ * first one wins, for the variables that say where the request goes too: SCRIPT_NAME, PATH_INFO,
+ * QUERY_STRING and REQUEST_SCHEME reach the environ once, with the values the mapping itself used
+ * (scgi_cgi, the scheme; ASGI's root_path is the first SCRIPT_NAME). */
+static void test_map_duplicates_first_wins(void **state)
+{
+    (void)state;
+    kv v[] = {{"CONTENT_LENGTH", "0"},
+              {"REQUEST_METHOD", "GET"},
+              {"REQUEST_URI", "/mnt/x?a=1"},
+              {"SCRIPT_NAME", "/mnt"},
+              {"PATH_INFO", "/x"},
+              {"QUERY_STRING", "a=1"},
+              {"REQUEST_SCHEME", "http"},
+              {"SCRIPT_NAME", "/other"},
+              {"PATH_INFO", "/y"},
+              {"QUERY_STRING", "b=2"},
+              {"REQUEST_SCHEME", "https"},
+              {"SERVER_PROTOCOL", "HTTP/1.1"},
+              {"SCGI", "1"}};
+    buf b = scgi_req(v, sizeof v / sizeof v[0], NULL);
+    mapped *m = map_buf(&b);
+    assert_int_equal(m->rc, 0);
+    assert_span(m->cgi.script_name, m->cgi.script_name_len, "/mnt");
+    assert_span(m->cgi.path_info, m->cgi.path_info_len, "/x");
+    assert_span(m->cgi.query, m->cgi.query_len, "a=1");
+    assert_string_equal(m->req.scheme, "http");
+    static const char *const names[] = {"SCRIPT_NAME", "PATH_INFO", "QUERY_STRING",
+                                        "REQUEST_SCHEME"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        size_t n = 0;
+        for (size_t i = 0; i < m->req.n_extra_environ; i++)
+            n += m->req.extra_environ[i].name_len == strlen(names[k]) &&
+                 memcmp(m->req.extra_environ[i].name, names[k], strlen(names[k])) == 0;
+        if (n != 1) print_error("%s in extra_environ %zu times\n", names[k], n);
+        assert_int_equal(n, 1);
+    }
+    free(m);
+
+    th_rec rec;
+    run_dump(&b, &rec);
+    assert_env(&rec, "SCRIPT_NAME", "/mnt");
+    assert_env(&rec, "PATH_INFO", "/x");
+    assert_env(&rec, "QUERY_STRING", "a=1");
+    assert_env(&rec, "REQUEST_SCHEME", "http");
+    assert_env(&rec, "wsgi.url_scheme", "http");
+    th_rec_free(&rec);
+    free(b.p);
+}
+
 static int setup(void **state)
 {
     ow = calloc(1, sizeof *ow);
@@ -1345,6 +1396,7 @@ int main(void)
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_uwsgi_fast_path_matches_bytewise),
         cmocka_unit_test(test_environ_end_to_end),
+        cmocka_unit_test(test_map_duplicates_first_wins),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -7,6 +7,7 @@ app (asgi, with WebSocket echo and pathsend) with the same routes:
                    so the test sees the first chunk arrive before the app produced the rest
   /file?path=P     the file P (wsgi.file_wrapper / http.response.pathsend)
   /block?flag=F    (WSGI) waits (up to 60 s) until file F exists
+  /status-header   200 with a response header named "Status" (404 Not Found)
   /error           raises
   anything else    "hello from <interface>"
 """
@@ -74,6 +75,9 @@ def wsgi(environ, start_response):
         body = b"unblocked\n"
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
+    if path.endswith("/status-header"):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Status", "404 Not Found")])
+        return [b"status header\n"]
     if path.endswith("/error"):
         raise RuntimeError("lighttpd_app: /error")
     body = b"hello from wsgi\n"
@@ -151,6 +155,10 @@ async def asgi(scope, receive, send):
         await _start(send, headers=[(b"content-type", b"application/octet-stream"),
                                     (b"content-length", str(size).encode())])
         await send({"type": "http.response.pathsend", "path": q["path"]})
+        return
+    if path.endswith("/status-header"):
+        await _start(send, headers=[(b"content-type", b"text/plain"), (b"status", b"404 Not Found")])
+        await send({"type": "http.response.body", "body": b"status header\n"})
         return
     if path.endswith("/error"):
         raise RuntimeError("lighttpd_app: /error")
