@@ -617,6 +617,12 @@ PROTOCOL_ERRORS = {
     "close-code-1015": build_frame(OP_CLOSE, close_payload(1015)),
     "close-code-2999": build_frame(OP_CLOSE, close_payload(2999)),
     "close-code-5000": build_frame(OP_CLOSE, close_payload(5000)),
+    # The same malformed control frames behind a valid ping, in one write: its pong is queued when
+    # the bad frame is read, and the Close must still carry 1002 (RFC 6455 7.1.7, 7.4.1), not
+    # leave without a code.
+    "ping-126-bytes-after-a-ping": build_frame(OP_PING, b"a") + build_frame(OP_PING, b"x" * 126),
+    "fragmented-ping-after-a-ping": build_frame(OP_PING, b"a") + build_frame(OP_PING, b"x", fin=False),
+    "close-126-bytes-after-a-ping": build_frame(OP_PING, b"a") + build_frame(OP_CLOSE, b"\x03\xe8" + b"x" * 124),
 }
 
 
