@@ -953,11 +953,18 @@ def test_deflate_off(start, kind):
 
 def test_unsupported_version(srv):
     """RFC 6455 §4.2.2/4.4: an unsupported Sec-WebSocket-Version is refused with a 4xx and a
-    Sec-WebSocket-Version header listing the supported version."""
+    Sec-WebSocket-Version header listing the supported version. A 426 (Upgrade Required) MUST
+    name the protocol it requires in Upgrade (RFC 9110 §15.5.22, §7.8), which a sender of
+    Upgrade also lists in Connection: still no handshake (no Sec-WebSocket-Accept)."""
     with WSClient(srv.port) as c:
         r = c.handshake("/echo", version="8")
         assert 400 <= r.status < 500 and r.status != 404, r
-        assert_not_upgraded(r)
+        if r.status == 426:
+            assert r.header("Sec-WebSocket-Accept") is None, r
+            assert [v.strip().lower() for v in r.header("Upgrade").split(",")] == ["websocket"], r
+            assert "upgrade" in [v.strip().lower() for v in r.header("Connection").split(",")], r
+        else:
+            assert_not_upgraded(r)
     uvicorn_deviates(srv, "no Sec-WebSocket-Version in its 400")
     assert r.header("Sec-WebSocket-Version") == "13"
 
