@@ -332,12 +332,16 @@ int conn_queue_status(conn *c, int status)
         n = snprintf(buf, sizeof(buf), "HTTP/1.1 100 Continue\r\n\r\n");
     } else {
         const char *r = reason(status);
-        /* 426 answers a WebSocket handshake with another version (RFC 6455 4.4). */
-        const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "";
+        /* 426 answers a WebSocket handshake with another version (RFC 6455 4.4), naming the
+         * protocol it requires in Upgrade, which a sender lists in Connection too (RFC 9110
+         * 15.5.22, 7.8). */
+        int up = status == 426;
+        const char *extra = up ? "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" : "";
         n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n%sContent-Type: text/plain\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
-                     status, r, server_options(c->srv)->name, http_date(), extra, strlen(r) + 1, r);
+                     "Content-Length: %zu\r\nConnection: %sclose\r\n\r\n%s\n",
+                     status, r, server_options(c->srv)->name, http_date(), extra, strlen(r) + 1,
+                     up ? "Upgrade, " : "", r);
         c->status = status;
         c->keep_alive = 0;
         c->body_bytes = strlen(r) + 1;

@@ -239,6 +239,7 @@ static int check_handshake(conn *c, const wsgi_request *req, ws_conn *out)
  */
 
 static int rbuf_spill(conn *c);
+static void fail(ws_conn *ws, int code, const char *why);
 
 /* The frame head at @p (@avail bytes there): its length in *hl and its payload's in *plen, or 0 if
  * it is not all there. */
@@ -282,17 +283,35 @@ static void mark_kind(ws_conn *ws, uint8_t *h)
     }
 }
 
+/* Whether the frame head at @p (@avail bytes there, at least 2) is one wslay's frame parser
+ * refuses: a control frame (opcode 8..15) fragmented or longer than 125 bytes (RFC 6455 5.5), or
+ * a length not in its shortest form (5.2). wslay 1.1.1 answers those with a Close without a code,
+ * where the RFC asks for 1002 (7.4.1), so the gate stops in front of them (recv_cb fails the
+ * connection with 1002 instead). 0 while the bytes do not tell yet. */
+static int head_malformed(const uint8_t *p, size_t avail)
+{
+    unsigned n7 = p[1] & 0x7f;
+    if ((p[0] & 0x08) && (n7 > 125 || !(p[0] & 0x80))) return 1;
+    size_t hl;
+    uint64_t plen;
+    if (n7 < 126 || !frame_head(p, avail, &hl, &plen)) return 0;
+    return n7 == 126 ? plen < 126 : (plen < 65536 || plen >> 63);
+}
+
 /* How many of the next @m bytes of the client's stream (at @p) wslay may have now: never a frame
  * header or a control frame in part. wslay 1.1.1 checks a Close's code and reason in each piece it
  * reads, as if every piece began with the code: a valid Close cut by the network inside its
  * reason was failed with 1007. A control frame is at most 131 bytes, so holding it back until it
  * is whole costs nothing; data frames go through in any pieces. *left: the bytes of the current
  * frame still to come after those (@fr_left before). 0 if one incomplete header or control frame
- * starts the bytes. With @mark (the bytes are wslay's copy), each data frame's head let through
- * is passed to mark_kind. */
-static size_t frame_gate(ws_conn *mark, uint64_t fr_left, uint8_t *p, size_t m, uint64_t *left)
+ * starts the bytes. A malformed head (head_malformed) is never let through: the bytes stop in
+ * front of it, and *bad is set. With @mark (the bytes are wslay's copy), each data frame's head
+ * let through is passed to mark_kind. */
+static size_t frame_gate(ws_conn *mark, uint64_t fr_left, uint8_t *p, size_t m, uint64_t *left,
+                         int *bad)
 {
     size_t pos = 0;
+    *bad = 0;
     while (pos < m) {
         if (fr_left) {
             size_t take = fr_left < m - pos ? (size_t)fr_left : m - pos;
@@ -302,10 +321,14 @@ static size_t frame_gate(ws_conn *mark, uint64_t fr_left, uint8_t *p, size_t m, 
         }
         size_t hl;
         uint64_t plen;
+        if (m - pos >= 2 && head_malformed(p + pos, m - pos)) {
+            *bad = 1;
+            break;
+        }
         if (!frame_head(p + pos, m - pos, &hl, &plen)) break;
-        /* opcode 8..15: a control frame (longer than 125 bytes it is wslay's protocol error) */
+        /* opcode 8..15: a control frame, whole (at most 125 bytes: head_malformed) */
         if (p[pos] & 0x08) {
-            if (plen <= 125 && m - pos < hl + plen) break;
+            if (m - pos < hl + plen) break;
         } else if (mark) {
             mark_kind(mark, p + pos);
         }
@@ -326,14 +349,17 @@ static int was_text(ws_conn *ws)
     return (ws->kinds[bit / 8] >> (bit % 8)) & 1;
 }
 
-/* Whether c->in holds bytes wslay can take now: not only the start of a frame head or control
- * frame that waits for its end (which comes from the socket: EPOLLIN tells). */
+/* Whether c->in holds bytes wslay can take now (or a malformed frame head, for recv_cb to
+ * refuse): not only the start of a frame head or control frame that waits for its end (which
+ * comes from the socket: EPOLLIN tells). */
 static int in_ready(const ws_conn *ws, const conn *c)
 {
     size_t have = c->in_len - c->in_parsed;
     if (!have) return 0;
     uint64_t left;
-    return frame_gate(NULL, ws->fr_left, (uint8_t *)c->in + c->in_parsed, have, &left) > 0;
+    int bad;
+    return frame_gate(NULL, ws->fr_left, (uint8_t *)c->in + c->in_parsed, have, &left, &bad) > 0 ||
+           bad;
 }
 
 /* One recv for recv_cb: into rbuf (@into_in 0) or onto the end of c->in (1, where an incomplete
@@ -415,8 +441,17 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         }
         size_t m = have < len ? have : len;
         uint64_t left;
+        int bad;
         memcpy(buf, src, m); /* wslay's copy, marked (frame_gate) */
-        size_t n = frame_gate(ws, ws->fr_left, buf, m, &left);
+        size_t n = frame_gate(ws, ws->fr_left, buf, m, &left, &bad);
+        if (n == 0 && bad) {
+            /* A malformed frame head comes next (head_malformed): fail with 1002 here, as for
+             * any other protocol error, through wslay's queue (after the app's messages queued
+             * already; a queued pong is dropped), instead of wslay's Close without a code. */
+            fail(ws, 1002, "malformed frame head");
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
         if (n == 0 && m < have) {
             /* Room for less than a whole frame head or control frame (at most 131 bytes): wslay
              * 1.1 never asks for less than 4 KiB - 13 (its input buffer, less an unread piece of a
@@ -712,9 +747,9 @@ static int read_frames(conn *c)
         return -1;
     }
     if (r == WSLAY_ERR_CALLBACK_FAILURE) {
-        /* A frame wslay's parser refused (a control frame over 125 bytes or fragmented, a length
-         * not in its shortest form): wslay queued a Close without a code. If nothing else is on
-         * its way out, send the 1002 the RFC asks for ourselves instead. */
+        /* A frame wslay's parser refused that the gate let through (it stops at those it knows
+         * of: head_malformed): wslay queued a Close without a code. If nothing else is on its way
+         * out, send the 1002 the RFC asks for ourselves instead. */
         int was_closing = ws->closing;
         report(ws, 1002, NULL, 0);
         ws->closing = 1;

@@ -617,6 +617,12 @@ PROTOCOL_ERRORS = {
     "close-code-1015": build_frame(OP_CLOSE, close_payload(1015)),
     "close-code-2999": build_frame(OP_CLOSE, close_payload(2999)),
     "close-code-5000": build_frame(OP_CLOSE, close_payload(5000)),
+    # The same malformed control frames behind a valid ping, in one write: its pong is queued when
+    # the bad frame is read, and the Close must still carry 1002 (RFC 6455 7.1.7, 7.4.1), not
+    # leave without a code.
+    "ping-126-bytes-after-a-ping": build_frame(OP_PING, b"a") + build_frame(OP_PING, b"x" * 126),
+    "fragmented-ping-after-a-ping": build_frame(OP_PING, b"a") + build_frame(OP_PING, b"x", fin=False),
+    "close-126-bytes-after-a-ping": build_frame(OP_PING, b"a") + build_frame(OP_CLOSE, b"\x03\xe8" + b"x" * 124),
 }
 
 
@@ -947,11 +953,18 @@ def test_deflate_off(start, kind):
 
 def test_unsupported_version(srv):
     """RFC 6455 §4.2.2/4.4: an unsupported Sec-WebSocket-Version is refused with a 4xx and a
-    Sec-WebSocket-Version header listing the supported version."""
+    Sec-WebSocket-Version header listing the supported version. A 426 (Upgrade Required) MUST
+    name the protocol it requires in Upgrade (RFC 9110 §15.5.22, §7.8), which a sender of
+    Upgrade also lists in Connection: still no handshake (no Sec-WebSocket-Accept)."""
     with WSClient(srv.port) as c:
         r = c.handshake("/echo", version="8")
         assert 400 <= r.status < 500 and r.status != 404, r
-        assert_not_upgraded(r)
+        if r.status == 426:
+            assert r.header("Sec-WebSocket-Accept") is None, r
+            assert [v.strip().lower() for v in r.header("Upgrade").split(",")] == ["websocket"], r
+            assert "upgrade" in [v.strip().lower() for v in r.header("Connection").split(",")], r
+        else:
+            assert_not_upgraded(r)
     uvicorn_deviates(srv, "no Sec-WebSocket-Version in its 400")
     assert r.header("Sec-WebSocket-Version") == "13"
 
