@@ -429,7 +429,8 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
                 kill(m->ps[k].pid, SIGUSR1);
 
         if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT) | (1ull << SIGQUIT))) {
-            int quick = (sigs & (1ull << SIGQUIT)) != 0;
+            /* A second SIGINT (uvicorn's second Ctrl-C) does not wait for the grace period. */
+            int quick = (sigs & (1ull << SIGQUIT)) || (stopping && (sigs & (1ull << SIGINT)));
             if (!stopping)
                 host_log(WSGI_LOG_INFO, "master %d: shutting down%s", (int)getpid(),
                          quick ? " now" : " gracefully");
