@@ -368,6 +368,7 @@ int server_main(int argc, char **argv, server_program prog)
             char software[64];
             snprintf(software, sizeof(software), "%s/%s", o.name, EPOLL_SERVER_VERSION);
             if (host_app_start(&o.host, software, &w.rt, &w.app) != 0) {
+                reexec_enter_start_dir(); /* --chdir: relative unix socket paths */
                 for (size_t k = 0; k < n_ls; k++)
                     listen_close(&ls[k], 1);
                 return HOST_EXIT_BOOT_FAILED;
@@ -397,7 +398,9 @@ int server_main(int argc, char **argv, server_program prog)
             if (st >= 0) status = st;
         }
     }
-    /* A bridge's sockets and pid file are the main process's. */
+    /* A bridge's sockets and pid file are the main process's. Relative paths are the start
+     * directory's, which --chdir (here, or in a --preload master) or the app may have left. */
+    reexec_enter_start_dir();
     for (size_t k = 0; k < n_ls; k++)
         listen_close(&ls[k], !reexec_is_bridge());
     if (o.proc.pid_file && !reexec_is_bridge()) unlink(o.proc.pid_file);

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import epoll_argv, free_port
+from conftest import Server, epoll_argv, free_port
 from httpclient import Conn, build_request, request, wait_for
 from wsclient import WSClient
 
@@ -603,6 +603,25 @@ def test_socket_activation_and_notify(tmp_path, workers):
             proc.wait()
         notify.close()
         log.close()
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2", "--preload")],
+                         ids=["one-process", "preload"])
+def test_relative_pid_file_and_unix_socket_removed_after_chdir(tmp_path, args):
+    """--pid and --bind unix: with relative paths mean what they meant at the start (the start
+    directory), also with --chdir: the process that imported the app (the server itself, or a
+    --preload master) has since changed directory, and still removes both files at exit."""
+    (tmp_path / "app").mkdir()
+    argv = epoll_argv("deploy_app:app", "--chdir", "app", "--pid", "server.pid",
+                      bind="unix:server.sock", *args)
+    s = Server("epoll", argv, unix_path=str(tmp_path / "server.sock"), cwd=str(tmp_path))
+    try:
+        s.wait_ready()
+        assert request(None, "GET", "/", unix_path=s.unix_path).status == 200
+        assert int((tmp_path / "server.pid").read_text()) == s.pid
+    finally:
+        assert s.stop() == 0
+    assert sorted(os.listdir(tmp_path)) == ["app"], s.log()
 
 
 def test_umask_applies_to_the_unix_socket(spawn, tmp_path):
