@@ -9,6 +9,7 @@ turns a hang into a failure; no assertion is about how long something took.
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
@@ -603,6 +604,32 @@ def test_socket_activation_and_notify(tmp_path, workers):
             proc.wait()
         notify.close()
         log.close()
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["one-process", "prefork"])
+def test_relative_tls_files_with_chdir(tmp_path, args):
+    """Relative --certfile / --keyfile name files of the start directory, where the master
+    checks them; each worker loads them again after it has changed to --chdir's directory to
+    import the app, and failed to boot (exit status 3) on the same command line."""
+    (tmp_path / "app").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out",
+                    "cert.pem", "-days", "2", "-subj", "/CN=localhost"], cwd=str(tmp_path),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    argv = epoll_argv("deploy_app:app", "--chdir", "app", "--certfile", "cert.pem", "--keyfile",
+                      "key.pem", *args, bind="127.0.0.1:%d" % port)
+    s = Server("epoll", argv, port=port, cwd=str(tmp_path))
+    try:
+        s.wait_ready()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert tls.recv(64).startswith(b"HTTP/1.1 200 ")
+    finally:
+        assert s.stop() == 0, s.log()
 
 
 @pytest.mark.parametrize("args", [(), ("--workers", "2", "--preload")],
