@@ -256,6 +256,30 @@ def test_sighup_reloads_fresh_code_without_failed_requests(spawn, tmp_path):
     assert s.stop() == 0
 
 
+def test_old_worker_stuck_in_the_app_is_killed_after_the_graceful_timeout(spawn, tmp_path):
+    """--graceful-timeout: "the prefork master kills workers still running 5 s after it", also
+    the old workers of a SIGHUP reload. One whose event loop is stuck in the app (--threads 0)
+    cannot act on its SIGTERM, and lived on for as long as the app call did."""
+    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "0", "--graceful-timeout", "1")
+    wait_log(s, "2 workers ready")
+    old = set(child_pids(s.pid))
+    started, release = tmp_path / "started", tmp_path / "release"
+    c = Conn(s.port)
+    try:
+        c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+        wait_for(started.exists, "the request to reach the app")
+        s.signal(signal.SIGHUP)
+        wait_log(s, "reload done")
+        # The app call lasts 60 s unless released: well beyond the 1 + 5 s.
+        wait_for(lambda: not (old & set(child_pids(s.pid))), "the old workers to be gone",
+                 guard=30)
+        assert "was killed by signal" not in s.log()  # an old worker is no crash
+    finally:
+        release.touch()
+        c.close()
+    assert s.stop() == 0
+
+
 def test_ttin_ttou_and_pid_file(spawn, tmp_path):
     pid_file = tmp_path / "server.pid"
     s = spawn("epoll", "deploy_app:app", "--workers", "2", "--pid", str(pid_file))
