@@ -57,6 +57,7 @@ typedef struct wproc {
     int reason;   /* ... why (retire_reasons) */
     unsigned gen; /* the reload generation it was forked for */
     int64_t started_ms;
+    int64_t kill_ms; /* stopped gracefully: killed if still running then (0: not) */
 } wproc;
 
 /* The worker side. */
@@ -209,9 +210,12 @@ static pid_t spawn(master *m, unsigned slot, int role)
     return pid;
 }
 
-static void stop_proc(wproc *w, int sig)
+/* A worker stopped gracefully gets --graceful-timeout, and 5 s more, as on SIGTERM to the master:
+ * one whose event loop is stuck in the app cannot act on its SIGTERM. */
+static void stop_proc(master *m, wproc *w, int sig)
 {
     w->role = ROLE_OLD;
+    w->kill_ms = sig == SIGKILL ? 0 : now_ms() + (int64_t)(m->cfg->grace_seconds + 5) * 1000;
     kill(w->pid, sig);
 }
 
@@ -274,7 +278,7 @@ static void on_msg(master *m, const ctl_msg *msg)
                 host_log(WSGI_LOG_INFO, "worker %u: pid %d replaces pid %d", w->slot, (int)w->pid,
                          (int)cur->pid);
                 metrics_worker_replaced(cur->retiring ? retire_metrics[cur->reason] : "reload");
-                stop_proc(cur, cur->blocked ? SIGKILL : SIGTERM);
+                stop_proc(m, cur, cur->blocked ? SIGKILL : SIGTERM);
             }
             /* A file changed again while it booted: it may have imported the old code. */
             if (w->gen != m->gen) spawn(m, w->slot, ROLE_NEXT);
@@ -386,6 +390,21 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
                     if (timeout < 0 || d < timeout) timeout = (int)(d < 0 ? 0 : d);
                 }
             }
+            /* Old workers (reload, replacement, SIGTTOU) still running past their grace. */
+            for (size_t k = 0; k < m->n_ps; k++) {
+                wproc *w = &m->ps[k];
+                if (!w->kill_ms) continue;
+                if (now >= w->kill_ms) {
+                    host_log(
+                        WSGI_LOG_WARNING,
+                        "worker %u (pid %d) still running %u s after it was stopped: killing it",
+                        w->slot, (int)w->pid, m->cfg->grace_seconds + 5);
+                    kill(w->pid, SIGKILL);
+                    w->kill_ms = 0;
+                } else if (timeout < 0 || w->kill_ms - now < timeout) {
+                    timeout = (int)(w->kill_ms - now);
+                }
+            }
             if (reload_at) {
                 if (now >= reload_at) {
                     reload_at = 0;
@@ -429,7 +448,8 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
                 kill(m->ps[k].pid, SIGUSR1);
 
         if (sigs & ((1ull << SIGTERM) | (1ull << SIGINT) | (1ull << SIGQUIT))) {
-            int quick = (sigs & (1ull << SIGQUIT)) != 0;
+            /* A second SIGINT (uvicorn's second Ctrl-C) does not wait for the grace period. */
+            int quick = (sigs & (1ull << SIGQUIT)) || (stopping && (sigs & (1ull << SIGINT)));
             if (!stopping)
                 host_log(WSGI_LOG_INFO, "master %d: shutting down%s", (int)getpid(),
                          quick ? " now" : " gracefully");
@@ -452,7 +472,8 @@ int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
             unsigned k = --m->n_slots;
             host_log(WSGI_LOG_INFO, "master %d: SIGTTOU: %u workers", (int)getpid(), m->n_slots);
             for (size_t j = 0; j < m->n_ps; j++)
-                if (m->ps[j].slot == k && m->ps[j].role != ROLE_OLD) stop_proc(&m->ps[j], SIGTERM);
+                if (m->ps[j].slot == k && m->ps[j].role != ROLE_OLD)
+                    stop_proc(m, &m->ps[j], SIGTERM);
             check_reload_done(m);
         }
         if (wfd >= 0 && reload_watch_read(wfd) && !stopping) reload_at = now_ms() + 100;

@@ -73,6 +73,12 @@ static int open_cwd(void)
     return high;
 }
 
+void reexec_enter_start_dir(void)
+{
+    if (start_dir >= 0 && fchdir(start_dir) != 0)
+        host_log(WSGI_LOG_WARNING, "cannot return to the start directory: %s", strerror(errno));
+}
+
 static int parse_fd(const char *v)
 {
     char *end;

@@ -27,6 +27,11 @@
  * A bridge ignores SIGHUP from then on and never speaks to systemd (NOTIFY_SOCKET removed). */
 void reexec_init(char **argv);
 
+/* Back to the directory this program was started in (--chdir and the app may have left it), so
+ * that the relative paths of the command line (--pid, --bind unix:PATH) name at exit what they
+ * named at the start. */
+void reexec_enter_start_dir(void);
+
 /* This process was started by a reload (a bridge or a re-executed server): its listening
  * sockets, pid file, privileges and metrics come from the previous one. */
 int reexec_resumed(void);

@@ -198,6 +198,24 @@ static int check_config(const epoll_options *o)
     return 0;
 }
 
+/* The files a worker opens after it has changed to --chdir's directory (the TLS files, loaded
+ * after the app) or opens again there (the access log, on SIGUSR1) are named from the start
+ * directory, where the master checked them: relative paths made absolute now. (--pid and unix
+ * socket paths, used at exit, are unlinked from the start directory: reexec_enter_start_dir().) */
+static void absolute_paths(epoll_options *o)
+{
+    static char bufs[4][PATH_MAX];
+    const char **paths[] = {&o->certfile, &o->keyfile, &o->ca_certs, &o->obs.access_logfile};
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof(cwd))) return;
+    for (size_t k = 0; k < sizeof(paths) / sizeof(*paths); k++) {
+        const char *p = *paths[k];
+        if (!p || p[0] == '/' || strcmp(p, "-") == 0) continue;
+        if ((size_t)snprintf(bufs[k], sizeof(bufs[k]), "%s/%s", cwd, p) < sizeof(bufs[k]))
+            *paths[k] = bufs[k];
+    }
+}
+
 /* ---- processes and deploys: socket activation, --pid, --preload, --reload ---- */
 
 /* systemd's sockets (LISTEN_FDS, from fd 3). 0 or -1 (message printed). */
@@ -285,6 +303,7 @@ int server_main(int argc, char **argv, server_program prog)
     int r = epoll_cli_parse(argc, argv, prog, &o);
     if (r != 0) return r > 0 ? 0 : boot_failed(NULL, 2);
     host_log_set_level(o.host.log_level);
+    absolute_paths(&o);
     proc_apply_umask(&o.proc); /* --umask: before any file or socket is made */
     if (o.obs.check_config) return check_config(&o);
     /* observe.c: the access log file, the metrics region and its scrape process, before anything
@@ -368,6 +387,7 @@ int server_main(int argc, char **argv, server_program prog)
             char software[64];
             snprintf(software, sizeof(software), "%s/%s", o.name, EPOLL_SERVER_VERSION);
             if (host_app_start(&o.host, software, &w.rt, &w.app) != 0) {
+                reexec_enter_start_dir(); /* --chdir: relative unix socket paths */
                 for (size_t k = 0; k < n_ls; k++)
                     listen_close(&ls[k], 1);
                 return HOST_EXIT_BOOT_FAILED;
@@ -397,7 +417,9 @@ int server_main(int argc, char **argv, server_program prog)
             if (st >= 0) status = st;
         }
     }
-    /* A bridge's sockets and pid file are the main process's. */
+    /* A bridge's sockets and pid file are the main process's. Relative paths are the start
+     * directory's, which --chdir (here, or in a --preload master) or the app may have left. */
+    reexec_enter_start_dir();
     for (size_t k = 0; k < n_ls; k++)
         listen_close(&ls[k], !reexec_is_bridge());
     if (o.proc.pid_file && !reexec_is_bridge()) unlink(o.proc.pid_file);

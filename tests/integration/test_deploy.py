@@ -9,13 +9,14 @@ turns a hang into a failure; no assertion is about how long something took.
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
 
 import pytest
 
-from conftest import epoll_argv, free_port
+from conftest import Server, epoll_argv, free_port
 from httpclient import Conn, build_request, request, wait_for
 from wsclient import WSClient
 
@@ -252,6 +253,30 @@ def test_sighup_reloads_fresh_code_without_failed_requests(spawn, tmp_path):
     h.stop()
     assert h.failures == [] and h.ok > 0
     assert version_of(s.port) == "v2"
+    assert s.stop() == 0
+
+
+def test_old_worker_stuck_in_the_app_is_killed_after_the_graceful_timeout(spawn, tmp_path):
+    """--graceful-timeout: "the prefork master kills workers still running 5 s after it", also
+    the old workers of a SIGHUP reload. One whose event loop is stuck in the app (--threads 0)
+    cannot act on its SIGTERM, and lived on for as long as the app call did."""
+    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "0", "--graceful-timeout", "1")
+    wait_log(s, "2 workers ready")
+    old = set(child_pids(s.pid))
+    started, release = tmp_path / "started", tmp_path / "release"
+    c = Conn(s.port)
+    try:
+        c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+        wait_for(started.exists, "the request to reach the app")
+        s.signal(signal.SIGHUP)
+        wait_log(s, "reload done")
+        # The app call lasts 60 s unless released: well beyond the 1 + 5 s.
+        wait_for(lambda: not (old & set(child_pids(s.pid))), "the old workers to be gone",
+                 guard=30)
+        assert "was killed by signal" not in s.log()  # an old worker is no crash
+    finally:
+        release.touch()
+        c.close()
     assert s.stop() == 0
 
 
@@ -603,6 +628,51 @@ def test_socket_activation_and_notify(tmp_path, workers):
             proc.wait()
         notify.close()
         log.close()
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2")], ids=["one-process", "prefork"])
+def test_relative_tls_files_with_chdir(tmp_path, args):
+    """Relative --certfile / --keyfile name files of the start directory, where the master
+    checks them; each worker loads them again after it has changed to --chdir's directory to
+    import the app, and failed to boot (exit status 3) on the same command line."""
+    (tmp_path / "app").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out",
+                    "cert.pem", "-days", "2", "-subj", "/CN=localhost"], cwd=str(tmp_path),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    argv = epoll_argv("deploy_app:app", "--chdir", "app", "--certfile", "cert.pem", "--keyfile",
+                      "key.pem", *args, bind="127.0.0.1:%d" % port)
+    s = Server("epoll", argv, port=port, cwd=str(tmp_path))
+    try:
+        s.wait_ready()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert tls.recv(64).startswith(b"HTTP/1.1 200 ")
+    finally:
+        assert s.stop() == 0, s.log()
+
+
+@pytest.mark.parametrize("args", [(), ("--workers", "2", "--preload")],
+                         ids=["one-process", "preload"])
+def test_relative_pid_file_and_unix_socket_removed_after_chdir(tmp_path, args):
+    """--pid and --bind unix: with relative paths mean what they meant at the start (the start
+    directory), also with --chdir: the process that imported the app (the server itself, or a
+    --preload master) has since changed directory, and still removes both files at exit."""
+    (tmp_path / "app").mkdir()
+    argv = epoll_argv("deploy_app:app", "--chdir", "app", "--pid", "server.pid",
+                      bind="unix:server.sock", *args)
+    s = Server("epoll", argv, unix_path=str(tmp_path / "server.sock"), cwd=str(tmp_path))
+    try:
+        s.wait_ready()
+        assert request(None, "GET", "/", unix_path=s.unix_path).status == 200
+        assert int((tmp_path / "server.pid").read_text()) == s.pid
+    finally:
+        assert s.stop() == 0
+    assert sorted(os.listdir(tmp_path)) == ["app"], s.log()
 
 
 def test_umask_applies_to_the_unix_socket(spawn, tmp_path):

@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 
+import pytest
+
 from conftest import EPOLL, EXAMPLE_APPS, TEST_APPS, free_port
 from httpclient import Conn, build_request, read_to_eof, request, wait_for
 
@@ -106,6 +108,24 @@ def test_access_log_reopened_on_sigusr1(spawn, tmp_path):
     wait_for(lambda: sum("late" in l for l in lines(log)) == 6, "all late lines in the new file")
     assert not any("late" in l for l in lines(log + ".1"))
     assert s.proc.poll() is None
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_relative_access_log_file_with_chdir(spawn, tmp_path, workers):
+    """A relative --access-logfile names a file of the start directory, where the server checks
+    and creates it, as its other relative paths do: the workers, which have changed to --chdir's
+    directory to import the app, write there too, also after a SIGUSR1 reopen."""
+    (tmp_path / "app").mkdir()
+    log = str(tmp_path / "access.log")
+    s = spawn("epoll", "corners:app", "--chdir", "app", "--access-logfile", "access.log",
+              "--access-logformat", "%(U)s", "--workers", workers, cwd=str(tmp_path))
+    request(s.port, "GET", "/hello/before")
+    wait_for(lambda: "/hello/before" in lines(log), "the line in the start directory's file")
+    os.rename(log, log + ".1")
+    s.signal(signal.SIGUSR1)
+    wait_for(lambda: request(s.port, "GET", "/hello/after") and "/hello/after" in lines(log),
+             "a line in the reopened file")
+    assert not os.path.exists(tmp_path / "app" / "access.log")
 
 
 def test_access_log_alias_still_writes_to_stderr(spawn):

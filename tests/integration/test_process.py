@@ -471,6 +471,28 @@ def test_signal_right_after_listen_is_a_graceful_shutdown(app, sig):
         s.kill()
 
 
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_second_sigint_to_the_master_stops_at_once(spawn, tmp_path, first):
+    """docs/configuration.md: "A second SIGINT stops at once", as uvicorn's second Ctrl-C. With
+    a master (kill -INT twice, not a terminal's Ctrl-C that reaches the workers too) the master
+    must pass the hurry on instead of waiting out the grace period for a stuck request."""
+    s = spawn("epoll", "corners:app", "--workers", "2", "--threads", "2",
+              "--graceful-timeout", "3600")
+    wait_for(lambda: len(child_pids(s.pid)) == 2, "two workers")
+    started, release = tmp_path / "started", tmp_path / "release"
+    c = Conn(s.port)
+    c.send(build_request("GET", "/wait?started=%s&release=%s" % (started, release)))
+    wait_for(started.exists, "the request to reach the app")
+    s.signal(first)
+    wait_for(lambda: "shutting down gracefully" in s.log(), "the master's graceful shutdown")
+    s.signal(signal.SIGINT)
+    try:
+        s.wait(guard=15)  # not the 3600 s grace period
+    finally:
+        release.touch()
+        c.close()
+
+
 def test_graceful_timeout_bounds_shutdown(spawn, tmp_path):
     s = spawn("epoll", "corners:app", "--threads", "2", "--graceful-timeout", "1")
     started, release = tmp_path / "started", tmp_path / "release"
