@@ -116,6 +116,7 @@ typedef struct master {
     unsigned gen;  /* bumped by each reload */
     int reloading; /* a reload's new workers are booting */
     int notified;  /* READY=1 sent */
+    int served;    /* a worker was ready once: a boot failure no longer stops everything */
 } master;
 
 /* SIGUSR2 only to survive it (gunicorn's binary upgrade, which libwsgi has not). */
@@ -271,6 +272,7 @@ static void on_msg(master *m, const ctl_msg *msg)
     if (!w || w->role == ROLE_OLD) return;
     if (msg->type == MSG_READY) {
         w->ready = 1;
+        m->served = 1;
         if (w->role == ROLE_NEXT) {
             wproc *cur = in_slot(m, w->slot, ROLE_CUR);
             w->role = ROLE_CUR;
@@ -333,13 +335,19 @@ static void on_exit_status(master *m, wproc *w, int status, int *stopping, int *
         check_reload_done(m);
         return;
     }
-    if (boot_failed && !ready) {
+    if (boot_failed && !ready && !m->served) {
+        /* At the start: a broken app exits instead of looping. */
         host_log(WSGI_LOG_ERROR, "worker %u (pid %d) failed to boot: shutting down", slot,
                  (int)pid);
         *exit_status = HOST_EXIT_BOOT_FAILED;
         *stopping = 1;
         return;
     }
+    /* Once the server has served (a broken deploy after a SIGHUP, then a worker died or one was
+     * added by SIGTTIN): the other workers go on serving; this slot is retried every second. */
+    if (boot_failed)
+        host_log(WSGI_LOG_ERROR, "worker %u (pid %d) failed to boot: retrying in 1 s", slot,
+                 (int)pid);
     if (slot < m->n_slots) m->restart_at[slot] = lived < 1000 ? now_ms() + 1000 : 0;
 }
 

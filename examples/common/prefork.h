@@ -27,9 +27,10 @@ typedef struct prefork_config {
 } prefork_config;
 
 /* Become the master until told to stop. A worker exiting with HOST_EXIT_BOOT_FAILED (host_app.h)
- * before any worker of its slot was ever ready makes the master stop everything and return that
- * status; a replacement (reload, recycling) that fails to boot leaves the old worker serving.
- * Returns the exit status. */
+ * before any worker was ever ready (the server's start) makes the master stop everything and
+ * return that status; a replacement (reload, recycling) that fails to boot leaves the old worker
+ * serving, and a worker of an empty slot that fails to boot once the server has served is
+ * retried every second while the others serve. Returns the exit status. */
 int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg);
 
 /* ---- in a worker ---- */

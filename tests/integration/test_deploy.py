@@ -256,6 +256,32 @@ def test_sighup_reloads_fresh_code_without_failed_requests(spawn, tmp_path):
     assert s.stop() == 0
 
 
+def test_broken_deploy_does_not_take_down_a_server_that_was_serving(spawn, tmp_path):
+    """A worker that fails to boot stops the server only at its start (a broken app exits instead
+    of looping: test_process.py). Once it has served, a SIGHUP to broken code leaves the old
+    workers serving; a worker that dies then, or one added by SIGTTIN, cannot boot either: the
+    master retries it (logging the failure) and the other worker goes on serving, instead of the
+    master stopping them all."""
+    write_app(tmp_path, "v1")
+    s = spawn("epoll", "versioned:app", "--workers", "2", "--chdir", str(tmp_path))
+    wait_log(s, "2 workers ready")
+    (tmp_path / "versioned.py").write_text("raise RuntimeError('broken deploy')\n")
+    s.signal(signal.SIGHUP)
+    wait_log(s, "failed to boot", 2)  # both replacements: the old workers keep serving
+    assert version_of(s.port) == "v1"
+    os.kill(child_pids(s.pid)[0], signal.SIGKILL)
+    wait_log(s, "was killed by signal")
+    s.signal(signal.SIGTTIN)
+    n = s.log().count("failed to boot")
+    wait_log(s, "failed to boot", n + 2)  # the restart and the added worker: retried, not fatal
+    assert s.proc.poll() is None, "the master stopped the server:\n" + s.log()[-2000:]
+    for _ in range(10):
+        assert version_of(s.port) == "v1"
+    write_app(tmp_path, "v3")  # fixed: the empty slots fill again
+    wait_for(lambda: len(child_pids(s.pid)) == 3, "three workers", guard=30)
+    assert s.stop() == 0
+
+
 def test_old_worker_stuck_in_the_app_is_killed_after_the_graceful_timeout(spawn, tmp_path):
     """--graceful-timeout: "the prefork master kills workers still running 5 s after it", also
     the old workers of a SIGHUP reload. One whose event loop is stuck in the app (--threads 0)
