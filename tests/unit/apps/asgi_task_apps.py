@@ -443,3 +443,17 @@ async def cancel_self_then_sleep0(scope, receive, send):
         note(key, "CancelledError at sleep(0)")
         asyncio.current_task().uncancel()
     await respond(send, 200, b"ok")
+
+
+async def raises_generator_exit(scope, receive, send):
+    """Raises GeneratorExit itself (?wait=1: after a wait, in a later step of its task): an
+    application error like any other (a 500, as uvicorn answers), not the task being destroyed;
+    ?obj=1: the same from an awaitable object that is not a coroutine (run_asgi awaits it)."""
+    if query(scope).get("wait"):
+        await asyncio.sleep(0)
+    raise GeneratorExit
+
+
+def raises_generator_exit_obj(scope, receive, send):
+    """raises_generator_exit, returned as an awaitable object that is not a coroutine."""
+    return _Awaiting(raises_generator_exit(scope, receive, send))
