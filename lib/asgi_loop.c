@@ -1419,6 +1419,12 @@ static PyObject *lw_lifespan_run(wsgi_runtime *rt, wsgi_app *app, const char *na
     PyObject *coro = PyObject_CallMethod(app->lifespan, name, NULL);
     if (!coro) return NULL;
     lw_running_leave(); /* run_until_complete sets it up itself */
+    /* A loop.stop() from an eager step ended that step: unlike a turn's, nothing cleared it. */
+    PyObject *stopping =
+        lw_eg.loop_dict ? PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_stopping) : NULL;
+    if (stopping == Py_True && PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_stopping, Py_False) < 0)
+        lw_log_exception("clearing loop._stopping", NULL, 0);
+    PyErr_Clear();
     rt->loop_turn = 1;
     PyObject *r = PyObject_CallMethod(rt->loop, "run_until_complete", "O", coro);
     rt->loop_turn = 0;

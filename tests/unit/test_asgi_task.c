@@ -723,6 +723,34 @@ static void test_generator_exit_is_an_app_error(void **state)
     }
 }
 
+/* loop.stop() in a request's step ends that step (a turn, or with eager start the step inside
+ * asgi_dispatch) only: the lifespan calls that run the loop next complete (with eager start the
+ * stop was left set, and run_until_complete gave up: "Event loop stopped before Future
+ * completed"). */
+static void test_loop_stop_then_lifespan(void **state)
+{
+    (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    wsgi_app *app = th_app(APPS "lifespan_after_stop");
+    asgi_conn *conn = ah_dispatch(th_app(APPS "stop_no_wait"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "stopped");
+    ah_rec_free(&rec);
+    assert_rc(asgi_lifespan_startup(app), WSGI_OK);
+    ah_rec_init(&rec);
+    th_req_init(&r, "GET", "/");
+    conn = ah_dispatch(th_app(APPS "stop_no_wait"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "stopped");
+    ah_rec_free(&rec);
+    assert_rc(asgi_lifespan_shutdown(app), WSGI_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -752,6 +780,7 @@ int main(void)
         ah_unit_test(test_app_call_returns_none),
         ah_unit_test(test_task_asked_for_in_the_call),
         ah_unit_test(test_generator_exit_is_an_app_error),
+        ah_unit_test(test_loop_stop_then_lifespan),
     };
     return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
 }

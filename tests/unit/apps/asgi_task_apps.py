@@ -457,3 +457,15 @@ async def raises_generator_exit(scope, receive, send):
 def raises_generator_exit_obj(scope, receive, send):
     """raises_generator_exit, returned as an awaitable object that is not a coroutine."""
     return _Awaiting(raises_generator_exit(scope, receive, send))
+
+
+async def stop_no_wait(scope, receive, send):
+    """loop.stop() in a request that never waits (with eager start: inside asgi_dispatch), then
+    a response: it ends that step only, not the lifespan's run of the loop that comes next."""
+    asyncio.get_running_loop().stop()
+    await respond(send, 200, b"stopped")
+
+
+async def lifespan_after_stop(scope, receive, send):
+    """with_lifespan under another name (its startup runs once per app)."""
+    await with_lifespan(scope, receive, send)
