@@ -591,8 +591,9 @@ static void lw_lazy_report(PyObject *owner, void (*report)(PyObject *, PyObject 
 }
 
 /* The coroutine ended (sr: RETURN or ERROR, *res its value or NULL): reported if it is the app's,
- * which then ends the Task with None, as run_asgi's body does (GeneratorExit, the Task being
- * destroyed, goes on unreported). */
+ * which then ends the Task with None, as run_asgi's body does. A GeneratorExit is reported too:
+ * out of send() or throw() it is the app's own (closing the Task's coroutine, lw_resume_close,
+ * reports nothing). */
 static PySendResult lw_resume_end(lw_resume *r, PySendResult sr, PyObject **res)
 {
     r->state = LR_DONE;
@@ -602,10 +603,6 @@ static PySendResult lw_resume_end(lw_resume *r, PySendResult sr, PyObject **res)
     if (sr == PYGEN_RETURN) {
         lw_lazy_report(owner, r->report, Py_None);
     } else {
-        if (PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
-            Py_DECREF(owner);
-            return sr;
-        }
         lw_exc_saved e;
         LW_EXC_SAVE(e);
         PyErr_NormalizeException(&e.t, &e.v, &e.tb);
@@ -1422,6 +1419,12 @@ static PyObject *lw_lifespan_run(wsgi_runtime *rt, wsgi_app *app, const char *na
     PyObject *coro = PyObject_CallMethod(app->lifespan, name, NULL);
     if (!coro) return NULL;
     lw_running_leave(); /* run_until_complete sets it up itself */
+    /* A loop.stop() from an eager step ended that step: unlike a turn's, nothing cleared it. */
+    PyObject *stopping =
+        lw_eg.loop_dict ? PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_stopping) : NULL;
+    if (stopping == Py_True && PyDict_SetItem(lw_eg.loop_dict, lw_eg.s_stopping, Py_False) < 0)
+        lw_log_exception("clearing loop._stopping", NULL, 0);
+    PyErr_Clear();
     rt->loop_turn = 1;
     PyObject *r = PyObject_CallMethod(rt->loop, "run_until_complete", "O", coro);
     rt->loop_turn = 0;

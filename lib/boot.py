@@ -123,6 +123,7 @@ import asyncio
 import math
 import os
 import selectors
+import sys
 
 
 def make_loop(wake_fd):
@@ -329,6 +330,15 @@ async def eager_probe():
     return asyncio.current_task()
 
 
+def _own_step(frame):
+    """Whether the coroutine running @frame is being stepped by its task (the loop's current task
+    runs it), rather than closed (GeneratorExit thrown in as the coroutine is destroyed)."""
+    loop = asyncio._get_running_loop()
+    current = _orig_current_task or asyncio.tasks.current_task
+    task = current(loop) if loop is not None else None
+    return task is not None and getattr(task.get_coro(), "cr_frame", None) is frame
+
+
 async def run_asgi(app, scope, receive, send, report, *aw):
     """The task body of one ASGI connection: however the app ends (returns, raises synchronously
     or later, returns a non-awaitable, is cancelled), report() hears it here, in the task's last
@@ -337,8 +347,10 @@ async def run_asgi(app, scope, receive, send, report, *aw):
     included, whose await raises the TypeError to report)."""
     try:
         await (aw[0] if aw else app(scope, receive, send))
-    except GeneratorExit:
-        raise  # the task is being destroyed: nothing to report to
+    except GeneratorExit as exc:
+        if not _own_step(sys._getframe()):
+            raise  # thrown in by close(): the task is being destroyed, nothing to report to
+        report(exc)  # raised by the app, in a step of its task: an error like any other
     except (KeyboardInterrupt, SystemExit) as exc:
         # asyncio lets these escape the loop; one request must not take the host down.
         err = RuntimeError(f"ASGI app raised {type(exc).__name__}")

@@ -573,7 +573,6 @@ static void test_host_cancel_during_first_step(void **state)
     ah_rec_free(&rec);
 }
 
-
 /* A callable forced to the ASGI interface (a plain function: not detected as ASGI). */
 static wsgi_app *forced_asgi(const char *spec)
 {
@@ -612,7 +611,6 @@ static void test_app_call_not_a_coroutine(void **state)
     assert_true(th_log_count(mark, WSGI_LOG_ERROR, "libwsgi-test raised in the call") >= 1);
     ah_rec_free(&rec);
 }
-
 
 /* The Task a request gets at its first wait shows the app's coroutine (repr, get_stack, the
  * coroutine's code), and, kept in a local of that coroutine, it is released once the request is
@@ -698,6 +696,61 @@ static void test_task_asked_for_in_the_call(void **state)
                       "in the coroutine: same True, after a wait True");
 }
 
+/* An app that raises GeneratorExit itself, in its first step or after a wait, from its own
+ * coroutine or an awaitable object: an application error (a 500 and on_done), whichever way its
+ * task started. (GeneratorExit is also what closing a coroutine throws in, which has nobody to
+ * report to; an app's own is not that: with a Task from the start, or once a lazily started
+ * request had its Task, the request used to end without on_done.) */
+static void test_generator_exit_is_an_app_error(void **state)
+{
+    (void)state;
+    static const char *const spec[] = {APPS "raises_generator_exit", APPS "raises_generator_exit",
+                                       APPS "raises_generator_exit_obj",
+                                       APPS "raises_generator_exit_obj"};
+    static const char *const target[] = {"/", "/?wait=1", "/", "/?wait=1"};
+    for (int i = 0; i < 4; i++) {
+        th_req r;
+        th_req_init(&r, "GET", target[i]);
+        ah_rec rec;
+        ah_rec_init(&rec);
+        size_t mark = th_log_mark();
+        asgi_conn *conn = ah_dispatch(i < 2 ? th_app(spec[i]) : forced_asgi(spec[i]), &r, &rec);
+        ah_drive_done(&rec);
+        asgi_conn_free(conn);
+        ah_assert_500(&rec, WSGI_ERR_APP);
+        assert_true(th_log_count(mark, WSGI_LOG_ERROR, "GeneratorExit") >= 1);
+        ah_rec_free(&rec);
+    }
+}
+
+/* loop.stop() in a request's step ends that step (a turn, or with eager start the step inside
+ * asgi_dispatch) only: the lifespan calls that run the loop next complete (with eager start the
+ * stop was left set, and run_until_complete gave up: "Event loop stopped before Future
+ * completed"). */
+static void test_loop_stop_then_lifespan(void **state)
+{
+    (void)state;
+    th_req r;
+    th_req_init(&r, "GET", "/");
+    ah_rec rec;
+    ah_rec_init(&rec);
+    wsgi_app *app = th_app(APPS "lifespan_after_stop");
+    asgi_conn *conn = ah_dispatch(th_app(APPS "stop_no_wait"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "stopped");
+    ah_rec_free(&rec);
+    assert_rc(asgi_lifespan_startup(app), WSGI_OK);
+    ah_rec_init(&rec);
+    th_req_init(&r, "GET", "/");
+    conn = ah_dispatch(th_app(APPS "stop_no_wait"), &r, &rec);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "stopped");
+    ah_rec_free(&rec);
+    assert_rc(asgi_lifespan_shutdown(app), WSGI_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -726,6 +779,8 @@ int main(void)
         ah_unit_test(test_cancel_self_then_await_task),
         ah_unit_test(test_app_call_returns_none),
         ah_unit_test(test_task_asked_for_in_the_call),
+        ah_unit_test(test_generator_exit_is_an_app_error),
+        ah_unit_test(test_loop_stop_then_lifespan),
     };
     return cmocka_run_group_tests_name("asgi_task", tests, th_group_setup, th_group_teardown);
 }

@@ -443,3 +443,29 @@ async def cancel_self_then_sleep0(scope, receive, send):
         note(key, "CancelledError at sleep(0)")
         asyncio.current_task().uncancel()
     await respond(send, 200, b"ok")
+
+
+async def raises_generator_exit(scope, receive, send):
+    """Raises GeneratorExit itself (?wait=1: after a wait, in a later step of its task): an
+    application error like any other (a 500, as uvicorn answers), not the task being destroyed;
+    ?obj=1: the same from an awaitable object that is not a coroutine (run_asgi awaits it)."""
+    if query(scope).get("wait"):
+        await asyncio.sleep(0)
+    raise GeneratorExit
+
+
+def raises_generator_exit_obj(scope, receive, send):
+    """raises_generator_exit, returned as an awaitable object that is not a coroutine."""
+    return _Awaiting(raises_generator_exit(scope, receive, send))
+
+
+async def stop_no_wait(scope, receive, send):
+    """loop.stop() in a request that never waits (with eager start: inside asgi_dispatch), then
+    a response: it ends that step only, not the lifespan's run of the loop that comes next."""
+    asyncio.get_running_loop().stop()
+    await respond(send, 200, b"stopped")
+
+
+async def lifespan_after_stop(scope, receive, send):
+    """with_lifespan under another name (its startup runs once per app)."""
+    await with_lifespan(scope, receive, send)
