@@ -182,10 +182,11 @@ typedef struct wsgi_response_head {
     const wsgi_header
         *headers;     /**< Headers in the app's order (validated: token names, no CR/LF/NUL). */
     size_t n_headers; /**< Number of @c headers. */
-    int64_t content_length; /**< The app's Content-Length, or the one libwsgi added for a body
-                                 known whole before the head (a WSGI list or tuple of bytes, an
-                                 ASGI body in one event: docs/wsgi.md and docs/asgi.md,
-                                 "Content-Length"; it is then the last of @c headers), or -1. */
+    int64_t content_length; /**< The app's Content-Length, or (since 0.7.0) the one libwsgi
+                                 added for a body known whole before the head (a WSGI list or
+                                 tuple of bytes, an ASGI body in one event: docs/wsgi.md and
+                                 docs/asgi.md, "Content-Length"; it is then the last of @c
+                                 headers), or -1. */
     unsigned flags;         /**< Bitwise OR of ::wsgi_head_flags. */
 } wsgi_response_head;
 
