@@ -203,16 +203,22 @@ static void test_extension_method_passes_through(void **state)
     ah_rec_free(&rec);
 }
 
+/* The scope-dumping app mounted at @script_name (wsgi_app_options::script_name). */
+static wsgi_app *dump_mounted_at(const char *script_name)
+{
+    wsgi_app_options opts;
+    wsgi_app_options_init(&opts);
+    opts.spec = DUMP;
+    opts.script_name = script_name;
+    return th_app_with(&opts);
+}
+
 /* root_path is the mount point; path is the full request path (ASGI: "PATH_INFO can be derived
  * from path and root_path"), decoded, with %2F decoded too while raw_path keeps it. */
 static void test_root_path_from_script_name(void **state)
 {
     (void)state;
-    wsgi_app_options opts;
-    wsgi_app_options_init(&opts);
-    opts.spec = DUMP;
-    opts.script_name = "/mount";
-    wsgi_app *app = th_app_with(&opts);
+    wsgi_app *app = dump_mounted_at("/mount");
     th_req r;
     th_req_init(&r, "GET", "/mount/x%2Fy?q");
     ah_rec rec;
@@ -231,11 +237,7 @@ static void test_root_path_from_script_name(void **state)
 static void test_root_path_from_extra_environ(void **state)
 {
     (void)state;
-    wsgi_app_options opts;
-    wsgi_app_options_init(&opts);
-    opts.spec = DUMP;
-    opts.script_name = "/mount";
-    wsgi_app *app = th_app_with(&opts);
+    wsgi_app *app = dump_mounted_at("/mount");
     th_req r;
     th_req_init(&r, "GET", "/lt/app/x?q");
     th_req_extra(&r, "PATH_INFO", "/x");
@@ -267,11 +269,7 @@ static void test_root_path_from_extra_environ(void **state)
 static void test_root_path_is_utf8_like_path(void **state)
 {
     (void)state;
-    wsgi_app_options opts;
-    wsgi_app_options_init(&opts);
-    opts.spec = DUMP;
-    opts.script_name = "/caf\xc3\xa9";
-    wsgi_app *app = th_app_with(&opts);
+    wsgi_app *app = dump_mounted_at("/caf\xc3\xa9");
     th_req r;
     th_req_init(&r, "GET", "/caf%C3%A9/x");
     ah_rec rec;
