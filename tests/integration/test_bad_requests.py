@@ -182,6 +182,25 @@ def test_unknown_method_sent_byte_by_byte_is_501(any_srv):
         assert c.is_closed_by_peer()
 
 
+def test_unknown_method_behind_keep_alive_requests_is_501(any_srv):
+    """The line is re-parsed from the buffer's start (unknown_method_status): behind a pipelined
+    request whose body was read, and cut in pieces after an answered one, it is still the next
+    request's line that is judged."""
+    foo = b"FOO /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    with Conn(any_srv.port) as c:
+        c.send(build_request("POST", "/echo", body=b"hello") + foo)
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello", r
+        assert c.read_response().status == 501
+    with Conn(any_srv.port) as c:
+        assert c.request("GET", "/hello").status == 200
+        for b in b"\r\n" + foo:
+            c.send(bytes([b]))
+        r = c.read_response()
+        assert r.status == 501, r
+        assert c.is_closed_by_peer()
+
+
 @pytest.mark.parametrize("name", sorted(GOOD_HOSTS))
 def test_valid_host_reaches_app(srv, name):
     sent, seen = GOOD_HOSTS[name]
