@@ -743,10 +743,13 @@ static int lw_ac_pathsend(lw_asgi_conn *c, PyObject *msg)
      * the loop thread in open() until a writer came; a regular file's reads ignore it. */
     int fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int statted = fd >= 0 && fstat(fd, &st) == 0;
+    if (!statted || !S_ISREG(st.st_mode)) {
         if (fd >= 0) {
+            int e = errno;
             close(fd);
-            errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* EINVAL: a FIFO, device, socket */
+            /* EINVAL: a FIFO, device, socket; else fstat's error */
+            errno = !statted ? e : S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
         }
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         Py_DECREF(fs);

@@ -348,7 +348,7 @@ static void on_exit_status(master *m, wproc *w, int status, int *stopping, int *
     if (boot_failed)
         host_log(WSGI_LOG_ERROR, "worker %u (pid %d) failed to boot: retrying in 1 s", slot,
                  (int)pid);
-    if (slot < m->n_slots) m->restart_at[slot] = lived < 1000 ? now_ms() + 1000 : 0;
+    if (slot < m->n_slots) m->restart_at[slot] = lived < 1000 || boot_failed ? now_ms() + 1000 : 0;
 }
 
 int prefork_run(const prefork_config *cfg, prefork_worker_fn fn, void *arg)
