@@ -779,8 +779,14 @@ static void next_request(server *s, conn *c)
     if (c->in_len > 0) {
         /* Pipelined: the next request is already (partly) here. Parsed from the ready list (not
          * here: with --threads 0 that would recurse once per pipelined request). Until then it is
-         * in no timeout list and not armed, so nothing else can close it. */
+         * in no timeout list and not armed, so nothing else can close it: an exchange may have
+         * left it armed (ASGI watches for the client going away, EPOLLRDHUP), and a reset then
+         * reported before the ready list runs would close it through the link that queues it
+         * (dropping the connections behind it, and freeing it while queued). Disarmed, such an
+         * event is dropped (on_event); the ready list arms it again. */
         c->state = CONN_HEAD;
+        c->disarmed = 1;
+        tls_unqueue(s, c);
         ready_push(s, c, READY_ADVANCE);
     } else if (s->draining) {
         /* Idle now (after a drained body): closed like the idle ones when shutdown began. */

@@ -107,6 +107,18 @@ async def r_hello(scope, receive, send, args):
     await send({"type": "http.response.body", "body": b"Hello, World!\n"})
 
 
+async def r_respond_then_block(scope, receive, send, args):
+    """Responds in a loop turn (after a real await), then blocks the loop thread in open() of the
+    FIFO ?fifo until the test opens it for writing (?marker: created once the response is out)."""
+    await asyncio.sleep(0)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
+    open(args["marker"], "w").close()
+    with open(args["fifo"], "rb"):
+        pass
+
+
 async def r_unmeasured(scope, receive, send, args):
     """The whole body in one event, no content-length from the app."""
     await start(send)
@@ -308,6 +320,7 @@ async def r_state(scope, receive, send, args):
 ROUTES = {
     "/hello": r_hello,
     "/unmeasured": r_unmeasured,
+    "/respond-then-block": r_respond_then_block,
     "/scope": r_scope,
     "/echo": r_echo,
     "/upload": r_upload,
