@@ -128,7 +128,7 @@ static struct {
     PyObject *old_hooks;                 /* what lw_eager_hooks(1) replaced */
     PyObject *thread_id;                 /* threading.get_ident() of the loop thread */
     PyObject *s_call_soon, *s_thread_id, *s_context, *s_ready, *s_scheduled, *s_debug, *s_get_debug,
-        *s_stopping, *s_self, *context_kwnames;
+        *s_stopping, *s_self, *s_task_factory, *context_kwnames;
     PyObject *run_asgi;   /* boot.run_asgi (not eager start's, but cached with the loop here) */
     PyObject *run_once;   /* loop._run_once (bound), NULL: turns go through run_forever */
     int running;          /* the loop is marked running on the loop thread (lw_running_enter) */
@@ -241,6 +241,7 @@ static void lw_eager_free(void)
                          &lw_eg.s_debug,
                          &lw_eg.s_get_debug,
                          &lw_eg.s_stopping,
+                         &lw_eg.s_task_factory,
                          &lw_eg.step,
                          &lw_eg.ctx,
                          &lw_eg.run_asgi,
@@ -320,6 +321,13 @@ int lw_eager_begin(void)
 {
     wsgi_runtime *rt = lw_rt;
     if (lw_eg.lz.active) return -1; /* a request runs without its Task: the next one waits */
+    /* A task factory (loop.set_task_factory: monitoring tools) makes every Task: eager and lazy
+     * start make theirs themselves, so the request starts the deferred way, through
+     * loop.create_task. */
+    PyObject *factory =
+        lw_eg.loop_dict ? PyDict_GetItemWithError(lw_eg.loop_dict, lw_eg.s_task_factory) : NULL;
+    if (factory && factory != Py_None) return -1;
+    PyErr_Clear();
     if (rt->loop_turn) {
         /* Inside a turn or an eager step (a dispatch from a callback): a task may be in the
          * middle of its step, which another task's step cannot interrupt. */
@@ -1073,6 +1081,7 @@ static void lw_eager_init(wsgi_runtime *rt)
     lw_eg.s_debug = PyUnicode_InternFromString("_debug");
     lw_eg.s_get_debug = PyUnicode_InternFromString("get_debug");
     lw_eg.s_stopping = PyUnicode_InternFromString("_stopping");
+    lw_eg.s_task_factory = PyUnicode_InternFromString("_task_factory");
     lw_eg.s_self = PyUnicode_InternFromString("__self__");
     lw_eg.context_kwnames = Py_BuildValue("(s)", "context");
     if (PyErr_Occurred() || !lw_eg.loop_dict || !PyDict_Check(lw_eg.loop_dict)) goto out;

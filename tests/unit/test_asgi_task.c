@@ -329,6 +329,39 @@ static void test_instance_call_soon_patch_survives(void **state)
     assert_notes(key, all);
 }
 
+/* A task factory set on the loop (monitoring tools: Sentry's AsyncioIntegration) makes every
+ * request's Task, whatever the start mode: eager and lazy start make their Task themselves, so
+ * with a factory in place a request starts the deferred way, through loop.create_task. */
+static void test_task_factory_makes_request_tasks(void **state)
+{
+    (void)state;
+    char key[32];
+    new_key(key, sizeof key);
+    ah_rec rec;
+    th_req r;
+    ah_rec_init(&rec);
+    asgi_conn *conn = start(APPS "set_task_factory", key, NULL, &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    ah_rec_free(&rec);
+    for (int i = 0; i < 3; i++) { /* each one's Task made by the factory */
+        ah_rec_init(&rec);
+        conn = start(APPS "hello", key, NULL, &rec, &r);
+        ah_drive_done(&rec);
+        asgi_conn_free(conn);
+        ah_assert_ok(&rec, 200, NULL);
+        ah_rec_free(&rec);
+    }
+    ah_rec_init(&rec);
+    conn = start(APPS "set_task_factory", key, "&undo=1", &rec, &r);
+    ah_drive_done(&rec);
+    asgi_conn_free(conn);
+    ah_assert_ok(&rec, 200, "ok");
+    ah_rec_free(&rec);
+    assert_notes(key, "request tasks made by the factory: 4"); /* 3 hellos and the undo */
+}
+
 static void test_eager_needs_no_turn(void **state)
 {
     (void)state;
@@ -756,6 +789,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         ah_unit_test(test_current_task_identity),
         ah_unit_test(test_instance_call_soon_patch_survives),
+        ah_unit_test(test_task_factory_makes_request_tasks),
         ah_unit_test(test_contextvars_per_request),
         ah_unit_test(test_cancel_blocked_request),
         ah_unit_test(test_timeouts_in_the_app),

@@ -217,6 +217,25 @@ async def patch_call_soon(scope, receive, send):
     await respond(send, 200, b"ok")
 
 
+async def set_task_factory(scope, receive, send):
+    """Sets a task factory on the running loop that counts the tasks it makes (as Sentry's
+    AsyncioIntegration and other monitoring tools do), or (?undo=1) removes it and reports how
+    many request tasks (run_asgi's) it made."""
+    key = query(scope)["key"]
+    loop = asyncio.get_running_loop()
+    if query(scope).get("undo"):
+        loop.set_task_factory(None)
+        note(key, "request tasks made by the factory: %d" % EVENTS.get(key, 0))
+    else:
+        def factory(loop, coro, **kwargs):
+            if getattr(coro, "__qualname__", "") == "run_asgi":
+                EVENTS[key] = EVENTS.get(key, 0) + 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+    await respond(send, 200, b"ok")
+
+
 # ---- the task of a request that starts without one (lazy tasks, asgi_loop.c) ----------------------
 # With eager start a request runs without a Task until it waits or asks for it; these apps ask for
 # it in the first step and then end, cancel themselves or yield something odd. Either way they
