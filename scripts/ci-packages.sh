@@ -23,7 +23,7 @@ scripts/install-deps.sh packaging
 work=$(mktemp -d "${TMPDIR:-/tmp}/libwsgi-packages.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && $SUDO mk-build-deps --install --remove \
-    --tool 'apt-get -y -q --no-install-recommends' "$src/debian/control" >"$work/build-deps.log" 2>&1) || {
+    --tool 'apt-get -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends' "$src/debian/control" >"$work/build-deps.log" 2>&1) || {
   cat "$work/build-deps.log"
   exit 1
 }
@@ -71,7 +71,7 @@ debs=()
 for d in "$work"/*.deb; do
   case $d in *-dbgsym_*) ;; *) debs+=("$d") ;; esac
 done
-$SUDO apt-get install -y -q --no-install-recommends --reinstall "${debs[@]}" >"$work/install.log" 2>&1 || {
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends --reinstall "${debs[@]}" >"$work/install.log" 2>&1 || {
   cat "$work/install.log"
   exit 1
 }

@@ -84,6 +84,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "install-deps ($*): installing ${#missing[@]} packages and their dependencies: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Another apt-get (a second CI run on the same machine, unattended upgrades) may hold dpkg's lock:
+# wait for it instead of failing.
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
 echo "install-deps: apt-get update" >&2
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+$SUDO apt-get "${APT_WAIT[@]}" update -q
+$SUDO apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "${missing[@]}"
