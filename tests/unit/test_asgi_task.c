@@ -285,7 +285,25 @@ static void test_lifespan_between_requests(void **state)
 
 /* ---- eager start only ----------------------------------------------------------------------- */
 
-/* An app that never waits is complete when asgi_dispatch returns: no loop turn is asked for. */
+/* Runs @setup (it puts something on the loop), three requests to @each (@each_body: their
+ * body, or NULL), then @setup with "&undo=1" (it takes it away and notes what it saw), all
+ * under @key, each driven to its end. */
+static void around_three_requests(const char *setup, const char *each, const char *each_body,
+                                  const char *key)
+{
+    for (int i = 0; i < 5; i++) {
+        int edge = i == 0 || i == 4;
+        ah_rec rec;
+        th_req r;
+        ah_rec_init(&rec);
+        asgi_conn *conn = start(edge ? setup : each, key, i == 4 ? "&undo=1" : NULL, &rec, &r);
+        ah_drive_done(&rec);
+        asgi_conn_free(conn);
+        ah_assert_ok(&rec, 200, edge ? "ok" : each_body);
+        ah_rec_free(&rec);
+    }
+}
+
 /* An app (or a monitoring library) that wraps call_soon on the loop instance keeps its wrapper,
  * and the wrapper sees the loop's work: eager start must not drop or bypass it (it overrides
  * call_soon on the instance for the length of each Task() call). */
@@ -294,28 +312,8 @@ static void test_instance_call_soon_patch_survives(void **state)
     (void)state;
     char key[32];
     new_key(key, sizeof key);
-    ah_rec rec;
-    th_req r;
-    ah_rec_init(&rec);
-    asgi_conn *conn = start(APPS "patch_call_soon", key, NULL, &rec, &r);
-    ah_drive_done(&rec);
-    asgi_conn_free(conn);
-    ah_assert_ok(&rec, 200, "ok");
-    ah_rec_free(&rec);
-    for (int i = 0; i < 3; i++) { /* requests created while the patch is in place */
-        ah_rec_init(&rec);
-        conn = start(APPS "identity", key, NULL, &rec, &r);
-        ah_drive_done(&rec);
-        asgi_conn_free(conn);
-        ah_assert_ok(&rec, 200, "ok");
-        ah_rec_free(&rec);
-    }
-    ah_rec_init(&rec);
-    conn = start(APPS "patch_call_soon", key, "&undo=1", &rec, &r);
-    ah_drive_done(&rec);
-    asgi_conn_free(conn);
-    ah_assert_ok(&rec, 200, "ok");
-    ah_rec_free(&rec);
+    /* requests created while the patch is in place */
+    around_three_requests(APPS "patch_call_soon", APPS "identity", "ok", key);
     char expected[1024];
     snprintf(expected, sizeof expected, "%s",
              "task Task, a Task True, running True, registered True, coro True\n"
@@ -337,31 +335,11 @@ static void test_task_factory_makes_request_tasks(void **state)
     (void)state;
     char key[32];
     new_key(key, sizeof key);
-    ah_rec rec;
-    th_req r;
-    ah_rec_init(&rec);
-    asgi_conn *conn = start(APPS "set_task_factory", key, NULL, &rec, &r);
-    ah_drive_done(&rec);
-    asgi_conn_free(conn);
-    ah_assert_ok(&rec, 200, "ok");
-    ah_rec_free(&rec);
-    for (int i = 0; i < 3; i++) { /* each one's Task made by the factory */
-        ah_rec_init(&rec);
-        conn = start(APPS "hello", key, NULL, &rec, &r);
-        ah_drive_done(&rec);
-        asgi_conn_free(conn);
-        ah_assert_ok(&rec, 200, NULL);
-        ah_rec_free(&rec);
-    }
-    ah_rec_init(&rec);
-    conn = start(APPS "set_task_factory", key, "&undo=1", &rec, &r);
-    ah_drive_done(&rec);
-    asgi_conn_free(conn);
-    ah_assert_ok(&rec, 200, "ok");
-    ah_rec_free(&rec);
+    around_three_requests(APPS "set_task_factory", APPS "hello", NULL, key);
     assert_notes(key, "request tasks made by the factory: 4"); /* 3 hellos and the undo */
 }
 
+/* An app that never waits is complete when asgi_dispatch returns: no loop turn is asked for. */
 static void test_eager_needs_no_turn(void **state)
 {
     (void)state;
