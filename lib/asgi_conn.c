@@ -581,7 +581,7 @@ static void lw_ac_hold(lw_asgi_conn *c, PyObject *body)
  * content-length, add one, as for a WSGI list body (docs/asgi.md, "Content-Length"): the host
  * frames the body by length (an HTTP/1.0 keep-alive client keeps its connection, HTTP/1.1 needs
  * no chunked framing). Not for an empty body (a HEAD answered with b"" must not claim 0), a
- * status without a body (1xx, 204, 304), trailers, or an app that set transfer-encoding.
+ * status without a body (1xx, 204, 205, 304), trailers, or an app that set transfer-encoding.
  * @digits (24 bytes) holds the value; it must live until on_start returns. */
 static void lw_ac_add_length(lw_asgi_conn *c, size_t len, char *digits)
 {

@@ -304,19 +304,14 @@ static void lw_resp_release(wsgi_response *resp, lw_gil *g)
     lw_gil_release(g);
 }
 
-/* GIL held, in wsgi_call: take the first item of an exact list/tuple now, so that the first
- * wsgi_iter_next() delivers it without taking the GIL, and a one-item body (the usual
- * `return [body]`) needs no GIL after wsgi_call() at all. Only when nothing about it can fail or
- * be logged later than it would have been: bytes, not empty, start_response called, within
- * Content-Length, and if it is the last item, not shorter than Content-Length. */
 /* A list or tuple of bytes is the whole body, known before the head is sent: when the app gave no
  * Content-Length, add one (PEP 3333, "Handling the Content-Length Header": "if the iterable has
  * len() of 1, the server can automatically determine content length"; all items bytes is the
  * same case). The host can then frame the body by length: an HTTP/1.0 keep-alive client keeps
  * its connection, an HTTP/1.1 one gets no chunked framing. Not for a status without a body
- * (1xx, 204, 304), an empty body (a HEAD answered with no items must not claim 0), a head already
- * sent by write(), or an app that set Transfer-Encoding itself. 205 has no content either (RFC 9110
- * 15.3.6). GIL held. */
+ * (1xx, 204, 304; 205 has no content either, RFC 9110 15.3.6), an empty body (a HEAD answered
+ * with no items must not claim 0), a head already sent by write(), or an app that set
+ * Transfer-Encoding itself. GIL held. */
 static void lw_seq_add_length(wsgi_response *resp, PyObject *seq, Py_ssize_t n)
 {
     int code = resp->status_code;
@@ -366,6 +361,11 @@ static void lw_seq_add_length(wsgi_response *resp, PyObject *seq, Py_ssize_t n)
     resp->content_length = total;
 }
 
+/* GIL held, in wsgi_call: take the first item of an exact list/tuple now, so that the first
+ * wsgi_iter_next() delivers it without taking the GIL, and a one-item body (the usual
+ * `return [body]`) needs no GIL after wsgi_call() at all. Only when nothing about it can fail or
+ * be logged later than it would have been: bytes, not empty, start_response called, within
+ * Content-Length, and if it is the last item, not shorter than Content-Length. */
 static void lw_seq_prefetch(wsgi_response *resp)
 {
     PyObject *seq = resp->result;
